@@ -1,0 +1,1 @@
+"""The node: pure Raft decisions (core) and the Pykka actors that feed them."""

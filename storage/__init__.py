@@ -1,0 +1,1 @@
+"""What survives a crash: the RocksDB log and stable state, snapshot files."""

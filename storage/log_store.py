@@ -1,0 +1,386 @@
+"""The durable Raft log and stable state, in one RocksDB database (rocksdict, raw bytes keys).
+
+Layout (all keys are bytes, so RocksDB's bytewise order is the order we rely on):
+
+- ``b"e" + index`` (8-byte big-endian): one log entry, value = msgpack ``[term, kind, data]``.
+  Big-endian makes iteration order equal index order, so a range read is one seek.
+- ``b"m/..."``: stable state and identity: term, vote, commit index, the snapshot base
+  (index, term of the entry just before ``first_index``), the on-disk format version, and
+  free-form string metadata (cluster_id, node_id, incarnation, removed) under ``b"m/meta/"``.
+
+Entries and stable state share one database so that a single WriteBatch can truncate a
+conflicting suffix, append new entries and record the term/vote/commit atomically, with one
+fsync. RocksDB does not sync unless the write options say so (DESIGN.md section 8), so every
+write that Raft relies on goes through :attr:`LogStore._sync_opts`.
+
+A LogStore is owned by one thread at a time (the log manager actor): the cached indexes and
+the shared msgpack Packer are not guarded by locks.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import msgpack
+import rocksdict
+
+from wire.messages import Entry
+
+FORMAT_VERSION = 1
+
+log = logging.getLogger("storage.log")
+
+_ENTRY_PREFIX = b"e"
+_ENTRY_END = b"f"  # first key after every b"e..." key: the exclusive end of "all entries"
+_ENTRY_KEY = struct.Struct(">cQ")
+
+_K_FORMAT = b"m/format"
+_K_TERM = b"m/term"
+_K_VOTE = b"m/vote"
+_K_COMMIT = b"m/commit"
+_K_BASE = b"m/base"
+_META_PREFIX = b"m/meta/"
+
+
+class StorageError(Exception):
+    """The data on disk cannot be used by this build: wrong format version, locked by another
+    process, inconsistent contents, or (raised by callers) data that belongs to another node."""
+
+
+class _Unset:
+    """Type of :data:`UNSET`, the default of ``write(vote=...)``: "leave the vote as it is"
+    (``None`` is a real value there: it clears the vote)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass
+class StableState:
+    """Raft's persistent per-server state besides the log: current term, the vote cast in it
+    (``None`` for no vote) and the highest index known committed."""
+
+    term: int = 0
+    vote: Optional[str] = None
+    commit: int = 0
+
+
+def _entry_key(index: int) -> bytes:
+    return _ENTRY_KEY.pack(_ENTRY_PREFIX, index)
+
+
+def _entry_index(key: bytes) -> int:
+    return _ENTRY_KEY.unpack(key)[1]
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+class LogStore:
+    """The durable Raft log plus term, vote, commit index and identity metadata.
+
+    Indexes are 1-based as in the Raft paper. After :meth:`drop_prefix` the log starts at
+    ``base()[0] + 1``; ``last_index() == base()[0]`` means the log is empty.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Open (creating if needed) the store at ``path``.
+
+        Raises StorageError if the directory is in use by another process, or holds data of
+        another format version, or its contents are inconsistent.
+        """
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        # RocksDB's info LOG files otherwise accumulate forever in the data directory.
+        opts.set_keep_log_file_num(3)
+        try:
+            self._db = rocksdict.Rdict(path, opts)
+        except Exception as e:  # rocksdict raises a bare Exception for every I/O error
+            busy = "lock" in str(e).lower()
+            hint = " (is another process using this data directory?)" if busy else ""
+            raise StorageError(f"cannot open log store at {path}: {e}{hint}") from None
+        self._closed = False
+        self._sync_opts = rocksdict.WriteOptions()
+        self._sync_opts.sync = True
+        self._nosync_opts = rocksdict.WriteOptions()
+        self._nosync_opts.sync = False
+        self._packer = msgpack.Packer(use_bin_type=True)
+        # Bounds range reads to entry keys, so a short log never reads stable state as entries.
+        self._entries_ro = rocksdict.ReadOptions()
+        self._entries_ro.set_iterate_upper_bound(_ENTRY_END)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _load(self) -> None:
+        """Check the format version and fill the in-memory caches."""
+        db = self._db
+        if self._is_empty():
+            db.put(_K_FORMAT, _pack(FORMAT_VERSION), self._sync_opts)
+            log.info("created a new log store at %s (format version %d)", self.path, FORMAT_VERSION)
+        else:
+            raw = db.get(_K_FORMAT)
+            version = None if raw is None else _unpack(raw)
+            if version != FORMAT_VERSION:
+                found = "no format version" if version is None else f"format version {version!r}"
+                raise StorageError(
+                    f"log store at {self.path} has {found}, this build reads {FORMAT_VERSION}"
+                )
+
+        raw = db.get(_K_TERM)
+        term = 0 if raw is None else _unpack(raw)
+        raw = db.get(_K_VOTE)
+        vote = None if raw is None else _unpack(raw)
+        raw = db.get(_K_COMMIT)
+        commit = 0 if raw is None else _unpack(raw)
+        self._stable = StableState(term, vote, commit)
+
+        raw = db.get(_K_BASE)
+        base_index, base_term = (0, 0) if raw is None else _unpack(raw)
+        self._base: tuple[int, int] = (base_index, base_term)
+        self._first = self._base[0] + 1
+
+        lowest, highest = self._entry_bounds()
+        if lowest is None:
+            self._last = self._base[0]
+        else:
+            # drop_prefix and truncations are single batches, so the log is always contiguous
+            # from first_index; anything else means the files were tampered with or damaged.
+            if lowest != self._first:
+                raise StorageError(
+                    f"log store at {self.path} is inconsistent: first entry is {lowest}, "
+                    f"expected {self._first} (snapshot base {self._base})"
+                )
+            self._last = highest
+
+    def _is_empty(self) -> bool:
+        """True if the database holds no key at all (a new store, or one whose creation
+        crashed before the format version was written)."""
+        it = self._db.iter()
+        it.seek_to_first()
+        return not it.valid()
+
+    def _entry_bounds(self) -> tuple[Optional[int], Optional[int]]:
+        """Lowest and highest entry index on disk, (None, None) if there is no entry.
+
+        Iterators live only inside helpers like this one: a live iterator (even one kept by a
+        traceback) holds the database open, and its LOCK, after close().
+        """
+        it = self._db.iter()
+        it.seek(_ENTRY_PREFIX)
+        if not (it.valid() and it.key()[:1] == _ENTRY_PREFIX):
+            return None, None
+        lowest = _entry_index(it.key())
+        it.seek_for_prev(_entry_key(2**64 - 1))
+        return lowest, _entry_index(it.key())
+
+    # ------------------------------------------------------------------ reads
+
+    def stable(self) -> StableState:
+        """The persisted term, vote and commit index (a copy; served from memory)."""
+        s = self._stable
+        return StableState(s.term, s.vote, s.commit)
+
+    def first_index(self) -> int:
+        """Index of the first entry held: 1 for a fresh log, ``base_index + 1`` after a drop."""
+        return self._first
+
+    def last_index(self) -> int:
+        """Index of the last entry held; equals ``base()[0]`` when the log is empty."""
+        return self._last
+
+    def base(self) -> tuple[int, int]:
+        """(index, term) of the entry just before :meth:`first_index`: the last entry covered by
+        the snapshot the log was compacted to; ``(0, 0)`` if never compacted."""
+        return self._base
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Entries with index in ``[lo, hi)``; ``hi`` is clamped to ``last_index() + 1``.
+
+        Raises IndexError if ``lo`` is below :meth:`first_index` (those entries are compacted
+        into a snapshot; the caller must send or use the snapshot instead).
+        """
+        if lo < self._first:
+            raise IndexError(f"entry {lo} is compacted: the log starts at {self._first}")
+        hi = min(hi, self._last + 1)
+        if hi <= lo:
+            return []
+        out = self._read_range(lo, hi - lo)
+        if len(out) != hi - lo:
+            raise StorageError(f"log store at {self.path} is missing entries in [{lo}, {hi})")
+        return out
+
+    def _read_range(self, lo: int, n: int) -> list[Entry]:
+        """Up to ``n`` consecutive entries from ``lo``, stopping short at a gap.
+
+        One seek, then RocksDB's own iterator (faster than stepping an RdictIter from Python).
+        Keys are unique and sorted, so n entries whose first and last keys are lo and lo+n-1
+        are exactly lo..lo+n-1: two comparisons check contiguity.
+        """
+        out: list[Entry] = []
+        append = out.append
+        unpackb = msgpack.unpackb
+        first = last = None
+        items = self._db.items(from_key=_entry_key(lo), read_opt=self._entries_ro)
+        for key, value in itertools.islice(items, n):
+            if first is None:
+                first = key
+            last = key
+            append(Entry(*unpackb(value)))
+        if first != _entry_key(lo) or last != _entry_key(lo + len(out) - 1):
+            return []
+        return out
+
+    def all_entries(self) -> list[Entry]:
+        """Every entry held, from :meth:`first_index` to :meth:`last_index` (used at startup)."""
+        return self.entries(self._first, self._last + 1)
+
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        *,
+        term: Optional[int] = None,
+        vote: Any = UNSET,
+        commit: Optional[int] = None,
+        truncate_from: Optional[int] = None,
+        first_index: int = 0,
+        entries: Sequence[Entry] = (),
+        sync: bool = True,
+    ) -> None:
+        """Apply one atomic change, as a single RocksDB WriteBatch, fsynced unless ``sync=False``.
+
+        In batch order: delete every entry with index >= ``truncate_from``; put ``entries`` at
+        ``first_index, first_index + 1, ...`` (``first_index=0`` means right after the log's end,
+        after the truncation); set ``term`` (never lowered), ``vote`` (``None`` clears it,
+        :data:`UNSET` leaves it; a new term does not clear the vote by itself) and ``commit``.
+
+        The entries must extend the (truncated) log without a gap or an overlap: to replace a
+        conflicting suffix, pass ``truncate_from``. Raises ValueError on a misuse, before
+        anything is written. Returns once the batch is durable (when ``sync``).
+        """
+        last = self._last
+        if truncate_from is not None:
+            if truncate_from < self._first:
+                raise ValueError(
+                    f"truncate_from={truncate_from} is below first_index {self._first}: "
+                    "compacted entries are committed and never truncated"
+                )
+            last = min(last, truncate_from - 1)
+        if entries:
+            if first_index == 0:
+                first_index = last + 1
+            elif first_index != last + 1:
+                raise ValueError(
+                    f"entries at {first_index} do not extend the log ending at {last} "
+                    "(pass truncate_from to replace a suffix)"
+                )
+            last = first_index + len(entries) - 1
+        if term is not None and term < self._stable.term:
+            raise ValueError(f"term {term} is lower than the persisted term {self._stable.term}")
+        if vote is not UNSET and vote is not None and not isinstance(vote, str):
+            raise TypeError(f"vote must be a str, None or UNSET, not {type(vote).__name__}")
+
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        if truncate_from is not None and truncate_from <= self._last:
+            wb.delete_range(_entry_key(truncate_from), _ENTRY_END)
+        if entries:
+            put = wb.put
+            pack = self._packer.pack
+            key = _ENTRY_KEY.pack
+            index = first_index
+            for e in entries:
+                # Entry is a NamedTuple, so it packs as the array [term, kind, data]
+                put(key(_ENTRY_PREFIX, index), pack(e))
+                index += 1
+        if term is not None:
+            wb.put(_K_TERM, _pack(term))
+        if vote is not UNSET:
+            if vote is None:
+                wb.delete(_K_VOTE)
+            else:
+                wb.put(_K_VOTE, _pack(vote))
+        if commit is not None:
+            wb.put(_K_COMMIT, _pack(commit))
+        if wb.is_empty():
+            return
+        self._db.write(wb, self._sync_opts if sync else self._nosync_opts)
+
+        # Only after the write succeeded: a failed write must leave the caches as the disk is.
+        self._last = last
+        if term is not None:
+            self._stable.term = term
+        if vote is not UNSET:
+            self._stable.vote = vote
+        if commit is not None:
+            self._stable.commit = commit
+
+    def drop_prefix(self, upto_index: int, upto_term: int) -> None:
+        """Delete every entry with index <= ``upto_index`` and record ``(upto_index, upto_term)``
+        as the base, in one synced batch. Call it only once a snapshot covering ``upto_index``
+        is durable (its file renamed and its directory fsynced).
+
+        If ``upto_index >= last_index()``, or the entry at ``upto_index`` has a term other than
+        ``upto_term`` (Raft Figure 13, rules 6-7: the suffix only survives if it follows the
+        snapshot's last entry), the log becomes empty with that base (the install-snapshot
+        case). A drop at or below the current base does nothing.
+        """
+        if upto_index <= self._base[0]:
+            return
+        keep_suffix = False
+        if upto_index < self._last:
+            (held,) = self.entries(upto_index, upto_index + 1)
+            keep_suffix = held.term == upto_term
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        end = _entry_key(upto_index + 1) if keep_suffix else _ENTRY_END
+        wb.delete_range(_entry_key(0), end)
+        wb.put(_K_BASE, _pack([upto_index, upto_term]))
+        self._db.write(wb, self._sync_opts)
+        self._base = (upto_index, upto_term)
+        self._first = upto_index + 1
+        if not keep_suffix:
+            self._last = upto_index
+
+    def get_meta(self, name: str) -> Optional[str]:
+        """A stored metadata string (cluster_id, node_id, incarnation, removed, ...) or None."""
+        raw = self._db.get(_META_PREFIX + name.encode())
+        return None if raw is None else raw.decode()
+
+    def set_meta(self, **values: str) -> None:
+        """Store metadata strings, e.g. ``set_meta(cluster_id="c1", node_id="n1")``, in one synced
+        batch: identity must be on disk before the node acts on it."""
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for name, value in values.items():
+            if not isinstance(value, str):
+                raise TypeError(f"metadata {name!r} must be a str, not {type(value).__name__}")
+            wb.put(_META_PREFIX + name.encode(), value.encode())
+        if not wb.is_empty():
+            self._db.write(wb, self._sync_opts)
+
+    def close(self) -> None:
+        """Close the database (idempotent), syncing the WAL first so that writes made with
+        ``sync=False`` survive a clean shutdown too."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._db.flush_wal(True)
+            finally:
+                self._db.close()

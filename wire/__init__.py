@@ -1,0 +1,1 @@
+"""Everything that crosses a socket: message records, the codec, peer and client transports."""
