@@ -1,0 +1,653 @@
+"""A node's configuration: typed dataclasses, and loading them from YAML and flags.
+
+Three ways to describe a node (DESIGN.md section 6, "kvnode" and "Config (YAML)"):
+
+- a per-node file: one node's keys plus ``bootstrap: true`` or ``join: HOST:PORT``;
+- a whole-cluster file: ``cluster_id``, ``data_dir`` and ``nodes`` (each ``id``, ``addr``,
+  ``client``, optional ``http``); ``--id`` picks the node, and the listed nodes form the
+  initial cluster (every one of them bootstraps with the same member list);
+- no file at all: flags only, as in the tutorial
+  (``kvnode --id node1 --addr localhost:9001 --http :8001 --bootstrap``).
+
+Flags (``overrides``) win over the file. Every problem is one :class:`ConfigError` whose
+message is a single line naming the file and the key, because kvnode prints it as is and
+exits non-zero: the user must be able to fix the file from that line alone.
+
+Nothing here opens a socket or touches the data directory; this module only reads YAML.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+__all__ = [
+    "ConfigError", "RaftTuning", "NodeSpec", "NodeConfig",
+    "load_config", "load_cluster", "cluster_client_addresses",
+    "normalize_address", "split_address", "advertise",
+    "DEFAULT_DATA_DIR", "DEFAULT_CLUSTER_FILE", "LOG_LEVELS",
+]
+
+DEFAULT_DATA_DIR = "./data"
+# kvclient's fallback for --servers (after KV_SERVERS): the repository's local cluster.
+DEFAULT_CLUSTER_FILE = Path(__file__).resolve().parent.parent / "configs" / "cluster.yaml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A bad configuration, as one line naming the file (or the flag) and the key.
+
+    Example: ``configs/x.yaml: unknown key 'raft.heartbeat' (known: heartbeat_ms, ...)``.
+    """
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Raft timing and limits: the ``raft:`` section of a config file.
+
+    The defaults suit a LAN or a single machine running CPython. Direct construction
+    validates too (ValueError naming the field), so an invalid tuning cannot exist.
+    """
+
+    # Leader heartbeat interval. Well below the election timeout (6x its minimum) so
+    # that one or two lost heartbeats, or a GC/GIL pause of tens of ms, do not start
+    # an election; cheap, because a heartbeat round is one small message per follower.
+    heartbeat_ms: int = 50
+    # Randomised election timeout range [min, max). The Raft paper's 150-300 ms is
+    # doubled for Python's pauses; a range as wide as its minimum spreads candidates
+    # so that split votes are rare. Must be min < max and min > 2 * heartbeat_ms.
+    election_timeout_ms: tuple[int, int] = (300, 600)
+    # Entries applied since the last snapshot that trigger a new one: bounds restart
+    # replay and disk use while keeping the (whole-FSM) snapshot cost rare.
+    snapshot_threshold: int = 10000
+    # Entries kept in the log behind a snapshot, so that a follower that lagged briefly
+    # catches up from the log instead of receiving a whole snapshot.
+    trailing_logs: int = 5000
+    # Snapshot files kept on disk: if the newest is corrupt (checksum), the node falls
+    # back to an older one instead of needing a transfer from the leader (DESIGN 7).
+    snapshots_kept: int = 3
+    # Maximum entries per AppendEntries / log write batch. Large enough to amortise the
+    # per-message cost that dominates in Python (DESIGN 4), small enough that one message
+    # does not hold the GIL long enough to delay heartbeats.
+    max_batch: int = 512
+    # Largest key accepted, in UTF-8 bytes; larger is rejected before anything is written.
+    max_key_bytes: int = 4096
+    # Largest value accepted (1 MiB, close to etcd's 1.5 MiB request limit): big values
+    # stall replication and snapshots for every other client.
+    max_value_bytes: int = 1048576
+    # Pre-vote (thesis 9.6): a node that was partitioned away asks whether it could win
+    # before raising its term, so its return does not depose a healthy leader. Costs one
+    # extra round trip, only when an election happens.
+    pre_vote: bool = True
+    # A leader that has not heard from a majority for an election timeout steps down,
+    # so clients of a minority-side leader are redirected instead of hanging; lease reads
+    # are only safe with it.
+    check_quorum: bool = True
+    # Serve default reads from the leader's lease instead of a ReadIndex heartbeat round.
+    # Off: a lease is only safe if clocks advance at about the same rate and no process
+    # pauses (GC, SIGSTOP, VM stalls) longer than the margin; ReadIndex is always safe.
+    lease_reads: bool = False
+
+    def __post_init__(self) -> None:
+        # Accept a [min, max] list (as YAML gives it) and keep a tuple: hashable, immutable.
+        if isinstance(self.election_timeout_ms, list):
+            object.__setattr__(self, "election_timeout_ms", tuple(self.election_timeout_ms))
+        problem = _tuning_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+
+def _tuning_problem(t: RaftTuning) -> Optional[str]:
+    """The first invalid value of ``t`` as 'field ...' text, or None."""
+    for f in fields(t):
+        v = getattr(t, f.name)
+        if f.name == "election_timeout_ms":
+            if (not isinstance(v, tuple) or len(v) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) for x in v)):
+                return "election_timeout_ms must be a [min, max] list of two integers"
+        elif f.type in ("bool", bool):
+            if not isinstance(v, bool):
+                return f"{f.name} must be true or false (got {_show(v)})"
+        elif isinstance(v, bool) or not isinstance(v, int):
+            return f"{f.name} must be an integer (got {_show(v)})"
+    lo, hi = t.election_timeout_ms
+    minimum = {"heartbeat_ms": 1, "snapshot_threshold": 1, "trailing_logs": 0,
+               "snapshots_kept": 1, "max_batch": 1, "max_key_bytes": 1, "max_value_bytes": 1}
+    for name, least in minimum.items():
+        if getattr(t, name) < least:
+            return f"{name} must be at least {least} (got {getattr(t, name)})"
+    if lo >= hi:
+        return f"election_timeout_ms: min ({lo}) must be less than max ({hi})"
+    if lo <= 2 * t.heartbeat_ms:
+        # Followers must be able to miss a heartbeat (and wait out a pause) before they
+        # start an election, or a healthy leader is deposed by ordinary jitter.
+        return (f"election_timeout_ms: min ({lo}) must be more than twice heartbeat_ms "
+                f"({t.heartbeat_ms})")
+    if t.lease_reads and not t.check_quorum:
+        # Without check_quorum a deposed leader keeps believing its lease: stale reads.
+        return "lease_reads requires check_quorum: true"
+    return None
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One member of the initial cluster, as other nodes reach it.
+
+    Addresses are advertised ones (see :func:`advertise`): ``addr`` is the peer (Raft)
+    address, ``client`` the client (ZeroMQ) address, ``http`` the gateway or None.
+    """
+
+    id: str
+    addr: str
+    client: str
+    http: Optional[str] = None
+
+
+@dataclass
+class NodeConfig:
+    """Everything one node needs to start.
+
+    ``addr``, ``client`` and ``http`` are the addresses this node binds (normalised
+    ``HOST:PORT``; ``0.0.0.0`` means all interfaces); :attr:`spec` gives them as other
+    nodes should use them. ``data_dir`` is the root shared by nodes; this node's files
+    live in :attr:`node_dir` (``data_dir/id``). ``cluster_id`` is None when not
+    configured: a bootstrapping node then makes one up, a joining node learns it.
+
+    ``bootstrap`` and ``join`` (an advertised peer address) are exclusive; both may be
+    unset (a restart, or a node added with ``kvclient add-node`` that waits to be
+    contacted). ``peers`` is the initial cluster this node seeds when it bootstraps a
+    brand-new data directory (it includes this node): every node of a whole-cluster file,
+    or just this node for ``bootstrap: true`` / ``--bootstrap``; empty when not
+    bootstrapping. Once the node has data its stored configuration wins over ``peers``.
+    """
+
+    id: str
+    addr: str
+    client: str
+    http: Optional[str] = None
+    data_dir: str = DEFAULT_DATA_DIR
+    cluster_id: Optional[str] = None
+    bootstrap: bool = False
+    join: Optional[str] = None
+    peers: list[NodeSpec] = field(default_factory=list)
+    raft: RaftTuning = field(default_factory=RaftTuning)
+    log_level: str = "INFO"
+
+    @property
+    def node_dir(self) -> Path:
+        """This node's own directory: ``<data_dir>/<id>`` (as the tutorial's ``data/<id>/``)."""
+        return Path(self.data_dir) / self.id
+
+    @property
+    def spec(self) -> NodeSpec:
+        """This node as others reach it (advertised addresses): what a join request sends."""
+        return NodeSpec(self.id, advertise(self.addr), advertise(self.client),
+                        advertise(self.http) if self.http else None)
+
+
+# --------------------------------------------------------------------------- addresses
+
+_HOST_RE = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+_ADDR_EXAMPLE = "expected HOST:PORT, e.g. 127.0.0.1:9001 or :9001"
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """Split a normalised ``HOST:PORT`` into its host (brackets kept for IPv6) and port."""
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+def normalize_address(text: str) -> str:
+    """Validate ``HOST:PORT`` and return it normalised; raise ValueError saying what is wrong.
+
+    An empty host or ``*`` (``:8001``) means all interfaces and becomes ``0.0.0.0``, a
+    form both ZeroMQ and the HTTP server can bind. IPv6 hosts need brackets: ``[::1]:9001``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"bad address {text!r}: {_ADDR_EXAMPLE}")
+    s = text.strip()
+    if "://" in s:
+        raise ValueError(f"bad address {text!r}: give HOST:PORT without a scheme")
+    host, sep, port = s.rpartition(":")
+    if not sep:
+        raise ValueError(f"bad address {text!r}: {_ADDR_EXAMPLE}")
+    if ":" in host and not host.startswith("["):
+        raise ValueError(f"bad address {text!r}: put an IPv6 host in brackets, e.g. [::1]:9001")
+    if host and not _HOST_RE.match(host):
+        raise ValueError(f"bad address {text!r}: bad host {host!r}")
+    if not port.isdigit() or not port.isascii():
+        raise ValueError(f"bad address {text!r}: port {port!r} is not a number")
+    n = int(port)
+    if not 1 <= n <= 65535:
+        raise ValueError(f"bad address {text!r}: port {n} is not in 1..65535")
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    return f"{host}:{n}"
+
+
+# Hosts that are fine to bind but mean nothing (or something else) on another node.
+_LOCAL_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "*": "127.0.0.1",
+                "localhost": "127.0.0.1", "[::]": "[::1]"}
+
+
+def advertise(addr: str) -> str:
+    """The address to give other nodes and clients for a bind address.
+
+    ``0.0.0.0``, an empty host and ``localhost`` become ``127.0.0.1``: a wildcard is not
+    connectable, and ``localhost`` may resolve to ``::1`` where a node listens on IPv4
+    only. This is right for a single-machine cluster; across machines, configure a host
+    name or address the other machines can reach.
+    """
+    host, port = split_address(normalize_address(addr))
+    return f"{_LOCAL_HOSTS.get(host.lower(), host)}:{port}"
+
+
+def _default_client(addr: str) -> str:
+    """The client address when none is given: the tutorial's layout, peer 9001 -> client 5001."""
+    host, port = split_address(addr)
+    # 4000 below keeps 900x/500x/800x apart; below port 4001 that is not a port, so go up.
+    return f"{host}:{port - 4000 if port - 4000 >= 1 else port + 1000}"
+
+
+# --------------------------------------------------------------------------- value checks
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
+                   "join", "raft", "log_level")
+_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level")
+_NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
+_RAFT_KEYS = tuple(f.name for f in fields(RaftTuning))
+# Override key -> the flag that sets it, so errors name what the user typed.
+_FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
+          "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
+          "cluster_id": "--cluster-id", "log_level": "--log-level"}
+
+
+def _show(v: Any) -> str:
+    """A short rendering of a bad value for an error line."""
+    if v is None:
+        return "null"
+    if isinstance(v, (dict, list)):
+        return "a mapping" if isinstance(v, dict) else "a list"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _err(where: Optional[str], msg: str) -> ConfigError:
+    return ConfigError(f"{where}: {msg}" if where else msg)
+
+
+def _check_keys(data: Mapping, known: tuple, prefix: str, where: str, extra: str = "") -> None:
+    for key in data:
+        if key not in known:
+            raise _err(where, f"unknown key '{prefix}{key}'{extra} (known: {', '.join(known)})")
+
+
+def _as_str(v: Any, name: str, where: Optional[str], optional: bool = False) -> Optional[str]:
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise _err(where, f"{name} must be a non-empty string (got {_show(v)})")
+    return v.strip()
+
+
+def _as_bool(v: Any, name: str, where: Optional[str]) -> bool:
+    if not isinstance(v, bool):
+        raise _err(where, f"{name} must be true or false (got {_show(v)})")
+    return v
+
+
+def _as_id(v: Any, name: str, where: Optional[str]) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        # YAML reads `id: 1` as a number; `01` would even lose its zero. Ask for a string.
+        raise _err(where, f"{name} must be a string (got {_show(v)}; quote it: \"{v}\")")
+    s = _as_str(v, name, where)
+    if not _ID_RE.match(s):
+        # The id names the node's directory under data_dir: keep it a safe file name.
+        raise _err(where, f"{name} {s!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                          f"starting with a letter or digit")
+    return s
+
+
+def _as_addr(v: Any, name: str, where: Optional[str], optional: bool = False) -> Optional[str]:
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise _err(where, f"{name} must be a HOST:PORT string (got {_show(v)}; quote it)")
+    try:
+        return normalize_address(v)
+    except ValueError as e:
+        raise _err(where, f"{name}: {e}") from None
+
+
+def _as_data_dir(v: Any, name: str, where: Optional[str]) -> str:
+    return os.path.expanduser(_as_str(v, name, where))
+
+
+def _as_log_level(v: Any, name: str, where: Optional[str]) -> str:
+    s = _as_str(v, name, where).upper()
+    s = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(s, s)
+    if s not in LOG_LEVELS:
+        raise _err(where, f"{name} must be one of {', '.join(LOG_LEVELS)} (got {_show(v)})")
+    return s
+
+
+def _parse_raft(data: Any, where: str) -> RaftTuning:
+    """The ``raft:`` section: unknown keys and wrong types named as ``raft.<key>``."""
+    if data is None:
+        return RaftTuning()
+    if not isinstance(data, dict):
+        raise _err(where, f"raft must be a mapping of tuning keys (got {_show(data)})")
+    _check_keys(data, _RAFT_KEYS, "raft.", where)
+    values: dict[str, Any] = {}
+    for f in fields(RaftTuning):
+        if f.name not in data:
+            continue
+        v, name = data[f.name], f"raft.{f.name}"
+        if f.name == "election_timeout_ms":
+            if (not isinstance(v, list) or len(v) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) for x in v)):
+                raise _err(where, f"{name} must be a [min, max] list of two integers "
+                                  f"(got {_show(v)})")
+            v = tuple(v)
+        elif f.type in ("bool", bool):
+            _as_bool(v, name, where)
+        elif isinstance(v, bool) or not isinstance(v, int):
+            raise _err(where, f"{name} must be an integer (got {_show(v)})")
+        values[f.name] = v
+    try:
+        return RaftTuning(**values)
+    except ValueError as e:
+        raise _err(where, f"raft.{e}") from None
+
+
+def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validate flag values. None (and False for --bootstrap) means "flag not given":
+    that is what click passes for an absent option, so it must not override the file."""
+    out: dict[str, Any] = {}
+    for key, v in (overrides or {}).items():
+        key = key.replace("-", "_")
+        if key not in _FLAGS:
+            raise ConfigError(f"unknown override {key!r} (known: {', '.join(_FLAGS)})")
+        if v is None or (key == "bootstrap" and v is False):
+            continue
+        flag = _FLAGS[key]
+        if key == "id":
+            v = _as_id(v, flag, None)
+        elif key in ("addr", "client", "http", "join"):
+            v = _as_addr(v, flag, None)
+        elif key == "data_dir":
+            v = _as_data_dir(v, flag, None)
+        elif key == "cluster_id":
+            v = _as_str(v, flag, None)
+        elif key == "log_level":
+            v = _as_log_level(v, flag, None)
+        elif key == "bootstrap":
+            v = _as_bool(v, flag, None)
+        out[key] = v
+    if out.get("bootstrap") and out.get("join"):
+        raise ConfigError("--bootstrap and --join are mutually exclusive "
+                          "(--bootstrap starts a new cluster, --join joins an existing one)")
+    return out
+
+
+# --------------------------------------------------------------------------- YAML
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one,
+    which would hide a typo such as two ``addr:`` lines)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _StrictLoader.construct_mapping)
+
+
+def _read_yaml(path: str) -> dict:
+    """The file's top-level mapping ({} for an empty file); ConfigError with the path
+    (and the parser's line and column) for anything else."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context or "syntax error"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (got {_show(data)})")
+    return data
+
+
+# --------------------------------------------------------------------------- loading
+
+def _parse_nodes(path: str, data: dict) -> list[dict]:
+    """The ``nodes:`` list of a whole-cluster file, checked: each a dict with id, addr,
+    client (derived from addr when absent) and http (None when absent)."""
+    raw = data.get("nodes")
+    if not isinstance(raw, list) or not raw:
+        raise _err(path, "nodes must be a non-empty list of {id, addr, client, http} "
+                         f"(got {_show(raw)})")
+    nodes: list[dict] = []
+    first_index: dict[str, int] = {}
+    for i, n in enumerate(raw):
+        p = f"nodes[{i}]"
+        if not isinstance(n, dict):
+            raise _err(path, f"{p} must be a mapping with id, addr, client, http (got {_show(n)})")
+        _check_keys(n, _NODE_ENTRY_KEYS, f"{p}.", path)
+        for key in ("id", "addr"):
+            if key not in n:
+                raise _err(path, f"{p}: missing key '{key}'")
+        node = {"id": _as_id(n["id"], f"{p}.id", path),
+                "addr": _as_addr(n["addr"], f"{p}.addr", path),
+                "client": _as_addr(n["client"], f"{p}.client", path) if "client" in n else None,
+                "http": _as_addr(n.get("http"), f"{p}.http", path, optional=True)}
+        if node["id"] in first_index:
+            raise _err(path, f"{p}.id {node['id']!r} is listed twice "
+                             f"(also nodes[{first_index[node['id']]}])")
+        first_index[node["id"]] = i
+        nodes.append(node)
+    return nodes
+
+
+def _spec(node: Mapping[str, Any]) -> NodeSpec:
+    """A checked node dict as a NodeSpec with advertised addresses (client derived if absent)."""
+    client = node.get("client") or _default_client(node["addr"])
+    return NodeSpec(node["id"], advertise(node["addr"]), advertise(client),
+                    advertise(node["http"]) if node.get("http") else None)
+
+
+def _check_distinct(where: Optional[str], members: list[NodeSpec]) -> None:
+    """No two addresses of the cluster may coincide: two sockets cannot bind one port,
+    and a copy-paste slip here otherwise shows up later as a confusing 'port in use'."""
+    seen: dict[str, str] = {}
+    for m in members:
+        for kind in ("addr", "client", "http"):
+            a = getattr(m, kind)
+            if a is None:
+                continue
+            label = f"{m.id} {kind}"
+            if a in seen:
+                raise _err(where, f"address {a} is used twice: {seen[a]} and {label}")
+            seen[a] = label
+
+
+def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]],
+            raft: RaftTuning) -> NodeConfig:
+    """Fill defaults, derive peers and check the combination. ``v`` holds this node's
+    values (file, then flags on top); ``group`` the nodes of a whole-cluster file."""
+    if not v.get("client"):
+        v["client"] = _default_client(v["addr"])
+    bootstrap, join = bool(v.get("bootstrap")), v.get("join")
+    me = NodeConfig(id=v["id"], addr=v["addr"], client=v["client"], http=v.get("http"),
+                    data_dir=v.get("data_dir") or DEFAULT_DATA_DIR,
+                    cluster_id=v.get("cluster_id"), bootstrap=bootstrap,
+                    join=advertise(join) if join else None, raft=raft,
+                    log_level=v.get("log_level") or "INFO")
+    if group is not None:
+        # This node's entry carries the flags' addresses, so that every address it seeds
+        # the cluster with is the one it really binds.
+        members = [me.spec if n["id"] == me.id else _spec(n) for n in group]
+    else:
+        members = [me.spec]
+    _check_distinct(where, members)
+    if me.join and me.join == me.spec.addr:
+        raise _err(where, f"join {me.join} is this node's own addr: "
+                          "give the peer address of another member")
+    me.peers = members if me.bootstrap else []
+    return me
+
+
+def _from_flags(ov: dict[str, Any]) -> NodeConfig:
+    missing = [_FLAGS[k] for k in ("id", "addr") if k not in ov]
+    if missing:
+        raise ConfigError(f"no --config file: {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} required")
+    return _finish(None, dict(ov), None, RaftTuning())
+
+
+def _apply_overrides(v: dict[str, Any], ov: dict[str, Any]) -> None:
+    """Flags win over the file; a --join replaces the file's bootstrap and vice versa
+    (the flag is the more specific, more recent intent)."""
+    v.update(ov)
+    if "join" in ov:
+        v["bootstrap"] = False
+    if ov.get("bootstrap"):
+        v["join"] = None
+
+
+def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
+    _check_keys(data, _NODE_FILE_KEYS, "", path)
+    v: dict[str, Any] = {}
+    if "id" in data:
+        v["id"] = _as_id(data["id"], "id", path)
+    for key in ("addr", "client"):
+        if key in data:
+            v[key] = _as_addr(data[key], key, path)
+    v["http"] = _as_addr(data.get("http"), "http", path, optional=True)
+    v["join"] = _as_addr(data.get("join"), "join", path, optional=True)
+    if "data_dir" in data:
+        v["data_dir"] = _as_data_dir(data["data_dir"], "data_dir", path)
+    v["cluster_id"] = _as_str(data.get("cluster_id"), "cluster_id", path, optional=True)
+    v["bootstrap"] = _as_bool(data["bootstrap"], "bootstrap", path) if "bootstrap" in data else False
+    if "log_level" in data:
+        v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
+    if v["bootstrap"] and v["join"]:
+        raise _err(path, "bootstrap and join are mutually exclusive "
+                         "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
+    raft = _parse_raft(data.get("raft"), path)
+    _apply_overrides(v, ov)
+    for key in ("id", "addr"):
+        if not v.get(key):
+            raise _err(path, f"missing key '{key}' (or give {_FLAGS[key]})")
+    return _finish(path, v, None, raft)
+
+
+def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
+    _check_keys(data, _CLUSTER_FILE_KEYS, "", path, " in a whole-cluster file")
+    nodes = _parse_nodes(path, data)
+    ids = ", ".join(n["id"] for n in nodes)
+    if "id" not in ov:
+        raise _err(path, f"a whole-cluster file needs --id to pick the node (one of: {ids})")
+    mine = [n for n in nodes if n["id"] == ov["id"]]
+    if not mine:
+        raise _err(path, f"no node with id {ov['id']!r} (ids: {ids})")
+    v: dict[str, Any] = dict(mine[0])
+    if "cluster_id" in data:
+        v["cluster_id"] = _as_str(data["cluster_id"], "cluster_id", path)
+    elif "cluster_id" not in ov:
+        # Every node bootstraps on its own from this file: a made-up id would differ.
+        raise _err(path, "missing key 'cluster_id' (all nodes of a whole-cluster file must share it)")
+    if "data_dir" in data:
+        v["data_dir"] = _as_data_dir(data["data_dir"], "data_dir", path)
+    if "log_level" in data:
+        v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
+    raft = _parse_raft(data.get("raft"), path)
+    # The listed nodes are the initial cluster: each of them bootstraps with the whole
+    # list (bootstrap as a group), unless a --join flag says otherwise.
+    v["bootstrap"] = True
+    _apply_overrides(v, ov)
+    return _finish(path, v, nodes, raft)
+
+
+def load_config(path: Optional[str] = None, node_id: Optional[str] = None,
+                overrides: Optional[Mapping[str, Any]] = None) -> NodeConfig:
+    """Load one node's configuration from a YAML file and/or flags.
+
+    ``path``: a per-node or a whole-cluster file (told apart by a ``nodes:`` key), or
+    None for flags only. ``node_id``: the ``--id`` flag (required with a whole-cluster
+    file, where it picks the node; same as ``overrides["id"]``). ``overrides``: flag
+    values keyed id, addr, client, http, data_dir, bootstrap, join, cluster_id,
+    log_level; None (or False for bootstrap) means "not given"; given values win over
+    the file. Raises :class:`ConfigError` (one line, naming file and key).
+    """
+    ov = _clean_overrides(overrides)
+    if node_id is not None:
+        node_id = _as_id(node_id, "--id", None)
+        if ov.get("id", node_id) != node_id:
+            raise ConfigError(f"conflicting node ids: {node_id!r} and {ov['id']!r}")
+        ov["id"] = node_id
+    if path is None:
+        return _from_flags(ov)
+    path = str(path)
+    data = _read_yaml(path)
+    if "nodes" in data:
+        return _from_cluster_file(path, data, ov)
+    return _from_node_file(path, data, ov)
+
+
+def load_cluster(path: str, overrides: Optional[Mapping[str, Any]] = None) -> list[NodeConfig]:
+    """Every node of a whole-cluster file, in file order (``kvnode --all``).
+
+    Only cluster-wide flags make sense here (data_dir, cluster_id, log_level); per-node
+    ones are an error rather than silently applied to every node.
+    """
+    path = str(path)
+    ov = _clean_overrides(overrides)
+    for key in ("id", "addr", "client", "http", "join"):
+        if key in ov:
+            raise ConfigError(f"{_FLAGS[key]} cannot be combined with --all")
+    data = _read_yaml(path)
+    if "nodes" not in data:
+        raise _err(path, "--all needs a whole-cluster file (one with a 'nodes:' list)")
+    ids = [n["id"] for n in _parse_nodes(path, data)]
+    return [load_config(path, i, ov) for i in ids]
+
+
+def cluster_client_addresses(path: Optional[str] = None) -> list[str]:
+    """The advertised client addresses of a config file's nodes: kvclient's default
+    ``--servers`` (``configs/cluster.yaml`` when ``path`` is None).
+
+    A per-node file gives its one node's client address.
+    """
+    path = str(path if path is not None else DEFAULT_CLUSTER_FILE)
+    data = _read_yaml(path)
+    if "nodes" in data:
+        return [_spec(n).client for n in _parse_nodes(path, data)]
+    return [load_config(path).spec.client]
