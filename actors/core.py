@@ -1,0 +1,703 @@
+"""Raft's decisions as plain, deterministic code (DESIGN.md section 3).
+
+:class:`RaftCore` holds one node's persistent and volatile state. Every input goes through one
+of a few entry points: :meth:`step` (a peer message), :meth:`tick` (one unit of logical time),
+:meth:`propose` (client writes), :meth:`read_index` (client reads), :meth:`on_persisted` (the log
+manager synced up to an index) and the admin calls. Outputs accumulate in a :class:`Ready`
+that the caller takes with :meth:`take_ready`, persists, and sends, as etcd-io/raft does:
+
+* ``send`` may leave at once;
+* ``send_after_persist`` (votes, append acknowledgements) may leave only after everything in
+  ``persist`` and before it is synced ("persistence before speech");
+* ``committed`` entries are known committed and go to the FSM in order.
+
+No threads, sockets, wall clock or randomness other than the injected ``rng``: the Pykka actors
+and the simulation (tests/sim) drive the same code.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
+                           HeartbeatReply, Member, RequestVote, TimeoutNow, VoteReply,
+                           decode_record, encode_record)
+
+from .memlog import MemLog
+
+FOLLOWER = "follower"
+PRE_CANDIDATE = "pre_candidate"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+# Replication state of one follower as seen by the leader (etcd-io/raft's Progress states).
+PROBE = "probe"  # one append in flight until the follower's position is known
+REPLICATE = "replicate"  # pipelined: appends sent optimistically, bounded by max_inflight
+
+
+class NotLeader(Exception):
+    """The core is not the leader (or is transferring leadership away)."""
+
+
+@dataclass
+class CoreConfig:
+    """Timing in ticks and replication limits. ``election_ticks`` is randomised in [min, max)."""
+
+    election_ticks_min: int = 30
+    election_ticks_max: int = 60
+    heartbeat_ticks: int = 5
+    max_batch: int = 512
+    max_inflight: int = 64
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+
+@dataclass
+class PersistBatch:
+    """What must reach the disk: log changes from ``first`` on, and the hard state.
+
+    ``truncate_from`` (if set) deletes that index and everything after it before ``entries`` are
+    written at ``first``. Batches merge (group commit): see :meth:`merge`.
+    """
+
+    term: Optional[int] = None
+    vote: Any = None  # node id, or None; meaningful only when term is not None
+    truncate_from: Optional[int] = None
+    first: int = 0
+    entries: list = field(default_factory=list)
+    commit: Optional[int] = None
+
+    def empty(self) -> bool:
+        return self.term is None and self.truncate_from is None and not self.entries and self.commit is None
+
+    def merge(self, other: "PersistBatch") -> None:
+        """Fold a later batch into this one, so both become one synced write."""
+        if other.term is not None:
+            self.term, self.vote = other.term, other.vote
+        if other.commit is not None:
+            self.commit = other.commit if self.commit is None else max(self.commit, other.commit)
+        if other.truncate_from is not None:
+            self.truncate_from = (other.truncate_from if self.truncate_from is None
+                                  else min(self.truncate_from, other.truncate_from))
+        if other.entries:
+            if not self.entries:
+                self.first, self.entries = other.first, list(other.entries)
+            elif other.first <= self.first:
+                self.first, self.entries = other.first, list(other.entries)
+            else:
+                del self.entries[other.first - self.first:]
+                self.entries.extend(other.entries)
+        elif other.truncate_from is not None and self.entries:
+            del self.entries[max(other.truncate_from - self.first, 0):]
+
+
+@dataclass
+class Ready:
+    """Outputs accumulated since the last :meth:`RaftCore.take_ready`."""
+
+    persist: PersistBatch = field(default_factory=PersistBatch)
+    send: list = field(default_factory=list)  # (to, msg)
+    send_after_persist: list = field(default_factory=list)  # (to, msg)
+    committed: list = field(default_factory=list)  # (index, Entry), in order
+    reads: list = field(default_factory=list)  # (read_index, handles): confirmed, serve once applied
+    reads_failed: list = field(default_factory=list)  # handles: leadership lost before confirmation
+    role_changed: bool = False
+
+    def empty(self) -> bool:
+        return (self.persist.empty() and not self.send and not self.send_after_persist
+                and not self.committed and not self.reads and not self.reads_failed and not self.role_changed)
+
+
+class Progress:
+    """The leader's view of one follower."""
+
+    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit")
+
+    def __init__(self, next_index: int) -> None:
+        self.next = next_index
+        self.match = 0
+        self.state = PROBE
+        self.inflight: list[int] = []  # last index of each append in flight (REPLICATE)
+        self.probe_sent = False
+        self.active = False  # heard from since the last check-quorum round
+        self.acked_round = 0
+        self.sent_commit = 0
+
+    def __repr__(self) -> str:
+        return f"Progress(next={self.next}, match={self.match}, {self.state})"
+
+
+def encode_config(members: list) -> bytes:
+    return encode_record(Configuration(list(members)))
+
+
+def decode_config(data: bytes) -> list:
+    return list(decode_record(data, Configuration).members)
+
+
+class RaftCore:
+    """One node's Raft state machine. See the module docstring for the calling convention."""
+
+    def __init__(self, node_id: str, config: CoreConfig, *, term: int = 0, vote: Optional[str] = None,
+                 log: Optional[MemLog] = None, members: Optional[list] = None, commit: int = 0,
+                 rng: Optional[random.Random] = None) -> None:
+        self.id = node_id
+        self.cfg = config
+        self.rng = rng or random.Random()
+        self.term = term
+        self.vote = vote
+        self.log = log or MemLog()
+        # The configuration in force before any CONFIG entry still in the log (bootstrap or snapshot).
+        self.base_members: list = list(members or [])
+        self.config_log: list = []  # (index, members) for each CONFIG entry in the log, ascending
+        for i, e in enumerate(self.log.entries, start=self.log.first_index()):
+            if e.kind == EntryKind.CONFIG:
+                self.config_log.append((i, decode_config(e.data)))
+        self.commit = max(commit, self.log.base_index)
+        # Entries after the snapshot are handed out again at start: the FSM is rebuilt from them.
+        self.handed = self.log.base_index
+        self.persisted = self.log.last_index()  # everything in the log at start came from disk
+        self.role = FOLLOWER
+        self.leader_id: Optional[str] = None
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+        self.hb_elapsed = 0
+        self.votes: dict[str, bool] = {}
+        self.progress: dict[str, Progress] = {}
+        self.round = 0
+        self.pending_reads: list = []  # (read_index, round, handles)
+        self.reads_awaiting_noop: list = []  # handles registered before this term's first commit
+        self.transferee: Optional[str] = None
+        self.transfer_elapsed = 0
+        self.ready = Ready()
+
+    # ------------------------------------------------------------------ membership helpers
+
+    @property
+    def members(self) -> list:
+        """The latest configuration in the log (effective when appended, thesis 4.1)."""
+        return self.config_log[-1][1] if self.config_log else self.base_members
+
+    def member(self, node_id: str) -> Optional[Member]:
+        for m in self.members:
+            if m.id == node_id:
+                return m
+        return None
+
+    def voters(self) -> list:
+        return [m.id for m in self.members if m.voter]
+
+    def promotable(self) -> bool:
+        m = self.member(self.id)
+        return m is not None and m.voter
+
+    def quorum(self) -> int:
+        return len(self.voters()) // 2 + 1
+
+    def config_index(self) -> int:
+        return self.config_log[-1][0] if self.config_log else 0
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_ready(self) -> Ready:
+        """Hand over everything produced since the last call."""
+        self._collect_committed()
+        r, self.ready = self.ready, Ready()
+        return r
+
+    def has_ready(self) -> bool:
+        return not self.ready.empty() or self.commit > self.handed
+
+    def _send(self, to: str, msg: Any) -> None:
+        self.ready.send.append((to, msg))
+
+    def _persist_hard_state(self) -> None:
+        self.ready.persist.merge(PersistBatch(term=self.term, vote=self.vote))
+
+    def _collect_committed(self) -> None:
+        if self.commit > self.handed:
+            lo = self.handed + 1
+            ents = self.log.slice(lo, self.commit + 1)
+            self.ready.committed.extend(zip(range(lo, lo + len(ents)), ents))
+            self.handed = self.commit
+            self.ready.persist.merge(PersistBatch(commit=self.commit))
+
+    # ------------------------------------------------------------------ role changes
+
+    def _random_timeout(self) -> int:
+        return self.rng.randrange(self.cfg.election_ticks_min, self.cfg.election_ticks_max)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+            self._persist_hard_state()
+        self.leader_id = None
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+        self.votes = {}
+        self.transferee = None
+        self._fail_reads()
+
+    def become_follower(self, term: int, leader: Optional[str]) -> None:
+        changed = self.role != FOLLOWER
+        self._reset(term)
+        self.role = FOLLOWER
+        self.leader_id = leader
+        self.progress = {}
+        self.ready.role_changed |= changed
+
+    def _fail_reads(self) -> None:
+        for _, _, handles in self.pending_reads:
+            self.ready.reads_failed.extend(handles)
+        self.ready.reads_failed.extend(self.reads_awaiting_noop)
+        self.pending_reads = []
+        self.reads_awaiting_noop = []
+
+    def _become_pre_candidate(self) -> None:
+        # Pre-vote (thesis 9.6): ask whether we could win before disturbing anyone's term.
+        self.role = PRE_CANDIDATE
+        self.ready.role_changed = True
+        self.leader_id = None
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+        self.votes = {self.id: True}
+        for v in self.voters():
+            if v != self.id:
+                self._send(v, RequestVote(self.term + 1, self.log.last_index(), self.log.last_term(), pre_vote=True))
+        self._tally()
+
+    def _become_candidate(self, transfer: bool = False) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self._persist_hard_state()
+        self.role = CANDIDATE
+        self.ready.role_changed = True
+        self.votes = {self.id: True}
+        for v in self.voters():
+            if v != self.id:
+                # after persist: our own vote must be durable before we ask for others'
+                self.ready.send_after_persist.append(
+                    (v, RequestVote(self.term, self.log.last_index(), self.log.last_term(), transfer=transfer)))
+        self._tally()
+
+    def _become_leader(self) -> None:
+        self.role = LEADER
+        self.ready.role_changed = True
+        self.leader_id = self.id
+        self.elapsed = 0
+        self.hb_elapsed = 0
+        self.progress = {m.id: Progress(self.log.last_index() + 1) for m in self.members if m.id != self.id}
+        # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
+        self._append([Entry(self.term, EntryKind.NOOP, b"")])
+        self._broadcast_append()
+
+    def campaign(self, transfer: bool = False) -> None:
+        """Start an election (through pre-vote unless disabled or asked by TimeoutNow)."""
+        if not self.promotable() or self.role == LEADER:
+            return
+        if self.cfg.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer)
+
+    def _tally(self) -> None:
+        granted = sum(1 for v in self.voters() if self.votes.get(v) is True)
+        rejected = sum(1 for v in self.voters() if self.votes.get(v) is False)
+        if granted >= self.quorum():
+            if self.role == PRE_CANDIDATE:
+                self._become_candidate()
+            elif self.role == CANDIDATE:
+                self._become_leader()
+        elif rejected >= self.quorum():
+            self.become_follower(self.term, None)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.elapsed += 1
+        if self.role == LEADER:
+            self.hb_elapsed += 1
+            if self.hb_elapsed >= self.cfg.heartbeat_ticks:
+                self.hb_elapsed = 0
+                self._broadcast_heartbeat()
+            else:
+                self._send_commit_hints()
+            if self.transferee is not None:
+                self.transfer_elapsed += 1
+                if self.transfer_elapsed >= self.cfg.election_ticks_min:
+                    self.transferee = None  # the target did not take over in time: resume
+            if self.elapsed >= self.cfg.election_ticks_min:
+                self.elapsed = 0
+                if self.cfg.check_quorum and not self._quorum_active():
+                    self.become_follower(self.term, None)
+                    return
+                for pr in self.progress.values():
+                    pr.active = False
+        elif self.elapsed >= self.timeout:
+            self.elapsed = 0
+            self.campaign()
+
+    def _quorum_active(self) -> bool:
+        n = sum(1 for v in self.voters() if v == self.id or (v in self.progress and self.progress[v].active))
+        return n >= self.quorum()
+
+    def _in_lease(self) -> bool:
+        """A follower that heard from a leader within the minimum election timeout ignores
+        candidates (check-quorum's stickiness), so a rejoining partitioned node cannot depose it."""
+        return self.cfg.check_quorum and self.leader_id is not None and self.elapsed < self.cfg.election_ticks_min
+
+    # ------------------------------------------------------------------ messages
+
+    def step(self, sender: str, msg: Any) -> None:
+        """Handle one peer message."""
+        mt = msg.term
+        if mt > self.term:
+            if type(msg) is RequestVote:
+                if not msg.transfer and self._in_lease() and self.leader_id != sender:
+                    return
+                if not msg.pre_vote:
+                    self.become_follower(mt, None)
+            elif type(msg) is VoteReply and msg.pre_vote and msg.granted:
+                pass  # a granted pre-vote carries the term we would campaign in, not a newer leader
+            elif type(msg) in (AppendEntries, Heartbeat, TimeoutNow):
+                self.become_follower(mt, sender)
+            else:
+                self.become_follower(mt, None)
+        elif mt < self.term:
+            # Tell a stale leader or pre-candidate about the newer term so it steps down.
+            if type(msg) is AppendEntries:
+                self._send(sender, AppendReply(self.term, False, reject_index=msg.prev_index))
+            elif type(msg) is Heartbeat:
+                self._send(sender, HeartbeatReply(self.term, msg.round, self.log.last_index()))
+            elif type(msg) is RequestVote and msg.pre_vote:
+                self._send(sender, VoteReply(self.term, False, pre_vote=True))
+            return
+        handler = self._HANDLERS.get(type(msg))
+        if handler is not None:
+            handler(self, sender, msg)
+
+    def _on_request_vote(self, sender: str, m: RequestVote) -> None:
+        up_to_date = (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())
+        if m.pre_vote:
+            can = m.term > self.term or self.vote in (None, sender) and self.leader_id is None
+            self._send(sender, VoteReply(m.term if (can and up_to_date) else self.term, can and up_to_date, True))
+            return
+        can = self.vote == sender or (self.vote is None and self.leader_id is None)
+        if can and up_to_date:
+            self.vote = sender
+            self.elapsed = 0
+            self._persist_hard_state()
+            self.ready.send_after_persist.append((sender, VoteReply(self.term, True)))
+        else:
+            self._send(sender, VoteReply(self.term, False))
+
+    def _on_vote_reply(self, sender: str, m: VoteReply) -> None:
+        if m.pre_vote and self.role == PRE_CANDIDATE and (m.term == self.term + 1 or not m.granted):
+            self.votes.setdefault(sender, m.granted)
+            self._tally()
+        elif not m.pre_vote and self.role == CANDIDATE and m.term == self.term:
+            self.votes.setdefault(sender, m.granted)
+            self._tally()
+
+    def _follow(self, sender: str) -> None:
+        if self.role != FOLLOWER:
+            self.become_follower(self.term, sender)
+        self.leader_id = sender
+        self.elapsed = 0
+
+    def _on_append(self, sender: str, m: AppendEntries) -> None:
+        self._follow(sender)
+        log = self.log
+        match = m.prev_index + len(m.entries)  # what a success confirms: exactly this request
+        if m.prev_index < self.commit:
+            # The committed prefix matches the leader's log (Leader Completeness): skip it.
+            skip = self.commit - m.prev_index
+            if skip >= len(m.entries):
+                self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match)))
+                return
+            m = AppendEntries(m.term, self.commit, log.term(self.commit), m.entries[skip:], m.commit)
+        prev_term = log.term(m.prev_index)
+        if prev_term is None:  # our log is too short
+            self._send(sender, AppendReply(self.term, False, reject_index=m.prev_index,
+                                           conflict_index=log.last_index() + 1))
+            return
+        if prev_term != m.prev_term:
+            self._send(sender, AppendReply(self.term, False, reject_index=m.prev_index,
+                                           conflict_index=log.first_index_of_term(m.prev_index),
+                                           conflict_term=prev_term))
+            return
+        # Skip entries we already hold; truncate at the first conflict (Figure 2, rules 3-4).
+        idx = m.prev_index + 1
+        ents = m.entries
+        i = 0
+        last = log.last_index()
+        while i < len(ents) and idx + i <= last:
+            if log.term(idx + i) != ents[i].term:
+                assert idx + i > self.commit, "a committed entry conflicts with the leader's log"
+                self._truncate(idx + i)
+                break
+            i += 1
+        if i < len(ents):
+            self._append(ents[i:])
+        new_commit = min(m.commit, match)
+        if new_commit > self.commit:
+            self.commit = new_commit
+        self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match)))
+
+    def _on_heartbeat(self, sender: str, m: Heartbeat) -> None:
+        self._follow(sender)
+        c = min(m.commit, self.log.last_index())
+        if c > self.commit:
+            self.commit = c
+        self._send(sender, HeartbeatReply(self.term, m.round, self.log.last_index()))
+
+    def _on_timeout_now(self, sender: str, m: TimeoutNow) -> None:
+        if self.role == FOLLOWER:
+            self.campaign(transfer=True)
+
+    def _on_append_reply(self, sender: str, m: AppendReply) -> None:
+        pr = self.progress.get(sender) if self.role == LEADER else None
+        if pr is None:
+            return
+        pr.active = True
+        if m.success:
+            if m.match_index > pr.match:
+                pr.match = m.match_index
+                if pr.next <= pr.match:
+                    pr.next = pr.match + 1
+                self._maybe_commit()
+            pr.inflight = [i for i in pr.inflight if i > m.match_index]
+            if pr.state == PROBE:
+                pr.state = REPLICATE
+                pr.probe_sent = False
+                pr.inflight = []
+                pr.next = max(pr.next, pr.match + 1)
+            if self.transferee == sender and pr.match == self.log.last_index():
+                self._send(sender, TimeoutNow(self.term))
+            self._send_append(sender)
+            return
+        # Ignore stale rejections (etcd-io/raft's maybeDecrTo): in REPLICATE anything at or
+        # below match; in PROBE anything but the answer to the probe in flight.
+        if m.reject_index <= pr.match or (pr.state == PROBE and m.reject_index != pr.next - 1):
+            return
+        nxt = m.conflict_index
+        if m.conflict_term:
+            last_of_term = self.log.last_index_of_term(m.conflict_term)
+            if last_of_term:
+                nxt = last_of_term + 1
+        pr.next = max(pr.match + 1, min(nxt, m.reject_index))
+        pr.state = PROBE
+        pr.probe_sent = False
+        pr.inflight = []
+        self._send_append(sender)
+
+    def _on_heartbeat_reply(self, sender: str, m: HeartbeatReply) -> None:
+        pr = self.progress.get(sender) if self.role == LEADER else None
+        if pr is None:
+            return
+        pr.active = True
+        if m.round > pr.acked_round:
+            pr.acked_round = m.round
+            self._confirm_reads()
+        if pr.match < self.log.last_index():
+            # A lost append would otherwise stall this follower: re-probe a paused PROBE, and in
+            # REPLICATE send an (empty if need be) append whose rejection reveals a gap.
+            pr.probe_sent = False
+            if pr.state == REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
+                pr.inflight.pop(0)
+            self._send_append(sender, allow_empty=True)
+
+    _HANDLERS = {
+        RequestVote: _on_request_vote,
+        VoteReply: _on_vote_reply,
+        AppendEntries: _on_append,
+        AppendReply: _on_append_reply,
+        Heartbeat: _on_heartbeat,
+        HeartbeatReply: _on_heartbeat_reply,
+        TimeoutNow: _on_timeout_now,
+    }
+
+    # ------------------------------------------------------------------ the log
+
+    def _append(self, entries: list) -> None:
+        first = self.log.last_index() + 1
+        self.log.append(entries)
+        for i, e in enumerate(entries, start=first):
+            if e.kind == EntryKind.CONFIG:
+                self._apply_config(i, decode_config(e.data))
+        self.ready.persist.merge(PersistBatch(first=first, entries=entries))
+
+    def _truncate(self, index: int) -> None:
+        self.log.truncate_from(index)
+        self.persisted = min(self.persisted, index - 1)
+        if self.config_log and self.config_log[-1][0] >= index:
+            # a truncated configuration entry reverts to the previous configuration
+            self.config_log = [(i, c) for i, c in self.config_log if i < index]
+            self._on_config_changed()
+        self.ready.persist.merge(PersistBatch(truncate_from=index))
+
+    def _apply_config(self, index: int, members: list) -> None:
+        self.config_log.append((index, members))
+        self._on_config_changed()
+
+    def _on_config_changed(self) -> None:
+        if self.role != LEADER:
+            return
+        ids = {m.id for m in self.members}
+        for i in list(self.progress):
+            if i not in ids:
+                del self.progress[i]
+        for i in ids:
+            if i != self.id and i not in self.progress:
+                self.progress[i] = Progress(self.log.last_index() + 1)
+
+    def on_persisted(self, index: int, term: int) -> None:
+        """The log manager has synced the log up to ``index`` (whose entry has ``term``)."""
+        if self.log.term(index) == term and index > self.persisted:
+            self.persisted = index
+            if self.role == LEADER:
+                self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        # The leader counts itself only for what it has synced (persistence before counting).
+        matches = sorted((self.persisted if v == self.id else
+                          (self.progress[v].match if v in self.progress else 0)) for v in self.voters())
+        if not matches:
+            return
+        n = matches[len(matches) - self.quorum()]
+        # Only an entry of the current term is committed by counting (Figure 8).
+        if n > self.commit and self.log.term(n) == self.term:
+            self.commit = n
+            if self.reads_awaiting_noop:
+                handles, self.reads_awaiting_noop = self.reads_awaiting_noop, []
+                self.read_index(handles)
+            if self.config_log and self.config_log[-1][0] <= n and self.member(self.id) is None:
+                self.become_follower(self.term, None)  # we removed ourselves and that is now committed
+                return
+
+    def _send_commit_hints(self) -> None:
+        # Followers learn the commit index from the next append; when none went out since it
+        # advanced, a heartbeat on the next tick carries it, so followers' FSMs lag one tick, not
+        # one heartbeat interval, and a loaded leader sends no extra messages.
+        for pid, pr in self.progress.items():
+            if pr.sent_commit < self.commit and pr.match > pr.sent_commit:
+                self._send(pid, Heartbeat(self.term, min(pr.match, self.commit), self.round))
+                pr.sent_commit = min(pr.match, self.commit)
+
+    # ------------------------------------------------------------------ replication
+
+    def _send_append(self, to: str, allow_empty: bool = False) -> None:
+        pr = self.progress[to]
+        last = self.log.last_index()
+        if pr.state == PROBE:
+            if pr.probe_sent:
+                return
+        elif len(pr.inflight) >= self.cfg.max_inflight:
+            return
+        if pr.next > last and not allow_empty and pr.state == REPLICATE:
+            return
+        prev = pr.next - 1
+        prev_term = self.log.term(prev)
+        if prev_term is None:
+            return  # the follower needs a snapshot (issue 4): not in the log any more
+        hi = min(last + 1, pr.next + self.cfg.max_batch)
+        ents = self.log.slice(pr.next, hi)
+        self._send(to, AppendEntries(self.term, prev, prev_term, ents, self.commit))
+        pr.sent_commit = min(self.commit, hi - 1)
+        if pr.state == PROBE:
+            pr.probe_sent = True
+        elif ents:
+            pr.next = hi
+            pr.inflight.append(hi - 1)
+
+    def _broadcast_append(self) -> None:
+        for pid in self.progress:
+            self._send_append(pid, allow_empty=True)
+
+    def _broadcast_heartbeat(self) -> None:
+        self.round += 1
+        for pid, pr in self.progress.items():
+            pr.sent_commit = min(pr.match, self.commit)
+            self._send(pid, Heartbeat(self.term, pr.sent_commit, self.round))
+        self._confirm_reads()
+
+    # ------------------------------------------------------------------ client-facing
+
+    def propose(self, items: list) -> tuple:
+        """Append ``(kind, data)`` items as entries of this term; returns (first, last) index."""
+        if self.role != LEADER or self.transferee is not None:
+            raise NotLeader(self.leader_id)
+        first = self.log.last_index() + 1
+        self._append([Entry(self.term, k, d) for k, d in items])
+        for pid in self.progress:
+            self._send_append(pid)
+        return first, self.log.last_index()
+
+    def read_index(self, handles: list) -> None:
+        """Register linearizable reads (thesis 6.4). Once confirmed they come out in
+        ``Ready.reads`` with the index the FSM must have applied before serving them."""
+        if self.role != LEADER:
+            raise NotLeader(self.leader_id)
+        if self.log.term(self.commit) != self.term:
+            self.reads_awaiting_noop.extend(handles)  # a new leader serves reads after its no-op commits
+            return
+        # A round started after registration is the only one that may confirm these reads.
+        self.pending_reads.append((self.commit, self.round + 1, list(handles)))
+        self._broadcast_heartbeat()
+
+    def _confirm_reads(self) -> None:
+        if not self.pending_reads:
+            return
+        rounds = sorted((self.round if v == self.id else
+                         (self.progress[v].acked_round if v in self.progress else 0)) for v in self.voters())
+        confirmed = rounds[len(rounds) - self.quorum()]
+        keep = []
+        for r in self.pending_reads:
+            if r[1] <= confirmed:
+                self.ready.reads.append((r[0], r[2]))
+            else:
+                keep.append(r)
+        self.pending_reads = keep
+
+    def can_change_config(self) -> bool:
+        """One change at a time, and only after an entry of this term committed (the 2015 bug)."""
+        return (self.role == LEADER and self.log.term(self.commit) == self.term
+                and self.config_index() <= self.commit)
+
+    def propose_config(self, members: list) -> int:
+        """Append a configuration entry (single-server change); returns its index."""
+        if not self.can_change_config():
+            raise NotLeader(self.leader_id)
+        old = {m.id for m in self.members}
+        new = {m.id for m in members}
+        assert len(old ^ new) <= 1 or old == new, "one server at a time"
+        return self.propose([(EntryKind.CONFIG, encode_config(members))])[0]
+
+    def transfer_leadership(self, target: str) -> None:
+        """Hand leadership to ``target`` (thesis 3.10): catch it up, then TimeoutNow."""
+        if self.role != LEADER:
+            raise NotLeader(self.leader_id)
+        if target == self.id or target not in self.progress or not self.member(target).voter:
+            raise ValueError(f"cannot transfer leadership to {target!r}")
+        self.transferee = target
+        self.transfer_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._send(target, TimeoutNow(self.term))
+        else:
+            self._send_append(target)
+
+    def status(self) -> dict:
+        return {
+            "id": self.id,
+            "state": CANDIDATE if self.role == PRE_CANDIDATE else self.role,
+            "term": self.term,
+            "leader_id": self.leader_id,
+            "commit_index": self.commit,
+            "last_log_index": self.log.last_index(),
+            "first_log_index": self.log.first_index(),
+            "snapshot_index": self.log.base_index,
+        }

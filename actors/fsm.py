@@ -1,0 +1,130 @@
+"""The FSM actor: applies committed commands in log order and serves reads.
+
+The state is a dict of key -> bytes. Commands are applied exactly once per (client id,
+sequence number) (Raft thesis 6.3): the FSM keeps, per client, the results of its most recent
+sequence numbers (a window, since several requests of one client may be in flight) and
+answers a duplicate with the stored result instead of applying it again.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Optional
+
+from wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+
+from .messages import Apply, Read
+from .supervision import SupervisedActor
+
+log = logging.getLogger("actors.fsm")
+
+SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in flight
+
+
+class KVState:
+    """The replicated map plus the session table. Plain code, used by the actor and by tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.sessions: dict[str, OrderedDict] = {}
+        self.applied = 0
+
+    def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
+        """Apply one committed entry; returns (status, value) for a command, None otherwise."""
+        self.applied = index
+        if kind != EntryKind.COMMAND:
+            return None
+        try:
+            cmd = decode_record(payload, Command)
+        except DecodeError as e:  # cannot happen for entries we validated on the way in
+            log.error("entry %d is not a command (%s); skipped on every node alike", index, e)
+            return ("invalid", None)
+        if cmd.client_id:
+            window = self.sessions.get(cmd.client_id)
+            if window is None:
+                window = self.sessions[cmd.client_id] = OrderedDict()
+            elif cmd.seq in window:
+                return window[cmd.seq]
+        result = self._execute(cmd)
+        if cmd.client_id:
+            window[cmd.seq] = result
+            if len(window) > SESSION_WINDOW:
+                window.popitem(last=False)
+        return result
+
+    def _execute(self, cmd: Command) -> tuple:
+        d = self.data
+        if cmd.op == "put":
+            d[cmd.key] = cmd.value
+            return ("ok", None)
+        if cmd.op == "delete":
+            d.pop(cmd.key, None)
+            return ("ok", None)
+        if cmd.op == "cas":
+            cur = d.get(cmd.key)
+            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
+                d[cmd.key] = cmd.value
+                return ("ok", None)
+            return ("cas_failed", cur)
+        return ("invalid", None)
+
+    def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
+        if op == "get":
+            v = self.data.get(key)
+            return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+        if op == "list":
+            keys = sorted(k for k in self.data if k.startswith(key))
+            if limit > 0:
+                keys = keys[:limit]
+            return ClientReply("ok", items=[(k, self.data[k]) for k in keys])
+        return ClientReply("invalid", error=f"not a read: {op}")
+
+
+class Fsm(SupervisedActor):
+    """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests."""
+
+    def __init__(self, reply_many: Callable[[list], None], on_applied: Callable[[int], None]) -> None:
+        super().__init__()
+        self.state = KVState()
+        self.reply_many = reply_many
+        self.on_applied = on_applied
+        self.pending_reads: list = []  # (index, seq, handles) sorted by index
+
+    def on_receive(self, msg: Any) -> Any:
+        if type(msg) is Apply:
+            self._apply(msg)
+        elif type(msg) is Read:
+            if msg.index <= self.state.applied:
+                self._serve(msg.handles)
+            else:
+                bisect.insort(self.pending_reads, (msg.index, id(msg), msg.handles))
+        return None
+
+    def _apply(self, msg: Apply) -> None:
+        st = self.state
+        replies = []
+        waiters = msg.waiters
+        for index, e in msg.entries:
+            res = st.apply(index, e.kind, e.data)
+            w = waiters.get(index) if waiters else None
+            if w is not None:
+                term, route = w
+                if term != e.term:
+                    # our proposal at this index was overwritten: it may exist elsewhere, retry it
+                    replies.append((route, ClientReply("timeout", error="leadership changed; retry")))
+                elif res is not None:
+                    status, cur = res
+                    replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
+        if replies:
+            self.reply_many(replies)
+        self.on_applied(st.applied)
+        if self.pending_reads and self.pending_reads[0][0] <= st.applied:
+            ready = []
+            while self.pending_reads and self.pending_reads[0][0] <= st.applied:
+                ready.extend(self.pending_reads.pop(0)[2])
+            self._serve(ready)
+
+    def _serve(self, handles: list) -> None:
+        st = self.state
+        self.reply_many([(route, st.read(req.op, req.key, req.limit)) for route, req in handles])

@@ -1,0 +1,83 @@
+"""The in-memory view of the Raft log that the pure core reads and writes.
+
+The durable copy lives in storage.log_store and is written by the LogManager actor; this view
+runs ahead of it (entries are appended here first, then persisted in group-committed batches),
+which is what lets the core stay free of I/O.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from wire.messages import Entry
+
+
+class MemLog:
+    """Entries ``base_index+1 .. last_index`` plus the (index, term) of the entry before them."""
+
+    __slots__ = ("base_index", "base_term", "entries")
+
+    def __init__(self, base_index: int = 0, base_term: int = 0, entries: Optional[list] = None) -> None:
+        self.base_index = base_index
+        self.base_term = base_term
+        self.entries: list[Entry] = list(entries or [])
+
+    def last_index(self) -> int:
+        return self.base_index + len(self.entries)
+
+    def last_term(self) -> int:
+        return self.entries[-1].term if self.entries else self.base_term
+
+    def first_index(self) -> int:
+        return self.base_index + 1
+
+    def term(self, index: int) -> Optional[int]:
+        """Term of the entry at ``index``; None when it is compacted away or beyond the end."""
+        if index == self.base_index:
+            return self.base_term
+        off = index - self.base_index - 1
+        if off < 0 or off >= len(self.entries):
+            return None
+        return self.entries[off].term
+
+    def entry(self, index: int) -> Entry:
+        return self.entries[index - self.base_index - 1]
+
+    def slice(self, lo: int, hi: int) -> list:
+        """Entries with ``lo <= index < hi`` (clamped to what is held)."""
+        b = self.base_index + 1
+        return self.entries[max(lo - b, 0):max(hi - b, 0)]
+
+    def append(self, entries: list) -> None:
+        self.entries.extend(entries)
+
+    def truncate_from(self, index: int) -> None:
+        """Drop entries at ``index`` and after (a conflicting suffix)."""
+        assert index > self.base_index, "cannot truncate into the snapshot"
+        del self.entries[index - self.base_index - 1:]
+
+    def compact(self, upto_index: int, upto_term: int) -> None:
+        """Forget entries up to ``upto_index`` (they are in a snapshot)."""
+        if upto_index <= self.base_index:
+            return
+        if upto_index >= self.last_index():
+            self.entries = []
+        else:
+            del self.entries[:upto_index - self.base_index]
+        self.base_index, self.base_term = upto_index, upto_term
+
+    def first_index_of_term(self, index: int) -> int:
+        """The first index of the run of entries that share the term of ``index`` (fast backtracking)."""
+        t = self.term(index)
+        while index - 1 > self.base_index and self.term(index - 1) == t:
+            index -= 1
+        return index
+
+    def last_index_of_term(self, term: int) -> int:
+        """The last index holding ``term``, or 0 if the log has none."""
+        for off in range(len(self.entries) - 1, -1, -1):
+            t = self.entries[off].term
+            if t == term:
+                return self.base_index + off + 1
+            if t < term:
+                break
+        return 0

@@ -1,0 +1,66 @@
+"""Messages exchanged between the actors of one node (typed records; nothing here crosses a socket)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .core import PersistBatch
+
+
+@dataclass(slots=True)
+class PeerBatch:
+    """Raft messages received by the I/O thread: ``(sender, msg, route, cluster_id_offered)``."""
+
+    items: list
+
+
+@dataclass(slots=True)
+class ClientBatch:
+    """Client requests received by the front door: ``(route, ClientRequest)``."""
+
+    items: list
+
+
+@dataclass(slots=True)
+class Tick:
+    """One unit of logical time for the core."""
+
+
+@dataclass(slots=True)
+class PersistRequest:
+    """Write ``batch`` synced, then send ``after`` (persistence before speech), then report."""
+
+    batch: PersistBatch
+    after: list
+    last: Optional[tuple]  # (index, term) of the last entry written, if any
+
+
+@dataclass(slots=True)
+class Persisted:
+    """The log manager finished a PersistRequest."""
+
+    last: Optional[tuple]
+
+
+@dataclass(slots=True)
+class Apply:
+    """Committed entries ``(index, Entry)`` in order; ``waiters`` maps index -> (term, route)."""
+
+    entries: list
+    waiters: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Read:
+    """Serve ``handles`` ((route, ClientRequest)) once the FSM has applied ``index``."""
+
+    index: int
+    handles: list
+
+
+@dataclass(slots=True)
+class SetMeta:
+    """Store identity metadata (e.g. the cluster id a joining node learned) durably."""
+
+    values: dict
+    reply: Any = None

@@ -1,0 +1,350 @@
+"""A node: opens the storage, rebuilds the core, starts and wires the actors, transports and timers.
+
+Start-up order follows "persistence before speech" (DESIGN.md 8): the data directory is checked
+(format, node id, cluster id), a brand-new node's bootstrap configuration is synced, and only
+then do the ports open.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from typing import Any, Optional
+
+import zmq
+
+from storage.log_store import LogStore, StorageError
+from wire.frontdoor import FrontDoor
+from wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
+from wire.peer import PeerTransport
+
+from .candidate import Candidate
+from .config import NodeConfig
+from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
+from .fsm import Fsm
+from .follower import Follower
+from .leader import Leader
+from .log_manager import LogManager
+from .memlog import MemLog
+from .messages import ClientBatch, PeerBatch, SetMeta, Tick
+from .metrics import NodeMetrics
+
+log = logging.getLogger("actors.node")
+
+TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numbers of ticks
+
+
+class NodeError(Exception):
+    """The node cannot start (bad data directory, port in use...): one clear line for the operator."""
+
+
+class NodeContext:
+    """State shared by the role actors of one node. Only the current role actor mutates it."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.node_id = node.cfg.id
+        self.tuning = node.cfg.raft
+        self.core: RaftCore = node.core
+        self.cluster_id: Optional[str] = node.cluster_id
+        self.peer: PeerTransport = node.peer
+        self.frontdoor: FrontDoor = node.frontdoor
+        self.fsm = node.fsm_ref
+        self.log_manager = node.log_ref
+        self.persist_buffer = PersistBatch()
+        self.persist_after: list = []
+        self.persist_in_flight = False
+        self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
+        self.applied = 0
+        self.last_contact: dict[str, float] = {}
+        self._role_ref = None
+        self._members_seen: Optional[list] = None
+
+    # ------------------------------------------------------------ routing to the current role
+
+    def set_role_ref(self, ref: Any) -> None:
+        self._role_ref = ref
+
+    def tell_role(self, msg: Any) -> None:
+        """Deliver to whichever role actor is current (retrying across a hand-over)."""
+        import pykka
+
+        for _ in range(100):
+            ref = self._role_ref
+            try:
+                ref.tell(msg)
+                return
+            except pykka.ActorDeadError:
+                if self.node.stopping:
+                    return
+                time.sleep(0.001)  # a hand-over is in progress: the new ref is about to be set
+
+    # ------------------------------------------------------------ helpers for the roles
+
+    def status(self) -> dict:
+        st = self.core.status()
+        st["applied_index"] = self.applied
+        st["cluster_id"] = self.cluster_id
+        st["members"] = [{"id": m.id, "addr": m.addr, "client": m.client, "http": m.http, "voter": m.voter}
+                         for m in self.core.members]
+        return st
+
+    def members_info(self) -> list:
+        core = self.core
+        now = time.monotonic()
+        out = []
+        for m in core.members:
+            d = {"id": m.id, "addr": m.addr, "client": m.client, "http": m.http, "voter": m.voter}
+            if m.id == self.node_id:
+                d.update(match_index=core.log.last_index(), last_contact=0.0, leader=True)
+            else:
+                pr = core.progress.get(m.id)
+                seen = self.last_contact.get(m.id)
+                d.update(match_index=pr.match if pr else 0,
+                         last_contact=round(now - seen, 3) if seen else None, leader=False)
+            out.append(d)
+        return out
+
+    def redirect(self) -> ClientReply:
+        core = self.core
+        lid = core.leader_id
+        if lid is not None and lid != self.node_id:
+            m = core.member(lid)
+            return ClientReply("not_leader", leader_id=lid, leader_client=m.client if m else None,
+                               error=f"not the leader; the leader is {lid}")
+        return ClientReply("unavailable", error="no leader known (election in progress or no quorum)")
+
+    def validate_key(self, key: str) -> Optional[str]:
+        if not key:
+            return "key must not be empty"
+        n = len(key.encode())
+        if n > self.tuning.max_key_bytes:
+            return f"key too large: {n} bytes (max_key_bytes is {self.tuning.max_key_bytes})"
+        return None
+
+    def adopt_cluster_id(self, cid: str) -> None:
+        log.info("%s: joined cluster %s", self.node_id, cid)
+        self.cluster_id = cid
+        self.node.cluster_id = cid
+        self.peer.cluster_id = cid
+        self.log_manager.tell(SetMeta({"cluster_id": cid}))
+
+    def on_join_reply(self, reply: Any) -> None:
+        self.node.on_join_reply(reply)
+
+    def after_ready(self) -> None:
+        members = self.core.members
+        if members is not self._members_seen:
+            self._members_seen = members
+            self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
+        self.node.metrics.observe(self.core, self.applied)
+
+
+class Node:
+    """One Raft node. ``start()`` returns once it is serving; ``stop()`` shuts it down cleanly."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.stopping = False
+        self.cluster_id: Optional[str] = None
+        self._threads: list = []
+        self._stop = threading.Event()
+        self._joined = threading.Event()
+        self._join_target = cfg.join
+
+    # ------------------------------------------------------------ storage and identity
+
+    def _open_storage(self) -> LogStore:
+        cfg = self.cfg
+        d = cfg.node_dir
+        try:
+            store = LogStore(str(d / "raft"))
+        except StorageError as e:
+            raise NodeError(str(e)) from None
+        nid = store.get_meta("node_id")
+        if nid is not None and nid != cfg.id:
+            store.close()
+            raise NodeError(f"data directory {d} belongs to node {nid!r}, not {cfg.id!r}")
+        cid = store.get_meta("cluster_id")
+        if cid is not None and cfg.cluster_id is not None and cid != cfg.cluster_id:
+            store.close()
+            raise NodeError(f"data directory {d} belongs to cluster {cid!r}, not {cfg.cluster_id!r}")
+        if store.get_meta("removed") == "true":
+            store.close()
+            raise NodeError(f"node {cfg.id!r} was removed from cluster {cid!r}; wipe {d} to add it again")
+        fresh = store.last_index() == 0 and nid is None
+        if fresh:
+            meta = {"node_id": cfg.id, "incarnation": uuid.uuid4().hex}
+            if cfg.bootstrap:
+                cid = cfg.cluster_id or uuid.uuid4().hex[:16]
+                members = [Member(p.id, p.addr, p.client, p.http or "", True) for p in cfg.peers] or [
+                    Member(cfg.id, cfg.spec.addr, cfg.spec.client, cfg.spec.http or "", True)]
+                # Every node of a whole-cluster file writes the same entry 1, so their logs agree.
+                store.write(term=1, vote=None, first_index=1,
+                            entries=[Entry(1, EntryKind.CONFIG, encode_config(members))])
+                log.info("%s: bootstrapped cluster %s with %s", cfg.id, cid, ", ".join(m.id for m in members))
+            elif cfg.cluster_id:
+                cid = cfg.cluster_id
+            if cid:
+                meta["cluster_id"] = cid
+            store.set_meta(**meta)
+        else:
+            if cfg.bootstrap:
+                log.info("%s: already has data; --bootstrap ignored", cfg.id)
+            if cfg.join:
+                log.info("%s: already has data; --join ignored", cfg.id)
+        self.cluster_id = cid
+        self.fresh_joiner = fresh and not cfg.bootstrap
+        return store
+
+    def _build_core(self, store: LogStore) -> RaftCore:
+        t = self.cfg.raft
+        st = store.stable()
+        base_index, base_term = store.base()
+        ents = store.all_entries()
+        tick = TICK_MS
+        cc = CoreConfig(
+            election_ticks_min=max(2, t.election_timeout_ms[0] // tick),
+            election_ticks_max=max(3, t.election_timeout_ms[1] // tick),
+            heartbeat_ticks=max(1, t.heartbeat_ms // tick),
+            max_batch=t.max_batch,
+            pre_vote=t.pre_vote,
+            check_quorum=t.check_quorum,
+        )
+        return RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
+                        commit=st.commit, rng=random.Random())
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        cfg = self.cfg
+        store = self._open_storage()
+        self.store = store
+        self.core = self._build_core(store)
+        self.metrics = NodeMetrics(cfg.id)
+        self.zctx = zmq.Context()
+        try:
+            self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id)
+            self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id)
+        except zmq.ZMQError as e:
+            store.close()
+            self.zctx.destroy(linger=0)
+            which = "peer" if not hasattr(self, "peer") else "client"
+            addr = cfg.addr if which == "peer" else cfg.client
+            raise NodeError(f"cannot listen on {which} address {addr}: {e.strerror}") from None
+        self.ctx = None
+        self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied)
+        self.log_ref = LogManager.start(store, self.peer.send_many, self._tell_role)
+        ctx = self.ctx = NodeContext(self)
+        ctx.set_role_ref(Follower.start(ctx))
+        self.peer.start()
+        self.frontdoor.start()
+        ctx.tell_role(Tick())  # hands out the entries recovered from disk to the FSM
+        self.gateway = None
+        if cfg.http:
+            from wire.http import HttpGateway
+
+            servers = [cfg.spec.client] + [m.client for m in self.core.members if m.id != cfg.id and m.client]
+            try:
+                self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render)
+                self.gateway.start()
+            except OSError as e:
+                self.stop()
+                raise NodeError(f"cannot listen on http address {cfg.http}: {e.strerror}") from None
+        self._spawn(self._ticker, "ticker")
+        if self.fresh_joiner and cfg.join:
+            self._spawn(self._join_loop, "join")
+        log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
+                 cfg.client, f", http {cfg.http}" if cfg.http else "", self.core.term,
+                 self.core.log.first_index(), self.core.log.last_index(), self.core.commit)
+
+    def _spawn(self, fn: Any, name: str) -> None:
+        t = threading.Thread(target=fn, name=f"{name}-{self.cfg.id}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop serving, stop the actors, close the storage. Safe to call twice."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._stop.set()
+        log.info("%s: shutting down", self.cfg.id)
+        if getattr(self, "gateway", None) is not None:
+            self.gateway.stop()
+        for t in self._threads:
+            t.join(timeout=2)
+        self.frontdoor.stop()
+        self.peer.stop()
+        import pykka
+
+        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+        self.store.close()
+        self.zctx.destroy(linger=0)
+
+    # ------------------------------------------------------------ inputs from the outside
+
+    def _tell_role(self, msg: Any) -> None:
+        self.ctx.tell_role(msg)
+
+    def _on_peer(self, batch: list) -> None:
+        now = time.monotonic()
+        lc = self.ctx.last_contact
+        for item in batch:
+            lc[item[0]] = now
+        self.ctx.tell_role(PeerBatch(batch))
+
+    def _on_clients(self, batch: list) -> None:
+        self.ctx.tell_role(ClientBatch(batch))
+
+    def _on_applied(self, index: int) -> None:
+        self.ctx.applied = index
+
+    def _ticker(self) -> None:
+        period = TICK_MS / 1000.0
+        nxt = time.monotonic()
+        while not self._stop.is_set():
+            nxt += period
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                nxt = time.monotonic()  # we fell behind (GC, GIL): do not burst ticks to catch up
+            self.ctx.tell_role(Tick())
+
+    def status(self) -> dict:
+        return self.ctx.status()
+
+    # ------------------------------------------------------------ joining
+
+    def _join_loop(self) -> None:
+        """Ask a member to add us until we see ourselves in the configuration (nodes are often
+        started together, before any leader exists, so keep retrying)."""
+        cfg = self.cfg
+        spec = cfg.spec
+        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True),
+                          self.store.get_meta("incarnation") or "")
+        delay = 0.2
+        attempt = 0
+        while not self._stop.is_set():
+            if self.core.member(cfg.id) is not None:
+                log.info("%s: is a member of cluster %s", cfg.id, self.cluster_id)
+                return
+            attempt += 1
+            if attempt % 5 == 0:
+                self._join_target = cfg.join  # a leader hint may be stale: go back to the configured member
+            self.peer.send_to_addr(self._join_target, req)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 1.5, 1.0)
+
+    def on_join_reply(self, reply: Any) -> None:
+        if reply.ok:
+            self._joined.set()
+        elif reply.leader_addr:
+            self._join_target = reply.leader_addr
+        elif reply.error:
+            log.debug("%s: join: %s", self.cfg.id, reply.error)

@@ -1,0 +1,136 @@
+"""The client front door: the REQ/REP protocol, served by a ROUTER.
+
+Clients use REQ sockets (one request in flight each, the ZeroMQ guide's Lazy Pirate pattern);
+the server side is a ROUTER so that requests of many clients are in flight at once, which is
+what lets the leader group-commit them. One I/O thread owns the socket; requests reach the
+node in batches through a callback, and replies come back from any thread through
+:meth:`FrontDoor.reply` (an inproc PUSH socket per thread).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+import zmq
+
+from .messages import ClientReply, ClientRequest, DecodeError, decode_client, encode_client
+from .peer import tcp
+
+log = logging.getLogger("wire.frontdoor")
+
+_MAX_BATCH = 2000
+
+
+class FrontDoor:
+    """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
+
+    def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
+                 name: str = "") -> None:
+        self.ctx = ctx
+        self.on_requests = on_requests
+        self.name = name
+        self._inproc = f"inproc://front-out-{id(self)}"
+        self._local = threading.local()
+        self._made: list = []
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._router = ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.SNDHWM, 100_000)
+        self._router.setsockopt(zmq.RCVHWM, 100_000)
+        self._router.bind(tcp(bind_addr))
+        self._pull = ctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.bind(self._inproc)
+
+    def _push(self) -> zmq.Socket:
+        s = getattr(self._local, "push", None)
+        if s is None:
+            s = self.ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.connect(self._inproc)
+            self._local.push = s
+            self._made.append(s)
+        return s
+
+    def reply(self, route: list, rep: ClientReply) -> None:
+        """Answer one request; callable from any thread."""
+        if not self._stop.is_set():
+            self._push().send_multipart([*route, b"", encode_client(rep)])
+
+    def reply_many(self, items: list) -> None:
+        """Answer many requests ``[(route, ClientReply)]`` with one hand-over to the I/O thread."""
+        if not items or self._stop.is_set():
+            return
+        frames = [b"M"]
+        for route, rep in items:
+            frames.append(route[-1])  # REQ clients connect directly: the route is one identity
+            frames.append(encode_client(rep))
+        self._push().send_multipart(frames)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"frontdoor-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for s in self._made:
+            try:
+                s.close(linger=0)
+            except zmq.ZMQError:
+                pass
+
+    def _send(self, frames: list) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the client went away; its Lazy Pirate retry will ask again
+        except zmq.ZMQError as e:  # e.g. EHOSTUNREACH for a vanished route
+            log.debug("reply dropped: %s", e)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._pull, zmq.POLLIN)
+        router, pull = self._router, self._pull
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if pull in events:
+                    for _ in range(10_000):
+                        try:
+                            frames = pull.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        if frames[0] == b"M":
+                            for i in range(1, len(frames), 2):
+                                self._send([frames[i], b"", frames[i + 1]])
+                        else:
+                            self._send(frames)
+                if router in events:
+                    batch = []
+                    for _ in range(_MAX_BATCH):
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        if len(frames) < 3 or frames[-2] != b"":
+                            continue  # not a REQ envelope: nothing sensible to answer
+                        route = frames[:-2]
+                        try:
+                            req = decode_client(frames[-1], ClientRequest)
+                        except DecodeError as e:
+                            self._send([*route, b"", encode_client(ClientReply("invalid", error=f"malformed request: {e}"))])
+                            continue
+                        batch.append((route, req))
+                    if batch:
+                        self.on_requests(batch)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            self._router.close(linger=0)
+            self._pull.close(linger=0)
