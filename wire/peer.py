@@ -59,6 +59,8 @@ class PeerTransport:
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(self._inproc)
         self._dealers: dict[str, tuple[str, zmq.Socket]] = {}
+        self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame
+        self._poller = zmq.Poller()
         self._sockets_made: list = []
 
     # ------------------------------------------------------------ called from any thread
@@ -127,6 +129,7 @@ class PeerTransport:
         if cur is not None and cur[0] == addr:
             return cur[1]
         if cur is not None:
+            self._poller.unregister(cur[1])
             cur[1].close(linger=0)
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
@@ -138,6 +141,8 @@ class PeerTransport:
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         s.connect(tcp(addr))
+        # A peer that does not know our address yet answers through our DEALER: read it too.
+        self._poller.register(s, zmq.POLLIN)
         self._dealers[pid] = (addr, s)
         return s
 
@@ -158,6 +163,12 @@ class PeerTransport:
                 d = self._dealers.get(pid)
                 if d is not None:
                     self._send_frame(d[1], frames[i + 1])
+                else:
+                    # Not a configured peer yet (e.g. we are joining and do not know the leader's
+                    # address): answer through the connection its messages arrived on.
+                    route = self._routes.get(pid)
+                    if route is not None:
+                        self._send_frame(self._router, [route, frames[i + 1]])
         elif kind == b"R":
             self._send_frame(self._router, [frames[1], frames[2]])
         elif kind == b"A":
@@ -167,7 +178,9 @@ class PeerTransport:
             want = {frames[i].decode(): frames[i + 1].decode() for i in range(1, len(frames), 2)}
             for pid in list(self._dealers):
                 if pid not in want and not pid.startswith("addr:"):
-                    self._dealers.pop(pid)[1].close(linger=0)
+                    sock = self._dealers.pop(pid)[1]
+                    self._poller.unregister(sock)
+                    sock.close(linger=0)
             for pid, addr in want.items():
                 self._dealer(pid, addr)
 
@@ -175,7 +188,7 @@ class PeerTransport:
         try:
             f = decode_peer(data)
         except DecodeError as e:
-            self._warn_once(("bad", route), f"dropped a malformed peer frame: {e}")
+            self._warn_once(("bad", route, str(e)[:80]), f"dropped a malformed peer frame: {e}")
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:
@@ -192,6 +205,32 @@ class PeerTransport:
             return None
         return f.sender, f.msg, route, None
 
+    def _read_router(self, batch: list) -> None:
+        router = self._router
+        for _ in range(_MAX_BATCH):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self._warn_once(("frames", frames[0]), f"dropped a peer message of {len(frames)} frames")
+                continue
+            item = self._decode(frames[0], frames[1])
+            if item is not None:
+                self._routes[item[0]] = frames[0]
+                batch.append(item)
+
+    def _read_dealer(self, sock: zmq.Socket, batch: list) -> None:
+        for _ in range(_MAX_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 1:
+                item = self._decode(b"", frames[0])
+                if item is not None:
+                    batch.append(item)
+
     def _warn_once(self, key: Any, text: str) -> None:
         if key not in self._warned:
             if len(self._warned) > 1000:
@@ -200,34 +239,27 @@ class PeerTransport:
             log.warning("%s: %s", self.node_id, text)
 
     def _run(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
         router, pull = self._router, self._pull
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(100))
-                if pull in events:
-                    for _ in range(10_000):
-                        try:
-                            self._handle_out(pull.recv_multipart(zmq.NOBLOCK))
-                        except zmq.Again:
-                            break
-                if router in events:
-                    batch = []
-                    for _ in range(_MAX_BATCH):
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        if len(frames) != 2:
-                            self._warn_once(("frames", frames[0]), f"dropped a peer message of {len(frames)} frames")
-                            continue
-                        item = self._decode(frames[0], frames[1])
-                        if item is not None:
-                            batch.append(item)
-                    if batch:
-                        self.on_messages(batch)
+                events = poller.poll(100)
+                batch: list = []
+                for sock, _ in events:
+                    if sock is pull:
+                        for _ in range(10_000):
+                            try:
+                                self._handle_out(pull.recv_multipart(zmq.NOBLOCK))
+                            except zmq.Again:
+                                break
+                    elif sock is router:
+                        self._read_router(batch)
+                    else:
+                        self._read_dealer(sock, batch)
+                if batch:
+                    self.on_messages(batch)
         except zmq.ContextTerminated:
             pass
         finally:
