@@ -547,9 +547,12 @@ class RaftCore:
         if self.role != LEADER:
             return
         ids = {m.id for m in self.members}
+        # A removed member keeps its progress until the change commits, so that it learns of
+        # its removal (and stops) instead of campaigning forever.
         for i in list(self.progress):
-            if i not in ids:
-                del self.progress[i]
+            if i not in ids and self.config_index() <= self.commit:
+                pr = self.progress.pop(i)
+                self._send(i, Heartbeat(self.term, min(pr.match, self.commit), self.round))
         for i in ids:
             if i != self.id and i not in self.progress:
                 self.progress[i] = Progress(self.log.last_index() + 1)
@@ -574,9 +577,14 @@ class RaftCore:
             if self.reads_awaiting_noop:
                 handles, self.reads_awaiting_noop = self.reads_awaiting_noop, []
                 self.read_index(handles)
-            if self.config_log and self.config_log[-1][0] <= n and self.member(self.id) is None:
-                self.become_follower(self.term, None)  # we removed ourselves and that is now committed
-                return
+            if self.config_log and self.config_log[-1][0] <= n:
+                if self.member(self.id) is None:
+                    # We removed ourselves and that is now committed; tell the others first.
+                    for pid in self.progress:
+                        self._send(pid, Heartbeat(self.term, min(self.progress[pid].match, self.commit), self.round))
+                    self.become_follower(self.term, None)
+                    return
+                self._on_config_changed()
 
     def _send_commit_hints(self) -> None:
         # Followers learn the commit index from the next append; when none went out since it

@@ -28,9 +28,10 @@ class Leader(RoleActor):
 
     def on_receive(self, msg):  # noqa: ANN001, ANN201
         super().on_receive(msg)
-        if self.changes and not self.retired:
-            self._next_change()  # a change may wait for the previous one to commit
-            self._process_ready()
+        if not self.retired and self.ctx.core.can_change_config():
+            # a change may have waited for the previous one to commit
+            if self._next_change() or self._promote_caught_up_learner():
+                self._process_ready()
 
     # ------------------------------------------------------------------ clients
 
@@ -134,6 +135,10 @@ class Leader(RoleActor):
         log.info("%s: transferring leadership to %s in term %d", self.ctx.node_id, target, core.term)
         return ClientReply("ok", info={"target": target})
 
+    def on_hand_off(self) -> None:
+        if any(m.voter and m.id != self.ctx.node_id for m in self.ctx.core.members):
+            self._transfer("")
+
     def on_committed(self, entries: list) -> dict:
         w = self.waiters
         if not w:
@@ -164,25 +169,41 @@ class Leader(RoleActor):
         self.changes.append((req.member, None, route, "join"))
         self._next_change()
 
-    def _next_change(self) -> None:
+    def _promote_caught_up_learner(self) -> bool:
+        """A node joins as a learner and becomes a voter once it holds everything committed, so a
+        slow join never costs the cluster its quorum (as etcd's learners and hashicorp's non-voters)."""
+        core = self.ctx.core
+        for m in core.members:
+            pr = core.progress.get(m.id)
+            if not m.voter and pr is not None and pr.match >= core.commit:
+                members = [x._replace(voter=True) if x.id == m.id else x for x in core.members]
+                index = core.propose_config(members)
+                log.info("%s: membership change at index %d in term %d: promoting %s to voter",
+                         self.ctx.node_id, index, core.term, m.id)
+                return True
+        return False
+
+    def _next_change(self) -> bool:
         core = self.ctx.core
         while self.changes and core.can_change_config():
             member, removed, route, kind = self.changes.pop(0)
             members = [m for m in core.members if m.id != (member.id if member else removed)]
             if member is not None:
-                members.append(Member(member.id, member.addr, member.client, member.http, member.voter))
+                # Always a learner first; promoted once caught up (see _promote_caught_up_learner).
+                members.append(Member(member.id, member.addr, member.client, member.http, False))
             try:
                 index = core.propose_config(members)
             except NotLeader:
                 self.changes.clear()
                 return
-            what = f"adding {member.id} ({member.addr})" if member else f"removing {removed}"
+            what = f"adding {member.id} ({member.addr}) as a learner" if member else f"removing {removed}"
             log.info("%s: membership change at index %d in term %d: %s", self.ctx.node_id, index, core.term, what)
             if kind == "join":
                 self.ctx.peer.reply_route(route, JoinReply(True, self.ctx.cluster_id or ""))
             else:
                 self.ctx.frontdoor.reply_many([(route, ClientReply("ok", info={"index": index}))])
-            return  # one change at a time: the next waits until this one commits
+            return True  # one change at a time: the next waits until this one commits
+        return False
 
     def on_retire(self) -> None:
         ctx = self.ctx

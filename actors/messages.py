@@ -64,3 +64,8 @@ class SetMeta:
 
     values: dict
     reply: Any = None
+
+
+@dataclass(slots=True)
+class HandOff:
+    """Sent by the node before a planned shutdown: a leader transfers leadership (thesis 3.10)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager
 from .memlog import MemLog
-from .messages import ClientBatch, PeerBatch, SetMeta, Tick
+from .messages import ClientBatch, HandOff, PeerBatch, SetMeta, Tick
 from .metrics import NodeMetrics
 
 log = logging.getLogger("actors.node")
@@ -62,6 +63,8 @@ class NodeContext:
         self.last_contact: dict[str, float] = {}
         self._role_ref = None
         self._members_seen: Optional[list] = None
+        self.was_member = False
+        self.removed = False
 
     # ------------------------------------------------------------ routing to the current role
 
@@ -136,10 +139,17 @@ class NodeContext:
         self.node.on_join_reply(reply)
 
     def after_ready(self) -> None:
-        members = self.core.members
+        core = self.core
+        members = core.members
         if members is not self._members_seen:
             self._members_seen = members
             self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
+            if core.member(self.node_id) is not None:
+                self.was_member = True
+        if self.was_member and not self.removed and core.member(self.node_id) is None \
+                and core.commit >= core.config_index():
+            self.removed = True
+            self.node.on_removed()
         self.node.metrics.observe(self.core, self.applied)
 
 
@@ -270,6 +280,12 @@ class Node:
         """Stop serving, stop the actors, close the storage. Safe to call twice."""
         if self.stopping:
             return
+        if getattr(self, "ctx", None) is not None and self.core.role == LEADER:
+            # A planned stop of the leader costs no election timeout: hand leadership over first.
+            self.ctx.tell_role(HandOff())
+            deadline = time.monotonic() + self.cfg.raft.election_timeout_ms[0] / 1000.0
+            while self.core.role == LEADER and time.monotonic() < deadline:
+                time.sleep(0.01)
         self.stopping = True
         self._stop.set()
         log.info("%s: shutting down", self.cfg.id)
@@ -317,6 +333,13 @@ class Node:
 
     def status(self) -> dict:
         return self.ctx.status()
+
+    def on_removed(self) -> None:
+        """This node's removal from the cluster committed: record it and stop (DESIGN.md 6)."""
+        log.warning("%s: removed from cluster %s; recording it and stopping", self.cfg.id, self.cluster_id)
+        self.log_ref.tell(SetMeta({"removed": "true"}))
+        self.removed = True
+        os.kill(os.getpid(), signal.SIGTERM)  # the process's main thread performs the clean stop
 
     # ------------------------------------------------------------ joining
 

@@ -17,7 +17,7 @@ import pykka
 from wire.messages import ClientReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
-from .messages import Apply, ClientBatch, PeerBatch, Persisted, PersistRequest, Read, SetMeta, Tick
+from .messages import Apply, ClientBatch, HandOff, PeerBatch, Persisted, PersistRequest, Read, SetMeta, Tick
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.role")
@@ -52,6 +52,8 @@ class RoleActor(SupervisedActor):
                 core.on_persisted(*msg.last)
         elif t is ClientBatch:
             self.on_client(msg.items)
+        elif t is HandOff:
+            self.on_hand_off()
         self._process_ready()
         return None
 
@@ -109,6 +111,9 @@ class RoleActor(SupervisedActor):
             ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", leader_addr=leader.addr))
         else:
             ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error="no leader yet; retry"))
+
+    def on_hand_off(self) -> None:
+        """Only a leader has something to hand off."""
 
     def on_committed(self, entries: list) -> dict:
         """Waiters for these committed entries (the leader overrides)."""
