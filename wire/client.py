@@ -1,0 +1,551 @@
+"""The client library: leader discovery, retries and exactly-once write sessions.
+
+::
+
+    from wire.client import Client
+    with Client(["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"], timeout=5.0) as kv:
+        kv.put("hello", b"distributed"); kv.get("hello"); kv.delete("hello")
+        kv.cas("n", expected=b"1", new=b"2")
+
+Reliability follows the ZeroMQ guide's **Lazy Pirate** pattern (chapter 4): one REQ socket per
+server, each request polled with a per-attempt timeout; a REQ socket that missed its reply is
+stuck in its send/receive lock-step, so it is closed (LINGER 0) and reopened, and the request
+goes to the next server, with exponential backoff and jitter between rounds, until the overall
+deadline of the call. Two additions to the pattern: ZMQ_IMMEDIATE plus a POLLOUT wait skips a
+node that refuses connections after ``connect_timeout``, and a socket monitor notices a node
+whose connection drops mid-request (it died), so neither costs a whole attempt. Writes carry ``(client_id, seq)`` and a retry reuses them, so the
+server's session table (Raft thesis 6.3) applies a retried write at most once.
+
+Thread safety: a :class:`Client` may be shared between threads, but its calls are serialised
+by an internal lock (ZeroMQ sockets must not be used by two threads at once). For concurrency,
+use one Client per thread.
+"""
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Optional, Union
+
+import zmq
+
+from wire.messages import ClientReply, ClientRequest, DecodeError, Member, decode_client, encode_client
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "NotFound",
+    "Unavailable",
+    "Timeout",
+    "InvalidRequest",
+    "CONSISTENCY_LEVELS",
+    "json_item",
+    "parse_servers",
+]
+
+CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
+
+Value = Union[bytes, bytearray, memoryview, str]
+
+
+class ClientError(Exception):
+    """Base class of every error raised by this library."""
+
+
+class NotFound(ClientError):
+    """The key (or, for admin calls, the member) does not exist."""
+
+
+class Unavailable(ClientError):
+    """The cluster could not serve the call: no leader, no quorum, or no server reachable."""
+
+
+class Timeout(Unavailable):
+    """No definite answer before the call's deadline. A write may still have been applied:
+    retrying it through the same Client is safe only if you re-send it with the same session,
+    see :meth:`Client.write`."""
+
+
+class InvalidRequest(ClientError):
+    """The request is malformed or was refused as invalid (bad key, value too large, ...).
+    Nothing was applied; retrying the same request cannot succeed."""
+
+
+def json_item(key: str, value: bytes) -> dict:
+    """A key/value pair as a JSON-ready dict: ``{"key", "value"}``, where a value that is not
+    valid UTF-8 is base64-encoded and flagged with ``"value_b64": true`` (the flag is present
+    only then). Shared by ``kvclient --json`` and the HTTP gateway so both speak alike."""
+    try:
+        return {"key": key, "value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"key": key, "value": base64.b64encode(value).decode("ascii"), "value_b64": True}
+
+
+# ------------------------------------------------------------------ input checks
+
+
+def parse_servers(servers: Union[str, Iterable[str]]) -> list[str]:
+    """Normalise a server list (a list, or a comma-separated string) to ``HOST:PORT`` strings."""
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    out: list[str] = []
+    for s in items:
+        if not isinstance(s, str):
+            raise InvalidRequest(f"server address must be a string, got {type(s).__name__}")
+        s = s.strip()
+        if s.startswith("tcp://"):
+            s = s[len("tcp://"):]
+        if not s:
+            continue
+        _check_addr(s)
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise InvalidRequest("no servers given")
+    return out
+
+
+def _check_addr(addr: str) -> None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidRequest(f"bad server address {addr!r}: expected HOST:PORT")
+
+
+def _check_key(key: Any, what: str = "key") -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest(f"{what} must be a non-empty string")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid UTF-8") from None
+    return key
+
+
+def _to_bytes(value: Any, what: str = "value") -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{what} is not valid UTF-8") from None
+    raise InvalidRequest(f"{what} must be bytes or str, got {type(value).__name__}")
+
+
+# ------------------------------------------------------------------ the client
+
+
+class Client:
+    """A connection to a cluster through the nodes' client (front door) addresses.
+
+    ``servers``: ``HOST:PORT`` client addresses, as a list or a comma-separated string; any
+    subset of the cluster will do, the leader is found (and cached) by following redirects.
+    ``timeout``: the overall deadline of one call in seconds, retries included.
+    ``client_id``: the session id tagging writes (random when None); two live Clients must
+    never share one. ``attempt_timeout``: how long one attempt waits for a reply before the
+    server is given up on for that attempt (default: a third of ``timeout``, at most 2 s).
+    ``connect_timeout``: how long an attempt waits for a TCP connection to be up before
+    trying the next server, so a dead node costs this, not a whole attempt.
+
+    Calls are serialised by a lock; see the module docstring about threads.
+    """
+
+    BACKOFF_BASE = 0.05  # first backoff (s); doubles per failed round
+    BACKOFF_MAX = 1.0  # cap of one backoff sleep (s)
+
+    def __init__(
+        self,
+        servers: Union[str, Iterable[str]],
+        timeout: float = 5.0,
+        client_id: Optional[str] = None,
+        *,
+        attempt_timeout: Optional[float] = None,
+        connect_timeout: float = 0.25,
+    ) -> None:
+        self.servers: tuple[str, ...] = tuple(parse_servers(servers))
+        if not timeout or timeout <= 0:
+            raise InvalidRequest("timeout must be positive")
+        self.timeout = float(timeout)
+        self.client_id = client_id or uuid.uuid4().hex
+        self.attempt_timeout = attempt_timeout
+        self.connect_timeout = connect_timeout
+        self.leader: Optional[str] = None  # cached client address of the leader
+        self.leader_id: Optional[str] = None  # its node id, when a server told us
+        self._seq = 0
+        self._next = 0  # rotation index into self.servers when no leader is cached
+        self._ctx = zmq.Context.instance()
+        self._sockets: dict[str, _Conn] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ------------------------------------------------------------ context manager / close
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every socket. Idempotent; the Client cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            for addr in list(self._sockets):
+                self._drop_socket(addr)
+
+    # ------------------------------------------------------------ key/value API
+
+    def get(self, key: str, consistency: str = "linearizable") -> bytes:
+        """The value of ``key``; raises :class:`NotFound` if absent. ``consistency`` is
+        "linearizable" (default), "lease" (leader's lease, no heartbeat round) or "stale"
+        (any node's local copy, may be behind)."""
+        _check_key(key)
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        reply = self._call(ClientRequest("get", key=key, consistency=consistency))
+        if reply.status == "not_found":
+            raise NotFound(f"key not found: {key}")
+        self._expect_ok(reply, "get")
+        return reply.value if reply.value is not None else b""
+
+    def put(self, key: str, value: Value) -> None:
+        """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8)."""
+        reply = self.write("put", key, value)
+        self._expect_ok(reply, "put")
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; raises :class:`NotFound` if the server reports it absent."""
+        reply = self.write("delete", key)
+        if reply.status == "not_found":
+            raise NotFound(f"key not found: {key}")
+        self._expect_ok(reply, "delete")
+
+    def cas(self, key: str, expected: Optional[Value] = None, new: Optional[Value] = None) -> bool:
+        """Compare-and-set: write ``new`` only if the current value is ``expected`` (or, when
+        ``expected`` is None, only if the key is absent). True if it was written."""
+        if new is None:
+            raise InvalidRequest("cas needs a new value")
+        reply = self.write("cas", key, new, expected=expected, expect_absent=expected is None)
+        if reply.status == "cas_failed":
+            return False
+        self._expect_ok(reply, "cas")
+        return True
+
+    def create(self, key: str, value: Value) -> bool:
+        """Write ``key`` only if it is absent. True if it was written."""
+        return self.cas(key, None, value)
+
+    def list(self, prefix: str = "", limit: int = 0, consistency: str = "linearizable") -> list[tuple[str, bytes]]:
+        """Keys starting with ``prefix`` and their values, in key order; ``limit`` 0 = all."""
+        if not isinstance(prefix, str):
+            raise InvalidRequest("prefix must be a string")
+        if type(limit) is not int or limit < 0:
+            raise InvalidRequest("limit must be a non-negative integer")
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        reply = self._call(ClientRequest("list", key=prefix, limit=limit, consistency=consistency))
+        self._expect_ok(reply, "list")
+        return list(reply.items)
+
+    # ------------------------------------------------------------ sessions (low level)
+
+    def next_seq(self) -> int:
+        """Allocate the sequence number of a new write of this Client's session."""
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def write(
+        self,
+        op: str,
+        key: str,
+        value: Optional[Value] = None,
+        *,
+        expected: Optional[Value] = None,
+        expect_absent: bool = False,
+        client_id: Optional[str] = None,
+        seq: Optional[int] = None,
+    ) -> ClientReply:
+        """Send one write (``op`` is "put", "delete" or "cas") and return the server's final
+        reply, whose status is "ok", "not_found" or "cas_failed".
+
+        Every retry inside the call reuses the same ``(client_id, seq)``, so the write is
+        applied at most once. By default the session is this Client's and ``seq`` a new
+        number; pass both explicitly to retry a write across calls or processes (the HTTP
+        gateway maps an ``Idempotency-Key`` to such a pair). Raises :class:`InvalidRequest`,
+        or :class:`Timeout` at the deadline (the write may then still have been applied).
+        """
+        if op not in ("put", "delete", "cas"):
+            raise InvalidRequest(f"not a write operation: {op!r}")
+        _check_key(key)
+        if (client_id is None) != (seq is None):
+            raise InvalidRequest("client_id and seq go together")
+        if client_id is not None and (not isinstance(client_id, str) or not client_id):
+            raise InvalidRequest("client_id must be a non-empty string")
+        if seq is not None and (type(seq) is not int or seq <= 0):
+            raise InvalidRequest("seq must be a positive integer")
+        req = ClientRequest(
+            op,
+            key=key,
+            value=None if op == "delete" else _to_bytes(value),
+            expected=None if expected is None else _to_bytes(expected, "expected value"),
+            expect_absent=bool(expect_absent),
+        )
+        if client_id is None:
+            req.client_id, req.seq = self.client_id, self.next_seq()
+        else:
+            req.client_id, req.seq = client_id, seq
+        return self._call(req, write=True)
+
+    # ------------------------------------------------------------ admin API
+
+    def status(self, server: Optional[str] = None) -> dict:
+        """The status document of one node (DESIGN 6: id, state, term, leader_id, ...): of
+        ``server`` if given, else of the first server of the list that answers. Redirects are
+        not followed: this inspects a node, not the cluster."""
+        targets = parse_servers([server]) if server else list(self.servers)
+        reply = self._call(ClientRequest("status"), targets=targets)
+        self._expect_ok(reply, "status")
+        return reply.info if isinstance(reply.info, dict) else {}
+
+    def members(self) -> list[dict]:
+        """The leader's view of the members: dicts with at least id, addr, client, http, voter."""
+        reply = self._call(ClientRequest("members"))
+        self._expect_ok(reply, "members")
+        return list(reply.info or [])
+
+    def add_node(self, id: str, addr: str, client: str = "", http: str = "", voter: bool = True) -> Any:
+        """Add a member (``voter=False``: a learner). Returns the server's info, if any."""
+        _check_key(id, "node id")
+        _check_addr(addr)
+        for extra in (client, http):
+            if extra:
+                _check_addr(extra)
+        member = Member(id, addr, client or "", http or "", bool(voter))
+        return self._admin(ClientRequest("add_node", member=member))
+
+    def remove_node(self, id: str) -> Any:
+        """Remove a member by id. Returns the server's info, if any."""
+        _check_key(id, "node id")
+        return self._admin(ClientRequest("remove_node", key=id))
+
+    def transfer_leader(self, id: Optional[str] = None) -> Any:
+        """Hand leadership to node ``id`` (or to the best-placed follower when None)."""
+        if id is not None:
+            _check_key(id, "node id")
+        return self._admin(ClientRequest("transfer_leader", key=id or ""))
+
+    def snapshot(self) -> Any:
+        """Ask for a snapshot now. Returns the server's info, if any."""
+        return self._admin(ClientRequest("snapshot"))
+
+    def _admin(self, req: ClientRequest) -> Any:
+        reply = self._call(req)
+        if reply.status == "not_found":
+            raise NotFound(reply.error or f"{req.op}: not found: {req.key}")
+        self._expect_ok(reply, req.op)
+        return reply.info
+
+    @staticmethod
+    def _expect_ok(reply: ClientReply, op: str) -> None:
+        if reply.status != "ok":
+            raise ClientError(f"{op}: unexpected reply {reply.status!r}: {reply.error or ''}".rstrip(": "))
+
+    # ------------------------------------------------------------ the Lazy Pirate loop
+
+    def _call(self, req: ClientRequest, *, write: bool = False, targets: Optional[list[str]] = None) -> ClientReply:
+        """Send ``req`` until a definite answer or the deadline.
+
+        ``targets`` set: ask those servers in order, never follow redirects (status).
+        Returns a reply whose status is ok / not_found / cas_failed; raises otherwise.
+        """
+        frame = encode_client(req)
+        with self._lock:
+            if self._closed:
+                raise ClientError("client is closed")
+            deadline = time.monotonic() + self.timeout
+            per_attempt = self.attempt_timeout or min(2.0, max(0.1, self.timeout / 3))
+            rounds = 0  # failed attempts, for the backoff
+            redirects = 0
+            silent = False  # did some attempt end without a definite answer?
+            last = "no server answered"
+            fixed_i = 0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._deadline_error(req, write, silent, last)
+                if targets is not None:
+                    addr = targets[fixed_i % len(targets)]
+                else:
+                    addr = self._target(req)
+                reply, why = self._exchange(addr, frame, min(per_attempt, remaining))
+                if reply is None:
+                    # Lazy Pirate: no reply (a socket that sent was reset, see _exchange); the
+                    # next attempt goes elsewhere at once, since this one already waited.
+                    silent = True
+                    last = why
+                    fixed_i += 1
+                    self._failed(addr)
+                    continue
+                status = reply.status
+                if status in ("ok", "not_found", "cas_failed"):
+                    if targets is None:
+                        self._answered(addr, req, reply)
+                    return reply
+                if status == "invalid":
+                    raise InvalidRequest(reply.error or "invalid request")
+                if status == "not_leader" and targets is None and reply.leader_client and reply.leader_client != addr:
+                    redirects += 1
+                    try:
+                        _check_addr(reply.leader_client)
+                    except InvalidRequest:
+                        last = f"{addr} redirected to a bad address {reply.leader_client!r}"
+                        self._failed(addr)
+                    else:
+                        last = f"{addr} redirected to {reply.leader_client}"
+                        self.leader, self.leader_id = reply.leader_client, reply.leader_id
+                        # Follow at once, unless the redirects go round in circles (a stale
+                        # hint during an election): then back off like any failure.
+                        if redirects <= len(self.servers) + 1:
+                            continue
+                elif status == "not_leader":
+                    last = f"{addr} knows no leader"
+                    self._failed(addr)
+                elif status == "unavailable":
+                    last = f"{addr} unavailable" + (f": {reply.error}" if reply.error else "")
+                    self._failed(addr)
+                elif status == "timeout":
+                    # The leader could not commit in time; it may still. Keep it, back off, and
+                    # resend with the same session so the write applies at most once.
+                    silent = True
+                    last = f"{addr} timed out" + (f": {reply.error}" if reply.error else "")
+                else:
+                    raise ClientError(f"{req.op}: unexpected reply status {status!r} from {addr}")
+                fixed_i += 1
+                rounds += 1
+                self._backoff(rounds, deadline)
+
+    def _deadline_error(self, req: ClientRequest, write: bool, silent: bool, last: str) -> ClientError:
+        what = f"{req.op} {req.key!r}" if req.key else req.op
+        if write:
+            return Timeout(
+                f"{what}: no definite answer within {self.timeout:g}s ({last}); "
+                "the write may still have been applied"
+            )
+        if silent:
+            return Timeout(f"{what}: no answer within {self.timeout:g}s ({last})")
+        return Unavailable(f"{what}: cluster unavailable for {self.timeout:g}s ({last})")
+
+    def _backoff(self, rounds: int, deadline: float) -> None:
+        # Exponential backoff with jitter (half fixed, half random) so that many clients that
+        # failed together do not come back together.
+        cap = min(self.BACKOFF_MAX, self.BACKOFF_BASE * (2 ** min(rounds - 1, 16)))
+        delay = min(random.uniform(cap / 2, cap), deadline - time.monotonic())
+        if delay > 0:
+            time.sleep(delay)
+
+    def _target(self, req: ClientRequest) -> str:
+        # A stale read is for the nearest node: the first server (the gateway's own node)
+        # rather than the leader.
+        stale = req.consistency == "stale" and req.op in ("get", "list")
+        if self.leader is not None and not stale:
+            return self.leader
+        return self.servers[self._next % len(self.servers)]
+
+    def _failed(self, addr: str) -> None:
+        if addr == self.leader:
+            self.leader = self.leader_id = None
+        if self.servers[self._next % len(self.servers)] == addr:
+            self._next += 1
+
+    def _answered(self, addr: str, req: ClientRequest, reply: ClientReply) -> None:
+        # A stale read may come from any follower: only a leader-only answer proves leadership.
+        if req.op in ("get", "list") and req.consistency == "stale":
+            return
+        if addr != self.leader:
+            self.leader = addr
+            self.leader_id = reply.leader_id
+        elif reply.leader_id:
+            self.leader_id = reply.leader_id
+
+    def _exchange(self, addr: str, frame: bytes, wait: float) -> tuple[Optional[ClientReply], str]:
+        """One attempt: (reply, "") or (None, why). A socket that missed its reply is closed."""
+        conn = self._conn(addr)
+        sock = conn.sock
+        start = time.monotonic()
+        try:
+            # IMMEDIATE makes POLLOUT mean "connected": a dead node is skipped after
+            # connect_timeout rather than a whole attempt.
+            if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
+                # Nothing was sent, so the socket is not stuck: keep it, so that a slow
+                # connection can still complete in the background for a later attempt.
+                return None, f"{addr} not reachable"
+            while conn.monitor.poll(0):
+                conn.monitor.recv_multipart()  # a drop before this send is no news: forget it
+            sock.send(frame, zmq.NOBLOCK)
+            while True:
+                left = wait - (time.monotonic() - start)
+                events = dict(conn.poller.poll(max(1, int(left * 1000)))) if left > 0 else {}
+                if sock in events:
+                    data = sock.recv()
+                    break
+                if conn.monitor in events:
+                    # The TCP connection dropped (the node died): the reply will never come,
+                    # so give up now rather than at the end of the attempt.
+                    self._drop_socket(addr)
+                    return None, f"{addr} closed the connection"
+                if not events:
+                    self._drop_socket(addr)
+                    return None, f"{addr} did not answer"
+        except zmq.Again:
+            self._drop_socket(addr)
+            return None, f"{addr} not reachable"
+        except BaseException:
+            # Interrupted mid-request (KeyboardInterrupt, ...): the REQ socket is stuck.
+            self._drop_socket(addr)
+            raise
+        try:
+            return decode_client(data, ClientReply), ""
+        except DecodeError as e:
+            return None, f"{addr} sent a malformed reply ({e})"
+
+    def _conn(self, addr: str) -> "_Conn":
+        conn = self._sockets.get(addr)
+        if conn is None:
+            conn = self._sockets[addr] = _Conn(self._ctx, addr)
+        return conn
+
+    def _drop_socket(self, addr: str) -> None:
+        conn = self._sockets.pop(addr, None)
+        if conn is not None:
+            conn.close()
+
+
+class _Conn:
+    """One REQ socket to one server, and a monitor that reports when its TCP connection drops."""
+
+    __slots__ = ("sock", "monitor", "poller")
+
+    def __init__(self, ctx: zmq.Context, addr: str) -> None:
+        self.sock = ctx.socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        if addr.startswith("["):
+            self.sock.setsockopt(zmq.IPV6, 1)
+        # The monitor must exist before connect() to see the connection's events.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.sock.connect(f"tcp://{addr}")
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass  # already gone
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
