@@ -140,11 +140,19 @@ class PeerTransport:
         # ZeroMQ heartbeats notice a dead TCP peer (a kill -9'd host never sends FIN).
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        s.connect(tcp(addr))
+        s.connect(self._connect_endpoint(addr))
         # A peer that does not know our address yet answers through our DEALER: read it too.
         self._poller.register(s, zmq.POLLIN)
         self._dealers[pid] = (addr, s)
         return s
+
+    def _connect_endpoint(self, addr: str) -> str:
+        """Connect from our own address when we bind a specific one, so that the source of our
+        peer traffic is this node's host (multi-homed hosts; per-link firewall rules in tests)."""
+        host = self.bind_addr.rpartition(":")[0]
+        if host and host not in ("0.0.0.0", "*", "localhost", "[::]"):
+            return f"tcp://{host}:0;{tcp(addr)[6:]}"
+        return tcp(addr)
 
     def _send_frame(self, sock: zmq.Socket, frames: Any) -> None:
         try:
