@@ -152,3 +152,23 @@ def test_kvnode_refuses_data_of_another_node_or_cluster(tmp_path):
     shutil.copytree(tmp_path / "data" / "node1", tmp_path / "data" / "node2")
     r = kvnode("--id", "node2", "--addr", addr, "--client", client, cwd=tmp_path)
     assert r.returncode == 1 and "belongs to node 'node1'" in r.stderr
+
+
+def test_kvnode_all_runs_a_whole_cluster_and_ctrl_c_stops_it(make_cluster):
+    cluster = make_cluster(3, start=False)
+    p = subprocess.Popen([sys.executable, str(KVNODE), "--config", str(cluster.config_path), "--all"],
+                         cwd=cluster.dir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from wire.client import Client
+        with Client(cluster.servers, timeout=20) as kv:
+            kv.put("all", b"three")
+            wait_until(lambda: sum(m["voter"] for m in kv.status()["members"]) == 3, what="three members")
+        p.send_signal(2)  # SIGINT, as Ctrl-C
+        assert p.wait(timeout=30) == 0
+        # every child is gone: nothing answers any more
+        with Client(cluster.servers, timeout=1) as kv:
+            with pytest.raises(Exception):
+                kv.status()
+    finally:
+        if p.poll() is None:
+            p.kill()
