@@ -1,0 +1,1 @@
+"""Jepsen-style history recording and linearizability checking for the KV store."""
