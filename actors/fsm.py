@@ -20,19 +20,40 @@ from .supervision import SupervisedActor
 log = logging.getLogger("actors.fsm")
 
 SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in flight
+SESSION_TTL = 100_000  # a session unused for this many log entries expires
+EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to reject its requests)
+SWEEP_EVERY = 1024  # entries between expiry sweeps
+
+
+class Session:
+    """One client's recent results by sequence number, and the log index of its last request."""
+
+    __slots__ = ("results", "last_index")
+
+    def __init__(self) -> None:
+        self.results: OrderedDict = OrderedDict()
+        self.last_index = 0
 
 
 class KVState:
-    """The replicated map plus the session table. Plain code, used by the actor and by tests."""
+    """The replicated map plus the session table. Plain code, used by the actor and by tests.
+
+    Sessions expire by log position, never by clock, so every node expires the same ones at the
+    same entry. A request of an expired session, or one older than its session's window, is
+    answered "expired" and not applied: its earlier attempt may have been applied already.
+    """
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
-        self.sessions: dict[str, OrderedDict] = {}
+        self.sessions: dict[str, Session] = {}
+        self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
         """Apply one committed entry; returns (status, value) for a command, None otherwise."""
         self.applied = index
+        if index % SWEEP_EVERY == 0:
+            self._expire(index)
         if kind != EntryKind.COMMAND:
             return None
         try:
@@ -40,18 +61,38 @@ class KVState:
         except DecodeError as e:  # cannot happen for entries we validated on the way in
             log.error("entry %d is not a command (%s); skipped on every node alike", index, e)
             return ("invalid", None)
-        if cmd.client_id:
-            window = self.sessions.get(cmd.client_id)
-            if window is None:
-                window = self.sessions[cmd.client_id] = OrderedDict()
-            elif cmd.seq in window:
-                return window[cmd.seq]
+        cid = cmd.client_id
+        if not cid:
+            return self._execute(cmd)
+        sess = self.sessions.get(cid)
+        if sess is None:
+            if cid in self.expired:
+                return ("expired", None)
+            sess = self.sessions[cid] = Session()
+        else:
+            done = sess.results.get(cmd.seq)
+            if done is not None:
+                return done
+            if sess.results and len(sess.results) >= SESSION_WINDOW and cmd.seq < next(iter(sess.results)):
+                return ("expired", None)  # its result left the window: it may have been applied
+        sess.last_index = index
         result = self._execute(cmd)
-        if cmd.client_id:
-            window[cmd.seq] = result
-            if len(window) > SESSION_WINDOW:
-                window.popitem(last=False)
+        sess.results[cmd.seq] = result
+        if len(sess.results) > SESSION_WINDOW:
+            sess.results.popitem(last=False)
         return result
+
+    def _expire(self, index: int) -> None:
+        horizon = index - SESSION_TTL
+        gone = [cid for cid, s in self.sessions.items() if s.last_index < horizon]
+        for cid in gone:
+            del self.sessions[cid]
+            self.expired[cid] = index
+        while self.expired:
+            cid, at = next(iter(self.expired.items()))
+            if at >= index - EXPIRED_TTL:
+                break
+            del self.expired[cid]
 
     def _execute(self, cmd: Command) -> tuple:
         d = self.data

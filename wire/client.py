@@ -397,6 +397,17 @@ class Client:
                     return reply
                 if status == "invalid":
                     raise InvalidRequest(reply.error or "invalid request")
+                if status == "expired":
+                    # The cluster forgot this session (expiry is by log position, thesis 6.3).
+                    # If this very attempt was the first send, nothing of it was applied: carry
+                    # on in a new session. Otherwise an earlier attempt may have been applied.
+                    if write and not silent and req.client_id == self.client_id:
+                        self.client_id, self._seq = uuid.uuid4().hex, 0
+                        req.client_id, req.seq = self.client_id, self.next_seq()
+                        frame = encode_client(req)
+                        continue
+                    raise Timeout(f"{req.op} {req.key!r}: session expired before an answer arrived; "
+                                  "the write may have been applied")
                 if status == "not_leader" and targets is None and reply.leader_client and reply.leader_client != addr:
                     redirects += 1
                     try:

@@ -338,7 +338,10 @@ CLIENT_OPS = frozenset(
      "transfer_leader", "snapshot"}
 )
 WRITE_OPS = frozenset({"put", "delete", "cas"})
-REPLY_STATUSES = frozenset({"ok", "not_found", "cas_failed", "not_leader", "unavailable", "invalid", "timeout"})
+# "expired": the write's session is no longer known (or the request is older than its window):
+# it was not applied now; the client starts a new session.
+REPLY_STATUSES = frozenset({"ok", "not_found", "cas_failed", "not_leader", "unavailable", "invalid", "timeout",
+                            "expired"})
 
 PEER_TYPES = (RequestVote, VoteReply, AppendEntries, AppendReply, Heartbeat, HeartbeatReply,
               TimeoutNow, JoinRequest, JoinReply, InstallSnapshot, InstallSnapshotReply)

@@ -260,3 +260,15 @@ def test_server_dying_mid_request_detected_before_attempt_timeout(fd, fd2):
         kv.put("a", b"1")
         assert time.monotonic() - start < 1.0
     assert fd2.store == {"a": b"1"}
+
+
+def test_an_expired_session_on_a_first_attempt_continues_in_a_new_session(fd):
+    from wire.messages import ClientReply
+
+    with Client([fd.address], timeout=5) as kv:
+        old_id = kv.client_id
+        fd.push(ClientReply("expired"))
+        kv.put("k", b"v")  # the rejected first attempt was not applied: resent in a new session
+        reqs = fd.requests("put")
+        assert reqs[0].client_id == old_id and reqs[1].client_id != old_id and reqs[1].seq == 1
+        assert kv.client_id == reqs[1].client_id
