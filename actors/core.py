@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
-                           HeartbeatReply, Member, RequestVote, TimeoutNow, VoteReply,
-                           decode_record, encode_record)
+                           HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, RequestVote,
+                           TimeoutNow, VoteReply, decode_record, encode_record)
 
 from .memlog import MemLog
 
@@ -34,6 +34,7 @@ LEADER = "leader"
 # Replication state of one follower as seen by the leader (etcd-io/raft's Progress states).
 PROBE = "probe"  # one append in flight until the follower's position is known
 REPLICATE = "replicate"  # pipelined: appends sent optimistically, bounded by max_inflight
+SNAPSHOT = "snapshot"  # the entries it needs are compacted away: a snapshot is being streamed
 
 
 class NotLeader(Exception):
@@ -67,9 +68,11 @@ class PersistBatch:
     first: int = 0
     entries: list = field(default_factory=list)
     commit: Optional[int] = None
+    compact_to: Optional[tuple] = None  # (index, term): drop the log up to here (a snapshot covers it)
 
     def empty(self) -> bool:
-        return self.term is None and self.truncate_from is None and not self.entries and self.commit is None
+        return (self.term is None and self.truncate_from is None and not self.entries and self.commit is None
+                and self.compact_to is None)
 
     def merge(self, other: "PersistBatch") -> None:
         """Fold a later batch into this one, so both become one synced write."""
@@ -77,6 +80,8 @@ class PersistBatch:
             self.term, self.vote = other.term, other.vote
         if other.commit is not None:
             self.commit = other.commit if self.commit is None else max(self.commit, other.commit)
+        if other.compact_to is not None and (self.compact_to is None or other.compact_to[0] > self.compact_to[0]):
+            self.compact_to = other.compact_to
         if other.truncate_from is not None:
             self.truncate_from = (other.truncate_from if self.truncate_from is None
                                   else min(self.truncate_from, other.truncate_from))
@@ -103,10 +108,14 @@ class Ready:
     reads: list = field(default_factory=list)  # (read_index, handles): confirmed, serve once applied
     reads_failed: list = field(default_factory=list)  # handles: leadership lost before confirmation
     role_changed: bool = False
+    snapshots_to_send: list = field(default_factory=list)  # peers whose next entry is compacted away
+    snapshot_acks: list = field(default_factory=list)  # (peer, InstallSnapshotReply) for the sender
+    snapshot_chunks: list = field(default_factory=list)  # (leader, InstallSnapshot) for the receiver
 
     def empty(self) -> bool:
         return (self.persist.empty() and not self.send and not self.send_after_persist
-                and not self.committed and not self.reads and not self.reads_failed and not self.role_changed)
+                and not self.committed and not self.reads and not self.reads_failed and not self.role_changed
+                and not self.snapshots_to_send and not self.snapshot_acks and not self.snapshot_chunks)
 
 
 class Progress:
@@ -170,6 +179,9 @@ class RaftCore:
         self.reads_awaiting_noop: list = []  # handles registered before this term's first commit
         self.transferee: Optional[str] = None
         self.transfer_elapsed = 0
+        # Set when the FSM cannot be rebuilt from the local snapshot and log (a corrupt newest
+        # snapshot whose log is compacted): ask the leader for a snapshot instead of applying a gap.
+        self.want_snapshot = False
         self.ready = Ready()
 
     # ------------------------------------------------------------------ membership helpers
@@ -207,7 +219,7 @@ class RaftCore:
         return r
 
     def has_ready(self) -> bool:
-        return not self.ready.empty() or self.commit > self.handed
+        return not self.ready.empty() or (self.commit > self.handed and not self.want_snapshot)
 
     def _send(self, to: str, msg: Any) -> None:
         self.ready.send.append((to, msg))
@@ -216,7 +228,7 @@ class RaftCore:
         self.ready.persist.merge(PersistBatch(term=self.term, vote=self.vote))
 
     def _collect_committed(self) -> None:
-        if self.commit > self.handed:
+        if self.commit > self.handed and not self.want_snapshot:
             lo = self.handed + 1
             ents = self.log.slice(lo, self.commit + 1)
             self.ready.committed.extend(zip(range(lo, lo + len(ents)), ents))
@@ -362,7 +374,7 @@ class RaftCore:
                     self.become_follower(mt, None)
             elif type(msg) is VoteReply and msg.pre_vote and msg.granted:
                 pass  # a granted pre-vote carries the term we would campaign in, not a newer leader
-            elif type(msg) in (AppendEntries, Heartbeat, TimeoutNow):
+            elif type(msg) in (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot):
                 self.become_follower(mt, sender)
             else:
                 self.become_follower(mt, None)
@@ -372,6 +384,8 @@ class RaftCore:
                 self._send(sender, AppendReply(self.term, False, reject_index=msg.prev_index))
             elif type(msg) is Heartbeat:
                 self._send(sender, HeartbeatReply(self.term, msg.round, self.log.last_index()))
+            elif type(msg) is InstallSnapshot:
+                self._send(sender, InstallSnapshotReply(self.term, msg.last_index, 0, False))
             elif type(msg) is RequestVote and msg.pre_vote:
                 self._send(sender, VoteReply(self.term, False, pre_vote=True))
             return
@@ -445,7 +459,8 @@ class RaftCore:
         new_commit = min(m.commit, match)
         if new_commit > self.commit:
             self.commit = new_commit
-        self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match)))
+        self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match,
+                                                                  need_snapshot=self.want_snapshot)))
 
     def _on_heartbeat(self, sender: str, m: Heartbeat) -> None:
         self._follow(sender)
@@ -463,6 +478,12 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        if m.need_snapshot and pr.state != SNAPSHOT:
+            pr.state = SNAPSHOT
+            self.ready.snapshots_to_send.append(sender)
+            return
+        if pr.state == SNAPSHOT:
+            return  # appends resume once the snapshot is installed
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index
@@ -502,13 +523,33 @@ class RaftCore:
         if m.round > pr.acked_round:
             pr.acked_round = m.round
             self._confirm_reads()
-        if pr.match < self.log.last_index():
+        if pr.match < self.log.last_index() and pr.state != SNAPSHOT:
             # A lost append would otherwise stall this follower: re-probe a paused PROBE, and in
             # REPLICATE send an (empty if need be) append whose rejection reveals a gap.
             pr.probe_sent = False
             if pr.state == REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
                 pr.inflight.pop(0)
             self._send_append(sender, allow_empty=True)
+
+    def _on_install_snapshot(self, sender: str, m: InstallSnapshot) -> None:
+        self._follow(sender)
+        if m.last_index <= self.commit and not self.want_snapshot:
+            # Figure 13: nothing to gain from a snapshot we already cover; let the leader move on.
+            self._send(sender, InstallSnapshotReply(self.term, m.last_index, m.offset + len(m.data), True))
+            return
+        self.ready.snapshot_chunks.append((sender, m))
+
+    def _on_install_snapshot_reply(self, sender: str, m: InstallSnapshotReply) -> None:
+        pr = self.progress.get(sender) if self.role == LEADER else None
+        if pr is None:
+            return
+        pr.active = True
+        if pr.state != SNAPSHOT:
+            return
+        if m.done:
+            self.snapshot_sent(sender, m.last_index)
+        else:
+            self.ready.snapshot_acks.append((sender, m))
 
     _HANDLERS = {
         RequestVote: _on_request_vote,
@@ -518,6 +559,8 @@ class RaftCore:
         Heartbeat: _on_heartbeat,
         HeartbeatReply: _on_heartbeat_reply,
         TimeoutNow: _on_timeout_now,
+        InstallSnapshot: _on_install_snapshot,
+        InstallSnapshotReply: _on_install_snapshot_reply,
     }
 
     # ------------------------------------------------------------------ the log
@@ -607,10 +650,16 @@ class RaftCore:
             return
         if pr.next > last and not allow_empty and pr.state == REPLICATE:
             return
+        if pr.state == SNAPSHOT:
+            return
         prev = pr.next - 1
         prev_term = self.log.term(prev)
         if prev_term is None:
-            return  # the follower needs a snapshot (issue 4): not in the log any more
+            # What the follower needs next is compacted away: stream it a snapshot.
+            pr.state = SNAPSHOT
+            pr.inflight = []
+            self.ready.snapshots_to_send.append(to)
+            return
         hi = min(last + 1, pr.next + self.cfg.max_batch)
         ents = self.log.slice(pr.next, hi)
         self._send(to, AppendEntries(self.term, prev, prev_term, ents, self.commit))
@@ -697,6 +746,62 @@ class RaftCore:
             self._send(target, TimeoutNow(self.term))
         else:
             self._send_append(target)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_sent(self, to: str, last_index: int) -> None:
+        """The follower installed our snapshot up to ``last_index``: replicate from there."""
+        pr = self.progress.get(to) if self.role == LEADER else None
+        if pr is None:
+            return
+        pr.match = max(pr.match, last_index)
+        pr.next = pr.match + 1
+        pr.state = PROBE
+        pr.probe_sent = False
+        pr.inflight = []
+        self._maybe_commit()
+        self._send_append(to, allow_empty=True)
+
+    def snapshot_failed(self, to: str) -> None:
+        """Sending a snapshot failed (none available, or the follower vanished): retry later."""
+        pr = self.progress.get(to) if self.role == LEADER else None
+        if pr is not None and pr.state == SNAPSHOT:
+            pr.state = PROBE
+            pr.probe_sent = False
+
+    def compact(self, upto: int) -> None:
+        """Forget the log up to ``upto`` (a durable snapshot covers it). Only synced entries are
+        compacted, so the durable log never has to drop what it has not yet written."""
+        upto = min(upto, self.persisted, self.commit)
+        if upto <= self.log.base_index:
+            return
+        term = self.log.term(upto)
+        # Configurations older than the compaction point become the base configuration.
+        older = [c for c in self.config_log if c[0] <= upto]
+        if older:
+            self.base_members = older[-1][1]
+            self.config_log = [c for c in self.config_log if c[0] > upto]
+        self.log.compact(upto, term)
+        self.ready.persist.merge(PersistBatch(compact_to=(upto, term)))
+
+    def install_snapshot(self, last_index: int, last_term: int, members: list) -> None:
+        """A snapshot received from the leader is durable and the FSM restored from it
+        (Figure 13, rules 6-7): keep the log suffix after it if the log holds its last entry,
+        otherwise discard the whole log."""
+        if self.log.term(last_index) == last_term and last_index <= self.log.last_index():
+            self.config_log = [c for c in self.config_log if c[0] > last_index]
+            self.log.compact(last_index, last_term)
+        else:
+            if self.log.entries:
+                self.ready.persist.merge(PersistBatch(truncate_from=self.log.first_index()))
+            self.config_log = []
+            self.log = MemLog(last_index, last_term)
+            self.persisted = last_index
+        self.base_members = list(members)
+        self.commit = max(self.commit, last_index)
+        self.handed = max(self.handed, last_index)
+        self.want_snapshot = False
+        self.ready.persist.merge(PersistBatch(compact_to=(last_index, last_term), commit=self.commit))
 
     def status(self) -> dict:
         return {

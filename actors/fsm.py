@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import msgpack
 
 from wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
-from .messages import Apply, Read
+from .core import decode_config
+from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
+from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.fsm")
@@ -23,6 +28,8 @@ SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in 
 SESSION_TTL = 100_000  # a session unused for this many log entries expires
 EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to reject its requests)
 SWEEP_EVERY = 1024  # entries between expiry sweeps
+SNAPSHOT_VERSION = 1
+SNAPSHOT_CHUNK_KEYS = 4096
 
 
 class Session:
@@ -94,6 +101,56 @@ class KVState:
                 break
             del self.expired[cid]
 
+    # ---------------------------------------------------------------- snapshots
+
+    def frozen(self) -> "KVState":
+        """A consistent copy to serialise off the FSM's thread: the dict copy is one C call."""
+        c = KVState()
+        c.data = self.data.copy()
+        for cid, sess in self.sessions.items():
+            n = Session()
+            n.results = OrderedDict(sess.results)
+            n.last_index = sess.last_index
+            c.sessions[cid] = n
+        c.expired = OrderedDict(self.expired)
+        c.applied = self.applied
+        return c
+
+    def chunks(self, per_chunk: int = SNAPSHOT_CHUNK_KEYS) -> Iterator[bytes]:
+        """The state as a stream of msgpack records, a bounded number of keys each, so that
+        serialising a large map never holds the GIL long enough to stall heartbeats."""
+        yield msgpack.packb(["state", SNAPSHOT_VERSION, self.applied], use_bin_type=True)
+        items = list(self.data.items())
+        for i in range(0, len(items), per_chunk):
+            yield msgpack.packb(["kv", items[i:i + per_chunk]], use_bin_type=True)
+        sessions = [[cid, s.last_index, [[seq, st, v] for seq, (st, v) in s.results.items()]]
+                    for cid, s in self.sessions.items()]
+        yield msgpack.packb(["sessions", sessions, list(self.expired.items())], use_bin_type=True)
+
+    @classmethod
+    def restore(cls, body: Iterable[bytes]) -> "KVState":
+        """Rebuild a state from the chunks written by :meth:`chunks`."""
+        st = cls()
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+        for piece in body:
+            unpacker.feed(piece)
+            for rec in unpacker:
+                kind = rec[0]
+                if kind == "state":
+                    if rec[1] != SNAPSHOT_VERSION:
+                        raise ValueError(f"snapshot state version {rec[1]}, this build reads {SNAPSHOT_VERSION}")
+                    st.applied = rec[2]
+                elif kind == "kv":
+                    st.data.update(rec[1])
+                elif kind == "sessions":
+                    for cid, last, results in rec[1]:
+                        sess = Session()
+                        sess.last_index = last
+                        sess.results = OrderedDict((seq, (status, v)) for seq, status, v in results)
+                        st.sessions[cid] = sess
+                    st.expired = OrderedDict((cid, at) for cid, at in rec[2])
+        return st
+
     def _execute(self, cmd: Command) -> tuple:
         d = self.data
         if cmd.op == "put":
@@ -123,23 +180,40 @@ class KVState:
 
 
 class Fsm(SupervisedActor):
-    """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests."""
+    """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests, and hands a
+    frozen copy of the state to the snapshotter every ``snapshot_threshold`` entries."""
 
-    def __init__(self, reply_many: Callable[[list], None], on_applied: Callable[[int], None]) -> None:
+    def __init__(self, reply_many: Callable[[list], None], on_applied: Callable[[int], None],
+                 save_snapshot: Callable[[Any], None], snapshot_threshold: int,
+                 state: Optional[KVState] = None, applied_term: int = 0, members: Optional[list] = None) -> None:
         super().__init__()
-        self.state = KVState()
+        self.state = state or KVState()
         self.reply_many = reply_many
         self.on_applied = on_applied
+        self.save_snapshot = save_snapshot
+        self.threshold = snapshot_threshold
+        self.applied_term = applied_term
+        self.members: list = list(members or [])
+        self.last_snapshot = self.state.applied
+        self.snapshotting = False
         self.pending_reads: list = []  # (index, seq, handles) sorted by index
 
     def on_receive(self, msg: Any) -> Any:
-        if type(msg) is Apply:
+        t = type(msg)
+        if t is Apply:
             self._apply(msg)
-        elif type(msg) is Read:
+        elif t is Read:
             if msg.index <= self.state.applied:
                 self._serve(msg.handles)
             else:
                 bisect.insort(self.pending_reads, (msg.index, id(msg), msg.handles))
+        elif t is Restore:
+            self._restore(msg)
+        elif t is TakeSnapshot:
+            self._snapshot(msg.route)
+        elif t is SnapshotDone:
+            self.snapshotting = False
+            self.last_snapshot = max(self.last_snapshot, msg.index)
         return None
 
     def _apply(self, msg: Apply) -> None:
@@ -147,7 +221,16 @@ class Fsm(SupervisedActor):
         replies = []
         waiters = msg.waiters
         for index, e in msg.entries:
+            if index <= st.applied:
+                continue  # already in the snapshot the state was restored from
+            if index != st.applied + 1:
+                # Never apply across a gap: the core holds entries back until a snapshot fills it.
+                log.error("fsm: entry %d does not follow applied index %d; not applied", index, st.applied)
+                break
             res = st.apply(index, e.kind, e.data)
+            self.applied_term = e.term
+            if e.kind == EntryKind.CONFIG:
+                self.members = decode_config(e.data)
             w = waiters.get(index) if waiters else None
             if w is not None:
                 term, route = w
@@ -160,11 +243,38 @@ class Fsm(SupervisedActor):
         if replies:
             self.reply_many(replies)
         self.on_applied(st.applied)
+        self._serve_pending()
+        if st.applied - self.last_snapshot >= self.threshold and not self.snapshotting:
+            self._snapshot(None)
+
+    def _serve_pending(self) -> None:
+        st = self.state
         if self.pending_reads and self.pending_reads[0][0] <= st.applied:
             ready = []
             while self.pending_reads and self.pending_reads[0][0] <= st.applied:
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
+
+    def _snapshot(self, route: Optional[list]) -> None:
+        if self.snapshotting or self.state.applied == 0:
+            if route is not None:
+                why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
+                self.reply_many([(route, ClientReply("unavailable", error=why))])
+            return
+        self.snapshotting = True
+        st = self.state
+        self.save_snapshot(SaveSnapshot(st.frozen(), st.applied, self.applied_term, list(self.members), route))
+
+    def _restore(self, msg: Restore) -> None:
+        t0 = time.monotonic()
+        self.state = KVState.restore(msg.body)
+        self.applied_term = msg.term
+        self.members = list(msg.members)
+        self.last_snapshot = self.state.applied
+        log.info("fsm: restored %d keys at index %d from a snapshot in %.2fs", len(self.state.data),
+                 self.state.applied, time.monotonic() - t0)
+        self.on_applied(self.state.applied)
+        self._serve_pending()
 
     def _serve(self, handles: list) -> None:
         st = self.state

@@ -8,7 +8,7 @@ from wire.messages import (WRITE_OPS, ClientReply, Command, EntryKind, JoinReply
                            encode_record)
 
 from .core import NotLeader
-from .messages import Read
+from .messages import Read, TakeSnapshot
 from .role import RoleActor
 
 log = logging.getLogger("actors.leader")
@@ -94,7 +94,7 @@ class Leader(RoleActor):
             elif op == "transfer_leader":
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
-                replies.append((route, ClientReply("invalid", error="snapshots are not implemented yet")))
+                ctx.fsm.tell(TakeSnapshot(route))
             else:
                 replies.append((route, ClientReply("invalid", error=f"unknown operation {op!r}")))
         if props:

@@ -38,6 +38,8 @@ class LogManager(SupervisedActor):
                 first_index=b.first,
                 entries=b.entries,
             )
+            if b.compact_to is not None:
+                self.store.drop_prefix(*b.compact_to)
             self.send_many(msg.after)
             self.report(Persisted(msg.last))
         elif type(msg) is SetMeta:

@@ -69,3 +69,27 @@ class SetMeta:
 @dataclass(slots=True)
 class HandOff:
     """Sent by the node before a planned shutdown: a leader transfers leadership (thesis 3.10)."""
+
+
+@dataclass(slots=True)
+class Restore:
+    """Replace the FSM's state with the snapshot whose body ``body`` yields (at (index, term))."""
+
+    body: Any
+    index: int
+    term: int
+    members: list
+
+
+@dataclass(slots=True)
+class TakeSnapshot:
+    """Take a snapshot now (kvclient snapshot); answer ``route`` when it is durable."""
+
+    route: Any = None
+
+
+@dataclass(slots=True)
+class SnapshotDone:
+    """The snapshotter finished (or failed) the snapshot at ``index``."""
+
+    index: int

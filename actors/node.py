@@ -18,6 +18,7 @@ from typing import Any, Optional
 import zmq
 
 from storage.log_store import LogStore, StorageError
+from storage.snapshot_store import SnapshotStore
 from wire.frontdoor import FrontDoor
 from wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
 from wire.peer import PeerTransport
@@ -25,12 +26,13 @@ from wire.peer import PeerTransport
 from .candidate import Candidate
 from .config import NodeConfig
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
-from .fsm import Fsm
+from .fsm import Fsm, KVState
 from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager
 from .memlog import MemLog
-from .messages import ClientBatch, HandOff, PeerBatch, SetMeta, Tick
+from .messages import ClientBatch, HandOff, PeerBatch, SetMeta, SnapshotDone, Tick
+from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
 
 log = logging.getLogger("actors.node")
@@ -60,6 +62,10 @@ class NodeContext:
         self.persist_in_flight = False
         self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
         self.applied = 0
+        self.ticks = 0
+        self.snapshotter = node.snap_ref
+        self.snapshot_store = node.snapshots
+        self.snapshot_index = node.snapshot_index
         self.last_contact: dict[str, float] = {}
         self._role_ref = None
         self._members_seen: Optional[list] = None
@@ -90,6 +96,7 @@ class NodeContext:
     def status(self) -> dict:
         st = self.core.status()
         st["applied_index"] = self.applied
+        st["snapshot_index"] = self.snapshot_index
         st["cluster_id"] = self.cluster_id
         st["members"] = [{"id": m.id, "addr": m.addr, "client": m.client, "http": m.http, "voter": m.voter}
                          for m in self.core.members]
@@ -210,6 +217,32 @@ class Node:
         self.fresh_joiner = fresh and not cfg.bootstrap
         return store
 
+    def _restore_snapshot(self, store: LogStore) -> None:
+        """Load the newest valid snapshot; detect a log that no longer reaches back to it."""
+        d = self.cfg.node_dir / "snapshots"
+        self.snapshots = SnapshotStore(str(d), keep=self.cfg.raft.snapshots_kept)
+        for stale in d.glob("recv-*.part"):  # a transfer that a crash interrupted
+            stale.unlink()
+        self.fsm_state, self.snapshot_index, self.snapshot_term, self.snapshot_members = None, 0, 0, []
+        self.want_snapshot = False
+        base_index, _ = store.base()
+        newest = self.snapshots.newest_valid()
+        if newest is not None:
+            meta, body = newest
+            if meta.last_index >= base_index:
+                t0 = time.monotonic()
+                self.fsm_state = KVState.restore(body)
+                self.snapshot_index, self.snapshot_term = meta.last_index, meta.last_term
+                self.snapshot_members = list(meta.members)
+                log.info("%s: restored snapshot at index %d (%d keys) in %.2fs", self.cfg.id, meta.last_index,
+                         len(self.fsm_state.data), time.monotonic() - t0)
+                return
+            body.close()
+        if base_index > 0:
+            log.error("%s: the log starts after index %d and no valid snapshot covers it; "
+                      "asking the leader for a snapshot", self.cfg.id, base_index)
+            self.want_snapshot = True
+
     def _build_core(self, store: LogStore) -> RaftCore:
         t = self.cfg.raft
         st = store.stable()
@@ -224,8 +257,11 @@ class Node:
             pre_vote=t.pre_vote,
             check_quorum=t.check_quorum,
         )
-        return RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
-                        commit=st.commit, rng=random.Random())
+        core = RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
+                        members=self.snapshot_members, commit=st.commit, rng=random.Random())
+        core.handed = max(core.handed, self.snapshot_index)  # the FSM starts from the snapshot
+        core.want_snapshot = self.want_snapshot
+        return core
 
     # ------------------------------------------------------------ life cycle
 
@@ -233,6 +269,7 @@ class Node:
         cfg = self.cfg
         store = self._open_storage()
         self.store = store
+        self._restore_snapshot(store)
         self.core = self._build_core(store)
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
@@ -246,8 +283,14 @@ class Node:
             addr = cfg.addr if which == "peer" else cfg.client
             raise NodeError(f"cannot listen on {which} address {addr}: {e.strerror}") from None
         self.ctx = None
-        self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied)
+        t = cfg.raft
+        self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied, lambda m: self.snap_ref.tell(m),
+                                 t.snapshot_threshold, state=self.fsm_state, applied_term=self.snapshot_term,
+                                 members=self.snapshot_members)
+        self.fsm_state = None  # the FSM owns it now
         self.log_ref = LogManager.start(store, self.peer.send_many, self._tell_role)
+        self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
+                                          lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
         ctx = self.ctx = NodeContext(self)
         ctx.set_role_ref(Follower.start(ctx))
         self.peer.start()

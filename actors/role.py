@@ -14,10 +14,12 @@ from typing import Any, Optional
 
 import pykka
 
-from wire.messages import ClientReply, JoinReply, JoinRequest
+from wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
-from .messages import Apply, ClientBatch, HandOff, PeerBatch, Persisted, PersistRequest, Read, SetMeta, Tick
+from .messages import Apply, ClientBatch, HandOff, PeerBatch, Persisted, PersistRequest, Read, Restore, TakeSnapshot, Tick
+from .snapshotter import (ReceiveChunk, SendSnapshot, SnapshotAck, SnapshotPoll, SnapshotReceived, SnapshotSaved,
+                          SnapshotSendFailed)
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.role")
@@ -46,6 +48,9 @@ class RoleActor(SupervisedActor):
             self._on_peers(msg.items)
         elif t is Tick:
             core.tick()
+            self.ctx.ticks += 1
+            if self.ctx.ticks % 100 == 0:
+                self.ctx.snapshotter.tell(SnapshotPoll())
         elif t is Persisted:
             self.ctx.persist_in_flight = False
             if msg.last is not None:
@@ -54,6 +59,13 @@ class RoleActor(SupervisedActor):
             self.on_client(msg.items)
         elif t is HandOff:
             self.on_hand_off()
+        elif t is SnapshotSaved:
+            self.ctx.snapshot_index = max(self.ctx.snapshot_index, msg.index)
+            core.compact(msg.index - self.ctx.tuning.trailing_logs)
+        elif t is SnapshotReceived:
+            self._install(msg)
+        elif t is SnapshotSendFailed:
+            core.snapshot_failed(msg.peer)
         self._process_ready()
         return None
 
@@ -67,6 +79,19 @@ class RoleActor(SupervisedActor):
                 break
             if type(env.message) not in (Tick, pykka.messages._ActorStop):  # noqa: SLF001
                 self.ctx.tell_role(env.message)
+
+    def _install(self, msg: SnapshotReceived) -> None:
+        """A snapshot from the leader is durable: restore the FSM from it, then the core."""
+        ctx = self.ctx
+        meta = msg.meta
+        body = ctx.snapshot_store.open_verified(meta)
+        ctx.fsm.tell(Restore(body, meta.last_index, meta.last_term, list(meta.members)))
+        ctx.core.install_snapshot(meta.last_index, meta.last_term, list(meta.members))
+        ctx.snapshot_index = max(ctx.snapshot_index, meta.last_index)
+        # Acknowledged only once the log's compaction to it is durable too.
+        ctx.persist_after.append((msg.leader, InstallSnapshotReply(ctx.core.term, meta.last_index, meta.size, True)))
+        log.info("%s: installed snapshot at index %d (term %d) from %s", ctx.node_id, meta.last_index,
+                 meta.last_term, msg.leader)
 
     def _on_peers(self, items: list) -> None:
         ctx = self.ctx
@@ -94,6 +119,8 @@ class RoleActor(SupervisedActor):
             op = req.op
             if op == "status":
                 replies.append((route, ClientReply("ok", info=ctx.status())))
+            elif op == "snapshot":
+                ctx.fsm.tell(TakeSnapshot(route))
             elif op in ("get", "list") and req.consistency == "stale":
                 stale.append((route, req))
             else:
@@ -144,6 +171,14 @@ class RoleActor(SupervisedActor):
             ctx.fsm.tell(Apply(rd.committed, waiters))
         if rd.reads or rd.reads_failed:
             self.on_reads(rd.reads, rd.reads_failed)
+        if rd.snapshots_to_send or rd.snapshot_acks or rd.snapshot_chunks:
+            snap = ctx.snapshotter
+            for peer in rd.snapshots_to_send:
+                snap.tell(SendSnapshot(peer, core.term))
+            for peer, reply in rd.snapshot_acks:
+                snap.tell(SnapshotAck(peer, reply))
+            for leader, m in rd.snapshot_chunks:
+                snap.tell(ReceiveChunk(leader, m))
         ctx.after_ready()
         if rd.role_changed:
             self._swap()

@@ -208,6 +208,7 @@ class AppendReply:
     reject_index: int = 0
     conflict_index: int = 0
     conflict_term: int = 0
+    need_snapshot: bool = False  # the follower cannot rebuild its state from its own disk
 
 
 @record(5)

@@ -62,3 +62,18 @@ def test_a_request_older_than_its_window_is_rejected(monkeypatch):
         s.apply(seq, EntryKind.COMMAND, cmd("put", "k", str(seq).encode(), seq=seq))
     assert s.apply(10, EntryKind.COMMAND, cmd("put", "k", b"old", seq=2)) == ("expired", None)
     assert s.data["k"] == b"9"
+
+
+def test_snapshot_round_trip_keeps_data_sessions_and_expiry():
+    s = KVState()
+    for i in range(1, 10_001):
+        s.apply(i, EntryKind.COMMAND, cmd("put", f"k{i}", bytes([i % 256]) * 10, cid=f"c{i % 7}", seq=i))
+    s.expired["gone"] = 5
+    copy = s.frozen()
+    s.apply(10_001, EntryKind.COMMAND, cmd("put", "late", b"x", seq=10_001))  # after the copy: not in it
+    r = KVState.restore(list(copy.chunks(per_chunk=1000)))
+    assert r.applied == 10_000 and r.data == copy.data and "late" not in r.data
+    assert set(r.sessions) == set(copy.sessions) and r.expired == {"gone": 5}
+    # a duplicate of a request applied before the snapshot is still recognised after restore
+    assert r.apply(10_001, EntryKind.COMMAND, cmd("put", "k9996", b"changed", cid="c0", seq=9996)) == ("ok", None)
+    assert r.data["k9996"] == bytes([9996 % 256]) * 10
