@@ -10,7 +10,7 @@ ticks are dropped (they belong to the old role's epoch).
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import pykka
 

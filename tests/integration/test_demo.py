@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .harness import KVCLIENT, KVNODE, ROOT, free_port, wait_until
+from .harness import KVNODE, ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
