@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
-                           HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, RequestVote,
-                           TimeoutNow, VoteReply, decode_record, encode_record)
+                           HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
+                           ReadIndexRequest, RequestVote, TimeoutNow, VoteReply, decode_record, encode_record)
 
 from .memlog import MemLog
 
@@ -111,11 +111,23 @@ class Ready:
     snapshots_to_send: list = field(default_factory=list)  # peers whose next entry is compacted away
     snapshot_acks: list = field(default_factory=list)  # (peer, InstallSnapshotReply) for the sender
     snapshot_chunks: list = field(default_factory=list)  # (leader, InstallSnapshot) for the receiver
+    read_index_replies: list = field(default_factory=list)  # ReadIndexReply received by a follower
 
     def empty(self) -> bool:
         return (self.persist.empty() and not self.send and not self.send_after_persist
                 and not self.committed and not self.reads and not self.reads_failed and not self.role_changed
-                and not self.snapshots_to_send and not self.snapshot_acks and not self.snapshot_chunks)
+                and not self.snapshots_to_send and not self.snapshot_acks and not self.snapshot_chunks
+                and not self.read_index_replies)
+
+
+class RemoteRead:
+    """A read handle standing for a follower's ReadIndexRequest (thesis 6.4.1)."""
+
+    __slots__ = ("peer", "req_id")
+
+    def __init__(self, peer: str, req_id: int) -> None:
+        self.peer = peer
+        self.req_id = req_id
 
 
 class Progress:
@@ -182,6 +194,9 @@ class RaftCore:
         # Set when the FSM cannot be rebuilt from the local snapshot and log (a corrupt newest
         # snapshot whose log is compacted): ask the leader for a snapshot instead of applying a gap.
         self.want_snapshot = False
+        self.now = 0  # ticks since start: the clock of lease reads
+        self.round_started: dict[int, int] = {}  # heartbeat round -> tick it started (recent ones)
+        self.lease_until = 0  # a leader may serve lease reads while now < lease_until
         self.ready = Ready()
 
     # ------------------------------------------------------------------ membership helpers
@@ -250,6 +265,7 @@ class RaftCore:
         self.timeout = self._random_timeout()
         self.votes = {}
         self.transferee = None
+        self.lease_until = 0
         self._fail_reads()
 
     def become_follower(self, term: int, leader: Optional[str]) -> None:
@@ -329,6 +345,7 @@ class RaftCore:
 
     def tick(self) -> None:
         """Advance logical time by one tick."""
+        self.now += 1
         self.elapsed += 1
         if self.role == LEADER:
             self.hb_elapsed += 1
@@ -359,7 +376,10 @@ class RaftCore:
     def _in_lease(self) -> bool:
         """A follower that heard from a leader within the minimum election timeout ignores
         candidates (check-quorum's stickiness), so a rejoining partitioned node cannot depose it."""
-        return self.cfg.check_quorum and self.leader_id is not None and self.elapsed < self.cfg.election_ticks_min
+        # A node that just started behaves as if it had just heard from a leader: it may have, before
+        # a restart, and a leader's read lease counts on that (DESIGN.md 5).
+        return self.cfg.check_quorum and (self.leader_id is not None and self.elapsed < self.cfg.election_ticks_min
+                                          or self.now < self.cfg.election_ticks_min)
 
     # ------------------------------------------------------------------ messages
 
@@ -551,6 +571,15 @@ class RaftCore:
         else:
             self.ready.snapshot_acks.append((sender, m))
 
+    def _on_read_index_request(self, sender: str, m: ReadIndexRequest) -> None:
+        if self.role != LEADER:
+            self._send(sender, ReadIndexReply(self.term, m.req_id, 0, False))
+            return
+        self.read_index([RemoteRead(sender, m.req_id)])
+
+    def _on_read_index_reply(self, sender: str, m: ReadIndexReply) -> None:
+        self.ready.read_index_replies.append(m)
+
     _HANDLERS = {
         RequestVote: _on_request_vote,
         VoteReply: _on_vote_reply,
@@ -561,6 +590,8 @@ class RaftCore:
         TimeoutNow: _on_timeout_now,
         InstallSnapshot: _on_install_snapshot,
         InstallSnapshotReply: _on_install_snapshot_reply,
+        ReadIndexRequest: _on_read_index_request,
+        ReadIndexReply: _on_read_index_reply,
     }
 
     # ------------------------------------------------------------------ the log
@@ -676,6 +707,10 @@ class RaftCore:
 
     def _broadcast_heartbeat(self) -> None:
         self.round += 1
+        self.round_started[self.round] = self.now
+        if len(self.round_started) > 64:
+            for r in [r for r in self.round_started if r < self.round - 32]:
+                del self.round_started[r]
         for pid, pr in self.progress.items():
             pr.sent_commit = min(pr.match, self.commit)
             self._send(pid, Heartbeat(self.term, pr.sent_commit, self.round))
@@ -706,11 +741,17 @@ class RaftCore:
         self._broadcast_heartbeat()
 
     def _confirm_reads(self) -> None:
-        if not self.pending_reads:
-            return
         rounds = sorted((self.round if v == self.id else
                          (self.progress[v].acked_round if v in self.progress else 0)) for v in self.voters())
         confirmed = rounds[len(rounds) - self.quorum()]
+        started = self.round_started.get(confirmed)
+        if started is not None:
+            # A majority heard us at ``started``; none of them votes for another candidate before
+            # election_ticks_min ticks after that (check-quorum stickiness). Assuming clocks that
+            # drift apart by less than the margin (DESIGN.md 5), we lead until then.
+            self.lease_until = max(self.lease_until, started + self.cfg.election_ticks_min - self._lease_margin())
+        if not self.pending_reads:
+            return
         keep = []
         for r in self.pending_reads:
             if r[1] <= confirmed:
@@ -718,6 +759,18 @@ class RaftCore:
             else:
                 keep.append(r)
         self.pending_reads = keep
+
+    def _lease_margin(self) -> int:
+        return max(2, self.cfg.election_ticks_min // 5)  # 20 % for clock drift and tick jitter
+
+    def lease_read(self, handles: list) -> None:
+        """Serve reads at the commit index without a heartbeat round while the lease holds
+        (thesis 6.4.1); otherwise fall back to ReadIndex. Never while transferring leadership."""
+        if (self.role == LEADER and self.transferee is None and self.now < self.lease_until
+                and self.log.term(self.commit) == self.term):
+            self.ready.reads.append((self.commit, list(handles)))
+        else:
+            self.read_index(handles)
 
     def can_change_config(self) -> bool:
         """One change at a time, and only after an entry of this term committed (the 2015 bug)."""
@@ -741,6 +794,7 @@ class RaftCore:
             raise ValueError(f"cannot transfer leadership to {target!r}")
         self.transferee = target
         self.transfer_elapsed = 0
+        self.lease_until = 0  # the target may lead before our lease would run out
         pr = self.progress[target]
         if pr.match == self.log.last_index():
             self._send(target, TimeoutNow(self.term))

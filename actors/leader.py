@@ -5,9 +5,9 @@ import logging
 from typing import Optional
 
 from wire.messages import (WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, Member,
-                           encode_record)
+                           ReadIndexReply, encode_record)
 
-from .core import NotLeader
+from .core import NotLeader, RemoteRead
 from .messages import Read, TakeSnapshot
 from .role import RoleActor
 
@@ -56,6 +56,7 @@ class Leader(RoleActor):
         props: list = []
         routes: list = []
         reads: list = []
+        lease: list = []
         stale: list = []
         for route, req in items:
             op = req.op
@@ -73,6 +74,8 @@ class Leader(RoleActor):
                     replies.append((route, ClientReply("invalid", error=err)))
                 elif req.consistency == "stale":
                     stale.append((route, req))
+                elif req.consistency == "lease" and ctx.tuning.lease_reads:
+                    lease.append((route, req))
                 elif req.consistency in ("linearizable", "lease"):
                     reads.append((route, req))
                 else:
@@ -112,6 +115,11 @@ class Leader(RoleActor):
                 core.read_index(reads)
             except NotLeader:
                 replies.extend((r, ctx.redirect()) for r, _ in reads)
+        if lease:
+            try:
+                core.lease_read(lease)
+            except NotLeader:
+                replies.extend((r, ctx.redirect()) for r, _ in lease)
         if stale:
             ctx.fsm.tell(Read(0, stale))
         if replies:
@@ -151,9 +159,21 @@ class Leader(RoleActor):
         return out
 
     def on_reads(self, reads: list, failed: list) -> None:
-        fsm = self.ctx.fsm
+        ctx = self.ctx
+        remote = []
         for index, handles in reads:
-            fsm.tell(Read(index, handles))
+            local = [h for h in handles if type(h) is not RemoteRead]
+            if len(local) != len(handles):
+                remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, index, True))
+                              for h in handles if type(h) is RemoteRead)
+            if local:
+                ctx.fsm.tell(Read(index, local))
+        if failed:
+            remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, 0, False))
+                          for h in failed if type(h) is RemoteRead)
+            failed = [h for h in failed if type(h) is not RemoteRead]
+        if remote:
+            ctx.peer.send_many(remote)
         super().on_reads(reads, failed)
 
     # ------------------------------------------------------------------ membership

@@ -48,6 +48,7 @@ class RoleActor(SupervisedActor):
             self._on_peers(msg.items)
         elif t is Tick:
             core.tick()
+            self.on_tick()
             self.ctx.ticks += 1
             if self.ctx.ticks % 100 == 0:
                 self.ctx.snapshotter.tell(SnapshotPoll())
@@ -142,6 +143,12 @@ class RoleActor(SupervisedActor):
     def on_hand_off(self) -> None:
         """Only a leader has something to hand off."""
 
+    def on_tick(self) -> None:
+        """Role-specific timers."""
+
+    def on_read_index_replies(self, replies: list) -> None:
+        """Only a follower asks for read indexes."""
+
     def on_committed(self, entries: list) -> dict:
         """Waiters for these committed entries (the leader overrides)."""
         return {}
@@ -171,6 +178,8 @@ class RoleActor(SupervisedActor):
             ctx.fsm.tell(Apply(rd.committed, waiters))
         if rd.reads or rd.reads_failed:
             self.on_reads(rd.reads, rd.reads_failed)
+        if rd.read_index_replies:
+            self.on_read_index_replies(rd.read_index_replies)
         if rd.snapshots_to_send or rd.snapshot_acks or rd.snapshot_chunks:
             snap = ctx.snapshotter
             for peer in rd.snapshots_to_send:

@@ -278,6 +278,25 @@ class InstallSnapshotReply:
     done: bool
 
 
+@record(12)
+class ReadIndexRequest:
+    """A follower asks the leader for a read index on behalf of its clients (thesis 6.4.1)."""
+
+    term: int
+    req_id: int
+
+
+@record(13)
+class ReadIndexReply:
+    """The index the follower must have applied before serving ``req_id``'s reads; ``ok`` False
+    when the leader could not confirm its leadership (the follower redirects its clients)."""
+
+    term: int
+    req_id: int
+    index: int
+    ok: bool
+
+
 # ---------------------------------------------------------------- log entry payloads
 
 
@@ -345,7 +364,8 @@ REPLY_STATUSES = frozenset({"ok", "not_found", "cas_failed", "not_leader", "unav
                             "expired"})
 
 PEER_TYPES = (RequestVote, VoteReply, AppendEntries, AppendReply, Heartbeat, HeartbeatReply,
-              TimeoutNow, JoinRequest, JoinReply, InstallSnapshot, InstallSnapshotReply)
+              TimeoutNow, JoinRequest, JoinReply, InstallSnapshot, InstallSnapshotReply, ReadIndexRequest,
+              ReadIndexReply)
 
 
 # ---------------------------------------------------------------- the codec

@@ -75,3 +75,14 @@ def test_a_leader_cut_off_by_paused_followers_answers_no_linearizable_read(clust
             n.resume()
     with cluster.client() as kv:
         wait_until(lambda: kv.get("lin") == b"old", what="reads again after the pause")
+
+
+def test_a_follower_serves_linearizable_reads_itself_through_the_read_index(cluster):
+    leader = cluster.wait_leader()
+    follower = next(n for n in cluster.nodes.values() if n.id != leader)
+    with cluster.client() as kv, Client([follower.client], timeout=5) as f:
+        for i in range(50):
+            kv.put("fr", str(i).encode())
+            assert f.get("fr") == str(i).encode()  # never behind a write acknowledged before the read
+        # answered by the follower, not redirected to the leader
+        assert f.leader == follower.client
