@@ -86,3 +86,15 @@ def test_a_follower_serves_linearizable_reads_itself_through_the_read_index(clus
             assert f.get("fr") == str(i).encode()  # never behind a write acknowledged before the read
         # answered by the follower, not redirected to the leader
         assert f.leader == follower.client
+
+
+def test_lease_reads_when_enabled(make_cluster):
+    cluster = make_cluster(3, raft={"lease_reads": True})
+    leader = cluster.wait_leader()
+    with cluster.client() as kv:
+        kv.put("l", b"1")
+        assert kv.get("l", consistency="lease") == b"1"
+        before = cluster.nodes[leader].status()["last_log_index"]
+        for _ in range(100):
+            assert kv.get("l", consistency="lease") == b"1"
+        assert cluster.nodes[leader].status()["last_log_index"] == before
