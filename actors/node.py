@@ -19,7 +19,7 @@ import zmq
 
 from storage.log_store import LogStore, StorageError
 from storage.snapshot_store import SnapshotStore
-from wire.frontdoor import FrontDoor
+from wire.frontdoor import FrontDoor, LocalRoute
 from wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
 from wire.peer import PeerTransport
 
@@ -302,7 +302,8 @@ class Node:
 
             servers = [cfg.spec.client] + [m.client for m in self.core.members if m.id != cfg.id and m.client]
             try:
-                self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render)
+                self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
+                                           local=(cfg.spec.client, self.local_call))
                 self.gateway.start()
             except OSError as e:
                 self.stop()
@@ -376,6 +377,12 @@ class Node:
 
     def status(self) -> dict:
         return self.ctx.status()
+
+    def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
+        """Submit a client request in-process (the HTTP gateway's path to its own node)."""
+        route = LocalRoute()
+        self.ctx.tell_role(ClientBatch([(route, req)]))
+        return route.wait(wait)
 
     def on_removed(self) -> None:
         """This node's removal from the cluster committed: record it and stop (DESIGN.md 6)."""

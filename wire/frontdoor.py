@@ -22,6 +22,24 @@ log = logging.getLogger("wire.frontdoor")
 _MAX_BATCH = 2000
 
 
+class LocalRoute:
+    """The route of a request submitted in-process (by this node's HTTP gateway) rather than over
+    the ROUTER socket: the reply is handed back directly, with no encoding and no socket hop."""
+
+    __slots__ = ("_event", "reply")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reply: Optional[ClientReply] = None
+
+    def deliver(self, rep: ClientReply) -> None:
+        self.reply = rep
+        self._event.set()
+
+    def wait(self, timeout: float) -> Optional[ClientReply]:
+        return self.reply if self._event.wait(timeout) else None
+
+
 class FrontDoor:
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
@@ -55,20 +73,20 @@ class FrontDoor:
             self._made.append(s)
         return s
 
-    def reply(self, route: list, rep: ClientReply) -> None:
-        """Answer one request; callable from any thread."""
-        if not self._stop.is_set():
-            self._push().send_multipart([*route, b"", encode_client(rep)])
-
     def reply_many(self, items: list) -> None:
-        """Answer many requests ``[(route, ClientReply)]`` with one hand-over to the I/O thread."""
+        """Answer many requests ``[(route, ClientReply)]`` with one hand-over to the I/O thread;
+        callable from any thread."""
         if not items or self._stop.is_set():
             return
         frames = [b"M"]
         for route, rep in items:
+            if type(route) is LocalRoute:
+                route.deliver(rep)
+                continue
             frames.append(route[-1])  # REQ clients connect directly: the route is one identity
             frames.append(encode_client(rep))
-        self._push().send_multipart(frames)
+        if len(frames) > 1:
+            self._push().send_multipart(frames)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"frontdoor-{self.name}", daemon=True)
@@ -106,11 +124,8 @@ class FrontDoor:
                             frames = pull.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        if frames[0] == b"M":
-                            for i in range(1, len(frames), 2):
-                                self._send([frames[i], b"", frames[i + 1]])
-                        else:
-                            self._send(frames)
+                        for i in range(1, len(frames), 2):
+                            self._send([frames[i], b"", frames[i + 1]])
                 if router in events:
                     batch = []
                     for _ in range(_MAX_BATCH):

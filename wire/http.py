@@ -112,6 +112,7 @@ class HttpGateway:
         timeout: float = 5.0,
         max_body: int = 64 * 1024 * 1024,
         pool_size: int = 64,
+        local: Optional[tuple] = None,
     ) -> None:
         self.host, self._port = parse_bind(bind)
         self.servers = parse_servers(list(servers))
@@ -120,6 +121,7 @@ class HttpGateway:
         self.timeout = timeout
         self.max_body = max_body
         self.pool_size = pool_size
+        self.local = local  # (this node's client address, in-process call): see Client
         self._idle: collections.deque[Client] = collections.deque()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -168,7 +170,7 @@ class HttpGateway:
         try:
             return self._idle.pop()  # most recently used first: its sockets and leader are warm
         except IndexError:
-            return Client(self.servers, timeout=self.timeout)
+            return Client(self.servers, timeout=self.timeout, local=self.local)
 
     def _give_back(self, client: Client) -> None:
         if self._stopped or len(self._idle) >= self.pool_size:

@@ -68,7 +68,8 @@ def test_the_tutorial_demo(demo):
         demo.start(i)
     wait_until(lambda: sum(m["voter"] for m in demo.status(1)["members"]) == 3, what="three voters")
     # Default client ports and data directories derive from the flags, as the demo needs.
-    assert [m["client"] for m in demo.status(1)["members"]] == [f"127.0.0.1:{demo.peer[i] - 4000}" for i in (1, 2, 3)]
+    assert {m["id"]: m["client"] for m in demo.status(1)["members"]} == {
+        f"node{i}": f"127.0.0.1:{demo.peer[i] - 4000}" for i in (1, 2, 3)}
     assert (demo.tmp / "data" / "node2").is_dir()
 
     assert request(demo.http[1], "PUT", "/kv/hello", b"distributed")[0] == 204
