@@ -61,6 +61,9 @@ class Leader(RoleActor):
         for route, req in items:
             op = req.op
             if op in WRITE_OPS:
+                if ctx.disk_error:
+                    replies.append((route, ClientReply("unavailable", error=f"{ctx.node_id}: {ctx.disk_error}")))
+                    continue
                 err = self.validate_write(req)
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))

@@ -4,44 +4,104 @@ The role actor keeps at most one PersistRequest in flight and merges everything 
 meanwhile into the next one, so one synced RocksDB WriteBatch carries every proposal, vote and
 truncation that arrived during the previous sync (group commit). Messages that promise
 durability (votes, append acknowledgements) are sent from here, right after the sync.
+
+A failing disk (full, read-only, I/O errors) is not a reason to crash: the batch is retried
+(a WriteBatch is atomic, so a retry is idempotent) with the store reopened, and meanwhile
+nothing that depends on it is acknowledged; the node reports the fault and, if it leads, hands
+leadership to a node whose disk works.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from storage.log_store import UNSET, LogStore
 
-from .messages import PersistRequest, Persisted, SetMeta
+from .messages import HandOff, PersistRequest, Persisted, SetMeta
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.log")
+
+RETRY_MAX_S = 2.0
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """RocksDB reports I/O problems as plain Exceptions whose text starts with 'IO error'."""
+    return isinstance(e, OSError) or "IO error" in str(e) or "No space left" in str(e)
 
 
 class LogManager(SupervisedActor):
     """Writes PersistRequests synced, sends their follow-up messages, reports back."""
 
-    def __init__(self, store: LogStore, send_many: Callable[[list], None], report: Callable[[Any], None]) -> None:
+    def __init__(self, store: LogStore, send_many: Callable[[list], None], report: Callable[[Any], None],
+                 on_disk_state: Callable[[str], None] = lambda err: None, node_id: str = "") -> None:
         super().__init__()
         self.store = store
         self.send_many = send_many
         self.report = report
+        self.on_disk_state = on_disk_state  # called with the error text, then with "" once healed
+        self.node_id = node_id
+        self._broken = False  # the store could not be reopened: every op fails until it can
 
     def on_receive(self, msg: Any) -> Any:
         if type(msg) is PersistRequest:
-            b = msg.batch
-            self.store.write(
-                term=b.term,
-                vote=b.vote if b.term is not None else UNSET,
-                commit=b.commit,
-                truncate_from=b.truncate_from,
-                first_index=b.first,
-                entries=b.entries,
-            )
-            if b.compact_to is not None:
-                self.store.drop_prefix(*b.compact_to)
+            self._durably(lambda: self._write(msg))
             self.send_many(msg.after)
             self.report(Persisted(msg.last))
         elif type(msg) is SetMeta:
-            self.store.set_meta(**msg.values)
+            self._durably(lambda: self.store.set_meta(**msg.values))
         return None
+
+    def _write(self, msg: PersistRequest) -> None:
+        b = msg.batch
+        self.store.write(
+            term=b.term,
+            vote=b.vote if b.term is not None else UNSET,
+            commit=b.commit,
+            truncate_from=b.truncate_from,
+            first_index=b.first,
+            entries=b.entries,
+        )
+        if b.compact_to is not None:
+            self.store.drop_prefix(*b.compact_to)
+
+    def _durably(self, op: Callable[[], None]) -> None:
+        delay = 0.05
+        failing = False
+        while True:
+            try:
+                if self._broken:
+                    self._reopen()
+                op()
+            except Exception as e:  # noqa: BLE001 (only disk errors are retried; see below)
+                if not is_disk_error(e) and not self._broken:
+                    raise  # a bug, not the disk: let supervision end the process
+                if not failing:
+                    failing = True
+                    log.error("%s: cannot write the log (%s); acknowledging nothing until it works again",
+                              self.node_id, e)
+                    self.on_disk_state(f"disk failure: {e}")
+                    self.report(HandOff())
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                self._reopen()
+                continue
+            if failing:
+                log.warning("%s: the log is writable again", self.node_id)
+                self.on_disk_state("")
+            return
+
+    def _reopen(self) -> None:
+        # After a failed WAL write RocksDB refuses further writes until reopened.
+        path = self.store.path
+        try:
+            self.store.close()
+        except Exception:  # noqa: BLE001 (closing a broken store may fail too)
+            pass
+        try:
+            self.store = LogStore(path)
+            self._broken = False
+        except Exception as e:  # noqa: BLE001
+            self._broken = True
+            log.debug("%s: reopening the log failed: %s", self.node_id, e)

@@ -63,6 +63,7 @@ class NodeContext:
         self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
         self.applied = 0
         self.ticks = 0
+        self.disk_error = ""  # set by the log manager while this node's disk fails
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
@@ -97,6 +98,8 @@ class NodeContext:
         st = self.core.status()
         st["applied_index"] = self.applied
         st["snapshot_index"] = self.snapshot_index
+        if self.disk_error:
+            st["disk_error"] = self.disk_error
         st["cluster_id"] = self.cluster_id
         st["members"] = [{"id": m.id, "addr": m.addr, "client": m.client, "http": m.http, "voter": m.voter}
                          for m in self.core.members]
@@ -288,7 +291,7 @@ class Node:
                                  t.snapshot_threshold, state=self.fsm_state, applied_term=self.snapshot_term,
                                  members=self.snapshot_members)
         self.fsm_state = None  # the FSM owns it now
-        self.log_ref = LogManager.start(store, self.peer.send_many, self._tell_role)
+        self.log_ref = LogManager.start(store, self.peer.send_many, self._tell_role, self._on_disk_state, cfg.id)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
         ctx = self.ctx = NodeContext(self)
@@ -342,7 +345,10 @@ class Node:
         import pykka
 
         pykka.ActorRegistry.stop_all(block=True, timeout=5)
-        self.store.close()
+        try:
+            self.store.close()
+        except Exception:  # noqa: BLE001 (already closed by a disk-fault reopen)
+            pass
         self.zctx.destroy(linger=0)
 
     # ------------------------------------------------------------ inputs from the outside
@@ -377,6 +383,9 @@ class Node:
 
     def status(self) -> dict:
         return self.ctx.status()
+
+    def _on_disk_state(self, error: str) -> None:
+        self.ctx.disk_error = error
 
     def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
         """Submit a client request in-process (the HTTP gateway's path to its own node)."""
