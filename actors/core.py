@@ -763,6 +763,13 @@ class RaftCore:
     def _lease_margin(self) -> int:
         return max(2, self.cfg.election_ticks_min // 5)  # 20 % for clock drift and tick jitter
 
+    def sync_clock(self, ticks: int) -> None:
+        """Catch ``now`` up with real time (in ticks since start) after ticks were lost to a
+        pause or a backlog. Only ever moves forward; used before serving lease reads, so that a
+        leader resumed from a stall does not trust a lease that has expired in real time."""
+        if ticks > self.now:
+            self.now = ticks
+
     def lease_read(self, handles: list) -> None:
         """Serve reads at the commit index without a heartbeat round while the lease holds
         (thesis 6.4.1); otherwise fall back to ReadIndex. Never while transferring leadership."""

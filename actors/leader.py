@@ -119,6 +119,7 @@ class Leader(RoleActor):
             except NotLeader:
                 replies.extend((r, ctx.redirect()) for r, _ in reads)
         if lease:
+            core.sync_clock(ctx.clock_ticks())
             try:
                 core.lease_read(lease)
             except NotLeader:

@@ -61,6 +61,7 @@ class NodeContext:
         self.persist_after: list = []
         self.persist_in_flight = False
         self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
+        self.started = node.core_started
         self.applied = 0
         self.ticks = 0
         self.disk_error = ""  # set by the log manager while this node's disk fails
@@ -129,6 +130,10 @@ class NodeContext:
             return ClientReply("not_leader", leader_id=lid, leader_client=m.client if m else None,
                                error=f"not the leader; the leader is {lid}")
         return ClientReply("unavailable", error="no leader known (election in progress or no quorum)")
+
+    def clock_ticks(self) -> int:
+        """Real time since the core was created, in ticks (the lease clock, see RaftCore.sync_clock)."""
+        return int((time.monotonic() - self.started) * 1000 / TICK_MS)
 
     def validate_key(self, key: str) -> Optional[str]:
         if not key:
@@ -274,6 +279,7 @@ class Node:
         self.store = store
         self._restore_snapshot(store)
         self.core = self._build_core(store)
+        self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
         try:
