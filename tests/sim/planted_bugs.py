@@ -1,0 +1,148 @@
+"""Plant known Raft bugs in a copy of actors/core.py and measure how fast the simulation finds them.
+
+The copy is built from the current source text with one snippet replaced (or one method wrapped)
+and loaded as its own module (``actors._planted_<name>``); actors/core.py itself is never
+modified. A snippet that no longer exists in core.py is an error (the experiment would silently
+test nothing): update it here when the core changes.
+
+    python -m tests.sim.planted_bugs [--max-seeds 2000] [--count 300] [--no-lemma] [bug ...]
+
+prints, per bug, the first failing seed, the time to find it and what broke; with ``--count N``
+it also counts how many of the first N seeds fail. tests/sim/test_planted.py checks in CI that
+bugs (a) and (b) are caught within the first 300 seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Optional
+
+from tests.sim.cluster import Sim, SimFailure, default_nodes
+
+CORE_PATH = Path(__file__).resolve().parents[2] / "actors" / "core.py"
+
+
+def _ack_before_persist(mod: types.ModuleType) -> None:
+    """Bug (c): every AppendReply that _on_append queues after persist leaves at once instead."""
+    from wire.messages import AppendEntries, AppendReply
+    orig = mod.RaftCore._on_append
+
+    def _on_append(self, sender, m):
+        n = len(self.ready.send_after_persist)
+        orig(self, sender, m)
+        tail = self.ready.send_after_persist[n:]
+        self.ready.send_after_persist[n:] = [x for x in tail if type(x[1]) is not AppendReply]
+        self.ready.send.extend(x for x in tail if type(x[1]) is AppendReply)
+
+    mod.RaftCore._on_append = _on_append
+    mod.RaftCore._HANDLERS[AppendEntries] = _on_append
+
+
+# name -> (description, [(original snippet, planted replacement), ...] or a function patching the copy)
+BUGS: dict = {
+    "a": ("leader commits an entry of an earlier term by counting replicas (Figure 8)", [
+        ("if n > self.commit and self.log.term(n) == self.term:",
+         "if n > self.commit:  # PLANTED: no current-term check"),
+    ]),
+    "b": ("votes granted without the up-to-date check (and pre-votes too)", [
+        ("up_to_date = (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())",
+         "up_to_date = True  # PLANTED"),
+    ]),
+    "c": ("follower acknowledges appended entries before persisting them", _ack_before_persist),
+    "d": ("conflicting entries are overwritten in place, the old suffix after them is kept", [
+        ("                self._truncate(idx + i)\n                break\n",
+         "                old_tail = log.slice(idx + len(ents), last + 1)  # PLANTED: keep the old suffix\n"
+         "                self._truncate(idx + i)\n"
+         "                self._append(ents[i:] + old_tail)\n"
+         "                i = len(ents)\n"
+         "                break\n"),
+    ]),
+}
+
+
+def planted_core(name: str) -> types.ModuleType:
+    """A module like actors.core with bug ``name`` planted."""
+    src = CORE_PATH.read_text()
+    plant = BUGS[name][1]
+    for old, new in ([] if callable(plant) else plant):
+        if old not in src:
+            raise RuntimeError(f"bug {name}: snippet not found in {CORE_PATH}: {old!r}")
+        src = src.replace(old, new)
+    modname = f"actors._planted_{name}"
+    mod = types.ModuleType(modname)
+    mod.__file__ = str(CORE_PATH)
+    mod.__package__ = "actors"
+    sys.modules[modname] = mod
+    exec(compile(src, f"<actors/core.py with bug {name}>", "exec"), mod.__dict__)
+    if callable(plant):
+        plant(mod)
+    return mod
+
+
+def _sim_class(lemma: bool) -> type:
+    class S(Sim):
+        CHECK_COMMIT_SAFETY = lemma
+    return S
+
+
+def first_failure(name: str, max_seeds: int, base: int = 0, lemma: bool = True) -> tuple:
+    """(seed, seconds, message) of the first failing seed, or (None, seconds, '').
+
+    ``lemma=False`` turns off the commit-safety/durability check, leaving the end-to-end
+    invariants (Election Safety, Log Matching, Leader Completeness at elections, State Machine
+    Safety, ReadIndex, acknowledged writes, liveness)."""
+    mod = planted_core(name)
+    sim = _sim_class(lemma)
+    t0 = time.perf_counter()
+    for seed in range(base, base + max_seeds):
+        try:
+            sim(seed, default_nodes(seed), core_module=mod).run()
+        except SimFailure as e:
+            return seed, time.perf_counter() - t0, e.what
+        except Exception as e:  # a planted bug may also trip an assertion inside the core
+            return seed, time.perf_counter() - t0, f"{type(e).__name__} in the core: {e}"
+    return None, time.perf_counter() - t0, ""
+
+
+def count_failures(name: str, seeds: int, base: int = 0, lemma: bool = True) -> int:
+    mod = planted_core(name)
+    sim = _sim_class(lemma)
+    n = 0
+    for seed in range(base, base + seeds):
+        try:
+            sim(seed, default_nodes(seed), core_module=mod).run()
+        except Exception:
+            n += 1
+    return n
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bugs", nargs="*", default=sorted(BUGS))
+    ap.add_argument("--max-seeds", type=int, default=2000)
+    ap.add_argument("--base", type=int, default=0)
+    ap.add_argument("--count", type=int, default=0, help="also count failing seeds among the first N")
+    ap.add_argument("--no-lemma", action="store_true",
+                    help="without the commit-safety/durability check: end-to-end invariants only")
+    args = ap.parse_args(argv)
+    lemma = not args.no_lemma
+    for name in args.bugs:
+        desc = BUGS[name][0]
+        seed, secs, what = first_failure(name, args.max_seeds, args.base, lemma)
+        if seed is None:
+            print(f"({name}) {desc}: NOT FOUND in {args.max_seeds} seeds ({secs:.1f}s)")
+        else:
+            print(f"({name}) {desc}: first failing seed {seed} ({default_nodes(seed)} nodes) "
+                  f"after {secs:.2f}s\n      {what}")
+        if args.count:
+            t0 = time.perf_counter()
+            k = count_failures(name, args.count, args.base, lemma)
+            print(f"      {k}/{args.count} seeds fail ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
