@@ -672,7 +672,9 @@ class RaftCore:
     # ------------------------------------------------------------------ replication
 
     def _send_append(self, to: str, allow_empty: bool = False) -> None:
-        pr = self.progress[to]
+        pr = self.progress.get(to)
+        if pr is None:
+            return  # e.g. we just stepped down because our own removal committed
         last = self.log.last_index()
         if pr.state == PROBE:
             if pr.probe_sent:

@@ -82,3 +82,14 @@ def test_a_just_started_node_does_not_vote_within_an_election_timeout():
         c.now += 1
     c.step("c", RequestVote(3, 5, 2))
     assert c.term == 3 and c.vote == "c"
+
+
+def test_a_leader_whose_own_removal_commits_steps_down_cleanly():
+    from wire.messages import AppendReply
+    c = leader()
+    idx = c.propose_config([m for m in MEMBERS if m.id != "a"])
+    c.take_ready()
+    c.on_persisted(idx, 2)
+    c.step("b", AppendReply(2, True, match_index=idx))  # commits the change that removes us
+    assert c.role != LEADER and c.commit == idx
+    c.take_ready()
