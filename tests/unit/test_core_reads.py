@@ -90,6 +90,7 @@ def test_a_leader_whose_own_removal_commits_steps_down_cleanly():
     idx = c.propose_config([m for m in MEMBERS if m.id != "a"])
     c.take_ready()
     c.on_persisted(idx, 2)
-    c.step("b", AppendReply(2, True, match_index=idx))  # commits the change that removes us
+    c.step("b", AppendReply(2, True, match_index=idx))
+    c.step("c", AppendReply(2, True, match_index=idx))  # commits the change that removes us
     assert c.role != LEADER and c.commit == idx
     c.take_ready()
