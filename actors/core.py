@@ -510,6 +510,10 @@ class RaftCore:
                 if pr.next <= pr.match:
                     pr.next = pr.match + 1
                 self._maybe_commit()
+                if self.member(sender) is None:
+                    self._release_removed()
+                    if sender not in self.progress:
+                        return
             pr.inflight = [i for i in pr.inflight if i > m.match_index]
             if pr.state == PROBE:
                 pr.state = REPLICATE
@@ -621,12 +625,7 @@ class RaftCore:
         if self.role != LEADER:
             return
         ids = {m.id for m in self.members}
-        # A removed member keeps its progress until the change commits, so that it learns of
-        # its removal (and stops) instead of campaigning forever.
-        for i in list(self.progress):
-            if i not in ids and self.config_index() <= self.commit:
-                pr = self.progress.pop(i)
-                self._send(i, Heartbeat(self.term, min(pr.match, self.commit), self.round))
+        self._release_removed()
         for i in ids:
             if i != self.id and i not in self.progress:
                 self.progress[i] = Progress(self.log.last_index() + 1)
@@ -637,6 +636,20 @@ class RaftCore:
             self.persisted = index
             if self.role == LEADER:
                 self._maybe_commit()
+
+    def _release_removed(self) -> None:
+        """A removed member keeps its progress (and gets appends) until the change is committed and
+        it holds the change itself, so that it learns of its removal and stops instead of
+        campaigning forever; a last heartbeat tells it the commit index."""
+        ci = self.config_index()
+        if ci > self.commit:
+            return
+        ids = {m.id for m in self.members}
+        for i in [i for i in self.progress if i not in ids]:
+            pr = self.progress[i]
+            if pr.match >= ci:
+                del self.progress[i]
+                self._send(i, Heartbeat(self.term, min(pr.match, self.commit), self.round))
 
     def _maybe_commit(self) -> None:
         # The leader counts itself only for what it has synced (persistence before counting).
