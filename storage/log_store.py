@@ -10,8 +10,8 @@ Layout (all keys are bytes, so RocksDB's bytewise order is the order we rely on)
 
 Entries and stable state share one database so that a single WriteBatch can truncate a
 conflicting suffix, append new entries and record the term/vote/commit atomically, with one
-fsync. RocksDB does not sync unless the write options say so (DESIGN.md section 8), so every
-write that Raft relies on goes through :attr:`LogStore._sync_opts`.
+fsync. RocksDB does not sync unless asked (DESIGN.md section 8), so every write that Raft
+relies on goes through :meth:`LogStore._synced` (write, then sync the WAL).
 
 A LogStore is owned by one thread at a time (the log manager actor): the cached indexes and
 the shared msgpack Packer are not guarded by locks.
@@ -322,7 +322,7 @@ class LogStore:
             wb.put(_K_COMMIT, _pack(commit))
         if wb.is_empty():
             return
-        self._db.write(wb, self._sync_opts if sync else self._nosync_opts)
+        self._synced(wb) if sync else self._db.write(wb, self._nosync_opts)
 
         # Only after the write succeeded: a failed write must leave the caches as the disk is.
         self._last = last
@@ -353,7 +353,7 @@ class LogStore:
         end = _entry_key(upto_index + 1) if keep_suffix else _ENTRY_END
         wb.delete_range(_entry_key(0), end)
         wb.put(_K_BASE, _pack([upto_index, upto_term]))
-        self._db.write(wb, self._sync_opts)
+        self._synced(wb)
         self._base = (upto_index, upto_term)
         self._first = upto_index + 1
         if not keep_suffix:
@@ -373,7 +373,15 @@ class LogStore:
                 raise TypeError(f"metadata {name!r} must be a str, not {type(value).__name__}")
             wb.put(_META_PREFIX + name.encode(), value.encode())
         if not wb.is_empty():
-            self._db.write(wb, self._sync_opts)
+            self._synced(wb)
+
+    def _synced(self, wb: "rocksdict.WriteBatch") -> None:
+        """Write ``wb`` durably. Not with ``WriteOptions.sync``: rocksdict holds the GIL through
+        that fsync, freezing every thread of the node (heartbeats included) for each group
+        commit. Writing unsynced and then syncing the WAL with ``flush_wal(True)``, which
+        releases the GIL, gives the same durability (RocksDB's SyncWAL) without the stall."""
+        self._db.write(wb, self._nosync_opts)
+        self._db.flush_wal(True)
 
     def close(self) -> None:
         """Close the database (idempotent), syncing the WAL first so that writes made with

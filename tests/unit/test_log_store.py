@@ -253,6 +253,12 @@ def test_meta_roundtrip(store):
         store.close()
 
 
+class _Synced:
+    """Stands for a write followed by a WAL sync (what LogStore._synced does)."""
+
+    sync = True
+
+
 class _RecordingDb:
     """Wraps the real Rdict; records the write options of each write."""
 
@@ -263,6 +269,11 @@ class _RecordingDb:
     def write(self, batch, write_opt=None):
         self._calls.append(write_opt)
         return self._db.write(batch, write_opt)
+
+    def flush_wal(self, sync=False):
+        if sync and self._calls:
+            self._calls[-1] = _Synced()  # the write just made is now synced
+        return self._db.flush_wal(sync)
 
     def __getattr__(self, name):
         return getattr(self._db, name)
