@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import traceback
 
@@ -35,6 +36,12 @@ class SupervisedActor(pykka.ThreadingActor):
     """A Pykka actor whose unhandled exception ends the process with a logged reason."""
 
     use_daemon_thread = True  # a node that failed to start or was stopped must not hang on its actors
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue:
+        # queue.SimpleQueue (in C) instead of pykka's queue.Queue (Python, a Condition per
+        # operation): a tell costs a tenth of the CPU, and tells are on every hot path.
+        return queue.SimpleQueue()
 
     def on_failure(self, exc_type, exc_value, tb) -> None:  # noqa: ANN001 (pykka's signature)
         die(f"actor {type(self).__name__} failed: "

@@ -26,18 +26,21 @@ class LocalRoute:
     """The route of a request submitted in-process (by this node's HTTP gateway) rather than over
     the ROUTER socket: the reply is handed back directly, with no encoding and no socket hop."""
 
-    __slots__ = ("_event", "reply")
+    __slots__ = ("_done", "reply")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # A bare lock as a one-shot signal: cheaper than threading.Event (a Condition inside).
+        self._done = threading.Lock()
+        self._done.acquire()
         self.reply: Optional[ClientReply] = None
 
     def deliver(self, rep: ClientReply) -> None:
-        self.reply = rep
-        self._event.set()
+        if self.reply is None:
+            self.reply = rep
+            self._done.release()
 
     def wait(self, timeout: float) -> Optional[ClientReply]:
-        return self.reply if self._event.wait(timeout) else None
+        return self.reply if self._done.acquire(True, timeout) else None
 
 
 class FrontDoor:
