@@ -155,6 +155,7 @@ class Client:
 
     BACKOFF_BASE = 0.05  # first backoff (s); doubles per failed round
     BACKOFF_MAX = 1.0  # cap of one backoff sleep (s)
+    UNREACHABLE_FOR = 1.0  # redirects to a server that just failed us are ignored this long (s)
 
     def __init__(
         self,
@@ -184,6 +185,7 @@ class Client:
         # (address, call): requests for that address are handed to ``call(req, wait)`` in-process
         # (a node's own HTTP gateway talking to the node it runs in) instead of over a socket.
         self._local = local
+        self._unreachable: dict[str, float] = {}  # address -> when it last failed to answer
 
     # ------------------------------------------------------------ context manager / close
 
@@ -397,8 +399,10 @@ class Client:
                     last = why
                     fixed_i += 1
                     self._failed(addr)
+                    self._unreachable[addr] = time.monotonic()
                     continue
                 status = reply.status
+                self._unreachable.pop(addr, None)
                 if status in ("ok", "not_found", "cas_failed"):
                     if targets is None:
                         self._answered(addr, req, reply)
@@ -416,6 +420,11 @@ class Client:
                         continue
                     raise Timeout(f"{req.op} {req.key!r}: session expired before an answer arrived; "
                                   "the write may have been applied")
+                if (status == "not_leader" and targets is None and reply.leader_client
+                        and reply.leader_client != addr and self._recently_unreachable(reply.leader_client)):
+                    # A follower that has not yet noticed the leader's death points us back at
+                    # the node that just failed us: treat it as "no leader known" instead.
+                    status, reply.leader_client = "not_leader", None
                 if status == "not_leader" and targets is None and reply.leader_client and reply.leader_client != addr:
                     redirects += 1
                     try:
@@ -473,6 +482,10 @@ class Client:
         if self.leader is not None and not stale:
             return self.leader
         return self.servers[self._next % len(self.servers)]
+
+    def _recently_unreachable(self, addr: str) -> bool:
+        t = self._unreachable.get(addr)
+        return t is not None and time.monotonic() - t < self.UNREACHABLE_FOR
 
     def _failed(self, addr: str) -> None:
         if addr == self.leader:
