@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from wire.messages import ClientReply, ReadIndexRequest
 
-from .messages import Read
 from .role import RoleActor
 
 
@@ -57,7 +56,7 @@ class Follower(RoleActor):
             if p is None:
                 continue
             if m.ok:
-                ctx.fsm.tell(Read(m.index, p[1]))
+                ctx.serve_reads(m.index, p[1])
             else:
                 failed.extend(p[1])
         if failed:

@@ -242,7 +242,7 @@ class Fsm(SupervisedActor):
                     replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
         if replies:
             self.reply_many(replies)
-        self.on_applied(st.applied)
+        self.on_applied(st.applied, st)
         self._serve_pending()
         if st.applied - self.last_snapshot >= self.threshold and not self.snapshotting:
             self._snapshot(None)
@@ -273,7 +273,7 @@ class Fsm(SupervisedActor):
         self.last_snapshot = self.state.applied
         log.info("fsm: restored %d keys at index %d from a snapshot in %.2fs", len(self.state.data),
                  self.state.applied, time.monotonic() - t0)
-        self.on_applied(self.state.applied)
+        self.on_applied(self.state.applied, self.state)
         self._serve_pending()
 
     def _serve(self, handles: list) -> None:

@@ -171,7 +171,7 @@ class Leader(RoleActor):
                 remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, index, True))
                               for h in handles if type(h) is RemoteRead)
             if local:
-                ctx.fsm.tell(Read(index, local))
+                ctx.serve_reads(index, local)
         if failed:
             remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, 0, False))
                           for h in failed if type(h) is RemoteRead)
