@@ -196,6 +196,7 @@ class RaftCore:
         self.want_snapshot = False
         self.now = 0  # ticks since start: the clock of lease reads
         self.round_started: dict[int, int] = {}  # heartbeat round -> tick it started (recent ones)
+        self.confirmed_round = 0  # the newest round a majority has acknowledged
         self.lease_until = 0  # a leader may serve lease reads while now < lease_until
         self.ready = Ready()
 
@@ -317,6 +318,7 @@ class RaftCore:
         self.elapsed = 0
         self.hb_elapsed = 0
         self.progress = {m.id: Progress(self.log.last_index() + 1) for m in self.members if m.id != self.id}
+        self.confirmed_round = self.round  # rounds of an earlier term confirm nothing now
         # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
         self._append([Entry(self.term, EntryKind.NOOP, b"")])
         self._broadcast_append()
@@ -751,14 +753,19 @@ class RaftCore:
         if self.log.term(self.commit) != self.term:
             self.reads_awaiting_noop.extend(handles)  # a new leader serves reads after its no-op commits
             return
-        # A round started after registration is the only one that may confirm these reads.
+        # A round started after registration is the only one that may confirm these reads. At
+        # most one round is in flight: reads arriving meanwhile share the next one, started as
+        # soon as the current one is confirmed, so read load does not multiply heartbeats.
         self.pending_reads.append((self.commit, self.round + 1, list(handles)))
-        self._broadcast_heartbeat()
+        if self.confirmed_round >= self.round:
+            self._broadcast_heartbeat()
 
     def _confirm_reads(self) -> None:
         rounds = sorted((self.round if v == self.id else
                          (self.progress[v].acked_round if v in self.progress else 0)) for v in self.voters())
         confirmed = rounds[len(rounds) - self.quorum()]
+        if confirmed > self.confirmed_round:
+            self.confirmed_round = confirmed
         started = self.round_started.get(confirmed)
         if started is not None:
             # A majority heard us at ``started``; none of them votes for another candidate before
@@ -774,6 +781,8 @@ class RaftCore:
             else:
                 keep.append(r)
         self.pending_reads = keep
+        if keep and confirmed >= self.round:
+            self._broadcast_heartbeat()  # reads that waited for the round in flight get theirs
 
     def _lease_margin(self) -> int:
         return max(2, self.cfg.election_ticks_min // 5)  # 20 % for clock drift and tick jitter
@@ -795,8 +804,9 @@ class RaftCore:
             self.read_index(handles)
 
     def can_change_config(self) -> bool:
-        """One change at a time, and only after an entry of this term committed (the 2015 bug)."""
-        return (self.role == LEADER and self.log.term(self.commit) == self.term
+        """One change at a time, and only after an entry of this term committed (the 2015 bug);
+        not while leadership is being transferred (propose_config would raise NotLeader)."""
+        return (self.role == LEADER and self.transferee is None and self.log.term(self.commit) == self.term
                 and self.config_index() <= self.commit)
 
     def propose_config(self, members: list) -> int:
@@ -863,7 +873,15 @@ class RaftCore:
     def install_snapshot(self, last_index: int, last_term: int, members: list) -> None:
         """A snapshot received from the leader is durable and the FSM restored from it
         (Figure 13, rules 6-7): keep the log suffix after it if the log holds its last entry,
-        otherwise discard the whole log."""
+        otherwise discard the whole log.
+
+        The FSM is now at ``last_index`` even if it had applied further (a duplicate or late
+        snapshot accepted while an earlier copy was being saved): the committed entries after it
+        are handed out again. If they are compacted away here, ask the leader for a new snapshot."""
+        if last_index < self.log.base_index:
+            self.handed = last_index
+            self.want_snapshot = True
+            return
         if self.log.term(last_index) == last_term and last_index <= self.log.last_index():
             self.config_log = [c for c in self.config_log if c[0] > last_index]
             self.log.compact(last_index, last_term)
@@ -875,7 +893,7 @@ class RaftCore:
             self.persisted = last_index
         self.base_members = list(members)
         self.commit = max(self.commit, last_index)
-        self.handed = max(self.handed, last_index)
+        self.handed = last_index
         self.want_snapshot = False
         self.ready.persist.merge(PersistBatch(compact_to=(last_index, last_term), commit=self.commit))
 

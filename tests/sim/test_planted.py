@@ -9,7 +9,7 @@ import pytest
 from tests.sim.planted_bugs import first_failure, planted_core
 
 
-@pytest.mark.parametrize("bug", ["a", "b"])
+@pytest.mark.parametrize("bug", ["a", "b", "e", "g"])
 def test_planted_bug_is_caught(bug: str) -> None:
     seed, secs, what = first_failure(bug, max_seeds=300)
     assert seed is not None, f"planted bug ({bug}) survived 300 seeds ({secs:.1f}s)"

@@ -1,11 +1,16 @@
 """The deterministic simulation (tests/sim/cluster.py) over many fixed seeds.
 
 Seeds are ``range(SIM_SEED_BASE, SIM_SEED_BASE + SIM_SEEDS)`` (defaults 0 and 1000): even seeds
-run 3 nodes, odd seeds 5. A failure names the seed and the command that replays it with a trace.
-Soak: ``SIM_SEEDS=20000 python -m pytest tests/sim/test_sim.py -q``.
+run 3 nodes, odd seeds 5 (plus spares that may join). A failure names the seed and the command
+that replays it with a trace. Soak: ``SIM_SEEDS=20000 python -m pytest tests/sim/test_sim.py -q``.
+
+Besides safety, each chunk of seeds must actually exercise the features: most seeds take
+snapshots, install one on a follower through InstallSnapshot, and commit a membership change.
+The totals are printed at the end of the run (tests/sim/conftest.py).
 """
 from __future__ import annotations
 
+import collections
 import os
 
 import pytest
@@ -16,6 +21,13 @@ SEEDS = int(os.environ.get("SIM_SEEDS", "1000"))
 BASE = int(os.environ.get("SIM_SEED_BASE", "0"))
 CHUNK = 100
 
+# Counted per seed (how many seeds saw it at least once) and in total; reported by conftest.py.
+COVERAGE_FIELDS = ("snapshots", "compactions", "snapshot_streams", "installs", "fsm_rewinds", "stale_installs",
+                   "snapshot_failed", "adds", "promotions", "removes", "leader_removes", "config_commits", "self_stops",
+                   "operator_stops", "follower_reads_ok", "lease_reads", "transfers", "store_rejects")
+TOTALS: collections.Counter = collections.Counter()  # field -> total; "seeds:<field>" -> seeds that saw it
+MIN_SHARE = 0.5  # of the seeds of a chunk that must see an install and a committed membership change
+
 
 def _chunks() -> list:
     return [(lo, min(lo + CHUNK, BASE + SEEDS)) for lo in range(BASE, BASE + SEEDS, CHUNK)]
@@ -25,6 +37,8 @@ def _chunks() -> list:
 def test_seeds(lo: int, hi: int) -> None:
     failures = []
     shallow = []
+    seen: collections.Counter = collections.Counter()
+    ran = 0
     for seed in range(lo, hi):
         nodes = default_nodes(seed)
         try:
@@ -36,11 +50,23 @@ def test_seeds(lo: int, hi: int) -> None:
             failures.append(f"seed {seed} ({nodes} nodes): {type(e).__name__}: {e}\n"
                             f"  replay: {replay_command(seed, nodes)} -v")
             continue
+        ran += 1
+        for f in COVERAGE_FIELDS:
+            v = getattr(st, f)
+            TOTALS[f] += v
+            if v:
+                seen[f] += 1
+                TOTALS["seeds:" + f] += 1
+        TOTALS["seeds"] += 1
         if not st.deep():
             shallow.append(f"{seed}: elections={st.elections} crashes={st.crashes} partitions={st.partitions}")
     assert not failures, f"{len(failures)} failing seed(s):\n" + "\n".join(failures)
     # Simulation depth (DESIGN.md section 8): most seeds see >= 2 elections, a crash and a partition.
     assert len(shallow) <= 0.1 * (hi - lo), "too many shallow seeds:\n" + "\n".join(shallow)
+    # ... and the features of the issue: snapshots installed by followers, membership changes.
+    for f in ("installs", "config_commits"):
+        assert seen[f] >= MIN_SHARE * ran, (f"only {seen[f]} of {ran} seeds saw {f}; coverage per chunk: "
+                                            f"{dict(seen)}")
 
 
 def test_replay_is_deterministic() -> None:
