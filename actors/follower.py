@@ -20,7 +20,6 @@ class Follower(RoleActor):
     def __init__(self, ctx) -> None:  # noqa: ANN001
         super().__init__(ctx)
         self.pending: dict = {}  # req_id -> (deadline tick, handles)
-        self.next_id = 0
 
     def on_client(self, items: list) -> None:
         ctx = self.ctx
@@ -42,9 +41,11 @@ class Follower(RoleActor):
             if leader is None or leader == ctx.node_id or core.member(leader) is None:
                 replies.extend((r, ctx.redirect()) for r, _ in reads)
             else:
-                self.next_id += 1
-                self.pending[self.next_id] = (core.now + core.cfg.election_ticks_max, reads)
-                ctx.peer.send(leader, ReadIndexRequest(core.term, self.next_id))
+                # Ids come from the node, not this actor: a late reply to a request of an
+                # earlier Follower actor must never match a new request.
+                ctx.read_ids += 1
+                self.pending[ctx.read_ids] = (core.now + core.cfg.election_ticks_max, reads)
+                ctx.peer.send(leader, ReadIndexRequest(core.term, ctx.read_ids))
         if replies:
             ctx.frontdoor.reply_many(replies)
 

@@ -55,6 +55,16 @@ class LogManager(SupervisedActor):
 
     def _write(self, msg: PersistRequest) -> None:
         b = msg.batch
+        st = self.store
+        if (b.compact_to is not None and b.truncate_from is not None and b.entries
+                and b.first == b.compact_to[0] + 1):
+            # A snapshot install that discarded the whole log, merged with the entries appended
+            # after it: delete, move the base to the snapshot, then append from there.
+            st.write(term=b.term, vote=b.vote if b.term is not None else UNSET, commit=b.commit,
+                     truncate_from=b.truncate_from)
+            st.drop_prefix(*b.compact_to)
+            st.write(first_index=b.first, entries=b.entries)
+            return
         self.store.write(
             term=b.term,
             vote=b.vote if b.term is not None else UNSET,

@@ -65,6 +65,7 @@ class NodeContext:
         self.applied = 0
         self.ticks = 0
         self.disk_error = ""  # set by the log manager while this node's disk fails
+        self.read_ids = 0  # ReadIndexRequest ids, unique for the node's lifetime
         self.kv = None  # the FSM's state, published with ``applied`` (see Node._on_applied)
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
@@ -171,8 +172,8 @@ class NodeContext:
         if members is not self._members_seen:
             self._members_seen = members
             self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
-            if core.member(self.node_id) is not None:
-                self.was_member = True
+        if not self.was_member and core.member(self.node_id) is not None and core.commit >= core.config_index():
+            self.was_member = True  # only a committed configuration makes us a member (it can be truncated)
         if self.was_member and not self.removed and core.member(self.node_id) is None \
                 and core.commit >= core.config_index():
             self.removed = True

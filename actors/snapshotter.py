@@ -31,6 +31,7 @@ log = logging.getLogger("actors.snapshot")
 
 CHUNK_BYTES = 512 * 1024
 RESEND_AFTER_S = 1.0  # a chunk unanswered this long is sent again
+GIVE_UP_AFTER_S = 30.0  # a stream that made no progress this long is abandoned
 
 
 @dataclass(slots=True)
@@ -103,6 +104,7 @@ class _Outgoing:
     meta: SnapshotMeta
     offset: int = 0
     sent_at: float = 0.0
+    progressed_at: float = field(default_factory=time.monotonic)  # the follower last moved forward
 
 
 @dataclass
@@ -166,8 +168,11 @@ class Snapshotter(SupervisedActor):
 
     def _start_send(self, m: SendSnapshot) -> None:
         cur = self.outgoing.get(m.peer)
-        if cur is not None and cur.term == m.term:
+        if cur is not None and cur.term == m.term and cur.offset < cur.meta.size:
             return  # already streaming to it
+        # A finished stream (the follower needs a second snapshot in this term) or one of an
+        # older term is started afresh with the newest snapshot.
+        self.outgoing.pop(m.peer, None)
         newest = self.store.newest_valid()
         if newest is None:
             log.warning("%s: %s needs a snapshot but none is valid here", self.node_id, m.peer)
@@ -201,7 +206,10 @@ class Snapshotter(SupervisedActor):
         r = m.reply
         if out is None or r.last_index != out.meta.last_index:
             return
+        if r.next_offset > out.offset:
+            out.progressed_at = time.monotonic()
         if r.next_offset >= out.meta.size:
+            out.offset = out.meta.size
             return  # the follower is saving it; its final (done) answer goes to the core
         out.offset = r.next_offset
         if out.offset and out.offset % (16 * CHUNK_BYTES) == 0:
@@ -211,10 +219,10 @@ class Snapshotter(SupervisedActor):
     def _poll(self) -> None:
         now = time.monotonic()
         for peer, out in list(self.outgoing.items()):
-            if now - out.sent_at > 30:
+            if now - out.progressed_at > GIVE_UP_AFTER_S:
                 del self.outgoing[peer]  # the follower is gone; the core asks again if needed
                 self.tell_role(SnapshotSendFailed(peer))
-            elif now - out.sent_at > RESEND_AFTER_S:
+            elif out.offset < out.meta.size and now - out.sent_at > RESEND_AFTER_S:
                 self._send_chunk(peer)
 
     def forget(self, peer: str) -> None:
