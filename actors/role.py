@@ -173,6 +173,9 @@ class RoleActor(SupervisedActor):
         ctx = self.ctx
         core = ctx.core
         if not core.has_ready():
+            # Entries buffered while a commit-only persist was in flight must still go out now
+            # that it is done, even though this input produced nothing new.
+            self.flush_persist()
             return
         rd = core.take_ready()
         if rd.send:
