@@ -325,7 +325,7 @@ class Node:
             servers = [cfg.spec.client] + [m.client for m in self.core.members if m.id != cfg.id and m.client]
             try:
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
-                                           local=(cfg.spec.client, self.local_call))
+                                           local=(cfg.spec.client, self.local_call), submit=self.submit_local)
                 self.gateway.start()
             except OSError as e:
                 self.stop()
@@ -408,6 +408,11 @@ class Node:
 
     def _on_disk_state(self, error: str) -> None:
         self.ctx.disk_error = error
+
+    def submit_local(self, items: list) -> None:
+        """Submit a batch ``[(route, ClientRequest)]`` in-process (the HTTP gateway's event loop);
+        each route is answered with ``route.deliver(reply)`` from the actors' threads."""
+        self.ctx.tell_role(ClientBatch(items))
 
     def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
         """Submit a client request in-process (the HTTP gateway's path to its own node)."""

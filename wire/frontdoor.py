@@ -83,7 +83,7 @@ class FrontDoor:
             return
         frames = [b"M"]
         for route, rep in items:
-            if type(route) is LocalRoute:
+            if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
                 route.deliver(rep)
                 continue
             frames.append(route[-1])  # REQ clients connect directly: the route is one identity

@@ -96,6 +96,7 @@ def test_http_errors_and_health(demo):
     for i in (1, 2, 3):
         demo.start(i)
     wait_until(lambda: demo.status(1)["leader_id"], what="a leader")
+    wait_until(lambda: demo.status(3)["leader_id"], what="node3 serving and knowing the leader")
     assert request(demo.http[3], "GET", "/kv/missing")[0] == 404
     code, body = request(demo.http[2], "PUT", "/kv/big", b"x" * (1024 * 1024 + 1))
     assert code == 413 and b"value too large" in body
