@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import zmq
 
 from .messages import ClientReply, ClientRequest, DecodeError, decode_client, encode_client
+from .iothread import IoThread
 from .peer import tcp
 
 log = logging.getLogger("wire.frontdoor")
@@ -43,38 +44,19 @@ class LocalRoute:
         return self.reply if self._done.acquire(True, timeout) else None
 
 
-class FrontDoor:
+class FrontDoor(IoThread):
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
     def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
                  name: str = "") -> None:
-        self.ctx = ctx
         self.on_requests = on_requests
         self.name = name
-        self._inproc = f"inproc://front-out-{id(self)}"
-        self._local = threading.local()
-        self._made: list = []
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, 100_000)
         self._router.setsockopt(zmq.RCVHWM, 100_000)
         self._router.bind(tcp(bind_addr))
-        self._pull = ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(self._inproc)
-
-    def _push(self) -> zmq.Socket:
-        s = getattr(self._local, "push", None)
-        if s is None:
-            s = self.ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.SNDHWM, 0)
-            s.connect(self._inproc)
-            self._local.push = s
-            self._made.append(s)
-        return s
+        super().__init__(ctx, f"frontdoor-{name}")
 
     def reply_many(self, items: list) -> None:
         """Answer many requests ``[(route, ClientReply)]`` with one hand-over to the I/O thread;
@@ -90,20 +72,6 @@ class FrontDoor:
             frames.append(encode_client(rep))
         if len(frames) > 1:
             self._push().send_multipart(frames)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"frontdoor-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        for s in self._made:
-            try:
-                s.close(linger=0)
-            except zmq.ZMQError:
-                pass
 
     def _send(self, frames: list) -> None:
         try:

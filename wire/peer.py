@@ -12,11 +12,11 @@ NOBLOCK and dropped on EAGAIN; Raft retransmits.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable, Optional
 
 import zmq
 
+from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 
 log = logging.getLogger("wire.peer")
@@ -30,7 +30,7 @@ def tcp(addr: str) -> str:
     return f"tcp://{host or '0.0.0.0'}:{port}"
 
 
-class PeerTransport:
+class PeerTransport(IoThread):
     """Sends and receives Raft messages for one node.
 
     ``on_messages(batch)`` is called from the I/O thread with a list of ``(sender, msg, route)``;
@@ -39,42 +39,22 @@ class PeerTransport:
 
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None) -> None:
-        self.ctx = ctx
         self.node_id = node_id
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
         self.bind_addr = bind_addr
-        self._inproc = f"inproc://peer-out-{id(self)}"
-        self._local = threading.local()
-        self._peers: dict[str, str] = {}
         self._warned: set = set()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.RCVHWM, 100_000)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self._router.bind(tcp(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
-        self._pull = ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(self._inproc)
+        super().__init__(ctx, f"peer-io-{node_id}")
         self._dealers: dict[str, tuple[str, zmq.Socket]] = {}
         self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame
         self._poller = zmq.Poller()
-        self._sockets_made: list = []
 
     # ------------------------------------------------------------ called from any thread
-
-    def _push(self) -> zmq.Socket:
-        s = getattr(self._local, "push", None)
-        if s is None:
-            s = self.ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.SNDHWM, 0)
-            s.connect(self._inproc)
-            self._local.push = s
-            self._sockets_made.append(s)
-        return s
 
     def send_many(self, items: list) -> None:
         """Send ``(to, msg)`` pairs; encoding happens here, in the caller's thread."""
@@ -109,20 +89,6 @@ class PeerTransport:
         self._push().send_multipart(flat)
 
     # ------------------------------------------------------------ the I/O thread
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"peer-io-{self.node_id}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        for s in self._sockets_made:
-            try:
-                s.close(linger=0)
-            except zmq.ZMQError:
-                pass
 
     def _dealer(self, pid: str, addr: str) -> zmq.Socket:
         cur = self._dealers.get(pid)

@@ -104,14 +104,15 @@ class Cluster:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.dir / "data"
-        self.cluster_id = "test-" + uuid.uuid4().hex[:8]
+        self.cluster_id = f"{self.id_prefix}-{uuid.uuid4().hex[:8]}"
         self.extra_args = tuple(extra_args)
         self.nodes: dict[str, NodeProc] = {}
         spec = []
         for i in range(1, n + 1):
             nid = f"node{i}"
-            addr, client = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-            h = f"127.0.0.1:{free_port()}" if http else None
+            host = self.host_for(i)
+            addr, client = f"{host}:{free_port()}", f"{host}:{free_port()}"
+            h = f"{host}:{free_port()}" if http else None
             self.nodes[nid] = NodeProc(self, nid, addr, client, h)
             d = {"id": nid, "addr": addr, "client": client}
             if h:
@@ -122,6 +123,12 @@ class Cluster:
             doc["raft"] = raft
         self.config_path = self.dir / "cluster.yaml"
         self.config_path.write_text(yaml.safe_dump(doc))
+
+    id_prefix = "test"
+
+    def host_for(self, i: int) -> str:
+        """The address node ``i`` binds (subclasses give each node its own, see tests/jepsen)."""
+        return "127.0.0.1"
 
     @property
     def servers(self) -> list:

@@ -50,9 +50,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
-import yaml
-
-from tests.integration.harness import Cluster, NodeProc, free_port
+from tests.integration.harness import Cluster
 from wire.client import Client, ClientError
 
 __all__ = [
@@ -260,36 +258,16 @@ class NemesisCluster(Cluster):
 
     ``subnet``: the ``"127.a.b"`` prefix; random when None."""
 
+    id_prefix = "jepsen"
+
     def __init__(self, directory: Path, n: int = 3, http: bool = False, raft: Optional[dict] = None,
                  extra_args: tuple = (), subnet: Optional[str] = None) -> None:
         if subnet is None:
             sr = random.SystemRandom()
             subnet = f"127.{sr.randint(1, 254)}.{sr.randint(1, 254)}"
         self.subnet = subnet
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = self.dir / "data"
-        self.cluster_id = "jepsen-" + uuid.uuid4().hex[:8]
-        self.extra_args = tuple(extra_args)
-        self.nodes: dict[str, NodeProc] = {}
-        self.ips: dict[str, str] = {}
-        spec = []
-        for i in range(1, n + 1):
-            nid = f"node{i}"
-            host = self.host_for(i)
-            self.ips[nid] = host
-            addr, client = f"{host}:{free_port()}", f"{host}:{free_port()}"
-            h = f"{host}:{free_port()}" if http else None
-            self.nodes[nid] = NodeProc(self, nid, addr, client, h)
-            d = {"id": nid, "addr": addr, "client": client}
-            if h:
-                d["http"] = h
-            spec.append(d)
-        doc = {"cluster_id": self.cluster_id, "data_dir": str(self.data_dir), "nodes": spec}
-        if raft:
-            doc["raft"] = raft
-        self.config_path = self.dir / "cluster.yaml"
-        self.config_path.write_text(yaml.safe_dump(doc))
+        super().__init__(directory, n=n, http=http, raft=raft, extra_args=extra_args)
+        self.ips: dict[str, str] = {nid: self.host_for(i) for i, nid in enumerate(self.nodes, start=1)}
 
     def host_for(self, i: int) -> str:
         return f"{self.subnet}.{i}"
