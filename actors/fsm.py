@@ -28,7 +28,7 @@ SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in 
 SESSION_TTL = 100_000  # a session unused for this many log entries expires
 EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to reject its requests)
 SWEEP_EVERY = 1024  # entries between expiry sweeps
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the session table packed as maps
 SNAPSHOT_CHUNK_KEYS = 4096
 
 
@@ -123,9 +123,10 @@ class KVState:
         items = list(self.data.items())
         for i in range(0, len(items), per_chunk):
             yield msgpack.packb(["kv", items[i:i + per_chunk]], use_bin_type=True)
-        sessions = [[cid, s.last_index, [[seq, st, v] for seq, (st, v) in s.results.items()]]
-                    for cid, s in self.sessions.items()]
-        yield msgpack.packb(["sessions", sessions, list(self.expired.items())], use_bin_type=True)
+        # Packed by msgpack's C packer straight from the dicts: the table can hold ~10^5 results
+        # (a Python loop over them stalled writes at every snapshot).
+        sessions = {cid: [s.last_index, s.results] for cid, s in self.sessions.items()}
+        yield msgpack.packb(["sessions", sessions, self.expired], use_bin_type=True)
 
     @classmethod
     def restore(cls, body: Iterable[bytes]) -> "KVState":
@@ -143,12 +144,12 @@ class KVState:
                 elif kind == "kv":
                     st.data.update(rec[1])
                 elif kind == "sessions":
-                    for cid, last, results in rec[1]:
+                    for cid, (last, results) in rec[1].items():
                         sess = Session()
                         sess.last_index = last
-                        sess.results = OrderedDict((seq, (status, v)) for seq, status, v in results)
+                        sess.results = OrderedDict((seq, tuple(r)) for seq, r in results.items())
                         st.sessions[cid] = sess
-                    st.expired = OrderedDict((cid, at) for cid, at in rec[2])
+                    st.expired = OrderedDict(rec[2])
         return st
 
     def _execute(self, cmd: Command) -> tuple:
