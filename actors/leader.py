@@ -25,13 +25,22 @@ class Leader(RoleActor):
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
         self.changes: list = []  # queued membership changes: (new member or None, removed id, route, kind)
+        self._learners_of: tuple = (None, False)  # (configuration, whether it has learners)
 
     def on_receive(self, msg):  # noqa: ANN001, ANN201
         super().on_receive(msg)
-        if not self.retired and self.ctx.core.can_change_config():
+        core = self.ctx.core
+        if not self.retired and (self.changes or self._has_learners(core)) and core.can_change_config():
             # a change may have waited for the previous one to commit
             if self._next_change() or self._promote_caught_up_learner():
                 self._process_ready()
+
+    def _has_learners(self, core) -> bool:  # noqa: ANN001
+        # Cached per configuration object: this runs for every message the leader handles.
+        members = core.members
+        if members is not self._learners_of[0]:
+            self._learners_of = (members, any(not m.voter for m in members))
+        return self._learners_of[1]
 
     # ------------------------------------------------------------------ clients
 
