@@ -7,4 +7,3 @@ from .role import RoleActor
 class Candidate(RoleActor):
     """A node campaigning (pre-vote or real vote). Clients get "unavailable": no leader is known."""
 
-    role_name = "candidate"

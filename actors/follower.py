@@ -15,7 +15,6 @@ class Follower(RoleActor):
     that index, then reads locally (Raft thesis 6.4.1), so read load spreads over the cluster.
     """
 
-    role_name = "follower"
 
     def __init__(self, ctx) -> None:  # noqa: ANN001
         super().__init__(ctx)

@@ -19,7 +19,6 @@ class Leader(RoleActor):
     follower), registers the batch's reads as one ReadIndex round, and applies membership changes
     one at a time (Raft thesis 4.1)."""
 
-    role_name = "leader"
 
     def __init__(self, ctx) -> None:  # noqa: ANN001
         super().__init__(ctx)

@@ -63,7 +63,6 @@ class SetMeta:
     """Store identity metadata (e.g. the cluster id a joining node learned) durably."""
 
     values: dict
-    reply: Any = None
 
 
 @dataclass(slots=True)

@@ -190,7 +190,6 @@ class Node:
         self.cluster_id: Optional[str] = None
         self._threads: list = []
         self._stop = threading.Event()
-        self._joined = threading.Event()
         self._join_target = cfg.join
 
     # ------------------------------------------------------------ storage and identity
@@ -424,7 +423,6 @@ class Node:
         """This node's removal from the cluster committed: record it and stop (DESIGN.md 6)."""
         log.warning("%s: removed from cluster %s; recording it and stopping", self.cfg.id, self.cluster_id)
         self.log_ref.tell(SetMeta({"removed": "true"}))
-        self.removed = True
         os.kill(os.getpid(), signal.SIGTERM)  # the process's main thread performs the clean stop
 
     # ------------------------------------------------------------ joining
@@ -451,9 +449,9 @@ class Node:
             delay = min(delay * 1.5, 1.0)
 
     def on_join_reply(self, reply: Any) -> None:
-        if reply.ok:
-            self._joined.set()
-        elif reply.leader_addr:
+        # Success shows as ourselves in the replicated configuration (see _join_loop);
+        # a reply only matters as a hint of where the leader is.
+        if not reply.ok and reply.leader_addr:
             self._join_target = reply.leader_addr
         elif reply.error:
             log.debug("%s: join: %s", self.cfg.id, reply.error)

@@ -30,7 +30,6 @@ MAX_DEFERRED = 64  # inputs folded into one Ready at most
 class RoleActor(SupervisedActor):
     """Base of Follower, Candidate and Leader. ``ctx`` is the node's shared NodeContext."""
 
-    role_name = ""
 
     def __init__(self, ctx: Any) -> None:
         super().__init__()
