@@ -1,9 +1,16 @@
 """Peer (Raft) traffic: one ROUTER bound per node, one DEALER per peer, one I/O thread.
 
-ZeroMQ sockets are not thread-safe, so a single I/O thread owns every peer socket. Other
-threads (the actors) hand it frames through an inproc PUSH socket of their own (one per
-thread), and it hands decoded messages back in batches through a callback, so one actor
-message carries many Raft messages.
+ZeroMQ sockets are not thread-safe. The I/O thread owns the ROUTER (everything we receive) and
+hands decoded messages to the node in batches through a callback, so one actor message carries
+many Raft messages. The DEALERs to configured peers are shared under a lock instead, so that
+the actor that produced a message (the leader's AppendEntries, a follower's acknowledgement
+right after its sync) sends it itself: a hand-off to another Python thread costs a wake-up and
+a GIL transfer (~30-60 us here), and a write crosses this path twice. libzmq allows a socket to
+move between threads behind a full memory barrier, which the lock provides. The I/O thread
+does not poll those DEALERs (a poll is a use); it drains them under the lock now and then,
+since a peer only answers through them when it does not know our address (rare: see
+``_drain_dealers``). Messages for non-members and the joining node's own socket still go
+through the I/O thread.
 
 Sends never block: a DEALER to a dead or cut-off peer fills up to its high-water mark and a
 blocking send there would freeze the I/O thread (DESIGN.md 8), so frames are sent with
@@ -12,6 +19,8 @@ NOBLOCK and dropped on EAGAIN; Raft retransmits.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any, Callable, Optional
 
 import zmq
@@ -22,6 +31,7 @@ from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_p
 log = logging.getLogger("wire.peer")
 
 _MAX_BATCH = 2000  # messages handed to the node per callback: bounds one actor message's work
+_DRAIN_EVERY = 0.05  # seconds between reads of the configured DEALERs (see _drain_dealers)
 
 
 def tcp(addr: str) -> str:
@@ -50,22 +60,38 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self._router.bind(tcp(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
         super().__init__(ctx, f"peer-io-{node_id}")
+        # Configured peers: id -> (addr, DEALER). Any thread, under _lock (see the module doc).
+        self._lock = threading.Lock()
         self._dealers: dict[str, tuple[str, zmq.Socket]] = {}
+        # Sockets of a joining node to a member's address: the I/O thread's alone.
+        self._addr_dealers: dict[str, zmq.Socket] = {}
         self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame
         self._poller = zmq.Poller()
+        self._drained = 0.0
 
     # ------------------------------------------------------------ called from any thread
 
     def send_many(self, items: list) -> None:
-        """Send ``(to, msg)`` pairs; encoding happens here, in the caller's thread."""
+        """Send ``(to, msg)`` pairs from the caller's thread (encoding included); a message for a
+        node that is not a configured peer goes through the I/O thread (see ``_handle_out``)."""
         if not items or self._stop.is_set():
             return
         cid = self.cluster_id or ""
-        frames: list = [b"S"]
-        for to, msg in items:
-            frames.append(to.encode())
-            frames.append(encode_peer(cid, self.node_id, msg))
-        self._push().send_multipart(frames, copy=False)
+        node_id = self.node_id
+        frames = [(to, encode_peer(cid, node_id, msg)) for to, msg in items]
+        rest: list = []
+        with self._lock:
+            if self._stop.is_set():
+                return
+            dealers = self._dealers
+            for to, data in frames:
+                d = dealers.get(to)
+                if d is not None:
+                    _send_frame(d[1], data)
+                else:
+                    rest += (to.encode(), data)
+        if rest:
+            self._push().send_multipart([b"S"] + rest, copy=False)
 
     def send(self, to: str, msg: Any) -> None:
         self.send_many([(to, msg)])
@@ -80,23 +106,22 @@ class PeerTransport(IoThread):
 
     def set_peers(self, peers: dict) -> None:
         """Replace the peer set ``{id: 'HOST:PORT'}`` (this node excluded)."""
-        if self._stop.is_set():
-            return
-        flat = [b"P"]
-        for pid, addr in peers.items():
-            if pid != self.node_id:
-                flat += [pid.encode(), addr.encode()]
-        self._push().send_multipart(flat)
+        want = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
+        with self._lock:
+            if self._stop.is_set():
+                return
+            for pid in list(self._dealers):
+                addr, sock = self._dealers[pid]
+                if want.get(pid) != addr:
+                    del self._dealers[pid]
+                    sock.close(linger=0)
+            for pid, addr in want.items():
+                if pid not in self._dealers:
+                    self._dealers[pid] = (addr, self._new_dealer(addr))
 
-    # ------------------------------------------------------------ the I/O thread
+    # ------------------------------------------------------------ sockets
 
-    def _dealer(self, pid: str, addr: str) -> zmq.Socket:
-        cur = self._dealers.get(pid)
-        if cur is not None and cur[0] == addr:
-            return cur[1]
-        if cur is not None:
-            self._poller.unregister(cur[1])
-            cur[1].close(linger=0)
+    def _new_dealer(self, addr: str) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 10_000)
@@ -107,9 +132,6 @@ class PeerTransport(IoThread):
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         s.connect(self._connect_endpoint(addr))
-        # A peer that does not know our address yet answers through our DEALER: read it too.
-        self._poller.register(s, zmq.POLLIN)
-        self._dealers[pid] = (addr, s)
         return s
 
     def _connect_endpoint(self, addr: str) -> str:
@@ -120,43 +142,37 @@ class PeerTransport(IoThread):
             return f"tcp://{host}:0;{tcp(addr)[6:]}"
         return tcp(addr)
 
-    def _send_frame(self, sock: zmq.Socket, frames: Any) -> None:
-        try:
-            if isinstance(frames, list):
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            else:
-                sock.send(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # peer down or slow: drop, Raft will retry
+    # ------------------------------------------------------------ the I/O thread
+
+    def _addr_dealer(self, addr: str) -> zmq.Socket:
+        s = self._addr_dealers.get(addr)
+        if s is None:
+            s = self._addr_dealers[addr] = self._new_dealer(addr)
+            # The member we asked answers through this socket: it does not know our address.
+            self._poller.register(s, zmq.POLLIN)
+        return s
 
     def _handle_out(self, frames: list) -> None:
         kind = frames[0]
         if kind == b"S":
             for i in range(1, len(frames), 2):
-                pid = frames[i].decode()
-                d = self._dealers.get(pid)
-                if d is not None:
-                    self._send_frame(d[1], frames[i + 1])
-                else:
-                    # Not a configured peer yet (e.g. we are joining and do not know the leader's
-                    # address): answer through the connection its messages arrived on.
-                    route = self._routes.get(pid)
-                    if route is not None:
-                        self._send_frame(self._router, [route, frames[i + 1]])
+                # Not a configured peer (e.g. we are joining and do not know the leader's
+                # address yet): answer through the connection its messages arrived on.
+                route = self._routes.get(frames[i].decode())
+                if route is not None:
+                    _send_frame(self._router, [route, frames[i + 1]])
         elif kind == b"R":
-            self._send_frame(self._router, [frames[1], frames[2]])
+            _send_frame(self._router, [frames[1], frames[2]])
         elif kind == b"A":
-            addr = frames[1].decode()
-            self._send_frame(self._dealer("addr:" + addr, addr), frames[2])
-        elif kind == b"P":
-            want = {frames[i].decode(): frames[i + 1].decode() for i in range(1, len(frames), 2)}
-            for pid in list(self._dealers):
-                if pid not in want and not pid.startswith("addr:"):
-                    sock = self._dealers.pop(pid)[1]
-                    self._poller.unregister(sock)
-                    sock.close(linger=0)
-            for pid, addr in want.items():
-                self._dealer(pid, addr)
+            _send_frame(self._addr_dealer(frames[1].decode()), frames[2])
+
+    def _drain_dealers(self, batch: list) -> None:
+        """Read what arrived on the configured DEALERs: a peer answers through them only while it
+        does not know our address (a lagging member, just after we joined), and such an answer
+        is worth no more than a retry of ours, so being read within _DRAIN_EVERY is enough."""
+        with self._lock:
+            for _, sock in self._dealers.values():
+                self._read_dealer(sock, batch)
 
     def _decode(self, route: bytes, data: bytes) -> Optional[tuple]:
         try:
@@ -232,12 +248,30 @@ class PeerTransport(IoThread):
                         self._read_router(batch)
                     else:
                         self._read_dealer(sock, batch)
+                now = time.monotonic()
+                if now - self._drained >= _DRAIN_EVERY:
+                    self._drained = now
+                    self._drain_dealers(batch)
                 if batch:
                     self.on_messages(batch)
         except zmq.ContextTerminated:
             pass
         finally:
-            for _, s in self._dealers.values():
+            with self._lock:
+                for _, s in self._dealers.values():
+                    s.close(linger=0)
+                self._dealers.clear()
+            for s in self._addr_dealers.values():
                 s.close(linger=0)
             self._router.close(linger=0)
             self._pull.close(linger=0)
+
+
+def _send_frame(sock: zmq.Socket, frames: Any) -> None:
+    try:
+        if type(frames) is list:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        else:
+            sock.send(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        pass  # peer down or slow: drop, Raft will retry
