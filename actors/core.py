@@ -54,6 +54,10 @@ class CoreConfig:
     check_quorum: bool = True
 
 
+# A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
+COMMIT_FLUSH_TICKS = 10
+
+
 @dataclass
 class PersistBatch:
     """What must reach the disk: log changes from ``first`` on, and the hard state.
@@ -72,6 +76,12 @@ class PersistBatch:
 
     def empty(self) -> bool:
         return (self.term is None and self.truncate_from is None and not self.entries and self.commit is None
+                and self.compact_to is None)
+
+    def commit_only(self) -> bool:
+        """Nothing but a commit index: needs no sync, and may wait for the next batch (see
+        LogWriter._write and RoleActor.flush_persist)."""
+        return (self.commit is not None and self.term is None and self.truncate_from is None and not self.entries
                 and self.compact_to is None)
 
     def merge(self, other: "PersistBatch") -> None:

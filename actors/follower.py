@@ -16,6 +16,8 @@ class Follower(RoleActor):
     """
 
 
+    persist_inline = True  # nothing else to do while the log syncs: write it here, ack at once
+
     def __init__(self, ctx) -> None:  # noqa: ANN001
         super().__init__(ctx)
         self.pending: dict = {}  # req_id -> (deadline tick, handles)

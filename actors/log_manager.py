@@ -1,9 +1,15 @@
-"""The LogManager actor: owns the durable log (storage.log_store) and writes it in group commits.
+"""The LogManager actor and its LogWriter: the durable log (storage.log_store), written in group commits.
 
 The role actor keeps at most one PersistRequest in flight and merges everything produced
 meanwhile into the next one, so one synced RocksDB WriteBatch carries every proposal, vote and
 truncation that arrived during the previous sync (group commit). Messages that promise
-durability (votes, append acknowledgements) are sent from here, right after the sync.
+durability (votes, append acknowledgements) are sent right after the sync.
+
+The leader hands its writes to the LogManager actor, so that its own sync runs in parallel
+with replication. A follower has nothing to do meanwhile but wait, so it writes in its own
+thread through the same LogWriter (:meth:`LogWriter.try_persist`) and acknowledges straight
+after the sync: two thread hand-offs fewer on every write's path. Either way one write is in
+flight at a time, so the store is never written by two threads at once.
 
 A failing disk (full, read-only, I/O errors) is not a reason to crash: the batch is retried
 (a WriteBatch is atomic, so a retry is idempotent) with the store reopened, and meanwhile
@@ -13,6 +19,7 @@ leadership to a node whose disk works.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -31,27 +38,42 @@ def is_disk_error(e: BaseException) -> bool:
     return isinstance(e, OSError) or "IO error" in str(e) or "No space left" in str(e)
 
 
-class LogManager(SupervisedActor):
-    """Writes PersistRequests synced, sends their follow-up messages, reports back."""
+class LogWriter:
+    """Writes PersistRequests and metadata synced, sends their follow-up messages; retries a
+    failing disk (see the module doc). Thread-safe: the store is used under a lock."""
 
     def __init__(self, store: LogStore, send_many: Callable[[list], None], report: Callable[[Any], None],
                  on_disk_state: Callable[[str], None] = lambda err: None, node_id: str = "") -> None:
-        super().__init__()
         self.store = store
         self.send_many = send_many
         self.report = report
         self.on_disk_state = on_disk_state  # called with the error text, then with "" once healed
         self.node_id = node_id
+        self._lock = threading.Lock()
         self._broken = False  # the store could not be reopened: every op fails until it can
 
-    def on_receive(self, msg: Any) -> Any:
-        if type(msg) is PersistRequest:
-            self._durably(lambda: self._write(msg))
-            self.send_many(msg.after)
-            self.report(Persisted(msg.last))
-        elif type(msg) is SetMeta:
-            self._durably(lambda: self.store.set_meta(**msg.values))
-        return None
+    def persist(self, msg: PersistRequest) -> None:
+        """Write ``msg`` durably (retrying while the disk fails), then send its messages."""
+        self._durably(lambda: self._write(msg))
+        self.send_many(msg.after)
+
+    def try_persist(self, msg: PersistRequest) -> bool:
+        """One attempt of :meth:`persist` in the caller's thread. False on a disk error: nothing
+        was acknowledged, and the caller hands ``msg`` to the LogManager, which retries."""
+        with self._lock:
+            if self._broken:
+                return False
+            try:
+                self._write(msg)
+            except Exception as e:  # noqa: BLE001 (only disk errors fall back; see is_disk_error)
+                if not is_disk_error(e):
+                    raise
+                return False
+        self.send_many(msg.after)
+        return True
+
+    def set_meta(self, values: dict) -> None:
+        self._durably(lambda: self.store.set_meta(**values))
 
     def _write(self, msg: PersistRequest) -> None:
         b = msg.batch
@@ -65,42 +87,50 @@ class LogManager(SupervisedActor):
             st.drop_prefix(*b.compact_to)
             st.write(first_index=b.first, entries=b.entries)
             return
-        self.store.write(
+        st.write(
             term=b.term,
             vote=b.vote if b.term is not None else UNSET,
             commit=b.commit,
             truncate_from=b.truncate_from,
             first_index=b.first,
             entries=b.entries,
+            # A commit index alone needs no sync: a lower one after a crash is only a lower bound
+            # (the node learns the rest from the leader), and the next synced batch, written
+            # after it in the WAL, makes it durable anyway. etcd's raft treats it the same way.
+            sync=not b.commit_only(),
         )
         if b.compact_to is not None:
-            self.store.drop_prefix(*b.compact_to)
+            st.drop_prefix(*b.compact_to)
 
     def _durably(self, op: Callable[[], None]) -> None:
         delay = 0.05
         failing = False
         while True:
-            try:
-                if self._broken:
-                    self._reopen()
-                op()
-            except Exception as e:  # noqa: BLE001 (only disk errors are retried; see below)
-                if not is_disk_error(e) and not self._broken:
-                    raise  # a bug, not the disk: let supervision end the process
-                if not failing:
-                    failing = True
-                    log.error("%s: cannot write the log (%s); acknowledging nothing until it works again",
-                              self.node_id, e)
-                    self.on_disk_state(f"disk failure: {e}")
-                    self.report(HandOff())
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+            with self._lock:
+                try:
+                    if self._broken:
+                        self._reopen()
+                    op()
+                    done = True
+                except Exception as e:  # noqa: BLE001 (only disk errors are retried; see below)
+                    if not is_disk_error(e) and not self._broken:
+                        raise  # a bug, not the disk: let supervision end the process
+                    done = False
+                    if not failing:
+                        failing = True
+                        log.error("%s: cannot write the log (%s); acknowledging nothing until it works again",
+                                  self.node_id, e)
+                        self.on_disk_state(f"disk failure: {e}")
+                        self.report(HandOff())
+            if done:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            with self._lock:
                 self._reopen()
-                continue
-            if failing:
-                log.warning("%s: the log is writable again", self.node_id)
-                self.on_disk_state("")
-            return
+        if failing:
+            log.warning("%s: the log is writable again", self.node_id)
+            self.on_disk_state("")
 
     def _reopen(self) -> None:
         # After a failed WAL write RocksDB refuses further writes until reopened.
@@ -115,3 +145,19 @@ class LogManager(SupervisedActor):
         except Exception as e:  # noqa: BLE001
             self._broken = True
             log.debug("%s: reopening the log failed: %s", self.node_id, e)
+
+
+class LogManager(SupervisedActor):
+    """The actor in front of a LogWriter: writes PersistRequests and reports them Persisted."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def on_receive(self, msg: Any) -> Any:
+        if type(msg) is PersistRequest:
+            self.writer.persist(msg)
+            self.writer.report(Persisted(msg.last))
+        elif type(msg) is SetMeta:
+            self.writer.set_meta(msg.values)
+        return None

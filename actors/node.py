@@ -29,7 +29,7 @@ from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, Persis
 from .fsm import Fsm, KVState
 from .follower import Follower
 from .leader import Leader
-from .log_manager import LogManager
+from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
 from .messages import ClientBatch, HandOff, PeerBatch, Read, SetMeta, SnapshotDone, Tick
 from .snapshotter import Snapshotter
@@ -57,6 +57,7 @@ class NodeContext:
         self.frontdoor: FrontDoor = node.frontdoor
         self.fsm = node.fsm_ref
         self.log_manager = node.log_ref
+        self.log_writer = node.log_writer
         self.persist_buffer = PersistBatch()
         self.persist_after: list = []
         self.persist_in_flight = False
@@ -309,7 +310,8 @@ class Node:
                                  t.snapshot_threshold, state=self.fsm_state, applied_term=self.snapshot_term,
                                  members=self.snapshot_members)
         self.fsm_state = None  # the FSM owns it now
-        self.log_ref = LogManager.start(store, self.peer.send_many, self._tell_role, self._on_disk_state, cfg.id)
+        self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, self._on_disk_state, cfg.id)
+        self.log_ref = LogManager.start(self.log_writer)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
         ctx = self.ctx = NodeContext(self)

@@ -3,7 +3,8 @@
 A role actor is a shell around :class:`actors.core.RaftCore` (DESIGN.md 3): it turns actor
 messages into core inputs, then executes the core's Ready: messages to the peer transport,
 log changes to the LogManager (one PersistRequest in flight; the rest merges into the next:
-group commit), committed entries to the FSM. When the core's role changes the actor hands
+group commit; a follower writes them itself, see actors/log_manager.py), committed entries to
+the FSM. When the core's role changes the actor hands
 the node to an actor of the new role and retires: messages still queued for it are forwarded,
 ticks are dropped (they belong to the old role's epoch).
 """
@@ -16,7 +17,7 @@ import pykka
 
 from wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
 
-from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
+from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
 from .messages import Apply, ClientBatch, HandOff, PeerBatch, Persisted, PersistRequest, Read, Restore, TakeSnapshot, Tick
 from .snapshotter import (ReceiveChunk, SendSnapshot, SnapshotAck, SnapshotPoll, SnapshotReceived, SnapshotSaved,
                           SnapshotSendFailed)
@@ -30,6 +31,9 @@ MAX_DEFERRED = 64  # inputs folded into one Ready at most
 class RoleActor(SupervisedActor):
     """Base of Follower, Candidate and Leader. ``ctx`` is the node's shared NodeContext."""
 
+
+    # Write the log in this actor's thread instead of the LogManager's (see actors/log_manager.py).
+    persist_inline = False
 
     def __init__(self, ctx: Any) -> None:
         super().__init__()
@@ -54,6 +58,8 @@ class RoleActor(SupervisedActor):
             self.ctx.ticks += 1
             if self.ctx.ticks % 100 == 0:
                 self.ctx.snapshotter.tell(SnapshotPoll())
+            if self.ctx.ticks % COMMIT_FLUSH_TICKS == 0:
+                self.flush_persist(force=True)
         elif t is Persisted:
             self.ctx.persist_in_flight = False
             if msg.last is not None:
@@ -179,6 +185,10 @@ class RoleActor(SupervisedActor):
         rd = core.take_ready()
         if rd.send:
             ctx.peer.send_many(rd.send)
+        if rd.committed and not self.persist_inline:
+            # A leader's commit is what the waiting clients wait for: apply before anything else.
+            ctx.fsm.tell(Apply(rd.committed, self.on_committed(rd.committed)))
+            rd.committed = None
         pb = ctx.persist_buffer
         if not rd.persist.empty():
             pb.merge(rd.persist)
@@ -204,21 +214,29 @@ class RoleActor(SupervisedActor):
         if rd.role_changed:
             self._swap()
 
-    def flush_persist(self) -> None:
+    def flush_persist(self, force: bool = False) -> None:
+        """Start the next group commit unless one is in flight. A commit index alone waits (up
+        to COMMIT_FLUSH_TICKS, ``force``) to ride with the next batch: writing it costs two
+        thread hand-offs per client write for nothing that needs to be on disk at once."""
         ctx = self.ctx
         if ctx.persist_in_flight:
             return
         pb = ctx.persist_buffer
-        if pb.empty() and not ctx.persist_after:
+        if not ctx.persist_after and (pb.empty() or (pb.commit_only() and not force)):
             return
         last = None
         if pb.entries:
             li = pb.first + len(pb.entries) - 1
             last = (li, pb.entries[-1].term)
-        ctx.persist_in_flight = True
-        ctx.log_manager.tell(PersistRequest(pb, ctx.persist_after, last))
+        req = PersistRequest(pb, ctx.persist_after, last)
         ctx.persist_buffer = PersistBatch()
         ctx.persist_after = []
+        if self.persist_inline and ctx.log_writer.try_persist(req):
+            if last is not None:
+                ctx.core.on_persisted(*last)
+            return
+        ctx.persist_in_flight = True
+        ctx.log_manager.tell(req)
 
     def _swap(self) -> None:
         ctx = self.ctx

@@ -127,6 +127,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from actors.core import COMMIT_FLUSH_TICKS
 from wire.messages import (Command, Entry, EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                            ReadIndexRequest, VoteReply, encode_record)
 
@@ -279,7 +280,7 @@ class Node:
                  "writing", "pending", "applied", "kv", "digest", "fsm_term", "fsm_members", "last_snap",
                  "snapshotting", "props", "leader_term", "rate", "acc", "restart_at", "paused", "resume_at",
                  "paused_at", "outgoing", "incoming", "was_member", "role_class", "freads", "fread_wait",
-                 "next_req", "commit_seen")
+                 "next_req", "commit_seen", "ticks")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -298,6 +299,7 @@ class Node:
         self.leader_term = -1
         self.rate = 1.0
         self.acc = 0.0
+        self.ticks = 0
         self.restart_at = 0.0
         self.paused = False  # SIGSTOPped: handles nothing; its messages and syncs wait for it
         self.resume_at = 0.0
@@ -587,8 +589,7 @@ class Sim:
                 else:
                     nd.pending[0].merge(p)
                     nd.pending[1].extend(sap)
-                if nd.writing is None:
-                    self.start_write(nd)
+                self.maybe_write(nd)
             if r.committed:
                 self.apply(nd, r.committed)
                 if not nd.alive:  # an operator stopped it on seeing its removal committed
@@ -674,8 +675,26 @@ class Sim:
             nd.core.on_persisted(b.first + len(b.entries) - 1, b.entries[-1].term)
             self.after_input(nd)
             self.flush(nd)
-        if nd.pending is not None and nd.writing is None and nd.alive:
-            self.start_write(nd)
+        if nd.alive:
+            self.maybe_write(nd)
+
+    def maybe_write(self, nd: Node, tick: bool = False) -> None:
+        """RoleActor.flush_persist: start the next write unless one is in flight; a commit index
+        alone waits for a batch to ride with, or (every COMMIT_FLUSH_TICKS) is written unsynced.
+        Such a write survives a crash or not: either way here (written now as if it had, or left
+        pending to be lost with the node's memory)."""
+        if nd.writing is not None or nd.pending is None:
+            return
+        b, sends = nd.pending
+        if b.commit_only() and not sends and not (tick and self.rng.random() < 0.5):
+            return
+        self.start_write(nd)
+
+    def tick(self, nd: Node) -> None:
+        nd.core.tick()
+        nd.ticks += 1
+        if nd.ticks % COMMIT_FLUSH_TICKS == 0:
+            self.maybe_write(nd, tick=True)
 
     @staticmethod
     def describe(b: Any) -> str:
@@ -1419,7 +1438,7 @@ class Sim:
         if self.lease_reads and nd.alive:
             # its clock caught up: the ticks it missed come first
             for _ in range(int((self.now - nd.paused_at) * nd.rate)):
-                nd.core.tick()
+                self.tick(nd)
                 self.after_input(nd)
                 if not nd.alive:
                     return
@@ -1581,7 +1600,7 @@ class Sim:
             nd.acc += nd.rate
             while nd.acc >= 1.0:
                 nd.acc -= 1.0
-                nd.core.tick()
+                self.tick(nd)
                 self.after_input(nd)
                 if not nd.alive:
                     break
