@@ -52,6 +52,9 @@ class CoreConfig:
     max_inflight: int = 64
     pre_vote: bool = True
     check_quorum: bool = True
+    # Leaders serve lease reads (DESIGN.md 5): a follower then never cuts the leader's lease short
+    # (see peer_unreachable).
+    lease_reads: bool = False
 
 
 # A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
@@ -380,6 +383,17 @@ class RaftCore:
         elif self.elapsed >= self.timeout:
             self.elapsed = 0
             self.campaign()
+
+    def peer_unreachable(self, peer: str) -> None:
+        """The transport saw its connection to ``peer`` drop. A crashed process's kernel closes its
+        sockets at once, so for our leader this is a strong hint: stop waiting out the election
+        timeout's minimum (the leader's stickiness), campaign after the random rest of it, and
+        grant votes meanwhile. Only a hint: a leader that is alive heartbeats again within a
+        heartbeat interval and nothing happens (pre-vote keeps a stray candidate from raising
+        terms). Ignored with lease reads: their safety rests on followers waiting out the minimum."""
+        if (self.role == FOLLOWER and peer == self.leader_id and not self.cfg.lease_reads
+                and self.elapsed < self.cfg.election_ticks_min):
+            self.elapsed = self.cfg.election_ticks_min
 
     def _quorum_active(self) -> bool:
         n = sum(1 for v in self.voters() if v == self.id or (v in self.progress and self.progress[v].active))

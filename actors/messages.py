@@ -15,6 +15,13 @@ class PeerBatch:
 
 
 @dataclass(slots=True)
+class PeerLost:
+    """The transport's connection to ``peer`` dropped (see RaftCore.peer_unreachable)."""
+
+    peer: str
+
+
+@dataclass(slots=True)
 class ClientBatch:
     """Client requests received by the front door: ``(route, ClientRequest)``."""
 

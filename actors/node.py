@@ -31,7 +31,7 @@ from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
-from .messages import ClientBatch, HandOff, PeerBatch, Read, SetMeta, SnapshotDone, Tick
+from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, Tick
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
 
@@ -277,6 +277,7 @@ class Node:
             max_batch=t.max_batch,
             pre_vote=t.pre_vote,
             check_quorum=t.check_quorum,
+            lease_reads=t.lease_reads,
         )
         core = RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
                         members=self.snapshot_members, commit=st.commit, rng=random.Random())
@@ -296,7 +297,8 @@ class Node:
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
         try:
-            self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id)
+            self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
+                                      on_lost=lambda pid: self.ctx.tell_role(PeerLost(pid)))
             self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id)
         except zmq.ZMQError as e:
             store.close()

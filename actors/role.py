@@ -18,7 +18,8 @@ import pykka
 from wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
-from .messages import Apply, ClientBatch, HandOff, PeerBatch, Persisted, PersistRequest, Read, Restore, TakeSnapshot, Tick
+from .messages import (Apply, ClientBatch, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read, Restore,
+                       TakeSnapshot, Tick)
 from .snapshotter import (ReceiveChunk, SendSnapshot, SnapshotAck, SnapshotPoll, SnapshotReceived, SnapshotSaved,
                           SnapshotSendFailed)
 from .supervision import SupervisedActor
@@ -75,6 +76,8 @@ class RoleActor(SupervisedActor):
             self._install(msg)
         elif t is SnapshotSendFailed:
             core.snapshot_failed(msg.peer)
+        elif t is PeerLost:
+            core.peer_unreachable(msg.peer)
         # Run at our own pace and batch (TigerStyle): while more input is queued, fold it into the
         # same Ready, so that under load one AppendEntries, one synced write and one FSM batch
         # carry many requests. Bounded, so a steady stream cannot starve the output.

@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Optional
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
@@ -48,10 +49,12 @@ class PeerTransport(IoThread):
     """
 
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
-                 on_messages: Callable[[list], None], cluster_id: Optional[str] = None) -> None:
+                 on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
+                 on_lost: Callable[[str], None] = lambda peer: None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
+        self.on_lost = on_lost  # called (I/O thread) with a peer id whose connection dropped
         self.bind_addr = bind_addr
         self._warned: set = set()
         self._router = ctx.socket(zmq.ROUTER)
@@ -60,7 +63,7 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self._router.bind(tcp(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
         super().__init__(ctx, f"peer-io-{node_id}")
-        # Configured peers: id -> (addr, DEALER). Any thread, under _lock (see the module doc).
+        # Configured peers: id -> (addr, DEALER, its monitor). Any thread, under _lock (module doc).
         self._lock = threading.Lock()
         self._dealers: dict[str, tuple[str, zmq.Socket]] = {}
         # Sockets of a joining node to a member's address: the I/O thread's alone.
@@ -68,6 +71,11 @@ class PeerTransport(IoThread):
         self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame
         self._poller = zmq.Poller()
         self._drained = 0.0
+        # Monitors of the configured DEALERs (the I/O thread polls them): made under _lock by
+        # set_peers, registered (or closed) by the I/O thread when it sees a b"M" notice.
+        self._monitors: dict = {}  # monitor socket -> peer id
+        self._monitors_new: list = []  # (monitor socket, peer id)
+        self._monitors_old: list = []  # monitor sockets of closed DEALERs
 
     # ------------------------------------------------------------ called from any thread
 
@@ -107,17 +115,28 @@ class PeerTransport(IoThread):
     def set_peers(self, peers: dict) -> None:
         """Replace the peer set ``{id: 'HOST:PORT'}`` (this node excluded)."""
         want = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
+        changed = False
         with self._lock:
             if self._stop.is_set():
                 return
             for pid in list(self._dealers):
-                addr, sock = self._dealers[pid]
+                addr, sock, mon = self._dealers[pid]
                 if want.get(pid) != addr:
                     del self._dealers[pid]
                     sock.close(linger=0)
+                    self._monitors_old.append(mon)
+                    changed = True
             for pid, addr in want.items():
                 if pid not in self._dealers:
-                    self._dealers[pid] = (addr, self._new_dealer(addr))
+                    sock = self._new_dealer(addr)
+                    # A crashed peer's kernel closes its connections at once: the node may take
+                    # that as a hint (RaftCore.peer_unreachable) instead of waiting for silence.
+                    mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                    self._dealers[pid] = (addr, sock, mon)
+                    self._monitors_new.append((mon, pid))
+                    changed = True
+        if changed:
+            self._push().send_multipart([b"M"])
 
     # ------------------------------------------------------------ sockets
 
@@ -165,13 +184,35 @@ class PeerTransport(IoThread):
             _send_frame(self._router, [frames[1], frames[2]])
         elif kind == b"A":
             _send_frame(self._addr_dealer(frames[1].decode()), frames[2])
+        elif kind == b"M":
+            with self._lock:
+                new, self._monitors_new = self._monitors_new, []
+                old, self._monitors_old = self._monitors_old, []
+            for mon, pid in new:
+                self._monitors[mon] = pid
+                self._poller.register(mon, zmq.POLLIN)
+            for mon in old:
+                if self._monitors.pop(mon, None) is not None:
+                    self._poller.unregister(mon)
+                mon.close(linger=0)
+
+    def _read_monitor(self, mon: zmq.Socket) -> None:
+        pid = self._monitors.get(mon)
+        while True:
+            try:
+                ev = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if pid is not None and ev["event"] == zmq.EVENT_DISCONNECTED:
+                log.debug("%s: connection to %s dropped", self.node_id, pid)
+                self.on_lost(pid)
 
     def _drain_dealers(self, batch: list) -> None:
         """Read what arrived on the configured DEALERs: a peer answers through them only while it
         does not know our address (a lagging member, just after we joined), and such an answer
         is worth no more than a retry of ours, so being read within _DRAIN_EVERY is enough."""
         with self._lock:
-            for _, sock in self._dealers.values():
+            for _, sock, _ in self._dealers.values():
                 self._read_dealer(sock, batch)
 
     def _decode(self, route: bytes, data: bytes) -> Optional[tuple]:
@@ -246,6 +287,8 @@ class PeerTransport(IoThread):
                                 break
                     elif sock is router:
                         self._read_router(batch)
+                    elif sock in self._monitors:
+                        self._read_monitor(sock)
                     else:
                         self._read_dealer(sock, batch)
                 now = time.monotonic()
@@ -258,9 +301,11 @@ class PeerTransport(IoThread):
             pass
         finally:
             with self._lock:
-                for _, s in self._dealers.values():
+                for _, s, _ in self._dealers.values():
                     s.close(linger=0)
                 self._dealers.clear()
+                for mon in list(self._monitors) + [m for m, _ in self._monitors_new] + self._monitors_old:
+                    mon.close(linger=0)
             for s in self._addr_dealers.values():
                 s.close(linger=0)
             self._router.close(linger=0)

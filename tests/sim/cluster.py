@@ -162,6 +162,7 @@ class Stats:
     nodes: int
     elections: int = 0
     crashes: int = 0
+    peer_hints: int = 0  # "connection dropped" hints handed to cores (true and false)
     pauses: int = 0
     lease_reads: int = 0
     partitions: int = 0
@@ -399,6 +400,11 @@ class Sim:
         # driven by a monotonic clock (missed ticks are delivered first on resume); the others a
         # timer that just resumes, which is where ReadIndex's round tagging matters.
         self.lease_reads = hasattr(self.cm.RaftCore, "lease_read") and rng.random() < 0.5
+        self.cfg.lease_reads = self.lease_reads
+        # The transport's "connection dropped" hints (RaftCore.peer_unreachable): most crashes
+        # are noticed by most peers at once; some hints are false (a reconnect, a live peer).
+        self.hint_crash = rng.choice((0.0, 0.5, 0.9))
+        self.hint_false = rng.choice((0.0, 0.0, 0.005, 0.02))  # per tick
         self.follower_reads = rng.random() < 0.5  # half the reads go to followers (ReadIndexRequest)
         # snapshots: every K applied entries, compaction keeps ``trailing`` entries behind them
         self.snap_every = rng.randrange(10, 61)
@@ -1399,12 +1405,22 @@ class Sim:
         if nd in self.dirty:
             self.dirty.remove(nd)
         nd.restart_at = self.now + self.rng.uniform(self.down_lo, self.down_hi)
+        for o in self.nodes:
+            if o.alive and not o.paused and self.rng.random() < self.hint_crash:
+                self.hint(o, nd.id)
         if count:
             self.stats.crashes += 1
         if self.verbose and count:
             d = nd.disk
             self.trace(f"!!! crash {nd.id} (disk: term {d.term} vote {d.vote} log {d.base_index}+{len(d.entries)} "
                        f"commit {d.commit} snapshot {d.snap.index if d.snap else None})")
+
+    def hint(self, nd: Node, peer: str) -> None:
+        if self.verbose:
+            self.trace(f"{nd.id} lost its connection to {peer}")
+        self.stats.peer_hints += 1
+        nd.core.peer_unreachable(peer)
+        self.after_input(nd)
 
     def defer(self, kind: int, a: int, b: int, c: Any) -> None:
         """An event for a stopped process waits until it resumes. Its sockets then hand over each
@@ -1435,18 +1451,22 @@ class Sim:
         nd.paused = False
         if self.verbose:
             self.trace(f"!!! resume {nd.id}")
-        if self.lease_reads and nd.alive:
-            # its clock caught up: the ticks it missed come first
-            for _ in range(int((self.now - nd.paused_at) * nd.rate)):
-                self.tick(nd)
-                self.after_input(nd)
-                if not nd.alive:
-                    return
+        self.catch_up_clock(nd)
         # A client read that waited in the front door is registered before the queued peer
         # messages are handled (they arrive just after): acks of rounds sent before the pause
         # must not confirm it.
         if nd.alive and nd.core.role == LEADER and self.rng.random() < 0.5:
             self.read(nd)
+
+    def catch_up_clock(self, nd: Node) -> None:
+        """A resumed node's monotonic clock has moved on: in seeds with lease reads the ticker
+        delivers the ticks it missed first (Node._ticker), so a lease never outlives a pause."""
+        if self.lease_reads and nd.alive:
+            for _ in range(int((self.now - nd.paused_at) * nd.rate)):
+                self.tick(nd)
+                self.after_input(nd)
+                if not nd.alive:
+                    return
 
     def restart(self, nd: Node) -> None:
         nd.incarnation += 1
@@ -1634,6 +1654,11 @@ class Sim:
                 self.trace("!!! partition healed")
         elif not self.blocked and (t >= self.next_partition or (self.stats.partitions == 0 and t >= half)):
             self.new_partition()
+        if self.hint_false and rng.random() < self.hint_false:
+            live = [nd for nd in self.nodes if nd.alive and not nd.paused]
+            if live:
+                nd = rng.choice(live)
+                self.hint(nd, rng.choice([o.id for o in self.nodes if o is not nd]))
         # crashes and restarts
         up = sum(1 for nd in self.nodes if nd.alive)
         for nd in self.nodes:
@@ -1731,6 +1756,7 @@ class Sim:
             if nd.paused:
                 nd.paused = False
                 nd.resume_at = self.now  # its deferred messages are already queued
+                self.catch_up_clock(nd)
             if nd.started and not nd.stopped and not nd.alive:
                 self.restart(nd)
         if self.verbose:

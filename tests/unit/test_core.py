@@ -365,6 +365,46 @@ def test_follower_in_leader_lease_ignores_votes_and_pre_votes():
     assert c.term == 3 and sent_after(c.take_ready(), VoteReply)[0].granted
 
 
+def _following(lease_reads: bool = False) -> RaftCore:
+    c = core(term=3)
+    c.cfg.lease_reads = lease_reads
+    for _ in range(EMIN):  # past the just-started rule
+        c.tick()
+    c.step("n2", Heartbeat(3, 0, 1))
+    c.take_ready()
+    return c
+
+
+def test_a_dropped_connection_to_the_leader_ends_its_stickiness_at_once():
+    c = _following()
+    c.peer_unreachable("n2")
+    c.step("n3", RequestVote(4, 0, 0, pre_vote=True))
+    assert sent(c.take_ready(), VoteReply, "n3")[0].granted
+    for _ in range(c.timeout - EMIN):  # the random rest of its timeout, not all of it
+        c.tick()
+    assert c.role == PRE_CANDIDATE
+
+
+def test_a_dropped_connection_to_another_peer_or_with_lease_reads_changes_nothing():
+    for c, peer in ((_following(), "n3"), (_following(lease_reads=True), "n2")):
+        c.peer_unreachable(peer)
+        c.step("n3", RequestVote(4, 0, 0, pre_vote=True))
+        assert not c.take_ready().send
+        for _ in range(c.timeout - EMIN):
+            c.tick()
+        assert c.role == FOLLOWER
+
+
+def test_a_live_leader_after_a_false_hint_keeps_its_follower():
+    c = _following()
+    c.peer_unreachable("n2")
+    for i in range(EMAX * 3):
+        if i % HB == 0:
+            c.step("n2", Heartbeat(3, 0, 1))
+        c.tick()
+    assert c.role == FOLLOWER and c.term == 3 and c.leader_id == "n2"
+
+
 def test_node_just_started_ignores_votes_for_an_election_timeout():
     # It may have heard from a leader just before a restart (and that leader's lease counts on it).
     c = core(term=2)
