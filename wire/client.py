@@ -442,6 +442,11 @@ class Client:
                 elif status == "not_leader":
                     last = f"{addr} knows no leader"
                     self._failed(addr)
+                    # An election is on and takes a few heartbeats: ask again soon, without the
+                    # growing backoff (answering "no leader" costs a node next to nothing).
+                    fixed_i += 1
+                    self._backoff(1, deadline)
+                    continue
                 elif status == "unavailable":
                     last = f"{addr} unavailable" + (f": {reply.error}" if reply.error else "")
                     self._failed(addr)
@@ -481,7 +486,15 @@ class Client:
         stale = req.consistency == "stale" and req.op in ("get", "list")
         if self.leader is not None and not stale:
             return self.leader
-        return self.servers[self._next % len(self.servers)]
+        # Round robin, passing over a server that just failed us (it died, most likely: asking
+        # it again costs a whole connect_timeout) while another may answer.
+        n = len(self.servers)
+        for k in range(n):
+            addr = self.servers[(self._next + k) % n]
+            if not self._recently_unreachable(addr):
+                self._next += k
+                return addr
+        return self.servers[self._next % n]
 
     def _recently_unreachable(self, addr: str) -> bool:
         t = self._unreachable.get(addr)

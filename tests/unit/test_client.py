@@ -272,3 +272,13 @@ def test_an_expired_session_on_a_first_attempt_continues_in_a_new_session(fd):
         reqs = fd.requests("put")
         assert reqs[0].client_id == old_id and reqs[1].client_id != old_id and reqs[1].seq == 1
         assert kv.client_id == reqs[1].client_id
+
+
+def test_round_robin_passes_over_a_server_that_just_failed(fd, fd2):
+    from wire.messages import ClientRequest
+
+    dead = f"127.0.0.1:{free_port()}"
+    with Client([dead, fd.address, fd2.address], timeout=3, connect_timeout=0.2) as kv:
+        kv.put("a", b"1")  # the dead server fails the first attempt, fd answers
+        kv.leader, kv._next = None, 0  # leader forgotten; the rotation is back at the dead one
+        assert kv._target(ClientRequest("put", key="b")) == fd.address
