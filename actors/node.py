@@ -6,6 +6,7 @@ then do the ports open.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -333,6 +334,10 @@ class Node:
             except OSError as e:
                 self.stop()
                 raise NodeError(f"cannot listen on http address {cfg.http}: {e.strerror}") from None
+        # Everything made so far (modules, classes, functions: ~40k objects) lives as long as
+        # the process: keep it out of the cyclic GC's full collections, which otherwise walk it
+        # all while holding the GIL (PUT c=64: full collections up to 38-46 ms -> 8-9 ms).
+        gc.freeze()
         self._spawn(self._ticker, "ticker")
         if self.fresh_joiner and cfg.join:
             self._spawn(self._join_loop, "join")
