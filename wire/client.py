@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional, Union
 import zmq
 
 from wire.messages import ClientReply, ClientRequest, DecodeError, Member, decode_client, encode_client
+from wire.pipeline import pipelined, tagged_write
 
 __all__ = [
     "Client",
@@ -255,6 +256,32 @@ class Client:
         reply = self._call(ClientRequest("list", key=prefix, limit=limit, consistency=consistency))
         self._expect_ok(reply, "list")
         return list(reply.items)
+
+    def put_many(self, items: Iterable[tuple[str, Value]], window: int = 256) -> None:
+        """Set many keys with up to ``window`` writes in flight at once (pipelined over one
+        socket, see wire/pipeline.py): many times the throughput of ``put`` in a loop. Each
+        write is applied at most once; they may be applied in any order. On a Timeout some may
+        have been applied."""
+        with self._lock:
+            reqs = [tagged_write(self, "put", _check_key(k), _to_bytes(v)) for k, v in items]
+            for rep in pipelined(self, reqs, window):
+                self._expect_ok(rep, "put")
+
+    def get_many(self, keys: Iterable[str], consistency: str = "linearizable",
+                 window: int = 256) -> list[Optional[bytes]]:
+        """The values of many keys (None where absent), with up to ``window`` reads in flight."""
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        with self._lock:
+            reqs = [ClientRequest("get", key=_check_key(k), consistency=consistency) for k in keys]
+            out: list[Optional[bytes]] = []
+            for rep in pipelined(self, reqs, window):
+                if rep.status == "not_found":
+                    out.append(None)
+                else:
+                    self._expect_ok(rep, "get")
+                    out.append(rep.value if rep.value is not None else b"")
+            return out
 
     # ------------------------------------------------------------ sessions (low level)
 

@@ -1,6 +1,8 @@
 """The client front door: the REQ/REP protocol, served by a ROUTER.
 
-Clients use REQ sockets (one request in flight each, the ZeroMQ guide's Lazy Pirate pattern);
+Clients use REQ sockets (one request in flight each, the ZeroMQ guide's Lazy Pirate pattern),
+or a DEALER that tags each request with one frame before the delimiter (many in flight:
+wire/pipeline.py);
 the server side is a ROUTER so that requests of many clients are in flight at once, which is
 what lets the leader group-commit them. One I/O thread owns the socket; requests reach the
 node in batches through a callback, and replies come back from any thread through
@@ -68,7 +70,10 @@ class FrontDoor(IoThread):
             if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
                 route.deliver(rep)
                 continue
-            frames.append(route[-1])  # REQ clients connect directly: the route is one identity
+            # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
+            # adds one tag frame, which comes back with the reply.
+            frames.append(route[0])
+            frames.append(route[1] if len(route) > 1 else b"")
             frames.append(encode_client(rep))
         if len(frames) > 1:
             self._push().send_multipart(frames)
@@ -95,8 +100,10 @@ class FrontDoor(IoThread):
                             frames = pull.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        for i in range(1, len(frames), 2):
-                            self._send([frames[i], b"", frames[i + 1]])
+                        for i in range(1, len(frames), 3):
+                            tag = frames[i + 1]
+                            self._send([frames[i], tag, b"", frames[i + 2]] if tag else
+                                       [frames[i], b"", frames[i + 2]])
                 if router in events:
                     batch = []
                     for _ in range(_MAX_BATCH):
@@ -104,8 +111,8 @@ class FrontDoor(IoThread):
                             frames = router.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        if len(frames) < 3 or frames[-2] != b"":
-                            continue  # not a REQ envelope: nothing sensible to answer
+                        if not 3 <= len(frames) <= 4 or frames[-2] != b"" or frames[1] == b"" and len(frames) == 4:
+                            continue  # neither a REQ envelope nor a tagged one: nothing sensible to answer
                         route = frames[:-2]
                         try:
                             req = decode_client(frames[-1], ClientRequest)

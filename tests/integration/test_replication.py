@@ -92,3 +92,28 @@ def test_whole_cluster_sigkilled_during_writes_keeps_every_acknowledged_write(cl
         got = dict(kv.list("w"))
         missing = [k for k in snapshot if got.get(k) != k.encode()]
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+
+
+def test_pipelined_writes_survive_a_leader_kill_midway(cluster):
+    old = cluster.wait_leader()
+    n = 50_000
+    done: list = []
+
+    def load() -> None:
+        with cluster.client(timeout=20) as kv:
+            kv.put_many([(f"p{i:05d}", b"%d" % i) for i in range(n)], window=256)
+            done.append(True)
+
+    t = threading.Thread(target=load)
+    t.start()
+    wait_until(lambda: cluster.nodes[old].status().get("applied_index", 0) > 2_000, timeout=30,
+               what="the first pipelined writes applied")
+    assert not done, "put_many finished before the leader could be killed midway"
+    cluster.nodes[old].kill(signal.SIGKILL)
+    t.join(60)
+    assert done, "put_many did not finish after the leader was killed"
+    with cluster.client(timeout=10) as kv:
+        got = dict(kv.list("p"))
+        assert kv.get_many(["p00000", f"p{n - 1:05d}", "nope"]) == [b"0", b"%d" % (n - 1), None]
+    missing = [i for i in range(n) if got.get(f"p{i:05d}") != b"%d" % i]
+    assert not missing, f"{len(missing)} pipelined writes missing, e.g. {missing[:5]}"

@@ -90,14 +90,15 @@ class FakeFrontDoor:
         while not self._stop.is_set():
             if not self._sock.poll(20):
                 continue
-            identity, empty, data = self._sock.recv_multipart()
+            frames = self._sock.recv_multipart()
+            route, data = frames[:-2], frames[-1]  # REQ: [identity]; pipelined: [identity, tag]
             req = decode_client(data, ClientRequest)
             with self._lock:
-                self.received.append(Received(identity, req))
+                self.received.append(Received(route[0], req))
                 step: Scripted = self.script.popleft() if self.script else self.handler
             reply = step(req) if callable(step) else step
             if reply is not None and not self._sock.closed:
-                self._sock.send_multipart([identity, empty, encode_client(reply)])
+                self._sock.send_multipart([*route, b"", encode_client(reply)])
 
     # ------------------------------------------------------------ the default behaviour
 

@@ -282,3 +282,36 @@ def test_round_robin_passes_over_a_server_that_just_failed(fd, fd2):
         kv.put("a", b"1")  # the dead server fails the first attempt, fd answers
         kv.leader, kv._next = None, 0  # leader forgotten; the rotation is back at the dead one
         assert kv._target(ClientRequest("put", key="b")) == fd.address
+
+
+def test_put_many_and_get_many_pipelined(fd):
+    with Client([fd.address], timeout=5) as kv:
+        kv.put_many([(f"k{i}", b"v%d" % i) for i in range(1000)], window=64)
+        assert kv.get_many(["k0", "k999", "nope"], window=2) == [b"v0", b"v999", None]
+    puts = fd.requests("put")
+    assert len(puts) == 1000 and fd.store["k500"] == b"v500"
+    assert len({r.seq for r in puts}) == 1000 and len({r.client_id for r in puts}) == 1
+
+
+def test_put_many_follows_a_redirect_and_resends_with_the_same_sessions(fd, fd2):
+    fd.leader_id = "node2"
+    fd.handler = lambda req: ClientReply("not_leader", leader_id="node2", leader_client=fd2.address)
+    with Client([fd.address, fd2.address], timeout=5) as kv:
+        kv.put_many([(f"k{i}", b"x") for i in range(300)], window=50)
+        # the new leader then loses a round: unanswered writes go again, same (client_id, seq)
+        fd2.push(fd2.kv_handler, *[ClientReply("timeout", error="no quorum")] * 10)
+        kv.put_many([(f"j{i}", b"y") for i in range(100)], window=50)
+    assert all(fd2.store.get(f"k{i}") == b"x" for i in range(300))
+    assert all(fd2.store.get(f"j{i}") == b"y" for i in range(100))
+    by_key: dict = {}
+    for r in fd2.requests("put"):
+        by_key.setdefault(r.key, set()).add((r.client_id, r.seq))
+    assert all(len(s) == 1 for s in by_key.values())  # a resend is the same write
+    assert len(fd2.requests("put")) > 400  # and there were resends
+
+
+def test_put_many_rejects_bad_input_before_sending(fd):
+    with Client([fd.address], timeout=5) as kv:
+        with pytest.raises(InvalidRequest):
+            kv.put_many([("ok", b"1"), ("", b"2")])
+    assert fd.requests() == []
