@@ -4,9 +4,9 @@ A role actor is a shell around :class:`actors.core.RaftCore` (DESIGN.md 3): it t
 messages into core inputs, then executes the core's Ready: messages to the peer transport,
 log changes to the LogManager (one PersistRequest in flight; the rest merges into the next:
 group commit; a follower writes them itself, see actors/log_manager.py), committed entries to
-the FSM. When the core's role changes the actor hands
-the node to an actor of the new role and retires: messages still queued for it are forwarded,
-ticks are dropped (they belong to the old role's epoch).
+the FSM. When the core's role changes the actor hands the node to an actor of the new role and
+retires: messages still queued for it are forwarded, ticks are dropped (they belong to the old
+role's epoch).
 """
 from __future__ import annotations
 

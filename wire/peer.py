@@ -65,7 +65,7 @@ class PeerTransport(IoThread):
         super().__init__(ctx, f"peer-io-{node_id}")
         # Configured peers: id -> (addr, DEALER, its monitor). Any thread, under _lock (module doc).
         self._lock = threading.Lock()
-        self._dealers: dict[str, tuple[str, zmq.Socket]] = {}
+        self._dealers: dict[str, tuple[str, zmq.Socket, zmq.Socket]] = {}
         # Sockets of a joining node to a member's address: the I/O thread's alone.
         self._addr_dealers: dict[str, zmq.Socket] = {}
         self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame

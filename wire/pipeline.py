@@ -87,58 +87,6 @@ def pipelined(client, reqs: list, window: int) -> list:  # noqa: ANN001 (Client:
         if sock is not None:
             sock.close(linger=0)
     return replies
-    window = max(1, min(window, MAX_WINDOW))
-    frames = [encode_client(r) for r in reqs]
-    todo = collections.deque(range(n))
-    inflight: set = set()
-    per_attempt = client.attempt_timeout or min(2.0, max(0.1, client.timeout / 3))
-    ctx = zmq.Context.instance()
-    sock: Optional[zmq.Socket] = None
-    last_progress = time.monotonic()
-    try:
-        while todo or inflight:
-            if time.monotonic() - last_progress > client.timeout:
-                what = "writes" if reqs[0].op != "get" else "reads"
-                raise Timeout(f"{len(todo) + len(inflight)} pipelined {what} without an answer for "
-                              f"{client.timeout:g}s" + ("; some may have been applied" if what == "writes" else ""))
-            if sock is None:
-                # The synchronous path finds the leader (redirects, backoff, deadline) and
-                # settles the first request on the way.
-                i = todo.popleft()
-                rep = client._call(reqs[i], write=reqs[i].op != "get")  # noqa: SLF001
-                replies[i] = rep
-                last_progress = time.monotonic()
-                if not todo or client.leader is None:
-                    continue
-                sock = ctx.socket(zmq.DEALER)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, 0)
-                sock.setsockopt(zmq.RCVHWM, 0)
-                sock.connect(f"tcp://{client.leader}")
-            while todo and len(inflight) < window:
-                i = todo.popleft()
-                sock.send_multipart([_TAG.pack(i), b"", frames[i]])
-                inflight.add(i)
-            if not sock.poll(max(1, int(per_attempt * 1000)), zmq.POLLIN):
-                again = sorted(inflight)  # silence: the leader died or was cut off
-            else:
-                again = _collect(sock, inflight, replies, InvalidRequest, ClientError)
-                if len(inflight) + len(todo) < n:
-                    last_progress = time.monotonic()
-                if not again:
-                    continue
-            # Whatever was not answered goes again, in order, to the leader found anew; late
-            # answers on the old socket are dropped with it.
-            again.extend(inflight)
-            inflight.clear()
-            todo.extendleft(sorted(set(again), reverse=True))
-            sock.close(linger=0)
-            sock = None
-            client.leader = None
-    finally:
-        if sock is not None:
-            sock.close(linger=0)
-    return replies
 
 
 def _collect(sock: zmq.Socket, inflight: set, replies: list, invalid: type, error: type) -> tuple:
