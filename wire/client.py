@@ -259,9 +259,9 @@ class Client:
 
     def put_many(self, items: Iterable[tuple[str, Value]], window: int = 256) -> None:
         """Set many keys with up to ``window`` writes in flight at once (pipelined over one
-        socket, see wire/pipeline.py): many times the throughput of ``put`` in a loop. Each
-        write is applied at most once; they may be applied in any order. On a Timeout some may
-        have been applied."""
+        socket, see wire/pipeline.py; at most 512): many times the throughput of ``put`` in a
+        loop. Each write is applied at most once; they may be applied in any order. On a
+        Timeout some may have been applied."""
         with self._lock:
             reqs = [tagged_write(self, "put", _check_key(k), _to_bytes(v)) for k, v in items]
             for rep in pipelined(self, reqs, window):

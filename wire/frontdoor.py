@@ -111,7 +111,7 @@ class FrontDoor(IoThread):
                             frames = router.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        if not 3 <= len(frames) <= 4 or frames[-2] != b"" or frames[1] == b"" and len(frames) == 4:
+                        if not 3 <= len(frames) <= 4 or frames[-2] != b"" or (len(frames) == 4 and frames[1] == b""):
                             continue  # neither a REQ envelope nor a tagged one: nothing sensible to answer
                         route = frames[:-2]
                         try:
