@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
+from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
                            HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                            ReadIndexRequest, RequestVote, TimeoutNow, VoteReply, decode_record, encode_record)
 

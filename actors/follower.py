@@ -1,7 +1,7 @@
 """The Follower role: replicates the leader's log; serves reads through the leader's read index."""
 from __future__ import annotations
 
-from wire.messages import ClientReply, ReadIndexRequest
+from raftkv.wire.messages import ClientReply, ReadIndexRequest
 
 from .role import RoleActor
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
-from wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
 from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot

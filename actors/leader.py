@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from wire.messages import (WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, Member,
+from raftkv.wire.messages import (WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, Member,
                            ReadIndexReply, encode_record)
 
 from .core import NotLeader, RemoteRead

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from storage.log_store import UNSET, LogStore
+from raftkv.storage.log_store import UNSET, LogStore
 
 from .messages import HandOff, PersistRequest, Persisted, SetMeta
 from .supervision import SupervisedActor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from wire.messages import Entry
+from raftkv.wire.messages import Entry
 
 
 class MemLog:

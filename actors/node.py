@@ -18,14 +18,14 @@ from typing import Any, Optional
 
 import zmq
 
-from storage.log_store import LogStore, StorageError
-from storage.snapshot_store import SnapshotStore
-from wire.frontdoor import FrontDoor, LocalRoute
-from wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
-from wire.peer import PeerTransport
+from raftkv.storage.log_store import LogStore, StorageError
+from raftkv.storage.snapshot_store import SnapshotStore
+from raftkv.wire.frontdoor import FrontDoor, LocalRoute
+from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
+from raftkv.wire.peer import PeerTransport
 
 from .candidate import Candidate
-from .config import NodeConfig
+from ..config import NodeConfig
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
 from .fsm import Fsm, KVState
 from .follower import Follower
@@ -324,7 +324,7 @@ class Node:
         ctx.tell_role(Tick())  # hands out the entries recovered from disk to the FSM
         self.gateway = None
         if cfg.http:
-            from wire.http import HttpGateway
+            from raftkv.wire.http import HttpGateway
 
             servers = [cfg.spec.client] + [m.client for m in self.core.members if m.id != cfg.id and m.client]
             try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pykka
 
-from wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
+from raftkv.wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
 from .messages import (Apply, ClientBatch, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read, Restore,

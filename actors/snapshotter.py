@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from storage.snapshot_store import CorruptSnapshot, SnapshotMeta, SnapshotStore
-from wire.messages import ClientReply, InstallSnapshot, InstallSnapshotReply
+from raftkv.storage.snapshot_store import CorruptSnapshot, SnapshotMeta, SnapshotStore
+from raftkv.wire.messages import ClientReply, InstallSnapshot, InstallSnapshotReply
 
 from .supervision import SupervisedActor
 

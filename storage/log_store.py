@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import msgpack
 import rocksdict
 
-from wire.messages import Entry
+from raftkv.wire.messages import Entry
 
 FORMAT_VERSION = 1
 

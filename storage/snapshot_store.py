@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator, Optional
 
-from wire.messages import Configuration, DecodeError, Member, decode_record, encode_record
+from raftkv.wire.messages import Configuration, DecodeError, Member, decode_record, encode_record
 
 FORMAT_VERSION = 1
 MAGIC = b"RKVSNAP\0"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.core import LEADER, CoreConfig, RaftCore  # noqa: E402
-from wire.messages import EntryKind, Member, VoteReply  # noqa: E402
+from raftkv.actors.core import LEADER, CoreConfig, RaftCore  # noqa: E402
+from raftkv.wire.messages import EntryKind, Member, VoteReply  # noqa: E402
 
 
 def _persist(core: RaftCore, ready) -> None:  # noqa: ANN001

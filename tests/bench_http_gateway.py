@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wire.frontdoor import LocalRoute  # noqa: E402
-from wire.messages import ClientReply  # noqa: E402
+from raftkv.wire.frontdoor import LocalRoute  # noqa: E402
+from raftkv.wire.messages import ClientReply  # noqa: E402
 
 LUA = {
     "put": """
@@ -88,7 +88,7 @@ class FakeNode:
 
 def load_gateway(impl: str):  # noqa: ANN201
     if impl == "new":
-        from wire.http import HttpGateway
+        from raftkv.wire.http import HttpGateway
 
         return HttpGateway
     spec = importlib.util.spec_from_file_location("gateway_under_test", impl)

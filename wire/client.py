@@ -2,7 +2,7 @@
 
 ::
 
-    from wire.client import Client
+    from raftkv.wire.client import Client
     with Client(["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"], timeout=5.0) as kv:
         kv.put("hello", b"distributed"); kv.get("hello"); kv.delete("hello")
         kv.cas("n", expected=b"1", new=b"2")
@@ -31,8 +31,8 @@ from typing import Any, Iterable, Optional, Union
 
 import zmq
 
-from wire.messages import ClientReply, ClientRequest, DecodeError, Member, decode_client, encode_client
-from wire.pipeline import pipelined, tagged_write
+from raftkv.wire.messages import ClientReply, ClientRequest, DecodeError, Member, decode_client, encode_client
+from raftkv.wire.pipeline import pipelined, tagged_write
 
 __all__ = [
     "Client",

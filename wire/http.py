@@ -54,11 +54,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
 
-from wire.client import (
+from raftkv.wire.client import (
     CONSISTENCY_LEVELS, Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable, json_item,
     parse_servers,
 )
-from wire.messages import ClientReply, ClientRequest
+from raftkv.wire.messages import ClientReply, ClientRequest
 
 __all__ = ["AsyncRoute", "HttpGateway", "idempotency_session", "parse_bind"]
 

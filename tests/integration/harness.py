@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from wire.client import Client, ClientError
+from raftkv.wire.client import Client, ClientError
 
 ROOT = Path(__file__).resolve().parents[2]
 KVNODE = ROOT / "bin" / "kvnode"

@@ -5,7 +5,7 @@ import msgpack
 import pytest
 import zmq
 
-from wire.messages import PROTOCOL_VERSION, AppendEntries, Heartbeat, encode_peer
+from raftkv.wire.messages import PROTOCOL_VERSION, AppendEntries, Heartbeat, encode_peer
 
 from .harness import wait_until
 

@@ -141,7 +141,7 @@ def test_kvnode_refuses_data_of_another_node_or_cluster(tmp_path):
                           "--bootstrap", "--cluster-id", "alpha"], cwd=tmp_path, env=ENV,
                          stderr=subprocess.DEVNULL)
     try:
-        from wire.client import Client
+        from raftkv.wire.client import Client
         with Client([client], timeout=20) as c:
             c.put("x", b"1")
     finally:
@@ -159,7 +159,7 @@ def test_kvnode_all_runs_a_whole_cluster_and_ctrl_c_stops_it(make_cluster):
     p = subprocess.Popen([sys.executable, str(KVNODE), "--config", str(cluster.config_path), "--all"],
                          cwd=cluster.dir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from wire.client import Client
+        from raftkv.wire.client import Client
         with Client(cluster.servers, timeout=20) as kv:
             kv.put("all", b"three")
             wait_until(lambda: sum(m["voter"] for m in kv.status()["members"]) == 3, what="three members")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from wire.client import Client
+from raftkv.wire.client import Client
 
 from .harness import wait_until
 

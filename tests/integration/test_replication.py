@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from wire.client import Client, ClientError
+from raftkv.wire.client import Client, ClientError
 
 from .harness import wait_until
 

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from wire.client import Client
+from raftkv.wire.client import Client
 
 from .harness import wait_until
 

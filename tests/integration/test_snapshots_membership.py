@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from wire.client import Client
+from raftkv.wire.client import Client
 
 from .harness import KVNODE, ROOT, NodeProc, free_port, wait_until
 

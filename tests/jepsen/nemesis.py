@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
 from tests.integration.harness import Cluster
-from wire.client import Client, ClientError
+from raftkv.wire.client import Client, ClientError
 
 __all__ = [
     "NEMESES", "GROUPS", "PARTITIONS", "expand_nemeses", "NftUnavailable", "nft_problem",

@@ -71,7 +71,7 @@ from tests.jepsen.checker import CheckTimeout, check
 from tests.jepsen.history import HistoryRecorder
 from tests.jepsen.nemesis import (PARTITIONS, Firewall, Nemesis, NemesisCluster, expand_nemeses,
                                   require_nft)
-from wire.client import Client, InvalidRequest, NotFound
+from raftkv.wire.client import Client, InvalidRequest, NotFound
 
 WRITES = ("put", "delete", "cas")
 

@@ -127,8 +127,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from actors.core import COMMIT_FLUSH_TICKS
-from wire.messages import (Command, Entry, EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
+from raftkv.actors.core import COMMIT_FLUSH_TICKS
+from raftkv.wire.messages import (Command, Entry, EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                            ReadIndexRequest, VoteReply, encode_record)
 
 LEADER = "leader"
@@ -369,7 +369,7 @@ class Sim:
         self.seed = seed
         self.n = nodes if nodes is not None else default_nodes(seed)
         self.verbose = verbose
-        self.cm = core_module or importlib.import_module("actors.core")
+        self.cm = core_module or importlib.import_module("raftkv.actors.core")
         self.chaos_ticks = chaos_ticks if chaos_ticks is not None else self.CHAOS_TICKS
         rng = self.rng = random.Random(seed)
         self.stats = Stats(seed, self.n)
@@ -1367,7 +1367,7 @@ class Sim:
     def boot(self, nd: Node, rng: random.Random) -> None:
         """Start a node from its disk like kvnode: the FSM from the newest snapshot, the core from
         the log after the log's base (actors/node.py _restore_snapshot, _build_core)."""
-        from actors.memlog import MemLog
+        from raftkv.actors.memlog import MemLog
         d = nd.disk
         nd.started = True
         nd.alive = True

@@ -30,7 +30,7 @@ CORE_PATH = Path(__file__).resolve().parents[2] / "actors" / "core.py"
 
 def _ack_before_persist(mod: types.ModuleType) -> None:
     """Bug (c): every AppendReply that _on_append queues after persist leaves at once instead."""
-    from wire.messages import AppendEntries, AppendReply
+    from raftkv.wire.messages import AppendEntries, AppendReply
     orig = mod.RaftCore._on_append
 
     def _on_append(self, sender, m):

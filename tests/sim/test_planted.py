@@ -16,7 +16,7 @@ def test_planted_bug_is_caught(bug: str) -> None:
 
 
 def test_planted_copy_leaves_the_real_core_alone() -> None:
-    import actors.core as real
+    import raftkv.actors.core as real
     mod = planted_core("a")
     assert mod.RaftCore is not real.RaftCore
     assert "PLANTED" not in open(real.__file__).read()

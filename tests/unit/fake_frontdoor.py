@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 import zmq
 
-from wire.messages import ClientReply, ClientRequest, decode_client, encode_client
+from raftkv.wire.messages import ClientReply, ClientRequest, decode_client, encode_client
 
 Scripted = Union[ClientReply, None, Callable[[ClientRequest], Optional[ClientReply]]]
 

@@ -4,8 +4,8 @@ import time
 import pytest
 
 from tests.unit.fake_frontdoor import FakeFrontDoor, free_port
-from wire.client import Client, InvalidRequest, NotFound, Timeout, Unavailable, json_item
-from wire.messages import ClientReply
+from raftkv.wire.client import Client, InvalidRequest, NotFound, Timeout, Unavailable, json_item
+from raftkv.wire.messages import ClientReply
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ def test_server_dying_mid_request_detected_before_attempt_timeout(fd, fd2):
 
 
 def test_an_expired_session_on_a_first_attempt_continues_in_a_new_session(fd):
-    from wire.messages import ClientReply
+    from raftkv.wire.messages import ClientReply
 
     with Client([fd.address], timeout=5) as kv:
         old_id = kv.client_id
@@ -275,7 +275,7 @@ def test_an_expired_session_on_a_first_attempt_continues_in_a_new_session(fd):
 
 
 def test_round_robin_passes_over_a_server_that_just_failed(fd, fd2):
-    from wire.messages import ClientRequest
+    from raftkv.wire.messages import ClientRequest
 
     dead = f"127.0.0.1:{free_port()}"
     with Client([dead, fd.address, fd2.address], timeout=3, connect_timeout=0.2) as kv:

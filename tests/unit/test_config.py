@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actors.config import (DEFAULT_CLUSTER_FILE, ConfigError, NodeConfig, NodeSpec, RaftTuning,
+from raftkv.config import (DEFAULT_CLUSTER_FILE, ConfigError, NodeConfig, NodeSpec, RaftTuning,
                            advertise, cluster_client_addresses, load_cluster, load_config,
                            normalize_address)
 
@@ -107,8 +107,9 @@ def test_node_yamls():
         assert not n.bootstrap and n.join == "127.0.0.1:9001" and n.peers == []
 
 
-def test_default_servers_come_from_cluster_yaml():
-    assert DEFAULT_CLUSTER_FILE == CONFIGS / "cluster.yaml"
+def test_default_servers_come_from_cluster_yaml(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # the default file is the checkout's, relative to the working directory
+    assert DEFAULT_CLUSTER_FILE == Path("configs") / "cluster.yaml"
     assert cluster_client_addresses() == ["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"]
     assert cluster_client_addresses(str(CONFIGS / "node2.yaml")) == ["127.0.0.1:5002"]
 

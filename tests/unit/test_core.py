@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, NotLeader, RaftCore,
+from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, NotLeader, RaftCore,
                          encode_config)
-from actors.memlog import MemLog
-from wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, Heartbeat, HeartbeatReply,
+from raftkv.actors.memlog import MemLog
+from raftkv.wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, Heartbeat, HeartbeatReply,
                            Member, RequestVote, TimeoutNow, VoteReply)
 
 EMIN, EMAX, HB = 10, 20, 3

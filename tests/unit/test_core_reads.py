@@ -1,9 +1,9 @@
 """Lease reads and follower read indexes in the pure core (thesis 6.4, 6.4.1)."""
 from __future__ import annotations
 
-from actors.core import LEADER, CoreConfig, RaftCore, RemoteRead, encode_config
-from actors.memlog import MemLog
-from wire.messages import (Entry, EntryKind, HeartbeatReply, Member, ReadIndexReply, ReadIndexRequest,
+from raftkv.actors.core import LEADER, CoreConfig, RaftCore, RemoteRead, encode_config
+from raftkv.actors.memlog import MemLog
+from raftkv.wire.messages import (Entry, EntryKind, HeartbeatReply, Member, ReadIndexReply, ReadIndexRequest,
                            RequestVote)
 
 CFG = CoreConfig(election_ticks_min=10, election_ticks_max=20, heartbeat_ticks=2)
@@ -18,7 +18,7 @@ def leader() -> RaftCore:
     c._become_leader()  # noqa: SLF001 (test drives the transition directly)
     c.take_ready()
     c.on_persisted(2, 2)
-    from wire.messages import AppendReply
+    from raftkv.wire.messages import AppendReply
     c.step("b", AppendReply(2, True, match_index=2))
     c.take_ready()
     assert c.commit == 2
@@ -85,7 +85,7 @@ def test_a_just_started_node_does_not_vote_within_an_election_timeout():
 
 
 def test_a_leader_whose_own_removal_commits_steps_down_cleanly():
-    from wire.messages import AppendReply
+    from raftkv.wire.messages import AppendReply
     c = leader()
     idx = c.propose_config([m for m in MEMBERS if m.id != "a"])
     c.take_ready()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core import NotLeader
-from actors.memlog import MemLog
-from wire.messages import AppendEntries, AppendReply, InstallSnapshot
+from raftkv.actors.core import NotLeader
+from raftkv.actors.memlog import MemLog
+from raftkv.wire.messages import AppendEntries, AppendReply, InstallSnapshot
 
 from tests.unit.test_core import E, commit_noop, core, elect, members
 

@@ -1,9 +1,9 @@
 """The key-value state machine: commands, exactly-once sessions and their expiry by log position."""
 from __future__ import annotations
 
-from actors import fsm
-from actors.fsm import KVState
-from wire.messages import Command, EntryKind, encode_record
+from raftkv.actors import fsm
+from raftkv.actors.fsm import KVState
+from raftkv.wire.messages import Command, EntryKind, encode_record
 
 
 def cmd(op, key, value=None, cid="c", seq=1, **kw):  # noqa: ANN001, ANN201

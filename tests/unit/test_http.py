@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from tests.unit.fake_frontdoor import FakeFrontDoor
-from wire.http import HttpGateway, _Mailbox, idempotency_session, parse_bind
-from wire.messages import ClientReply
+from raftkv.wire.http import HttpGateway, _Mailbox, idempotency_session, parse_bind
+from raftkv.wire.messages import ClientReply
 
 
 @pytest.fixture

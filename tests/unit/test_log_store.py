@@ -5,9 +5,9 @@ import msgpack
 import pytest
 import rocksdict
 
-from storage import log_store
-from storage.log_store import FORMAT_VERSION, UNSET, LogStore, StableState, StorageError
-from wire.messages import Entry, EntryKind
+from raftkv.storage import log_store
+from raftkv.storage.log_store import FORMAT_VERSION, UNSET, LogStore, StableState, StorageError
+from raftkv.wire.messages import Entry, EntryKind
 
 
 def _e(term: int, n: int = 0) -> Entry:

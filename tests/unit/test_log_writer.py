@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core import PersistBatch
-from actors.log_manager import LogWriter
-from actors.messages import PersistRequest
-from storage.log_store import LogStore
-from wire.messages import AppendReply, Entry, EntryKind
+from raftkv.actors.core import PersistBatch
+from raftkv.actors.log_manager import LogWriter
+from raftkv.actors.messages import PersistRequest
+from raftkv.storage.log_store import LogStore
+from raftkv.wire.messages import AppendReply, Entry, EntryKind
 
 from .test_log_store import _record_writes
 

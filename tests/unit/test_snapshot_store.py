@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from storage import snapshot_store
-from storage.snapshot_store import CorruptSnapshot, SnapshotStore
-from wire.messages import Member
+from raftkv.storage import snapshot_store
+from raftkv.storage.snapshot_store import CorruptSnapshot, SnapshotStore
+from raftkv.wire.messages import Member
 
 MEMBERS = [
     Member("n1", "127.0.0.1:9001", "127.0.0.1:5001"),

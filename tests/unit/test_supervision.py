@@ -13,7 +13,7 @@ def test_failing_actor_ends_the_process_with_its_reason():
     script = textwrap.dedent("""
         import logging, sys, time
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-        from actors.supervision import SupervisedActor
+        from raftkv.actors.supervision import SupervisedActor
 
         class Broken(SupervisedActor):
             def on_receive(self, msg):

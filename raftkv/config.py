@@ -34,7 +34,7 @@ __all__ = [
 
 DEFAULT_DATA_DIR = "./data"
 # kvclient's fallback for --servers (after KV_SERVERS): the repository's local cluster.
-DEFAULT_CLUSTER_FILE = Path(__file__).resolve().parent.parent / "configs" / "cluster.yaml"
+DEFAULT_CLUSTER_FILE = Path("configs") / "cluster.yaml"  # relative to the working directory (a checkout)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""kvclient: one-shot commands against the cluster, or a REPL when run with no command.
+
+    kvclient [--servers HOST:PORT,...] [--timeout SECONDS] [--json] COMMAND [ARGS]
+
+Exit status: 0 done; 1 key not found or CAS did not match; 2 usage or input error;
+3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error).
+Errors go to stderr as one line (a JSON object {"error", "code"} with --json).
+
+--json output: get prints {"key", "value"}; list prints a list of those; a value that is not
+valid UTF-8 is base64-encoded and the object carries "value_b64": true (absent otherwise).
+Writes print {"ok": true}; status, members and admin commands print the server's JSON.
+Without --json, writes print nothing on success.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from raftkv.wire.client import (
+    Client, ClientError, InvalidRequest, NotFound, Unavailable, json_item,
+)
+
+DEFAULT_SERVERS = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003"
+DEFAULT_TIMEOUT = 5.0
+HISTORY = Path("~/.kvclient_history").expanduser()
+
+EXIT_MISS, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+class Failure(click.ClickException):
+    """A failed command: one line on stderr and a specific exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class State:
+    """Settings of the invocation (or of the REPL) and its lazily-made Client."""
+
+    def __init__(self) -> None:
+        self.servers: Optional[str] = None
+        self.timeout: float = DEFAULT_TIMEOUT
+        self.json = False
+        self.repl_json = False  # --json given when the REPL started: the default of every line
+        self.in_repl = False
+        self._client: Optional[Client] = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            try:
+                self._client = Client(self.servers or default_servers(), timeout=self.timeout)
+            except InvalidRequest as e:
+                raise Failure(str(e), EXIT_INPUT) from None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def default_servers() -> str:
+    """KV_SERVERS, else the client addresses of configs/cluster.yaml in the current
+    directory (a checkout), else the local 3-node defaults."""
+    env = os.environ.get("KV_SERVERS", "").strip()
+    if env:
+        return env
+    for base in (Path.cwd(),):
+        path = base / "configs" / "cluster.yaml"
+        if not path.is_file():
+            continue
+        try:
+            import yaml  # only needed here: keep the common path's start-up short
+
+            nodes = (yaml.safe_load(path.read_text()) or {}).get("nodes") or []
+            clients = [str(n["client"]) for n in nodes if isinstance(n, dict) and n.get("client")]
+        except Exception:  # an unreadable file: fall back, the servers may still answer
+            continue
+        if clients:
+            return ",".join(clients)
+    return DEFAULT_SERVERS
+
+
+# ------------------------------------------------------------------ output
+
+
+def write_out(data: Any) -> None:
+    """Write text or bytes to stdout and flush (the REPL interleaves with stderr)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def emit_json(obj: Any) -> None:
+    write_out(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def state_of(ctx: click.Context) -> State:
+    return ctx.ensure_object(State)
+
+
+def run(ctx: click.Context, fn: Callable[[Client], Any]) -> Any:
+    """Call the library, turning its exceptions into exit statuses."""
+    try:
+        return fn(state_of(ctx).client())
+    except NotFound as e:
+        raise Failure(str(e), EXIT_MISS) from None
+    except InvalidRequest as e:
+        raise Failure(str(e), EXIT_INPUT) from None
+    except Unavailable as e:
+        raise Failure(str(e), EXIT_UNAVAILABLE) from None
+    except ClientError as e:
+        raise Failure(str(e), EXIT_UNAVAILABLE) from None
+
+
+def write_done(ctx: click.Context) -> None:
+    if state_of(ctx).json:
+        emit_json({"ok": True})
+
+
+def json_flag(f: Callable) -> Callable:
+    """--json after the command name: the same as before it."""
+
+    def set_json(ctx: click.Context, _param: Any, value: bool) -> None:
+        if value:
+            state_of(ctx).json = True
+
+    return click.option("--json", "json_", is_flag=True, expose_value=False, callback=set_json,
+                        help="Print JSON.")(f)
+
+
+# ------------------------------------------------------------------ commands
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--servers", metavar="HOST:PORT,...", help="Client addresses of cluster nodes "
+              "[default: $KV_SERVERS, else configs/cluster.yaml, else 127.0.0.1:5001-5003].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help=f"Deadline of one command, retries included [default: {DEFAULT_TIMEOUT:g}].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as_json: bool) -> None:
+    """Talk to a Raft key-value cluster. With no command, start an interactive REPL."""
+    state = state_of(ctx)
+    if state.in_repl:
+        # One line of the REPL: the connection is already set up; --json may vary per line.
+        state.json = state.repl_json or as_json
+        if servers or timeout:
+            raise click.UsageError("--servers and --timeout are set when the REPL starts")
+        return
+    state.servers = servers
+    state.timeout = timeout or DEFAULT_TIMEOUT
+    state.json = as_json
+    ctx.call_on_close(state.close)
+    if ctx.invoked_subcommand is None:
+        ctx.exit(repl(state))
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--stale", is_flag=True, help="Read the local copy of any node (may be behind).")
+@click.option("--consistency", type=click.Choice(["linearizable", "lease", "stale"]),
+              help="Read consistency [default: linearizable].")
+@json_flag
+@click.pass_context
+def get(ctx: click.Context, key: str, stale: bool, consistency: Optional[str]) -> None:
+    """Print the value of KEY (raw bytes and a newline)."""
+    level = "stale" if stale else (consistency or "linearizable")
+    value = run(ctx, lambda kv: kv.get(key, consistency=level))
+    if state_of(ctx).json:
+        emit_json(json_item(key, value))
+    else:
+        write_out(value + b"\n")
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@json_flag
+@click.pass_context
+def put(ctx: click.Context, key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    run(ctx, lambda kv: kv.put(key, value))
+    write_done(ctx)
+
+
+@cli.command()
+@click.argument("key")
+@json_flag
+@click.pass_context
+def delete(ctx: click.Context, key: str) -> None:
+    """Delete KEY."""
+    run(ctx, lambda kv: kv.delete(key))
+    write_done(ctx)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("expected")
+@click.argument("new")
+@json_flag
+@click.pass_context
+def cas(ctx: click.Context, key: str, expected: str, new: str) -> None:
+    """Set KEY to NEW only if its value is EXPECTED (exit 1 if not)."""
+    if not run(ctx, lambda kv: kv.cas(key, expected, new)):
+        raise Failure(f"compare failed: {key} does not hold the expected value", EXIT_MISS)
+    write_done(ctx)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@json_flag
+@click.pass_context
+def create(ctx: click.Context, key: str, value: str) -> None:
+    """Set KEY to VALUE only if KEY is absent (exit 1 if it exists)."""
+    if not run(ctx, lambda kv: kv.create(key, value)):
+        raise Failure(f"compare failed: {key} already exists", EXIT_MISS)
+    write_done(ctx)
+
+
+@cli.command("list")
+@click.argument("prefix", default="")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0: all).")
+@json_flag
+@click.pass_context
+def list_cmd(ctx: click.Context, prefix: str, limit: int) -> None:
+    """Print the keys starting with PREFIX and their values, one "KEY<TAB>VALUE" a line."""
+    items = run(ctx, lambda kv: kv.list(prefix, limit))
+    if state_of(ctx).json:
+        emit_json([json_item(k, v) for k, v in items])
+    else:
+        write_out(b"".join(k.encode() + b"\t" + v + b"\n" for k, v in items))
+
+
+STATUS_ORDER = ("id", "state", "term", "leader_id", "commit_index", "applied_index",
+                "last_log_index", "snapshot_index", "first_log_index")
+
+
+def member_line(m: dict) -> str:
+    base = [str(m.get("id", "?")), str(m.get("addr", "")), f"client={m.get('client', '')}",
+            f"http={m.get('http', '')}", "voter" if m.get("voter", True) else "learner"]
+    known = {"id", "addr", "client", "http", "voter"}
+    return " ".join(base + [f"{k}={v}" for k, v in m.items() if k not in known])
+
+
+@cli.command()
+@json_flag
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show the status of the first reachable server of --servers (not the leader's)."""
+    st = run(ctx, lambda kv: kv.status())
+    if state_of(ctx).json:
+        emit_json(st)
+        return
+    keys = [k for k in STATUS_ORDER if k in st] + [k for k in st if k not in STATUS_ORDER and k != "members"]
+    lines = [f"{k}: {st[k]}" for k in keys]
+    if "members" in st:
+        lines.append("members:")
+        lines += ["  " + member_line(m) for m in st["members"] if isinstance(m, dict)]
+    write_out("\n".join(lines) + "\n")
+
+
+@cli.command()
+@json_flag
+@click.pass_context
+def members(ctx: click.Context) -> None:
+    """List the cluster's members as the leader sees them."""
+    ms = run(ctx, lambda kv: kv.members())
+    if state_of(ctx).json:
+        emit_json(ms)
+    else:
+        write_out("".join(member_line(m) + "\n" for m in ms if isinstance(m, dict)))
+
+
+def admin_done(ctx: click.Context, info: Any) -> None:
+    if state_of(ctx).json:
+        emit_json({"ok": True, "info": info})
+    elif info not in (None, "", {}, []):
+        write_out((info if isinstance(info, str) else json.dumps(info, default=str)) + "\n")
+
+
+@cli.command("add-node")
+@click.argument("id")
+@click.argument("addr")
+@click.option("--client", "client_addr", default="", metavar="HOST:PORT", help="Its client address.")
+@click.option("--http", "http_addr", default="", metavar="HOST:PORT", help="Its HTTP address.")
+@click.option("--learner", is_flag=True, help="Add as a non-voting learner.")
+@json_flag
+@click.pass_context
+def add_node(ctx: click.Context, id: str, addr: str, client_addr: str, http_addr: str, learner: bool) -> None:
+    """Add node ID whose peer (Raft) address is ADDR."""
+    admin_done(ctx, run(ctx, lambda kv: kv.add_node(id, addr, client=client_addr, http=http_addr,
+                                                    voter=not learner)))
+
+
+@cli.command("remove-node")
+@click.argument("id")
+@json_flag
+@click.pass_context
+def remove_node(ctx: click.Context, id: str) -> None:
+    """Remove node ID from the cluster."""
+    admin_done(ctx, run(ctx, lambda kv: kv.remove_node(id)))
+
+
+@cli.command("transfer-leader")
+@click.argument("id", required=False)
+@json_flag
+@click.pass_context
+def transfer_leader(ctx: click.Context, id: Optional[str]) -> None:
+    """Hand leadership to node ID (or to the most up-to-date follower)."""
+    admin_done(ctx, run(ctx, lambda kv: kv.transfer_leader(id)))
+
+
+@cli.command()
+@json_flag
+@click.pass_context
+def snapshot(ctx: click.Context) -> None:
+    """Ask the leader to take a snapshot now."""
+    admin_done(ctx, run(ctx, lambda kv: kv.snapshot()))
+
+
+# ------------------------------------------------------------------ errors and entry point
+
+
+def report(e: click.ClickException, state: State) -> None:
+    """One line on stderr for any failure."""
+    message = e.format_message().replace("\n", " ")
+    if isinstance(e, click.UsageError) and e.ctx is not None:
+        if state.in_repl:
+            name = e.ctx.info_name if e.ctx.parent is not None else ""
+            message += f" (see 'help{' ' + name if name else ''}')"
+        else:
+            message += f" (see '{e.ctx.command_path} --help')"
+    if state.json:
+        line = json.dumps({"error": message, "code": e.exit_code}, ensure_ascii=False)
+    else:
+        line = f"kvclient: {message}"
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+
+
+def invoke(args: list[str], state: State) -> int:
+    """Run one command line with click, never exiting; returns the exit status."""
+    try:
+        rv = cli.main(args=args, prog_name="kvclient", standalone_mode=False, obj=state)
+    except click.ClickException as e:
+        report(e, state)
+        return e.exit_code
+    except click.Abort:
+        print("kvclient: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+# ------------------------------------------------------------------ the REPL
+
+REPL_WORDS = ["exit", "quit", "help"]
+
+
+def repl_help() -> str:
+    lines = ["commands (same as on the command line; --json per line):"]
+    for name in sorted(cli.commands):
+        cmd = cli.commands[name]
+        lines.append(f"  {name:<16} {cmd.get_short_help_str(60)}")
+    lines += ["  help [COMMAND]   this list, or the options of COMMAND", "  exit, quit       leave (or EOF)"]
+    return "\n".join(lines) + "\n"
+
+
+def setup_readline() -> Optional[Any]:
+    """History in ~/.kvclient_history and tab completion of command names (tty only)."""
+    try:
+        import readline
+    except ImportError:  # not on every platform: the REPL still works without it
+        return None
+    words = sorted(list(cli.commands) + REPL_WORDS)
+
+    def complete(text: str, i: int) -> Optional[str]:
+        if readline.get_line_buffer()[: readline.get_begidx()].strip():
+            return None  # only the first word is a command name
+        matches = [w + " " for w in words if w.startswith(text)]
+        return matches[i] if i < len(matches) else None
+
+    readline.set_completer(complete)
+    readline.set_completer_delims(" \t")
+    if "libedit" in (readline.__doc__ or ""):
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+    try:
+        readline.read_history_file(HISTORY)
+    except OSError:
+        pass  # no history yet
+    readline.set_history_length(1000)
+    return readline
+
+
+def repl(state: State) -> int:
+    """Read commands until exit/quit/EOF; an error ends that line only. Returns 0."""
+    interactive = sys.stdin.isatty()
+    readline = setup_readline() if interactive else None
+    state.in_repl = True
+    state.repl_json = state.json
+    try:
+        while True:
+            try:
+                line = input("kv> ") if interactive else sys.stdin.readline()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                continue
+            if not interactive and line == "":
+                break  # EOF of a pipe
+            try:
+                words = shlex.split(line)
+            except ValueError as e:
+                print(f"kvclient: {e}", file=sys.stderr, flush=True)
+                continue
+            if not words:
+                continue
+            if words[0] in ("exit", "quit"):
+                break
+            if words[0] == "help":
+                if len(words) > 1:
+                    invoke([words[1], "--help"], state)
+                else:
+                    write_out(repl_help())
+                continue
+            invoke(words, state)
+    finally:
+        state.in_repl = False
+        if readline is not None:
+            try:
+                readline.write_history_file(HISTORY)
+            except OSError:
+                pass  # a read-only home should not break the REPL's exit
+    if interactive:
+        print(file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    state = State()
+    try:
+        code = invoke(sys.argv[1:] if argv is None else argv, state)
+    except BrokenPipeError:
+        # the reader went away (kvclient list | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    finally:
+        state.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
