@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any, Callable, NamedTuple, Optional
 
 import msgpack
@@ -353,15 +353,60 @@ class ClientReply:
     info: Any = None
 
 
-CLIENT_OPS = frozenset(
-    {"get", "put", "delete", "cas", "list", "status", "members", "add_node", "remove_node",
-     "transfer_leader", "snapshot"}
-)
-WRITE_OPS = frozenset({"put", "delete", "cas"})
-# "expired": the write's session is no longer known (or the request is older than its window):
-# it was not applied now; the client starts a new session.
-REPLY_STATUSES = frozenset({"ok", "not_found", "cas_failed", "not_leader", "unavailable", "invalid", "timeout",
-                            "expired"})
+class Op(str, Enum):
+    """A client request's operation. A ``str`` so that it packs as the plain string on the wire."""
+
+    GET = "get"
+    PUT = "put"
+    DELETE = "delete"
+    CAS = "cas"
+    LIST = "list"
+    STATUS = "status"
+    MEMBERS = "members"
+    ADD_NODE = "add_node"
+    REMOVE_NODE = "remove_node"
+    TRANSFER_LEADER = "transfer_leader"
+    SNAPSHOT = "snapshot"
+
+
+class Status(str, Enum):
+    """A reply's status; what a client does with each is in STATUS_CLASS."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    CAS_FAILED = "cas_failed"
+    NOT_LEADER = "not_leader"
+    UNAVAILABLE = "unavailable"
+    INVALID = "invalid"
+    TIMEOUT = "timeout"
+    # The write's session is no longer known (or the request is older than its window): it was
+    # not applied now; the client starts a new session.
+    EXPIRED = "expired"
+
+
+class Outcome(Enum):
+    """How a client treats a reply status: the one table the library, the pipeline and HTTP use."""
+
+    FINAL = "final"          # the answer: return it to the caller
+    REJECTED = "rejected"    # the request is bad: raise, never retry
+    RETRY = "retry"          # ask again (the leader, or later): nothing was applied by this attempt
+    NEW_SESSION = "new_session"  # retry in a fresh session if this was the first send, else unknown
+
+
+STATUS_CLASS: dict[Status, Outcome] = {
+    Status.OK: Outcome.FINAL,
+    Status.NOT_FOUND: Outcome.FINAL,
+    Status.CAS_FAILED: Outcome.FINAL,
+    Status.INVALID: Outcome.REJECTED,
+    Status.NOT_LEADER: Outcome.RETRY,
+    Status.UNAVAILABLE: Outcome.RETRY,
+    Status.TIMEOUT: Outcome.RETRY,
+    Status.EXPIRED: Outcome.NEW_SESSION,
+}
+
+CLIENT_OPS = frozenset(op.value for op in Op)
+WRITE_OPS = frozenset({Op.PUT.value, Op.DELETE.value, Op.CAS.value})
+REPLY_STATUSES = frozenset(st.value for st in Status)
 
 PEER_TYPES = (RequestVote, VoteReply, AppendEntries, AppendReply, Heartbeat, HeartbeatReply,
               TimeoutNow, JoinRequest, JoinReply, InstallSnapshot, InstallSnapshotReply, ReadIndexRequest,
