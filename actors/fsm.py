@@ -15,12 +15,13 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
+from raftkv.records import WRITE_OPS, UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
 from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
-from .supervision import SupervisedActor
+from .supervision import SupervisedActor, die
 
 log = logging.getLogger("actors.fsm")
 
@@ -57,17 +58,23 @@ class KVState:
         self.applied = 0
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
-        """Apply one committed entry; returns (status, value) for a command, None otherwise."""
+        """Apply one committed entry; returns (status, value) for a command, None otherwise.
+
+        Raises UndecodableEntry for an entry this build cannot decode: never skipped, since a
+        node that can decode it applies it (the states would diverge silently)."""
         self.applied = index
         if index % SWEEP_EVERY == 0:
             self._expire(index)
         if kind != EntryKind.COMMAND:
-            return None
+            if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
+                return None
+            raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
         try:
             cmd = decode_record(payload, Command)
-        except DecodeError as e:  # cannot happen for entries we validated on the way in
-            log.error("entry %d is not a command (%s); skipped on every node alike", index, e)
-            return ("invalid", None)
+        except DecodeError as e:
+            raise UndecodableEntry(index, str(e)) from None
+        if cmd.op not in WRITE_OPS:
+            raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
         cid = cmd.client_id
         if not cid:
             return self._execute(cmd)
@@ -228,7 +235,10 @@ class Fsm(SupervisedActor):
                 # Never apply across a gap: the core holds entries back until a snapshot fills it.
                 log.error("fsm: entry %d does not follow applied index %d; not applied", index, st.applied)
                 break
-            res = st.apply(index, e.kind, e.data)
+            try:
+                res = st.apply(index, e.kind, e.data)
+            except UndecodableEntry as err:
+                die(str(err))  # one CRITICAL line naming the index, then a non-zero exit
             self.applied_term = e.term
             if e.kind == EntryKind.CONFIG:
                 self.members = decode_config(e.data)

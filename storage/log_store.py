@@ -2,7 +2,8 @@
 
 Layout (all keys are bytes, so RocksDB's bytewise order is the order we rely on):
 
-- ``b"e" + index`` (8-byte big-endian): one log entry, value = msgpack ``[term, kind, data]``.
+- ``b"e" + index`` (8-byte big-endian): one log entry, value = msgpack ``[term, kind, data]``
+  (the encodings of every value are in :mod:`raftkv.storage.format`).
   Big-endian makes iteration order equal index order, so a range read is one seek.
 - ``b"m/..."``: stable state and identity: term, vote, commit index, the snapshot base
   (index, term of the entry just before ``first_index``), the on-disk format version, and
@@ -14,7 +15,7 @@ fsync. RocksDB does not sync unless asked (DESIGN.md section 8), so every write 
 relies on goes through :meth:`LogStore._synced` (write, then sync the WAL).
 
 A LogStore is owned by one thread at a time (the log manager actor): the cached indexes and
-the shared msgpack Packer are not guarded by locks.
+the shared entry packer are not guarded by locks.
 """
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import msgpack
 import rocksdict
 
-from raftkv.wire.messages import Entry
+from raftkv.records import Entry
 
-FORMAT_VERSION = 1
+from .format import (LOG_FORMAT_VERSION, READABLE_LOG_FORMATS, FormatError, check_version, decode_base, decode_entry,
+                     decode_int, decode_vote, encode_base, entry_packer, pack)
+
+FORMAT_VERSION = LOG_FORMAT_VERSION  # the old name
 
 log = logging.getLogger("storage.log")
 
@@ -80,14 +83,6 @@ def _entry_index(key: bytes) -> int:
     return _ENTRY_KEY.unpack(key)[1]
 
 
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
-
-
 class LogStore:
     """The durable Raft log plus term, vote, commit index and identity metadata.
 
@@ -118,7 +113,7 @@ class LogStore:
         self._sync_opts.sync = True
         self._nosync_opts = rocksdict.WriteOptions()
         self._nosync_opts.sync = False
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._pack_entry = entry_packer()
         # Bounds range reads to entry keys, so a short log never reads stable state as entries.
         self._entries_ro = rocksdict.ReadOptions()
         self._entries_ro.set_iterate_upper_bound(_ENTRY_END)
@@ -134,27 +129,22 @@ class LogStore:
         """Check the format version and fill the in-memory caches."""
         db = self._db
         if self._is_empty():
-            db.put(_K_FORMAT, _pack(FORMAT_VERSION), self._sync_opts)
+            db.put(_K_FORMAT, pack(FORMAT_VERSION), self._sync_opts)
             log.info("created a new log store at %s (format version %d)", self.path, FORMAT_VERSION)
-        else:
+        try:
             raw = db.get(_K_FORMAT)
-            version = None if raw is None else _unpack(raw)
-            if version != FORMAT_VERSION:
-                found = "no format version" if version is None else f"format version {version!r}"
-                raise StorageError(
-                    f"log store at {self.path} has {found}, this build reads {FORMAT_VERSION}"
-                )
-
-        raw = db.get(_K_TERM)
-        term = 0 if raw is None else _unpack(raw)
-        raw = db.get(_K_VOTE)
-        vote = None if raw is None else _unpack(raw)
-        raw = db.get(_K_COMMIT)
-        commit = 0 if raw is None else _unpack(raw)
+            check_version(None if raw is None else decode_int(raw, "format version"), READABLE_LOG_FORMATS)
+            raw = db.get(_K_TERM)
+            term = 0 if raw is None else decode_int(raw, "term")
+            raw = db.get(_K_VOTE)
+            vote = None if raw is None else decode_vote(raw)
+            raw = db.get(_K_COMMIT)
+            commit = 0 if raw is None else decode_int(raw, "commit index")
+            raw = db.get(_K_BASE)
+            base_index, base_term = (0, 0) if raw is None else decode_base(raw)
+        except FormatError as e:
+            raise StorageError(f"log store at {self.path}: {e}") from None
         self._stable = StableState(term, vote, commit)
-
-        raw = db.get(_K_BASE)
-        base_index, base_term = (0, 0) if raw is None else _unpack(raw)
         self._base: tuple[int, int] = (base_index, base_term)
         self._first = self._base[0] + 1
 
@@ -237,14 +227,16 @@ class LogStore:
         """
         out: list[Entry] = []
         append = out.append
-        unpackb = msgpack.unpackb
         first = last = None
         items = self._db.items(from_key=_entry_key(lo), read_opt=self._entries_ro)
         for key, value in itertools.islice(items, n):
             if first is None:
                 first = key
             last = key
-            append(Entry(*unpackb(value)))
+            try:
+                append(decode_entry(value))
+            except FormatError as e:
+                raise StorageError(f"log store at {self.path}: entry {_entry_index(key)} is unreadable: {e}") from None
         if first != _entry_key(lo) or last != _entry_key(lo + len(out) - 1):
             return []
         return out
@@ -304,22 +296,22 @@ class LogStore:
             wb.delete_range(_entry_key(truncate_from), _ENTRY_END)
         if entries:
             put = wb.put
-            pack = self._packer.pack
+            pack_entry = self._pack_entry
             key = _ENTRY_KEY.pack
             index = first_index
             for e in entries:
                 # Entry is a NamedTuple, so it packs as the array [term, kind, data]
-                put(key(_ENTRY_PREFIX, index), pack(e))
+                put(key(_ENTRY_PREFIX, index), pack_entry(e))
                 index += 1
         if term is not None:
-            wb.put(_K_TERM, _pack(term))
+            wb.put(_K_TERM, pack(term))
         if vote is not UNSET:
             if vote is None:
                 wb.delete(_K_VOTE)
             else:
-                wb.put(_K_VOTE, _pack(vote))
+                wb.put(_K_VOTE, pack(vote))
         if commit is not None:
-            wb.put(_K_COMMIT, _pack(commit))
+            wb.put(_K_COMMIT, pack(commit))
         if wb.is_empty():
             return
         self._synced(wb) if sync else self._db.write(wb, self._nosync_opts)
@@ -352,7 +344,7 @@ class LogStore:
         wb = rocksdict.WriteBatch(raw_mode=True)
         end = _entry_key(upto_index + 1) if keep_suffix else _ENTRY_END
         wb.delete_range(_entry_key(0), end)
-        wb.put(_K_BASE, _pack([upto_index, upto_term]))
+        wb.put(_K_BASE, encode_base(upto_index, upto_term))
         self._synced(wb)
         self._base = (upto_index, upto_term)
         self._first = upto_index + 1

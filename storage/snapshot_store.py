@@ -8,7 +8,7 @@ here)::
     body_crc32 u32 | members_len u32 | members (msgpack Configuration record) | header_crc32 u32
     body...
 
-All integers are big-endian. ``header_crc32`` covers every header byte before it, so a
+All integers are big-endian; the members' encoding is :mod:`raftkv.storage.format`'s. ``header_crc32`` covers every header byte before it, so a
 damaged header is told apart from a damaged body. The body is streamed: the header is
 written with a zero length and checksum first and rewritten once the body is complete.
 
@@ -27,9 +27,12 @@ import zlib
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator, Optional
 
-from raftkv.wire.messages import Configuration, DecodeError, Member, decode_record, encode_record
+from raftkv.records import Member
 
-FORMAT_VERSION = 1
+from .format import (READABLE_SNAPSHOT_FORMATS, SNAPSHOT_FORMAT_VERSION, FormatError, check_version, decode_members,
+                     encode_members)
+
+FORMAT_VERSION = SNAPSHOT_FORMAT_VERSION  # the old name
 MAGIC = b"RKVSNAP\0"
 CHUNK_SIZE = 1 << 20  # reads are chunked so that a large snapshot never sits whole in memory
 
@@ -110,7 +113,7 @@ class SnapshotStore:
         returns, the file and its directory entry are fsynced: the log prefix may be dropped.
         Then all but the newest ``keep`` snapshots are deleted (never the one just written).
         """
-        members_blob = encode_record(Configuration(list(members)))
+        members_blob = encode_members(list(members))
         final = os.path.join(self.directory, f"snap-{last_index:020d}-{last_term}.snap")
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
         try:
@@ -186,10 +189,10 @@ class SnapshotStore:
          members_len) = _FIXED.unpack(fixed)
         if magic != MAGIC:
             raise CorruptSnapshot(f"{name}: not a snapshot file (bad magic)")
-        if version != FORMAT_VERSION:
-            raise CorruptSnapshot(
-                f"{name}: format version {version}, this build reads {FORMAT_VERSION}"
-            )
+        try:
+            check_version(version, READABLE_SNAPSHOT_FORMATS)
+        except FormatError as e:
+            raise CorruptSnapshot(f"{name}: {e}") from None
         if members_len > _MAX_MEMBERS_LEN:
             raise CorruptSnapshot(f"{name}: damaged header (members length {members_len})")
         members_blob = f.read(members_len)
@@ -199,8 +202,8 @@ class SnapshotStore:
         if zlib.crc32(fixed + members_blob) != _CRC.unpack(stored_crc)[0]:
             raise CorruptSnapshot(f"{name}: header checksum mismatch")
         try:
-            members = decode_record(members_blob, Configuration).members
-        except DecodeError as e:
+            members = decode_members(members_blob)
+        except FormatError as e:
             raise CorruptSnapshot(f"{name}: bad members record: {e}") from None
         body_offset = f.tell()
         actual = os.fstat(f.fileno()).st_size - body_offset

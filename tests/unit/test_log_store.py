@@ -329,3 +329,39 @@ def test_empty_write_does_nothing(store, monkeypatch):
     calls = _record_writes(store, monkeypatch)
     store.write()
     assert calls == []
+
+
+def _raw_put(path: str, key: bytes, value: bytes) -> None:
+    db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True))
+    db[key] = value
+    db.close()
+
+
+def test_entry_written_with_an_appended_field_is_read(path):
+    # a newer build may append a field to the stored entry: this one reads what it knows
+    s = LogStore(path)
+    s.write(entries=[_e(1, 0), _e(1, 1)])
+    s.close()
+    _raw_put(path, log_store._entry_key(2), msgpack.packb([1, EntryKind.COMMAND, b"x", "newer"], use_bin_type=True))
+    s = LogStore(path)
+    assert s.all_entries() == [_e(1, 0), Entry(1, EntryKind.COMMAND, b"x")]
+    s.close()
+
+
+def test_damaged_entry_is_an_error_naming_its_index(path):
+    s = LogStore(path)
+    s.write(entries=[_e(1, i) for i in range(3)])
+    s.close()
+    _raw_put(path, log_store._entry_key(2), msgpack.packb([1, "one", b"x"]))
+    s = LogStore(path)
+    with pytest.raises(StorageError, match="entry 2 is unreadable: entry: wrong field types"):
+        s.all_entries()
+    assert s.entries(3, 4) == [_e(1, 2)]
+    s.close()
+
+
+def test_wrong_typed_stable_state_is_refused(path):
+    LogStore(path).close()
+    _raw_put(path, b"m/term", msgpack.packb("7"))
+    with pytest.raises(StorageError, match="term: expected a non-negative int"):
+        LogStore(path)

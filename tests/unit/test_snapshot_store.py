@@ -167,3 +167,29 @@ def test_save_fsyncs_file_then_renames_then_fsyncs_directory(tmp_path, monkeypat
         ("rename", "snap-00000000000000000007-3.snap"),
         ("fsync", "dir"),
     ]
+
+
+def test_members_written_with_appended_fields_are_read(tmp_path, monkeypatch):
+    # a newer build may append a field to each member (and to the record): this one reads the rest
+    import msgpack
+
+    from raftkv.storage import format as disk
+
+    def newer(members):
+        return msgpack.packb([31, [[list(m) + ["zone-a"] for m in members], "extra"]], use_bin_type=True)
+
+    monkeypatch.setattr(snapshot_store, "encode_members", newer)
+    store = SnapshotStore(str(tmp_path))
+    store.save(10, 2, MEMBERS, iter(_body(10)))
+    monkeypatch.setattr(snapshot_store, "encode_members", disk.encode_members)
+    (meta,) = SnapshotStore(str(tmp_path)).list()
+    assert meta.members == MEMBERS
+
+
+def test_unknown_snapshot_format_version_is_skipped(tmp_path, caplog):
+    store = SnapshotStore(str(tmp_path))
+    path = store.save(10, 2, MEMBERS, iter(_body(10)))
+    _flip_byte(path, 8 + 3)  # the low byte of the version: 1 -> 254
+    with caplog.at_level(logging.WARNING):
+        assert store.list() == []
+    assert "format version 254, this build reads 1" in caplog.text
