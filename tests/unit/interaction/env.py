@@ -29,8 +29,10 @@ Commands (node arguments are numbers: ``1`` means node ``n1``)::
     deliver-msgs <id>... [from=<id>] [type=<MsgType>]   deliver queued messages to these nodes
     drop-msgs [from=<id>] [to=<id>] [type=<MsgType>]    drop queued messages
     stabilize [<id>...]                 handle Readies and deliver messages until nothing is left
-    isolate <id> / cut <id> <id> / heal partition the network (messages on a cut link are dropped
-                                        when delivered) and heal it
+    isolate <id> / cut <id> <id> / heal partition the network and heal it: a message is lost if
+                                        its link is cut when it is sent or when it is delivered;
+                                        one sent before a cut and delivered after the heal gets
+                                        through (a delayed message)
     raft-state / raft-log <id> / status <id>   print roles, a log, a leader's progress
     log-level none|info                 none: print nothing but errors (for set-up)
 """
@@ -228,8 +230,8 @@ class InteractionEnv:
         elif c.leader_id is not None:
             nd.read_ids += 1
             nd.forwarded[nd.read_ids] = label
-            self.net.append(InFlight(nd.id, c.leader_id, ReadIndexRequest(c.term, nd.read_ids)))
             self.emit(f"{nd.id}: read {label} forwarded to {c.leader_id} as req {nd.read_ids}")
+            self.send(nd.id, c.leader_id, ReadIndexRequest(c.term, nd.read_ids), "")
         else:
             raise NotLeader(None)
 
@@ -268,11 +270,9 @@ class InteractionEnv:
     # ------------------------------------------------------------------ Ready and messages
 
     def cmd_process_ready(self, args: list) -> None:
-        ids = self.ids(args)
-        for nid in ids:
-            if len(ids) > 1:
-                self.emit(f"> {nid} handling Ready")
-            self.process_ready(self.nodes[nid], indent="  " if len(ids) > 1 else "")
+        for nid in self.ids(args):
+            self.emit(f"> {nid} handling Ready")
+            self.process_ready(self.nodes[nid], indent="  ")
 
     def process_ready(self, nd: Node, indent: str) -> None:
         """Take one Ready and carry it out as the actors do."""
@@ -281,15 +281,15 @@ class InteractionEnv:
         for line in format_ready(nd.id, c, rd) or ["(empty)"]:
             self.emit(indent + line)
         for to, m in rd.send:
-            self.net.append(InFlight(nd.id, to, m))
+            self.send(nd.id, to, m, indent)
         # The persist is synced here and now; then what waited for it may leave.
         p = rd.persist
-        for to, m in rd.send_after_persist + nd.after_next_persist:
-            self.net.append(InFlight(nd.id, to, m))
-        if nd.after_next_persist:
-            for to, m in nd.after_next_persist:
-                self.emit(f"{indent}Snapshot installed, reply after persist: {format_send(nd.id, to, m)}")
-            nd.after_next_persist = []
+        for to, m in rd.send_after_persist:
+            self.send(nd.id, to, m, indent)
+        for to, m in nd.after_next_persist:
+            self.emit(f"{indent}Snapshot installed, reply after persist: {format_send(nd.id, to, m)}")
+            self.send(nd.id, to, m, indent)
+        nd.after_next_persist = []
         if p.entries:
             c.on_persisted(p.first + len(p.entries) - 1, p.entries[-1].term)
         if rd.committed:
@@ -302,10 +302,10 @@ class InteractionEnv:
         for index, handles in rd.reads:
             for h in handles:
                 if type(h) is RemoteRead:
-                    self.net.append(InFlight(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, index, True)))
+                    self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, index, True), indent)
         for h in rd.reads_failed:
             if type(h) is RemoteRead:
-                self.net.append(InFlight(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, 0, False)))
+                self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, 0, False), indent)
         for m in rd.read_index_replies:
             label = nd.forwarded.pop(m.req_id, None)
             if label is not None:
@@ -320,9 +320,9 @@ class InteractionEnv:
                 self.emit(f"{indent}no snapshot to send to {peer}")
                 c.snapshot_failed(peer)
                 continue
-            self.net.append(InFlight(nd.id, peer, InstallSnapshot(c.term, s.index, s.term, 0, s.data, True,
-                                                                  list(s.members))))
             self.emit(f"{indent}sending snapshot {s.term}/{s.index} to {peer}")
+            self.send(nd.id, peer, InstallSnapshot(c.term, s.index, s.term, 0, s.data, True, list(s.members)),
+                      indent)
         for leader, m in rd.snapshot_chunks:
             if not m.done or m.offset != 0:
                 raise ValueError("the environment streams snapshots in one chunk")
@@ -330,6 +330,13 @@ class InteractionEnv:
             c.install_snapshot(m.last_index, m.last_term, list(m.members))
             nd.applied = m.last_index
             nd.after_next_persist.append((leader, InstallSnapshotReply(c.term, m.last_index, len(m.data), True)))
+
+    def send(self, frm: str, to: str, msg: Any, indent: str) -> None:
+        """Put a message on the network, unless the link is cut (then it is lost, and said so)."""
+        if (frm, to) in self.cut:
+            self.emit(f"{indent}dropped: {format_send(frm, to, msg)}  (partitioned)")
+            return
+        self.net.append(InFlight(frm, to, msg))
 
     def has_work(self, nd: Node) -> bool:
         return nd.core.has_ready() or bool(nd.after_next_persist)
@@ -360,8 +367,12 @@ class InteractionEnv:
         frm = self.opt(args, "from")
         kind = self.opt(args, "type")
         targets = self.ids(args) or list(self.nodes)
+        src = node_id(frm) if frm else None
         for to in targets:
-            self.deliver(to, node_id(frm) if frm else None, kind, "")
+            if any(f.to == to and (src is None or f.frm == src) and (kind is None or type(f.msg).__name__ == kind)
+                   for f in self.net):
+                self.emit(f"> {to} receiving messages")
+                self.deliver(to, src, kind, "  ")
 
     def cmd_drop_msgs(self, args: list) -> None:
         frm, to, kind = self.opt(args, "from"), self.opt(args, "to"), self.opt(args, "type")
