@@ -47,7 +47,7 @@ from raftkv.actors.memlog import MemLog
 from raftkv.wire.messages import (EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                                   ReadIndexRequest)
 
-from .datadriven import CmdArg, TestCase, parse_line
+from .datadriven import TestCase, parse_line
 from .printing import format_entry, format_members, format_progress, format_ready, format_send
 
 ELECTION_MIN, ELECTION_MAX, HEARTBEAT = 10, 20, 3
@@ -453,4 +453,4 @@ class InteractionEnv:
             self.emit("no messages in flight")
 
 
-__all__ = ["InteractionEnv", "CmdArg"]
+__all__ = ["InteractionEnv"]
