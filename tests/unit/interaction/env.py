@@ -299,14 +299,16 @@ class InteractionEnv:
 
     def answer_reads(self, nd: Node, rd: Any, indent: str) -> None:
         """Leader: answer forwarded reads (actors/leader.py on_reads). Follower: the leader's answers."""
-        for index, handles in rd.reads:
+        # getattr: Ready's fields are being reworked (issue 15); a field that goes away must not
+        # break the environment, only change what the scenarios print.
+        for index, handles in getattr(rd, "reads", []):
             for h in handles:
                 if type(h) is RemoteRead:
                     self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, index, True), indent)
-        for h in rd.reads_failed:
+        for h in getattr(rd, "reads_failed", []):
             if type(h) is RemoteRead:
                 self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, 0, False), indent)
-        for m in rd.read_index_replies:
+        for m in getattr(rd, "read_index_replies", []):
             label = nd.forwarded.pop(m.req_id, None)
             if label is not None:
                 self.emit(f"{indent}read {label}: {'serve at index ' + str(m.index) if m.ok else 'failed'}")
@@ -314,7 +316,7 @@ class InteractionEnv:
     def snapshot_outputs(self, nd: Node, rd: Any, indent: str) -> None:
         """The snapshotter: stream the newest snapshot in one chunk; install a received one at once."""
         c = nd.core
-        for peer in rd.snapshots_to_send:
+        for peer in getattr(rd, "snapshots_to_send", []):
             s = nd.snapshot
             if s is None:
                 self.emit(f"{indent}no snapshot to send to {peer}")
@@ -323,7 +325,7 @@ class InteractionEnv:
             self.emit(f"{indent}sending snapshot {s.term}/{s.index} to {peer}")
             self.send(nd.id, peer, InstallSnapshot(c.term, s.index, s.term, 0, s.data, True, list(s.members)),
                       indent)
-        for leader, m in rd.snapshot_chunks:
+        for leader, m in getattr(rd, "snapshot_chunks", []):
             if not m.done or m.offset != 0:
                 raise ValueError("the environment streams snapshots in one chunk")
             nd.snapshot = Snapshot(m.last_index, m.last_term, list(m.members), m.data)
@@ -380,7 +382,7 @@ class InteractionEnv:
         for f in self.net:
             if ((frm is None or f.frm == node_id(frm)) and (to is None or f.to == node_id(to))
                     and (kind is None or type(f.msg).__name__ == kind)):
-                self.emit("dropped " + format_send(f.frm, f.to, f.msg))
+                self.emit("dropped: " + format_send(f.frm, f.to, f.msg))
             else:
                 keep.append(f)
         self.net = keep
