@@ -33,6 +33,9 @@ Commands (node arguments are numbers: ``1`` means node ``n1``)::
                                         its link is cut when it is sent or when it is delivered;
                                         one sent before a cut and delivered after the heal gets
                                         through (a delayed message)
+    restart <id> [uptime=<ticks>]       rebuild the core from what it persisted (default uptime 0:
+                                        a node that has just started ignores candidates for the
+                                        minimum election timeout)
     raft-state / raft-log <id> / status <id>   print roles, a log, a leader's progress
     log-level none|info                 none: print nothing but errors (for set-up)
 """
@@ -42,7 +45,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from raftkv.actors.core import LEADER, CoreConfig, NotLeader, RaftCore, RemoteRead
+from raftkv.actors.core import LEADER, CoreConfig, NotLeader, PersistBatch, RaftCore, RemoteRead
 from raftkv.actors.memlog import MemLog
 from raftkv.wire.messages import (EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                                   ReadIndexRequest)
@@ -64,11 +67,40 @@ class Snapshot:
 
 
 @dataclass
+class Disk:
+    """What a node has synced (the log store): hard state, commit index and the log."""
+
+    term: int
+    vote: Optional[str]
+    commit: int
+    log: MemLog
+
+    def write(self, p: PersistBatch) -> None:
+        """Apply one persisted batch, in the order the log writer does: truncate, append, compact."""
+        if p.term is not None:
+            self.term, self.vote = p.term, p.vote
+        if p.truncate_from is not None and p.truncate_from <= self.log.last_index():
+            self.log.truncate_from(max(p.truncate_from, self.log.base_index + 1))
+        if p.entries:
+            if p.first <= self.log.last_index():
+                self.log.truncate_from(p.first)
+            assert p.first == self.log.last_index() + 1, "a gap in the persisted log"
+            self.log.append(list(p.entries))
+        if p.compact_to is not None:
+            self.log.compact(*p.compact_to)
+        if p.commit is not None:
+            self.commit = max(self.commit, p.commit)
+
+
+@dataclass
 class Node:
     """One core and the shell state around it."""
 
     id: str
     core: RaftCore
+    cfg: CoreConfig
+    members: list  # the configuration it was started with
+    disk: Disk
     snapshot: Optional[Snapshot] = None
     read_ids: int = 0  # ReadIndexRequest ids, as the Follower actor numbers them
     forwarded: dict = field(default_factory=dict)  # req_id -> label of a read forwarded to the leader
@@ -186,12 +218,28 @@ class InteractionEnv:
             core = RaftCore(nid, cfg, term=term, log=MemLog(index, term), members=members, commit=index,
                             rng=random.Random(len(self.nodes) + 1))
             core.sync_clock(uptime)
-            nd = Node(nid, core, applied=index)
+            nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index)
             if index:
                 nd.snapshot = Snapshot(index, term, list(members), f"snap@{index}".encode())
             self.nodes[nid] = nd
             self.emit(f"{nid}: {core.role} term={core.term} commit={core.commit} "
                       f"last={core.log.last_term()}/{core.log.last_index()} {format_members(core.members)}")
+
+    def cmd_restart(self, args: list) -> None:
+        """The process restarts: memory is lost, the core is rebuilt from what was synced (and the
+        state machine from the newest snapshot). Messages in flight to it are still delivered."""
+        nd = self.one(args)
+        d = nd.disk
+        members = nd.snapshot.members if nd.snapshot is not None else nd.members
+        core = RaftCore(nd.id, nd.cfg, term=d.term, vote=d.vote,
+                        log=MemLog(d.log.base_index, d.log.base_term, list(d.log.entries)),
+                        members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])))
+        core.sync_clock(int(self.opt(args, "uptime", "0")))
+        nd.core = core
+        nd.after_next_persist, nd.forwarded = [], {}
+        nd.applied = d.log.base_index
+        self.emit(f"{nd.id}: restarted: {core.role} term={core.term} vote={core.vote} commit={core.commit} "
+                  f"last={core.log.last_term()}/{core.log.last_index()} {format_members(core.members)}")
 
     # ------------------------------------------------------------------ inputs
 
@@ -290,12 +338,27 @@ class InteractionEnv:
             self.emit(f"{indent}Snapshot installed, reply after persist: {format_send(nd.id, to, m)}")
             self.send(nd.id, to, m, indent)
         nd.after_next_persist = []
+        nd.disk.write(p)
+        self.check_disk(nd, indent)
         if p.entries:
             c.on_persisted(p.first + len(p.entries) - 1, p.entries[-1].term)
         if rd.committed:
             nd.applied = rd.committed[-1][0]
         self.answer_reads(nd, rd, indent)
         self.snapshot_outputs(nd, rd, indent)
+
+    def check_disk(self, nd: Node, indent: str) -> None:
+        """After a Ready is persisted, the disk must hold exactly the core's hard state and log:
+        the PersistBatch is the core's whole account of its durable state."""
+        c, d = nd.core, nd.disk
+        problems = []
+        if (d.term, d.vote) != (c.term, c.vote):
+            problems.append(f"hard state on disk {d.term}/{d.vote}, in the core {c.term}/{c.vote}")
+        if (d.log.base_index, d.log.base_term, d.log.entries) != (c.log.base_index, c.log.base_term, c.log.entries):
+            problems.append(f"log on disk {d.log.base_term}/{d.log.base_index}+{len(d.log.entries)}, in the core "
+                            f"{c.log.base_term}/{c.log.base_index}+{len(c.log.entries)}")
+        for problem in problems:
+            self.out.append(f"{indent}DISK MISMATCH {nd.id}: {problem}")  # shown even with log-level none
 
     def answer_reads(self, nd: Node, rd: Any, indent: str) -> None:
         """Leader: answer forwarded reads (actors/leader.py on_reads). Follower: the leader's answers."""
