@@ -6,6 +6,10 @@ follower.py, snapshotter.py): a Ready is persisted synchronously (then ``on_pers
 messages are queued, confirmed reads are answered, snapshots are streamed in one chunk and
 installed at once. Nothing runs unless a command says so, so every step is visible.
 
+Each node has a disk model written only from ``Ready.persist``; after every Ready it must equal
+the core's hard state and log (a DISK MISMATCH line otherwise), and ``restart`` rebuilds the
+core from it.
+
 Commands (node arguments are numbers: ``1`` means node ``n1``)::
 
     add-nodes <count> [voters=(1,2,3)] [learners=(4)] [index=<k>] [pre-vote=true]
@@ -36,7 +40,8 @@ Commands (node arguments are numbers: ``1`` means node ``n1``)::
     restart <id> [uptime=<ticks>]       rebuild the core from what it persisted (default uptime 0:
                                         a node that has just started ignores candidates for the
                                         minimum election timeout)
-    raft-state / raft-log <id> / status <id>   print roles, a log, a leader's progress
+    raft-state / raft-log <id> / status <id> / msgs   print roles, a log, a leader's progress,
+                                        the messages in flight
     log-level none|info                 none: print nothing but errors (for set-up)
 """
 from __future__ import annotations
