@@ -141,7 +141,7 @@ def run_file(path: str, handler: Callable[[TestCase], str], rewrite: Optional[bo
         outputs.append(actual)
     if rewrite:
         # Replace expected blocks from the end so earlier spans stay valid.
-        for case, out in reversed(list(zip(cases, outputs))):
+        for case, out in reversed(list(zip(cases, outputs, strict=True))):
             a, b = case.expected_span
             lines[a:b] = out.split("\n")
         new = "\n".join(lines)
