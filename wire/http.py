@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
-import hashlib
 import json
 import logging
 import queue
@@ -58,7 +57,9 @@ from raftkv.wire.client import (
     CONSISTENCY_LEVELS, Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable, json_item,
     parse_servers,
 )
+from raftkv.wire.address import parse_bind
 from raftkv.wire.messages import ClientReply, ClientRequest
+from raftkv.wire.session import idempotency_session
 
 __all__ = ["AsyncRoute", "HttpGateway", "idempotency_session", "parse_bind"]
 
@@ -89,20 +90,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # e.g. Windows: the standard loop does the same, slower
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """``":8001"`` -> ("0.0.0.0", 8001); ``"HOST:PORT"`` -> (HOST, PORT); ``"[::1]:80"`` -> ("::1", 80)."""
-    host, sep, port = bind.strip().rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"bad HTTP address {bind!r}: expected [HOST]:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
-def idempotency_session(key: str) -> tuple[str, int]:
-    """The write session (client_id, seq) an ``Idempotency-Key`` header value stands for."""
-    return "idem-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32], 1
 
 
 class _HttpError(Exception):
