@@ -33,6 +33,7 @@ log = logging.getLogger("raftkv.wire.http")
 REMOTE_LEADER_HINT = 1.0  # seconds a not_leader redirect sends requests straight to the workers
 SESSION_CHUNK = 512  # writes per gateway session: below the FSM's per-session window (1024)
 _STALE = "stale"
+_NOT_LEADER = Status.NOT_LEADER.value
 
 
 class Workers:
@@ -194,7 +195,7 @@ class RequestEngine:
         if oc is Outcome.FINAL:
             self.server.finish(r, reply_answer(r.req, rep))
         elif oc is Outcome.RETRY:
-            if st == Status.NOT_LEADER and rep.leader_client:
+            if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
             self._to_worker(r)
         elif oc is Outcome.REJECTED:

@@ -30,6 +30,10 @@ __all__ = ["GatewayApi", "handle", "kv_request", "reply_answer", "write_answer",
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _METHODS = frozenset({"GET", "PUT", "DELETE", "POST", "PATCH", "HEAD"})
 _LINEARIZABLE = CONSISTENCY_LEVELS[0]
+# The plain strings of the enums, looked up once: ``Op.GET.value`` costs ~0.3 us per use on
+# Python 3.11, and these run for every request of the hot path.
+_GET, _PUT, _DELETE, _CAS = Op.GET.value, Op.PUT.value, Op.DELETE.value, Op.CAS.value
+_OK, _NOT_FOUND, _CAS_FAILED = Status.OK.value, Status.NOT_FOUND.value, Status.CAS_FAILED.value
 
 
 class GatewayApi(Protocol):
@@ -73,11 +77,11 @@ def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
         consistency = (q.get("consistency") if q else None) or _LINEARIZABLE
         if consistency not in CONSISTENCY_LEVELS:
             raise HttpError(400, f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
-        return ClientRequest(Op.GET.value, key=key, consistency=consistency)
+        return ClientRequest(_GET, key=key, consistency=consistency)
     if method == "PUT":
         req = _write_request(key, q or {}, r.body)
     else:
-        req = ClientRequest(Op.DELETE.value, key=key)
+        req = ClientRequest(_DELETE, key=key)
     r.write = True
     session = _session(r)
     if session is not None:
@@ -88,11 +92,11 @@ def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
 
 def reply_answer(req: ClientRequest, rep: ClientReply) -> Answer:
     """The answer to a final reply (Outcome.FINAL) of the node to ``req``."""
-    if req.op == Op.GET:
+    if req.op == _GET:
         st = rep.status
-        if st == Status.OK:
+        if st == _OK:
             return 200, rep.value if rep.value is not None else b"", OCTETS, (), False
-        if st == Status.NOT_FOUND:
+        if st == _NOT_FOUND:
             return HttpError(404, "key not found", leader=rep.leader_id).answer()
         return HttpError(500, f"get: unexpected reply {st!r}", leader=rep.leader_id).answer()
     return write_answer(req.op, rep.status, rep.leader_id)
@@ -100,11 +104,11 @@ def reply_answer(req: ClientRequest, rep: ClientReply) -> Answer:
 
 def write_answer(op: str, status: str, leader: Optional[str]) -> Answer:
     """The answer to a write's final reply status."""
-    if status == Status.OK:
+    if status == _OK:
         return 204, b"", JSON, (), False
-    if status == Status.CAS_FAILED and op != Op.DELETE:
+    if status == _CAS_FAILED and op != _DELETE:
         return HttpError(412, "compare failed", leader=leader).answer()
-    if status == Status.NOT_FOUND and op == Op.DELETE:
+    if status == _NOT_FOUND and op == _DELETE:
         return HttpError(404, "key not found", leader=leader).answer()
     return HttpError(500, f"unexpected reply {status!r}", leader=leader).answer()
 
@@ -143,7 +147,7 @@ def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> An
     if method == "PUT":
         req = _write_request(key, q, r.body)
     elif method == "DELETE":
-        req = ClientRequest(Op.DELETE.value, key=key)
+        req = ClientRequest(_DELETE, key=key)
     else:
         raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
     session = _session(r)
@@ -233,13 +237,13 @@ def _write_request(key: str, q: dict, body: bytes) -> ClientRequest:
         raise HttpError(400, "prev_exist=true needs prev_value")
     body = bytes(body)
     if prev_exist == "false":
-        return ClientRequest(Op.CAS.value, key=key, value=body, expect_absent=True)
+        return ClientRequest(_CAS, key=key, value=body, expect_absent=True)
     if prev_value is not None:
         try:
             expected = prev_value.encode("utf-8")
         except UnicodeEncodeError:
             raise HttpError(400, "expected value is not valid UTF-8") from None
-        return ClientRequest(Op.CAS.value, key=key, value=body, expected=expected)
-    return ClientRequest(Op.PUT.value, key=key, value=body)
+        return ClientRequest(_CAS, key=key, value=body, expected=expected)
+    return ClientRequest(_PUT, key=key, value=body)
 
 
