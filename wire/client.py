@@ -13,8 +13,11 @@ stuck in its send/receive lock-step, so it is closed (LINGER 0) and reopened, an
 goes to the next server, with exponential backoff and jitter between rounds, until the overall
 deadline of the call. Two additions to the pattern: ZMQ_IMMEDIATE plus a POLLOUT wait skips a
 node that refuses connections after ``connect_timeout``, and a socket monitor notices a node
-whose connection drops mid-request (it died), so neither costs a whole attempt. Writes carry ``(client_id, seq)`` and a retry reuses them, so the
-server's session table (Raft thesis 6.3) applies a retried write at most once.
+whose connection drops mid-request (it died), so neither costs a whole attempt. Writes carry
+``(client_id, seq)`` and a retry reuses them, so the server's session table (Raft thesis 6.3)
+applies a retried write at most once. What each reply status means, the sessions, the backoff
+and the errors at the deadline are the session engine's (wire/session.py), shared with the
+pipeline (``put_many``/``get_many``, wire/pipeline.py) and the HTTP gateway.
 
 Thread safety: a :class:`Client` may be shared between threads, but its calls are serialised
 by an internal lock (ZeroMQ sockets must not be used by two threads at once). For concurrency,

@@ -49,7 +49,6 @@ from .client import Client, parse_servers
 from .http_engine import REMOTE_LEADER_HINT, SESSION_CHUNK, RequestEngine
 from .http_routes import handle
 from .http_server import IDLE_TIMEOUT, MAX_PIPELINED, AsyncRoute, HttpError, HttpServer
-from .http_server import Mailbox as _Mailbox  # noqa: F401 (the old name, for tests)
 from .session import idempotency_session
 
 __all__ = ["AsyncRoute", "HttpGateway", "idempotency_session", "parse_bind", "IDLE_TIMEOUT", "MAX_PIPELINED",

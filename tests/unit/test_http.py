@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from tests.unit.fake_frontdoor import FakeFrontDoor
-from raftkv.wire.http import HttpGateway, _Mailbox, idempotency_session, parse_bind
+from raftkv.wire.http import HttpGateway, idempotency_session, parse_bind
+from raftkv.wire.http_server import Mailbox
 from raftkv.wire.messages import ClientReply
 
 
@@ -489,7 +490,7 @@ def test_mailbox_wakes_the_loop_once_per_burst():
             Loop.calls += 1
 
     drained = []
-    box = _Mailbox(Loop(), None)
+    box = Mailbox(Loop(), None)
     for i in range(100):
         box.put(i, "reply")
     assert Loop.calls == 1 and len(box.q) == 100
