@@ -18,12 +18,12 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from .client import Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable
 from .http_routes import invalid, kv_request, reply_answer, write_answer
 from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
-from .messages import ClientReply, Status
+from .messages import ClientReply, ClientRequest, Status
 from .session import Outcome, Session, attempt_time, may_renew, outcome
 
 __all__ = ["RequestEngine", "Workers", "SESSION_CHUNK", "REMOTE_LEADER_HINT"]
@@ -94,17 +94,18 @@ class RequestEngine:
     in-process key request (worker thread). :meth:`attach` gives it the server it answers through.
     """
 
+    server: HttpServer  # set by attach(), before the server starts
+
     def __init__(self, servers: list[str], *, timeout: float, pool_size: int, local: Optional[tuple],
                  submit: Optional[Callable[[list], None]], handle: Callable[[AsyncRoute], Answer]) -> None:
         self.servers = servers
         self.timeout = timeout
         self.pool_size = pool_size
         self.local = local  # (this node's client address, in-process call): see Client
-        self.submit = submit
+        self.submit: Callable[[list], None] | None = submit
         self.handle = handle
         # One attempt of the in-process path, as the Client's own per-attempt wait.
         self.attempt = attempt_time(timeout)
-        self.server: Optional[HttpServer] = None
         self._idle: collections.deque[Client] = collections.deque()
         self._workers = Workers(pool_size, "http-worker")
         self._batch: list = []  # (route, ClientRequest) parsed in this loop iteration
@@ -166,8 +167,10 @@ class RequestEngine:
         if not batch:
             return
         self._batch = []
+        submit = self.submit
+        assert submit is not None  # only the in-process path (submit given) queues batches
         try:
-            self.submit(batch)
+            submit(batch)
         except Exception as e:  # noqa: BLE001 (the node is stopping, say): let the workers retry
             log.warning("in-process submit of %d requests failed: %s", len(batch), e)
             for r, _ in batch:
@@ -190,10 +193,11 @@ class RequestEngine:
 
     def _answer(self, r: AsyncRoute, rep: ClientReply) -> None:
         """The local node's reply to an in-process request."""
+        req = cast(ClientRequest, r.req)  # set by _fast before the request went to the node
         st = rep.status
         oc = outcome(st)
         if oc is Outcome.FINAL:
-            self.server.finish(r, reply_answer(r.req, rep))
+            self.server.finish(r, reply_answer(req, rep))
         elif oc is Outcome.RETRY:
             if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
@@ -203,13 +207,13 @@ class RequestEngine:
         elif oc is Outcome.NEW_SESSION:
             if may_renew(write=r.write, unanswered_before=False, own_session=not r.idem):
                 # Our own fresh session was unknown: nothing was applied; retry in a new one.
-                r.req.client_id, r.req.seq = "", 0
+                req.client_id, req.seq = "", 0
                 self._to_worker(r)
             else:
                 self.server.finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
                                                 detail="session expired before an answer arrived").answer())
         else:  # a status the table does not know: answered as "unexpected reply"
-            self.server.finish(r, reply_answer(r.req, rep))
+            self.server.finish(r, reply_answer(req, rep))
 
     def _to_worker(self, r: AsyncRoute) -> None:
         r.state = WORKER
@@ -271,13 +275,16 @@ class RequestEngine:
             msg = "timed out; the write may still be applied" if write else "timed out"
             return HttpError(503, msg, leader=None, detail=f"no answer within {self.timeout:g}s").answer()
         req = r.req
+        assert req is not None  # only in-process requests come here
         try:
             if not write:
                 value = self.call(lambda kv: kv.get(req.key, consistency=req.consistency), timeout=left)
                 return 200, value, OCTETS, (), False
-            session = {"client_id": req.client_id, "seq": req.seq} if req.client_id else {}
+            # The request's own session if it has one (so that it applies at most once), else
+            # the pooled Client's (a write whose fresh session the node did not know).
+            cid, seq = (req.client_id, req.seq) if req.client_id else (None, None)
             reply = self.call(lambda kv: kv.write(req.op, req.key, req.value, expected=req.expected,
-                                                  expect_absent=req.expect_absent, **session),
+                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq),
                               write=True, timeout=left)
             return write_answer(req.op, reply.status, reply.leader_id)
         except HttpError as e:

@@ -150,10 +150,9 @@ def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> An
         req = ClientRequest(_DELETE, key=key)
     else:
         raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
-    session = _session(r)
-    kw = {"client_id": session[0], "seq": session[1]} if session else {}
+    cid, seq = _session(r) or (None, None)
     reply = gw.call(lambda kv: kv.write(req.op, key, req.value, expected=req.expected,
-                                        expect_absent=req.expect_absent, **kw), write=True)
+                                        expect_absent=req.expect_absent, client_id=cid, seq=seq), write=True)
     return write_answer(req.op, reply.status, reply.leader_id)
 
 

@@ -64,7 +64,7 @@ class Pipeline:
         frames = [encode_client(r) for r in reqs]
         todo = collections.deque(range(n))
         inflight: set = set()
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         sock: Optional[zmq.Socket] = None
         last_progress = time.monotonic()
         try:
