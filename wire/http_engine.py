@@ -122,6 +122,8 @@ class RequestEngine:
 
     def stop(self) -> None:
         """Stop the workers and close the pooled clients."""
+        if self._stopped:
+            return
         self._stopped = True
         self._workers.stop()
         while self._idle:
