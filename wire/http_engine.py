@@ -18,13 +18,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, Optional
 
 from .client import Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable
-from .http_routes import invalid, kv_request, reply_answer, write_answer
+from .http_routes import get_answer, invalid, kv_request, write_answer
 from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
-from .messages import ClientReply, ClientRequest, Status
-from .session import Outcome, Session, attempt_time, may_renew, outcome
+from .messages import ClientReply, Status
+from .session import OUTCOME_OF, Outcome, Session, attempt_time, may_renew
 
 __all__ = ["RequestEngine", "Workers", "SESSION_CHUNK", "REMOTE_LEADER_HINT"]
 
@@ -195,11 +195,13 @@ class RequestEngine:
 
     def _answer(self, r: AsyncRoute, rep: ClientReply) -> None:
         """The local node's reply to an in-process request."""
-        req = cast(ClientRequest, r.req)  # set by _fast before the request went to the node
+        req = r.req
+        if req is None:  # never: _fast sets it before the request goes to the node
+            return
         st = rep.status
-        oc = outcome(st)
+        oc = OUTCOME_OF.get(st)
         if oc is Outcome.FINAL:
-            self.server.finish(r, reply_answer(req, rep))
+            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
         elif oc is Outcome.RETRY:
             if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
@@ -215,7 +217,7 @@ class RequestEngine:
                 self.server.finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
                                                 detail="session expired before an answer arrived").answer())
         else:  # a status the table does not know: answered as "unexpected reply"
-            self.server.finish(r, reply_answer(req, rep))
+            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
 
     def _to_worker(self, r: AsyncRoute) -> None:
         r.state = WORKER

@@ -10,7 +10,7 @@
     GET    /status, /health, /metrics
 
 :func:`kv_request` turns a key request into the ClientRequest the request engine sends to the
-node; :func:`reply_answer` turns the node's final reply into the HTTP answer. :func:`handle`
+node; :func:`get_answer` and :func:`write_answer` turn the node's final reply into the HTTP answer. :func:`handle`
 serves every other request (and all of them when the gateway has no in-process path) on a
 worker thread, through the gateway's pooled Clients (:class:`GatewayApi`). Every decision on a
 reply's status reads the status table (wire/session.py ``outcome``) or names a ``Status``.
@@ -25,7 +25,7 @@ from .http_server import JSON, OCTETS, Answer, AsyncRoute, HttpError, json_body
 from .messages import ClientReply, ClientRequest, Op, Status
 from .session import idempotency_session
 
-__all__ = ["GatewayApi", "handle", "kv_request", "reply_answer", "write_answer", "invalid", "PROMETHEUS"]
+__all__ = ["GatewayApi", "handle", "kv_request", "get_answer", "write_answer", "invalid", "PROMETHEUS"]
 
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _METHODS = frozenset({"GET", "PUT", "DELETE", "POST", "PATCH", "HEAD"})
@@ -90,20 +90,18 @@ def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
     return req
 
 
-def reply_answer(req: ClientRequest, rep: ClientReply) -> Answer:
-    """The answer to a final reply (Outcome.FINAL) of the node to ``req``."""
-    if req.op == _GET:
-        st = rep.status
-        if st == _OK:
-            return 200, rep.value if rep.value is not None else b"", OCTETS, (), False
-        if st == _NOT_FOUND:
-            return HttpError(404, "key not found", leader=rep.leader_id).answer()
-        return HttpError(500, f"get: unexpected reply {st!r}", leader=rep.leader_id).answer()
-    return write_answer(req.op, rep.status, rep.leader_id)
+def get_answer(rep: ClientReply) -> Answer:
+    """The answer to the node's final reply (Outcome.FINAL) to a GET."""
+    st = rep.status
+    if st == _OK:
+        return 200, rep.value if rep.value is not None else b"", OCTETS, (), False
+    if st == _NOT_FOUND:
+        return HttpError(404, "key not found", leader=rep.leader_id).answer()
+    return HttpError(500, f"get: unexpected reply {st!r}", leader=rep.leader_id).answer()
 
 
 def write_answer(op: str, status: str, leader: Optional[str]) -> Answer:
-    """The answer to a write's final reply status."""
+    """The answer to a write's final reply status (Outcome.FINAL)."""
     if status == _OK:
         return 204, b"", JSON, (), False
     if status == _CAS_FAILED and op != _DELETE:

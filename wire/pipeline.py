@@ -27,7 +27,7 @@ import zmq
 
 from .errors import ClientError, InvalidRequest, Timeout
 from .messages import ClientReply, DecodeError, Op, decode_client, encode_client
-from .session import Outcome, outcome
+from .session import OUTCOME_OF, Outcome
 
 __all__ = ["Pipeline", "MAX_WINDOW"]
 
@@ -130,7 +130,7 @@ def _collect(sock: zmq.Socket, inflight: set, replies: list) -> tuple:
             rep: ClientReply = decode_client(parts[2], ClientReply)
         except DecodeError as e:
             raise ClientError(f"malformed reply from the leader: {e}") from None
-        oc = outcome(rep.status)
+        oc = OUTCOME_OF.get(rep.status)
         if oc is Outcome.FINAL:
             inflight.discard(i)
             replies[i] = rep

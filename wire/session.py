@@ -23,17 +23,17 @@ from typing import Optional
 from .errors import ClientError, Timeout, Unavailable
 from .messages import STATUS_CLASS, Outcome, Status
 
-__all__ = ["Outcome", "Status", "outcome", "may_renew", "Session", "idempotency_session", "attempt_time",
+__all__ = ["Outcome", "Status", "OUTCOME_OF", "outcome", "may_renew", "Session", "idempotency_session", "attempt_time",
            "RetryPolicy", "Attempts"]
 
-# A decoded reply's status is the plain wire string: index the table by it (one dict lookup on
-# the gateway's hot path, no Enum construction).
-_OUTCOME: dict[str, Outcome] = {st.value: oc for st, oc in STATUS_CLASS.items()}
+# STATUS_CLASS indexed by the plain wire string a decoded reply carries: the gateway's hot path
+# reads it directly (``OUTCOME_OF.get(status)``: one dict lookup, no call, no Enum construction).
+OUTCOME_OF: dict[str, Outcome] = {st.value: oc for st, oc in STATUS_CLASS.items()}
 
 
 def outcome(status: str) -> Optional[Outcome]:
     """How a client treats a reply ``status`` (STATUS_CLASS); None for a status it does not know."""
-    return _OUTCOME.get(status)
+    return OUTCOME_OF.get(status)
 
 
 def may_renew(*, write: bool, unanswered_before: bool, own_session: bool) -> bool:
