@@ -25,6 +25,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from raftkv.wire.address import advertise, normalize_address, split_address
+
 __all__ = [
     "ConfigError", "RaftTuning", "NodeSpec", "NodeConfig",
     "load_config", "load_cluster", "cluster_client_addresses",
@@ -193,59 +195,8 @@ class NodeConfig:
 
 # --------------------------------------------------------------------------- addresses
 
-_HOST_RE = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
-_ADDR_EXAMPLE = "expected HOST:PORT, e.g. 127.0.0.1:9001 or :9001"
-
-
-def split_address(addr: str) -> tuple[str, int]:
-    """Split a normalised ``HOST:PORT`` into its host (brackets kept for IPv6) and port."""
-    host, _, port = addr.rpartition(":")
-    return host, int(port)
-
-
-def normalize_address(text: str) -> str:
-    """Validate ``HOST:PORT`` and return it normalised; raise ValueError saying what is wrong.
-
-    An empty host or ``*`` (``:8001``) means all interfaces and becomes ``0.0.0.0``, a
-    form both ZeroMQ and the HTTP server can bind. IPv6 hosts need brackets: ``[::1]:9001``.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"bad address {text!r}: {_ADDR_EXAMPLE}")
-    s = text.strip()
-    if "://" in s:
-        raise ValueError(f"bad address {text!r}: give HOST:PORT without a scheme")
-    host, sep, port = s.rpartition(":")
-    if not sep:
-        raise ValueError(f"bad address {text!r}: {_ADDR_EXAMPLE}")
-    if ":" in host and not host.startswith("["):
-        raise ValueError(f"bad address {text!r}: put an IPv6 host in brackets, e.g. [::1]:9001")
-    if host and not _HOST_RE.match(host):
-        raise ValueError(f"bad address {text!r}: bad host {host!r}")
-    if not port.isdigit() or not port.isascii():
-        raise ValueError(f"bad address {text!r}: port {port!r} is not a number")
-    n = int(port)
-    if not 1 <= n <= 65535:
-        raise ValueError(f"bad address {text!r}: port {n} is not in 1..65535")
-    if host in ("", "*"):
-        host = "0.0.0.0"
-    return f"{host}:{n}"
-
-
-# Hosts that are fine to bind but mean nothing (or something else) on another node.
-_LOCAL_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "*": "127.0.0.1",
-                "localhost": "127.0.0.1", "[::]": "[::1]"}
-
-
-def advertise(addr: str) -> str:
-    """The address to give other nodes and clients for a bind address.
-
-    ``0.0.0.0``, an empty host and ``localhost`` become ``127.0.0.1``: a wildcard is not
-    connectable, and ``localhost`` may resolve to ``::1`` where a node listens on IPv4
-    only. This is right for a single-machine cluster; across machines, configure a host
-    name or address the other machines can reach.
-    """
-    host, port = split_address(normalize_address(addr))
-    return f"{_LOCAL_HOSTS.get(host.lower(), host)}:{port}"
+# normalize_address, split_address and advertise come from wire/address.py, the one address
+# parser of the project; they stay importable from here.
 
 
 def _default_client(addr: str) -> str:

@@ -13,8 +13,11 @@ stuck in its send/receive lock-step, so it is closed (LINGER 0) and reopened, an
 goes to the next server, with exponential backoff and jitter between rounds, until the overall
 deadline of the call. Two additions to the pattern: ZMQ_IMMEDIATE plus a POLLOUT wait skips a
 node that refuses connections after ``connect_timeout``, and a socket monitor notices a node
-whose connection drops mid-request (it died), so neither costs a whole attempt. Writes carry ``(client_id, seq)`` and a retry reuses them, so the
-server's session table (Raft thesis 6.3) applies a retried write at most once.
+whose connection drops mid-request (it died), so neither costs a whole attempt. Writes carry
+``(client_id, seq)`` and a retry reuses them, so the server's session table (Raft thesis 6.3)
+applies a retried write at most once. What each reply status means, the sessions, the backoff
+and the errors at the deadline are the session engine's (wire/session.py), shared with the
+pipeline (``put_many``/``get_many``, wire/pipeline.py) and the HTTP gateway.
 
 Thread safety: a :class:`Client` may be shared between threads, but its calls are serialised
 by an internal lock (ZeroMQ sockets must not be used by two threads at once). For concurrency,
@@ -23,16 +26,17 @@ use one Client per thread.
 from __future__ import annotations
 
 import base64
-import random
 import threading
 import time
-import uuid
 from typing import Any, Iterable, Optional, Union
 
 import zmq
 
-from raftkv.wire.messages import ClientReply, ClientRequest, DecodeError, Member, decode_client, encode_client
-from raftkv.wire.pipeline import pipelined, tagged_write
+from .address import AddressError, parse_address
+from .errors import ClientError, InvalidRequest, NotFound, Timeout, Unavailable
+from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
+from .pipeline import Pipeline
+from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome
 
 __all__ = [
     "Client",
@@ -47,31 +51,15 @@ __all__ = [
 ]
 
 CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
+_WRITE_OPS = (Op.PUT.value, Op.DELETE.value, Op.CAS.value)
+_READ_OPS = (Op.GET.value, Op.LIST.value)
 
 Value = Union[bytes, bytearray, memoryview, str]
 
 
-class ClientError(Exception):
-    """Base class of every error raised by this library."""
-
-
-class NotFound(ClientError):
-    """The key (or, for admin calls, the member) does not exist."""
-
-
-class Unavailable(ClientError):
-    """The cluster could not serve the call: no leader, no quorum, or no server reachable."""
-
-
-class Timeout(Unavailable):
-    """No definite answer before the call's deadline. A write may still have been applied:
-    retrying it through the same Client is safe only if you re-send it with the same session,
-    see :meth:`Client.write`."""
-
-
-class InvalidRequest(ClientError):
-    """The request is malformed or was refused as invalid (bad key, value too large, ...).
-    Nothing was applied; retrying the same request cannot succeed."""
+# The exceptions (ClientError, NotFound, Unavailable, Timeout, InvalidRequest) are defined in
+# wire/errors.py, so that the pipeline and the session engine raise them without importing
+# this module; this module is their public home.
 
 
 def json_item(key: str, value: bytes) -> dict:
@@ -88,7 +76,8 @@ def json_item(key: str, value: bytes) -> dict:
 
 
 def parse_servers(servers: Union[str, Iterable[str]]) -> list[str]:
-    """Normalise a server list (a list, or a comma-separated string) to ``HOST:PORT`` strings."""
+    """Normalise a server list (a list, or a comma-separated string) to ``HOST:PORT`` strings
+    (wire/address.py's rules, with a host required; a ``tcp://`` prefix is dropped)."""
     items = servers.split(",") if isinstance(servers, str) else list(servers)
     out: list[str] = []
     for s in items:
@@ -99,7 +88,7 @@ def parse_servers(servers: Union[str, Iterable[str]]) -> list[str]:
             s = s[len("tcp://"):]
         if not s:
             continue
-        _check_addr(s)
+        s = _check_addr(s)
         if s not in out:
             out.append(s)
     if not out:
@@ -107,10 +96,12 @@ def parse_servers(servers: Union[str, Iterable[str]]) -> list[str]:
     return out
 
 
-def _check_addr(addr: str) -> None:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidRequest(f"bad server address {addr!r}: expected HOST:PORT")
+def _check_addr(addr: str) -> str:
+    """A server address to connect to, checked and normalised; InvalidRequest says what is wrong."""
+    try:
+        return str(parse_address(addr, wildcard=False, what="server address"))
+    except AddressError as e:
+        raise InvalidRequest(str(e)) from None
 
 
 def _check_key(key: Any, what: str = "key") -> str:
@@ -172,12 +163,11 @@ class Client:
         if not timeout or timeout <= 0:
             raise InvalidRequest("timeout must be positive")
         self.timeout = float(timeout)
-        self.client_id = client_id or uuid.uuid4().hex
+        self._session = Session(client_id)
         self.attempt_timeout = attempt_timeout
         self.connect_timeout = connect_timeout
         self.leader: Optional[str] = None  # cached client address of the leader
         self.leader_id: Optional[str] = None  # its node id, when a server told us
-        self._seq = 0
         self._next = 0  # rotation index into self.servers when no leader is cached
         self._ctx = zmq.Context.instance()
         self._sockets: dict[str, _Conn] = {}
@@ -187,6 +177,11 @@ class Client:
         # (a node's own HTTP gateway talking to the node it runs in) instead of over a socket.
         self._local = local
         self._unreachable: dict[str, float] = {}  # address -> when it last failed to answer
+
+    @property
+    def client_id(self) -> str:
+        """The id of this Client's write session (it changes if the cluster forgets the session)."""
+        return self._session.client_id
 
     # ------------------------------------------------------------ context manager / close
 
@@ -212,21 +207,21 @@ class Client:
         _check_key(key)
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
-        reply = self._call(ClientRequest("get", key=key, consistency=consistency))
-        if reply.status == "not_found":
+        reply = self._call(ClientRequest(Op.GET.value, key=key, consistency=consistency))
+        if reply.status == Status.NOT_FOUND:
             raise NotFound(f"key not found: {key}")
         self._expect_ok(reply, "get")
         return reply.value if reply.value is not None else b""
 
     def put(self, key: str, value: Value) -> None:
         """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8)."""
-        reply = self.write("put", key, value)
+        reply = self.write(Op.PUT.value, key, value)
         self._expect_ok(reply, "put")
 
     def delete(self, key: str) -> None:
         """Delete ``key``; raises :class:`NotFound` if the server reports it absent."""
-        reply = self.write("delete", key)
-        if reply.status == "not_found":
+        reply = self.write(Op.DELETE.value, key)
+        if reply.status == Status.NOT_FOUND:
             raise NotFound(f"key not found: {key}")
         self._expect_ok(reply, "delete")
 
@@ -235,8 +230,8 @@ class Client:
         ``expected`` is None, only if the key is absent). True if it was written."""
         if new is None:
             raise InvalidRequest("cas needs a new value")
-        reply = self.write("cas", key, new, expected=expected, expect_absent=expected is None)
-        if reply.status == "cas_failed":
+        reply = self.write(Op.CAS.value, key, new, expected=expected, expect_absent=expected is None)
+        if reply.status == Status.CAS_FAILED:
             return False
         self._expect_ok(reply, "cas")
         return True
@@ -253,7 +248,7 @@ class Client:
             raise InvalidRequest("limit must be a non-negative integer")
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
-        reply = self._call(ClientRequest("list", key=prefix, limit=limit, consistency=consistency))
+        reply = self._call(ClientRequest(Op.LIST.value, key=prefix, limit=limit, consistency=consistency))
         self._expect_ok(reply, "list")
         return list(reply.items)
 
@@ -263,8 +258,12 @@ class Client:
         loop. Each write is applied at most once; they may be applied in any order. On a
         Timeout some may have been applied."""
         with self._lock:
-            reqs = [tagged_write(self, "put", _check_key(k), _to_bytes(v)) for k, v in items]
-            for rep in pipelined(self, reqs, window):
+            reqs = []
+            for k, v in items:
+                req = ClientRequest(Op.PUT.value, key=_check_key(k), value=_to_bytes(v))
+                req.client_id, req.seq = self._session.next()  # resends keep the pair
+                reqs.append(req)
+            for rep in self._pipeline().run(reqs, window):
                 self._expect_ok(rep, "put")
 
     def get_many(self, keys: Iterable[str], consistency: str = "linearizable",
@@ -273,23 +272,31 @@ class Client:
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
         with self._lock:
-            reqs = [ClientRequest("get", key=_check_key(k), consistency=consistency) for k in keys]
+            reqs = [ClientRequest(Op.GET.value, key=_check_key(k), consistency=consistency) for k in keys]
             out: list[Optional[bytes]] = []
-            for rep in pipelined(self, reqs, window):
-                if rep.status == "not_found":
+            for rep in self._pipeline().run(reqs, window):
+                if rep.status == Status.NOT_FOUND:
                     out.append(None)
                 else:
                     self._expect_ok(rep, "get")
                     out.append(rep.value if rep.value is not None else b"")
             return out
 
+    def _pipeline(self) -> Pipeline:
+        """This Client's pipelining capability: many requests in flight over one socket to the
+        leader, found and re-found through this Client's own synchronous path."""
+        return Pipeline(settle=self._call, leader=lambda: self.leader, forget_leader=self._forget_leader,
+                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout))
+
+    def _forget_leader(self) -> None:
+        self.leader = None
+
     # ------------------------------------------------------------ sessions (low level)
 
     def next_seq(self) -> int:
         """Allocate the sequence number of a new write of this Client's session."""
         with self._lock:
-            self._seq += 1
-            return self._seq
+            return self._session.next()[1]
 
     def write(
         self,
@@ -311,7 +318,7 @@ class Client:
         gateway maps an ``Idempotency-Key`` to such a pair). Raises :class:`InvalidRequest`,
         or :class:`Timeout` at the deadline (the write may then still have been applied).
         """
-        if op not in ("put", "delete", "cas"):
+        if op not in _WRITE_OPS:
             raise InvalidRequest(f"not a write operation: {op!r}")
         _check_key(key)
         if (client_id is None) != (seq is None):
@@ -323,12 +330,13 @@ class Client:
         req = ClientRequest(
             op,
             key=key,
-            value=None if op == "delete" else _to_bytes(value),
+            value=None if op == Op.DELETE else _to_bytes(value),
             expected=None if expected is None else _to_bytes(expected, "expected value"),
             expect_absent=bool(expect_absent),
         )
         if client_id is None:
-            req.client_id, req.seq = self.client_id, self.next_seq()
+            with self._lock:
+                req.client_id, req.seq = self._session.next()
         else:
             req.client_id, req.seq = client_id, seq
         return self._call(req, write=True)
@@ -340,57 +348,56 @@ class Client:
         ``server`` if given, else of the first server of the list that answers. Redirects are
         not followed: this inspects a node, not the cluster."""
         targets = parse_servers([server]) if server else list(self.servers)
-        reply = self._call(ClientRequest("status"), targets=targets)
+        reply = self._call(ClientRequest(Op.STATUS.value), targets=targets)
         self._expect_ok(reply, "status")
         return reply.info if isinstance(reply.info, dict) else {}
 
     def members(self) -> list[dict]:
         """The leader's view of the members: dicts with at least id, addr, client, http, voter."""
-        reply = self._call(ClientRequest("members"))
+        reply = self._call(ClientRequest(Op.MEMBERS.value))
         self._expect_ok(reply, "members")
         return list(reply.info or [])
 
     def add_node(self, id: str, addr: str, client: str = "", http: str = "", voter: bool = True) -> Any:
         """Add a member (``voter=False``: a learner). Returns the server's info, if any."""
         _check_key(id, "node id")
-        _check_addr(addr)
-        for extra in (client, http):
-            if extra:
-                _check_addr(extra)
-        member = Member(id, addr, client or "", http or "", bool(voter))
-        return self._admin(ClientRequest("add_node", member=member))
+        addr = _check_addr(addr)
+        client, http = (_check_addr(extra) if extra else "" for extra in (client, http))
+        member = Member(id, addr, client, http, bool(voter))
+        return self._admin(ClientRequest(Op.ADD_NODE.value, member=member))
 
     def remove_node(self, id: str) -> Any:
         """Remove a member by id. Returns the server's info, if any."""
         _check_key(id, "node id")
-        return self._admin(ClientRequest("remove_node", key=id))
+        return self._admin(ClientRequest(Op.REMOVE_NODE.value, key=id))
 
     def transfer_leader(self, id: Optional[str] = None) -> Any:
         """Hand leadership to node ``id`` (or to the best-placed follower when None)."""
         if id is not None:
             _check_key(id, "node id")
-        return self._admin(ClientRequest("transfer_leader", key=id or ""))
+        return self._admin(ClientRequest(Op.TRANSFER_LEADER.value, key=id or ""))
 
     def snapshot(self) -> Any:
         """Ask for a snapshot now. Returns the server's info, if any."""
-        return self._admin(ClientRequest("snapshot"))
+        return self._admin(ClientRequest(Op.SNAPSHOT.value))
 
     def _admin(self, req: ClientRequest) -> Any:
         reply = self._call(req)
-        if reply.status == "not_found":
+        if reply.status == Status.NOT_FOUND:
             raise NotFound(reply.error or f"{req.op}: not found: {req.key}")
         self._expect_ok(reply, req.op)
         return reply.info
 
     @staticmethod
     def _expect_ok(reply: ClientReply, op: str) -> None:
-        if reply.status != "ok":
+        if reply.status != Status.OK:
             raise ClientError(f"{op}: unexpected reply {reply.status!r}: {reply.error or ''}".rstrip(": "))
 
     # ------------------------------------------------------------ the Lazy Pirate loop
 
     def _call(self, req: ClientRequest, *, write: bool = False, targets: Optional[list[str]] = None) -> ClientReply:
-        """Send ``req`` until a definite answer or the deadline.
+        """Send ``req`` until a definite answer or the deadline (the session engine's rules,
+        wire/session.py: what each reply status means, backoff, the error at the deadline).
 
         ``targets`` set: ask those servers in order, never follow redirects (status).
         Returns a reply whose status is ok / not_found / cas_failed; raises otherwise.
@@ -399,17 +406,14 @@ class Client:
         with self._lock:
             if self._closed:
                 raise ClientError("client is closed")
-            deadline = time.monotonic() + self.timeout
-            per_attempt = self.attempt_timeout or min(2.0, max(0.1, self.timeout / 3))
-            rounds = 0  # failed attempts, for the backoff
-            redirects = 0
-            silent = False  # did some attempt end without a definite answer?
-            last = "no server answered"
+            policy = RetryPolicy(self.timeout, self.attempt_timeout, self.BACKOFF_BASE, self.BACKOFF_MAX)
+            tries = Attempts(policy, f"{req.op} {req.key!r}" if req.key else req.op, write)
+            per_attempt = policy.per_attempt()
             fixed_i = 0
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = tries.remaining()
                 if remaining <= 0:
-                    raise self._deadline_error(req, write, silent, last)
+                    raise tries.deadline_error()
                 if targets is not None:
                     addr = targets[fixed_i % len(targets)]
                 else:
@@ -422,95 +426,83 @@ class Client:
                 if reply is None:
                     # Lazy Pirate: no reply (a socket that sent was reset, see _exchange); the
                     # next attempt goes elsewhere at once, since this one already waited.
-                    silent = True
-                    last = why
+                    tries.unanswered(why)
                     fixed_i += 1
                     self._failed(addr)
                     self._unreachable[addr] = time.monotonic()
                     continue
                 status = reply.status
                 self._unreachable.pop(addr, None)
-                if status in ("ok", "not_found", "cas_failed"):
+                oc = outcome(status)
+                if oc is Outcome.FINAL:
                     if targets is None:
                         self._answered(addr, req, reply)
                     return reply
-                if status == "invalid":
+                if oc is Outcome.REJECTED:
                     raise InvalidRequest(reply.error or "invalid request")
-                if status == "expired":
+                if oc is Outcome.NEW_SESSION:
                     # The cluster forgot this session (expiry is by log position, thesis 6.3).
-                    # If this very attempt was the first send, nothing of it was applied: carry
-                    # on in a new session. Otherwise an earlier attempt may have been applied.
-                    if write and not silent and req.client_id == self.client_id:
-                        self.client_id, self._seq = uuid.uuid4().hex, 0
-                        req.client_id, req.seq = self.client_id, self.next_seq()
+                    if may_renew(write=write, unanswered_before=tries.silent,
+                                 own_session=req.client_id == self.client_id):
+                        self._session.renew()
+                        req.client_id, req.seq = self._session.next()
                         frame = encode_client(req)
                         continue
                     raise Timeout(f"{req.op} {req.key!r}: session expired before an answer arrived; "
                                   "the write may have been applied")
-                if (status == "not_leader" and targets is None and reply.leader_client
-                        and reply.leader_client != addr and self._recently_unreachable(reply.leader_client)):
-                    # A follower that has not yet noticed the leader's death points us back at
-                    # the node that just failed us: treat it as "no leader known" instead.
-                    status, reply.leader_client = "not_leader", None
-                if status == "not_leader" and targets is None and reply.leader_client and reply.leader_client != addr:
-                    redirects += 1
-                    try:
-                        _check_addr(reply.leader_client)
-                    except InvalidRequest:
-                        last = f"{addr} redirected to a bad address {reply.leader_client!r}"
-                        self._failed(addr)
-                    else:
-                        last = f"{addr} redirected to {reply.leader_client}"
-                        self.leader, self.leader_id = reply.leader_client, reply.leader_id
-                        # Follow at once, unless the redirects go round in circles (a stale
-                        # hint during an election): then back off like any failure.
-                        if redirects <= len(self.servers) + 1:
-                            continue
-                elif status == "not_leader":
-                    last = f"{addr} knows no leader"
-                    self._failed(addr)
-                    # An election is on and takes a few heartbeats: ask again soon, without the
-                    # growing backoff (answering "no leader" costs a node next to nothing).
-                    fixed_i += 1
-                    self._backoff(1, deadline)
-                    continue
-                elif status == "unavailable":
-                    last = f"{addr} unavailable" + (f": {reply.error}" if reply.error else "")
-                    self._failed(addr)
-                elif status == "timeout":
-                    # The leader could not commit in time; it may still. Keep it, back off, and
-                    # resend with the same session so the write applies at most once.
-                    silent = True
-                    last = f"{addr} timed out" + (f": {reply.error}" if reply.error else "")
-                else:
+                if oc is not Outcome.RETRY:
                     raise ClientError(f"{req.op}: unexpected reply status {status!r} from {addr}")
+                silent = False
+                if status == Status.NOT_LEADER and targets is None and reply.leader_client != addr:
+                    hint = reply.leader_client
+                    if hint and self._recently_unreachable(hint):
+                        # A follower that has not yet noticed the leader's death points us back at
+                        # the node that just failed us: treat it as "no leader known" instead.
+                        hint = None
+                    if hint:
+                        tries.redirects += 1
+                        try:
+                            hint = _check_addr(hint)
+                        except InvalidRequest:
+                            why = f"{addr} redirected to a bad address {hint!r}"
+                            self._failed(addr)
+                        else:
+                            why = f"{addr} redirected to {hint}"
+                            self.leader, self.leader_id = hint, reply.leader_id
+                            # Follow at once, unless the redirects go round in circles (a stale
+                            # hint during an election): then back off like any failure.
+                            if tries.redirects <= len(self.servers) + 1:
+                                tries.last = why
+                                continue
+                    else:
+                        self._failed(addr)
+                        # An election is on and takes a few heartbeats: ask again soon, without the
+                        # growing backoff (answering "no leader" costs a node next to nothing).
+                        fixed_i += 1
+                        tries.soon(f"{addr} knows no leader")
+                        continue
+                elif status == Status.NOT_LEADER:
+                    # Asked a fixed target, or it names itself: no leader known there.
+                    why = f"{addr} knows no leader"
+                    self._failed(addr)
+                    fixed_i += 1
+                    tries.soon(why)
+                    continue
+                elif status == Status.UNAVAILABLE:
+                    why = f"{addr} unavailable" + (f": {reply.error}" if reply.error else "")
+                    self._failed(addr)
+                else:
+                    # Status.TIMEOUT: the leader could not commit in time; it may still. Keep it,
+                    # back off, and resend with the same session so the write applies at most once.
+                    silent = True
+                    why = f"{addr} timed out" + (f": {reply.error}" if reply.error else "")
                 fixed_i += 1
-                rounds += 1
-                self._backoff(rounds, deadline)
-
-    def _deadline_error(self, req: ClientRequest, write: bool, silent: bool, last: str) -> ClientError:
-        what = f"{req.op} {req.key!r}" if req.key else req.op
-        if write:
-            return Timeout(
-                f"{what}: no definite answer within {self.timeout:g}s ({last}); "
-                "the write may still have been applied"
-            )
-        if silent:
-            return Timeout(f"{what}: no answer within {self.timeout:g}s ({last})")
-        return Unavailable(f"{what}: cluster unavailable for {self.timeout:g}s ({last})")
-
-    def _backoff(self, rounds: int, deadline: float) -> None:
-        # Exponential backoff with jitter (half fixed, half random) so that many clients that
-        # failed together do not come back together.
-        cap = min(self.BACKOFF_MAX, self.BACKOFF_BASE * (2 ** min(rounds - 1, 16)))
-        delay = min(random.uniform(cap / 2, cap), deadline - time.monotonic())
-        if delay > 0:
-            time.sleep(delay)
+                tries.failed(why, silent=silent)
 
     def _target(self, req: ClientRequest) -> str:
         # A stale read is for the nearest node: the first server (the gateway's own node)
         # rather than the leader.
-        stale = req.consistency == "stale" and req.op in ("get", "list")
+        stale = req.consistency == "stale" and req.op in _READ_OPS
         if self.leader is not None and not stale:
             return self.leader
         # Round robin, passing over a server that just failed us (it died, most likely: asking
@@ -535,7 +527,7 @@ class Client:
 
     def _answered(self, addr: str, req: ClientRequest, reply: ClientReply) -> None:
         # A stale read may come from any follower: only a leader-only answer proves leadership.
-        if req.op in ("get", "list") and req.consistency == "stale":
+        if req.op in _READ_OPS and req.consistency == "stale":
             return
         if addr != self.leader:
             self.leader = addr

@@ -6,7 +6,8 @@ wire/pipeline.py);
 the server side is a ROUTER so that requests of many clients are in flight at once, which is
 what lets the leader group-commit them. One I/O thread owns the socket; requests reach the
 node in batches through a callback, and replies come back from any thread through
-:meth:`FrontDoor.reply` (an inproc PUSH socket per thread).
+:meth:`FrontDoor.reply_many` (an inproc PUSH socket per thread; a request submitted in-process,
+by this node's HTTP gateway, is answered directly through its route's ``deliver``).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from typing import Callable, Optional
 
 import zmq
 
-from .messages import ClientReply, ClientRequest, DecodeError, decode_client, encode_client
+from .address import zmq_endpoint
 from .iothread import IoThread
-from .peer import tcp
+from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 
 log = logging.getLogger("wire.frontdoor")
 
@@ -57,7 +58,7 @@ class FrontDoor(IoThread):
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, 100_000)
         self._router.setsockopt(zmq.RCVHWM, 100_000)
-        self._router.bind(tcp(bind_addr))
+        self._router.bind(zmq_endpoint(bind_addr))
         super().__init__(ctx, f"frontdoor-{name}")
 
     def reply_many(self, items: list) -> None:
@@ -117,7 +118,7 @@ class FrontDoor(IoThread):
                         try:
                             req = decode_client(frames[-1], ClientRequest)
                         except DecodeError as e:
-                            self._send([*route, b"", encode_client(ClientReply("invalid", error=f"malformed request: {e}"))])
+                            self._send([*route, b"", encode_client(ClientReply(Status.INVALID.value, error=f"malformed request: {e}"))])
                             continue
                         batch.append((route, req))
                     if batch:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .address import parse_address, zmq_endpoint
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 
@@ -35,17 +36,18 @@ _MAX_BATCH = 2000  # messages handed to the node per callback: bounds one actor 
 _DRAIN_EVERY = 0.05  # seconds between reads of the configured DEALERs (see _drain_dealers)
 
 
-def tcp(addr: str) -> str:
-    """'HOST:PORT' -> a ZeroMQ tcp endpoint."""
-    host, _, port = addr.rpartition(":")
-    return f"tcp://{host or '0.0.0.0'}:{port}"
+# The old name of wire.address.zmq_endpoint, kept for importers.
+tcp = zmq_endpoint
 
 
 class PeerTransport(IoThread):
     """Sends and receives Raft messages for one node.
 
-    ``on_messages(batch)`` is called from the I/O thread with a list of ``(sender, msg, route)``;
-    ``route`` lets the node answer a non-member (a joining node) through the ROUTER.
+    ``on_messages(batch)`` is called from the I/O thread with a list of 4-tuples
+    ``(sender, msg, route, cluster_id)``: ``route`` lets the node answer a non-member (a joining
+    node) through the ROUTER; ``cluster_id`` is None, or the sender's cluster id when it differs
+    from ours in a way the node must decide on (a joining node learning the id from the leader,
+    a JoinReply).
     """
 
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
@@ -61,7 +63,7 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.RCVHWM, 100_000)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self._router.bind(tcp(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
+        self._router.bind(zmq_endpoint(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
         super().__init__(ctx, f"peer-io-{node_id}")
         # Configured peers: id -> (addr, DEALER, its monitor). Any thread, under _lock (module doc).
         self._lock = threading.Lock()
@@ -156,10 +158,10 @@ class PeerTransport(IoThread):
     def _connect_endpoint(self, addr: str) -> str:
         """Connect from our own address when we bind a specific one, so that the source of our
         peer traffic is this node's host (multi-homed hosts; per-link firewall rules in tests)."""
-        host = self.bind_addr.rpartition(":")[0]
-        if host and host not in ("0.0.0.0", "*", "localhost", "[::]"):
-            return f"tcp://{host}:0;{tcp(addr)[6:]}"
-        return tcp(addr)
+        host = parse_address(self.bind_addr, port_zero=True).host
+        if host not in ("0.0.0.0", "localhost", "[::]"):
+            return f"tcp://{host}:0;{zmq_endpoint(addr)[6:]}"
+        return zmq_endpoint(addr)
 
     # ------------------------------------------------------------ the I/O thread
 

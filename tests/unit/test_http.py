@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from tests.unit.fake_frontdoor import FakeFrontDoor
-from raftkv.wire.http import HttpGateway, _Mailbox, idempotency_session, parse_bind
+from raftkv.wire.http import HttpGateway, idempotency_session, parse_bind
+from raftkv.wire.http_server import Mailbox
 from raftkv.wire.messages import ClientReply
 
 
@@ -404,6 +405,43 @@ def test_silent_node_is_retried_through_the_client(fd):
     n.routes[0].deliver(ClientReply("ok"))  # and so is one after the gateway stopped
 
 
+def test_submit_path_expired_session(fd):
+    # The node forgot the session of a write: the gateway's own fresh session is renewed (nothing
+    # was applied), an Idempotency-Key's is not (the outcome is unknown: 503).
+    n = FakeNode(lambda req: ClientReply("expired", leader_id="node1"))
+    g = make_gateway(fd, submit=n.submit)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+        assert call(c, "PUT", "/kv/e", b"1")[0].status == 204
+        local, forwarded = n.requests("put")[0], fd.requests("put")[0]
+        assert forwarded.client_id != local.client_id and fd.store["e"] == b"1"
+        r, data = call(c, "PUT", "/kv/e", b"2", {"Idempotency-Key": "k"})
+        body = json.loads(data)
+        assert r.status == 503 and "may still be applied" in body["error"] and body["leader"] == "node1"
+        assert len(fd.requests("put")) == 1 and fd.store["e"] == b"1"
+        c.close()
+    finally:
+        g.stop()
+        n.close()
+
+
+def test_submit_path_invalid_is_400_or_413(fd):
+    n = FakeNode(lambda req: ClientReply("invalid", error="value too large: 9 > 8 bytes" if req.op == "put"
+                                         else "key too strange"))
+    g = make_gateway(fd, submit=n.submit)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+        r, data = call(c, "PUT", "/kv/a", b"123456789")
+        assert r.status == 413 and json.loads(data)["error"].startswith("value too large")
+        r, data = call(c, "DELETE", "/kv/a")
+        assert r.status == 400 and json.loads(data)["error"] == "key too strange"
+        assert fd.requests() == []  # refused: never retried elsewhere
+        c.close()
+    finally:
+        g.stop()
+        n.close()
+
+
 def test_submit_path_unavailable_is_503(fd):
     n = FakeNode(lambda req: ClientReply("unavailable", error="no leader"))
     fd.handler = lambda req: ClientReply("unavailable", error="no leader")
@@ -489,7 +527,7 @@ def test_mailbox_wakes_the_loop_once_per_burst():
             Loop.calls += 1
 
     drained = []
-    box = _Mailbox(Loop(), None)
+    box = Mailbox(Loop(), None)
     for i in range(100):
         box.put(i, "reply")
     assert Loop.calls == 1 and len(box.q) == 100

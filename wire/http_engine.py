@@ -1,0 +1,295 @@
+"""The gateway's request engine: how an HTTP request reaches the node, or the leader.
+
+With ``submit`` (the node's in-process entry point), the key/value requests parsed in one loop
+iteration go to the node as ONE call ``submit([(route, ClientRequest), ...])``. Each route is an
+:class:`~raftkv.wire.http_server.AsyncRoute`; the node answers from its own threads with
+``route.deliver(reply)``, which queues the reply and wakes the loop at most once per burst.
+Answers the local node cannot give (a RETRY outcome: not_leader, unavailable, timeout; or no
+answer within one attempt's time) are finished in a small pool of worker threads by a pooled
+:class:`~raftkv.wire.client.Client` (leader redirects, retries and backoff until the overall
+``timeout``, with the same write session, so a write applies at most once), and so is every
+other request (:func:`~raftkv.wire.http_routes.handle`), and every request when ``submit`` is
+None. What a reply status means is the session engine's table (wire/session.py).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from .client import Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable
+from .http_routes import get_answer, invalid, kv_request, write_answer
+from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
+from .messages import ClientReply, Status
+from .session import OUTCOME_OF, Outcome, Session, attempt_time, may_renew
+
+__all__ = ["RequestEngine", "Workers", "SESSION_CHUNK", "REMOTE_LEADER_HINT"]
+
+log = logging.getLogger("raftkv.wire.http")
+
+REMOTE_LEADER_HINT = 1.0  # seconds a not_leader redirect sends requests straight to the workers
+SESSION_CHUNK = 512  # writes per gateway session: below the FSM's per-session window (1024)
+_STALE = "stale"
+_NOT_LEADER = Status.NOT_LEADER.value
+
+
+class Workers:
+    """A small pool of daemon threads for blocking work (a stuck call must not delay exit)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = max(1, size)
+        self.name = name
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.idle = 0
+        self.queued = 0
+
+    def run(self, fn: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        with self.lock:
+            self.queued += 1
+            if self.queued > self.idle and len(self.threads) < self.size:
+                t = threading.Thread(target=self._loop, name=f"{self.name}-{len(self.threads)}", daemon=True)
+                self.threads.append(t)
+                t.start()
+        self.q.put((fn, done))
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                self.idle += 1
+            item = self.q.get()
+            with self.lock:
+                self.idle -= 1
+                self.queued -= 1
+            if item is None:
+                return
+            fn, done = item
+            try:
+                res = fn()
+            except BaseException:  # noqa: BLE001 (answered as a 500, logged)
+                log.exception("HTTP gateway worker failed")
+                res = HttpError(500, "internal error", close=True).answer()
+            try:
+                done(res)
+            except Exception:  # noqa: BLE001
+                log.exception("HTTP gateway worker callback failed")
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.q.put(None)
+
+
+
+
+class RequestEngine:
+    """Carries the gateway's requests to the cluster (module docstring).
+
+    ``servers``, ``timeout``, ``local``: as for :class:`~raftkv.wire.client.Client` (pooled,
+    up to ``pool_size`` idle, used by as many worker threads). ``submit``: the node's batched
+    in-process entry point, or None. ``handle(route) -> answer``: serves a request that is not an
+    in-process key request (worker thread). :meth:`attach` gives it the server it answers through.
+    """
+
+    server: HttpServer  # set by attach(), before the server starts
+
+    def __init__(self, servers: list[str], *, timeout: float, pool_size: int, local: Optional[tuple],
+                 submit: Optional[Callable[[list], None]], handle: Callable[[AsyncRoute], Answer]) -> None:
+        self.servers = servers
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self.local = local  # (this node's client address, in-process call): see Client
+        self.submit: Callable[[list], None] | None = submit
+        self.handle = handle
+        # One attempt of the in-process path, as the Client's own per-attempt wait.
+        self.attempt = attempt_time(timeout)
+        self._idle: collections.deque[Client] = collections.deque()
+        self._workers = Workers(pool_size, "http-worker")
+        self._batch: list = []  # (route, ClientRequest) parsed in this loop iteration
+        self._inflight: collections.deque[AsyncRoute] = collections.deque()  # submitted, by deadline
+        # Writes of the gateway's own session. Many are in flight at once and may be answered
+        # out of order, so one session gets at most SESSION_CHUNK of them (never more than the
+        # FSM's per-session result window); then a new one starts.
+        self._session = Session(prefix="http-", chunk=SESSION_CHUNK)
+        self._remote_until = 0.0  # until then, the local node is known not to lead
+        self._stopped = False
+
+    def attach(self, server: HttpServer) -> None:
+        self.server = server
+
+    def stop(self) -> None:
+        """Stop the workers and close the pooled clients."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._workers.stop()
+        while self._idle:
+            self._idle.pop().close()
+
+    # ------------------------------------------------------------ the loop side
+
+    def dispatch(self, r: AsyncRoute) -> None:
+        """A parsed request: answer it now, submit it to the node, or hand it to a worker."""
+        try:
+            if self.submit is not None and self._fast(r):
+                return
+        except HttpError as e:
+            self.server.finish(r, e.answer())
+            r.conn.flush()
+            return
+        r.state = WORKER
+        self._workers.run(lambda: self.handle(r), lambda res: self.server.post(r, res))
+
+    def _fast(self, r: AsyncRoute) -> bool:
+        """Queue a /kv/{key} GET, HEAD, PUT or DELETE for the node; False for anything else."""
+        req = kv_request(r)
+        if req is None:
+            return False
+        if r.write and not r.idem:
+            req.client_id, req.seq = self._session.next()
+        r.req = req
+        if r.t0 < self._remote_until and req.consistency != _STALE:
+            # The local node just said who leads: go there directly, as the pooled Clients do.
+            self._to_worker(r)
+            return True
+        r.state = LOCAL
+        r.deadline = r.t0 + self.attempt
+        batch = self._batch
+        batch.append((r, req))
+        self._inflight.append(r)
+        if len(batch) == 1:
+            self.server.call_soon(self._submit_batch)
+        return True
+
+    def _submit_batch(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        submit = self.submit
+        assert submit is not None  # only the in-process path (submit given) queues batches
+        try:
+            submit(batch)
+        except Exception as e:  # noqa: BLE001 (the node is stopping, say): let the workers retry
+            log.warning("in-process submit of %d requests failed: %s", len(batch), e)
+            for r, _ in batch:
+                if r.state == LOCAL:
+                    self._to_worker(r)
+        self.server.tick_within(0.05)
+
+    def deliver(self, r: AsyncRoute, item: Any) -> bool:
+        """An item posted for ``r``: a worker's finished answer, or the node's reply. True if
+        ``r`` is now answered."""
+        if type(item) is tuple:  # a worker's finished answer
+            if r.state == WORKER:
+                self.server.finish(r, item)
+                return True
+            return False
+        if r.state == LOCAL:  # a node reply; else a late one for a request already retried
+            self._answer(r, item)
+            return r.state == DONE
+        return False
+
+    def _answer(self, r: AsyncRoute, rep: ClientReply) -> None:
+        """The local node's reply to an in-process request."""
+        req = r.req
+        if req is None:  # never: _fast sets it before the request goes to the node
+            return
+        st = rep.status
+        oc = OUTCOME_OF.get(st)
+        if oc is Outcome.FINAL:
+            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+        elif oc is Outcome.RETRY:
+            if st == _NOT_LEADER and rep.leader_client:
+                self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
+            self._to_worker(r)
+        elif oc is Outcome.REJECTED:
+            self.server.finish(r, invalid(rep.error or "invalid request", rep.leader_id).answer())
+        elif oc is Outcome.NEW_SESSION:
+            if may_renew(write=r.write, unanswered_before=False, own_session=not r.idem):
+                # Our own fresh session was unknown: nothing was applied; retry in a new one.
+                req.client_id, req.seq = "", 0
+                self._to_worker(r)
+            else:
+                self.server.finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
+                                                detail="session expired before an answer arrived").answer())
+        else:  # a status the table does not know: answered as "unexpected reply"
+            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+
+    def _to_worker(self, r: AsyncRoute) -> None:
+        r.state = WORKER
+        self._workers.run(lambda: self._retry(r), lambda res: self.server.post(r, res))
+
+    def tick(self, now: float) -> bool:
+        """An in-process attempt without an answer goes to the workers. True while some wait."""
+        infl = self._inflight
+        while infl and (infl[0].state != LOCAL or infl[0].deadline <= now):
+            r = infl.popleft()
+            if r.state == LOCAL:
+                self._to_worker(r)
+        return bool(infl)
+
+    # ------------------------------------------------------------ client pool (worker threads)
+
+    def _borrow(self) -> Client:
+        try:
+            return self._idle.pop()  # most recently used first: its sockets and leader are warm
+        except IndexError:
+            return Client(self.servers, timeout=self.timeout, local=self.local)
+
+    def _give_back(self, client: Client) -> None:
+        if self._stopped or len(self._idle) >= self.pool_size:
+            client.close()
+        else:
+            self._idle.append(client)
+
+    def call(self, fn: Callable[[Client], Any], *, write: bool = False, timeout: Optional[float] = None) -> Any:
+        """Run ``fn`` with a pooled Client (``timeout``: this call's deadline, default the
+        gateway's), turning library errors into HTTP errors. Blocks: worker threads only."""
+        client = self._borrow()
+        if timeout is not None:
+            client.timeout = timeout
+        try:
+            return fn(client)
+        except NotFound:
+            raise HttpError(404, "key not found", leader=client.leader_id) from None
+        except InvalidRequest as e:
+            raise invalid(str(e), client.leader_id) from None
+        except Timeout as e:
+            msg = "timed out; the write may still be applied" if write else "timed out"
+            raise HttpError(503, msg, leader=client.leader_id, detail=str(e)) from None
+        except Unavailable as e:
+            raise HttpError(503, "no leader or no quorum", leader=client.leader_id, detail=str(e)) from None
+        except ClientError as e:
+            raise HttpError(500, str(e), leader=client.leader_id) from None
+        finally:
+            client.timeout = self.timeout
+            self._give_back(client)
+
+
+    def _retry(self, r: AsyncRoute) -> tuple:
+        """Finish an in-process request the local node could not answer: through a Client, which
+        follows the leader and retries, with the same write session, until the deadline."""
+        write = r.write
+        left = self.timeout - (time.monotonic() - r.t0)
+        if left <= 0.001:
+            msg = "timed out; the write may still be applied" if write else "timed out"
+            return HttpError(503, msg, leader=None, detail=f"no answer within {self.timeout:g}s").answer()
+        req = r.req
+        assert req is not None  # only in-process requests come here
+        try:
+            if not write:
+                value = self.call(lambda kv: kv.get(req.key, consistency=req.consistency), timeout=left)
+                return 200, value, OCTETS, (), False
+            # The request's own session if it has one (so that it applies at most once), else
+            # the pooled Client's (a write whose fresh session the node did not know).
+            cid, seq = (req.client_id, req.seq) if req.client_id else (None, None)
+            reply = self.call(lambda kv: kv.write(req.op, req.key, req.value, expected=req.expected,
+                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq),
+                              write=True, timeout=left)
+            return write_answer(req.op, reply.status, reply.leader_id)
+        except HttpError as e:
+            return e.answer()

@@ -1,0 +1,246 @@
+"""The gateway's routes (DESIGN 6): HTTP requests to ClientRequests, replies to answers.
+
+::
+
+    PUT    /kv/{key}   body = value       -> 204   (?prev_value=V: compare-and-set; ?prev_exist=false: create;
+                                                    412 {"error": "compare failed"} when the condition fails)
+    GET    /kv/{key}                      -> 200 value | 404    (?consistency=stale|lease)
+    DELETE /kv/{key}                      -> 204 | 404
+    GET    /kv/?prefix=P&limit=N          -> 200 [{"key", "value"}, ...]
+    GET    /status, /health, /metrics
+
+:func:`kv_request` turns a key request into the ClientRequest the request engine sends to the
+node; :func:`get_answer` and :func:`write_answer` turn the node's final reply into the HTTP answer. :func:`handle`
+serves every other request (and all of them when the gateway has no in-process path) on a
+worker thread, through the gateway's pooled Clients (:class:`GatewayApi`). Every decision on a
+reply's status reads the status table (wire/session.py ``outcome``) or names a ``Status``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .client import CONSISTENCY_LEVELS, Client, json_item
+from .http_server import JSON, OCTETS, Answer, AsyncRoute, HttpError, json_body
+from .messages import ClientReply, ClientRequest, Op, Status
+from .session import idempotency_session
+
+__all__ = ["GatewayApi", "handle", "kv_request", "get_answer", "write_answer", "invalid", "PROMETHEUS"]
+
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_METHODS = frozenset({"GET", "PUT", "DELETE", "POST", "PATCH", "HEAD"})
+_LINEARIZABLE = CONSISTENCY_LEVELS[0]
+# The plain strings of the enums, looked up once: ``Op.GET.value`` costs ~0.3 us per use on
+# Python 3.11, and these run for every request of the hot path.
+_GET, _PUT, _DELETE, _CAS = Op.GET.value, Op.PUT.value, Op.DELETE.value, Op.CAS.value
+_OK, _NOT_FOUND, _CAS_FAILED = Status.OK.value, Status.NOT_FOUND.value, Status.CAS_FAILED.value
+
+
+class GatewayApi(Protocol):
+    """What the routes need of the gateway (worker threads)."""
+
+    metrics_fn: Optional[Callable[[], Any]]
+
+    def call(self, fn: Callable[[Client], Any], *, write: bool = False,
+             timeout: Optional[float] = None) -> Any: ...
+
+    def node_status(self) -> dict: ...
+
+
+def invalid(msg: str, leader: Optional[str]) -> HttpError:
+    """The answer to a request refused as invalid: 413 when it is about size, else 400."""
+    code = 413 if msg.startswith(("value too large", "key too large")) else 400
+    return HttpError(code, msg, leader=leader)
+
+
+# ------------------------------------------------------------------ the in-process path (loop thread)
+
+
+def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
+    """The ClientRequest of a /kv/{key} GET, HEAD, PUT or DELETE (``r.write`` set for a write,
+    whose session is the Idempotency-Key's if one is given: ``r.idem``); None for any other
+    request. Raises HttpError for a bad one."""
+    method = r.method
+    if method not in ("GET", "HEAD", "PUT", "DELETE"):
+        return None
+    url = r.url.decode("latin-1")
+    if url.startswith("/kv/") and "?" not in url and "#" not in url:
+        path, q = url, None
+    else:
+        path, q = _split(url)
+        if not path.startswith("/kv/"):
+            return None
+    key = _key(path[4:])
+    if not key:
+        return None  # a listing, or a 400: the worker path has the words for it
+    if method in ("GET", "HEAD"):
+        consistency = (q.get("consistency") if q else None) or _LINEARIZABLE
+        if consistency not in CONSISTENCY_LEVELS:
+            raise HttpError(400, f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        return ClientRequest(_GET, key=key, consistency=consistency)
+    if method == "PUT":
+        req = _write_request(key, q or {}, r.body)
+    else:
+        req = ClientRequest(_DELETE, key=key)
+    r.write = True
+    session = _session(r)
+    if session is not None:
+        req.client_id, req.seq = session
+        r.idem = True
+    return req
+
+
+def get_answer(rep: ClientReply) -> Answer:
+    """The answer to the node's final reply (Outcome.FINAL) to a GET."""
+    st = rep.status
+    if st == _OK:
+        return 200, rep.value if rep.value is not None else b"", OCTETS, (), False
+    if st == _NOT_FOUND:
+        return HttpError(404, "key not found", leader=rep.leader_id).answer()
+    return HttpError(500, f"get: unexpected reply {st!r}", leader=rep.leader_id).answer()
+
+
+def write_answer(op: str, status: str, leader: Optional[str]) -> Answer:
+    """The answer to a write's final reply status (Outcome.FINAL)."""
+    if status == _OK:
+        return 204, b"", JSON, (), False
+    if status == _CAS_FAILED and op != _DELETE:
+        return HttpError(412, "compare failed", leader=leader).answer()
+    if status == _NOT_FOUND and op == _DELETE:
+        return HttpError(404, "key not found", leader=leader).answer()
+    return HttpError(500, f"unexpected reply {status!r}", leader=leader).answer()
+
+
+# ------------------------------------------------------------------ every route (worker threads)
+
+
+def handle(gw: GatewayApi, r: AsyncRoute) -> Answer:
+    """Any request, blocking (a worker thread): through the client library and the node's functions."""
+    try:
+        method = r.method
+        if method not in _METHODS:
+            raise HttpError(501, f"unsupported method {method!r}")
+        path, q = _split(r.url.decode("latin-1"))
+        if path == "/kv" or path.startswith("/kv/"):
+            return _kv(gw, r, method, path[4:], q)
+        if path in ("/status", "/health", "/metrics"):
+            if method not in ("GET", "HEAD"):
+                raise HttpError(405, f"{method} not allowed on {path}", allow="GET")
+            return _NODE_ROUTES[path](gw)
+        raise HttpError(404, f"no such endpoint: {path}")
+    except HttpError as e:
+        return e.answer()
+
+
+def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> Answer:
+    key = _key(raw_key)
+    if method in ("GET", "HEAD") and not key:
+        return _list(gw, q)
+    if not key:
+        raise HttpError(400, "key must be non-empty")
+    if method in ("GET", "HEAD"):
+        consistency = q.get("consistency") or _LINEARIZABLE
+        value = gw.call(lambda kv: kv.get(key, consistency=consistency))
+        return 200, value, OCTETS, (), False
+    if method == "PUT":
+        req = _write_request(key, q, r.body)
+    elif method == "DELETE":
+        req = ClientRequest(_DELETE, key=key)
+    else:
+        raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
+    cid, seq = _session(r) or (None, None)
+    reply = gw.call(lambda kv: kv.write(req.op, key, req.value, expected=req.expected,
+                                        expect_absent=req.expect_absent, client_id=cid, seq=seq), write=True)
+    return write_answer(req.op, reply.status, reply.leader_id)
+
+
+def _list(gw: GatewayApi, q: dict) -> Answer:
+    limit_s = q.get("limit") or "0"
+    if not limit_s.isdigit():
+        raise HttpError(400, "limit must be a non-negative integer")
+    prefix = q.get("prefix", "")
+    consistency = q.get("consistency") or _LINEARIZABLE
+    items = gw.call(lambda kv: kv.list(prefix, int(limit_s), consistency=consistency))
+    return 200, json_body([json_item(k, v) for k, v in items]), JSON, (), False
+
+
+def _status(gw: GatewayApi) -> Answer:
+    return 200, json_body(gw.node_status()), JSON, (), False
+
+
+def _health(gw: GatewayApi) -> Answer:
+    try:
+        leader = gw.node_status().get("leader_id")
+    except HttpError as e:
+        raise HttpError(503, f"node not answering: {e.message}") from None
+    if not leader:
+        raise HttpError(503, "no leader")
+    return 200, json_body({"leader": leader}), JSON, (), False
+
+
+def _metrics(gw: GatewayApi) -> Answer:
+    fn = gw.metrics_fn
+    if fn is None:
+        raise HttpError(404, "no metrics on this node")
+    data = fn()
+    return 200, data.encode("utf-8") if isinstance(data, str) else bytes(data), PROMETHEUS, (), False
+
+
+_NODE_ROUTES: dict[str, Callable[[GatewayApi], Answer]] = {"/status": _status, "/health": _health, "/metrics": _metrics}
+
+
+# ------------------------------------------------------------------ request helpers (no I/O)
+
+
+def _split(url: str) -> tuple[str, dict]:
+    u = urlsplit(url)
+    return u.path, {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+
+
+def _key(raw: str) -> str:
+    if "%" not in raw:
+        key = raw
+    else:
+        try:
+            key = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise HttpError(400, "key is not valid UTF-8") from None
+    if key:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpError(400, "key is not valid UTF-8") from None
+    return key
+
+
+def _session(r: AsyncRoute) -> Optional[tuple[str, int]]:
+    idem = r.header(b"idempotency-key")
+    if idem is None:
+        return None
+    if not idem.strip():
+        raise HttpError(400, "empty Idempotency-Key")
+    return idempotency_session(idem.strip())
+
+
+def _write_request(key: str, q: dict, body: bytes) -> ClientRequest:
+    """The ClientRequest of a PUT (put, CAS or create), its query checked."""
+    prev_exist = q.get("prev_exist")
+    prev_value = q.get("prev_value")
+    if prev_exist not in (None, "true", "false"):
+        raise HttpError(400, "prev_exist must be true or false")
+    if prev_exist == "false" and prev_value is not None:
+        raise HttpError(400, "prev_exist=false and prev_value exclude each other")
+    if prev_exist == "true" and prev_value is None:
+        raise HttpError(400, "prev_exist=true needs prev_value")
+    body = bytes(body)
+    if prev_exist == "false":
+        return ClientRequest(_CAS, key=key, value=body, expect_absent=True)
+    if prev_value is not None:
+        try:
+            expected = prev_value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpError(400, "expected value is not valid UTF-8") from None
+        return ClientRequest(_CAS, key=key, value=body, expected=expected)
+    return ClientRequest(_PUT, key=key, value=body)
+
+
