@@ -200,7 +200,8 @@ class JoinToken:
     secret: bytes
 
     def __repr__(self) -> str:
-        return f"JoinToken(cluster_id={self.cluster_id!r}, server_public_key={self.server_public_key!r}, secret=<hidden>)"
+        return (f"JoinToken(cluster_id={self.cluster_id!r}, server_public_key={self.server_public_key!r}, "
+                "secret=<hidden>)")
 
     def encode(self) -> str:
         """The token as one URL-safe word."""
