@@ -69,7 +69,7 @@ def check_public_key(key: Union[str, bytes]) -> bytes:
         raise ValueError(f"a CURVE public key is {Z85_KEY_LEN} Z85 characters, got {len(key)}")
     try:
         z85.decode(key)
-    except (ValueError, KeyError, IndexError, TypeError):
+    except Exception:  # pyzmq's decoder raises several types (KeyError, struct.error, ...) for garbage
         raise ValueError("a CURVE public key is 40 Z85 characters; this one has others") from None
     return key
 

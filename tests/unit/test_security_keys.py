@@ -4,6 +4,8 @@ import stat
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftkv.wire import security_files
 from raftkv.wire.security_files import PrivateFileError, read_private_file, write_private_file
@@ -73,6 +75,8 @@ def test_missing_file_is_file_not_found(tmp_path):
     (b"hello world\n", "line 1"),
     (b"public = abc\nsecret = abc\n", "40 Z85 characters"),
     (b"public = " + b"~" * 40 + b"\nsecret = " + b"~" * 40 + b"\n", "Z85|40"),
+    (b"public = " + b"#" * 40 + b"\nsecret = " + b"#" * 40 + b"\n", "Z85"),  # decodes past 2**32
+    (("public = " + "é" * 40 + "\nsecret = x\n").encode(), "Z85|40"),
 ])
 def test_bad_key_file_format_is_refused_clearly(tmp_path, text, message):
     path = write_private_file(tmp_path / "curve.key", text)
@@ -120,3 +124,22 @@ def test_derived_key_pairs_are_deterministic_and_separated_by_purpose():
 def test_repr_hides_the_secret_key():
     pair = generate_keypair()
     assert pair.secret.decode() not in repr(pair)
+
+
+def test_check_public_key_refuses_anything_but_40_z85_characters():
+    from raftkv.wire.security_keys import check_public_key
+    good = generate_keypair().public
+    assert check_public_key(good) == good == check_public_key(good.decode())
+    for bad in [b"", good[:-1], good + b"0", b"#" * 40, "é" * 40, b"\x00" * 40]:
+        with pytest.raises(ValueError):
+            check_public_key(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.builds(lambda a, b: b"public = " + a + b"\nsecret = " + b + b"\n",
+                                           st.binary(min_size=40, max_size=40), st.binary(min_size=40, max_size=40)))
+def test_any_key_file_content_loads_or_is_a_key_file_error(text):
+    try:
+        parse_keypair(text)
+    except KeyFileError:
+        pass
