@@ -1,8 +1,8 @@
 """Per-request authorization by ZAP user id and by HTTP bearer token: 401, 403 and revocation."""
 from raftkv.wire.messages import Op
-from raftkv.wire.security_auth import AuthOutcome, TokenTable, authorize_bearer, authorize_user_id, bearer_token
-from raftkv.wire.security_keys import generate_keypair
-from raftkv.wire.security_tokens import ClientToken, Role, new_client_token, new_join_token
+from raftkv.wire.security.auth import AuthOutcome, TokenTable, authorize_bearer, authorize_user_id, bearer_token
+from raftkv.wire.security.keys import generate_keypair
+from raftkv.wire.security.tokens import ClientToken, Role, new_client_token, new_join_token
 
 SERVER = generate_keypair().public
 

@@ -4,13 +4,13 @@ import stat
 
 import pytest
 
-from raftkv.wire.security_bootstrap import (
+from raftkv.wire.security.bootstrap import (
     ADMIN_TOKEN, CLUSTER_KEY, JOIN_TOKEN, NODE_KEY, bootstrap_secure, load_cluster_key, read_token_file,
     save_cluster_key,
 )
-from raftkv.wire.security_keys import generate_keypair, load_keypair
-from raftkv.wire.security_tokens import ClientToken, JoinToken, Role, TokenError, verify_secret
-from raftkv.wire.security_tls import server_ssl_context
+from raftkv.wire.security.keys import generate_keypair, load_keypair
+from raftkv.wire.security.tokens import ClientToken, JoinToken, Role, TokenError, verify_secret
+from raftkv.wire.security.tls import server_ssl_context
 
 
 def mode(p):

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.wire import security_files
-from raftkv.wire.security_files import PrivateFileError, read_private_file, write_private_file
-from raftkv.wire.security_keys import (
+from raftkv.wire.security import files as security_files
+from raftkv.wire.security.files import PrivateFileError, read_private_file, write_private_file
+from raftkv.wire.security.keys import (
     KeyFileError, derive_keypair, format_keypair, generate_keypair, load_keypair, load_or_create_keypair,
     parse_keypair,
 )
@@ -127,7 +127,7 @@ def test_repr_hides_the_secret_key():
 
 
 def test_check_public_key_refuses_anything_but_40_z85_characters():
-    from raftkv.wire.security_keys import check_public_key
+    from raftkv.wire.security.keys import check_public_key
     good = generate_keypair().public
     assert check_public_key(good) == good == check_public_key(good.decode())
     for bad in [b"", good[:-1], good + b"0", b"#" * 40, "é" * 40, b"\x00" * 40]:

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from raftkv.wire.security_loopback import LoopbackGuard, RateLimitedLog, bind_refusal, is_loopback, is_wildcard
+from raftkv.wire.security.loopback import LoopbackGuard, RateLimitedLog, bind_refusal, is_loopback, is_wildcard
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "[::1]", "localhost",

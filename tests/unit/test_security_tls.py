@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from raftkv.wire.security_tls import TlsError, client_ssl_context, make_self_signed_cert, server_ssl_context
+from raftkv.wire.security.tls import TlsError, client_ssl_context, make_self_signed_cert, server_ssl_context
 
 
 @pytest.fixture(scope="module")

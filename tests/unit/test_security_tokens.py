@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftkv.wire.messages import Op
-from raftkv.wire.security_keys import generate_keypair
-from raftkv.wire.security_tokens import (
+from raftkv.wire.security.keys import generate_keypair
+from raftkv.wire.security.tokens import (
     CLIENT_PREFIX, ClientToken, JoinToken, Role, StoredToken, TokenError, allowed, hash_secret,
     new_client_token, new_join_token, required_role, verify_secret,
 )

@@ -5,10 +5,10 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from raftkv.wire.security_keys import generate_keypair
-from raftkv.wire.security_loopback import LoopbackGuard
-from raftkv.wire.security_tokens import Role, new_client_token, new_join_token
-from raftkv.wire.security_zap import (
+from raftkv.wire.security.keys import generate_keypair
+from raftkv.wire.security.loopback import LoopbackGuard
+from raftkv.wire.security.tokens import Role, new_client_token, new_join_token
+from raftkv.wire.security.zap import (
     JOINER_USER_ID, Door, DoorAuthenticator, configure_curve_client, configure_curve_server,
     configure_null_server, user_id_of,
 )
@@ -261,7 +261,7 @@ def test_malformed_zap_requests_are_answered(ctx):
 
 
 def test_key_ring_swaps_are_seen_at_once():
-    from raftkv.wire.security_zap import KeyRing
+    from raftkv.wire.security.zap import KeyRing
     k1, k2 = generate_keypair().public, generate_keypair().public
     ring = KeyRing({k1: "a"})
     assert ring.callback("peer", k1) and not ring.callback("peer", k2)

@@ -25,7 +25,7 @@ from typing import Union
 import zmq
 from zmq.utils import z85
 
-from .security_files import PathLike, PrivateFileError, read_private_file, write_private_file
+from .files import PathLike, PrivateFileError, read_private_file, write_private_file
 
 KEY_FILE_HEADER = "# raftkv CURVE key pair: private, keep this file mode 0600\n"
 Z85_KEY_LEN = 40

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .security_files import PathLike, PrivateFileError, read_private_file, write_private_file
-from .security_keys import KeyPair, generate_keypair, load_keypair, load_or_create_keypair, write_keypair
-from .security_tls import make_self_signed_cert
-from .security_tokens import (
+from .files import PathLike, PrivateFileError, read_private_file, write_private_file
+from .keys import KeyPair, generate_keypair, load_keypair, load_or_create_keypair, write_keypair
+from .tls import make_self_signed_cert
+from .tokens import (
     JoinToken, Role, StoredToken, TokenError, hash_secret, new_client_token, new_join_token,
 )
 

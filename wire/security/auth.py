@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping, Optional, Union
 
-from .security_tokens import ClientToken, StoredToken, TokenError, allowed, required_role
+from .tokens import ClientToken, StoredToken, TokenError, allowed, required_role
 
 
 class AuthOutcome(Enum):

@@ -37,7 +37,7 @@ from typing import Union
 
 from zmq.utils import z85
 
-from .security_keys import RAW_KEY_LEN, KeyPair, check_public_key, derive_keypair
+from .keys import RAW_KEY_LEN, KeyPair, check_public_key, derive_keypair
 
 SECRET_LEN = 32
 CHECK_LEN = 4

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .security_files import PathLike, PrivateFileError, check_private, write_private_file
+from .files import PathLike, PrivateFileError, check_private, write_private_file
 
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"

@@ -33,8 +33,8 @@ from zmq.auth.base import VERSION as ZAP_VERSION
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from .security_keys import KeyPair, check_public_key
-from .security_loopback import LoopbackGuard, RateLimitedLog
+from .keys import KeyPair, check_public_key
+from .loopback import LoopbackGuard, RateLimitedLog
 
 JOINER_USER_ID = "join:"  # a member id or token name never contains ':' (see security_tokens.NAME_RE)
 
