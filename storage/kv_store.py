@@ -28,6 +28,7 @@ applied batches in a power cut is harmless, since the log (which is synced) stil
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -43,6 +44,7 @@ from .kv_checkpoint import CheckpointInfo, take_checkpoint
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, KvFormatError, kv_options, open_db,
                     read_header)
 from .kv_install import install, recover
+from .log_store import StorageError
 
 log = logging.getLogger("storage.kv")
 
@@ -174,8 +176,9 @@ class KvStore:
     """The replicated key-value state and session table of one node, in RocksDB.
 
     Owned by one thread at a time (the FSM actor). Every method but :meth:`close` needs the
-    store open. Opening first finishes or rolls back a checkpoint swap a crash interrupted
-    (:func:`raftkv.storage.kv_install.recover`).
+    store open. Opening takes ``<path>.lock`` (an flock held until :meth:`close`), then
+    finishes or rolls back a checkpoint swap a crash interrupted
+    (:func:`raftkv.storage.kv_install.recover`), then opens the DB.
     """
 
     def __init__(self, path: str, cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> None:
@@ -189,10 +192,36 @@ class KvStore:
         self.path = path
         self.cache_mb = cache_mb
         self._statistics = statistics
-        recover(path)
-        os.makedirs(path, exist_ok=True)
-        self._opts = kv_options(cache_mb, statistics)
-        self._db = open_db(path, self._opts)
+        self._lock = self._take_lock(path)
+        self._open()
+
+    @staticmethod
+    def _take_lock(path: str) -> int:
+        # A lock beside the DB, not RocksDB's LOCK inside it: the recovery below renames and
+        # deletes the DB directory and its siblings, which only the owner of the store may do.
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(os.path.abspath(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(f"cannot open key-value store at {path}: locked "
+                               "(is another process using this data directory?)") from None
+        return fd
+
+    def _open(self) -> None:
+        """Recover an interrupted swap and open the DB (the lock is held)."""
+        path, cache_mb, statistics = self.path, self.cache_mb, self._statistics
+        self._closed = True
+        try:
+            recover(path)
+            os.makedirs(path, exist_ok=True)
+            self._opts = kv_options(cache_mb, statistics)
+            self._db = open_db(path, self._opts)
+        except BaseException:
+            self.close()  # releases the lock
+            raise
         self._closed = False
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = False
@@ -354,17 +383,26 @@ class KvStore:
         applied index. ``staged`` must be on the same filesystem as the store. If the swap
         fails, the store is reopened at the old or the new state (as after a crash) and the
         error is raised."""
-        self.close()
+        self._close_db()  # the lock stays held: no other process may open the store meanwhile
         try:
             install(self.path, staged)
         finally:
             # reopening runs the recovery: a failed swap is completed or rolled back right away
-            self.__init__(self.path, self.cache_mb, self._statistics)  # type: ignore[misc]
+            self._open()
         return self._applied
 
     def close(self) -> None:
         """Close the database (idempotent), syncing the WAL so that a clean shutdown loses no
         applied batch (then a restart replays nothing)."""
+        if getattr(self, "_lock", None) is None:
+            return
+        try:
+            self._close_db()
+        finally:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _close_db(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
             try:

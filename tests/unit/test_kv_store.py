@@ -107,6 +107,12 @@ def test_an_unknown_format_version_is_refused_with_a_clear_error(path):
 def test_a_second_process_cannot_open_the_same_store(store, path):
     with pytest.raises(StorageError, match="another process"):
         KvStore(path)
+    child = subprocess.run([sys.executable, "-c", "import sys; from raftkv.storage.kv_store import KvStore; "
+                            "KvStore(sys.argv[1])", path], capture_output=True, text=True, timeout=60)
+    assert child.returncode != 0 and "another process" in child.stderr
+    assert store.get("x") is None  # the store is still usable
+    store.close()
+    KvStore(path).close()  # and once closed, it opens again
 
 
 # ---------------------------------------------------------------- crashes
@@ -348,7 +354,7 @@ def test_a_swap_interrupted_at_any_step_recovers_to_the_old_or_the_new_state(
     else:
         assert index == 50 and len(items) == 2000 and ("mine", b"old") not in items
     leftovers = sorted(n for n in os.listdir(os.path.dirname(path)) if n.startswith("kv"))
-    assert leftovers == ["kv"]
+    assert leftovers == ["kv", "kv.lock"]
 
 
 def test_a_recovery_interrupted_itself_still_completes(store, leader_checkpoint, path, monkeypatch):
