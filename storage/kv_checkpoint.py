@@ -118,6 +118,11 @@ def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str) -
     partial = directory + _PARTIAL
     if os.path.exists(partial):
         shutil.rmtree(partial)
+    # Flush the memtable first: rocksdict's flush releases the GIL, its create_checkpoint (which
+    # flushes too) does not; measured with 400k keys in the memtable: 375 ms with every other
+    # thread of the node frozen, against a 3 ms checkpoint after a GIL-free flush. Only the
+    # calling thread writes, so nothing reaches the memtable in between.
+    db.flush(True)
     rocksdict.Checkpoint(db).create_checkpoint(partial)
     with open(os.path.join(partial, INFO_FILE), "wb") as f:
         f.write(msgpack.packb({"applied_index": applied_index, "format": KV_FORMAT_VERSION}))

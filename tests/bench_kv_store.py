@@ -16,6 +16,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 from raftkv.storage.kv_checkpoint import CheckpointReceiver, build_manifest, checkpoint_name, iter_chunks
@@ -46,6 +47,29 @@ def du_mb(path: str) -> float:
                 seen.add(st.st_ino)
                 total += st.st_blocks * 512
     return total / 1e6
+
+
+class Stall:
+    """A thread ticking every millisecond: the longest gap between ticks is how long the GIL (or
+    the machine) kept other threads of the process from running."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.wait(0.001):
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.longest
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -130,9 +154,12 @@ def main() -> None:
     print(f"RSS after load and reads: {cur:.0f} MB (peak {peak:.0f} MB)")
 
     cks = os.path.join(work, "checkpoints")
+    stall = Stall()
     t = time.perf_counter()
     info = s.checkpoint(os.path.join(cks, checkpoint_name(index)))
-    print(f"checkpoint (memtable flush + hard links): {(time.perf_counter() - t) * 1e3:.0f} ms")
+    took = time.perf_counter() - t
+    print(f"checkpoint (memtable flush + hard links): {took * 1e3:.0f} ms; longest stall of another "
+          f"thread meanwhile {stall.stop() * 1e3:.0f} ms")
     s.apply_batch([Put("after-checkpoint", b"x")], index + 1)  # a further write, as in service
     t = time.perf_counter()
     s.checkpoint(os.path.join(cks, checkpoint_name(index + 1)))
