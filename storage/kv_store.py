@@ -118,6 +118,40 @@ class ForgetExpired(NamedTuple):
 KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired]
 
 
+class KvBatch:
+    """The operations of a run of committed entries being applied, collected for one
+    :meth:`KvStore.apply_batch`, and readable before they are written: :meth:`get` sees the
+    batch's own puts and deletes (RocksDB's WriteBatch cannot be read), so that e.g. a
+    compare-and-set after a put of the same key in the same batch sees the put."""
+
+    def __init__(self, store: "KvStore") -> None:
+        self._store = store
+        self.ops: list[KvOp] = []
+        self._pending: dict[str, Optional[bytes]] = {}
+
+    def get(self, key: str) -> Optional[bytes]:
+        """The value of ``key`` once this batch is applied (None: absent)."""
+        if key in self._pending:
+            return self._pending[key]
+        return self._store.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value``."""
+        self.ops.append(Put(key, value))
+        self._pending[key] = value
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        self.ops.append(Delete(key))
+        self._pending[key] = None
+
+    def add(self, op: KvOp) -> None:
+        """Append any other operation (the session table's)."""
+        if type(op) is Put or type(op) is Delete:
+            raise TypeError("use put() or delete(), which keep get() up to date")
+        self.ops.append(op)
+
+
 # ---------------------------------------------------------------- the session table, as loaded
 
 
@@ -245,6 +279,11 @@ class KvStore:
         return empty
 
     # ---------------------------------------------------------------- writes
+
+    def batch(self) -> KvBatch:
+        """An empty :class:`KvBatch` reading through to this store; write it with
+        ``apply_batch(batch.ops, index)``."""
+        return KvBatch(self)
 
     def apply_batch(self, ops: Iterable[KvOp], applied_index: int, meta: Optional[dict[str, bytes]] = None) -> None:
         """Apply the changes of a run of committed entries ending at ``applied_index``, with the

@@ -13,6 +13,8 @@ from collections import OrderedDict
 import msgpack
 import pytest
 import rocksdict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from raftkv.storage import kv_install
 from raftkv.storage.kv_checkpoint import (INFO_FILE, CheckpointError, CheckpointManifest, CheckpointReceiver,
@@ -82,6 +84,51 @@ def test_values_keep_their_bytes_and_meta_is_stored_with_the_batch(store):
         assert s.get_meta("term") == b"\x05" and s.get_meta("members") == b"m"
         assert s.get_meta("other") is None
         assert s.applied_index() == 3
+    finally:
+        s.close()
+
+
+def test_a_batch_reads_its_own_writes_before_they_are_applied(store):
+    store.apply_batch([Put("a", b"1"), Put("b", b"2")], 1)
+    b = store.batch()
+    b.put("a", b"new")
+    b.delete("b")
+    b.add(SaveResult("c", 1, "ok"))
+    assert (b.get("a"), b.get("b"), b.get("z")) == (b"new", None, None)
+    assert store.get("a") == b"1"  # nothing written yet
+    with pytest.raises(TypeError):
+        b.add(Put("x", b"y"))
+    store.apply_batch(b.ops, 2)
+    assert (store.get("a"), store.get("b"), store.session_result("c", 1)) == (b"new", None, ("ok", None))
+
+
+_keys = st.text(alphabet="ab/é\U0010ffff", max_size=4)
+_batches = st.lists(st.lists(st.one_of(st.builds(Put, _keys, st.binary(max_size=3)), st.builds(Delete, _keys)),
+                             max_size=8), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=_batches, probes=st.lists(st.tuples(_keys, st.integers(0, 5)), min_size=1, max_size=5),
+       reopen_at=st.integers(0, 12))
+def test_the_store_behaves_like_a_sorted_dict(tmp_path_factory, batches, probes, reopen_at):
+    path = str(tmp_path_factory.mktemp("model") / "kv")
+    s = KvStore(path, cache_mb=8)
+    model: dict[str, bytes] = {}
+    try:
+        for i, ops in enumerate(batches, 1):
+            s.apply_batch(ops, i)
+            for op in ops:
+                if type(op) is Put:
+                    model[op.key] = op.value
+                else:
+                    model.pop(op.key, None)
+            if i == reopen_at:
+                s = reopen(s)
+            for prefix, limit in probes:
+                want = sorted((k, v) for k, v in model.items() if k.startswith(prefix))
+                assert s.scan(prefix, limit) == (want[:limit] if limit else want)
+                assert s.get(prefix) == model.get(prefix)
+        assert s.applied_index() == len(batches)
     finally:
         s.close()
 
