@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from enum import Enum
 
 from .kv_db import kv_options, open_db, read_header
 
 log = logging.getLogger("storage.kv")
 
 
-class SwapStep:
+class SwapStep(str, Enum):
     """Names of the points of :func:`install` between two durable steps (for fault injection)."""
 
     STAGED = "staged"  # .incoming is in place and verified; no marker yet
@@ -42,7 +43,7 @@ class SwapStep:
     UNMARKED = "unmarked"  # marker deleted; only .old is left to delete
 
 
-def _crash_point(step: str) -> None:
+def _crash_point(step: SwapStep) -> None:
     """Called between the steps of a swap; tests replace it to simulate a crash there."""
 
 

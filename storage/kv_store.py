@@ -178,7 +178,7 @@ class SessionTable:
 def _seq_bytes(seq: int) -> bytes:
     if not -_SIGN <= seq < _SIGN:
         raise ValueError(f"seq {seq} is outside the signed 64-bit range")
-    return _SEQ.pack(seq ^ _SIGN if seq >= 0 else seq + _SIGN)
+    return _SEQ.pack(seq + _SIGN)  # order-preserving: -2**63 -> 0, 0 -> 2**63
 
 
 def _seq_from(b: bytes) -> int:
