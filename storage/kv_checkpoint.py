@@ -110,7 +110,12 @@ def checkpoint_name(applied_index: int) -> str:
 def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str) -> CheckpointInfo:
     """Checkpoint the open DB ``db``, whose applied index is ``applied_index``, into
     ``directory`` (must not exist). Call it from the thread that applies batches, so that no
-    batch lands between reading the index and taking the checkpoint."""
+    batch lands between reading the index and taking the checkpoint.
+
+    When this returns, the checkpoint is durable, and so is the live DB up to
+    ``applied_index``: the flush wrote and synced its SST files and MANIFEST. So even though
+    batches are never synced, a power cut can no longer take the live DB below this index, and
+    the Raft log may drop its prefix up to it."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(directory)
