@@ -409,10 +409,18 @@ class KvStore:
 
     # ---------------------------------------------------------------- snapshots
 
+    def prepare_checkpoint(self) -> None:
+        """Start writing the memtable to disk in the background and return at once. Calling it
+        a little before :meth:`checkpoint` (e.g. some entries before the snapshot threshold)
+        leaves the checkpoint only the entries applied since to flush, so the calling thread
+        waits for a small flush instead of a whole memtable (up to 64 MB)."""
+        self._db.flush(False)
+
     def checkpoint(self, directory: str) -> "CheckpointInfo":
         """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
         exist): hard links to the immutable SST files plus a flush of the memtable, so its cost
-        is bounded by the memtable size, not the data size. The applied index (and meta) is in
+        is bounded by the memtable size, not the data size (and by the entries applied since
+        :meth:`prepare_checkpoint`, if it was called). The applied index (and meta) is in
         the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`."""
         return take_checkpoint(self._db, self._applied, directory)
 

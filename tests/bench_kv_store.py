@@ -160,10 +160,22 @@ def main() -> None:
     took = time.perf_counter() - t
     print(f"checkpoint (memtable flush + hard links): {took * 1e3:.0f} ms; longest stall of another "
           f"thread meanwhile {stall.stop() * 1e3:.0f} ms")
-    s.apply_batch([Put("after-checkpoint", b"x")], index + 1)  # a further write, as in service
+    # load on for one more memtable's worth, then a checkpoint prepared ahead of time: the
+    # background flush runs while 20 more batches are applied, as the FSM would keep applying
+    xrng = random.Random(6)  # new keys, not overwrites of loaded ones
+    for _ in range(120_000 // BATCH):
+        index += BATCH
+        s.apply_batch([Put("%016x" % xrng.getrandbits(64), values[j]) for j in range(BATCH)], index)
+    s.prepare_checkpoint()
+    for _ in range(20):
+        index += BATCH
+        s.apply_batch([Put("%016x" % xrng.getrandbits(64), values[j]) for j in range(BATCH)], index)
+    stall = Stall()
     t = time.perf_counter()
-    s.checkpoint(os.path.join(cks, checkpoint_name(index + 1)))
-    print(f"second checkpoint (1 key in the memtable): {(time.perf_counter() - t) * 1e3:.0f} ms")
+    s.checkpoint(os.path.join(cks, checkpoint_name(index)))
+    took = time.perf_counter() - t
+    print(f"checkpoint after prepare_checkpoint() and 20 batches: {took * 1e3:.0f} ms; longest stall "
+          f"{stall.stop() * 1e3:.0f} ms")
 
     t = time.perf_counter()
     manifest = build_manifest(info.path)
@@ -180,7 +192,8 @@ def main() -> None:
           f"{mt:.2f} s; stream to a local receiver {st:.2f} s = {total / 1e6 / st:.0f} MB/s")
 
     s.close()
-    print(f"DB size on disk: {du_mb(path):.0f} MB ({du_mb(path) / (n * 116 / 1e6):.2f}x raw); "
+    raw = (index - 1) * 116 / 1e6  # every key distinct (64-bit random), 1 more for "after-checkpoint"
+    print(f"DB size on disk: {du_mb(path):.0f} MB for {index:,} keys ({du_mb(path) / raw:.2f}x raw); "
           f"with both checkpoints: {du_mb(work) - du_mb(staging):.0f} MB")
     t = time.perf_counter()
     s = KvStore(path, cache_mb=args.cache_mb)
@@ -188,7 +201,8 @@ def main() -> None:
     t = time.perf_counter()
     s.get(probe[0])
     first = time.perf_counter() - t
-    print(f"reopen: {reopen * 1e3:.0f} ms (first get after it {first * 1e3:.1f} ms), applied index {s.applied_index():,}")
+    print(f"reopen: {reopen * 1e3:.0f} ms (first get after it {first * 1e3:.1f} ms), "
+          f"applied index {s.applied_index():,}")
     s.close()
     cur, peak = rss_mb()
     print(f"RSS at the end: {cur:.0f} MB (peak {peak:.0f} MB)")
