@@ -1,0 +1,458 @@
+"""The replicated key-value state (the FSM's map and session table) in its own RocksDB database.
+
+The database lives in its own directory inside the node's data dir (``<data_dir>/kv`` by
+convention), apart from the Raft log's database: the log is the only synced write on the write
+path, and the state is rebuilt from it, so nothing here is ever fsynced on the write path.
+
+Layout (one column family, raw bytes keys; RocksDB's bytewise order is the order relied on):
+
+- ``b"m/format"``: msgpack int, :data:`KV_FORMAT_VERSION`; an unknown version is refused.
+- ``b"m/applied"``: msgpack int, the index of the last log entry whose effects are in the DB.
+- ``b"m/meta/<name>"``: opaque bytes the caller stores with a batch (applied term, members...),
+  so that a checkpoint carries everything a snapshot must carry.
+- ``b"d" + key`` (UTF-8): a value (bytes). All data keys share one prefix, so a prefix scan is
+  one seek plus ``limit`` steps, sorted by construction.
+- ``b"s" + len(client_id) u16 + client_id + seq``: one result of the session table, value
+  msgpack ``[status, value]``. ``seq`` is a signed 64-bit int stored big-endian with its sign
+  bit flipped, so one client's results sort by seq. The length prefix keeps one client's
+  results contiguous whatever bytes its id holds.
+- ``b"t" + client_id``: msgpack int, the log index of the client's last request.
+- ``b"x" + client_id``: msgpack int, the log index at which the client's session expired.
+
+Atomicity: :meth:`KvStore.apply_batch` writes every change of a batch of committed entries
+*and* the new applied index as ONE WriteBatch. A WriteBatch is one WAL record, and the DB is
+opened with point-in-time WAL recovery, so after any crash (process or machine) the DB holds
+the effects of exactly the entries up to its ``applied_index()``: a consistent prefix of the
+log, and the node replays the rest from its log. The batch is not synced: losing a suffix of
+applied batches in a power cut is harmless, since the log (which is synced) still has them.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Optional, Union
+
+import msgpack
+import rocksdict
+
+from .format import pack
+from .kv_checkpoint import CheckpointInfo, take_checkpoint
+from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, KvFormatError, kv_options, open_db,
+                    read_header)
+from .kv_install import install, recover
+from .log_store import StorageError
+
+log = logging.getLogger("storage.kv")
+
+_META_PREFIX = b"m/meta/"
+_DATA = b"d"
+_DATA_END = b"e"
+_RESULT = b"s"
+_RESULT_END = b"t"
+_TOUCH = b"t"
+_TOUCH_END = b"u"
+_EXPIRED = b"x"
+_EXPIRED_END = b"y"
+_SEQ = struct.Struct(">Q")
+_CID_LEN = struct.Struct(">H")
+_SIGN = 1 << 63
+
+
+# ---------------------------------------------------------------- the operations of a batch
+
+
+class Put(NamedTuple):
+    """Set ``key`` to ``value``."""
+
+    key: str
+    value: bytes
+
+
+class Delete(NamedTuple):
+    """Remove ``key`` (nothing happens if it is absent)."""
+
+    key: str
+
+
+class SaveResult(NamedTuple):
+    """Record the result ``(status, value)`` of the client's request number ``seq``."""
+
+    client_id: str
+    seq: int
+    status: str
+    value: Optional[bytes] = None
+
+
+class DropResult(NamedTuple):
+    """Forget one result: it left the client's window."""
+
+    client_id: str
+    seq: int
+
+
+class TouchSession(NamedTuple):
+    """Record the log index of the client's last request (sessions expire by log position)."""
+
+    client_id: str
+    last_index: int
+
+
+class ExpireSession(NamedTuple):
+    """Drop the client's session (all its results and its last index) and remember that it
+    expired at log index ``at_index`` (its later requests are answered "expired")."""
+
+    client_id: str
+    at_index: int
+
+
+class ForgetExpired(NamedTuple):
+    """Stop remembering that the client's session expired."""
+
+    client_id: str
+
+
+KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired]
+
+
+class KvBatch:
+    """The operations of a run of committed entries being applied, collected for one
+    :meth:`KvStore.apply_batch`, and readable before they are written: :meth:`get` sees the
+    batch's own puts and deletes (RocksDB's WriteBatch cannot be read), so that e.g. a
+    compare-and-set after a put of the same key in the same batch sees the put."""
+
+    def __init__(self, store: "KvStore") -> None:
+        self._store = store
+        self.ops: list[KvOp] = []
+        self._pending: dict[str, Optional[bytes]] = {}
+
+    def get(self, key: str) -> Optional[bytes]:
+        """The value of ``key`` once this batch is applied (None: absent)."""
+        if key in self._pending:
+            return self._pending[key]
+        return self._store.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value``."""
+        self.ops.append(Put(key, value))
+        self._pending[key] = value
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        self.ops.append(Delete(key))
+        self._pending[key] = None
+
+    def add(self, op: KvOp) -> None:
+        """Append any other operation (the session table's)."""
+        if type(op) is Put or type(op) is Delete:
+            raise TypeError("use put() or delete(), which keep get() up to date")
+        self.ops.append(op)
+
+
+# ---------------------------------------------------------------- the session table, as loaded
+
+
+@dataclass
+class SessionRecord:
+    """One client's session: its recent results by seq (in seq order) and its last index."""
+
+    last_index: int = 0
+    results: "OrderedDict[int, tuple]" = field(default_factory=OrderedDict)
+
+
+@dataclass
+class SessionTable:
+    """The whole session table: live sessions, and expired ones ordered by expiry index (the
+    order in which the FSM appended them, so sweeping from the front works as before)."""
+
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    expired: "OrderedDict[str, int]" = field(default_factory=OrderedDict)
+
+
+# ---------------------------------------------------------------- key encoding
+
+
+def _seq_bytes(seq: int) -> bytes:
+    if not -_SIGN <= seq < _SIGN:
+        raise ValueError(f"seq {seq} is outside the signed 64-bit range")
+    return _SEQ.pack(seq + _SIGN)  # order-preserving: -2**63 -> 0, 0 -> 2**63
+
+
+def _seq_from(b: bytes) -> int:
+    u = _SEQ.unpack(b)[0]
+    return u - _SIGN
+
+
+def _client_prefix(client_id: str) -> bytes:
+    cid = client_id.encode()
+    return _RESULT + _CID_LEN.pack(len(cid)) + cid
+
+
+def _result_key(client_id: str, seq: int) -> bytes:
+    return _client_prefix(client_id) + _seq_bytes(seq)
+
+
+def successor(prefix: bytes) -> Optional[bytes]:
+    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] != 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None
+
+
+class KvStore:
+    """The replicated key-value state and session table of one node, in RocksDB.
+
+    Owned by one thread at a time (the FSM actor). Every method but :meth:`close` needs the
+    store open. Opening takes ``<path>.lock`` (an flock held until :meth:`close`), then
+    finishes or rolls back a checkpoint swap a crash interrupted
+    (:func:`raftkv.storage.kv_install.recover`), then opens the DB.
+    """
+
+    def __init__(self, path: str, cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> None:
+        """Open (creating if needed) the store at ``path``.
+
+        ``cache_mb`` sizes the block cache (index and filter blocks included). ``statistics``
+        turns on RocksDB's counters (see :meth:`ticker`; for tests and benchmarks).
+        Raises StorageError if the directory is locked by another process, KvFormatError if it
+        holds an unknown format version.
+        """
+        self.path = path
+        self.cache_mb = cache_mb
+        self._statistics = statistics
+        self._lock = self._take_lock(path)
+        self._open()
+
+    @staticmethod
+    def _take_lock(path: str) -> int:
+        # A lock beside the DB, not RocksDB's LOCK inside it: the recovery below renames and
+        # deletes the DB directory and its siblings, which only the owner of the store may do.
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(os.path.abspath(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(f"cannot open key-value store at {path}: locked "
+                               "(is another process using this data directory?)") from None
+        return fd
+
+    def _open(self) -> None:
+        """Recover an interrupted swap and open the DB (the lock is held)."""
+        path, cache_mb, statistics = self.path, self.cache_mb, self._statistics
+        self._closed = True
+        try:
+            recover(path)
+            os.makedirs(path, exist_ok=True)
+            self._opts = kv_options(cache_mb, statistics)
+            self._db = open_db(path, self._opts)
+        except BaseException:
+            self.close()  # releases the lock
+            raise
+        self._closed = False
+        self._wo = rocksdict.WriteOptions()
+        self._wo.sync = False
+        self._data_ro = rocksdict.ReadOptions()
+        self._data_ro.set_iterate_upper_bound(_DATA_END)
+        try:
+            if self._is_empty():
+                self._db.put(K_FORMAT, pack(KV_FORMAT_VERSION), self._wo)
+                self._db.flush_wal(True)
+                log.info("created a new key-value store at %s (format version %d)", path, KV_FORMAT_VERSION)
+            self._applied = read_header(self._db, path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _is_empty(self) -> bool:
+        it = self._db.iter()
+        it.seek_to_first()
+        empty = not it.valid()
+        del it  # a live iterator holds the DB (and its LOCK) open after close()
+        return empty
+
+    # ---------------------------------------------------------------- writes
+
+    def batch(self) -> KvBatch:
+        """An empty :class:`KvBatch` reading through to this store; write it with
+        ``apply_batch(batch.ops, index)``."""
+        return KvBatch(self)
+
+    def apply_batch(self, ops: Iterable[KvOp], applied_index: int, meta: Optional[dict[str, bytes]] = None) -> None:
+        """Apply the changes of a run of committed entries ending at ``applied_index``, with the
+        new applied index and ``meta`` (name -> bytes), as one unsynced WriteBatch: after a
+        crash either all of it is in the DB or none of it is.
+
+        Raises ValueError (before anything is written) if ``applied_index`` goes backwards, or
+        for an op of an unknown type or with an out-of-range seq.
+        """
+        if applied_index < self._applied:
+            raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        put = wb.put
+        for op in ops:
+            t = type(op)
+            if t is Put:
+                put(_DATA + op.key.encode(), op.value)
+            elif t is Delete:
+                wb.delete(_DATA + op.key.encode())
+            elif t is SaveResult:
+                put(_result_key(op.client_id, op.seq), msgpack.packb([op.status, op.value], use_bin_type=True))
+            elif t is DropResult:
+                wb.delete(_result_key(op.client_id, op.seq))
+            elif t is TouchSession:
+                put(_TOUCH + op.client_id.encode(), pack(op.last_index))
+            elif t is ExpireSession:
+                prefix = _client_prefix(op.client_id)
+                wb.delete_range(prefix, successor(prefix))
+                wb.delete(_TOUCH + op.client_id.encode())
+                put(_EXPIRED + op.client_id.encode(), pack(op.at_index))
+            elif t is ForgetExpired:
+                wb.delete(_EXPIRED + op.client_id.encode())
+            else:
+                raise ValueError(f"not a key-value operation: {op!r}")
+        if meta:
+            for name, value in meta.items():
+                put(_META_PREFIX + name.encode(), value)
+        put(K_APPLIED, pack(applied_index))
+        self._db.write(wb, self._wo)
+        self._applied = applied_index
+
+    # ---------------------------------------------------------------- reads
+
+    def applied_index(self) -> int:
+        """Index of the last log entry whose effects the store holds (0: none)."""
+        return self._applied
+
+    def get(self, key: str) -> Optional[bytes]:
+        """The value of ``key``, or None if it is absent."""
+        return self._db.get(_DATA + key.encode())
+
+    def scan(self, prefix: str, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``, in key order
+        (UTF-8 bytewise, which is code point order). One seek and at most ``limit`` steps,
+        whatever the number of keys. ``limit <= 0`` means no limit (every matching key)."""
+        start = _DATA + prefix.encode()
+        ro = self._data_ro
+        end = successor(start)
+        if end is not None and end != _DATA_END:
+            ro = rocksdict.ReadOptions()
+            ro.set_iterate_upper_bound(end)
+        out: list[tuple[str, bytes]] = []
+        items = self._db.items(from_key=start, read_opt=ro)
+        if limit > 0:
+            append = out.append
+            for key, value in items:
+                append((key[1:].decode(), value))
+                if len(out) >= limit:
+                    break
+        else:
+            out = [(key[1:].decode(), value) for key, value in items]
+        del items  # releases the RocksDB iterator now (it pins memtables and files)
+        return out
+
+    def get_meta(self, name: str) -> Optional[bytes]:
+        """Bytes stored with ``meta={name: ...}`` by :meth:`apply_batch`, or None."""
+        return self._db.get(_META_PREFIX + name.encode())
+
+    def session_result(self, client_id: str, seq: int) -> Optional[tuple]:
+        """One stored result ``(status, value)`` of the session table, or None."""
+        raw = self._db.get(_result_key(client_id, seq))
+        return None if raw is None else tuple(msgpack.unpackb(raw, raw=False))
+
+    def sessions(self) -> SessionTable:
+        """The whole session table (read at start-up: it is bounded by clients x window).
+        Each client's results come in seq order."""
+        table = SessionTable()
+        sessions = table.sessions
+        for key, value in self._range(_TOUCH, _TOUCH_END):
+            sessions[key[1:].decode()] = SessionRecord(last_index=msgpack.unpackb(value))
+        for key, value in self._range(_RESULT, _RESULT_END):
+            n = _CID_LEN.unpack_from(key, 1)[0]
+            cid = key[3:3 + n].decode()
+            rec = sessions.get(cid)
+            if rec is None:
+                rec = sessions[cid] = SessionRecord()
+            rec.results[_seq_from(key[3 + n:])] = tuple(msgpack.unpackb(value, raw=False))
+        expired = [(msgpack.unpackb(v), k[1:].decode()) for k, v in self._range(_EXPIRED, _EXPIRED_END)]
+        expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
+        table.expired = OrderedDict((cid, at) for at, cid in expired)
+        return table
+
+    def _range(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
+        ro = rocksdict.ReadOptions()
+        ro.set_iterate_upper_bound(hi)
+        items = self._db.items(from_key=lo, read_opt=ro)
+        out = list(items)
+        del items
+        return out
+
+    def ticker(self, name: str) -> int:
+        """A RocksDB statistics counter, e.g. ``"rocksdb.number.db.next"`` (needs
+        ``statistics=True``; 0 if the counter is not reported)."""
+        text = self._opts.get_statistics() or ""
+        for line in text.splitlines():
+            if line.startswith(name + " COUNT"):
+                return int(line.rsplit(":", 1)[1])
+        return 0
+
+    def disk_bytes(self) -> int:
+        """Bytes of the live SST files (RocksDB's own count; WAL and MANIFEST excluded)."""
+        return sum(f["size"] for f in self._db.live_files())
+
+    # ---------------------------------------------------------------- snapshots
+
+    def prepare_checkpoint(self) -> None:
+        """Start writing the memtable to disk in the background and return at once. Calling it
+        a little before :meth:`checkpoint` (e.g. some entries before the snapshot threshold)
+        leaves the checkpoint only the entries applied since to flush, so the calling thread
+        waits for a small flush instead of a whole memtable (up to 64 MB)."""
+        self._db.flush(False)
+
+    def checkpoint(self, directory: str) -> "CheckpointInfo":
+        """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
+        exist): hard links to the immutable SST files plus a flush of the memtable, so its cost
+        is bounded by the memtable size, not the data size (and by the entries applied since
+        :meth:`prepare_checkpoint`, if it was called). The applied index (and meta) is in
+        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`."""
+        return take_checkpoint(self._db, self._applied, directory)
+
+    def install(self, staged: str) -> int:
+        """Replace this store's state by the verified DB in ``staged`` (see
+        :func:`raftkv.storage.kv_install.install`), atomically, and reopen; returns the new
+        applied index. ``staged`` must be on the same filesystem as the store. If the swap
+        fails, the store is reopened at the old or the new state (as after a crash) and the
+        error is raised."""
+        self._close_db()  # the lock stays held: no other process may open the store meanwhile
+        try:
+            install(self.path, staged)
+        finally:
+            # reopening runs the recovery: a failed swap is completed or rolled back right away
+            self._open()
+        return self._applied
+
+    def close(self) -> None:
+        """Close the database (idempotent), syncing the WAL so that a clean shutdown loses no
+        applied batch (then a restart replays nothing)."""
+        if getattr(self, "_lock", None) is None:
+            return
+        try:
+            self._close_db()
+        finally:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _close_db(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            try:
+                self._db.flush_wal(True)
+            finally:
+                self._db.close()
