@@ -19,20 +19,22 @@ by LogStore.drop_prefix); when a write completes its ``send_after_persist`` mess
 
 Snapshots (actors/fsm.py, actors/snapshotter.py): every K applied entries (K random per seed) the
 FSM model hands a frozen copy of its state to a snapshotter model, whose save takes a while; once
-it is durable the core compacts (``compact(index - trailing)``, trailing random per seed). A
-restart rebuilds the FSM from the newest snapshot and the core from the log after it. When the
-leader's core asks for a snapshot (``snapshots_to_send``), the snapshotter model streams its newest
-durable snapshot in chunks (stop-and-wait, each answered with the next offset; resent when
-unanswered, ``snapshot_failed`` after a timeout without progress) over the same unreliable
-network; the follower's model collects chunks at the offset it expects, saves the complete
-snapshot (durable, after a delay), restores its FSM from it, calls ``install_snapshot`` and sends
-the done reply after the persist of the compaction, as role.py does.
+it is durable the core is told (``set_snapshot``) and compacts (``compact(index - trailing)``,
+trailing random per seed). A restart rebuilds the FSM from the newest snapshot and the core from
+the log after it. Streaming a snapshot is the core's business (actors/snapshot_transfer.py: which
+snapshot, which offset next, resend, give up, which chunks a follower accepts); the model only
+moves bytes, as the Snapshotter actor does: ``Ready.chunks_to_send`` are read from the newest
+durable snapshot (an older one is gone: ``snapshot_failed``) and sent over the same unreliable
+network; ``Ready.chunks_to_store`` are appended to the follower's buffer, and on the last one the
+snapshot is saved (durable, after a delay), the FSM restored from it and ``install_snapshot``
+called, as role.py does.
 
-Membership (actors/leader.py, actors/node.py): an admin adds spare nodes (as learners; the leader
-promotes a learner once its match reaches the commit index) and removes members (voters,
-learners, the leader itself), one change at a time (``can_change_config``). A node that sees its
-removal committed stops for good; an operator also stops a removed node some time after its
-removal committed (it may never learn of it); a removed id never comes back.
+Membership (the core's MembershipQueue, actors/membership.py): an admin asks the leader's core to
+add spare nodes (to become voters: the core adds them as learners and promotes each once its
+match reaches the commit index; in some seeds some stay learners) and to remove members (voters,
+learners, the leader itself); the core applies them one at a time. A node whose core reports its
+removal committed (``Ready.removed``) stops for good; an operator also stops a removed node some
+time after its removal committed (it may never learn of it); a removed id never comes back.
 
 The network delays every message by a random time (so it reorders), drops and duplicates some,
 and suffers partitions that come and go (one node isolated, often the leader; random splits;
@@ -94,26 +96,14 @@ must complete within a bound (liveness; the bound grows with the uncommitted bac
 whose chaos committed no membership change or installed no snapshot then gets one admin change
 (preferably a spare joining behind the leader's compaction point). Finally every member must
 apply the same log to the same state, holding every acknowledged write, with every learner
-promoted.
+promoted (but those added to stay learners).
 
-The model follows the actor code except where the simulation found it wrong; each such place
-is a class flag whose default models the fix and whose ``True`` reproduces the code as it is:
-
-* ``SNAPSHOTTER_AS_IS``: Snapshotter._start_send ignores a SendSnapshot while it holds a stream
-  of the same term for the peer, even a finished one (``forget`` is never called), so a follower
-  that needs a second snapshot in one term gets the old one's last chunk resent forever (the
-  core answers it "done" and asks again): liveness lost (62 of seeds 0-999 with the flag, e.g.
-  ``--seed 10 --as-is snapshotter``).
-  Also its 30 s give-up can never fire, since each 1 s resend resets ``sent_at``.
-* ``REMOVAL_RULE_AS_IS``: NodeContext.after_ready sets ``was_member`` from an uncommitted
-  configuration; when a new leader truncates that entry (and adds the node again), the node
-  sees a committed configuration without itself and stops for good as "removed" (seeds 55, 74,
-  175, 264, 539 of 0-999 with the flag).
-* ``FOLLOWER_REQ_IDS_AS_IS``: each Follower actor numbers ReadIndexRequests from 1, so a late
-  ReadIndexReply for a previous Follower actor of the node (same term, after a pre-vote round)
-  can answer a new read with an older index: a stale read (seed 2651 of 0-3999 with the flag).
-* ``STRICT_STORE`` (False by default): a batch LogStore.write would reject kills the node
-  (seed 905 of 0-999 with it True); see the flag.
+Every protocol decision runs in the real core: follower reads forwarded to the leader, the
+membership queue and learner promotion, the removal rule and the snapshot-stream decisions
+(once re-modelled here from the actors, where the simulation found three bugs). What remains
+modelled is I/O: the network, the disk (LogManager/LogStore), the FSM and the Snapshotter's byte
+moving. ``STRICT_STORE`` (False by default): a batch LogStore.write would reject kills the node
+(seed 905 of 0-999 with it True); see the flag.
 """
 from __future__ import annotations
 
@@ -128,13 +118,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from raftkv.actors.core import COMMIT_FLUSH_TICKS
-from raftkv.wire.messages import (Command, Entry, EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
-                           ReadIndexRequest, VoteReply, encode_record)
+from raftkv.wire.messages import (Command, Entry, EntryKind, InstallSnapshot, Member, ReadIndexReply, VoteReply,
+                                  encode_record)
 
 LEADER = "leader"
 FOLLOWER = "follower"
-# role actor classes (actors/node.py's role_classes): a role change within a class swaps no actor
-_ROLE_CLASS = {"follower": "F", "pre_candidate": "C", "candidate": "C", "leader": "L"}
 
 
 class SimFailure(AssertionError):
@@ -267,21 +255,11 @@ class Disk:
         return k < len(self.entries) and self.entries[k] == e
 
 
-class Outgoing:
-    """A leader snapshotter's stream to one follower (snapshotter._Outgoing)."""
-
-    __slots__ = ("term", "snap", "offset", "sent_at", "progress_at")
-
-    def __init__(self, term: int, snap: Snap, now: float) -> None:
-        self.term, self.snap, self.offset, self.sent_at, self.progress_at = term, snap, 0, now, now
-
-
 class Node:
     __slots__ = ("i", "id", "addr", "core", "disk", "started", "alive", "stopped", "retired", "incarnation",
                  "writing", "pending", "applied", "kv", "digest", "fsm_term", "fsm_members", "last_snap",
                  "snapshotting", "props", "leader_term", "rate", "acc", "restart_at", "paused", "resume_at",
-                 "paused_at", "outgoing", "incoming", "was_member", "role_class", "freads", "fread_wait",
-                 "next_req", "commit_seen", "ticks")
+                 "paused_at", "incoming", "commit_seen", "ticks")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -305,8 +283,6 @@ class Node:
         self.paused = False  # SIGSTOPped: handles nothing; its messages and syncs wait for it
         self.resume_at = 0.0
         self.paused_at = 0.0
-        self.was_member = False
-        self.next_req = 0
 
     def reset_volatile(self) -> None:
         self.applied = 0  # the FSM's applied index
@@ -317,11 +293,7 @@ class Node:
         self.last_snap = 0
         self.snapshotting = False
         self.props: dict = {}  # index -> (term, data) proposed here, not yet seen committed
-        self.outgoing: dict = {}  # peer -> Outgoing
         self.incoming: Optional[list] = None  # [last_index, last_term, bytearray] being received
-        self.role_class = "F"
-        self.freads: dict = {}  # req_id -> (deadline, committed at registration, acked at registration)
-        self.fread_wait: list = []  # read indexes confirmed by the leader, served once applied
         self.commit_seen = 0
 
 
@@ -342,19 +314,6 @@ class Sim:
     # planted_bugs.py turns them off to see whether the consequences of breaking them are caught.
     CHECK_MEMBERSHIP_RULES = True
     BATCH_WINDOW = 0.5  # in batched mode, inputs within this time share one Ready
-    # Model the Snapshotter exactly as actors/snapshotter.py is (see the module docstring); the
-    # default models the fix: a SendSnapshot restarts a stream unless it streams the newest
-    # snapshot already, and giving up counts from the last answer, not from the last resend.
-    SNAPSHOTTER_AS_IS = False
-    # Model actors/follower.py exactly: each Follower actor numbers its read requests from 1, so a
-    # late reply to a request of a previous Follower actor of the node may answer a new request.
-    FOLLOWER_REQ_IDS_AS_IS = False
-    # Model NodeContext.after_ready's removal rule exactly: a node that ever saw itself in a
-    # configuration entry, even an uncommitted one, stops for good once its log's configuration
-    # without it is committed, which a truncated (uncommitted) add followed by a new add makes
-    # happen to a joiner. The default models the fix: only a committed configuration naming the
-    # node makes it a member that can later be removed.
-    REMOVAL_RULE_AS_IS = False
     # Fail on a batch that LogStore.write would reject (LogManager re-raises the ValueError: the
     # node dies). Otherwise the disk model applies it as intended and counts it in
     # Stats.store_rejects. Known case: an install_snapshot that discards the log (truncate_from +
@@ -411,14 +370,17 @@ class Sim:
         self.trailing = rng.randrange(0, 31)
         self.snap_save_hi = rng.choice((0.5, 2.0, 5.0))  # how long writing a snapshot takes
         self.chunk_bytes = rng.choice((16, 48, 4096))  # snapshot stream chunk (a KV is ~10-90 bytes)
-        self.snap_resend = rng.choice((3.0, 6.0, 12.0))  # resend an unanswered chunk after this
-        self.snap_giveup = rng.choice((25.0, 50.0))  # snapshot_failed after this without progress
+        # the core's snapshot stream timers, in ticks: resend an unanswered chunk; give up without progress
+        self.cfg.snapshot_resend_ticks = rng.choice((3, 6, 12))
+        self.cfg.snapshot_give_up_ticks = rng.choice((25, 50))
         self.admin_snap_rate = rng.choice((0.0, 0.01, 0.03))  # kvclient snapshot, to a random node
         # membership: spares that may join; admin changes per tick
         self.spares = rng.choice((1, 2, 3))
         self.member_rate = rng.choice((0.01, 0.02, 0.03, 0.05))
         self.max_members = self.n + rng.choice((1, 2))
         self.remove_leader = rng.choice((0.1, 0.3))  # chance that a removal targets the leader
+        self.stay_learner = rng.choice((0.0, 0.0, 0.3))  # chance that an add is of a learner that stays one
+        self.stay_ids: set = set()  # spares added to stay learners
         self.down_lo, self.down_hi = 5.0, 50.0  # how long a crashed node stays down
         self.part_lo, self.part_hi = 10.0, 60.0  # how long a partition lasts
         self.gap_lo, self.gap_hi = 5.0, 40.0  # time between partitions
@@ -476,7 +438,7 @@ class Sim:
         self.ops: dict = {}  # command data -> (key, value)
         self.op_no = 0
         self.acked: list = []  # (index, data)
-        self.reads: dict = {}  # handle -> (node index, committed index at registration, acked index)
+        self.reads: dict = {}  # handle -> (node index, committed at registration, acked index, at a follower)
         self.read_no = 0
         self.max_acked = 0
         self.confirmed: set = set()  # handles of confirmed reads
@@ -518,11 +480,15 @@ class Sim:
         rng = self.rng
         for to, msg in msgs:
             dst = self.index[to]
-            if type(msg) is VoteReply and msg.granted and not msg.pre_vote:
+            tm = type(msg)
+            if tm is VoteReply and msg.granted and not msg.pre_vote:
                 key = (msg.term, src.id)
                 prev = self.granted.setdefault(key, to)
                 if prev != to:
                     self.fail(f"{src.id} granted its vote in term {msg.term} to {prev} and to {to}")
+            elif tm is ReadIndexReply and msg.ok and msg.index > src.core.commit:
+                self.fail(f"ReadIndex: {src.id} answers a follower's read at {msg.index} beyond its commit "
+                          f"{src.core.commit}")
             copies = 1
             if self.drop and rng.random() < self.drop:
                 copies = 0
@@ -601,20 +567,20 @@ class Sim:
                 if not nd.alive:  # an operator stopped it on seeing its removal committed
                     return
             if r.reads or r.reads_failed:
-                self.leader_reads(nd, r.reads, r.reads_failed)
-            if r.read_index_replies:
-                self.follower_read_replies(nd, r.read_index_replies)
-            for peer in r.snapshots_to_send:
-                self.snap_send(nd, peer, core.term)
-            for peer, reply in r.snapshot_acks:
-                self.snap_ack(nd, peer, reply)
-            for leader, m in r.snapshot_chunks:
-                self.snap_chunk(nd, leader, m)
-            self.after_ready(nd)
-            if not nd.alive:
+                self.node_reads(nd, r.reads, r.reads_failed)
+            for c in r.chunks_to_send:
+                self.snap_send_chunk(nd, c)
+            for c in r.chunks_to_store:
+                self.snap_store(nd, c)
+            for change, index in r.config_proposed:
+                if change.origin.value == "promotion":
+                    self.stats.promotions += 1
+                if self.verbose:
+                    self.trace(f"{nd.id}: membership change at {index}: {change.describe()}")
+            self.after_ready(nd, r)
+            if r.removed:
+                self.self_stop(nd)
                 return
-            if core.role == LEADER and self.promote(nd):
-                continue
 
     def after_persist(self, nd: Node, sends: list) -> None:
         if nd.pending is not None:
@@ -624,14 +590,20 @@ class Sim:
         else:
             self.send(nd, sends)
 
-    def after_ready(self, nd: Node) -> None:
-        """Checks after each Ready, NodeContext.after_ready's removal rule, and role-actor swaps."""
+    def after_ready(self, nd: Node, r: Any) -> None:
+        """Checks after each Ready."""
         core = nd.core
         if core.role == LEADER:
             c = core.commit
             if c > nd.commit_seen and self.CHECK_MEMBERSHIP_RULES:
-                # Learners never count: the commit index must be on a quorum of the voters.
-                voters = [m.id for m in core.members if m.voter]
+                # Learners never count: the commit index must be on a quorum of the voters of the
+                # configuration it was decided in (a change proposed in this Ready came after it).
+                members = core.members
+                if r.config_proposed:
+                    first = min(i for _, i in r.config_proposed)
+                    older = [m for i, m in core.config_log if i < first]
+                    members = older[-1] if older else core.base_members
+                voters = [m.id for m in members if m.voter]
                 acks = sum(1 for v in voters if (core.persisted if v == nd.id else
                                                  (core.progress[v].match if v in core.progress else 0)) >= c)
                 if acks < len(voters) // 2 + 1:
@@ -642,21 +614,6 @@ class Sim:
                 self.fail(f"{nd.id} (leader of term {core.term}) holds {unc} uncommitted configuration entries: "
                           f"{[i for i, _ in core.config_log]}, committed {len(self.committed)}")
         nd.commit_seen = core.commit
-        if core.member(nd.id) is not None:
-            if self.REMOVAL_RULE_AS_IS or core.config_index() <= core.commit:
-                nd.was_member = True
-        elif nd.was_member and core.commit >= core.config_index():
-            self.self_stop(nd)
-            return
-        cls = _ROLE_CLASS[core.role]
-        if cls != nd.role_class:
-            if nd.role_class == "F" and nd.freads:
-                # Follower.on_retire: reads still waiting for the leader's answer are redirected
-                self.stats.follower_reads_failed += len(nd.freads)
-                nd.freads = {}
-            if cls == "F" and self.FOLLOWER_REQ_IDS_AS_IS:
-                nd.next_req = 0
-            nd.role_class = cls
 
     # ------------------------------------------------------------------ the LogManager and disk
 
@@ -938,8 +895,6 @@ class Sim:
                         self.max_acked = idx
         if self.verbose:
             self.trace(f"{nd.id} applied up to {nd.applied}")
-        if nd.fread_wait:
-            self.serve_follower_reads(nd)
         if len(gc) > grew:
             self.commit_terms.extend([gc[-1].term] * (len(gc) - grew))
             if self.CHECK_COMMIT_SAFETY:
@@ -1037,31 +992,9 @@ class Sim:
 
     # ------------------------------------------------------------------ reads
 
-    def leader_reads(self, nd: Node, reads: list, failed: list) -> None:
-        """Leader.on_reads: local handles are checked and served; RemoteRead handles are answered."""
-        RemoteRead = self.cm.RemoteRead
-        core = nd.core
-        remote = []
-        local_reads = []
-        for ri, handles in reads:
-            local = [h for h in handles if type(h) is not RemoteRead]
-            if len(local) != len(handles):
-                if ri > core.commit:
-                    self.fail(f"ReadIndex: {nd.id} answers a follower's read at {ri} beyond its commit {core.commit}")
-                remote.extend((h.peer, ReadIndexReply(core.term, h.req_id, ri, True))
-                              for h in handles if type(h) is RemoteRead)
-            if local:
-                local_reads.append((ri, local))
-        remote.extend((h.peer, ReadIndexReply(core.term, h.req_id, 0, False)) for h in failed if type(h) is RemoteRead)
-        if remote:
-            self.send(nd, remote)
-        if local_reads:
-            self.check_reads(nd, local_reads)
-        for h in failed:
-            if type(h) is not RemoteRead and self.reads.pop(h, None) is not None:
-                self.stats.reads_failed += 1
-
-    def check_reads(self, nd: Node, reads: list) -> None:
+    def node_reads(self, nd: Node, reads: list, failed: list) -> None:
+        """Reads confirmed (or failed) by a node's core: at a leader, or at a follower with the
+        read index its leader answered (served once applied, which the FSM model need not wait for)."""
         for ri, handles in reads:
             for h in handles:
                 reg = self.reads.pop(h, None)
@@ -1070,51 +1003,39 @@ class Sim:
                 if reg[0] != nd.i:
                     self.fail(f"{nd.id} confirms read {h} registered at n{reg[0] + 1}")
                 if ri < reg[1]:
-                    self.fail(f"ReadIndex: {nd.id} confirms read {h} at index {ri}, but index {reg[1]} "
-                              f"(acknowledged up to {reg[2]}) was committed before it was registered")
-                if ri > nd.core.commit:
+                    self.fail(f"ReadIndex: {nd.id} confirms {'follower ' if reg[3] else ''}read {h} at index {ri}, "
+                              f"but index {reg[1]} (acknowledged up to {reg[2]}) was committed before it was "
+                              f"registered")
+                if not reg[3] and ri > nd.core.commit:
                     self.fail(f"ReadIndex: {nd.id} confirms read {h} at {ri} beyond its commit {nd.core.commit}")
-                self.stats.reads_ok += 1
+                if reg[3]:
+                    self.stats.follower_reads_ok += 1
+                else:
+                    self.stats.reads_ok += 1
                 self.confirmed.add(h)
                 if self.verbose:
                     self.trace(f"{nd.id} read {h} confirmed at index {ri}")
+        for h in failed:
+            reg = self.reads.pop(h, None)
+            if reg is not None:
+                if reg[3]:
+                    self.stats.follower_reads_failed += 1
+                else:
+                    self.stats.reads_failed += 1
 
     def follower_read(self, nd: Node) -> None:
-        """Follower.on_client for one linearizable read: ask the leader for a read index."""
-        core = nd.core
-        lid = core.leader_id
-        if core.role != FOLLOWER or lid is None or lid == nd.id or core.member(lid) is None:
+        """Follower.on_client for one linearizable read: the core forwards it to the leader."""
+        self.read_no += 1
+        h = self.read_no
+        self.reads[h] = (nd.i, len(self.committed), self.max_acked, True)
+        try:
+            nd.core.read_index([h])
+        except self.cm.NotLeader:
+            del self.reads[h]
             return
-        nd.next_req += 1
-        rid = nd.next_req
-        nd.freads[rid] = (core.now + self.cfg.election_ticks_max, len(self.committed), self.max_acked)
         if self.verbose:
-            self.trace(f"client -> {nd.id}: follower read {rid} via {lid} (committed {len(self.committed)} so far)")
-        self.send(nd, [(lid, ReadIndexRequest(core.term, rid))])
-
-    def follower_read_replies(self, nd: Node, replies: list) -> None:
-        if nd.role_class != "F":
-            return  # only a Follower actor asks; the others ignore answers
-        for m in replies:
-            reg = nd.freads.pop(m.req_id, None)
-            if reg is None:
-                continue
-            if not m.ok:
-                self.stats.follower_reads_failed += 1
-                continue
-            if m.index < reg[1]:
-                self.fail(f"ReadIndex: {nd.id} serves follower read {m.req_id} at index {m.index}, but index "
-                          f"{reg[1]} (acknowledged up to {reg[2]}) was committed before it was registered")
-            if self.verbose:
-                self.trace(f"{nd.id} follower read {m.req_id} confirmed at index {m.index}")
-            nd.fread_wait.append(m.index)
-        if nd.fread_wait:
-            self.serve_follower_reads(nd)
-
-    def serve_follower_reads(self, nd: Node) -> None:
-        keep = [i for i in nd.fread_wait if i > nd.applied]
-        self.stats.follower_reads_ok += len(nd.fread_wait) - len(keep)
-        nd.fread_wait = keep
+            self.trace(f"client -> {nd.id}: follower read {h} (committed {len(self.committed)} so far)")
+        self.after_input(nd)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -1165,91 +1086,54 @@ class Sim:
         self.stats.snapshots += 1
         if self.verbose:
             self.trace(f"{nd.id} snapshot at {s.index} durable; compact to {s.index - self.trailing}")
+        nd.core.set_snapshot(self.cm.SnapshotRef(s.index, s.term, len(s.body)))
         nd.core.compact(s.index - self.trailing)
         self.after_input(nd)
 
-    def snap_send(self, nd: Node, peer: str, term: int) -> None:
-        """Snapshotter._start_send."""
-        cur = nd.outgoing.get(peer)
-        newest = nd.disk.snap
-        if cur is not None and cur.term == term and (self.SNAPSHOTTER_AS_IS or newest is cur.snap):
-            return  # already streaming it
-        if newest is None:
+    def snap_send_chunk(self, nd: Node, c: Any) -> None:
+        """Snapshotter._send_chunk: the bytes at ``c.offset`` of snapshot ``c.index``, if it is
+        still here (only the newest is kept in the model)."""
+        s = nd.disk.snap
+        if s is None or s.index != c.index:
             self.stats.snapshot_failed += 1
             if self.verbose:
-                self.trace(f"{nd.id}: {peer} needs a snapshot but none is durable here")
-            nd.core.snapshot_failed(peer)
+                self.trace(f"{nd.id}: snapshot {c.index} for {c.peer} is gone")
+            nd.core.snapshot_failed(c.peer)
             return
-        self.stats.snapshot_streams += 1
-        if self.verbose:
-            self.trace(f"{nd.id}: streaming snapshot {newest.index} ({len(newest.body)} bytes) to {peer}")
-        nd.outgoing[peer] = Outgoing(term, newest, self.now)
-        self.snap_send_chunk(nd, peer)
-
-    def snap_send_chunk(self, nd: Node, peer: str) -> None:
-        out = nd.outgoing[peer]
-        s = out.snap
-        data = s.body[out.offset:out.offset + self.chunk_bytes]
-        done = out.offset + len(data) >= len(s.body)
-        out.sent_at = self.now
+        if c.offset == 0:
+            self.stats.snapshot_streams += 1
+            if self.verbose:
+                self.trace(f"{nd.id}: streaming snapshot {s.index} ({len(s.body)} bytes) to {c.peer}")
+        data = s.body[c.offset:c.offset + self.chunk_bytes]
+        done = c.offset + len(data) >= len(s.body)
         self.stats.snapshot_chunks += 1
-        self.send(nd, [(peer, InstallSnapshot(out.term, s.index, s.term, out.offset, data, done, list(s.members)))])
+        self.send(nd, [(c.peer, InstallSnapshot(c.term, s.index, s.term, c.offset, data, done, list(s.members)))])
 
-    def snap_ack(self, nd: Node, peer: str, r: Any) -> None:
-        """Snapshotter._on_ack."""
-        out = nd.outgoing.get(peer)
-        if out is None or r.last_index != out.snap.index:
-            return
-        out.progress_at = self.now
-        if r.next_offset >= len(out.snap.body):
-            return  # the follower is saving it; its final (done) answer goes to the core
-        out.offset = r.next_offset
-        self.snap_send_chunk(nd, peer)
-
-    def snap_poll(self, nd: Node) -> None:
-        """Snapshotter._poll: resend an unanswered chunk; give up on a follower that does not answer."""
-        for peer, out in list(nd.outgoing.items()):
-            quiet = self.now - (out.sent_at if self.SNAPSHOTTER_AS_IS else out.progress_at)
-            if quiet > self.snap_giveup:
-                del nd.outgoing[peer]
-                self.stats.snapshot_failed += 1
-                if self.verbose:
-                    self.trace(f"{nd.id}: snapshot stream to {peer} gave up")
-                nd.core.snapshot_failed(peer)
-                self.after_input(nd)
-                if not nd.alive:
-                    return
-            elif self.now - out.sent_at > self.snap_resend:
-                self.snap_send_chunk(nd, peer)
-
-    def snap_chunk(self, nd: Node, leader: str, m: Any) -> None:
-        """Snapshotter._on_chunk on the follower."""
+    def snap_store(self, nd: Node, c: Any) -> None:
+        """Snapshotter._store_chunk on the follower: write what the core accepted; save it when done."""
+        m, leader = c.msg, c.leader
+        if m.offset == 0:
+            nd.incoming = [m.last_index, m.last_term, bytearray()]
         inc = nd.incoming
-        if inc is None or (inc[0], inc[1]) != (m.last_index, m.last_term):
-            if m.offset != 0:
-                # a stream we have no state for (we restarted): ask for it from the start
-                self.send(nd, [(leader, InstallSnapshotReply(m.term, m.last_index, 0, False))])
-                return
-            inc = nd.incoming = [m.last_index, m.last_term, bytearray()]
+        if inc is None or (inc[0], inc[1]) != (m.last_index, m.last_term) or len(inc[2]) != m.offset:
+            self.fail(f"{nd.id}'s core accepted chunk {m.offset} of snapshot ({m.last_index}, {m.last_term}) "
+                      f"that does not extend what it stored ({inc[:2] if inc else None}, {len(inc[2]) if inc else 0})")
         buf = inc[2]
-        if m.offset == len(buf):
-            buf += m.data
-            if m.done:
-                nd.incoming = None
-                s = Snap(m.last_index, m.last_term, m.members, decode_kv(bytes(buf)))
-                if bytes(buf) != s.body:
-                    self.fail(f"{nd.id} received a snapshot at {s.index} that does not decode to what was sent")
-                self.check_snapshot(nd, s, "receives")
-                if self.verbose:
-                    self.trace(f"{nd.id} received snapshot {s.index} from {leader}; saving")
-                self.push(self.now + self.rng.uniform(0.05, self.snap_save_hi), SNAPRECV, nd.i, nd.incarnation,
-                          (leader, s))
-                return
-        self.send(nd, [(leader, InstallSnapshotReply(m.term, m.last_index, len(buf), False))])
+        buf += m.data
+        if m.done:
+            nd.incoming = None
+            s = Snap(m.last_index, m.last_term, m.members, decode_kv(bytes(buf)))
+            if bytes(buf) != s.body:
+                self.fail(f"{nd.id} received a snapshot at {s.index} that does not decode to what was sent")
+            self.check_snapshot(nd, s, "receives")
+            if self.verbose:
+                self.trace(f"{nd.id} received snapshot {s.index} from {leader}; saving")
+            self.push(self.now + self.rng.uniform(0.05, self.snap_save_hi), SNAPRECV, nd.i, nd.incarnation,
+                      (leader, s))
 
     def snap_received(self, nd: Node, incarnation: int, leader: str, s: Snap) -> None:
         """SnapshotReceived -> RoleActor._install: the snapshot is durable; restore the FSM from it,
-        then the core; the done reply leaves once the compaction is synced."""
+        then the core (whose done reply leaves once the compaction is synced)."""
         if not nd.alive or nd.incarnation != incarnation:
             return
         d = nd.disk
@@ -1269,40 +1153,23 @@ class Sim:
         if nd.props:
             nd.props = {i: v for i, v in nd.props.items() if i > s.index}
         core = nd.core
-        core.install_snapshot(s.index, s.term, list(s.members))
+        core.install_snapshot(s.index, s.term, list(s.members), leader=leader, size=len(s.body))
         self.stats.installs += 1
         if core.want_snapshot:
             self.stats.stale_installs += 1
         if self.verbose:
             self.trace(f"{nd.id} installed snapshot {s.index} (term {s.term}) from {leader}")
-        if nd.fread_wait:
-            self.serve_follower_reads(nd)
-        self.flush(nd, after=[(leader, InstallSnapshotReply(core.term, s.index, len(s.body), True))])
+        self.flush(nd)
 
     # ------------------------------------------------------------------ membership
 
-    def promote(self, nd: Node) -> bool:
-        """Leader._promote_caught_up_learner."""
-        core = nd.core
-        if not core.can_change_config():
-            return False
-        for m in core.members:
-            pr = core.progress.get(m.id)
-            if not m.voter and pr is not None and pr.match >= core.commit:
-                members = [x._replace(voter=True) if x.id == m.id else x for x in core.members]
-                index = core.propose_config(members)
-                self.stats.promotions += 1
-                if self.verbose:
-                    self.trace(f"{nd.id}: promotes learner {m.id} to voter at {index}")
-                return True
-        return False
-
     def change_membership(self, ld: Node, p_add: Optional[float] = None) -> bool:
-        """An admin adds a spare (as a learner) or removes a member, at the leader (Leader._next_change)."""
+        """An admin asks the leader to add a spare or remove a member (kvclient add-node/remove-node);
+        the leader's core queues the change and proposes it (actors/membership.py)."""
         rng = self.rng
         self.flush(ld)
         core = ld.core
-        if not ld.alive or core.role != LEADER or not core.can_change_config():
+        if not ld.alive or core.role != LEADER or not core.can_change_config() or core.changes.pending:
             return False
         members = core.members
         ids = {m.id for m in members}
@@ -1317,13 +1184,16 @@ class Sim:
             if not x.started:
                 x.started = True
                 self.boot(x, random.Random(f"{self.seed}:{x.i}:0"))
-            new = members + [Member(x.id, x.addr, "", "", False)]
-            what = f"adds {x.id} as a learner"
+            stay = x.id in self.stay_ids or (self.chaos and rng.random() < self.stay_learner)
+            if stay:
+                self.stay_ids.add(x.id)
+            change = self.cm.MembershipChange(Member(x.id, x.addr, "", "", not stay))
+            what = f"adds {x.id} as a {'learner' if stay else 'voter-to-be'}"
             self.stats.adds += 1
         elif removable:
             lm = [m for m in removable if m.id == ld.id]
             target = lm[0] if lm and rng.random() < self.remove_leader else rng.choice(removable)
-            new = [m for m in members if m.id != target.id]
+            change = self.cm.MembershipChange(None, target.id)
             self.nodes[self.index[target.id]].retired = True
             what = f"removes {target.id}"
             self.stats.removes += 1
@@ -1331,14 +1201,14 @@ class Sim:
                 self.stats.leader_removes += 1
         else:
             return False
-        index = core.propose_config(new)
+        core.request_change(change)
         if self.verbose:
-            self.trace(f"admin -> {ld.id}: {what} at {index}")
+            self.trace(f"admin -> {ld.id}: {what}")
         self.after_input(ld)
         return True
 
     def self_stop(self, nd: Node) -> None:
-        """NodeContext.after_ready: our removal is committed: record it and stop for good."""
+        """Ready.removed: our removal is committed: record it and stop for good (Node.on_removed)."""
         if nd.id not in self.ever_member:
             self.fail(f"{nd.id} stops as removed (its log's configuration {[m.id for m in nd.core.members]} at "
                       f"{nd.core.config_index()} is committed at {nd.core.commit}), but it was never in a "
@@ -1381,15 +1251,12 @@ class Sim:
                                    members=list(s.members) if s else [], commit=d.commit, rng=rng)
         if s is not None:
             nd.core.handed = max(nd.core.handed, s.index)  # the FSM starts from the snapshot
+            nd.core.set_snapshot(self.cm.SnapshotRef(s.index, s.term, len(s.body)))
             nd.kv = dict(s.kv)
             nd.digest = kv_digest(nd.kv)
             nd.applied = nd.last_snap = s.index
             nd.fsm_term = s.term
             nd.fsm_members = list(s.members)
-        # NodeContext state (volatile): set once a configuration naming us is in the log
-        # (AS_IS) or committed
-        nd.was_member = nd.core.member(nd.id) is not None and (
-            self.REMOVAL_RULE_AS_IS or nd.core.config_index() <= nd.core.commit)
 
     def crash(self, nd: Node, count: bool = True) -> None:
         if nd.writing is not None and self.rng.random() < 0.5:
@@ -1398,8 +1265,6 @@ class Sim:
         nd.paused = False
         nd.core = None
         nd.writing = nd.pending = None
-        if nd.freads:
-            self.stats.follower_reads_failed += len(nd.freads)
         nd.reset_volatile()
         nd.leader_term = -1
         if nd in self.dirty:
@@ -1559,7 +1424,7 @@ class Sim:
     def read(self, nd: Node) -> int:
         self.read_no += 1
         h = self.read_no
-        self.reads[h] = (nd.i, len(self.committed), self.max_acked)
+        self.reads[h] = (nd.i, len(self.committed), self.max_acked, False)
         try:
             if self.lease_reads and self.rng.random() < 0.5:
                 self.stats.lease_reads += 1
@@ -1626,14 +1491,6 @@ class Sim:
                     break
             if not nd.alive:
                 continue
-            if nd.outgoing:
-                self.snap_poll(nd)
-            if nd.freads and nd.alive:
-                now = nd.core.now
-                late = [i for i, r in nd.freads.items() if r[0] <= now]
-                for i in late:
-                    del nd.freads[i]
-                self.stats.follower_reads_failed += len(late)
             if rng.random() < 0.01:
                 nd.rate = 1.0 + rng.uniform(-0.05, 0.05)
         self.flush_dirty()
@@ -1825,7 +1682,8 @@ class Sim:
                 c = ld.core.commit
                 mem = [self.nodes[self.index[m.id]] for m in ld.core.members]
                 if (not late and c == ld.core.log.last_index() and ld.core.can_change_config()
-                        and all(m.voter for m in ld.core.members)  # caught-up learners get promoted
+                        # caught-up learners get promoted (but those added to stay learners)
+                        and all(m.voter or m.id in self.stay_ids for m in ld.core.members)
                         and all(nd.alive and nd.applied == c for nd in mem)):
                     break
             if self.tick_no >= deadline:
@@ -1849,8 +1707,7 @@ class Sim:
                 self.fail(f"acknowledged write at index {idx} is lost")
 
 
-AS_IS_FLAGS = {"snapshotter": "SNAPSHOTTER_AS_IS", "removal": "REMOVAL_RULE_AS_IS",
-               "follower-ids": "FOLLOWER_REQ_IDS_AS_IS", "store": "STRICT_STORE"}
+AS_IS_FLAGS = {"store": "STRICT_STORE"}
 
 
 def run_seed(seed: int, nodes: Optional[int] = None, as_is: tuple = (), **kw: Any) -> Stats:
