@@ -239,6 +239,7 @@ class Node:
             stale.unlink()
         self.fsm_state, self.snapshot_index, self.snapshot_term, self.snapshot_members = None, 0, 0, []
         self.want_snapshot = False
+        self.snapshot_size = 0
         base_index, _ = store.base()
         newest = self.snapshots.newest_valid()
         if newest is not None:
