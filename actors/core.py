@@ -24,7 +24,9 @@ from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Ent
                            HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                            ReadIndexRequest, RequestVote, TimeoutNow, VoteReply, decode_record, encode_record)
 
+from .membership import ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners
 from .memlog import MemLog
+from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre_candidate"
@@ -55,6 +57,10 @@ class CoreConfig:
     # Leaders serve lease reads (DESIGN.md 5): a follower then never cuts the leader's lease short
     # (see peer_unreachable).
     lease_reads: bool = False
+    # Snapshot streams (actors/snapshot_transfer.py): resend a chunk unanswered this long; give
+    # up on a follower that made no progress this long (the core starts over when it needs one).
+    snapshot_resend_ticks: int = 100
+    snapshot_give_up_ticks: int = 3000
 
 
 # A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
@@ -121,16 +127,17 @@ class Ready:
     reads: list = field(default_factory=list)  # (read_index, handles): confirmed, serve once applied
     reads_failed: list = field(default_factory=list)  # handles: leadership lost before confirmation
     role_changed: bool = False
-    snapshots_to_send: list = field(default_factory=list)  # peers whose next entry is compacted away
-    snapshot_acks: list = field(default_factory=list)  # (peer, InstallSnapshotReply) for the sender
-    snapshot_chunks: list = field(default_factory=list)  # (leader, InstallSnapshot) for the receiver
-    read_index_replies: list = field(default_factory=list)  # ReadIndexReply received by a follower
+    chunks_to_send: list = field(default_factory=list)  # SendChunk: snapshot bytes for a follower
+    chunks_to_store: list = field(default_factory=list)  # StoreChunk: accepted snapshot bytes from the leader
+    config_proposed: list = field(default_factory=list)  # (MembershipChange, index) proposed by this leader
+    config_dropped: list = field(default_factory=list)  # MembershipChange never proposed: leadership lost
+    removed: bool = False  # this node's removal is committed: record it and stop (once)
 
     def empty(self) -> bool:
         return (self.persist.empty() and not self.send and not self.send_after_persist
                 and not self.committed and not self.reads and not self.reads_failed and not self.role_changed
-                and not self.snapshots_to_send and not self.snapshot_acks and not self.snapshot_chunks
-                and not self.read_index_replies)
+                and not self.chunks_to_send and not self.chunks_to_store and not self.config_proposed
+                and not self.config_dropped and not self.removed)
 
 
 class RemoteRead:
@@ -211,6 +218,22 @@ class RaftCore:
         self.round_started: dict[int, int] = {}  # heartbeat round -> tick it started (recent ones)
         self.confirmed_round = 0  # the newest round a majority has acknowledged
         self.lease_until = 0  # a leader may serve lease reads while now < lease_until
+        # A follower's linearizable reads forwarded to the leader (thesis 6.4.1): request id ->
+        # (deadline tick, handles). Ids are never reused in the core's lifetime, so a late reply
+        # to an earlier request can never answer a newer one.
+        self.forwarded: dict = {}
+        self.read_ids = 0
+        self.changes = MembershipQueue()  # the leader's queued membership changes
+        self._learners_of: tuple = (None, False)  # (configuration, whether a learner awaits promotion)
+        # Snapshot streams: the newest durable local snapshot, the leader's streams, the follower's
+        # receiving stream (actors/snapshot_transfer.py).
+        self.snapshot: Optional[SnapshotRef] = None
+        self.snap_out: dict = {}  # peer -> OutgoingStream
+        self.snap_in = None  # IncomingStream or None
+        # The removal rule: only a committed configuration naming us makes us a member (an
+        # uncommitted one can be truncated), and only such a member can later be removed.
+        self.was_member = self.member(self.id) is not None and self.config_index() <= self.commit
+        self.removed = False
         self.ready = Ready()
 
     # ------------------------------------------------------------------ membership helpers
@@ -243,12 +266,21 @@ class RaftCore:
 
     def take_ready(self) -> Ready:
         """Hand over everything produced since the last call."""
+        self._advance()
         self._collect_committed()
         r, self.ready = self.ready, Ready()
         return r
 
     def has_ready(self) -> bool:
+        self._advance()
         return not self.ready.empty() or (self.commit > self.handed and not self.want_snapshot)
+
+    def _advance(self) -> None:
+        """Decisions taken on the state reached after the inputs: the next membership change,
+        and whether our own removal is now committed."""
+        if self.role == LEADER:
+            self._advance_membership()
+        self._check_removed()
 
     def _send(self, to: str, msg: Any) -> None:
         self.ready.send.append((to, msg))
@@ -281,6 +313,10 @@ class RaftCore:
         self.transferee = None
         self.lease_until = 0
         self._fail_reads()
+        self._fail_forwarded_reads()
+        self.snap_out = {}
+        if self.changes.pending:
+            self.ready.config_dropped.extend(self.changes.take_all())
 
     def become_follower(self, term: int, leader: Optional[str]) -> None:
         changed = self.role != FOLLOWER
@@ -292,16 +328,44 @@ class RaftCore:
 
     def _fail_reads(self) -> None:
         for _, _, handles in self.pending_reads:
-            self.ready.reads_failed.extend(handles)
-        self.ready.reads_failed.extend(self.reads_awaiting_noop)
+            self._reads_failed(handles)
+        self._reads_failed(self.reads_awaiting_noop)
         self.pending_reads = []
         self.reads_awaiting_noop = []
+
+    def _reads_done(self, index: int, handles: list) -> None:
+        """Confirmed reads: a follower's (RemoteRead) are answered with the read index, the
+        others go out in Ready.reads."""
+        remote = [h for h in handles if type(h) is RemoteRead]
+        if remote:
+            for h in remote:
+                self._send(h.peer, ReadIndexReply(self.term, h.req_id, index, True))
+            handles = [h for h in handles if type(h) is not RemoteRead]
+            if not handles:
+                return
+        self.ready.reads.append((index, handles))
+
+    def _reads_failed(self, handles: list) -> None:
+        for h in handles:
+            if type(h) is RemoteRead:
+                self._send(h.peer, ReadIndexReply(self.term, h.req_id, 0, False))
+            else:
+                self.ready.reads_failed.append(h)
+
+    def _fail_forwarded_reads(self) -> None:
+        # Forwarded reads belong to one follower term: a reply of an older term never arrives
+        # (step drops it), so their clients are told to retry now instead of at the deadline.
+        if self.forwarded:
+            for _, handles in self.forwarded.values():
+                self.ready.reads_failed.extend(handles)
+            self.forwarded = {}
 
     def _become_pre_candidate(self) -> None:
         # Pre-vote (thesis 9.6): ask whether we could win before disturbing anyone's term.
         self.role = PRE_CANDIDATE
         self.ready.role_changed = True
         self.leader_id = None
+        self._fail_forwarded_reads()
         self.elapsed = 0
         self.timeout = self._random_timeout()
         self.votes = {self.id: True}
@@ -380,9 +444,20 @@ class RaftCore:
                     return
                 for pr in self.progress.values():
                     pr.active = False
-        elif self.elapsed >= self.timeout:
-            self.elapsed = 0
-            self.campaign()
+            if self.snap_out:
+                self._poll_snapshot_streams()
+        else:
+            if self.forwarded:
+                self._expire_forwarded_reads()
+            if self.elapsed >= self.timeout:
+                self.elapsed = 0
+                self.campaign()
+
+    def _expire_forwarded_reads(self) -> None:
+        # No answer from the leader: let the clients go to the leader (or elsewhere) themselves.
+        late = [i for i, (deadline, _) in self.forwarded.items() if deadline <= self.now]
+        for i in late:
+            self.ready.reads_failed.extend(self.forwarded.pop(i)[1])
 
     def peer_unreachable(self, peer: str) -> None:
         """The transport saw its connection to ``peer`` drop. A crashed process's kernel closes its
@@ -432,8 +507,11 @@ class RaftCore:
                 self._send(sender, HeartbeatReply(self.term, msg.round, self.log.last_index()))
             elif type(msg) is InstallSnapshot:
                 self._send(sender, InstallSnapshotReply(self.term, msg.last_index, 0, False))
-            elif type(msg) is RequestVote and msg.pre_vote:
-                self._send(sender, VoteReply(self.term, False, pre_vote=True))
+            elif type(msg) is RequestVote:
+                # Figure 2: a stale candidate learns the term and stops campaigning in the past.
+                # Without it a candidate that only campaigns against peers of a newer term (a
+                # configuration change it holds and they lack) can fall behind them forever.
+                self._send(sender, VoteReply(self.term, False, pre_vote=msg.pre_vote))
             return
         handler = self._HANDLERS.get(type(msg))
         if handler is not None:
@@ -525,8 +603,7 @@ class RaftCore:
             return
         pr.active = True
         if m.need_snapshot and pr.state != SNAPSHOT:
-            pr.state = SNAPSHOT
-            self.ready.snapshots_to_send.append(sender)
+            self._start_snapshot(sender)
             return
         if pr.state == SNAPSHOT:
             return  # appends resume once the snapshot is installed
@@ -587,7 +664,19 @@ class RaftCore:
             # Figure 13: nothing to gain from a snapshot we already cover; let the leader move on.
             self._send(sender, InstallSnapshotReply(self.term, m.last_index, m.offset + len(m.data), True))
             return
-        self.ready.snapshot_chunks.append((sender, m))
+        inc, accept = receive_decision(self.snap_in, m)
+        if inc is None:
+            # A stream we have no state for (we restarted): ask for it from the start.
+            self._send(sender, InstallSnapshotReply(self.term, m.last_index, 0, False))
+            return
+        self.snap_in = inc
+        if accept:
+            inc.offset += len(m.data)
+            self.ready.chunks_to_store.append(StoreChunk(sender, m))
+            if m.done:
+                self.snap_in = None  # the done reply follows install_snapshot, once it is durable
+                return
+        self._send(sender, InstallSnapshotReply(self.term, m.last_index, inc.offset, False))
 
     def _on_install_snapshot_reply(self, sender: str, m: InstallSnapshotReply) -> None:
         pr = self.progress.get(sender) if self.role == LEADER else None
@@ -598,8 +687,12 @@ class RaftCore:
             return
         if m.done:
             self.snapshot_sent(sender, m.last_index)
-        else:
-            self.ready.snapshot_acks.append((sender, m))
+            return
+        out = self.snap_out.get(sender)
+        if out is None or m.last_index != out.snap.index:
+            return  # an answer to a stream we no longer run
+        if out.on_ack(m.next_offset, self.now):
+            self._send_chunk(sender, out)
 
     def _on_read_index_request(self, sender: str, m: ReadIndexRequest) -> None:
         if self.role != LEADER:
@@ -608,7 +701,13 @@ class RaftCore:
         self.read_index([RemoteRead(sender, m.req_id)])
 
     def _on_read_index_reply(self, sender: str, m: ReadIndexReply) -> None:
-        self.ready.read_index_replies.append(m)
+        p = self.forwarded.pop(m.req_id, None)
+        if p is None:
+            return  # late, or failed already
+        if m.ok:
+            self.ready.reads.append((m.index, p[1]))  # served once the FSM has applied m.index
+        else:
+            self.ready.reads_failed.extend(p[1])
 
     _HANDLERS = {
         RequestVote: _on_request_vote,
@@ -675,6 +774,7 @@ class RaftCore:
             pr = self.progress[i]
             if pr.match >= ci:
                 del self.progress[i]
+                self.snap_out.pop(i, None)
                 self._send(i, Heartbeat(self.term, min(pr.match, self.commit), self.round))
 
     def _maybe_commit(self) -> None:
@@ -728,9 +828,7 @@ class RaftCore:
         prev_term = self.log.term(prev)
         if prev_term is None:
             # What the follower needs next is compacted away: stream it a snapshot.
-            pr.state = SNAPSHOT
-            pr.inflight = []
-            self.ready.snapshots_to_send.append(to)
+            self._start_snapshot(to)
             return
         hi = min(last + 1, pr.next + self.cfg.max_batch)
         ents = self.log.slice(pr.next, hi)
@@ -771,7 +869,15 @@ class RaftCore:
 
     def read_index(self, handles: list) -> None:
         """Register linearizable reads (thesis 6.4). Once confirmed they come out in
-        ``Ready.reads`` with the index the FSM must have applied before serving them."""
+        ``Ready.reads`` with the index the FSM must have applied before serving them (or in
+        ``Ready.reads_failed``: ask the client to retry at the leader).
+
+        A follower that knows a leader forwards them as one ReadIndexRequest and serves them
+        itself once its FSM reaches the leader's answer (thesis 6.4.1), so read load spreads
+        over the cluster; with no known leader it raises NotLeader."""
+        if self.role == FOLLOWER:
+            self._forward_reads(handles)
+            return
         if self.role != LEADER:
             raise NotLeader(self.leader_id)
         if self.log.term(self.commit) != self.term:
@@ -783,6 +889,14 @@ class RaftCore:
         self.pending_reads.append((self.commit, self.round + 1, list(handles)))
         if self.confirmed_round >= self.round:
             self._broadcast_heartbeat()
+
+    def _forward_reads(self, handles: list) -> None:
+        leader = self.leader_id
+        if leader is None or leader == self.id or self.member(leader) is None:
+            raise NotLeader(leader)
+        self.read_ids += 1
+        self.forwarded[self.read_ids] = (self.now + self.cfg.election_ticks_max, list(handles))
+        self._send(leader, ReadIndexRequest(self.term, self.read_ids))
 
     def _confirm_reads(self) -> None:
         rounds = sorted((self.round if v == self.id else
@@ -801,7 +915,7 @@ class RaftCore:
         keep = []
         for r in self.pending_reads:
             if r[1] <= confirmed:
-                self.ready.reads.append((r[0], r[2]))
+                self._reads_done(r[0], r[2])
             else:
                 keep.append(r)
         self.pending_reads = keep
@@ -823,7 +937,7 @@ class RaftCore:
         (thesis 6.4.1); otherwise fall back to ReadIndex. Never while transferring leadership."""
         if (self.role == LEADER and self.transferee is None and self.now < self.lease_until
                 and self.log.term(self.commit) == self.term):
-            self.ready.reads.append((self.commit, list(handles)))
+            self._reads_done(self.commit, list(handles))
         else:
             self.read_index(handles)
 
@@ -857,10 +971,109 @@ class RaftCore:
         else:
             self._send_append(target)
 
+    # ------------------------------------------------------------------ membership
+
+    def request_change(self, change: MembershipChange) -> None:
+        """Queue a single-server change (add ``change.member``, or remove ``change.removed``).
+        Changes are proposed one at a time, each once the previous one committed; each proposal
+        comes out in ``Ready.config_proposed``, and changes still queued when leadership is lost
+        in ``Ready.config_dropped``."""
+        if self.role != LEADER:
+            raise NotLeader(self.leader_id)
+        self.changes.queue(change)
+
+    def join(self, member: Member, handle: object) -> bool:
+        """A node asks to join (JoinRequest). True when it is a member at that address already
+        (answer it now); otherwise its addition is queued (once: the joiner retries) and the
+        answer follows in ``Ready.config_proposed``. It joins as a learner and is promoted to
+        voter once caught up."""
+        if self.role != LEADER:
+            raise NotLeader(self.leader_id)
+        cur = self.member(member.id)
+        if cur is not None and cur.addr == member.addr:
+            return True
+        if not self.changes.queued(member.id):
+            self.changes.queue(MembershipChange(member._replace(voter=True), None, handle, ChangeOrigin.JOIN))
+        return False
+
+    def _advance_membership(self) -> None:
+        """Propose the next queued change, else promote a caught-up learner, when a change may
+        be made now (one at a time, thesis 4.1)."""
+        q = self.changes
+        if not q.pending and not self._has_promotable_learners():
+            return
+        if not self.can_change_config():
+            return
+        nxt = q.next_configuration(self.members)
+        if nxt is None:
+            nxt = q.promotion(self.members, {pid: pr.match for pid, pr in self.progress.items()}, self.commit)
+        if nxt is not None:
+            change, members = nxt
+            self.ready.config_proposed.append((change, self.propose_config(members)))
+
+    def _has_promotable_learners(self) -> bool:
+        # Cached per configuration object: this runs for every Ready of the leader.
+        members = self.members
+        if members is not self._learners_of[0]:
+            self._learners_of = (members, has_promotable_learners(members, self.changes.stay_learners))
+        return self._learners_of[1]
+
+    def _check_removed(self) -> None:
+        """The removal rule (DESIGN.md 6): a member whose removal is committed stops for good.
+        A removed node keeps getting appends until it holds its removal (see _release_removed);
+        a leader that removed itself steps down once that commits (see _maybe_commit)."""
+        if self.removed:
+            return
+        committed = self.commit >= self.config_index()
+        if self.member(self.id) is not None:
+            if committed:
+                self.was_member = True
+        elif self.was_member and committed:
+            self.removed = True
+            self.ready.removed = True
+
     # ------------------------------------------------------------------ snapshots
+
+    def set_snapshot(self, snap: SnapshotRef) -> None:
+        """A local snapshot is durable (taken here, or at start-up): the one to stream if newer."""
+        if self.snapshot is None or snap.index > self.snapshot.index:
+            self.snapshot = snap
+
+    def _start_snapshot(self, to: str) -> None:
+        """The follower needs a snapshot: stream it the newest durable one from offset 0 (a
+        stream of an older snapshot or term is replaced)."""
+        pr = self.progress[to]
+        pr.inflight = []
+        if self.snapshot is None:
+            # None here (a corrupt newest snapshot at start-up): retry on a later probe.
+            self.snap_out.pop(to, None)
+            pr.state = PROBE
+            pr.probe_sent = False
+            return
+        pr.state = SNAPSHOT
+        out = self.snap_out[to] = OutgoingStream(self.term, self.snapshot, progressed_at=self.now)
+        self._send_chunk(to, out)
+
+    def _send_chunk(self, to: str, out: OutgoingStream) -> None:
+        out.sent_at = self.now
+        self.ready.chunks_to_send.append(SendChunk(to, out.term, out.snap.index, out.offset))
+
+    def _poll_snapshot_streams(self) -> None:
+        cfg = self.cfg
+        for peer, out in list(self.snap_out.items()):
+            pr = self.progress.get(peer)
+            if pr is None or pr.state != SNAPSHOT:
+                del self.snap_out[peer]
+                continue
+            what = out.due(self.now, cfg.snapshot_resend_ticks, cfg.snapshot_give_up_ticks)
+            if what == "give_up":
+                self.snapshot_failed(peer)  # the follower is gone; start over when it is back
+            elif what == "resend":
+                self._send_chunk(peer, out)
 
     def snapshot_sent(self, to: str, last_index: int) -> None:
         """The follower installed our snapshot up to ``last_index``: replicate from there."""
+        self.snap_out.pop(to, None)
         pr = self.progress.get(to) if self.role == LEADER else None
         if pr is None:
             return
@@ -873,7 +1086,9 @@ class RaftCore:
         self._send_append(to, allow_empty=True)
 
     def snapshot_failed(self, to: str) -> None:
-        """Sending a snapshot failed (none available, or the follower vanished): retry later."""
+        """Sending a snapshot failed (the transport lost the file, or the follower vanished):
+        retry later."""
+        self.snap_out.pop(to, None)
         pr = self.progress.get(to) if self.role == LEADER else None
         if pr is not None and pr.state == SNAPSHOT:
             pr.state = PROBE
@@ -894,14 +1109,20 @@ class RaftCore:
         self.log.compact(upto, term)
         self.ready.persist.merge(PersistBatch(compact_to=(upto, term)))
 
-    def install_snapshot(self, last_index: int, last_term: int, members: list) -> None:
+    def install_snapshot(self, last_index: int, last_term: int, members: list, *, leader: Optional[str] = None,
+                         size: int = 0) -> None:
         """A snapshot received from the leader is durable and the FSM restored from it
         (Figure 13, rules 6-7): keep the log suffix after it if the log holds its last entry,
         otherwise discard the whole log.
 
         The FSM is now at ``last_index`` even if it had applied further (a duplicate or late
         snapshot accepted while an earlier copy was being saved): the committed entries after it
-        are handed out again. If they are compacted away here, ask the leader for a new snapshot."""
+        are handed out again. If they are compacted away here, ask the leader for a new snapshot.
+
+        With ``leader``, the done reply to it leaves once the compaction is durable."""
+        if leader is not None:
+            self.ready.send_after_persist.append((leader, InstallSnapshotReply(self.term, last_index, size, True)))
+        self.set_snapshot(SnapshotRef(last_index, last_term, size))
         if last_index < self.log.base_index:
             self.handed = last_index
             self.want_snapshot = True

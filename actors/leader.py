@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from raftkv.wire.messages import (WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, Member,
-                           ReadIndexReply, encode_record)
+from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
-from .core import NotLeader, RemoteRead
+from .core import NotLeader
+from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import RoleActor
 
@@ -16,30 +16,12 @@ log = logging.getLogger("actors.leader")
 
 class Leader(RoleActor):
     """Proposes every write of a client batch as one append (one synced write, one AppendEntries per
-    follower), registers the batch's reads as one ReadIndex round, and applies membership changes
-    one at a time (Raft thesis 4.1)."""
-
+    follower), registers the batch's reads as one ReadIndex round, and hands membership changes to
+    the core, which queues them and applies them one at a time (Raft thesis 4.1)."""
 
     def __init__(self, ctx) -> None:  # noqa: ANN001
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
-        self.changes: list = []  # queued membership changes: (new member or None, removed id, route, kind)
-        self._learners_of: tuple = (None, False)  # (configuration, whether it has learners)
-
-    def on_receive(self, msg):  # noqa: ANN001, ANN201
-        super().on_receive(msg)
-        core = self.ctx.core
-        if not self.retired and (self.changes or self._has_learners(core)) and core.can_change_config():
-            # a change may have waited for the previous one to commit
-            if self._next_change() or self._promote_caught_up_learner():
-                self._process_ready()
-
-    def _has_learners(self, core) -> bool:  # noqa: ANN001
-        # Cached per configuration object: this runs for every message the leader handles.
-        members = core.members
-        if members is not self._learners_of[0]:
-            self._learners_of = (members, any(not m.voter for m in members))
-        return self._learners_of[1]
 
     # ------------------------------------------------------------------ clients
 
@@ -99,12 +81,12 @@ class Leader(RoleActor):
                 if req.member is None or not req.member.id or not req.member.addr:
                     replies.append((route, ClientReply("invalid", error="add_node needs an id and an address")))
                 else:
-                    self.changes.append((req.member, None, route, "client"))
+                    self._request_change(MembershipChange(req.member, None, route, ChangeOrigin.CLIENT), replies)
             elif op == "remove_node":
                 if core.member(req.key) is None:
                     replies.append((route, ClientReply("invalid", error=f"no member {req.key!r}")))
                 else:
-                    self.changes.append((None, req.key, route, "client"))
+                    self._request_change(MembershipChange(None, req.key, route, ChangeOrigin.CLIENT), replies)
             elif op == "transfer_leader":
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
@@ -136,7 +118,12 @@ class Leader(RoleActor):
             ctx.fsm.tell(Read(0, stale))
         if replies:
             ctx.frontdoor.reply_many(replies)
-        self._next_change()
+
+    def _request_change(self, change: MembershipChange, replies: list) -> None:
+        try:
+            self.ctx.core.request_change(change)
+        except NotLeader:
+            replies.append((change.handle, self.ctx.redirect()))
 
     def _transfer(self, target: str) -> ClientReply:
         core = self.ctx.core
@@ -170,72 +157,31 @@ class Leader(RoleActor):
                 out[index] = x
         return out
 
-    def on_reads(self, reads: list, failed: list) -> None:
-        ctx = self.ctx
-        remote = []
-        for index, handles in reads:
-            local = [h for h in handles if type(h) is not RemoteRead]
-            if len(local) != len(handles):
-                remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, index, True))
-                              for h in handles if type(h) is RemoteRead)
-            if local:
-                ctx.serve_reads(index, local)
-        if failed:
-            remote.extend((h.peer, ReadIndexReply(ctx.core.term, h.req_id, 0, False))
-                          for h in failed if type(h) is RemoteRead)
-            failed = [h for h in failed if type(h) is not RemoteRead]
-        if remote:
-            ctx.peer.send_many(remote)
-        super().on_reads(reads, failed)
-
     # ------------------------------------------------------------------ membership
 
     def on_join(self, req: JoinRequest, route: bytes, sender: str) -> None:
         ctx = self.ctx
-        cur = ctx.core.member(req.member.id)
-        if cur is not None and cur.addr == req.member.addr:
-            ctx.peer.reply_route(route, JoinReply(True, ctx.cluster_id or ""))
+        try:
+            member_already = ctx.core.join(req.member, route)
+        except NotLeader:
+            super().on_join(req, route, sender)
             return
-        if any(c[0] is not None and c[0].id == req.member.id for c in self.changes):
-            return  # already queued; the joiner keeps retrying until it sees itself a member
-        self.changes.append((req.member, None, route, "join"))
-        self._next_change()
+        if member_already:
+            ctx.peer.reply_route(route, JoinReply(True, ctx.cluster_id or ""))
 
-    def _promote_caught_up_learner(self) -> bool:
-        """A node joins as a learner and becomes a voter once it holds everything committed, so a
-        slow join never costs the cluster its quorum (as etcd's learners and hashicorp's non-voters)."""
-        core = self.ctx.core
-        for m in core.members:
-            pr = core.progress.get(m.id)
-            if not m.voter and pr is not None and pr.match >= core.commit:
-                members = [x._replace(voter=True) if x.id == m.id else x for x in core.members]
-                index = core.propose_config(members)
-                log.info("%s: membership change at index %d in term %d: promoting %s to voter",
-                         self.ctx.node_id, index, core.term, m.id)
-                return True
-        return False
-
-    def _next_change(self) -> bool:
-        core = self.ctx.core
-        while self.changes and core.can_change_config():
-            member, removed, route, kind = self.changes.pop(0)
-            members = [m for m in core.members if m.id != (member.id if member else removed)]
-            if member is not None:
-                # Always a learner first; promoted once caught up (see _promote_caught_up_learner).
-                members.append(Member(member.id, member.addr, member.client, member.http, False))
-            try:
-                index = core.propose_config(members)
-            except NotLeader:
-                self.changes.clear()
-                return
-            what = f"adding {member.id} ({member.addr}) as a learner" if member else f"removing {removed}"
-            log.info("%s: membership change at index %d in term %d: %s", self.ctx.node_id, index, core.term, what)
-            if kind == "join":
-                self.ctx.peer.reply_route(route, JoinReply(True, self.ctx.cluster_id or ""))
-            else:
-                self.ctx.frontdoor.reply_many([(route, ClientReply("ok", info={"index": index}))])
-            return True  # one change at a time: the next waits until this one commits
-        return False
+    def on_config_changes(self, proposed: list, dropped: list) -> None:
+        """Answer the requesters of the changes the core proposed (or dropped on losing leadership)."""
+        ctx = self.ctx
+        for change, index in proposed:
+            log.info("%s: membership change at index %d in term %d: %s", ctx.node_id, index, ctx.core.term,
+                     change.describe())
+            if change.origin is ChangeOrigin.JOIN:
+                ctx.peer.reply_route(change.handle, JoinReply(True, ctx.cluster_id or ""))
+            elif change.origin is ChangeOrigin.CLIENT:
+                ctx.frontdoor.reply_many([(change.handle, ClientReply("ok", info={"index": index}))])
+        redirect = [(c.handle, ctx.redirect()) for c in dropped if c.origin is ChangeOrigin.CLIENT]
+        if redirect:
+            ctx.frontdoor.reply_many(redirect)
 
     def on_retire(self) -> None:
         ctx = self.ctx
@@ -245,7 +191,3 @@ class Leader(RoleActor):
             ctx.frontdoor.reply_many([(r, ClientReply("timeout", error="leadership lost; retry"))
                                       for _, r in self.waiters.values()])
             self.waiters = {}
-        for member, removed, route, kind in self.changes:
-            if kind == "client":
-                ctx.frontdoor.reply_many([(route, ctx.redirect())])
-        self.changes = []

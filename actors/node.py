@@ -33,6 +33,7 @@ from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
 from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, Tick
+from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
 
@@ -67,7 +68,6 @@ class NodeContext:
         self.applied = 0
         self.ticks = 0
         self.disk_error = ""  # set by the log manager while this node's disk fails
-        self.read_ids = 0  # ReadIndexRequest ids, unique for the node's lifetime
         self.kv = None  # the FSM's state, published with ``applied`` (see Node._on_applied)
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
@@ -75,8 +75,6 @@ class NodeContext:
         self.last_contact: dict[str, float] = {}
         self._role_ref = None
         self._members_seen: Optional[list] = None
-        self.was_member = False
-        self.removed = False
 
     # ------------------------------------------------------------ routing to the current role
 
@@ -174,12 +172,6 @@ class NodeContext:
         if members is not self._members_seen:
             self._members_seen = members
             self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
-        if not self.was_member and core.member(self.node_id) is not None and core.commit >= core.config_index():
-            self.was_member = True  # only a committed configuration makes us a member (it can be truncated)
-        if self.was_member and not self.removed and core.member(self.node_id) is None \
-                and core.commit >= core.config_index():
-            self.removed = True
-            self.node.on_removed()
         self.node.metrics.observe(self.core, self.applied)
 
 
@@ -247,6 +239,7 @@ class Node:
             stale.unlink()
         self.fsm_state, self.snapshot_index, self.snapshot_term, self.snapshot_members = None, 0, 0, []
         self.want_snapshot = False
+        self.snapshot_size = 0
         base_index, _ = store.base()
         newest = self.snapshots.newest_valid()
         if newest is not None:
@@ -256,6 +249,7 @@ class Node:
                 self.fsm_state = KVState.restore(body)
                 self.snapshot_index, self.snapshot_term = meta.last_index, meta.last_term
                 self.snapshot_members = list(meta.members)
+                self.snapshot_size = meta.size
                 log.info("%s: restored snapshot at index %d (%d keys) in %.2fs", self.cfg.id, meta.last_index,
                          len(self.fsm_state.data), time.monotonic() - t0)
                 return
@@ -284,6 +278,8 @@ class Node:
                         members=self.snapshot_members, commit=st.commit, rng=random.Random())
         core.handed = max(core.handed, self.snapshot_index)  # the FSM starts from the snapshot
         core.want_snapshot = self.want_snapshot
+        if self.snapshot_index:
+            core.set_snapshot(SnapshotRef(self.snapshot_index, self.snapshot_term, self.snapshot_size))
         return core
 
     # ------------------------------------------------------------ life cycle

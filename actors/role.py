@@ -15,13 +15,13 @@ from typing import Any
 
 import pykka
 
-from raftkv.wire.messages import ClientReply, InstallSnapshotReply, JoinReply, JoinRequest
+from raftkv.wire.messages import ClientReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
 from .messages import (Apply, ClientBatch, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read, Restore,
                        TakeSnapshot, Tick)
-from .snapshotter import (ReceiveChunk, SendSnapshot, SnapshotAck, SnapshotPoll, SnapshotReceived, SnapshotSaved,
-                          SnapshotSendFailed)
+from .snapshot_transfer import SnapshotRef
+from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.role")
@@ -57,8 +57,6 @@ class RoleActor(SupervisedActor):
             core.tick()
             self.on_tick()
             self.ctx.ticks += 1
-            if self.ctx.ticks % 100 == 0:
-                self.ctx.snapshotter.tell(SnapshotPoll())
             if self.ctx.ticks % COMMIT_FLUSH_TICKS == 0:
                 self.flush_persist(force=True)
         elif t is Persisted:
@@ -71,6 +69,7 @@ class RoleActor(SupervisedActor):
             self.on_hand_off()
         elif t is SnapshotSaved:
             self.ctx.snapshot_index = max(self.ctx.snapshot_index, msg.index)
+            core.set_snapshot(SnapshotRef(msg.index, msg.term, msg.size))
             core.compact(msg.index - self.ctx.tuning.trailing_logs)
         elif t is SnapshotReceived:
             self._install(msg)
@@ -105,10 +104,10 @@ class RoleActor(SupervisedActor):
         meta = msg.meta
         body = ctx.snapshot_store.open_verified(meta)
         ctx.fsm.tell(Restore(body, meta.last_index, meta.last_term, list(meta.members)))
-        ctx.core.install_snapshot(meta.last_index, meta.last_term, list(meta.members))
+        # The core acknowledges it once the log's compaction to it is durable too.
+        ctx.core.install_snapshot(meta.last_index, meta.last_term, list(meta.members), leader=msg.leader,
+                                  size=meta.size)
         ctx.snapshot_index = max(ctx.snapshot_index, meta.last_index)
-        # Acknowledged only once the log's compaction to it is durable too.
-        ctx.persist_after.append((msg.leader, InstallSnapshotReply(ctx.core.term, meta.last_index, meta.size, True)))
         log.info("%s: installed snapshot at index %d (term %d) from %s", ctx.node_id, meta.last_index,
                  meta.last_term, msg.leader)
 
@@ -158,20 +157,23 @@ class RoleActor(SupervisedActor):
         else:
             ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error="no leader yet; retry"))
 
+    def on_config_changes(self, proposed: list, dropped: list) -> None:
+        """Only a leader proposes membership changes."""
+
     def on_hand_off(self) -> None:
         """Only a leader has something to hand off."""
 
     def on_tick(self) -> None:
         """Role-specific timers."""
 
-    def on_read_index_replies(self, replies: list) -> None:
-        """Only a follower asks for read indexes."""
-
     def on_committed(self, entries: list) -> dict:
         """Waiters for these committed entries (the leader overrides)."""
         return {}
 
     def on_reads(self, reads: list, failed: list) -> None:
+        """Serve confirmed reads once applied; send the failed ones' clients to the leader."""
+        for index, handles in reads:
+            self.ctx.serve_reads(index, handles)
         if failed:
             self.ctx.frontdoor.reply_many([(route, self.ctx.redirect()) for route, _ in failed])
 
@@ -203,17 +205,15 @@ class RoleActor(SupervisedActor):
             ctx.fsm.tell(Apply(rd.committed, waiters))
         if rd.reads or rd.reads_failed:
             self.on_reads(rd.reads, rd.reads_failed)
-        if rd.read_index_replies:
-            self.on_read_index_replies(rd.read_index_replies)
-        if rd.snapshots_to_send or rd.snapshot_acks or rd.snapshot_chunks:
-            snap = ctx.snapshotter
-            for peer in rd.snapshots_to_send:
-                snap.tell(SendSnapshot(peer, core.term))
-            for peer, reply in rd.snapshot_acks:
-                snap.tell(SnapshotAck(peer, reply))
-            for leader, m in rd.snapshot_chunks:
-                snap.tell(ReceiveChunk(leader, m))
+        if rd.config_proposed or rd.config_dropped:
+            self.on_config_changes(rd.config_proposed, rd.config_dropped)
+        for c in rd.chunks_to_send:
+            ctx.snapshotter.tell(c)
+        for c in rd.chunks_to_store:
+            ctx.snapshotter.tell(c)
         ctx.after_ready()
+        if rd.removed:
+            ctx.node.on_removed()
         if rd.role_changed:
             self._swap()
 

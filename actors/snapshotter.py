@@ -1,17 +1,16 @@
-"""The Snapshotter actor: writes snapshots, streams them to lagging followers, receives them.
+"""The Snapshotter actor: writes snapshots and moves snapshot bytes between nodes.
 
 Taking a snapshot: the FSM hands over a frozen copy of its state; serialising it (in chunks,
 yielding the GIL between them) and writing the file happen here, off the FSM's and the
 leader's critical path. Only once the file and its directory are synced does the role actor
 compact the log (DESIGN.md 8).
 
-Sending: one stop-and-wait stream per follower, in chunks of CHUNK_BYTES, each answered with the
-next offset the follower wants, so memory stays bounded on both sides and a lost chunk or
-reply is resumed from where the follower is (a poll resends a chunk that got no answer).
-
-Receiving: chunks are appended to a temporary file at the offset the follower expects; the
-complete body is saved through the SnapshotStore (checksummed, synced, renamed), then the role
-actor restores the FSM from it and tells the core (Figure 13).
+Streaming: every decision (which snapshot, which offset next, resend, give up, which chunks a
+follower accepts) is the core's (actors/snapshot_transfer.py). This actor executes them: a
+:class:`SendChunk` reads CHUNK_BYTES at an offset of a snapshot file and sends them as an
+InstallSnapshot; a :class:`StoreChunk` writes accepted bytes to a temporary file and, on the
+last chunk, saves the complete body through the SnapshotStore (checksummed, synced, renamed);
+then the role actor restores the FSM from it and tells the core (Figure 13).
 """
 from __future__ import annotations
 
@@ -23,15 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from raftkv.storage.snapshot_store import CorruptSnapshot, SnapshotMeta, SnapshotStore
-from raftkv.wire.messages import ClientReply, InstallSnapshot, InstallSnapshotReply
+from raftkv.wire.messages import ClientReply, InstallSnapshot
 
+from .snapshot_transfer import SendChunk, StoreChunk
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.snapshot")
 
 CHUNK_BYTES = 512 * 1024
-RESEND_AFTER_S = 1.0  # a chunk unanswered this long is sent again
-GIVE_UP_AFTER_S = 30.0  # a stream that made no progress this long is abandoned
 
 
 @dataclass(slots=True)
@@ -47,41 +45,20 @@ class SaveSnapshot:
 
 @dataclass(slots=True)
 class SnapshotSaved:
-    """To the role actor: the snapshot at (index, term) is durable; the log may be compacted."""
+    """To the role actor: the snapshot at (index, term), ``size`` bytes, is durable; the log may
+    be compacted and the snapshot streamed."""
 
     index: int
     term: int
-
-
-@dataclass(slots=True)
-class SendSnapshot:
-    """From the leader: stream the newest snapshot to ``peer`` in leader term ``term``."""
-
-    peer: str
-    term: int
-
-
-@dataclass(slots=True)
-class SnapshotAck:
-    """From the leader: ``peer`` answered a chunk."""
-
-    peer: str
-    reply: InstallSnapshotReply
+    size: int = 0
 
 
 @dataclass(slots=True)
 class SnapshotSendFailed:
-    """To the role actor: no snapshot could be sent to ``peer``."""
+    """To the role actor: the snapshot the core named could not be read for ``peer`` (pruned or
+    corrupt); the core starts over with its newest."""
 
     peer: str
-
-
-@dataclass(slots=True)
-class ReceiveChunk:
-    """From a follower's role actor: a chunk of a snapshot from ``leader``."""
-
-    leader: str
-    msg: InstallSnapshot
 
 
 @dataclass(slots=True)
@@ -93,26 +70,11 @@ class SnapshotReceived:
     meta: SnapshotMeta
 
 
-@dataclass(slots=True)
-class SnapshotPoll:
-    """Periodic: resend chunks that got no answer."""
-
-
-@dataclass
-class _Outgoing:
-    term: int
-    meta: SnapshotMeta
-    offset: int = 0
-    sent_at: float = 0.0
-    progressed_at: float = field(default_factory=time.monotonic)  # the follower last moved forward
-
-
 @dataclass
 class _Incoming:
     last_index: int
     last_term: int
     path: str
-    offset: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -129,21 +91,17 @@ class Snapshotter(SupervisedActor):
         self.tell_role = tell_role
         self.fsm_done = fsm_done
         self.reply_many = reply_many
-        self.outgoing: dict[str, _Outgoing] = {}
+        self.sending: dict[int, SnapshotMeta] = {}  # snapshot index -> its file, while streamed
         self.incoming: Optional[_Incoming] = None
 
     def on_receive(self, msg: Any) -> Any:
         t = type(msg)
         if t is SaveSnapshot:
             self._save(msg)
-        elif t is SendSnapshot:
-            self._start_send(msg)
-        elif t is SnapshotAck:
-            self._on_ack(msg)
-        elif t is ReceiveChunk:
-            self._on_chunk(msg)
-        elif t is SnapshotPoll:
-            self._poll()
+        elif t is SendChunk:
+            self._send_chunk(msg)
+        elif t is StoreChunk:
+            self._store_chunk(msg)
         return None
 
     def on_stop(self) -> None:
@@ -155,104 +113,75 @@ class Snapshotter(SupervisedActor):
     def _save(self, m: SaveSnapshot) -> None:
         t0 = time.monotonic()
         try:
-            self.store.save(m.index, m.term, m.members, _yielding(m.state.chunks()))
+            path = self.store.save(m.index, m.term, m.members, _yielding(m.state.chunks()))
         finally:
             self.fsm_done(m.index)
         log.info("%s: snapshot at index %d (term %d) of %d keys written in %.2fs", self.node_id, m.index, m.term,
                  len(m.state.data), time.monotonic() - t0)
-        self.tell_role(SnapshotSaved(m.index, m.term))
+        self.tell_role(SnapshotSaved(m.index, m.term, self.store.read_meta(path).size))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])
 
     # ------------------------------------------------------------------ sending
 
-    def _start_send(self, m: SendSnapshot) -> None:
-        cur = self.outgoing.get(m.peer)
-        if cur is not None and cur.term == m.term and cur.offset < cur.meta.size:
-            return  # already streaming to it
-        # A finished stream (the follower needs a second snapshot in this term) or one of an
-        # older term is started afresh with the newest snapshot.
-        self.outgoing.pop(m.peer, None)
-        newest = self.store.newest_valid()
-        if newest is None:
-            log.warning("%s: %s needs a snapshot but none is valid here", self.node_id, m.peer)
-            self.tell_role(SnapshotSendFailed(m.peer))
+    def _meta(self, index: int, offset: int) -> Optional[SnapshotMeta]:
+        meta = self.sending.get(index)
+        if meta is None or offset == 0:
+            meta = next((m for m in self.store.list() if m.last_index == index), None)
+            if meta is None:
+                log.warning("%s: snapshot %d is no longer here", self.node_id, index)
+                return None
+            try:
+                self.store.open_verified(meta).close()  # never stream a damaged body
+            except (CorruptSnapshot, OSError) as e:
+                log.warning("%s: snapshot %d cannot be streamed: %s", self.node_id, index, e)
+                return None
+            self.sending = {index: meta}  # the core streams only its newest snapshot
+        return meta
+
+    def _send_chunk(self, c: SendChunk) -> None:
+        meta = self._meta(c.index, c.offset)
+        data = None
+        if meta is not None:
+            try:
+                with open(meta.path, "rb") as f:
+                    f.seek(meta.body_offset + c.offset)
+                    data = f.read(min(CHUNK_BYTES, max(meta.size - c.offset, 0)))
+            except OSError as e:  # pruned under us by a newer snapshot: the core starts over
+                log.info("%s: snapshot %d for %s went away (%s)", self.node_id, c.index, c.peer, e)
+                self.sending.pop(c.index, None)
+        if data is None:
+            self.tell_role(SnapshotSendFailed(c.peer))
             return
-        meta, reader = newest
-        reader.close()
-        log.info("%s: sending snapshot at index %d (%d bytes) to %s", self.node_id, meta.last_index, meta.size, m.peer)
-        self.outgoing[m.peer] = _Outgoing(m.term, meta)
-        self._send_chunk(m.peer)
-
-    def _send_chunk(self, peer: str) -> None:
-        out = self.outgoing[peer]
-        meta = out.meta
-        try:
-            with open(meta.path, "rb") as f:
-                f.seek(meta.body_offset + out.offset)
-                data = f.read(min(CHUNK_BYTES, meta.size - out.offset))
-        except OSError as e:  # pruned under us by a newer snapshot: start over with that one
-            log.info("%s: snapshot for %s went away (%s); restarting", self.node_id, peer, e)
-            del self.outgoing[peer]
-            self.tell_role(SnapshotSendFailed(peer))
-            return
-        done = out.offset + len(data) >= meta.size
-        out.sent_at = time.monotonic()
-        self.send(peer, InstallSnapshot(out.term, meta.last_index, meta.last_term, out.offset, data, done,
-                                        list(meta.members)))
-
-    def _on_ack(self, m: SnapshotAck) -> None:
-        out = self.outgoing.get(m.peer)
-        r = m.reply
-        if out is None or r.last_index != out.meta.last_index:
-            return
-        if r.next_offset > out.offset:
-            out.progressed_at = time.monotonic()
-        if r.next_offset >= out.meta.size:
-            out.offset = out.meta.size
-            return  # the follower is saving it; its final (done) answer goes to the core
-        out.offset = r.next_offset
-        if out.offset and out.offset % (16 * CHUNK_BYTES) == 0:
-            log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, m.peer, out.offset, out.meta.size)
-        self._send_chunk(m.peer)
-
-    def _poll(self) -> None:
-        now = time.monotonic()
-        for peer, out in list(self.outgoing.items()):
-            if now - out.progressed_at > GIVE_UP_AFTER_S:
-                del self.outgoing[peer]  # the follower is gone; the core asks again if needed
-                self.tell_role(SnapshotSendFailed(peer))
-            elif out.offset < out.meta.size and now - out.sent_at > RESEND_AFTER_S:
-                self._send_chunk(peer)
-
-    def forget(self, peer: str) -> None:
-        self.outgoing.pop(peer, None)
+        if c.offset == 0:
+            log.info("%s: sending snapshot at index %d (%d bytes) to %s", self.node_id, meta.last_index, meta.size,
+                     c.peer)
+        elif c.offset % (16 * CHUNK_BYTES) == 0:
+            log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, c.offset, meta.size)
+        done = c.offset + len(data) >= meta.size
+        self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, c.offset, data, done,
+                                          list(meta.members)))
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_chunk(self, rc: ReceiveChunk) -> None:
-        m = rc.msg
+    def _store_chunk(self, sc: StoreChunk) -> None:
+        m = sc.msg
         inc = self.incoming
-        if inc is None or (inc.last_index, inc.last_term) != (m.last_index, m.last_term):
-            if m.offset != 0:
-                # A stream we have no state for (we restarted): ask for it from the start.
-                self.send(rc.leader, InstallSnapshotReply(m.term, m.last_index, 0, False))
-                return
+        if m.offset == 0:
+            # A new stream (the core accepts offset 0 only to start one): drop any partial file.
             if inc is not None:
                 _unlink(inc.path)
             fd, path = tempfile.mkstemp(dir=self.store.directory, prefix="recv-", suffix=".part")
             os.close(fd)
             inc = self.incoming = _Incoming(m.last_index, m.last_term, path)
-            log.info("%s: receiving snapshot at index %d from %s", self.node_id, m.last_index, rc.leader)
-        if m.offset == inc.offset:
-            with open(inc.path, "r+b") as f:
-                f.seek(inc.offset)
-                f.write(m.data)
-            inc.offset += len(m.data)
-            if m.done:
-                self._finish(rc.leader, m)
-                return
-        self.send(rc.leader, InstallSnapshotReply(m.term, m.last_index, inc.offset, False))
+            log.info("%s: receiving snapshot at index %d from %s", self.node_id, m.last_index, sc.leader)
+        elif inc is None or (inc.last_index, inc.last_term) != (m.last_index, m.last_term):
+            return  # cannot happen: the core accepts only the next offset of the stream it started
+        with open(inc.path, "r+b") as f:
+            f.seek(m.offset)
+            f.write(m.data)
+        if m.done:
+            self._finish(sc.leader, m)
 
     def _finish(self, leader: str, m: InstallSnapshot) -> None:
         inc = self.incoming
@@ -290,5 +219,5 @@ def _unlink(path: str) -> None:
         pass
 
 
-__all__ = ["Snapshotter", "SaveSnapshot", "SnapshotSaved", "SendSnapshot", "SnapshotAck", "SnapshotSendFailed",
-           "ReceiveChunk", "SnapshotReceived", "SnapshotPoll", "CorruptSnapshot"]
+__all__ = ["Snapshotter", "SaveSnapshot", "SnapshotSaved", "SendChunk", "StoreChunk", "SnapshotSendFailed",
+           "SnapshotReceived", "CorruptSnapshot"]

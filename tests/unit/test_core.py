@@ -231,6 +231,20 @@ def test_vote_granted_once_per_term():
     assert sent_after(c.take_ready(), VoteReply)[0].granted
 
 
+def test_a_stale_candidate_is_told_the_newer_term_and_stops_campaigning_in_the_past():
+    """Found by the simulation (seed 34 after the membership queue moved into the core): a
+    candidate whose only voters were a peer of a newer term never heard that term and fell
+    behind it forever (liveness)."""
+    c = core(term=5, check_quorum=False)
+    c.step("n2", RequestVote(3, 9, 3))
+    (rep,) = sent(c.take_ready(), VoteReply)
+    assert rep == VoteReply(5, False) and c.term == 5 and c.vote is None
+    d = core("n2", term=3, check_quorum=False, pre_vote=False)
+    d.campaign()
+    d.step("n1", rep)
+    assert d.role == FOLLOWER and d.term == 5
+
+
 @pytest.mark.parametrize("last_index,last_term,granted", [
     (5, 1, False),  # longer, but its last term is older
     (1, 2, False),  # same last term, shorter

@@ -82,6 +82,6 @@ def test_an_already_covered_snapshot_is_acknowledged_at_once():
     c = committed_follower(n_entries=6, commit=6)
     c.step("n1", InstallSnapshot(2, 5, 2, 0, b"abc", True, members(3)))
     rd = c.take_ready()
-    assert not rd.snapshot_chunks
+    assert not rd.chunks_to_store
     (to, reply), = rd.send
     assert to == "n1" and reply.done and reply.last_index == 5

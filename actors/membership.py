@@ -1,0 +1,113 @@
+"""The leader's membership-change rules, as pure data and functions (Raft thesis 4.1, 4.2.1).
+
+Owned by :class:`actors.core.RaftCore`: requests to add or remove a server are queued here and
+turned into single-server configurations one at a time (the core proposes the next only once the
+previous one committed, see ``RaftCore.can_change_config``); a server added to become a voter
+joins as a learner first and is promoted once it holds everything committed, so a slow join
+never costs the cluster its quorum (as etcd's learners and hashicorp's non-voters). A server
+added as a learner (``kvclient add-node --learner``, ``Client.add_node(voter=False)``) stays one.
+
+No threads, sockets or clock: the core calls these functions and carries their results out in
+its Ready.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from raftkv.wire.messages import Member
+
+
+class ChangeOrigin(str, Enum):
+    """Who asked for a membership change, so the shell knows how to answer it."""
+
+    CLIENT = "client"  # kvclient add-node / remove-node: answered with a ClientReply
+    JOIN = "join"  # a node's JoinRequest (kvnode --join): answered with a JoinReply
+    PROMOTION = "promotion"  # the leader's own decision: a caught-up learner becomes a voter
+
+
+@dataclass
+class MembershipChange:
+    """One requested single-server change: add ``member`` or remove the server ``removed``.
+
+    ``member.voter`` says what the server is to become: True joins as a learner and is promoted
+    once caught up, False stays a learner. ``handle`` is opaque to the core: the shell's way to
+    answer the requester (a client route, a peer route)."""
+
+    member: Optional[Member] = None
+    removed: Optional[str] = None
+    handle: Any = None
+    origin: ChangeOrigin = ChangeOrigin.CLIENT
+
+    @property
+    def target(self) -> str:
+        return self.member.id if self.member is not None else (self.removed or "")
+
+    def describe(self) -> str:
+        if self.origin is ChangeOrigin.PROMOTION:
+            return f"promoting {self.target} to voter"
+        if self.member is None:
+            return f"removing {self.removed}"
+        what = "a voter-to-be" if self.member.voter else "a learner that stays one"
+        return f"adding {self.member.id} ({self.member.addr}) as {what}"
+
+
+@dataclass
+class MembershipQueue:
+    """Changes waiting for the previous one to commit, and the learners that must not be promoted.
+
+    ``stay_learners`` is the leader's memory of servers added with ``voter=False``: the
+    configuration record has no field for it, so a leader elected later promotes such a learner
+    once it is caught up (what every leader did before learners could stay learners)."""
+
+    pending: list = field(default_factory=list)  # MembershipChange, oldest first
+    stay_learners: set = field(default_factory=set)
+
+    def queue(self, change: MembershipChange) -> None:
+        self.pending.append(change)
+
+    def queued(self, member_id: str) -> bool:
+        """Whether an addition of ``member_id`` already waits (a joiner retries its request)."""
+        return any(c.member is not None and c.member.id == member_id for c in self.pending)
+
+    def take_all(self) -> list:
+        """Drop every queued change (leadership lost): the shell tells the requesters."""
+        out, self.pending = self.pending, []
+        return out
+
+    def next_configuration(self, members: list) -> Optional[tuple]:
+        """The next queued change as ``(change, new members)``, or None. An added server is
+        always a learner first (see :func:`promotion`)."""
+        if not self.pending:
+            return None
+        change = self.pending.pop(0)
+        members = [m for m in members if m.id != change.target]
+        if change.member is not None:
+            m = change.member
+            members.append(Member(m.id, m.addr, m.client, m.http, False))
+            if m.voter:
+                self.stay_learners.discard(m.id)
+            else:
+                self.stay_learners.add(m.id)
+        else:
+            self.stay_learners.discard(change.removed)
+        return change, members
+
+    def promotion(self, members: list, match: dict, commit: int) -> Optional[tuple]:
+        """A learner to promote now, as ``(change, new members)``: the first learner (not one that
+        must stay a learner) whose replicated log reaches the commit index. ``match`` maps
+        follower ids to their match index."""
+        for m in members:
+            if not m.voter and m.id not in self.stay_learners and match.get(m.id, -1) >= commit:
+                new = [x._replace(voter=True) if x.id == m.id else x for x in members]
+                return MembershipChange(m, None, None, ChangeOrigin.PROMOTION), new
+        return None
+
+
+def has_promotable_learners(members: list, stay_learners: set) -> bool:
+    """Whether any learner in ``members`` is waiting to be promoted."""
+    return any(not m.voter and m.id not in stay_learners for m in members)
+
+
+__all__ = ["ChangeOrigin", "MembershipChange", "MembershipQueue", "has_promotable_learners"]
