@@ -182,6 +182,8 @@ class NodeContext:
     def adopt_cluster_id(self, cid: str) -> None:
         log.info("%s: joined cluster %s", self.node_id, cid)
         self.cluster_id = cid
+        # The node's and the transport's copies: written here once (None -> cid), a str
+        # reference the other threads only read.
         self.node.cluster_id = cid
         self.peer.cluster_id = cid
         self.log_manager.tell(SetMeta({"cluster_id": cid}))
@@ -213,7 +215,14 @@ class NodeContext:
 
 
 class Node:
-    """One Raft node. ``start()`` returns once it is serving; ``stop()`` shuts it down cleanly."""
+    """One Raft node. ``start()`` returns once it is serving; ``stop()`` shuts it down cleanly.
+
+    Its fields are set by ``start()`` before the actors run and not reassigned after, except
+    ``stopping`` (the thread that stops the node) and ``cluster_id`` (the role actor, once, when a
+    joining node learns it). Once the role actor runs, the core is its alone: the node reads
+    ``ctx.role_view`` (stop, join loop) and asks the role actor for ``status()``; the join loop
+    gets leader hints by queue from the role actor (``on_join_reply``).
+    """
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
