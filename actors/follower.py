@@ -4,10 +4,10 @@ from __future__ import annotations
 from raftkv.wire.messages import ClientReply
 
 from .core import NotLeader
-from .role import RoleActor
+from .role import Role
 
 
-class Follower(RoleActor):
+class Follower(Role):
     """A follower (also a learner, and a joining node before it is a member).
 
     Besides the base behaviour (step peer messages into the core, redirect writes, serve stale

@@ -11,6 +11,7 @@ import bisect
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
@@ -187,17 +188,42 @@ class KVState:
         return ClientReply("invalid", error=f"not a read: {op}")
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedView:
+    """What the FSM has applied, published by the FSM (and only by it) after every batch and
+    restore, as one immutable record: a reader takes one reference and gets an index and a
+    state that belong together.
+
+    ``state`` is the FSM's live KVState, which the FSM keeps mutating: it holds at least
+    ``index``, possibly more, which serves a read confirmed at ``index`` (linearizable reads need
+    an applied index at least the read index). Other threads may only call ``state.read("get",
+    key)`` on it (one dict lookup, atomic under the GIL); anything that iterates it goes through
+    the FSM actor. ``state`` is None until the FSM first publishes.
+    """
+
+    index: int
+    state: Optional[KVState]
+
+
+NOTHING_APPLIED = AppliedView(0, None)
+
+
 class Fsm(SupervisedActor):
     """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests, and hands a
-    frozen copy of the state to the snapshotter every ``snapshot_threshold`` entries."""
+    frozen copy of the state to the snapshotter every ``snapshot_threshold`` entries.
 
-    def __init__(self, reply_many: Callable[[list], None], on_applied: Callable[[int], None],
+    Owns the KVState, the applied index and term, and the configuration last applied. After every
+    applied batch and restore it calls ``publish(AppliedView)`` (its one way of telling other
+    threads what is applied).
+    """
+
+    def __init__(self, reply_many: Callable[[list], None], publish: Callable[[AppliedView], None],
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
                  state: Optional[KVState] = None, applied_term: int = 0, members: Optional[list] = None) -> None:
         super().__init__()
         self.state = state or KVState()
         self.reply_many = reply_many
-        self.on_applied = on_applied
+        self.publish = publish
         self.save_snapshot = save_snapshot
         self.threshold = snapshot_threshold
         self.applied_term = applied_term
@@ -253,7 +279,7 @@ class Fsm(SupervisedActor):
                     replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
         if replies:
             self.reply_many(replies)
-        self.on_applied(st.applied, st)
+        self.publish(AppliedView(st.applied, st))
         self._serve_pending()
         if st.applied - self.last_snapshot >= self.threshold and not self.snapshotting:
             self._snapshot(None)
@@ -284,7 +310,7 @@ class Fsm(SupervisedActor):
         self.last_snapshot = self.state.applied
         log.info("fsm: restored %d keys at index %d from a snapshot in %.2fs", len(self.state.data),
                  self.state.applied, time.monotonic() - t0)
-        self.on_applied(self.state.applied, self.state)
+        self.publish(AppliedView(self.state.applied, self.state))
         self._serve_pending()
 
     def _serve(self, handles: list) -> None:

@@ -9,12 +9,12 @@ from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, Joi
 from .core import NotLeader
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
-from .role import RoleActor
+from .role import Role
 
 log = logging.getLogger("actors.leader")
 
 
-class Leader(RoleActor):
+class Leader(Role):
     """Proposes every write of a client batch as one append (one synced write, one AppendEntries per
     follower), registers the batch's reads as one ReadIndex round, and hands membership changes to
     the core, which queues them and applies them one at a time (Raft thesis 4.1)."""

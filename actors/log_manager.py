@@ -13,8 +13,9 @@ flight at a time, so the store is never written by two threads at once.
 
 A failing disk (full, read-only, I/O errors) is not a reason to crash: the batch is retried
 (a WriteBatch is atomic, so a retry is idempotent) with the store reopened, and meanwhile
-nothing that depends on it is acknowledged; the node reports the fault and, if it leads, hands
-leadership to a node whose disk works.
+nothing that depends on it is acknowledged; the writer reports the fault to the role actor
+(``DiskState``, then ``HandOff``: if it leads, it hands leadership to a node whose disk works)
+and ``DiskState("")`` once the disk works again. The role actor alone keeps that state.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from raftkv.storage.log_store import UNSET, LogStore
 
-from .messages import HandOff, PersistRequest, Persisted, SetMeta
+from .messages import DiskState, HandOff, PersistRequest, Persisted, SetMeta
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.log")
@@ -40,14 +41,18 @@ def is_disk_error(e: BaseException) -> bool:
 
 class LogWriter:
     """Writes PersistRequests and metadata synced, sends their follow-up messages; retries a
-    failing disk (see the module doc). Thread-safe: the store is used under a lock."""
+    failing disk (see the module doc). ``report`` delivers messages to the role actor
+    (Persisted, DiskState, HandOff).
+
+    Owns the store: it is used under ``_lock`` only, by at most one PersistRequest at a time (the
+    role actor's inline write or the LogManager's), plus metadata writes.
+    """
 
     def __init__(self, store: LogStore, send_many: Callable[[list], None], report: Callable[[Any], None],
-                 on_disk_state: Callable[[str], None] = lambda err: None, node_id: str = "") -> None:
+                 node_id: str = "") -> None:
         self.store = store
         self.send_many = send_many
         self.report = report
-        self.on_disk_state = on_disk_state  # called with the error text, then with "" once healed
         self.node_id = node_id
         self._lock = threading.Lock()
         self._broken = False  # the store could not be reopened: every op fails until it can
@@ -120,7 +125,7 @@ class LogWriter:
                         failing = True
                         log.error("%s: cannot write the log (%s); acknowledging nothing until it works again",
                                   self.node_id, e)
-                        self.on_disk_state(f"disk failure: {e}")
+                        self.report(DiskState(f"disk failure: {e}"))
                         self.report(HandOff())
             if done:
                 break
@@ -130,7 +135,7 @@ class LogWriter:
                 self._reopen()
         if failing:
             log.warning("%s: the log is writable again", self.node_id)
-            self.on_disk_state("")
+            self.report(DiskState(""))
 
     def _reopen(self) -> None:
         # After a failed WAL write RocksDB refuses further writes until reopened.
@@ -148,7 +153,8 @@ class LogWriter:
 
 
 class LogManager(SupervisedActor):
-    """The actor in front of a LogWriter: writes PersistRequests and reports them Persisted."""
+    """The actor in front of a LogWriter: writes PersistRequests and reports them Persisted (to
+    the role actor, through the writer's ``report``); writes SetMeta."""
 
     def __init__(self, writer: LogWriter) -> None:
         super().__init__()

@@ -73,6 +73,19 @@ class SetMeta:
 
 
 @dataclass(slots=True)
+class DiskState:
+    """From the log writer to the role actor: the log cannot be written (``error`` says why), or
+    ``error`` is empty: it can again. The role actor is the only keeper of this state."""
+
+    error: str
+
+
+@dataclass(slots=True)
+class StatusQuery:
+    """Asked of the role actor (``ask``): this node's status dict, built in the thread that owns it."""
+
+
+@dataclass(slots=True)
 class HandOff:
     """Sent by the node before a planned shutdown: a leader transfers leadership (thesis 3.10)."""
 

@@ -7,7 +7,11 @@ from .core import LEADER
 
 
 class NodeMetrics:
-    """Gauges read off the core after each batch of inputs; a private registry per node."""
+    """Gauges read off the core after each batch of inputs; a private registry per node.
+
+    ``observe`` runs in the role actor's thread only; ``render`` in the HTTP gateway's (the
+    prometheus_client gauges lock their own values).
+    """
 
     def __init__(self, node_id: str) -> None:
         self.registry = CollectorRegistry()
@@ -24,6 +28,7 @@ class NodeMetrics:
         self._last_seen = None
 
     def observe(self, core, applied: int) -> None:  # noqa: ANN001
+        """Set the gauges from the role actor's core and the FSM's published applied index."""
         snap = (core.term, core.commit, applied, core.log.last_index(), core.role)
         if snap == self._last_seen:
             return

@@ -9,13 +9,16 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import random
 import signal
 import threading
 import time
 import uuid
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
+import pykka
 import zmq
 
 from raftkv.storage.log_store import LogStore, StorageError
@@ -27,12 +30,13 @@ from raftkv.wire.peer import PeerTransport
 from .candidate import Candidate
 from ..config import NodeConfig
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
-from .fsm import Fsm, KVState
+from .fsm import NOTHING_APPLIED, AppliedView, Fsm, KVState
 from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
-from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, Tick
+from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery, Tick
+from .role import RoleActor
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
@@ -46,8 +50,36 @@ class NodeError(Exception):
     """The node cannot start (bad data directory, port in use...): one clear line for the operator."""
 
 
+@dataclass(frozen=True, slots=True)
+class RoleView:
+    """The node's role, term, leader and configuration, published by the role actor (and only by
+    it) whenever one of them changes: what threads other than the role actor (the node's stop
+    and join logic) may know of the core."""
+
+    role: str
+    term: int
+    leader_id: Optional[str]
+    members: list  # the core's configuration list, never mutated (a change makes a new list)
+
+
 class NodeContext:
-    """State shared by the role actors of one node. Only the current role actor mutates it."""
+    """What the role actor of one node works with, by owner:
+
+    * Wiring, set at construction and never reassigned: ``node``, ``node_id``, ``tuning``, the
+      actor refs and transports (``fsm``, ``log_manager``, ``log_writer``, ``snapshotter``,
+      ``peer``, ``frontdoor``), ``snapshot_store``, ``role_classes``, ``started``, and
+      ``more_input`` (set once by the RoleActor).
+    * The role actor's own state, read and written only in its thread: ``core`` (the RaftCore),
+      the persist buffer (``persist_buffer``, ``persist_after``, ``persist_in_flight``),
+      ``ticks``, ``cluster_id``, ``snapshot_index``, ``last_contact`` (recorded as
+      it handles each PeerBatch), ``disk_error`` (as the log writer reports it by DiskState
+      message), and the membership seen by ``after_ready`` (``_members_seen``). Other threads
+      get what they need of it by asking the role actor (StatusQuery) or from ``role_view``.
+    * Views published by their owner, each one reference swapped atomically, read by anyone,
+      written by nobody else: ``applied_view`` (an AppliedView, by the FSM through
+      Node._on_applied; ``applied`` is its index) and ``role_view`` (a RoleView, by the role
+      actor, see publish_role_view).
+    """
 
     def __init__(self, node: "Node") -> None:
         self.node = node
@@ -64,36 +96,23 @@ class NodeContext:
         self.persist_after: list = []
         self.persist_in_flight = False
         self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
+        self.more_input: Callable[[], bool] = lambda: False  # whether input waits in the role actor's inbox
         self.started = node.core_started
-        self.applied = 0
+        self.applied_view: AppliedView = NOTHING_APPLIED
         self.ticks = 0
-        self.disk_error = ""  # set by the log manager while this node's disk fails
-        self.kv = None  # the FSM's state, published with ``applied`` (see Node._on_applied)
+        self.disk_error = ""  # the log writer's last DiskState: set while this node's disk fails
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
         self.last_contact: dict[str, float] = {}
-        self._role_ref = None
+        core = self.core
+        self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
         self._members_seen: Optional[list] = None
 
-    # ------------------------------------------------------------ routing to the current role
-
-    def set_role_ref(self, ref: Any) -> None:
-        self._role_ref = ref
-
-    def tell_role(self, msg: Any) -> None:
-        """Deliver to whichever role actor is current (retrying across a hand-over)."""
-        import pykka
-
-        for _ in range(100):
-            ref = self._role_ref
-            try:
-                ref.tell(msg)
-                return
-            except pykka.ActorDeadError:
-                if self.node.stopping:
-                    return
-                time.sleep(0.001)  # a hand-over is in progress: the new ref is about to be set
+    @property
+    def applied(self) -> int:
+        """The index the FSM last published as applied."""
+        return self.applied_view.index
 
     # ------------------------------------------------------------ helpers for the roles
 
@@ -134,10 +153,11 @@ class NodeContext:
         return ClientReply("unavailable", error="no leader known (election in progress or no quorum)")
 
     def serve_reads(self, index: int, handles: list) -> None:
-        """Serve reads once ``index`` is applied: gets straight from the FSM's published state
+        """Serve reads once ``index`` is applied: gets straight from the FSM's published view
         when it is far enough (one thread hop fewer), anything else through the FSM actor."""
-        applied, kv = self.applied, self.kv
-        if kv is not None and applied >= index:
+        view = self.applied_view
+        kv = view.state
+        if kv is not None and view.index >= index:
             gets = [(r, kv.read("get", q.key)) for r, q in handles if q.op == "get"]
             if len(gets) == len(handles):
                 self.frontdoor.reply_many(gets)
@@ -159,6 +179,8 @@ class NodeContext:
     def adopt_cluster_id(self, cid: str) -> None:
         log.info("%s: joined cluster %s", self.node_id, cid)
         self.cluster_id = cid
+        # The node's and the transport's copies: written here once (None -> cid), a str
+        # reference the other threads only read.
         self.node.cluster_id = cid
         self.peer.cluster_id = cid
         self.log_manager.tell(SetMeta({"cluster_id": cid}))
@@ -174,9 +196,24 @@ class NodeContext:
             self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
         self.node.metrics.observe(self.core, self.applied)
 
+    def publish_role_view(self) -> None:
+        """Publish a new RoleView if the role, term, leader or configuration changed (called by
+        the role actor after each Ready: four comparisons, an allocation only on a change)."""
+        core = self.core
+        v = self.role_view
+        if core.role != v.role or core.term != v.term or core.leader_id != v.leader_id or core.members is not v.members:
+            self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
+
 
 class Node:
-    """One Raft node. ``start()`` returns once it is serving; ``stop()`` shuts it down cleanly."""
+    """One Raft node. ``start()`` returns once it is serving; ``stop()`` shuts it down cleanly.
+
+    Its fields are set by ``start()`` before the actors run and not reassigned after, except
+    ``stopping`` (the thread that stops the node) and ``cluster_id`` (the role actor, once, when a
+    joining node learns it). Once the role actor runs, the core is its alone: the node reads
+    ``ctx.role_view`` (stop, join loop) and asks the role actor for ``status()``; the join loop
+    gets leader hints by queue from the role actor (``on_join_reply``).
+    """
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
@@ -184,7 +221,7 @@ class Node:
         self.cluster_id: Optional[str] = None
         self._threads: list = []
         self._stop = threading.Event()
-        self._join_target = cfg.join
+        self._join_hints: queue.SimpleQueue = queue.SimpleQueue()  # leader addresses, for the join loop
 
     # ------------------------------------------------------------ storage and identity
 
@@ -290,12 +327,13 @@ class Node:
         self.store = store
         self._restore_snapshot(store)
         self.core = self._build_core(store)
+        self._incarnation = store.get_meta("incarnation") or ""
         self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
         try:
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
-                                      on_lost=lambda pid: self.ctx.tell_role(PeerLost(pid)))
+                                      on_lost=lambda pid: self._tell_role(PeerLost(pid)))
             self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id)
         except zmq.ZMQError as e:
             store.close()
@@ -309,20 +347,23 @@ class Node:
                                  t.snapshot_threshold, state=self.fsm_state, applied_term=self.snapshot_term,
                                  members=self.snapshot_members)
         self.fsm_state = None  # the FSM owns it now
-        self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, self._on_disk_state, cfg.id)
+        self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
         self.log_ref = LogManager.start(self.log_writer)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
-        ctx = self.ctx = NodeContext(self)
-        ctx.set_role_ref(Follower.start(ctx))
+        # Read off the core now: once the role actor runs, it alone touches the core.
+        core = self.core
+        servers = [cfg.spec.client] + [m.client for m in core.members if m.id != cfg.id and m.client]
+        recovered = (core.term, core.log.first_index(), core.log.last_index(), core.commit)
+        self.ctx = NodeContext(self)
+        self.role_ref = RoleActor.start(self.ctx)
         self.peer.start()
         self.frontdoor.start()
-        ctx.tell_role(Tick())  # hands out the entries recovered from disk to the FSM
+        self._tell_role(Tick())  # hands out the entries recovered from disk to the FSM
         self.gateway = None
         if cfg.http:
             from raftkv.wire.http import HttpGateway
 
-            servers = [cfg.spec.client] + [m.client for m in self.core.members if m.id != cfg.id and m.client]
             try:
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
                                            local=(cfg.spec.client, self.local_call), submit=self.submit_local)
@@ -338,8 +379,7 @@ class Node:
         if self.fresh_joiner and cfg.join:
             self._spawn(self._join_loop, "join")
         log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
-                 cfg.client, f", http {cfg.http}" if cfg.http else "", self.core.term,
-                 self.core.log.first_index(), self.core.log.last_index(), self.core.commit)
+                 cfg.client, f", http {cfg.http}" if cfg.http else "", *recovered)
 
     def _spawn(self, fn: Any, name: str) -> None:
         t = threading.Thread(target=fn, name=f"{name}-{self.cfg.id}", daemon=True)
@@ -350,11 +390,12 @@ class Node:
         """Stop serving, stop the actors, close the storage. Safe to call twice."""
         if self.stopping:
             return
-        if getattr(self, "ctx", None) is not None and self.core.role == LEADER:
+        ctx = getattr(self, "ctx", None)
+        if ctx is not None and ctx.role_view.role == LEADER:
             # A planned stop of the leader costs no election timeout: hand leadership over first.
-            self.ctx.tell_role(HandOff())
+            self._tell_role(HandOff())
             deadline = time.monotonic() + self.cfg.raft.election_timeout_ms[0] / 1000.0
-            while self.core.role == LEADER and time.monotonic() < deadline:
+            while ctx.role_view.role == LEADER and time.monotonic() < deadline:
                 time.sleep(0.01)
         self.stopping = True
         self._stop.set()
@@ -365,8 +406,6 @@ class Node:
             t.join(timeout=2)
         self.frontdoor.stop()
         self.peer.stop()
-        import pykka
-
         pykka.ActorRegistry.stop_all(block=True, timeout=5)
         try:
             self.store.close()
@@ -377,23 +416,27 @@ class Node:
     # ------------------------------------------------------------ inputs from the outside
 
     def _tell_role(self, msg: Any) -> None:
-        self.ctx.tell_role(msg)
+        """Deliver an input to the role actor, the one address of every input for the node's life.
+        Inputs are dropped only once the node is stopping (its actors are being stopped); a dead
+        role actor otherwise is a failure, raised to the sender (whose supervision ends the
+        process, as the role actor's own already did)."""
+        try:
+            self.role_ref.tell(msg)
+        except pykka.ActorDeadError:
+            if not self.stopping:
+                raise
+            log.debug("%s: stopping; %s not delivered", self.cfg.id, type(msg).__name__)
 
     def _on_peer(self, batch: list) -> None:
-        now = time.monotonic()
-        lc = self.ctx.last_contact
-        for item in batch:
-            lc[item[0]] = now
-        self.ctx.tell_role(PeerBatch(batch))
+        self._tell_role(PeerBatch(batch))
 
     def _on_clients(self, batch: list) -> None:
-        self.ctx.tell_role(ClientBatch(batch))
+        self._tell_role(ClientBatch(batch))
 
-    def _on_applied(self, index: int, state: Any) -> None:
-        # The state object first, then the index (a restore replaces the object): a reader that
-        # reads ``applied`` and then ``kv`` never sees an index the object does not hold.
-        self.ctx.kv = state
-        self.ctx.applied = index
+    def _on_applied(self, view: AppliedView) -> None:
+        # The FSM's publication: one reference assignment, so a reader sees an index and the
+        # state that holds it together (a restore replaces the state object).
+        self.ctx.applied_view = view
 
     def _ticker(self) -> None:
         period = TICK_MS / 1000.0
@@ -405,23 +448,22 @@ class Node:
                 self._stop.wait(delay)
             else:
                 nxt = time.monotonic()  # we fell behind (GC, GIL): do not burst ticks to catch up
-            self.ctx.tell_role(Tick())
+            self._tell_role(Tick())
 
-    def status(self) -> dict:
-        return self.ctx.status()
-
-    def _on_disk_state(self, error: str) -> None:
-        self.ctx.disk_error = error
+    def status(self, timeout: float = 2.0) -> dict:
+        """This node's status (``kvclient status``'s dict), built by the role actor, which owns
+        what it reports; callable from any thread (the HTTP gateway's workers)."""
+        return self.role_ref.ask(StatusQuery(), timeout=timeout)
 
     def submit_local(self, items: list) -> None:
         """Submit a batch ``[(route, ClientRequest)]`` in-process (the HTTP gateway's event loop);
         each route is answered with ``route.deliver(reply)`` from the actors' threads."""
-        self.ctx.tell_role(ClientBatch(items))
+        self._tell_role(ClientBatch(items))
 
     def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
         """Submit a client request in-process (the HTTP gateway's path to its own node)."""
         route = LocalRoute()
-        self.ctx.tell_role(ClientBatch([(route, req)]))
+        self._tell_role(ClientBatch([(route, req)]))
         return route.wait(wait)
 
     def on_removed(self) -> None:
@@ -437,18 +479,20 @@ class Node:
         started together, before any leader exists, so keep retrying)."""
         cfg = self.cfg
         spec = cfg.spec
-        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True),
-                          self.store.get_meta("incarnation") or "")
+        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True), self._incarnation)
+        target = cfg.join  # this loop's own: the role actor only sends hints (on_join_reply)
         delay = 0.2
         attempt = 0
         while not self._stop.is_set():
-            if self.core.member(cfg.id) is not None:
+            if any(m.id == cfg.id for m in self.ctx.role_view.members):
                 log.info("%s: is a member of cluster %s", cfg.id, self.cluster_id)
                 return
             attempt += 1
+            while not self._join_hints.empty():
+                target = self._join_hints.get_nowait()
             if attempt % 5 == 0:
-                self._join_target = cfg.join  # a leader hint may be stale: go back to the configured member
-            self.peer.send_to_addr(self._join_target, req)
+                target = cfg.join  # a leader hint may be stale: go back to the configured member
+            self.peer.send_to_addr(target, req)
             if self._stop.wait(delay):
                 return
             delay = min(delay * 1.5, 1.0)
@@ -457,6 +501,6 @@ class Node:
         # Success shows as ourselves in the replicated configuration (see _join_loop);
         # a reply only matters as a hint of where the leader is.
         if not reply.ok and reply.leader_addr:
-            self._join_target = reply.leader_addr
+            self._join_hints.put(reply.leader_addr)
         elif reply.error:
             log.debug("%s: join: %s", self.cfg.id, reply.error)

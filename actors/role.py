@@ -1,28 +1,36 @@
-"""What the three role actors share: feeding inputs to the pure core and carrying its outputs out.
+"""The node's role actor and the role behaviours it hosts: feeding inputs to the pure core and
+carrying its outputs out.
 
-A role actor is a shell around :class:`actors.core.RaftCore` (DESIGN.md 3): it turns actor
+The role actor is a shell around :class:`actors.core.RaftCore` (DESIGN.md 3): it turns actor
 messages into core inputs, then executes the core's Ready: messages to the peer transport,
 log changes to the LogManager (one PersistRequest in flight; the rest merges into the next:
 group commit; a follower writes them itself, see actors/log_manager.py), committed entries to
-the FSM. When the core's role changes the actor hands the node to an actor of the new role and
-retires: messages still queued for it are forwarded, ticks are dropped (they belong to the old
-role's epoch).
+the FSM.
+
+One :class:`RoleActor` lives as long as the node, so every input has one address for the
+node's whole life and none is ever forwarded, reordered or lost across a role change. What
+changes with the role is the :class:`Role` object it hosts (Follower, Candidate or Leader). On
+a role change the old Role cleans up (``on_retire``: its waiting clients are answered) and is
+marked retired inside the same message handling, before the next input is taken from the inbox:
+queued inputs and timer ticks then act on the new Role only (DESIGN.md 8, "Actors"). Ticks are
+the core's logical clock, not a role's timer, so a queued one drives the new role's core as
+it would have driven the old one.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import pykka
+import time
+import traceback
+from typing import Any, Optional
 
 from raftkv.wire.messages import ClientReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
-from .messages import (Apply, ClientBatch, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read, Restore,
-                       TakeSnapshot, Tick)
+from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read,
+                       Restore, StatusQuery, TakeSnapshot, Tick)
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
-from .supervision import SupervisedActor
+from .supervision import SupervisedActor, die
 
 log = logging.getLogger("actors.role")
 
@@ -30,47 +38,90 @@ MAX_DEFERRED = 64  # inputs folded into one Ready at most
 
 
 class RoleActor(SupervisedActor):
-    """Base of Follower, Candidate and Leader. ``ctx`` is the node's shared NodeContext."""
+    """The node's one role actor, alive as long as the node. It owns the core and every field of
+    the NodeContext that is not wiring (see NodeContext), and hosts the current :class:`Role`,
+    which it swaps when the core's role changes (module docstring).
 
+    ``StatusQuery`` is answered here (through ``ask``) from the state this actor owns, so other
+    threads (the HTTP gateway) never read the core.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__()
+        self.ctx = ctx
+        ctx.more_input = self._more_input
+        self.role: Role = ctx.role_classes[ctx.core.role](ctx)
+
+    def _more_input(self) -> bool:
+        # ``actor_inbox`` is Pykka's documented attribute; only peeked at, never drained.
+        return not self.actor_inbox.empty()
+
+    def on_receive(self, msg: Any) -> Any:
+        role = self.role
+        result = None
+        if type(msg) is StatusQuery:
+            # Asked, not told: Pykka hands an exception raised here to the asker and keeps the
+            # actor running, so supervise it ourselves (DESIGN.md 8: a crash, never a zombie).
+            try:
+                result = self.ctx.status()
+                role.after_query()
+            except Exception:  # noqa: BLE001 (any failure of the role actor ends the process)
+                die(f"actor {type(self).__name__} failed: {traceback.format_exc().strip()}")
+        else:
+            role.on_receive(msg)
+        if role.successor is not None:
+            # The old role retired while handling ``msg``: from the next input on, only its
+            # successor acts.
+            self.role = role.successor
+        return result
+
+
+class Role:
+    """What Follower, Candidate and Leader share; one instance per stretch of one role class.
+
+    A plain object hosted by the :class:`RoleActor` and run in its thread only. ``ctx`` is the
+    node's NodeContext (owned by that same thread, apart from its wiring and published views).
+    Once ``retired`` it receives no further input; ``successor`` is the Role that replaced it.
+    """
 
     # Write the log in this actor's thread instead of the LogManager's (see actors/log_manager.py).
     persist_inline = False
 
     def __init__(self, ctx: Any) -> None:
-        super().__init__()
         self.ctx = ctx
         self.retired = False
+        self.successor: Optional[Role] = None
         self._deferred = 0
 
     # ------------------------------------------------------------------ message dispatch
 
-    def on_receive(self, msg: Any) -> Any:
-        if self.retired:
-            if type(msg) is not Tick:
-                self.ctx.tell_role(msg)
-            return None
+    def on_receive(self, msg: Any) -> None:
+        """Handle one input of the role actor; a Ready is executed unless more input is queued."""
         t = type(msg)
-        core = self.ctx.core
+        ctx = self.ctx
+        core = ctx.core
         if t is PeerBatch:
             self._on_peers(msg.items)
         elif t is Tick:
             core.tick()
             self.on_tick()
-            self.ctx.ticks += 1
-            if self.ctx.ticks % COMMIT_FLUSH_TICKS == 0:
+            ctx.ticks += 1
+            if ctx.ticks % COMMIT_FLUSH_TICKS == 0:
                 self.flush_persist(force=True)
         elif t is Persisted:
-            self.ctx.persist_in_flight = False
+            ctx.persist_in_flight = False
             if msg.last is not None:
                 core.on_persisted(*msg.last)
         elif t is ClientBatch:
             self.on_client(msg.items)
         elif t is HandOff:
             self.on_hand_off()
+        elif t is DiskState:
+            ctx.disk_error = msg.error
         elif t is SnapshotSaved:
-            self.ctx.snapshot_index = max(self.ctx.snapshot_index, msg.index)
+            ctx.snapshot_index = max(ctx.snapshot_index, msg.index)
             core.set_snapshot(SnapshotRef(msg.index, msg.term, msg.size))
-            core.compact(msg.index - self.ctx.tuning.trailing_logs)
+            core.compact(msg.index - ctx.tuning.trailing_logs)
         elif t is SnapshotReceived:
             self._install(msg)
         elif t is SnapshotSendFailed:
@@ -80,23 +131,18 @@ class RoleActor(SupervisedActor):
         # Run at our own pace and batch (TigerStyle): while more input is queued, fold it into the
         # same Ready, so that under load one AppendEntries, one synced write and one FSM batch
         # carry many requests. Bounded, so a steady stream cannot starve the output.
-        if self._deferred < MAX_DEFERRED and not core.ready.role_changed and not self.actor_inbox.empty():
+        if self._deferred < MAX_DEFERRED and not core.ready.role_changed and ctx.more_input():
             self._deferred += 1
-            return None
+            return
         self._deferred = 0
         self._process_ready()
-        return None
 
-    def on_stop(self) -> None:
-        # Messages that raced with the hand-over sit behind our stop marker: pass them on.
-        inbox = self.actor_inbox
-        while not inbox.empty():
-            try:
-                env = inbox.get_nowait()
-            except Exception:
-                break
-            if type(env.message) not in (Tick, pykka.messages._ActorStop):  # noqa: SLF001
-                self.ctx.tell_role(env.message)
+    def after_query(self) -> None:
+        """After an input that changed nothing (a StatusQuery): it may be what kept a Ready
+        deferred, and nothing else may follow it for a while."""
+        if self._deferred and not self.ctx.more_input():
+            self._deferred = 0
+            self._process_ready()
 
     def _install(self, msg: SnapshotReceived) -> None:
         """A snapshot from the leader is durable: restore the FSM from it, then the core."""
@@ -114,7 +160,10 @@ class RoleActor(SupervisedActor):
     def _on_peers(self, items: list) -> None:
         ctx = self.ctx
         core = ctx.core
+        now = time.monotonic()
+        contact = ctx.last_contact
         for sender, m, route, offered_cid in items:
+            contact[sender] = now
             if offered_cid is not None and ctx.cluster_id is None:
                 ctx.adopt_cluster_id(offered_cid)
             tm = type(m)
@@ -212,6 +261,7 @@ class RoleActor(SupervisedActor):
         for c in rd.chunks_to_store:
             ctx.snapshotter.tell(c)
         ctx.after_ready()
+        ctx.publish_role_view()
         if rd.removed:
             ctx.node.on_removed()
         if rd.role_changed:
@@ -251,13 +301,12 @@ class RoleActor(SupervisedActor):
         self.on_retire()
         if cls is type(self):
             return
-        new_ref = cls.start(ctx)
-        ctx.set_role_ref(new_ref)
+        # The RoleActor hosts the successor from the next input on; this object acts no more.
         self.retired = True
-        self.actor_ref.stop(block=False)
+        self.successor = cls(ctx)
 
     def on_retire(self) -> None:
         """Clean up role-specific state when the role changes."""
 
 
-__all__ = ["RoleActor", "FOLLOWER", "CANDIDATE", "LEADER", "PRE_CANDIDATE"]
+__all__ = ["Role", "RoleActor", "FOLLOWER", "CANDIDATE", "LEADER", "PRE_CANDIDATE"]

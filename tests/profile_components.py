@@ -17,7 +17,7 @@ COMPONENTS = [
     ("FSM actor (apply, replies)", ("Fsm.",)),
     ("log writer (RocksDB write, WAL sync call)", ("LogWriter", "LogManager", "LogStore")),
     ("role actor: the Raft core", ("RaftCore",)),
-    ("role actor: messages, sends, plumbing", ("RoleActor", "Leader.", "Follower.", "NodeContext",
+    ("role actor: messages, sends, plumbing", ("RoleActor", "Role.", "Leader.", "Follower.", "NodeContext",
                                                 "PeerTransport.send_many")),
     ("peer I/O thread (receive, decode)", ("PeerTransport",)),
     ("front door I/O thread", ("FrontDoor",)),

@@ -1,9 +1,14 @@
 """The key-value state machine: commands, exactly-once sessions and their expiry by log position."""
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
+import pytest
+
 from raftkv.actors import fsm
 from raftkv.actors.fsm import KVState
-from raftkv.wire.messages import Command, EntryKind, encode_record
+from raftkv.actors.messages import Apply, Restore
+from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
 
 
 def cmd(op, key, value=None, cid="c", seq=1, **kw):  # noqa: ANN001, ANN201
@@ -77,3 +82,23 @@ def test_snapshot_round_trip_keeps_data_sessions_and_expiry():
     # a duplicate of a request applied before the snapshot is still recognised after restore
     assert r.apply(10_001, EntryKind.COMMAND, cmd("put", "k9996", b"changed", cid="c0", seq=9996)) == ("ok", None)
     assert r.data["k9996"] == bytes([9996 % 256]) * 10
+
+
+def test_the_fsm_publishes_each_applied_index_with_the_state_that_holds_it():
+    # Readers in other threads use only what the FSM publishes: one immutable record pairing the
+    # applied index with a state holding it, also across a restore that replaces the state.
+    views: list = []
+    replies: list = []
+    actor = fsm.Fsm(replies.extend, views.append, lambda m: None, snapshot_threshold=1_000)
+    entries = [(i, Entry(1, EntryKind.COMMAND, cmd("put", f"k{i}", b"v", seq=i))) for i in (1, 2, 3)]
+    actor.on_receive(Apply(entries, {3: (1, "route3")}))
+    assert [(v.index, type(v)) for v in views] == [(3, fsm.AppliedView)]
+    assert views[-1].state.read("get", "k3").value == b"v"
+    assert [(route, rep.status) for route, rep in replies] == [("route3", "ok")]
+    with pytest.raises(FrozenInstanceError):
+        views[-1].index = 4  # nobody but the FSM says what is applied
+    snap = KVState()
+    for i in range(1, 11):
+        snap.apply(i, EntryKind.COMMAND, cmd("put", "other", str(i).encode(), seq=i))
+    actor.on_receive(Restore(list(snap.chunks()), 10, 2, []))
+    assert views[-1].index == 10 and views[-1].state is actor.state and views[-1].state.read("get", "other").value == b"10"

@@ -6,7 +6,7 @@ import pytest
 
 from raftkv.actors.core import PersistBatch
 from raftkv.actors.log_manager import LogWriter
-from raftkv.actors.messages import PersistRequest
+from raftkv.actors.messages import DiskState, HandOff, PersistRequest
 from raftkv.storage.log_store import LogStore
 from raftkv.wire.messages import AppendReply, Entry, EntryKind
 
@@ -55,3 +55,27 @@ def test_a_bug_is_not_taken_for_a_disk_error(writer):
     # entries that leave a gap: LogStore refuses them (ValueError), which must end the node
     with pytest.raises(ValueError):
         writer.try_persist(PersistRequest(_entries(5, 1), [], (5, 1)))
+
+
+def test_a_failing_disk_is_reported_by_message_and_so_is_its_recovery(tmp_path, monkeypatch):
+    # The role actor keeps the disk state: the writer tells it (DiskState, then HandOff so that a
+    # leader hands over), keeps retrying, and tells it again once the write went through.
+    reported: list = []
+    sent: list = []
+    w = LogWriter(LogStore(str(tmp_path / "log")), sent.extend, reported.append, node_id="n2")
+    fails = {"left": 1}
+    real_write = LogStore.write
+
+    def flaky(self, **kw):
+        if fails["left"]:
+            fails["left"] -= 1
+            raise Exception("IO error: No space left on device")
+        return real_write(self, **kw)
+
+    monkeypatch.setattr(LogStore, "write", flaky)
+    ack = ("n1", AppendReply(1, True, 1))
+    w.persist(PersistRequest(_entries(1, 1), [ack], (1, 1)))
+    assert [type(m) for m in reported] == [DiskState, HandOff, DiskState]
+    assert "No space left" in reported[0].error and reported[2].error == ""
+    assert sent == [ack] and w.store.last_index() == 1  # acknowledged only once written
+    w.store.close()
