@@ -26,7 +26,7 @@ from raftkv.wire.peer import PeerTransport
 
 from .candidate import Candidate
 from ..config import NodeConfig, core_config
-from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
+from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch, RaftCore, encode_config
 from .fsm import Fsm, KVState
 from .follower import Follower
 from .leader import Leader
