@@ -20,8 +20,7 @@ def _elections(nodes: int, duration: float, writers: int, interval: float, as_js
     cl = BenchCluster(directory, n=nodes)
     load_ = None
     try:
-        for nid in cl.ids:
-            cl.nodes[nid].start()
+        cl.start()
         first = cl.wait_leader_status(30)
         # Settled: every node follows the first leader (joiners of the bootstrap are voters).
         deadline = time.monotonic() + 30

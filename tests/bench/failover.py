@@ -27,8 +27,7 @@ def _failover(nodes: int, reps: int, writers: int, as_json: bool, directory: Pat
     trials: list = []
     try:
         t_start = time.monotonic()
-        for nid in cl.ids:
-            cl.nodes[nid].start()
+        cl.start()
         st = cl.wait_leader_status(60)
         out(f"cluster of {nodes} up in {directory}: {st['id']} leads (term {st['term']}) after "
             f"{time.monotonic() - t_start:.2f} s")

@@ -43,8 +43,7 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
                             "raft": raft, "nodes": 3}}
     try:
         t_start = time.monotonic()
-        for nid in cl.ids:
-            cl.nodes[nid].start()
+        cl.start()
         st = cl.wait_leader_status(60)
         out(f"cluster of 3 up in {directory}: {st['id']} leads (term {st['term']}) after "
             f"{time.monotonic() - t_start:.2f} s; raft {raft}")
