@@ -63,14 +63,14 @@ def _failover(nodes: int, reps: int, writers: int, as_json: bool, directory: Pat
             load_.watch(t_dead)  # writes started from now on cannot reach the old leader
             acked = threading.Event()
 
-            def probe_loop() -> None:
+            def probe_loop(acked: threading.Event) -> None:
                 k = 0
                 while not acked.is_set() and not load_.stop.is_set():
                     k += 1
                     if load_.put_once(probe, f"failover-probe-{k % 100}"):
                         acked.set()
 
-            pt = threading.Thread(target=probe_loop, daemon=True, name="probe")
+            pt = threading.Thread(target=probe_loop, args=(acked,), daemon=True, name="probe")
             pt.start()
             new_leader: Optional[dict] = None
             t_seen: Optional[float] = None
