@@ -11,15 +11,15 @@ snapshot.py, elections.py); the local clusters are the integration tests' harnes
     kvbench snapshot [--keys 100000] [--value-size 100] [--writers 4] [--json] [--keep-dir]
     kvbench elections [--duration 600] [--writers 0] [--json] [--keep-dir]
 
-``load`` drives a running cluster through raftkv.wire.client with C closed-loop clients, each in its
-own process (one Client per process; the next request goes out when the previous one has
+``load`` drives a running cluster through raftkv.wire.client with C closed-loop clients, each in
+its own process (one Client per process; the next request goes out when the previous one has
 answered; with ``--pipeline N``, the next batch of N reads or N writes, sent through
 ``Client.get_many``/``put_many`` with all N in flight, goes out when the previous batch is
-answered, and each request is recorded with its batch's latency). Keys are "k%015d", uniformly random over K keys; values are B random bytes. A
-warm-up (1 s) is not measured. Latencies go into log-scale histograms (1 % wide buckets, one
-per second of the run), so memory does not grow with the number of operations; percentiles
-are exact to within 1 %, the maximum is exact. A read of a key never written counts as a
-successful read (the server answered "not found").
+answered, and each request is recorded with its batch's latency). Keys are "k%015d", uniformly
+random over K keys; values are B random bytes. A warm-up (1 s) is not measured. Latencies go
+into log-scale histograms (1 % wide buckets, one per second of the run), so memory does not grow
+with the number of operations; percentiles are exact to within 1 %, the maximum is exact. A read
+of a key never written counts as a successful read (the server answered "not found").
 
 ``failover`` starts its own local cluster of real kvnode processes in a temporary directory,
 and then, REPS times, while background writers keep writing: kill -9 the leader, measure the
@@ -39,8 +39,9 @@ snapshot transfer and load times from its log).
 for DURATION seconds: term and leader changes seen by polling every node's status, and
 election attempts (pre-candidate or candidate) counted in the node logs; none is expected.
 
-Exit status: 0 done (for ``elections``: no election happened); 1 the benchmark could not run (no successful operation, no leader, a
-node did not come back); 2 usage error (or --plot without matplotlib); 130 interrupted.
+Exit status: 0 done (for ``elections``: no election happened); 1 the benchmark could not run
+(no successful operation, no leader, a node did not come back); 2 usage error (or --plot
+without matplotlib); 130 interrupted.
 """
 from __future__ import annotations
 

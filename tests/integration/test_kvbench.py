@@ -1,4 +1,4 @@
-"""bin/kvbench (the launcher of tests/bench) against real kvnode processes: the JSON reports are complete and sane.
+"""bin/kvbench against real kvnode processes: the JSON reports are complete and sane.
 
 No speed is asserted: these machines are shared and slow; only that work was done.
 """
@@ -19,10 +19,9 @@ KVBENCH = ROOT / "bin" / "kvbench"
 
 
 def _run(args: list, timeout: float, **extra_env: str) -> dict:
-    # The launcher sets PYTHONPATH itself; PYTHON: this interpreter (its environment has raftkv).
-    env = {**os.environ, "PYTHON": sys.executable, **extra_env}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
     env.pop("KV_SERVERS", None)
-    p = subprocess.run([str(KVBENCH), *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, str(KVBENCH), *args], capture_output=True, text=True,
                        timeout=timeout, env=env, cwd=str(ROOT))
     assert p.returncode == 0, f"kvbench {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]

@@ -1,4 +1,4 @@
-"""bin/kvbench snapshot (tests/bench/snapshot.py) against its own real kvnode processes: the JSON report is complete and sane.
+"""bin/kvbench snapshot against its own real kvnode processes: the JSON report is complete and sane.
 
 No speed is asserted: these machines are shared and slow; only that every step happened.
 """
@@ -20,11 +20,10 @@ KVBENCH = ROOT / "bin" / "kvbench"
 
 def test_snapshot_json(tmp_path):
     # TMPDIR: the benchmark's own cluster directory goes under the test's tmp_path.
-    # The launcher sets PYTHONPATH itself; PYTHON: this interpreter (its environment has raftkv).
-    env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     env.pop("KV_SERVERS", None)
     keys = 2000
-    p = subprocess.run([str(KVBENCH), "snapshot", "--keys", str(keys), "--baseline", "2", "--json"],
+    p = subprocess.run([sys.executable, str(KVBENCH), "snapshot", "--keys", str(keys), "--baseline", "2", "--json"],
                        capture_output=True, text=True, timeout=300, env=env, cwd=str(ROOT))
     assert p.returncode == 0, f"kvbench snapshot exited {p.returncode}\n{p.stdout}\n{p.stderr}"
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]

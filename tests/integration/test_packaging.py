@@ -86,8 +86,8 @@ def test_a_wheel_in_a_fresh_venv_runs_a_cluster_with_its_own_commands(venv, tmp_
     try:
         for n in nodes:
             with open(work / f"{n['id']}.log", "wb") as log:
-                procs.append(subprocess.Popen([str(venv / "bin" / "kvnode"), "--config", "cluster.yaml", "--id", n["id"]],
-                                              cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cmd = [str(venv / "bin" / "kvnode"), "--config", "cluster.yaml", "--id", n["id"]]
+                procs.append(subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                                               stdin=subprocess.DEVNULL))
 
         def leader() -> bool:
