@@ -45,7 +45,11 @@ class NotLeader(Exception):
 
 @dataclass
 class CoreConfig:
-    """Timing in ticks and replication limits. ``election_ticks`` is randomised in [min, max)."""
+    """Timing in ticks and replication limits. ``election_ticks`` is randomised in [min, max).
+
+    Not validated here: a node builds it with ``raftkv.config.core_config`` from a validated
+    ``RaftTuning`` (the one conversion from milliseconds); tests and the simulation set ticks directly.
+    """
 
     election_ticks_min: int = 30
     election_ticks_max: int = 60

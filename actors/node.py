@@ -28,8 +28,8 @@ from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Mem
 from raftkv.wire.peer import PeerTransport
 
 from .candidate import Candidate
-from ..config import NodeConfig
-from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, CoreConfig, PersistBatch, RaftCore, encode_config
+from ..config import NodeConfig, core_config
+from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch, RaftCore, encode_config
 from .fsm import NOTHING_APPLIED, AppliedView, Fsm, KVState
 from .follower import Follower
 from .leader import Leader
@@ -301,16 +301,7 @@ class Node:
         st = store.stable()
         base_index, base_term = store.base()
         ents = store.all_entries()
-        tick = TICK_MS
-        cc = CoreConfig(
-            election_ticks_min=max(2, t.election_timeout_ms[0] // tick),
-            election_ticks_max=max(3, t.election_timeout_ms[1] // tick),
-            heartbeat_ticks=max(1, t.heartbeat_ms // tick),
-            max_batch=t.max_batch,
-            pre_vote=t.pre_vote,
-            check_quorum=t.check_quorum,
-            lease_reads=t.lease_reads,
-        )
+        cc = core_config(t, TICK_MS)
         core = RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
                         members=self.snapshot_members, commit=st.commit, rng=random.Random())
         core.handed = max(core.handed, self.snapshot_index)  # the FSM starts from the snapshot

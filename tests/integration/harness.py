@@ -55,22 +55,31 @@ def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float =
 class NodeProc:
     """One kvnode process of a Cluster."""
 
-    def __init__(self, cluster: "Cluster", node_id: str, addr: str, client: str, http: Optional[str]) -> None:
+    def __init__(self, cluster: "Cluster", node_id: str, addr: str, client: str, http: Optional[str],
+                 args: Optional[list] = None) -> None:
         self.cluster = cluster
         self.id = node_id
         self.addr = addr
         self.client = client
         self.http = http
+        # kvnode's arguments when the node is not one of the cluster file's (a joiner started with
+        # flags, see Cluster.add_joiner); None: ``--config <cluster file> --id <id>``.
+        self.args = list(args) if args is not None else None
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = cluster.dir / f"{node_id}.log"
+        self._status_client: Optional[Client] = None  # see Cluster.reuse_status_clients
 
     def start(self, extra: tuple = ()) -> None:
         assert not self.alive(), f"{self.id} already running"
-        args = [sys.executable, str(KVNODE), "--config", str(self.cluster.config_path), "--id", self.id,
-                "--data-dir", str(self.cluster.data_dir), *self.cluster.extra_args, *extra]
+        if self.args is not None:
+            args = [sys.executable, str(KVNODE), *self.args, *extra]
+        else:
+            args = [sys.executable, str(KVNODE), "--config", str(self.cluster.config_path), "--id", self.id,
+                    "--data-dir", str(self.cluster.data_dir), *self.cluster.extra_args, *extra]
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, cwd=str(self.cluster.dir),
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=str(self.cluster.dir), env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                     start_new_session=self.cluster.new_session)
         logf.close()
 
     def alive(self) -> bool:
@@ -88,9 +97,24 @@ class NodeProc:
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
 
+    def exit_status(self) -> Optional[int]:
+        """The process's exit status once it has ended (negative: the signal), else None."""
+        return self.proc.poll() if self.proc is not None else None
+
     def status(self, timeout: float = 1.0) -> dict:
-        with Client([self.client], timeout=timeout) as c:
-            return c.status(self.client)
+        if not self.cluster.reuse_status_clients:
+            with Client([self.client], timeout=timeout) as c:
+                return c.status(self.client)
+        c = self._status_client
+        if c is None or c.timeout != timeout:
+            self.close_status_client()
+            c = self._status_client = Client([self.client], timeout=timeout)
+        return c.status(self.client)
+
+    def close_status_client(self) -> None:
+        if self._status_client is not None:
+            self._status_client.close()
+            self._status_client = None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -121,10 +145,17 @@ class Cluster:
         doc = {"cluster_id": self.cluster_id, "data_dir": str(self.data_dir), "nodes": spec}
         if raft:
             doc["raft"] = raft
+        self.raft = dict(raft) if raft else None  # the file's raft: section, also given to joiners
         self.config_path = self.dir / "cluster.yaml"
         self.config_path.write_text(yaml.safe_dump(doc))
 
     id_prefix = "test"
+    # Each node in a session of its own, so that a terminal's Ctrl-C reaches only the program that
+    # started the cluster (kvbench), which then kills the nodes.
+    new_session = False
+    # One status Client per node, kept between polls (a benchmark polling every few ms), instead of a
+    # new connection per call.
+    reuse_status_clients = False
 
     def host_for(self, i: int) -> str:
         """The address node ``i`` binds (subclasses give each node its own, see tests/jepsen)."""
@@ -138,6 +169,29 @@ class Cluster:
         for n in self.nodes.values():
             n.start()
 
+    def add_joiner(self, node_id: str, join: str) -> NodeProc:
+        """A new node (not in the cluster file, not started) that joins through the member at peer
+        address ``join``, with the tutorial's flags (``--id --addr --client --data-dir --join``) plus
+        a per-node file holding only the cluster's ``raft:`` tuning, if any. ``start()`` starts it,
+        and restarts it with the same command."""
+        host = self.host_for(len(self.nodes) + 1)
+        addr, client = f"{host}:{free_port()}", f"{host}:{free_port()}"
+        args = []
+        if self.raft:
+            path = self.dir / f"{node_id}.yaml"
+            path.write_text(yaml.safe_dump({"raft": self.raft}))
+            args += ["--config", str(path)]
+        args += ["--id", node_id, "--addr", addr, "--client", client, "--data-dir", str(self.data_dir),
+                 "--join", join]
+        node = self.nodes[node_id] = NodeProc(self, node_id, addr, client, None, args=args)
+        return node
+
+    def exited(self) -> dict:
+        """{id: exit status} of the nodes whose process ended other than by kill -9 (a crash, a
+        refusal to start)."""
+        return {nid: rc for nid, n in self.nodes.items()
+                if (rc := n.exit_status()) is not None and rc != -signal.SIGKILL}
+
     def stop(self) -> None:
         for n in self.nodes.values():
             if n.alive():
@@ -146,6 +200,8 @@ class Cluster:
                 except ProcessLookupError:
                     pass
                 n.kill(signal.SIGKILL)
+        for n in self.nodes.values():
+            n.close_status_client()
 
     def client(self, timeout: float = 10.0) -> Client:
         return Client(self.servers, timeout=timeout)
@@ -162,12 +218,16 @@ class Cluster:
 
     def leader(self, among: Optional[list] = None) -> Optional[str]:
         """The id of the single node that says it leads (in the highest term), or None."""
+        top = self.leader_status(among)
+        return top["id"] if top is not None else None
+
+    def leader_status(self, among: Optional[list] = None, min_term: int = 0) -> Optional[dict]:
+        """The status of the node that says it leads in the highest term (at least ``min_term``)."""
         st = {k: v for k, v in self.statuses().items() if among is None or k in among}
-        leaders = [v for v in st.values() if v["state"] == "leader"]
+        leaders = [v for v in st.values() if v["state"] == "leader" and v["term"] >= min_term]
         if not leaders:
             return None
-        top = max(leaders, key=lambda s: s["term"])
-        return top["id"]
+        return max(leaders, key=lambda s: s["term"])
 
     def wait_leader(self, timeout: float = 20.0, among: Optional[list] = None) -> str:
         return wait_until(lambda: self.leader(among), timeout, what="a leader")

@@ -1,4 +1,4 @@
-"""actors.config: the shipped YAML files, the three ways to configure a node, and one
+"""raftkv.config: the shipped YAML files, the three ways to configure a node, and one
 specific, one-line error per kind of mistake."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from raftkv.config import (DEFAULT_CLUSTER_FILE, ConfigError, NodeConfig, NodeSpec, RaftTuning,
-                           advertise, cluster_client_addresses, load_cluster, load_config,
+                           advertise, cluster_client_addresses, core_config, load_cluster, load_config,
                            normalize_address)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -453,6 +453,29 @@ def test_raft_tuning_defaults_and_direct_validation():
     assert RaftTuning(election_timeout_ms=[150, 300]).election_timeout_ms == (150, 300)
     with pytest.raises(ValueError, match="min .* must be less than max"):
         RaftTuning(election_timeout_ms=(600, 300))
+    with pytest.raises(ValueError, match=r"^max_batch must be an integer \(got '8'\)$"):
+        RaftTuning(max_batch="8")
+    with pytest.raises(ValueError, match=r"^election_timeout_ms must be a \[min, max\] list of two integers"):
+        RaftTuning(election_timeout_ms=(300, 400, 500))
+
+
+def test_core_config_converts_milliseconds_to_ticks_once():
+    # The shipped defaults at kvnode's 10 ms tick: elections after 30-60 ticks, heartbeats every 5.
+    cc = core_config(RaftTuning(), 10)
+    assert (cc.election_ticks_min, cc.election_ticks_max, cc.heartbeat_ticks) == (30, 60, 5)
+    assert (cc.max_batch, cc.pre_vote, cc.check_quorum, cc.lease_reads) == (512, True, True, False)
+    tuned = core_config(RaftTuning(heartbeat_ms=20, election_timeout_ms=(100, 200), max_batch=64,
+                                   pre_vote=False, lease_reads=True), 10)
+    assert (tuned.election_ticks_min, tuned.election_ticks_max, tuned.heartbeat_ticks) == (10, 20, 2)
+    assert (tuned.max_batch, tuned.pre_vote, tuned.lease_reads) == (64, False, True)
+
+
+@pytest.mark.parametrize("heartbeat, timeout", [(1, (3, 4)), (10, (301, 305)), (45, (91, 99))])
+def test_core_config_keeps_the_tick_order_for_timings_near_a_tick(heartbeat, timeout):
+    # Valid in milliseconds, but rounding to 10 ms ticks alone would make min == max (an empty
+    # random range) or a heartbeat as long as the election timeout.
+    cc = core_config(RaftTuning(heartbeat_ms=heartbeat, election_timeout_ms=timeout), 10)
+    assert 1 <= cc.heartbeat_ticks < cc.election_ticks_min < cc.election_ticks_max
 
 
 def test_addresses():

@@ -1,4 +1,4 @@
-"""A node's configuration: typed dataclasses, and loading them from YAML and flags.
+"""One node's configuration (:class:`NodeConfig`, :class:`NodeSpec`), loaded from a YAML file and flags.
 
 Three ways to describe a node (DESIGN.md section 6, "kvnode" and "Config (YAML)"):
 
@@ -13,17 +13,21 @@ Flags (``overrides``) win over the file. Every problem is one :class:`ConfigErro
 message is a single line naming the file and the key, because kvnode prints it as is and
 exits non-zero: the user must be able to fix the file from that line alone.
 
-Nothing here opens a socket or touches the data directory; this module only reads YAML.
+Nothing here opens a socket or touches the data directory. The ``raft:`` section is
+:mod:`raftkv.config.tuning`'s; reading the file is :mod:`raftkv.config.yaml_file`'s.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
+from .errors import ConfigError
+from .errors import show_value as _show
+from .tuning import TUNING_KEYS, RaftTuning
+from .yaml_file import read_yaml
 
 from raftkv.wire.address import advertise, normalize_address, split_address
 
@@ -40,102 +44,7 @@ DEFAULT_CLUSTER_FILE = Path("configs") / "cluster.yaml"  # relative to the worki
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(Exception):
-    """A bad configuration, as one line naming the file (or the flag) and the key.
-
-    Example: ``configs/x.yaml: unknown key 'raft.heartbeat' (known: heartbeat_ms, ...)``.
-    """
-
-
 # --------------------------------------------------------------------------- dataclasses
-
-@dataclass(frozen=True)
-class RaftTuning:
-    """Raft timing and limits: the ``raft:`` section of a config file.
-
-    The defaults suit a LAN or a single machine running CPython. Direct construction
-    validates too (ValueError naming the field), so an invalid tuning cannot exist.
-    """
-
-    # Leader heartbeat interval. Well below the election timeout (6x its minimum) so
-    # that one or two lost heartbeats, or a GC/GIL pause of tens of ms, do not start
-    # an election; cheap, because a heartbeat round is one small message per follower.
-    heartbeat_ms: int = 50
-    # Randomised election timeout range [min, max). The Raft paper's 150-300 ms is
-    # doubled for Python's pauses; a range as wide as its minimum spreads candidates
-    # so that split votes are rare. Must be min < max and min > 2 * heartbeat_ms.
-    election_timeout_ms: tuple[int, int] = (300, 600)
-    # Entries applied since the last snapshot that trigger a new one: bounds restart
-    # replay and disk use while keeping the (whole-FSM) snapshot cost rare.
-    snapshot_threshold: int = 10000
-    # Entries kept in the log behind a snapshot, so that a follower that lagged briefly
-    # catches up from the log instead of receiving a whole snapshot.
-    trailing_logs: int = 5000
-    # Snapshot files kept on disk: if the newest is corrupt (checksum), the node falls
-    # back to an older one instead of needing a transfer from the leader (DESIGN 7).
-    snapshots_kept: int = 3
-    # Maximum entries per AppendEntries / log write batch. Large enough to amortise the
-    # per-message cost that dominates in Python (DESIGN 4), small enough that one message
-    # does not hold the GIL long enough to delay heartbeats.
-    max_batch: int = 512
-    # Largest key accepted, in UTF-8 bytes; larger is rejected before anything is written.
-    max_key_bytes: int = 4096
-    # Largest value accepted (1 MiB, close to etcd's 1.5 MiB request limit): big values
-    # stall replication and snapshots for every other client.
-    max_value_bytes: int = 1048576
-    # Pre-vote (thesis 9.6): a node that was partitioned away asks whether it could win
-    # before raising its term, so its return does not depose a healthy leader. Costs one
-    # extra round trip, only when an election happens.
-    pre_vote: bool = True
-    # A leader that has not heard from a majority for an election timeout steps down,
-    # so clients of a minority-side leader are redirected instead of hanging; lease reads
-    # are only safe with it.
-    check_quorum: bool = True
-    # Serve default reads from the leader's lease instead of a ReadIndex heartbeat round.
-    # Off: a lease is only safe if clocks advance at about the same rate and no process
-    # pauses (GC, SIGSTOP, VM stalls) longer than the margin; ReadIndex is always safe.
-    lease_reads: bool = False
-
-    def __post_init__(self) -> None:
-        # Accept a [min, max] list (as YAML gives it) and keep a tuple: hashable, immutable.
-        if isinstance(self.election_timeout_ms, list):
-            object.__setattr__(self, "election_timeout_ms", tuple(self.election_timeout_ms))
-        problem = _tuning_problem(self)
-        if problem:
-            raise ValueError(problem)
-
-
-def _tuning_problem(t: RaftTuning) -> Optional[str]:
-    """The first invalid value of ``t`` as 'field ...' text, or None."""
-    for f in fields(t):
-        v = getattr(t, f.name)
-        if f.name == "election_timeout_ms":
-            if (not isinstance(v, tuple) or len(v) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, int) for x in v)):
-                return "election_timeout_ms must be a [min, max] list of two integers"
-        elif f.type in ("bool", bool):
-            if not isinstance(v, bool):
-                return f"{f.name} must be true or false (got {_show(v)})"
-        elif isinstance(v, bool) or not isinstance(v, int):
-            return f"{f.name} must be an integer (got {_show(v)})"
-    lo, hi = t.election_timeout_ms
-    minimum = {"heartbeat_ms": 1, "snapshot_threshold": 1, "trailing_logs": 0,
-               "snapshots_kept": 1, "max_batch": 1, "max_key_bytes": 1, "max_value_bytes": 1}
-    for name, least in minimum.items():
-        if getattr(t, name) < least:
-            return f"{name} must be at least {least} (got {getattr(t, name)})"
-    if lo >= hi:
-        return f"election_timeout_ms: min ({lo}) must be less than max ({hi})"
-    if lo <= 2 * t.heartbeat_ms:
-        # Followers must be able to miss a heartbeat (and wait out a pause) before they
-        # start an election, or a healthy leader is deposed by ordinary jitter.
-        return (f"election_timeout_ms: min ({lo}) must be more than twice heartbeat_ms "
-                f"({t.heartbeat_ms})")
-    if t.lease_reads and not t.check_quorum:
-        # Without check_quorum a deposed leader keeps believing its lease: stale reads.
-        return "lease_reads requires check_quorum: true"
-    return None
-
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -213,21 +122,11 @@ _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bo
                    "join", "raft", "log_level")
 _CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level")
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
-_RAFT_KEYS = tuple(f.name for f in fields(RaftTuning))
+_RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
           "cluster_id": "--cluster-id", "log_level": "--log-level"}
-
-
-def _show(v: Any) -> str:
-    """A short rendering of a bad value for an error line."""
-    if v is None:
-        return "null"
-    if isinstance(v, (dict, list)):
-        return "a mapping" if isinstance(v, dict) else "a list"
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -290,30 +189,15 @@ def _as_log_level(v: Any, name: str, where: Optional[str]) -> str:
 
 
 def _parse_raft(data: Any, where: str) -> RaftTuning:
-    """The ``raft:`` section: unknown keys and wrong types named as ``raft.<key>``."""
+    """The ``raft:`` section: unknown keys and bad values named as ``raft.<key>``
+    (the values are checked once, by RaftTuning itself)."""
     if data is None:
         return RaftTuning()
     if not isinstance(data, dict):
         raise _err(where, f"raft must be a mapping of tuning keys (got {_show(data)})")
     _check_keys(data, _RAFT_KEYS, "raft.", where)
-    values: dict[str, Any] = {}
-    for f in fields(RaftTuning):
-        if f.name not in data:
-            continue
-        v, name = data[f.name], f"raft.{f.name}"
-        if f.name == "election_timeout_ms":
-            if (not isinstance(v, list) or len(v) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, int) for x in v)):
-                raise _err(where, f"{name} must be a [min, max] list of two integers "
-                                  f"(got {_show(v)})")
-            v = tuple(v)
-        elif f.type in ("bool", bool):
-            _as_bool(v, name, where)
-        elif isinstance(v, bool) or not isinstance(v, int):
-            raise _err(where, f"{name} must be an integer (got {_show(v)})")
-        values[f.name] = v
     try:
-        return RaftTuning(**values)
+        return RaftTuning(**data)
     except ValueError as e:
         raise _err(where, f"raft.{e}") from None
 
@@ -346,54 +230,6 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         raise ConfigError("--bootstrap and --join are mutually exclusive "
                           "(--bootstrap starts a new cluster, --join joins an existing one)")
     return out
-
-
-# --------------------------------------------------------------------------- YAML
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one,
-    which would hide a typo such as two ``addr:`` lines)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                              _StrictLoader.construct_mapping)
-
-
-def _read_yaml(path: str) -> dict:
-    """The file's top-level mapping ({} for an empty file); ConfigError with the path
-    (and the parser's line and column) for anything else."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        problem = e.problem or e.context or "syntax error"
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (got {_show(data)})")
-    return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -567,7 +403,7 @@ def load_config(path: Optional[str] = None, node_id: Optional[str] = None,
     if path is None:
         return _from_flags(ov)
     path = str(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if "nodes" in data:
         return _from_cluster_file(path, data, ov)
     return _from_node_file(path, data, ov)
@@ -584,7 +420,7 @@ def load_cluster(path: str, overrides: Optional[Mapping[str, Any]] = None) -> li
     for key in ("id", "addr", "client", "http", "join"):
         if key in ov:
             raise ConfigError(f"{_FLAGS[key]} cannot be combined with --all")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if "nodes" not in data:
         raise _err(path, "--all needs a whole-cluster file (one with a 'nodes:' list)")
     ids = [n["id"] for n in _parse_nodes(path, data)]
@@ -598,7 +434,7 @@ def cluster_client_addresses(path: Optional[str] = None) -> list[str]:
     A per-node file gives its one node's client address.
     """
     path = str(path if path is not None else DEFAULT_CLUSTER_FILE)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if "nodes" in data:
         return [_spec(n).client for n in _parse_nodes(path, data)]
     return [load_config(path).spec.client]
