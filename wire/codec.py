@@ -20,9 +20,11 @@ from typing import Any, Optional
 import msgpack
 
 from raftkv.records import (MAX_CLUSTER_ID_BYTES, MAX_ID_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES, MAX_VALUE_BYTES,
-                            PEER_TYPES, ClientReply, DecodeError, _show, _utf8_len_over, from_fields, to_fields, type_code)
+                            PEER_TYPES, AppendEntries, ClientReply, Configuration, DecodeError,
+                            EntryKind, _show, _utf8_len_over, from_fields, to_fields, type_code)
 
 PROTOCOL_VERSION = 1
+_CONFIG = int(EntryKind.CONFIG)
 
 MAX_CLIENT_FRAME_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + MAX_TEXT_BYTES
 """The largest client frame worth unpacking: a CAS request with a value and an expected value of
@@ -91,7 +93,21 @@ def decode_peer(data: bytes) -> PeerFrame:
     msg = from_fields(code, values)
     if type(msg) not in PEER_TYPES:
         raise DecodeError(f"{type(msg).__name__} is not a peer message")
+    if type(msg) is AppendEntries:
+        _check_configs(msg.entries)
     return PeerFrame(cluster_id, sender, msg)
+
+
+def _check_configs(entries: list) -> None:
+    """Refuse an AppendEntries whose CONFIG entry does not hold a Configuration: a follower
+    applies a configuration as soon as it appends it, before it is committed, so a malformed
+    one must not get that far. (A loop over kinds only: CONFIG entries are rare.)"""
+    for i, e in enumerate(entries):
+        if e.kind == _CONFIG:
+            try:
+                decode_record(e.data, Configuration)
+            except DecodeError as err:
+                raise DecodeError(f"AppendEntries: CONFIG entry {i} of the batch: {err}") from None
 
 
 def encode_client(msg: Any) -> bytes:
