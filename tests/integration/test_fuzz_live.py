@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 
 from raftkv.records import MAX_VALUE_BYTES, ClientRequest, DecodeError, Op, RequestVote, spec_of
 from raftkv.wire.client import NotFound
-from raftkv.wire.codec import PROTOCOL_VERSION, decode_client, decode_peer, encode_client, encode_peer
+from raftkv.wire.codec import PROTOCOL_VERSION, decode_client, decode_peer, encode_client
 from tests.unit.test_hostile_records import (VALID_CLIENT, VALID_PEER, client_frames, mutated, peer_frames)
 
 from .harness import wait_until

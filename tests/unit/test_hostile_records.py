@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkv.actors.core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, RaftCore
+from raftkv.actors.core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
 from raftkv.actors.memlog import MemLog
 from raftkv.records import (INDEX_LIMIT, MAX_ADDR_BYTES, MAX_CHUNK_BYTES, MAX_CLUSTER_ID_BYTES, MAX_ENTRIES,
                             MAX_ENTRY_BYTES, MAX_ID_BYTES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_MEMBERS, MAX_NAME_BYTES,
