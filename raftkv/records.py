@@ -25,6 +25,7 @@ persisted data) instead.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, Callable, NamedTuple, Optional
@@ -71,13 +72,59 @@ class Member(NamedTuple):
     voter: bool = True
 
 
+# --- hard limits of what a record may hold
+#
+# Every field a peer or a client sends is checked against these before it reaches the core, so
+# that no message, from an outsider or a buggy member, can crash a node ("no message can crash
+# a node", issue 11). They are deliberately generous: each is far above what this build ever
+# sends, and the configurable limits (raftkv.config: max_key_bytes, max_value_bytes,
+# max_batch) are enforced by the node itself below these caps.
+
+INDEX_LIMIT = 1 << 63
+"""Terms, indexes, commits, offsets, sequence numbers, sizes and counters are in [0, 2^63): a
+signed 64-bit range, so that ``term + 1`` and ``index + n`` still fit every 64-bit encoding."""
+MAX_ID_BYTES = 64  # node ids (the config's id rule allows at most 64 characters) and client ids
+MAX_CLUSTER_ID_BYTES = 256
+MAX_NAME_BYTES = 64  # op, status and consistency names
+MAX_ADDR_BYTES = 262  # "[" + 253-character host name or IPv6 literal + "]:" + 5-digit port
+MAX_TEXT_BYTES = 64 * 1024  # error messages, incarnations and other free text
+MAX_KEY_BYTES = 64 * 1024  # >= any sane max_key_bytes (default 4096)
+MAX_VALUE_BYTES = 16 * 1024 * 1024  # >= any sane max_value_bytes (default 1 MiB); CAS expected too
+MAX_ENTRY_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 64 * 1024  # a Command: value + expected + key + rest
+MAX_ENTRIES = 65536  # entries per AppendEntries (max_batch defaults to 512)
+MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one InstallSnapshot chunk (the snapshotter sends 512 KiB)
+MAX_MEMBERS = 1024  # members of one configuration
+MAX_LIST_LIMIT = (1 << 31) - 1  # a list request's limit (0 = all keys)
+MAX_ITEMS = 10_000_000  # key/value pairs of one list reply
+
+
+def _show(v: Any) -> str:
+    """A short description of a received value, for an error message (never the value in full)."""
+    if type(v) is int:
+        return str(v)
+    if type(v) in (str, bytes):
+        return f"{type(v).__name__} of {len(v)} characters" if type(v) is str else f"{len(v)} bytes"
+    return type(v).__name__
+
+
 # --- field checkers: each takes the decoded value and returns it (possibly converted) or raises
 
 
 def _int(v: Any) -> int:
     if type(v) is not int:
         raise DecodeError(f"expected int, got {type(v).__name__}")
+    if not 0 <= v < INDEX_LIMIT:
+        raise DecodeError(f"{v} is out of range [0, 2^63)")
     return v
+
+
+def _int_at_most(cap: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if _int(v) > cap:
+            raise DecodeError(f"{v} is more than {cap}")
+        return v
+
+    return check
 
 
 def _bool(v: Any) -> bool:
@@ -86,15 +133,60 @@ def _bool(v: Any) -> bool:
     return v
 
 
-def _bytes(v: Any) -> bytes:
-    if type(v) is not bytes:
-        raise DecodeError(f"expected bytes, got {type(v).__name__}")
-    return v
+def _utf8_len_over(s: str, cap: int) -> bool:
+    # A character is at most 4 UTF-8 bytes: encode only when the length alone cannot decide.
+    n = len(s)
+    return n > cap or (n * 4 > cap and len(s.encode("utf-8", "surrogatepass")) > cap)
 
 
-def _str(v: Any) -> str:
+def _bytes_at_most(cap: int) -> Callable[[Any], bytes]:
+    def check(v: Any) -> bytes:
+        if type(v) is not bytes:
+            raise DecodeError(f"expected bytes, got {type(v).__name__}")
+        if len(v) > cap:
+            raise DecodeError(f"{len(v)} bytes is more than the limit of {cap}")
+        return v
+
+    return check
+
+
+def _str_at_most(cap: int, nonempty: bool = False) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if type(v) is not str:
+            raise DecodeError(f"expected str, got {type(v).__name__}")
+        if _utf8_len_over(v, cap):
+            raise DecodeError(f"{_show(v)} is more than the limit of {cap} bytes")
+        if nonempty and not v:
+            raise DecodeError("must not be empty")
+        return v
+
+    return check
+
+
+_bytes = _bytes_at_most(MAX_VALUE_BYTES)
+_str = _str_at_most(MAX_TEXT_BYTES)
+_name = _str_at_most(MAX_NAME_BYTES)
+_key = _str_at_most(MAX_KEY_BYTES)
+_client_id = _str_at_most(MAX_ID_BYTES)
+_node_id = _str_at_most(MAX_ID_BYTES, nonempty=True)
+_cluster_id = _str_at_most(MAX_CLUSTER_ID_BYTES)
+
+# HOST:PORT as raftkv.config.normalize_address writes it (brackets around an IPv6 host). The host
+# may be empty or "*" (all interfaces) in what a user typed; advertised addresses never are.
+_ADDR_RE = re.compile(r"(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])?:[0-9]{1,5}\Z")
+
+
+def _addr(v: Any, may_be_empty: bool = True) -> str:
     if type(v) is not str:
         raise DecodeError(f"expected str, got {type(v).__name__}")
+    if not v:
+        if may_be_empty:
+            return v
+        raise DecodeError("address must not be empty")
+    if len(v) > MAX_ADDR_BYTES:
+        raise DecodeError(f"address of {len(v)} characters is more than the limit of {MAX_ADDR_BYTES}")
+    if not v.isascii() or _ADDR_RE.match(v) is None or not 0 < int(v.rpartition(":")[2]) < 65536:
+        raise DecodeError("address is not HOST:PORT")
     return v
 
 
@@ -105,11 +197,28 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return opt
 
 
+def _check_entry(e: Any) -> Entry:
+    """An Entry from ``[term, kind, data, ...]`` with every value checked."""
+    if type(e) is not list or len(e) < 3:
+        raise DecodeError("entry: expected [term, kind, data]")
+    t, k, d = e[0], e[1], e[2]
+    if type(t) is not int or type(k) is not int or type(d) is not bytes:
+        raise DecodeError("entry: wrong field types")
+    if not (0 <= t < INDEX_LIMIT and 0 <= k < INDEX_LIMIT):
+        raise DecodeError(f"entry: term {t} or kind {k} is out of range [0, 2^63)")
+    if len(d) > MAX_ENTRY_BYTES:
+        raise DecodeError(f"entry: data of {len(d)} bytes is more than the limit of {MAX_ENTRY_BYTES}")
+    return Entry(t, k, d)
+
+
 def _entries(v: Any) -> list:
     if type(v) is not list:
         raise DecodeError("entries: expected a list")
+    if len(v) > MAX_ENTRIES:
+        raise DecodeError(f"{len(v)} entries is more than the limit of {MAX_ENTRIES}")
     out = []
-    for e in v:  # inline, not entry_from_fields: this runs for every entry a follower receives
+    limit, cap = INDEX_LIMIT, MAX_ENTRY_BYTES
+    for e in v:  # inline, not _check_entry: this runs for every entry a follower receives
         if type(e) is not list or len(e) != 3:
             if type(e) is not list or len(e) < 3:
                 raise DecodeError("entry: expected [term, kind, data]")
@@ -117,47 +226,65 @@ def _entries(v: Any) -> list:
         t, k, d = e
         if type(t) is not int or type(k) is not int or type(d) is not bytes:
             raise DecodeError("entry: wrong field types")
+        if not (0 <= t < limit and 0 <= k < limit and len(d) <= cap):
+            return [_check_entry(e)]  # raises, saying which value is wrong
         out.append(Entry(t, k, d))
     return out
 
 
 def entry_from_fields(e: Any) -> Entry:
     """An Entry from ``[term, kind, data, ...]``; trailing values a newer writer appended are ignored."""
-    if type(e) is not list or len(e) < 3:
-        raise DecodeError("entry: expected [term, kind, data]")
-    t, k, d = e[0], e[1], e[2]
-    if type(t) is not int or type(k) is not int or type(d) is not bytes:
-        raise DecodeError("entry: wrong field types")
-    return Entry(t, k, d)
+    return _check_entry(e)
 
 
-_MEMBER_CHECKS = (_str, _str, _str, _str, _bool)
+_MEMBER_NAMES = ("id", "addr", "client", "http", "voter")
 _MEMBER_REQUIRED = 2  # id and addr; client, http and voter have defaults
 
 
-def _member(v: Any) -> Member:
-    if type(v) is not list or len(v) < _MEMBER_REQUIRED:
-        raise DecodeError("member: expected [id, addr, client, http, voter]")
-    try:
-        return Member(*[check(x) for check, x in zip(_MEMBER_CHECKS, v)])
-    except DecodeError as e:
-        raise DecodeError(f"member: {e}") from None
+def _member_checker(strict: bool) -> Callable[[Any], Member]:
+    """A Member checker. ``strict`` (a member of a configuration, or one that asks to join) needs a
+    non-empty id and address; a client's add_node request may leave them empty, and the leader
+    answers that with its own message."""
+    checks = (_node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool)
+
+    def member(v: Any) -> Member:
+        if type(v) is not list or len(v) < _MEMBER_REQUIRED:
+            raise DecodeError("member: expected [id, addr, client, http, voter]")
+        try:
+            return Member(*[check(x) for check, x in zip(checks, v)])
+        except DecodeError as e:
+            for name, check, x in zip(_MEMBER_NAMES, checks, v):
+                try:
+                    check(x)
+                except DecodeError:
+                    raise DecodeError(f"member: {e} in field {name!r}") from None
+            raise DecodeError(f"member: {e}") from None
+
+    return member
+
+
+_member = _member_checker(strict=True)
+_loose_member = _member_checker(strict=False)
 
 
 def _members(v: Any) -> list:
     if type(v) is not list:
         raise DecodeError("members: expected a list")
+    if len(v) > MAX_MEMBERS:
+        raise DecodeError(f"{len(v)} members is more than the limit of {MAX_MEMBERS}")
     return [_member(m) for m in v]
 
 
 def _pairs(v: Any) -> list:
     if type(v) is not list:
         raise DecodeError("items: expected a list")
+    if len(v) > MAX_ITEMS:
+        raise DecodeError(f"{len(v)} items is more than the limit of {MAX_ITEMS}")
     out = []
     for p in v:
         if type(p) is not list or len(p) != 2:
             raise DecodeError("item: expected [key, value]")
-        out.append((_str(p[0]), _bytes(p[1])))
+        out.append((_key(p[0]), _bytes(p[1])))
     return out
 
 
@@ -166,6 +293,8 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# The checker of each field type, by its annotation; a record overrides it per field where a
+# field needs a tighter rule (see ``record``). Every default is bounded too.
 _CHECKERS: dict[Any, Callable[[Any], Any]] = {
     "int": _int,
     "bool": _bool,
@@ -190,14 +319,20 @@ class RecordSpec(NamedTuple):
     names: tuple[str, ...]
     checks: tuple[Callable[[Any], Any], ...]
     required: int
+    rule: Optional[Callable[[Any], Optional[str]]] = None  # a check across fields: the problem or None
 
 
 _BY_CODE: dict[int, type] = {}
 _SPEC: dict[type, RecordSpec] = {}
 
 
-def record(code: int) -> Callable[[type], type]:
+def record(code: int, rule: Optional[Callable[[Any], Optional[str]]] = None,
+           **checks_by_field: Callable[[Any], Any]) -> Callable[[type], type]:
     """Register a dataclass as a record with a stable type code.
+
+    Each field is checked by the checker of its annotation, or by ``checks_by_field[name]``
+    when given (a tighter bound: an id, an address, a key). ``rule(record)`` checks what one
+    field alone cannot and returns the problem, or None.
 
     Fields with defaults must all come after the fields without (dataclasses enforce it), so
     "the first ``required`` fields" are exactly the ones a decoder cannot do without.
@@ -207,12 +342,13 @@ def record(code: int) -> Callable[[type], type]:
         cls = dataclass(slots=True)(cls)
         fields = dataclasses.fields(cls)
         names = tuple(f.name for f in fields)
-        checks = tuple(_CHECKERS[f.type] for f in fields)
+        assert set(checks_by_field) <= set(names), f"{cls.__name__}: no field {set(checks_by_field) - set(names)}"
+        checks = tuple(checks_by_field.get(f.name) or _CHECKERS[f.type] for f in fields)
         required = sum(1 for f in fields
                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         assert code not in _BY_CODE, f"duplicate type code {code}"
         _BY_CODE[code] = cls
-        _SPEC[cls] = RecordSpec(code, names, checks, required)
+        _SPEC[cls] = RecordSpec(code, names, checks, required, rule)
         return cls
 
     return wrap
@@ -242,17 +378,32 @@ def from_fields(code: Any, values: Any) -> Any:
     """
     cls = _BY_CODE.get(code) if type(code) is int else None
     if cls is None:
-        raise DecodeError(f"unknown message type {code!r}")
-    _, names, checks, required = _SPEC[cls]
+        raise DecodeError(f"unknown message type {_show(code)}")
+    _, names, checks, required, rule = _SPEC[cls]
     if type(values) is not list:
         raise DecodeError(f"{cls.__name__}: fields must be an array")
     if len(values) < required:
         raise DecodeError(f"{cls.__name__}: expected at least {required} fields, got {len(values)}")
     try:
         # zip stops at the shorter: extra values are dropped, missing ones take their defaults
-        return cls(*[check(v) for check, v in zip(checks, values)])
+        msg = cls(*[check(v) for check, v in zip(checks, values)])
     except DecodeError as e:
-        raise DecodeError(f"{cls.__name__}: {e}") from None
+        raise DecodeError(f"{cls.__name__}: {e} in field {_failing_field(names, checks, values)!r}") from None
+    if rule is not None:
+        problem = rule(msg)
+        if problem:
+            raise DecodeError(f"{cls.__name__}: {problem}")
+    return msg
+
+
+def _failing_field(names: tuple, checks: tuple, values: list) -> str:
+    """The name of the first field whose value its checker refuses (the slow path of an error)."""
+    for name, check, v in zip(names, checks, values):
+        try:
+            check(v)
+        except DecodeError:
+            return name
+    return "?"
 
 
 # ---------------------------------------------------------------- peer (Raft) messages
@@ -333,7 +484,7 @@ class TimeoutNow:
     term: int
 
 
-@record(8)
+@record(8, incarnation=_str_at_most(MAX_ID_BYTES * 4))
 class JoinRequest:
     """Sent by a node that wants to become a member; followers forward it to the leader."""
 
@@ -341,7 +492,12 @@ class JoinRequest:
     incarnation: str
 
 
-@record(9)
+def _join_reply_rule(m: Any) -> Optional[str]:
+    # A joining node adopts the cluster id of an accepting reply: an empty one is no cluster.
+    return "an accepting reply must name its cluster (cluster_id is empty)" if m.ok and not m.cluster_id else None
+
+
+@record(9, _join_reply_rule, cluster_id=_cluster_id, leader_addr=_optional(_addr))
 class JoinReply:
     """``ok`` once the member is in the leader's configuration; otherwise an error or a leader hint."""
 
@@ -351,7 +507,7 @@ class JoinReply:
     error: Optional[str] = None
 
 
-@record(10)
+@record(10, data=_bytes_at_most(MAX_CHUNK_BYTES))
 class InstallSnapshot:
     """One chunk of a snapshot streamed from the leader."""
 
@@ -396,7 +552,7 @@ class ReadIndexReply:
 # ---------------------------------------------------------------- log entry payloads
 
 
-@record(30)
+@record(30, op=_name, key=_key, client_id=_client_id)
 class Command:
     """A client write as stored in the log. (client_id, seq) identify it for exactly-once
     application (thesis 6.3); ``expected``/``expect_absent`` make it a compare-and-set."""
@@ -420,7 +576,8 @@ class Configuration:
 # ---------------------------------------------------------------- client protocol
 
 
-@record(50)
+@record(50, op=_name, key=_key, consistency=_name, client_id=_client_id, limit=_int_at_most(MAX_LIST_LIMIT),
+        member=_optional(_loose_member))
 class ClientRequest:
     """One request to a node's front door. ``op`` is one of CLIENT_OPS."""
 
@@ -436,7 +593,7 @@ class ClientRequest:
     member: Optional[Member] = None
 
 
-@record(51)
+@record(51, status=_name, leader_id=_optional(_client_id), leader_client=_optional(_addr))
 class ClientReply:
     """``status`` is one of REPLY_STATUSES. ``leader_client`` is a redirect hint."""
 

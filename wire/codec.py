@@ -19,9 +19,17 @@ from typing import Any, Optional
 
 import msgpack
 
-from raftkv.records import PEER_TYPES, DecodeError, from_fields, to_fields, type_code
+from raftkv.records import (MAX_CLUSTER_ID_BYTES, MAX_ID_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES, MAX_VALUE_BYTES,
+                            PEER_TYPES, AppendEntries, ClientReply, Configuration, DecodeError,
+                            EntryKind, _show, _utf8_len_over, from_fields, to_fields, type_code)
 
 PROTOCOL_VERSION = 1
+_CONFIG = int(EntryKind.CONFIG)
+
+MAX_CLIENT_FRAME_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + MAX_TEXT_BYTES
+"""The largest client frame worth unpacking: a CAS request with a value and an expected value of
+the largest size any record allows, plus its key and small fields. Anything longer is refused
+before msgpack builds it (a reply listing many keys is larger: replies are not capped here)."""
 
 # The old names of the schema's helpers, kept for code that used them from wire.messages.
 _build = from_fields
@@ -33,6 +41,7 @@ def _unpack(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several unrelated types for garbage
         raise DecodeError(f"not msgpack: {e.__class__.__name__}") from None
+    # (msgpack bounds nesting depth itself: a too deeply nested frame raises above)
 
 
 def encode_record(msg: Any) -> bytes:
@@ -73,14 +82,32 @@ def decode_peer(data: bytes) -> PeerFrame:
     if type(frame) is not list or len(frame) < 5:
         raise DecodeError("peer frame: expected [version, cluster_id, sender, type, fields]")
     version, cluster_id, sender, code, values = frame[:5]
-    if version != PROTOCOL_VERSION:
-        raise DecodeError(f"protocol version {version!r}, this node speaks {PROTOCOL_VERSION}")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise DecodeError(f"protocol version {_show(version)}, this node speaks {PROTOCOL_VERSION}")
     if type(cluster_id) is not str or type(sender) is not str or not sender:
         raise DecodeError("peer frame: cluster_id and sender must be strings")
+    if _utf8_len_over(sender, MAX_ID_BYTES):
+        raise DecodeError(f"peer frame: sender ({_show(sender)}) is longer than {MAX_ID_BYTES} bytes")
+    if _utf8_len_over(cluster_id, MAX_CLUSTER_ID_BYTES):
+        raise DecodeError(f"peer frame: cluster_id ({_show(cluster_id)}) is longer than {MAX_CLUSTER_ID_BYTES} bytes")
     msg = from_fields(code, values)
     if type(msg) not in PEER_TYPES:
         raise DecodeError(f"{type(msg).__name__} is not a peer message")
+    if type(msg) is AppendEntries:
+        _check_configs(msg.entries)
     return PeerFrame(cluster_id, sender, msg)
+
+
+def _check_configs(entries: list) -> None:
+    """Refuse an AppendEntries whose CONFIG entry does not hold a Configuration: a follower
+    applies a configuration as soon as it appends it, before it is committed, so a malformed
+    one must not get that far. (A loop over kinds only: CONFIG entries are rare.)"""
+    for i, e in enumerate(entries):
+        if e.kind == _CONFIG:
+            try:
+                decode_record(e.data, Configuration)
+            except DecodeError as err:
+                raise DecodeError(f"AppendEntries: CONFIG entry {i} of the batch: {err}") from None
 
 
 def encode_client(msg: Any) -> bytes:
@@ -89,12 +116,15 @@ def encode_client(msg: Any) -> bytes:
 
 
 def decode_client(data: bytes, expect: type) -> Any:
-    """Decode a client frame that must hold a record of type ``expect``."""
+    """Decode a client frame that must hold a record of type ``expect``; a request longer than
+    :data:`MAX_CLIENT_FRAME_BYTES` is refused unread."""
+    if expect is not ClientReply and len(data) > MAX_CLIENT_FRAME_BYTES:
+        raise DecodeError(f"client frame of {len(data)} bytes is more than the limit of {MAX_CLIENT_FRAME_BYTES}")
     frame = _unpack(data)
     if type(frame) is not list or len(frame) < 3:
         raise DecodeError("client frame: expected [version, type, fields]")
-    if frame[0] != PROTOCOL_VERSION:
-        raise DecodeError(f"protocol version {frame[0]!r}, this node speaks {PROTOCOL_VERSION}")
+    if type(frame[0]) is not int or frame[0] != PROTOCOL_VERSION:
+        raise DecodeError(f"protocol version {_show(frame[0])}, this node speaks {PROTOCOL_VERSION}")
     msg = from_fields(frame[1], frame[2])
     if type(msg) is not expect:
         raise DecodeError(f"expected {expect.__name__}, got {type(msg).__name__}")

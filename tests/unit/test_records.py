@@ -107,7 +107,7 @@ def test_wrong_typed_field_is_rejected(fields, where):
 
 def test_wrong_typed_nested_fields_are_rejected():
     with pytest.raises(DecodeError, match="member: expected bool"):
-        from_fields(spec_of(Configuration).code, [[["n1", "a", "b", "c", "yes"]]])
+        from_fields(spec_of(Configuration).code, [[["n1", "a:1", "b:2", "c:3", "yes"]]])
     with pytest.raises(DecodeError, match="entry: wrong field types"):
         from_fields(spec_of(AppendEntries).code, [1, 0, 0, [[1, "1", b"d"]], 0])
 
@@ -146,9 +146,9 @@ def test_stored_entry_with_an_extra_trailing_value_decodes_and_wrong_types_are_r
 
 
 def test_stored_members_and_base_tolerate_appended_values():
-    blob = msgpack.packb([spec_of(Configuration).code, [[list(MEMBER) + ["zone"], ["n1", "a"]], "extra"]],
+    blob = msgpack.packb([spec_of(Configuration).code, [[list(MEMBER) + ["zone"], ["n1", "a:1"]], "extra"]],
                          use_bin_type=True)
-    assert disk.decode_members(blob) == [MEMBER, Member("n1", "a")]
+    assert disk.decode_members(blob) == [MEMBER, Member("n1", "a:1")]
     assert disk.decode_members(disk.encode_members([MEMBER])) == [MEMBER]
     # the members are written byte for byte as the first release wrote them (a Configuration record)
     assert disk.encode_members([MEMBER]) == encode_record(Configuration([MEMBER]))
