@@ -3,8 +3,12 @@
 It holds several cores and a network (an ordered list of messages in flight), and plays the
 part of the shell around each core the way the actors do (actors/role.py, leader.py,
 follower.py, snapshotter.py): a Ready is persisted synchronously (then ``on_persisted``), its
-messages are queued, confirmed reads are answered, snapshots are streamed in one chunk and
-installed at once. Nothing runs unless a command says so, so every step is visible.
+messages are queued, and its snapshot chunks are executed as the Snapshotter does: a SendChunk
+reads bytes from the node's in-memory snapshot store and sends them as an InstallSnapshot, a
+StoreChunk writes bytes into the partial snapshot and, on the last chunk, saves it and reports
+it to the core (``install_snapshot``). Every protocol decision is the core's: the environment
+forwards no reads, chooses no membership change and decides nothing about snapshot streams.
+Nothing runs unless a command says so, so every step is visible.
 
 Each node has a disk model written only from ``Ready.persist``; after every Ready it must equal
 the core's hard state and log (a DISK MISMATCH line otherwise), and ``restart`` rebuilds the
@@ -13,21 +17,27 @@ core from it.
 Commands (node arguments are numbers: ``1`` means node ``n1``)::
 
     add-nodes <count> [voters=(1,2,3)] [learners=(4)] [index=<k>] [pre-vote=true]
-              [check-quorum=true] [uptime=<ticks>]
+              [check-quorum=true] [uptime=<ticks>] [chunk-bytes=<n>] [snapshot-resend=<ticks>]
         New nodes n<next>... with that configuration (none: an empty one, as for a node that
         will receive a snapshot). index=k: every node starts from a snapshot at k (term 1, so
         the nodes start in term 1). uptime: ticks on the node's clock at start (default the
         minimum election timeout, so it does not ignore votes as a node that has just started does).
+        chunk-bytes: the snapshotter's chunk size (default: a whole test snapshot in one chunk).
+        snapshot-resend: the core's snapshot_resend_ticks (default 100, the core's default).
     campaign <id>                       start an election (pre-vote first if enabled)
     tick <id> [count=<n>]               n ticks of logical time
     tick-heartbeat <id>                 tick until the leader's next heartbeat is due
     tick-election <id>                  tick until the node's election timeout (a leader: its
                                         check-quorum round) fires
     propose <id> <data>                 a client write
-    read-index <id> <label>             a linearizable read; on a follower it is forwarded to the
-                                        leader as a ReadIndexRequest (as actors/follower.py does)
+    read-index <id> <label>             a linearizable read (core.read_index); a follower's core
+                                        forwards it to the leader itself
     transfer-leadership from=<id> to=<id>
-    propose-conf-change <id> add-learner=<id> | add-voter=<id> | promote=<id> | remove=<id>
+    request-change <id> add=<id> [voter=false] | remove=<id>
+                                        a client's add-node / remove-node at the leader
+                                        (core.request_change); voter=false: a learner that stays one
+    join <id> <joiner>                  a joiner's JoinRequest at the leader (core.join): added as a
+                                        learner, promoted by the core once caught up
     compact <id> <index>                take a snapshot at index (clamped by the core) and compact
     process-ready <id>...               handle one Ready of each node
     deliver-msgs <id>... [from=<id>] [type=<MsgType>]   deliver queued messages to these nodes
@@ -50,20 +60,22 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from raftkv.actors.core import LEADER, CoreConfig, NotLeader, PersistBatch, RaftCore, RemoteRead
+from raftkv.actors.core import LEADER, CoreConfig, NotLeader, PersistBatch, RaftCore
+from raftkv.actors.membership import ChangeOrigin, MembershipChange
 from raftkv.actors.memlog import MemLog
-from raftkv.wire.messages import (EntryKind, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
-                                  ReadIndexRequest)
+from raftkv.actors.snapshot_transfer import SendChunk, SnapshotRef, StoreChunk
+from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
 from .datadriven import TestCase, parse_line
 from .printing import format_entry, format_members, format_progress, format_ready, format_send
 
 ELECTION_MIN, ELECTION_MAX, HEARTBEAT = 10, 20, 3
+CHUNK_BYTES = 1 << 20  # a test snapshot is a few bytes: one chunk unless a scenario asks for less
 
 
 @dataclass
 class Snapshot:
-    """A durable snapshot a node can stream (the snapshotter's newest)."""
+    """A durable snapshot in a node's snapshot store."""
 
     index: int
     term: int
@@ -106,11 +118,19 @@ class Node:
     cfg: CoreConfig
     members: list  # the configuration it was started with
     disk: Disk
-    snapshot: Optional[Snapshot] = None
-    read_ids: int = 0  # ReadIndexRequest ids, as the Follower actor numbers them
-    forwarded: dict = field(default_factory=dict)  # req_id -> label of a read forwarded to the leader
-    after_next_persist: list = field(default_factory=list)  # (to, msg) to send once the next Ready is synced
+    snapshots: dict = field(default_factory=dict)  # index -> Snapshot: the node's snapshot store
+    partial: Optional[bytearray] = None  # the snapshot being received (the snapshotter's temp file)
+    chunk_bytes: int = CHUNK_BYTES
     applied: int = 0
+    stopped: bool = False  # its removal committed (Ready.removed): the process has stopped
+
+    @property
+    def snapshot(self) -> Optional[Snapshot]:
+        """The newest snapshot in the store (what a restart restores)."""
+        return self.snapshots[max(self.snapshots)] if self.snapshots else None
+
+    def save_snapshot(self, s: Snapshot) -> None:
+        self.snapshots[s.index] = s
 
 
 @dataclass
@@ -143,6 +163,7 @@ class InteractionEnv:
         self.cut: set = set()  # (a, b) pairs: messages from a to b are dropped
         self.quiet = False
         self.out: list = []
+        self.requests = 0  # client requests (membership changes), numbered as their handles
 
     # ------------------------------------------------------------------ running cases
 
@@ -200,6 +221,13 @@ class InteractionEnv:
             raise ValueError(f"no node {nid}")
         return self.nodes[nid]
 
+    def live(self, args: list) -> Node:
+        """Like :meth:`one`, for an input: a stopped (removed) node takes none."""
+        nd = self.one(args)
+        if nd.stopped:
+            raise ValueError(f"{nd.id} has stopped")
+        return nd
+
     # ------------------------------------------------------------------ set-up
 
     def cmd_log_level(self, args: list) -> None:
@@ -216,6 +244,8 @@ class InteractionEnv:
                          heartbeat_ticks=HEARTBEAT,
                          pre_vote=_bool(self.opt(args, "pre-vote", "true")),
                          check_quorum=_bool(self.opt(args, "check-quorum", "true")))
+        cfg.snapshot_resend_ticks = int(self.opt(args, "snapshot-resend", str(cfg.snapshot_resend_ticks)))
+        chunk_bytes = int(self.opt(args, "chunk-bytes", str(CHUNK_BYTES)))
         uptime = int(self.opt(args, "uptime", str(ELECTION_MIN)))
         for _ in range(count):
             nid = f"n{len(self.nodes) + 1}"
@@ -223,9 +253,11 @@ class InteractionEnv:
             core = RaftCore(nid, cfg, term=term, log=MemLog(index, term), members=members, commit=index,
                             rng=random.Random(len(self.nodes) + 1))
             core.sync_clock(uptime)
-            nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index)
+            nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index,
+                      chunk_bytes=chunk_bytes)
             if index:
-                nd.snapshot = Snapshot(index, term, list(members), f"snap@{index}".encode())
+                nd.save_snapshot(Snapshot(index, term, list(members), f"snap@{index}".encode()))
+                self.announce_snapshot(nd)
             self.nodes[nid] = nd
             self.emit(f"{nid}: {core.role} term={core.term} commit={core.commit} "
                       f"last={core.log.last_term()}/{core.log.last_index()} {format_members(core.members)}")
@@ -241,75 +273,78 @@ class InteractionEnv:
                         members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])))
         core.sync_clock(int(self.opt(args, "uptime", "0")))
         nd.core = core
-        nd.after_next_persist, nd.forwarded = [], {}
+        nd.partial = None  # a partial snapshot is a temporary file: gone with the process
         nd.applied = d.log.base_index
+        if nd.snapshot is not None:
+            self.announce_snapshot(nd)
         self.emit(f"{nd.id}: restarted: {core.role} term={core.term} vote={core.vote} commit={core.commit} "
                   f"last={core.log.last_term()}/{core.log.last_index()} {format_members(core.members)}")
+
+    @staticmethod
+    def announce_snapshot(nd: Node) -> None:
+        """Tell the core its newest durable snapshot (node.py at start-up, SnapshotSaved later)."""
+        s = nd.snapshot
+        nd.core.set_snapshot(SnapshotRef(s.index, s.term, len(s.data)))
 
     # ------------------------------------------------------------------ inputs
 
     def cmd_campaign(self, args: list) -> None:
-        self.one(args).core.campaign()
+        self.live(args).core.campaign()
 
     def cmd_tick(self, args: list) -> None:
-        nd = self.one(args)
+        nd = self.live(args)
         for _ in range(int(self.opt(args, "count", "1"))):
             nd.core.tick()
 
     def cmd_tick_heartbeat(self, args: list) -> None:
-        c = self.one(args).core
+        c = self.live(args).core
         n = c.cfg.heartbeat_ticks - c.hb_elapsed if c.role == LEADER else c.cfg.heartbeat_ticks
         for _ in range(n):
             c.tick()
 
     def cmd_tick_election(self, args: list) -> None:
-        c = self.one(args).core
+        c = self.live(args).core
         n = (c.cfg.election_ticks_min if c.role == LEADER else c.timeout) - c.elapsed
         for _ in range(max(n, 1)):
             c.tick()
 
     def cmd_propose(self, args: list) -> None:
-        nd = self.one(args)
+        nd = self.live(args)
         data = self.positional(args)[1]
         first, last = nd.core.propose([(EntryKind.COMMAND, data.encode())])
         self.emit(f"{nd.id}: proposed at {first}")
 
     def cmd_read_index(self, args: list) -> None:
-        nd = self.one(args)
-        label = self.positional(args)[1]
-        c = nd.core
-        if c.role == LEADER:
-            c.read_index([label])
-        elif c.leader_id is not None:
-            nd.read_ids += 1
-            nd.forwarded[nd.read_ids] = label
-            self.emit(f"{nd.id}: read {label} forwarded to {c.leader_id} as req {nd.read_ids}")
-            self.send(nd.id, c.leader_id, ReadIndexRequest(c.term, nd.read_ids), "")
-        else:
-            raise NotLeader(None)
+        nd = self.live(args)
+        nd.core.read_index([self.positional(args)[1]])
 
     def cmd_transfer_leadership(self, args: list) -> None:
         c = self.nodes[node_id(self.opt(args, "from"))].core
         c.transfer_leadership(node_id(self.opt(args, "to")))
 
-    def cmd_propose_conf_change(self, args: list) -> None:
+    def cmd_request_change(self, args: list) -> None:
+        """A client's add-node / remove-node, as actors/leader.py hands it to the core."""
         nd = self.one(args)
-        c = nd.core
-        members = list(c.members)
-        if self.opt(args, "add-learner"):
-            members.append(member(node_id(self.opt(args, "add-learner")), voter=False))
-        elif self.opt(args, "add-voter"):
-            members.append(member(node_id(self.opt(args, "add-voter"))))
-        elif self.opt(args, "promote"):
-            nid = node_id(self.opt(args, "promote"))
-            members = [m._replace(voter=True) if m.id == nid else m for m in members]
+        self.requests += 1
+        handle = f"req{self.requests}"
+        if self.opt(args, "add"):
+            new = member(node_id(self.opt(args, "add")), voter=_bool(self.opt(args, "voter", "true")))
+            change = MembershipChange(new, None, handle, ChangeOrigin.CLIENT)
         elif self.opt(args, "remove"):
-            nid = node_id(self.opt(args, "remove"))
-            members = [m for m in members if m.id != nid]
+            change = MembershipChange(None, node_id(self.opt(args, "remove")), handle, ChangeOrigin.CLIENT)
         else:
-            raise ValueError("propose-conf-change needs add-learner=, add-voter=, promote= or remove=")
-        index = c.propose_config(members)
-        self.emit(f"{nd.id}: proposed {format_members(members)} at {index}")
+            raise ValueError("request-change needs add= or remove=")
+        nd.core.request_change(change)
+        self.emit(f"{nd.id}: queued {handle}: {change.describe()}")
+
+    def cmd_join(self, args: list) -> None:
+        """A joiner's JoinRequest, as actors/leader.py hands it to the core."""
+        nd = self.one(args)
+        joiner = node_id(self.positional(args)[1])
+        if nd.core.join(member(joiner), f"join:{joiner}"):
+            self.emit(f"{nd.id}: {joiner} is a member already")
+        else:
+            self.emit(f"{nd.id}: join of {joiner} queued")
 
     def cmd_compact(self, args: list) -> None:
         nd = self.one(args)
@@ -317,7 +352,8 @@ class InteractionEnv:
         c.compact(int(self.positional(args)[1]))
         base = c.log.base_index
         if nd.snapshot is None or base > nd.snapshot.index:
-            nd.snapshot = Snapshot(base, c.log.base_term, list(c.base_members), f"snap@{base}".encode())
+            nd.save_snapshot(Snapshot(base, c.log.base_term, list(c.base_members), f"snap@{base}".encode()))
+            self.announce_snapshot(nd)
         self.emit(f"{nd.id}: snapshot at {c.log.base_term}/{base}, log {c.log.first_index()}..{c.log.last_index()}")
 
     # ------------------------------------------------------------------ Ready and messages
@@ -328,7 +364,9 @@ class InteractionEnv:
             self.process_ready(self.nodes[nid], indent="  ")
 
     def process_ready(self, nd: Node, indent: str) -> None:
-        """Take one Ready and carry it out as the actors do."""
+        """Take one Ready and carry it out as the actors do (actors/role.py _process_ready)."""
+        if nd.stopped:
+            raise ValueError(f"{nd.id} has stopped")
         c = nd.core
         rd = c.take_ready()
         for line in format_ready(nd.id, c, rd) or ["(empty)"]:
@@ -339,18 +377,19 @@ class InteractionEnv:
         p = rd.persist
         for to, m in rd.send_after_persist:
             self.send(nd.id, to, m, indent)
-        for to, m in nd.after_next_persist:
-            self.emit(f"{indent}Snapshot installed, reply after persist: {format_send(nd.id, to, m)}")
-            self.send(nd.id, to, m, indent)
-        nd.after_next_persist = []
         nd.disk.write(p)
         self.check_disk(nd, indent)
         if p.entries:
             c.on_persisted(p.first + len(p.entries) - 1, p.entries[-1].term)
         if rd.committed:
             nd.applied = rd.committed[-1][0]
-        self.answer_reads(nd, rd, indent)
-        self.snapshot_outputs(nd, rd, indent)
+        for sc in rd.chunks_to_send:
+            self.send_chunk(nd, sc, indent)
+        for st in rd.chunks_to_store:
+            self.store_chunk(nd, st, indent)
+        if rd.removed:
+            nd.stopped = True
+            self.emit(f"{indent}{nd.id} records its removal and stops")
 
     def check_disk(self, nd: Node, indent: str) -> None:
         """After a Ready is persisted, the disk must hold exactly the core's hard state and log:
@@ -365,41 +404,36 @@ class InteractionEnv:
         for problem in problems:
             self.out.append(f"{indent}DISK MISMATCH {nd.id}: {problem}")  # shown even with log-level none
 
-    def answer_reads(self, nd: Node, rd: Any, indent: str) -> None:
-        """Leader: answer forwarded reads (actors/leader.py on_reads). Follower: the leader's answers."""
-        # getattr: Ready's fields are being reworked (issue 15); a field that goes away must not
-        # break the environment, only change what the scenarios print.
-        for index, handles in getattr(rd, "reads", []):
-            for h in handles:
-                if type(h) is RemoteRead:
-                    self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, index, True), indent)
-        for h in getattr(rd, "reads_failed", []):
-            if type(h) is RemoteRead:
-                self.send(nd.id, h.peer, ReadIndexReply(nd.core.term, h.req_id, 0, False), indent)
-        for m in getattr(rd, "read_index_replies", []):
-            label = nd.forwarded.pop(m.req_id, None)
-            if label is not None:
-                self.emit(f"{indent}read {label}: {'serve at index ' + str(m.index) if m.ok else 'failed'}")
+    def send_chunk(self, nd: Node, sc: SendChunk, indent: str) -> None:
+        """The snapshotter's SendChunk: read chunk_bytes at the offset of the snapshot in the store
+        and send them; done on the last chunk. A snapshot no longer stored is reported failed."""
+        s = nd.snapshots.get(sc.index)
+        if s is None:
+            self.emit(f"{indent}snapshot {sc.index} is not in {nd.id}'s store: snapshot_failed({sc.peer})")
+            nd.core.snapshot_failed(sc.peer)
+            return
+        data = s.data[sc.offset:sc.offset + nd.chunk_bytes]
+        done = sc.offset + len(data) >= len(s.data)
+        self.send(nd.id, sc.peer, InstallSnapshot(sc.term, s.index, s.term, sc.offset, data, done, list(s.members)),
+                  indent)
 
-    def snapshot_outputs(self, nd: Node, rd: Any, indent: str) -> None:
-        """The snapshotter: stream the newest snapshot in one chunk; install a received one at once."""
-        c = nd.core
-        for peer in getattr(rd, "snapshots_to_send", []):
-            s = nd.snapshot
-            if s is None:
-                self.emit(f"{indent}no snapshot to send to {peer}")
-                c.snapshot_failed(peer)
-                continue
-            self.emit(f"{indent}sending snapshot {s.term}/{s.index} to {peer}")
-            self.send(nd.id, peer, InstallSnapshot(c.term, s.index, s.term, 0, s.data, True, list(s.members)),
-                      indent)
-        for leader, m in getattr(rd, "snapshot_chunks", []):
-            if not m.done or m.offset != 0:
-                raise ValueError("the environment streams snapshots in one chunk")
-            nd.snapshot = Snapshot(m.last_index, m.last_term, list(m.members), m.data)
-            c.install_snapshot(m.last_index, m.last_term, list(m.members))
-            nd.applied = m.last_index
-            nd.after_next_persist.append((leader, InstallSnapshotReply(c.term, m.last_index, len(m.data), True)))
+    def store_chunk(self, nd: Node, st: StoreChunk, indent: str) -> None:
+        """The snapshotter's StoreChunk: write the accepted bytes (offset 0 starts a new file); on
+        the last chunk save the snapshot and report it, as the role actor does on SnapshotReceived
+        (the core's done reply leaves after the next persist)."""
+        m = st.msg
+        if m.offset == 0:
+            nd.partial = bytearray()
+        if nd.partial is None or len(nd.partial) != m.offset:
+            raise AssertionError(f"{nd.id}: the core accepted a chunk at offset {m.offset} out of order")
+        nd.partial += m.data
+        if not m.done:
+            return
+        data, nd.partial = bytes(nd.partial), None
+        nd.save_snapshot(Snapshot(m.last_index, m.last_term, list(m.members), data))
+        self.emit(f"{indent}snapshot {m.last_term}/{m.last_index} saved ({len(data)} bytes): installing")
+        nd.core.install_snapshot(m.last_index, m.last_term, list(m.members), leader=st.leader, size=len(data))
+        nd.applied = m.last_index
 
     def send(self, frm: str, to: str, msg: Any, indent: str) -> None:
         """Put a message on the network, unless the link is cut (then it is lost, and said so)."""
@@ -409,7 +443,7 @@ class InteractionEnv:
         self.net.append(InFlight(frm, to, msg))
 
     def has_work(self, nd: Node) -> bool:
-        return nd.core.has_ready() or bool(nd.after_next_persist)
+        return not nd.stopped and nd.core.has_ready()
 
     def take_msgs(self, to: str, frm: Optional[str] = None, kind: Optional[str] = None) -> list:
         keep, out = [], []
@@ -426,8 +460,9 @@ class InteractionEnv:
         nd = self.nodes.get(to)
         for f in msgs:
             line = indent + format_send(f.frm, f.to, f.msg)
-            if nd is None or (f.frm, f.to) in self.cut:
-                self.emit(line + "  (dropped: partitioned)" if nd else line + "  (dropped: no such node)")
+            if nd is None or nd.stopped or (f.frm, f.to) in self.cut:
+                why = "no such node" if nd is None else "stopped" if nd.stopped else "partitioned"
+                self.emit(f"{line}  (dropped: {why})")
                 continue
             self.emit(line)
             nd.core.step(f.frm, f.msg)
@@ -496,7 +531,8 @@ class InteractionEnv:
         for nid, nd in self.nodes.items():
             c = nd.core
             self.emit(f"{nid}: {c.role} term={c.term} vote={c.vote} lead={c.leader_id} commit={c.commit} "
-                      f"applied={nd.applied} last={c.log.last_term()}/{c.log.last_index()} {format_members(c.members)}")
+                      f"applied={nd.applied} last={c.log.last_term()}/{c.log.last_index()} {format_members(c.members)}"
+                      f"{' (stopped: removed)' if nd.stopped else ''}")
 
     def cmd_raft_log(self, args: list) -> None:
         c = self.one(args).core

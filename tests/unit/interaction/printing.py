@@ -92,7 +92,8 @@ def format_send(frm: str, to: str, m: Any) -> str:
 def format_ready(node_id: str, core: Any, rd: Any) -> list:
     """The lines describing one Ready of ``core`` (already taken with take_ready), in a fixed order:
     role change, hard state, log writes, commit, committed entries, messages (now and after the
-    persist), reads, and the snapshot outputs. Fields that are empty print nothing."""
+    persist), reads, snapshot chunks, membership changes and the removal. Fields that are empty
+    print nothing."""
     out = []
     if rd.role_changed:
         out.append(f"State: {core.role} term={core.term} lead={core.leader_id}")
@@ -117,19 +118,27 @@ def format_ready(node_id: str, core: Any, rd: Any) -> list:
     if rd.send_after_persist:
         out.append("Messages after persist:")
         out.extend("  " + format_send(node_id, to, m) for to, m in rd.send_after_persist)
-    for index, handles in getattr(rd, "reads", []):
+    for index, handles in rd.reads:
         out.append(f"ReadConfirmed index={index} handles=[{', '.join(format_handle(h) for h in handles)}]")
-    if getattr(rd, "reads_failed", None):
+    if rd.reads_failed:
         out.append(f"ReadsFailed [{', '.join(format_handle(h) for h in rd.reads_failed)}]")
-    for m in getattr(rd, "read_index_replies", []):
-        out.append(f"ReadIndexReplyReceived {format_msg(m)}")
-    if getattr(rd, "snapshots_to_send", None):
-        out.append(f"SnapshotsToSend [{', '.join(rd.snapshots_to_send)}]")
-    for peer, m in getattr(rd, "snapshot_acks", []):
-        out.append(f"SnapshotAck from={peer} {format_msg(m)}")
-    for leader, m in getattr(rd, "snapshot_chunks", []):
-        out.append(f"SnapshotChunk from={leader} {format_msg(m)}")
+    for c in rd.chunks_to_send:
+        out.append(f"SendChunk to={c.peer} term={c.term} snap_index={c.index} offset={c.offset}")
+    for c in rd.chunks_to_store:
+        out.append(f"StoreChunk from={c.leader} {format_msg(c.msg)}")
+    for change, index in rd.config_proposed:
+        out.append(f"ConfigProposed index={index} {format_change(change)}")
+    for change in rd.config_dropped:
+        out.append(f"ConfigDropped {format_change(change)}")
+    if rd.removed:
+        out.append("Removed")
     return out
+
+
+def format_change(change: Any) -> str:
+    """A membership change the core proposed or dropped: what it does and who asked for it."""
+    who = change.origin.value + (f" {change.handle}" if change.handle is not None else "")
+    return f"{change.describe()} ({who})"
 
 
 def format_progress(core: Any) -> list:
