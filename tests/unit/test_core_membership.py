@@ -124,7 +124,7 @@ def test_an_uncommitted_addition_that_is_truncated_does_not_make_a_removed_node(
     truncated and a configuration without it committed."""
     c = core("n4", log=MemLog(0, 0, [CONF3]), commit=1, ms=[])
     c.take_ready()
-    add = Entry(2, EntryKind.CONFIG, encode_config(members(3) + [Member("n4", "x", voter=False)]))
+    add = Entry(2, EntryKind.CONFIG, encode_config(members(3) + [Member("n4", "127.0.0.1:9004", voter=False)]))
     c.step("n1", AppendEntries(2, 1, 1, [add], 1))
     c.take_ready()
     other = Entry(3, EntryKind.COMMAND, b"y")
