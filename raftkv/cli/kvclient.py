@@ -382,7 +382,8 @@ def transfer_leader(ctx: click.Context, id: Optional[str]) -> None:
 @json_flag
 @click.pass_context
 def snapshot(ctx: click.Context) -> None:
-    """Ask the leader to take a snapshot now (or, --servers naming one follower, that node)."""
+    """Take a snapshot now on the node that answers, and say which node that was (a
+    follower snapshots its own copy: give --servers the leader's address for the leader's)."""
     info = run(ctx, lambda kv: kv.snapshot())
     who = responder(ctx)
     at = (f" at index {info.get('index')} (term {info.get('term')})"
