@@ -39,8 +39,24 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 log = logging.getLogger("kvnode")
 
 
+@dataclass
+class ErrorOutput:
+    """How a fatal error is printed: one line that, once the node is known, names it (so
+    ``--all``'s merged output says which node could not start), and with ``--log-format
+    json`` a JSON record like every other line."""
+
+    fmt: LogFormat = LogFormat.TEXT
+    node: Optional[str] = None
+
+
+_errors = ErrorOutput()
+
+
 def _fail(code: int, msg: str) -> None:
-    click.echo(f"kvnode: error: {msg}", err=True)
+    if _errors.fmt is LogFormat.JSON:
+        log.error("%s", msg)
+    else:
+        click.echo(f"kvnode: error: {_errors.node + ': ' if _errors.node else ''}{msg}", err=True)
     sys.exit(code)
 
 
@@ -215,6 +231,7 @@ def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, j
                  "bootstrap": bootstrap, "join": join, "log_level": log_level}
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
+    _errors.fmt = fmt
     if run_all:
         if not config:
             _fail(EXIT_CONFIG, "--all needs --config with a whole-cluster file")
@@ -225,7 +242,7 @@ def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, j
         cfg = load_config(config, node_id, overrides)
     except ConfigError as e:
         _fail(EXIT_CONFIG, str(e))
-    node_field.node = cfg.id
+    node_field.node = _errors.node = cfg.id
     if log_level is None:
         logging.getLogger().setLevel(level_number(cfg.log_level))
     _run_one(cfg, LogLevelSource(config, log_level, lambda: load_config(config, node_id, overrides).log_level))

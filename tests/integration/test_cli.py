@@ -138,7 +138,14 @@ def test_kvnode_refuses_a_port_in_use(tmp_path):
         port = s.getsockname()[1]
         r = kvnode("--id", "node1", "--addr", f"127.0.0.1:{port}", "--client", f"127.0.0.1:{free_port()}",
                    "--bootstrap", cwd=tmp_path)
-    assert r.returncode == 1 and "cannot listen" in r.stderr and str(port) in r.stderr
+        assert r.returncode == 1 and "cannot listen" in r.stderr and str(port) in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("kvnode: error: node1: ")  # which node, in --all
+        r = kvnode("--id", "node1", "--addr", f"127.0.0.1:{port}", "--client", f"127.0.0.1:{free_port()}",
+                   "--bootstrap", "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 1
+    records = [json.loads(line) for line in r.stderr.splitlines()]  # every line is JSON, the error too
+    assert (records[-1]["level"], records[-1]["node"]) == ("ERROR", "node1")
+    assert "cannot listen" in records[-1]["message"] and str(port) in records[-1]["message"]
 
 
 def test_kvnode_refuses_data_of_another_node_or_cluster(tmp_path):

@@ -168,7 +168,8 @@ def test_put_value_from_file(fd, tmp_path):
     assert fd.store["big"] == big
 
 
-@pytest.mark.parametrize("args", [("put", "k", "v", "--file", "x"), ("put", "k"), ("put", "k", "--file", "/nonexistent/v")])
+@pytest.mark.parametrize("args", [("put", "k", "v", "--file", "x"), ("put", "k"),
+                                  ("put", "k", "--file", "/nonexistent/v")])
 def test_put_value_and_file_are_exclusive_and_checked(fd, args):
     r = kv(*args, servers=fd.address)
     assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
@@ -226,8 +227,10 @@ def test_render_values():
     assert show(7.641, "last_contact") == "7.641s"
     assert show(12.5, "fsync_ms") == "12.5ms" and show(2048, "snapshot_bytes") == "2048 B"
     assert show({"a": None}) == '{"a": null}'
-    assert member_line({"id": "n", "addr": "a:1", "client": "", "voter": False}) == "n a:1 client=null http=null learner"
-    assert status_text({"id": "n", "leader_id": None, "disk_error": "full"}) == "id: n\nleader_id: null\ndisk_error: full\n"
+    learner = {"id": "n", "addr": "a:1", "client": "", "voter": False}
+    assert member_line(learner) == "n a:1 client=null http=null learner"
+    status = {"id": "n", "leader_id": None, "disk_error": "full"}
+    assert status_text(status) == "id: n\nleader_id: null\ndisk_error: full\n"
 
 
 def test_admin_commands_say_which_node_did_it(fd):
