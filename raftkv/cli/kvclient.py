@@ -2,15 +2,20 @@
 """kvclient: one-shot commands against the cluster, or a REPL when run with no command.
 
     kvclient [--servers HOST:PORT,...] [--timeout SECONDS] [--json] COMMAND [ARGS]
+    kvclient put KEY - < value.bin            # the value from stdin
+    kvclient put KEY --file value.bin         # the value from a file (any size the cluster takes)
 
 Exit status: 0 done; 1 key not found or CAS did not match; 2 usage or input error;
 3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error).
-Errors go to stderr as one line (a JSON object {"error", "code"} with --json).
+Errors go to stderr as one line (a JSON object {"error", "code"} with --json). A REPL reading
+a pipe (not a terminal) exits with the status of its last failed command, 0 if none failed.
 
 --json output: get prints {"key", "value"}; list prints a list of those; a value that is not
 valid UTF-8 is base64-encoded and the object carries "value_b64": true (absent otherwise).
-Writes print {"ok": true}; status, members and admin commands print the server's JSON.
-Without --json, writes print nothing on success.
+Writes print {"ok": true}; status and members print the server's JSON; admin commands print
+{"ok": true, "info": ..., "node": ID, "node_state": STATE} (the node that did it).
+Without --json, writes print nothing on success; admin commands say which node did what; null,
+true and false are spelled as in JSON and durations carry their unit (last_contact=0.041s).
 """
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import click
 
+from raftkv import __version__
+from raftkv.cli.render import STATUS_ORDER, member_line, status_text  # noqa: F401 (re-exported)
 from raftkv.wire.client import (
     Client, ClientError, InvalidRequest, NotFound, Unavailable, json_item,
 )
@@ -145,6 +153,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="kvclient", message="%(prog)s %(version)s")
 @click.option("--servers", metavar="HOST:PORT,...", help="Client addresses of cluster nodes "
               "[default: $KV_SERVERS, else configs/cluster.yaml, else 127.0.0.1:5001-5003].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -185,14 +194,41 @@ def get(ctx: click.Context, key: str, stale: bool, consistency: Optional[str]) -
         write_out(value + b"\n")
 
 
+STDIN_VALUE = "-"
+
+
+def read_value(ctx: click.Context, value: Optional[str], path: Optional[str]) -> Union[str, bytes]:
+    """The value of a write: VALUE itself, stdin for "-", or the bytes of --file PATH.
+
+    Stdin and files carry raw bytes, so any value the cluster accepts (binary, 1 MB) can be
+    written without passing through the argument list.
+    """
+    if (value is None) == (path is None):
+        raise click.UsageError("give either VALUE (- for stdin) or --file PATH", ctx=ctx)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise Failure(f"cannot read {path}: {e.strerror or e}", EXIT_INPUT) from None
+    if value == STDIN_VALUE:
+        if state_of(ctx).in_repl:
+            # The REPL's stdin is its own command stream (or the terminal).
+            raise Failure("in the REPL, give the value inline or with --file PATH (- reads stdin)", EXIT_INPUT)
+        return sys.stdin.buffer.read()
+    return value
+
+
 @cli.command()
 @click.argument("key")
-@click.argument("value")
+@click.argument("value", required=False)
+@click.option("--file", "path", metavar="PATH", help="Read the value from this file (raw bytes).")
 @json_flag
 @click.pass_context
-def put(ctx: click.Context, key: str, value: str) -> None:
-    """Set KEY to VALUE."""
-    run(ctx, lambda kv: kv.put(key, value))
+def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str]) -> None:
+    """Set KEY to VALUE ("-": read the value from stdin; or --file PATH)."""
+    data = read_value(ctx, value, path)
+    run(ctx, lambda kv: kv.put(key, data))
     write_done(ctx)
 
 
@@ -245,17 +281,6 @@ def list_cmd(ctx: click.Context, prefix: str, limit: int) -> None:
         write_out(b"".join(k.encode() + b"\t" + v + b"\n" for k, v in items))
 
 
-STATUS_ORDER = ("id", "state", "term", "leader_id", "commit_index", "applied_index",
-                "last_log_index", "snapshot_index", "first_log_index")
-
-
-def member_line(m: dict) -> str:
-    base = [str(m.get("id", "?")), str(m.get("addr", "")), f"client={m.get('client', '')}",
-            f"http={m.get('http', '')}", "voter" if m.get("voter", True) else "learner"]
-    known = {"id", "addr", "client", "http", "voter"}
-    return " ".join(base + [f"{k}={v}" for k, v in m.items() if k not in known])
-
-
 @cli.command()
 @json_flag
 @click.pass_context
@@ -265,12 +290,7 @@ def status(ctx: click.Context) -> None:
     if state_of(ctx).json:
         emit_json(st)
         return
-    keys = [k for k in STATUS_ORDER if k in st] + [k for k in st if k not in STATUS_ORDER and k != "members"]
-    lines = [f"{k}: {st[k]}" for k in keys]
-    if "members" in st:
-        lines.append("members:")
-        lines += ["  " + member_line(m) for m in st["members"] if isinstance(m, dict)]
-    write_out("\n".join(lines) + "\n")
+    write_out(status_text(st))
 
 
 @cli.command()
@@ -285,11 +305,38 @@ def members(ctx: click.Context) -> None:
         write_out("".join(member_line(m) + "\n" for m in ms if isinstance(m, dict)))
 
 
-def admin_done(ctx: click.Context, info: Any) -> None:
+@dataclass
+class Responder:
+    """The node that carried out an admin command, as it describes itself."""
+
+    id: str
+    state: Optional[str]  # leader | follower | candidate; None when it could not be asked
+    leader_id: Optional[str]
+
+
+def responder(ctx: click.Context) -> Responder:
+    """Who answered the last call: the Client follows redirects and remembers the address that
+    answered; that node's own status names it (replies to admin commands do not)."""
+    kv = state_of(ctx).client()
+    addr = kv.leader or "?"
+    try:
+        st = kv.status(addr)
+    except ClientError:
+        return Responder(addr, None, None)  # it answered, then went away: name it by address
+    return Responder(str(st.get("id") or addr), st.get("state"), st.get("leader_id"))
+
+
+def admin_done(ctx: click.Context, info: Any, who: Responder, text: str) -> None:
+    """Print ``text`` (what was done, naming ``who`` did it), or the JSON of it."""
     if state_of(ctx).json:
-        emit_json({"ok": True, "info": info})
-    elif info not in (None, "", {}, []):
-        write_out((info if isinstance(info, str) else json.dumps(info, default=str)) + "\n")
+        emit_json({"ok": True, "info": info, "node": who.id, "node_state": who.state})
+    else:
+        write_out(text + "\n")
+
+
+def entry_note(info: Any) -> str:
+    """The log index of a membership change, when the server gave it."""
+    return f" (configuration entry {info['index']})" if isinstance(info, dict) and "index" in info else ""
 
 
 @cli.command("add-node")
@@ -302,8 +349,10 @@ def admin_done(ctx: click.Context, info: Any) -> None:
 @click.pass_context
 def add_node(ctx: click.Context, id: str, addr: str, client_addr: str, http_addr: str, learner: bool) -> None:
     """Add node ID whose peer (Raft) address is ADDR."""
-    admin_done(ctx, run(ctx, lambda kv: kv.add_node(id, addr, client=client_addr, http=http_addr,
-                                                    voter=not learner)))
+    info = run(ctx, lambda kv: kv.add_node(id, addr, client=client_addr, http=http_addr, voter=not learner))
+    who = responder(ctx)
+    kind = "learner" if learner else "voter"
+    admin_done(ctx, info, who, f"{id} added as a {kind} by {who.id}{entry_note(info)}")
 
 
 @cli.command("remove-node")
@@ -312,7 +361,9 @@ def add_node(ctx: click.Context, id: str, addr: str, client_addr: str, http_addr
 @click.pass_context
 def remove_node(ctx: click.Context, id: str) -> None:
     """Remove node ID from the cluster."""
-    admin_done(ctx, run(ctx, lambda kv: kv.remove_node(id)))
+    info = run(ctx, lambda kv: kv.remove_node(id))
+    who = responder(ctx)
+    admin_done(ctx, info, who, f"{id} removed by {who.id}{entry_note(info)}")
 
 
 @cli.command("transfer-leader")
@@ -321,15 +372,34 @@ def remove_node(ctx: click.Context, id: str) -> None:
 @click.pass_context
 def transfer_leader(ctx: click.Context, id: Optional[str]) -> None:
     """Hand leadership to node ID (or to the most up-to-date follower)."""
-    admin_done(ctx, run(ctx, lambda kv: kv.transfer_leader(id)))
+    info = run(ctx, lambda kv: kv.transfer_leader(id))
+    target = info.get("target") if isinstance(info, dict) else None
+    who = responder(ctx)
+    admin_done(ctx, info, who, f"{who.id} is handing leadership to {target or id or 'the most up-to-date follower'}")
 
 
 @cli.command()
 @json_flag
 @click.pass_context
 def snapshot(ctx: click.Context) -> None:
-    """Ask the leader to take a snapshot now."""
-    admin_done(ctx, run(ctx, lambda kv: kv.snapshot()))
+    """Take a snapshot now on the node that answers, and say which node that was (a
+    follower snapshots its own copy: give --servers the leader's address for the leader's)."""
+    info = run(ctx, lambda kv: kv.snapshot())
+    who = responder(ctx)
+    at = (f" at index {info.get('index')} (term {info.get('term')})"
+          if isinstance(info, dict) and "index" in info else "")
+    if who.state == "leader":
+        text = f"{who.id} (the leader) took a snapshot{at}"
+    elif who.leader_id:
+        text = f"{who.id} (a follower of {who.leader_id}) took a snapshot of its own copy{at}"
+    elif who.state is None:
+        text = f"{who.id} took a snapshot{at}"
+    else:
+        # Without a leader the node cannot know how far behind it is: this is not the
+        # cluster's snapshot, and a script must not take it for one.
+        raise Failure(f"{who.id} knows no leader (no quorum?): it took a snapshot of its own copy{at}, "
+                      "which may be behind the cluster", EXIT_UNAVAILABLE)
+    admin_done(ctx, info, who, text)
 
 
 # ------------------------------------------------------------------ errors and entry point
@@ -408,11 +478,16 @@ def setup_readline() -> Optional[Any]:
 
 
 def repl(state: State) -> int:
-    """Read commands until exit/quit/EOF; an error ends that line only. Returns 0."""
+    """Read commands until exit/quit/EOF; an error ends that line only.
+
+    Returns 0 at a terminal; reading a pipe (a script), the status of the last line that
+    failed (0 if none did), so ``kvclient < script`` fails as its one-shot commands would.
+    """
     interactive = sys.stdin.isatty()
     readline = setup_readline() if interactive else None
     state.in_repl = True
     state.repl_json = state.json
+    last_failure = 0
     try:
         while True:
             try:
@@ -428,6 +503,7 @@ def repl(state: State) -> int:
                 words = shlex.split(line)
             except ValueError as e:
                 print(f"kvclient: {e}", file=sys.stderr, flush=True)
+                last_failure = EXIT_INPUT
                 continue
             if not words:
                 continue
@@ -435,11 +511,14 @@ def repl(state: State) -> int:
                 break
             if words[0] == "help":
                 if len(words) > 1:
-                    invoke([words[1], "--help"], state)
+                    code = invoke([words[1], "--help"], state)
                 else:
                     write_out(repl_help())
-                continue
-            invoke(words, state)
+                    code = 0
+            else:
+                code = invoke(words, state)
+            if code != 0:
+                last_failure = code
     finally:
         state.in_repl = False
         if readline is not None:
@@ -449,7 +528,8 @@ def repl(state: State) -> int:
                 pass  # a read-only home should not break the REPL's exit
     if interactive:
         print(file=sys.stderr)
-    return 0
+        return 0
+    return last_failure
 
 
 def main(argv: Optional[list[str]] = None) -> int:

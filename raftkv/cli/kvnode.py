@@ -5,6 +5,11 @@
     kvnode --id node1 --addr localhost:9001 --http :8001 --bootstrap
     kvnode --id node2 --addr localhost:9002 --http :8002 --join localhost:9001
     kvnode --config configs/cluster.yaml --all
+    kvnode --version
+
+Logs go to stderr, one record a line naming its node (``--log-format json``: one JSON object
+a line). SIGHUP re-reads ``log_level`` from the configuration file and applies it (a
+``--log-level`` flag still wins); with ``--all`` it is passed on to every node.
 
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT); 2 for a bad configuration; 1 when the
 node cannot start (port in use, data directory of another node or cluster); 70 when an
@@ -13,74 +18,164 @@ internal actor failed (the node stops rather than run half-alive).
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import click
 
+from raftkv import __version__
+from raftkv.cli.node_logging import SUPERVISOR, UNKNOWN_NODE, LogFormat, level_number, setup_logging
 from raftkv.config import ConfigError, load_cluster, load_config
 
 EXIT_CONFIG = 2
 EXIT_START = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+log = logging.getLogger("kvnode")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pykka").setLevel(logging.WARNING)
+@dataclass
+class ErrorOutput:
+    """How a fatal error is printed: one line that, once the node is known, names it (so
+    ``--all``'s merged output says which node could not start), and with ``--log-format
+    json`` a JSON record like every other line."""
+
+    fmt: LogFormat = LogFormat.TEXT
+    node: Optional[str] = None
+
+
+_errors = ErrorOutput()
 
 
 def _fail(code: int, msg: str) -> None:
-    click.echo(f"kvnode: error: {msg}", err=True)
+    if _errors.fmt is LogFormat.JSON:
+        log.error("%s", msg)
+    else:
+        click.echo(f"kvnode: error: {_errors.node + ': ' if _errors.node else ''}{msg}", err=True)
     sys.exit(code)
 
 
-def _wait_for_signal() -> int:
-    done = threading.Event()
-    got = []
+class SignalInbox:
+    """Signals turned into a queue the main thread reads: a handler only records the signal,
+    the work (stopping, re-reading the config) happens outside the handler."""
 
-    def handler(signum, _frame):  # noqa: ANN001
-        got.append(signum)
-        done.set()
+    def __init__(self) -> None:
+        # SimpleQueue.put is reentrant: safe in a handler that interrupts a get() of the same queue.
+        self._got: "queue.SimpleQueue[int]" = queue.SimpleQueue()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not done.wait(1.0):
-        pass
-    return got[0]
+    def catch(self, *signums: int) -> None:
+        for s in signums:
+            signal.signal(s, self._handler)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self._got.put(signum)
+
+    def next(self, timeout: float) -> Optional[int]:
+        """The next signal received, or None after ``timeout`` seconds."""
+        try:
+            return self._got.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
-def _run_one(cfg) -> None:  # noqa: ANN001
+@dataclass
+class LogLevelSource:
+    """Where the log level comes from, so SIGHUP can read it again: a ``--log-level`` flag
+    wins over the file, as at start-up; with no file there is nothing to re-read."""
+
+    config: Optional[str]
+    flag: Optional[str]
+    read_file: Callable[[], str]  # the file's log_level (loads and validates the whole file)
+
+    def reread(self) -> None:
+        """Apply the file's current log_level; a bad file is a WARNING, never a stop."""
+        root = logging.getLogger()
+        current = logging.getLevelName(root.level)
+        if self.flag:
+            log.info("SIGHUP: log level stays %s (set by --log-level, which wins over the file)", current)
+            return
+        if not self.config:
+            log.info("SIGHUP: no configuration file to re-read; log level stays %s", current)
+            return
+        try:
+            level = self.read_file()
+        except ConfigError as e:
+            log.warning("SIGHUP: cannot re-read the configuration (%s); log level stays %s", e, current)
+            return
+        level = level.upper()
+        if level == current:
+            log.info("SIGHUP: re-read %s: log level stays %s", self.config, level)
+            return
+        root.setLevel(level_number(level))
+        # WARNING, so that the change shows even when the new level hides INFO.
+        log.warning("SIGHUP: re-read %s: log level %s (was %s)", self.config, level, current)
+
+
+def _run_one(cfg, levels: LogLevelSource) -> None:  # noqa: ANN001
     from raftkv.actors.node import Node, NodeError
 
+    inbox = SignalInbox()
+    inbox.catch(signal.SIGHUP)  # before start: a HUP while starting must not kill the node
     node = Node(cfg)
     try:
         node.start()
     except NodeError as e:
         _fail(EXIT_START, str(e))
-    signum = _wait_for_signal()
-    logging.getLogger("kvnode").info("%s: %s received, stopping", cfg.id, signal.Signals(signum).name)
+    inbox.catch(*STOP_SIGNALS)
+    while True:
+        signum = inbox.next(1.0)
+        if signum == signal.SIGHUP:
+            levels.reread()
+        elif signum is not None:
+            break
+    log.info("%s: %s received, stopping", cfg.id, signal.Signals(signum).name)
     node.stop()
     sys.exit(0)
 
 
-def _run_all(config: str, overrides: dict) -> None:
+def _restart_exited(cfgs: list, children: dict, restarts: dict,
+                    launch: Callable[[Any], subprocess.Popen]) -> bool:
+    """Restart the children that exited; False when the cluster should stop instead (a
+    child that cannot start, or one that keeps exiting: 5 times within a minute)."""
+    for c in cfgs:
+        rc = children[c.id].poll()
+        if rc is None:
+            continue
+        if rc == EXIT_CONFIG or rc == EXIT_START:
+            log.error("%s exited with status %d and cannot start; stopping the cluster", c.id, rc)
+            return False
+        now = time.monotonic()
+        recent = [t for t in restarts[c.id] if now - t < 60]
+        if len(recent) >= 5:
+            log.error("%s keeps exiting (status %d); stopping the cluster", c.id, rc)
+            return False
+        restarts[c.id] = recent + [now]
+        log.warning("%s exited with status %d; restarting it", c.id, rc)
+        children[c.id] = launch(c)
+    return True
+
+
+def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
     """Every node of a whole-cluster file as a supervised child process (development)."""
-    log = logging.getLogger("kvnode")
     try:
         cfgs = load_cluster(config, overrides)
     except ConfigError as e:
         _fail(EXIT_CONFIG, str(e))
+    levels = LogLevelSource(config, overrides.get("log_level"), lambda: load_cluster(config, overrides)[0].log_level)
+    if not levels.flag:
+        logging.getLogger().setLevel(level_number(cfgs[0].log_level))
     children: dict[str, subprocess.Popen] = {}
-    stopping = threading.Event()
+    inbox = SignalInbox()
+    inbox.catch(signal.SIGHUP, *STOP_SIGNALS)
 
     def launch(c) -> subprocess.Popen:  # noqa: ANN001
         args = [sys.executable, "-m", "raftkv.cli.kvnode", "--config", config, "--id", c.id,
-                "--data-dir", c.data_dir]
+                "--data-dir", c.data_dir, "--log-format", log_format.value]
         if overrides.get("log_level"):
             args += ["--log-level", overrides["log_level"]]
         return subprocess.Popen(args, start_new_session=True)
@@ -89,31 +184,18 @@ def _run_all(config: str, overrides: dict) -> None:
         children[c.id] = launch(c)
         log.info("started %s (pid %d)", c.id, children[c.id].pid)
 
-    def handler(signum, _frame):  # noqa: ANN001
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
     restarts: dict[str, list] = {c.id: [] for c in cfgs}
-    while not stopping.wait(0.5):
-        for c in cfgs:
-            p = children[c.id]
-            rc = p.poll()
-            if rc is None:
-                continue
-            if rc == EXIT_CONFIG or rc == EXIT_START:
-                log.error("%s exited with status %d and cannot start; stopping the cluster", c.id, rc)
-                stopping.set()
-                break
-            now = time.monotonic()
-            recent = [t for t in restarts[c.id] if now - t < 60]
-            if len(recent) >= 5:
-                log.error("%s keeps exiting (status %d); stopping the cluster", c.id, rc)
-                stopping.set()
-                break
-            restarts[c.id] = recent + [now]
-            log.warning("%s exited with status %d; restarting it", c.id, rc)
-            children[c.id] = launch(c)
+    while True:
+        signum = inbox.next(0.5)
+        if signum == signal.SIGHUP:
+            levels.reread()
+            for p in children.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGHUP)  # each node re-reads its own level
+        elif signum is not None:
+            break
+        elif not _restart_exited(cfgs, children, restarts, launch):
+            break
     for p in children.values():
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -127,6 +209,7 @@ def _run_all(config: str, overrides: dict) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="kvnode", message="%(prog)s %(version)s")
 @click.option("--config", "config", type=str, default=None, help="YAML file: one node's, or a whole cluster's.")
 @click.option("--id", "node_id", default=None, help="Node id (picks the node of a whole-cluster file).")
 @click.option("--addr", default=None, help="Peer (Raft) address HOST:PORT.")
@@ -138,23 +221,31 @@ def _run_all(config: str, overrides: dict) -> None:
 @click.option("--join", default=None, help="Join the cluster through the member at this peer address (no-op if already a member).")
 @click.option("--all", "run_all", is_flag=True, default=False, help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, run_all, log_level):  # noqa: ANN001, ANN201
+@click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
+              help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
+                   "message) [text].")
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, run_all, log_level,  # noqa: ANN001, ANN201
+         log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
                  "bootstrap": bootstrap, "join": join, "log_level": log_level}
-    _setup_logging(log_level or "INFO")
+    fmt = LogFormat(log_format)
+    node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
+    _errors.fmt = fmt
     if run_all:
         if not config:
             _fail(EXIT_CONFIG, "--all needs --config with a whole-cluster file")
-        _run_all(config, {k: v for k, v in overrides.items() if v not in (None, False)})
+        node_field.node = SUPERVISOR
+        _run_all(config, {k: v for k, v in overrides.items() if v not in (None, False)}, fmt)
         return
     try:
         cfg = load_config(config, node_id, overrides)
     except ConfigError as e:
         _fail(EXIT_CONFIG, str(e))
+    node_field.node = _errors.node = cfg.id
     if log_level is None:
-        logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
-    _run_one(cfg)
+        logging.getLogger().setLevel(level_number(cfg.log_level))
+    _run_one(cfg, LogLevelSource(config, log_level, lambda: load_config(config, node_id, overrides).log_level))
 
 
 if __name__ == "__main__":

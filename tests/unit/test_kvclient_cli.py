@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import raftkv
+from raftkv.cli.render import member_line, show, status_text
+from raftkv.wire.messages import ClientReply
 from tests.unit.fake_frontdoor import FakeFrontDoor, free_port
 
 KVCLIENT = str(Path(__file__).resolve().parents[2] / "bin" / "kvclient")
@@ -131,7 +134,7 @@ def test_repl_via_pipe(fd):
 def test_repl_error_line_continues(fd):
     script = b"get nope\nbogus\nput 'unclosed\nput b 'two words'\nget b\n--json get b\nexit\nget a\n"
     r = kv(stdin=script, servers=fd.address)
-    assert r.returncode == 0
+    assert r.returncode == 2  # the last line that failed: the unclosed quote, an input error
     assert r.stdout == b'two words\n{"key": "b", "value": "two words"}\n'
     assert len(r.stderr.decode().splitlines()) == 3
 
@@ -139,3 +142,126 @@ def test_repl_error_line_continues(fd):
 def test_repl_help(fd):
     r = kv(stdin=b"help\n", servers=fd.address)
     assert r.returncode == 0 and b"transfer-leader" in r.stdout
+
+
+# ------------------------------------------------------------------ the operator's toolkit
+
+
+def test_version():
+    r = kv("--version")
+    assert (r.returncode, r.stdout) == (0, f"kvclient {raftkv.__version__}\n".encode())
+
+
+def test_put_value_from_stdin_is_stored_byte_for_byte(fd):
+    value = b"\xff\x00 binary\nwith a newline\n"
+    r = kv("put", "k", "-", stdin=value, servers=fd.address)
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert fd.store["k"] == value
+
+
+def test_put_value_from_file(fd, tmp_path):
+    big = bytes(range(256)) * 4400  # 1.1 MB: far beyond what fits in an argument list
+    path = tmp_path / "value.bin"
+    path.write_bytes(big)
+    r = kv("put", "big", "--file", str(path), "--json", servers=fd.address)
+    assert (r.returncode, json.loads(r.stdout)) == (0, {"ok": True})
+    assert fd.store["big"] == big
+
+
+@pytest.mark.parametrize("args", [("put", "k", "v", "--file", "x"), ("put", "k"),
+                                  ("put", "k", "--file", "/nonexistent/v")])
+def test_put_value_and_file_are_exclusive_and_checked(fd, args):
+    r = kv(*args, servers=fd.address)
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
+    assert "k" not in fd.store
+    if "/nonexistent/v" in args:
+        assert "cannot read /nonexistent/v" in r.stderr.decode()
+
+
+def test_repl_refuses_stdin_value(fd):
+    r = kv(stdin=b"put k -\n", servers=fd.address)
+    assert r.returncode == 2 and b"--file" in r.stderr
+    assert "k" not in fd.store
+
+
+@pytest.mark.parametrize("script, status", [
+    (b"put a 1\nget a\n", 0),
+    (b"get nope\nput a 1\nget a\n", 1),  # a later success does not hide a failure
+    (b"get nope\nbogus\nget a\n", 2),  # the last failure counts
+    (b"bogus\nget nope\nexit\nbogus\n", 1),  # nothing after exit runs
+])
+def test_piped_repl_exits_with_the_status_of_its_last_failed_command(fd, script, status):
+    assert kv(stdin=script, servers=fd.address).returncode == status
+
+
+def test_status_prints_null_not_none():
+    with FakeFrontDoor(leader_id=None) as f:
+        r = kv("status", servers=f.address)
+    out = r.stdout.decode()
+    assert r.returncode == 0
+    assert "leader_id: null\n" in out and "http=null" in out
+    assert "None" not in out and "True" not in out
+
+
+def test_members_show_units_and_nulls(fd):
+    fd.push(ClientReply("ok", info=[
+        {"id": "node1", "addr": "127.0.0.1:9001", "client": "127.0.0.1:5001", "http": "127.0.0.1:8001",
+         "voter": True, "match_index": 9, "last_contact": 0.0, "leader": True},
+        {"id": "node2", "addr": "127.0.0.1:9002", "client": "127.0.0.1:5002", "http": "",
+         "voter": True, "match_index": 7, "last_contact": 7.641, "leader": False},
+        {"id": "node3", "addr": "127.0.0.1:9003", "client": "127.0.0.1:5003", "http": "",
+         "voter": False, "match_index": 0, "last_contact": None, "leader": False},
+    ]))
+    r = kv("members", servers=fd.address)
+    assert r.returncode == 0
+    assert r.stdout.decode().splitlines() == [
+        "node1 127.0.0.1:9001 client=127.0.0.1:5001 http=127.0.0.1:8001 voter match_index=9 last_contact=0.000s "
+        "leader=true",
+        "node2 127.0.0.1:9002 client=127.0.0.1:5002 http=null voter match_index=7 last_contact=7.641s leader=false",
+        "node3 127.0.0.1:9003 client=127.0.0.1:5003 http=null learner match_index=0 last_contact=null leader=false",
+    ]
+
+
+def test_render_values():
+    assert [show(None), show(True), show(False), show(3), show("x")] == ["null", "true", "false", "3", "x"]
+    assert show(7.641, "last_contact") == "7.641s"
+    assert show(12.5, "fsync_ms") == "12.5ms" and show(2048, "snapshot_bytes") == "2048 B"
+    assert show({"a": None}) == '{"a": null}'
+    learner = {"id": "n", "addr": "a:1", "client": "", "voter": False}
+    assert member_line(learner) == "n a:1 client=null http=null learner"
+    status = {"id": "n", "leader_id": None, "disk_error": "full"}
+    assert status_text(status) == "id: n\nleader_id: null\ndisk_error: full\n"
+
+
+def test_admin_commands_say_which_node_did_it(fd):
+    r = kv("add-node", "n4", "127.0.0.1:9004", "--learner", servers=fd.address)
+    assert (r.returncode, r.stdout) == (0, b"n4 added as a learner by node1\n")
+    fd.push(ClientReply("ok", info={"index": 12}))
+    r = kv("remove-node", "n4", servers=fd.address)
+    assert r.stdout == b"n4 removed by node1 (configuration entry 12)\n"
+    fd.push(ClientReply("ok", info={"target": "node2"}))
+    r = kv("transfer-leader", servers=fd.address)
+    assert r.stdout == b"node1 is handing leadership to node2\n"
+    fd.push(ClientReply("ok", info={"index": 30, "term": 4}))
+    r = kv("snapshot", servers=fd.address)
+    assert r.stdout == b"node1 (the leader) took a snapshot at index 30 (term 4)\n"
+    fd.push(ClientReply("ok", info={"index": 31, "term": 4}))
+    r = kv("snapshot", "--json", servers=fd.address)
+    assert json.loads(r.stdout) == {"ok": True, "info": {"index": 31, "term": 4}, "node": "node1",
+                                    "node_state": "leader"}
+
+
+def test_snapshot_by_a_follower_says_whose_copy():
+    with FakeFrontDoor(node_id="node3", leader_id="node1") as f:
+        f.push(ClientReply("ok", info={"index": 5, "term": 2}))
+        r = kv("snapshot", servers=f.address)
+    assert (r.returncode, r.stdout) == (0, b"node3 (a follower of node1) took a snapshot of its own copy at "
+                                           b"index 5 (term 2)\n")
+
+
+def test_snapshot_on_a_node_without_leader_is_not_reported_as_done():
+    with FakeFrontDoor(node_id="node3", leader_id=None) as f:
+        f.push(ClientReply("ok", info={"index": 5, "term": 2}))
+        r = kv("snapshot", servers=f.address)
+    assert r.returncode == 3 and r.stdout == b""
+    assert "node3 knows no leader" in r.stderr.decode() and r.stderr.decode().count("\n") == 1
