@@ -26,6 +26,7 @@ rate-limited (wire/ratelog.py).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -40,6 +41,7 @@ from .ratelog import RateLimitedLog
 
 log = logging.getLogger("wire.peer")
 _ratelog = RateLimitedLog(log)
+_FAULT_KIND = re.compile(r"[0-9'\"(]")
 
 _MAX_BATCH = 2000  # messages handed to the node per callback: bounds one actor message's work
 HWM = 1000  # messages queued per connection each way (the leader's in-flight window is far smaller)
@@ -255,7 +257,10 @@ class PeerTransport(IoThread):
         try:
             f = decode_peer(data)
         except DecodeError as e:
-            _ratelog.warn("peer-bad", "%s: dropped a malformed peer frame: %s", self.node_id, str(e)[:200])
+            text = str(e)[:200]
+            # One limit per kind of fault (the text up to its first number or quoted value).
+            _ratelog.warn("peer-bad:" + _FAULT_KIND.split(text, 1)[0][:40], "%s: dropped a malformed peer frame: %s",
+                          self.node_id, text)
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:

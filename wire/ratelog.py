@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["RateLimitedLog"]
 
-_MAX_KINDS = 256  # distinct kinds remembered; a kind is chosen by the caller, never by a peer
+_MAX_KINDS = 256  # distinct kinds remembered; beyond, new kinds share one (kinds may derive from input)
 
 
 class RateLimitedLog:
@@ -32,12 +32,13 @@ class RateLimitedLog:
         now = time.monotonic()
         with self._lock:
             st = self._state.get(kind)
+            if st is None and len(self._state) >= _MAX_KINDS:
+                kind = "*more kinds*"  # a full table: every new kind shares one limit
+                st = self._state.get(kind)
             if st is not None and now - st[0] < self.interval:
                 st[1] += 1
                 return False
             held = st[1] if st is not None else 0
-            if st is None and len(self._state) >= _MAX_KINDS:
-                self._state.clear()
             self._state[kind] = [now, 0]
         if held:
             fmt += " (%d more like this in the last %.0fs)"
