@@ -15,13 +15,13 @@ envelope) is refused by libzmq before it is read (``MAXMSGSIZE``: the connection
 the socket queues at most ``HWM`` messages per connection each way (the library's pipelining
 window is at most 512); and since a message count alone does not bound bytes (a client that
 sends ``list`` requests and never reads its answers), replies of more than ``LARGE_REPLY``
-bytes are counted per connection: once those among a connection's last ``HWM`` accepted
-replies exceed ``CONN_BUDGET`` bytes (or all connections' together ``TOTAL_BUDGET``), a further
-large reply is replaced by a small ``unavailable`` one (the client retries; a read is safe to
-retry, and writes' replies are small). libzmq keeps at most the last ``HWM`` accepted messages
-of a connection queued (``ROUTER_MANDATORY`` tells us which were refused), so a connection's
-queue holds at most ``CONN_BUDGET + HWM * LARGE_REPLY`` bytes. The table of connections is an
-LRU of at most ``MAX_ROUTES`` entries.
+bytes are counted per connection as they are handed to the I/O thread (before they queue
+anywhere: the hand-over queue itself would otherwise hold them all): once those among a
+connection's last ``HWM`` replies exceed ``CONN_BUDGET`` bytes (or all connections' together
+``TOTAL_BUDGET``), a further large reply is replaced by a small ``unavailable`` one (the client
+retries; a read is safe to retry, and writes' replies are small). libzmq keeps at most ``HWM``
+messages of a connection queued, so a connection's queue holds about ``CONN_BUDGET + HWM *
+LARGE_REPLY`` bytes at most. The table of connections is an LRU of at most ``MAX_ROUTES`` entries.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def max_request_bytes(max_key: int, max_value: int) -> int:
 
 
 class _Budget:
-    """Large replies queued per connection (see the module docstring); I/O thread only."""
+    """Large replies queued per connection (see the module docstring); callers hold a lock."""
 
     __slots__ = ("routes", "total")
 
@@ -73,7 +73,7 @@ class _Budget:
         return True
 
     def sent(self, ident: bytes, size: int) -> None:
-        """libzmq accepted a reply of ``size`` bytes for ``ident``."""
+        """A reply of ``size`` bytes for ``ident`` was handed over to be sent."""
         st = self.routes.get(ident)
         if st is None:
             if size < LARGE_REPLY:
@@ -99,7 +99,7 @@ class _Budget:
         return st
 
     def _forget(self, st: list) -> None:
-        """Large replies older than the connection's last HWM accepted ones have left libzmq's queue."""
+        """Large replies older than the connection's last HWM ones have left libzmq's queue."""
         q = st[1]
         while q and q[0][0] <= st[0] - HWM:
             _, size = q.popleft()
@@ -136,7 +136,8 @@ class FrontDoor(IoThread):
         """``max_request_bytes``: the longest frame read (:func:`max_request_bytes`); -1: no limit."""
         self.on_requests = on_requests
         self.name = name
-        self._budget = _Budget()
+        self._budget = _Budget()  # any thread that replies, under _budget_lock
+        self._budget_lock = threading.Lock()
         self._busy_reply = encode_client(ClientReply(
             Status.UNAVAILABLE.value, error="too many unread replies on this connection; read them, then retry"))
         self._router = ctx.socket(zmq.ROUTER)
@@ -154,25 +155,32 @@ class FrontDoor(IoThread):
         if not items or self._stop.is_set():
             return
         frames = [b"M"]
-        for route, rep in items:
-            if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
-                route.deliver(rep)
-                continue
-            # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
-            # adds one tag frame, which comes back with the reply.
-            frames.append(route[0])
-            frames.append(route[1] if len(route) > 1 else b"")
-            frames.append(encode_client(rep))
+        budget = self._budget
+        refused = 0
+        with self._budget_lock:
+            for route, rep in items:
+                if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
+                    route.deliver(rep)
+                    continue
+                # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
+                # adds one tag frame, which comes back with the reply.
+                frames.append(route[0])
+                frames.append(route[1] if len(route) > 1 else b"")
+                data = encode_client(rep)
+                size = len(data)
+                if size >= LARGE_REPLY and not budget.admit(route[0], size):
+                    data = self._busy_reply  # counted here, before it is queued anywhere
+                    size = len(data)
+                    refused += 1
+                budget.sent(route[0], size)
+                frames.append(data)
+        if refused:
+            _ratelog.warn("fd-budget", "client door: a client is not reading its replies (%d bytes of large "
+                          "replies queued in all); answered %d large reads 'unavailable'", budget.total, refused)
         if len(frames) > 1:
             self._push().send_multipart(frames)
 
     def _send(self, frames: list) -> None:
-        size = len(frames[-1])
-        if size >= LARGE_REPLY and not self._budget.admit(frames[0], size):
-            _ratelog.warn("fd-budget", "client door: a client is not reading its replies (%d bytes of "
-                          "large replies queued); answering it 'unavailable'", self._budget.total)
-            frames[-1] = self._busy_reply
-            size = len(frames[-1])
         try:
             self._router.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
@@ -181,8 +189,6 @@ class FrontDoor(IoThread):
             return
         except zmq.ZMQError as e:  # e.g. EHOSTUNREACH for a vanished route
             log.debug("reply dropped: %s", e)
-            return
-        self._budget.sent(frames[0], size)
 
     def _run(self) -> None:
         poller = zmq.Poller()
