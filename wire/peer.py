@@ -46,6 +46,7 @@ _FAULT_KIND = re.compile(r"[0-9'\"(]")
 _MAX_BATCH = 2000  # messages handed to the node per callback: bounds one actor message's work
 HWM = 1000  # messages queued per connection each way (the leader's in-flight window is far smaller)
 MAX_ROUTES = 1024  # reply routes remembered by sender id (LRU); members use their DEALERs
+MAX_SENDER = 64  # characters of a sender id (node ids are at most 64 bytes); longer frames are dropped
 MAX_ADDR_DEALERS = 16  # a joining node's sockets to addresses it was pointed at (a JoinReply's hint)
 _ENTRY_ENVELOPE = 64 * 1024  # one log entry beyond its key, value and expected value (or a CONFIG entry)
 _SNAPSHOT_CHUNK = 16 * 1024 * 1024  # the largest snapshot chunk a sender may use (leaders send 512 KiB)
@@ -261,6 +262,10 @@ class PeerTransport(IoThread):
             # One limit per kind of fault (the text up to its first number or quoted value).
             _ratelog.warn("peer-bad:" + _FAULT_KIND.split(text, 1)[0][:40], "%s: dropped a malformed peer frame: %s",
                           self.node_id, text)
+            return None
+        if len(f.sender) > MAX_SENDER:  # a huge id would be kept (routes, contact times) by every layer
+            _ratelog.warn("peer-sender", "%s: dropped a peer frame whose sender id is %d characters long",
+                          self.node_id, len(f.sender))
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:

@@ -258,8 +258,10 @@ def test_frames_from_30k_distinct_senders_do_not_grow_a_follower(cluster):
     s.setsockopt(zmq.SNDHWM, 0)
     s.connect(f"tcp://{node.addr}")
     pad = "s" * 10_000
-    for i in range(30_000):
+    for i in range(30_000):  # 10 KB ids (refused), then ids of the longest allowed size (remembered, LRU)
         s.send(encode_peer(cluster.cluster_id, f"{pad}{i}", Heartbeat(0, 0, 0)))
+    for i in range(30_000):
+        s.send(encode_peer(cluster.cluster_id, f"{i:064d}", Heartbeat(0, 0, 0)))
     s.close()
     ctx.term()
     still_serving(cluster, "senders")
