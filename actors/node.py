@@ -391,8 +391,6 @@ class Node:
     def _on_peer(self, batch: list) -> None:
         now = time.monotonic()
         lc = self.ctx.last_contact
-        if len(lc) > 4096:  # keyed by whatever sender a frame names: bounded (members come back at once)
-            lc.clear()
         for item in batch:
             lc[item[0]] = now
         self.ctx.tell_role(PeerBatch(batch))
