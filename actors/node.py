@@ -23,9 +23,9 @@ import zmq
 
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.storage.snapshot_store import SnapshotStore
-from raftkv.wire.frontdoor import FrontDoor, LocalRoute
+from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
-from raftkv.wire.peer import PeerTransport
+from raftkv.wire.peer import PeerTransport, max_peer_message
 
 from .candidate import Candidate
 from ..config import NodeConfig, core_config
@@ -323,9 +323,12 @@ class Node:
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
         try:
+            t = cfg.raft
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
-                                      on_lost=lambda pid: self._tell_role(PeerLost(pid)))
-            self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id)
+                                      on_lost=lambda pid: self._tell_role(PeerLost(pid)),
+                                      max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes))
+            self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id,
+                                       max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes))
         except zmq.ZMQError as e:
             store.close()
             self.zctx.destroy(linger=0)
@@ -357,7 +360,9 @@ class Node:
 
             try:
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
-                                           local=(cfg.spec.client, self.local_call), submit=self.submit_local)
+                                           local=(cfg.spec.client, self.local_call), submit=self.submit_local,
+                                           max_value=t.max_value_bytes, max_key=t.max_key_bytes,
+                                           lease_reads=t.lease_reads)
                 self.gateway.start()
             except OSError as e:
                 self.stop()
