@@ -255,7 +255,9 @@ class Node:
                 # A node bootstrapping alone records its incarnation. The nodes of a whole-cluster
                 # file each write the same entry 1 without knowing the others' incarnations, so
                 # theirs stay "" (unknown: unchecked, as before), for their logs to agree.
-                members = [Member(p.id, p.addr, p.client, p.http or "", True) for p in cfg.peers] or [
+                members = [Member(p.id, p.addr, p.client, p.http or "", True,
+                                  incarnation if p.id == cfg.id and len(cfg.peers) == 1 else "")
+                           for p in cfg.peers] or [
                     Member(cfg.id, cfg.spec.addr, cfg.spec.client, cfg.spec.http or "", True, incarnation)]
                 # Every node of a whole-cluster file writes the same entry 1, so their logs agree.
                 store.write(term=1, vote=None, first_index=1,
