@@ -26,7 +26,8 @@ from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Ent
                            ReadIndexRequest, RequestVote, TimeoutNow, VoteReply, decode_record, encode_record)
 from raftkv.records import INDEX_LIMIT
 
-from .membership import ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners
+from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners,
+                         record_incarnations)
 from .memlog import MemLog
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
@@ -208,6 +209,9 @@ class RaftCore:
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
         self.misaddressed_warned_at: Optional[int] = None
+        # A leader's record of the incarnations members without one in the configuration reply
+        # with (a whole-cluster bootstrap knows none but its own): proposed into the configuration.
+        self.learned_incs: dict = {}
         self.cfg = config
         self.rng = rng or random.Random()
         self.term = term
@@ -559,7 +563,13 @@ class RaftCore:
             if not frm:
                 return False
             m = self.member(sender)
-            return m is not None and bool(m.incarnation) and m.incarnation != frm
+            if m is None:
+                return False
+            if not m.incarnation:
+                if self.role == LEADER and msg.term == self.term:
+                    self.learned_incs[sender] = frm
+                return False
+            return m.incarnation != frm
         return False
 
     def _outsider(self, sender: str) -> bool:
@@ -853,7 +863,9 @@ class RaftCore:
             if i == self.id:
                 continue
             pr = self.progress.get(i)
-            if pr is None or pr.inc != m.incarnation:
+            if pr is not None and not pr.inc and m.incarnation:
+                pr.inc = m.incarnation  # recorded from this follower's own replies: the same one
+            elif pr is None or pr.inc != m.incarnation:
                 # A new member, or a new incarnation of one: what the old one held is not its.
                 self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation)
                 self.snap_out.pop(i, None)
@@ -1119,16 +1131,28 @@ class RaftCore:
         """Propose the next queued change, else promote a caught-up learner, when a change may
         be made now (one at a time, thesis 4.1)."""
         q = self.changes
-        if not q.pending and not self._has_promotable_learners():
+        if not q.pending and not self._has_promotable_learners() and not self._unrecorded_incarnations():
             return
         if not self.can_change_config():
             return
         nxt = q.next_configuration(self.members)
         if nxt is None:
             nxt = q.promotion(self.members, {pid: pr.match for pid, pr in self.progress.items()}, self.commit)
+        if nxt is None:
+            nxt = record_incarnations(self.members, self.learned_incs)
+            self.learned_incs = {}
         if nxt is not None:
             change, members = nxt
             self.ready.config_proposed.append((change, self.propose_config(members)))
+
+    def _unrecorded_incarnations(self) -> bool:
+        """Whether this leader learned an incarnation its configuration does not record (its own
+        included: a whole-cluster bootstrap records none)."""
+        if self.incarnation and not self.learned_incs:
+            me = self.member(self.id)
+            if me is not None and not me.incarnation:
+                self.learned_incs[self.id] = self.incarnation
+        return bool(self.learned_incs)
 
     def _has_promotable_learners(self) -> bool:
         # Cached per configuration object: this runs for every Ready of the leader.

@@ -30,6 +30,7 @@ class ChangeOrigin(str, Enum):
     CLIENT = "client"  # kvclient add-node / remove-node: answered with a ClientReply
     JOIN = "join"  # a node's JoinRequest (kvnode --join): answered with a JoinReply
     PROMOTION = "promotion"  # the leader's own decision: a caught-up learner becomes a voter
+    IDENTITY = "identity"  # the leader's own decision: record members' incarnations it learned
 
 
 @dataclass
@@ -45,14 +46,19 @@ class MembershipChange:
     handle: Any = None
     origin: ChangeOrigin = ChangeOrigin.CLIENT
     replaces: Optional[Member] = None  # the record of another incarnation of this id it replaces
+    member_ids: tuple = ()  # IDENTITY: the members whose incarnations it records
 
     @property
     def target(self) -> str:
+        if self.member_ids:
+            return ", ".join(self.member_ids)
         return self.member.id if self.member is not None else (self.removed or "")
 
     def describe(self) -> str:
         if self.origin is ChangeOrigin.PROMOTION:
             return f"promoting {self.target} to voter"
+        if self.origin is ChangeOrigin.IDENTITY:
+            return f"recording the incarnations of {self.target}"
         if self.member is None:
             return f"removing {self.removed}"
         what = "a voter-to-be" if self.member.voter else "a learner that stays one"
@@ -110,9 +116,22 @@ class MembershipQueue:
         return None
 
 
+def record_incarnations(members: list, learned: dict) -> Optional[tuple]:
+    """Fill in the incarnations of members recorded without one (a whole-cluster bootstrap, a
+    legacy record) from ``learned`` (id -> incarnation its replies carry), as ``(change, new
+    members)``, or None. No server is added, removed, promoted or demoted: quorums are unchanged,
+    so any number may be filled in one entry; from then on the cluster tells a wiped member from
+    the one it replaced."""
+    fill = [m.id for m in members if not m.incarnation and learned.get(m.id)]
+    if not fill:
+        return None
+    new = [m._replace(incarnation=learned[m.id]) if m.id in fill else m for m in members]
+    return MembershipChange(None, None, None, ChangeOrigin.IDENTITY, member_ids=tuple(fill)), new
+
+
 def has_promotable_learners(members: list) -> bool:
     """Whether any learner in ``members`` is waiting to be promoted."""
     return any(not m.voter and m.promote for m in members)
 
 
-__all__ = ["ChangeOrigin", "MembershipChange", "MembershipQueue", "has_promotable_learners"]
+__all__ = ["ChangeOrigin", "MembershipChange", "MembershipQueue", "has_promotable_learners", "record_incarnations"]

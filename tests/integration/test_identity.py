@@ -99,3 +99,25 @@ def test_a_joiner_that_cannot_reach_its_join_address_warns_naming_it(make_cluste
     wait_until(lambda: "WARNING" in n4.log_text() and cluster.nodes["node1"].addr in n4.log_text(), timeout=30,
                what="a WARNING naming the unreachable join address")
     assert n4.alive()
+
+
+def test_a_wiped_node_of_a_cluster_file_rejoins_with_join(make_cluster):
+    """Nodes bootstrapped together from a whole-cluster file: the leader records their
+    incarnations, so a wiped node restarted with ``--join`` is a replacement too."""
+    cluster = make_cluster(3)
+    cluster.wait_leader()
+    wait_until(lambda: "recording the incarnations" in "".join(n.log_text() for n in cluster.nodes.values()),
+               timeout=30, what="the leader recording the members' incarnations")
+    with cluster.client(timeout=20) as kv:
+        kv.put("x", b"committed")
+    n2 = cluster.nodes["node2"]
+    n2.kill()
+    shutil.rmtree(cluster.data_dir / "node2")
+    others = [n for n in cluster.nodes.values() if n.id != "node2"]
+    n2.start(extra=("--join", others[0].addr))
+    wait_until(lambda: "by incarnation" in "".join(n.log_text() for n in others), timeout=60,
+               what="the leader replacing node2's old record")
+    wait_until(lambda: _members(cluster)["node2"]["voter"], timeout=60, what="the new node2 promoted")
+    commit = cluster.leader_status()["commit_index"]
+    cluster.wait_applied(commit, timeout=60)
+    assert _stale_get(n2, "x") == b"committed"

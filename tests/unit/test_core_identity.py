@@ -203,3 +203,24 @@ def test_voter_messages_with_higher_terms_still_work():
     f.step("n1", Heartbeat(3, 0, 1, to_incarnation="a2"))
     assert f.term == 3 and f.leader_id == "n1"
     assert sent(f.take_ready(), HeartbeatReply)
+
+
+# ---------------------------------------------------------------- learning unrecorded incarnations
+
+
+def test_a_leader_records_the_incarnations_a_whole_cluster_bootstrap_left_unknown():
+    c = icore("n1", "a1", ms=incs_members())  # every record without an incarnation
+    elect(c)
+    last = c.log.last_index()
+    c.on_persisted(last, c.log.last_term())
+    c.step("n2", AppendReply(c.term, True, match_index=last, from_incarnation="a2"))
+    c.step("n3", AppendReply(c.term, True, match_index=last, from_incarnation="a3"))
+    voters = c.voters()
+    (change, index), = config_proposed(c)
+    assert change.origin is ChangeOrigin.IDENTITY
+    assert {m.id: m.incarnation for m in c.members} == {"n1": "a1", "n2": "a2", "n3": "a3"}
+    assert c.voters() == voters
+    assert c.progress["n2"].match == last, "the same follower: its progress stands"
+    # From now on a wiped n2 (another incarnation) is told apart.
+    c.step("n2", AppendReply(c.term, True, match_index=index, from_incarnation="b2"))
+    assert c.progress["n2"].match == last
