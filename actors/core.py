@@ -572,15 +572,19 @@ class RaftCore:
             return m.incarnation != frm
         return False
 
-    def _outsider(self, sender: str) -> bool:
+    def _outsider(self, sender: str, msg: Any) -> bool:
         """Whether ``sender`` may not raise our term: we have a configuration and it is no voter
         in it. Only voters campaign and lead, so a higher term from anyone else is noise or
         hostile (a term of 2^63-1 would leave us no term to campaign in). A node without a
-        configuration (joining) must accept its leader's. A follower whose configuration lags (a
-        voter added since leads) learns the term from the voters it knows: their replies to
-        its pre-votes carry it."""
+        configuration (joining) must accept its leader's. A voter whose configuration lags (a
+        voter added since leads) learns the term from the voters it knows: their replies to its
+        pre-votes carry it. A node that never campaigns (a learner, a new incarnation not yet
+        re-admitted) has no such way, so it refuses only elections from outsiders and follows
+        a leader its stale configuration does not know yet."""
         members = self.members
         if not members:
+            return False
+        if not self.promotable() and type(msg) not in (RequestVote, TimeoutNow):
             return False
         for m in members:
             if m.id == sender:
@@ -592,7 +596,7 @@ class RaftCore:
         if self._misaddressed(sender, msg):
             return
         mt = msg.term
-        if mt > self.term and self._outsider(sender):
+        if mt > self.term and self._outsider(sender, msg):
             return
         if mt > self.term:
             if type(msg) is RequestVote:
