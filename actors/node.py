@@ -330,7 +330,7 @@ class Node:
         # joins on every start, whatever is in its data directory already.
         admitted = self._admitted(self.core.members)
         if cfg.join and admitted:
-            log.info("%s: already a member; --join ignored", cfg.id)
+            log.info("%s: already has data and is a member; --join ignored", cfg.id)
         elif not admitted and not cfg.join and not cfg.bootstrap and not self.core.members:
             log.warning("%s: has no configuration and neither --bootstrap nor --join: waiting to be added "
                         "(kvclient add-node %s %s); start it with --join HOST:PORT to join by itself",
