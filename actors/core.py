@@ -16,6 +16,7 @@ and the simulation (tests/sim) drive the same code.
 """
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -23,10 +24,23 @@ from typing import Any, Optional
 from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
                            HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
                            ReadIndexRequest, RequestVote, TimeoutNow, VoteReply, decode_record, encode_record)
+from raftkv.records import INDEX_LIMIT
 
-from .membership import ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners
+from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners,
+                         record_incarnations)
 from .memlog import MemLog
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
+
+log = logging.getLogger(__name__)
+
+# Messages a node answers only as its own incarnation: they carry the addressee's incarnation as
+# the sender's configuration knows it (``to_incarnation``), stamped in take_ready. Replies carry
+# the sender's own (``from_incarnation``), so that a leader never counts an acknowledgement of
+# another incarnation of a member (a reply the replaced one sent before it died).
+_ADDRESSED = frozenset({RequestVote, AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot, ReadIndexRequest})
+_REPLIES = frozenset({VoteReply, AppendReply, HeartbeatReply, InstallSnapshotReply, ReadIndexReply})
+# At most one "addressed as another incarnation" WARNING per this many ticks (10 s at 10 ms).
+MISADDRESSED_WARN_TICKS = 1000
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre_candidate"
@@ -157,9 +171,10 @@ class RemoteRead:
 class Progress:
     """The leader's view of one follower."""
 
-    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit")
+    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc")
 
-    def __init__(self, next_index: int) -> None:
+    def __init__(self, next_index: int, inc: str = "") -> None:
+        self.inc = inc  # the follower's incarnation this progress is about: a new one starts over
         self.next = next_index
         self.match = 0
         self.state = PROBE
@@ -186,8 +201,17 @@ class RaftCore:
 
     def __init__(self, node_id: str, config: CoreConfig, *, term: int = 0, vote: Optional[str] = None,
                  log: Optional[MemLog] = None, members: Optional[list] = None, commit: int = 0,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, incarnation: str = "") -> None:
         self.id = node_id
+        # This node's data directory's random id ("" = unchecked). Its identity is id plus this:
+        # it answers only messages addressed to it, and counts as a member only where the
+        # configuration lists it with this incarnation (or an unknown one: a legacy record).
+        self.incarnation = incarnation
+        self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
+        self.misaddressed_warned_at: Optional[int] = None
+        # A leader's record of the incarnations members without one in the configuration reply
+        # with (a whole-cluster bootstrap knows none but its own): proposed into the configuration.
+        self.learned_incs: dict = {}
         self.cfg = config
         self.rng = rng or random.Random()
         self.term = term
@@ -258,7 +282,12 @@ class RaftCore:
 
     def promotable(self) -> bool:
         m = self.member(self.id)
-        return m is not None and m.voter
+        return m is not None and m.voter and self.is_me(m)
+
+    def is_me(self, m: Member) -> bool:
+        """Whether the record ``m`` (of our id) stands for this incarnation of us: a record of
+        another incarnation is the member our replaced data directory was, never us."""
+        return not m.incarnation or not self.incarnation or m.incarnation == self.incarnation
 
     def quorum(self) -> int:
         return len(self.voters()) // 2 + 1
@@ -273,7 +302,26 @@ class RaftCore:
         self._advance()
         self._collect_committed()
         r, self.ready = self.ready, Ready()
+        if r.send:
+            self._stamp(r.send)
+        if r.send_after_persist:
+            self._stamp(r.send_after_persist)
         return r
+
+    def _stamp(self, sends: list) -> None:
+        """Address each request to the incarnation our configuration knows for its addressee, and
+        sign each reply with our own. Every message object here is built for one addressee."""
+        members = self.members
+        if members is not self._incs_of[0]:
+            self._incs_of = (members, {m.id: m.incarnation for m in members})
+        incs = self._incs_of[1]
+        me = self.incarnation
+        for to, msg in sends:
+            t = type(msg)
+            if t in _ADDRESSED:
+                msg.to_incarnation = incs.get(to, "")
+            elif t in _REPLIES:
+                msg.from_incarnation = me
 
     def has_ready(self) -> bool:
         self._advance()
@@ -398,7 +446,8 @@ class RaftCore:
         self.leader_id = self.id
         self.elapsed = 0
         self.hb_elapsed = 0
-        self.progress = {m.id: Progress(self.log.last_index() + 1) for m in self.members if m.id != self.id}
+        self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation) for m in self.members
+                         if m.id != self.id}
         self.confirmed_round = self.round  # rounds of an earlier term confirm nothing now
         # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
         self._append([Entry(self.term, EntryKind.NOOP, b"")])
@@ -407,6 +456,12 @@ class RaftCore:
     def campaign(self, transfer: bool = False) -> None:
         """Start an election (through pre-vote unless disabled or asked by TimeoutNow)."""
         if not self.promotable() or self.role == LEADER:
+            return
+        if self.term + 1 >= INDEX_LIMIT:
+            # No peer decodes a term of 2^63 or more: campaigning would only crash or be refused.
+            log.critical("%s: term %d is the largest there is: refusing to campaign (this cluster's terms "
+                         "are exhausted; its data must be restored into a new cluster)", self.id, self.term)
+            self.elapsed = 0
             return
         if self.cfg.pre_vote and not transfer:
             self._become_pre_candidate()
@@ -488,9 +543,61 @@ class RaftCore:
 
     # ------------------------------------------------------------------ messages
 
+    def _misaddressed(self, sender: str, msg: Any) -> bool:
+        """Whether ``msg`` is for another incarnation of our id (or, a reply, from another
+        incarnation of its sender than our configuration holds): then it must be dropped."""
+        t = type(msg)
+        if t in _ADDRESSED:
+            to = msg.to_incarnation
+            if not to or not self.incarnation or to == self.incarnation:
+                return False
+            if self.misaddressed_warned_at is None or self.now - self.misaddressed_warned_at >= MISADDRESSED_WARN_TICKS:
+                self.misaddressed_warned_at = self.now
+                log.warning("%s: %s addressed this id as incarnation %s, but this data directory is incarnation "
+                            "%s: the data directory was replaced, so this node is a new member that must be "
+                            "re-admitted (it joins through the leader; start it with --join); ignoring such "
+                            "messages", self.id, sender, to, self.incarnation)
+            return True
+        if t in _REPLIES:
+            frm = msg.from_incarnation
+            if not frm:
+                return False
+            m = self.member(sender)
+            if m is None:
+                return False
+            if not m.incarnation:
+                if self.role == LEADER and msg.term == self.term:
+                    self.learned_incs[sender] = frm
+                return False
+            return m.incarnation != frm
+        return False
+
+    def _outsider(self, sender: str, msg: Any) -> bool:
+        """Whether ``sender`` may not raise our term: we have a configuration and it is no voter
+        in it. Only voters campaign and lead, so a higher term from anyone else is noise or
+        hostile (a term of 2^63-1 would leave us no term to campaign in). A node without a
+        configuration (joining) must accept its leader's. A voter whose configuration lags (a
+        voter added since leads) learns the term from the voters it knows: their replies to its
+        pre-votes carry it. A node that never campaigns (a learner, a new incarnation not yet
+        re-admitted) has no such way, so it refuses only elections from outsiders and follows
+        a leader its stale configuration does not know yet."""
+        members = self.members
+        if not members:
+            return False
+        if not self.promotable() and type(msg) not in (RequestVote, TimeoutNow):
+            return False
+        for m in members:
+            if m.id == sender:
+                return not m.voter
+        return True
+
     def step(self, sender: str, msg: Any) -> None:
         """Handle one peer message."""
+        if self._misaddressed(sender, msg):
+            return
         mt = msg.term
+        if mt > self.term and self._outsider(sender, msg):
+            return
         if mt > self.term:
             if type(msg) is RequestVote:
                 if not msg.transfer and self._in_lease() and self.leader_id != sender:
@@ -755,9 +862,17 @@ class RaftCore:
             return
         ids = {m.id for m in self.members}
         self._release_removed()
-        for i in ids:
-            if i != self.id and i not in self.progress:
-                self.progress[i] = Progress(self.log.last_index() + 1)
+        for m in self.members:
+            i = m.id
+            if i == self.id:
+                continue
+            pr = self.progress.get(i)
+            if pr is not None and not pr.inc and m.incarnation:
+                pr.inc = m.incarnation  # recorded from this follower's own replies: the same one
+            elif pr is None or pr.inc != m.incarnation:
+                # A new member, or a new incarnation of one: what the old one held is not its.
+                self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation)
+                self.snap_out.pop(i, None)
 
     def on_persisted(self, index: int, term: int) -> None:
         """The log manager has synced the log up to ``index`` (whose entry has ``term``)."""
@@ -958,6 +1073,9 @@ class RaftCore:
         old = {m.id for m in self.members}
         new = {m.id for m in members}
         assert len(old ^ new) <= 1 or old == new, "one server at a time"
+        old_voters = {m.id for m in self.members if m.voter}
+        new_voters = {m.id for m in members if m.voter}
+        assert len(old_voters ^ new_voters) <= 1, "one voter at a time"
         return self.propose([(EntryKind.CONFIG, encode_config(members))])[0]
 
     def transfer_leadership(self, target: str) -> None:
@@ -986,40 +1104,65 @@ class RaftCore:
             raise NotLeader(self.leader_id)
         self.changes.queue(change)
 
-    def join(self, member: Member, handle: object) -> bool:
-        """A node asks to join (JoinRequest). True when it is a member at that address already
-        (answer it now); otherwise its addition is queued (once: the joiner retries) and the
-        answer follows in ``Ready.config_proposed``. It joins as a learner and is promoted to
-        voter once caught up."""
+    def join(self, member: Member, handle: object, incarnation: str = "") -> bool:
+        """A node asks to join (JoinRequest). True when it is a member at that address already,
+        as this incarnation (answer it now); otherwise its addition is queued (once: the joiner
+        retries) and the answer follows in ``Ready.config_proposed``. It joins as a learner and
+        is promoted to voter once caught up.
+
+        A member's id with a different incarnation is a replacement (its data directory was
+        wiped): the old record is replaced by a learner with the new incarnation (see
+        MembershipQueue.next_configuration), never answered as the old member."""
         if self.role != LEADER:
             raise NotLeader(self.leader_id)
+        incarnation = incarnation or member.incarnation
+        member = member._replace(incarnation=incarnation, voter=True, promote=True)
         cur = self.member(member.id)
-        if cur is not None and cur.addr == member.addr:
-            return True
+        replaces = None
+        if cur is not None:
+            if cur.incarnation and incarnation and cur.incarnation != incarnation:
+                replaces = cur
+                member = member._replace(voter=cur.promote)  # a learner that stays one stays one
+            elif cur.addr == member.addr:
+                return True
+            else:
+                member = member._replace(incarnation=incarnation or cur.incarnation)
         if not self.changes.queued(member.id):
-            self.changes.queue(MembershipChange(member._replace(voter=True), None, handle, ChangeOrigin.JOIN))
+            self.changes.queue(MembershipChange(member, None, handle, ChangeOrigin.JOIN, replaces))
         return False
 
     def _advance_membership(self) -> None:
         """Propose the next queued change, else promote a caught-up learner, when a change may
         be made now (one at a time, thesis 4.1)."""
         q = self.changes
-        if not q.pending and not self._has_promotable_learners():
+        if not q.pending and not self._has_promotable_learners() and not self._unrecorded_incarnations():
             return
         if not self.can_change_config():
             return
         nxt = q.next_configuration(self.members)
         if nxt is None:
             nxt = q.promotion(self.members, {pid: pr.match for pid, pr in self.progress.items()}, self.commit)
+        if nxt is None:
+            nxt = record_incarnations(self.members, self.learned_incs)
+            self.learned_incs = {}
         if nxt is not None:
             change, members = nxt
             self.ready.config_proposed.append((change, self.propose_config(members)))
+
+    def _unrecorded_incarnations(self) -> bool:
+        """Whether this leader learned an incarnation its configuration does not record (its own
+        included: a whole-cluster bootstrap records none)."""
+        if self.incarnation and not self.learned_incs:
+            me = self.member(self.id)
+            if me is not None and not me.incarnation:
+                self.learned_incs[self.id] = self.incarnation
+        return bool(self.learned_incs)
 
     def _has_promotable_learners(self) -> bool:
         # Cached per configuration object: this runs for every Ready of the leader.
         members = self.members
         if members is not self._learners_of[0]:
-            self._learners_of = (members, has_promotable_learners(members, self.changes.stay_learners))
+            self._learners_of = (members, has_promotable_learners(members))
         return self._learners_of[1]
 
     def _check_removed(self) -> None:

@@ -162,7 +162,7 @@ class Leader(Role):
     def on_join(self, req: JoinRequest, route: bytes, sender: str) -> None:
         ctx = self.ctx
         try:
-            member_already = ctx.core.join(req.member, route)
+            member_already = ctx.core.join(req.member, route, req.incarnation)
         except NotLeader:
             super().on_join(req, route, sender)
             return

@@ -5,7 +5,12 @@ turned into single-server configurations one at a time (the core proposes the ne
 previous one committed, see ``RaftCore.can_change_config``); a server added to become a voter
 joins as a learner first and is promoted once it holds everything committed, so a slow join
 never costs the cluster its quorum (as etcd's learners and hashicorp's non-voters). A server
-added as a learner (``kvclient add-node --learner``, ``Client.add_node(voter=False)``) stays one.
+added as a learner (``kvclient add-node --learner``, ``Client.add_node(voter=False)``) stays one:
+its record says so (``Member.promote`` False), so every later leader honours it too.
+
+A join by a member's id with a different incarnation (its data directory was replaced) is a
+replacement: the old record gives way to a learner with the new incarnation in one entry (see
+:meth:`MembershipQueue.next_configuration` for why that is a single-server change).
 
 No threads, sockets or clock: the core calls these functions and carries their results out in
 its Ready.
@@ -25,6 +30,7 @@ class ChangeOrigin(str, Enum):
     CLIENT = "client"  # kvclient add-node / remove-node: answered with a ClientReply
     JOIN = "join"  # a node's JoinRequest (kvnode --join): answered with a JoinReply
     PROMOTION = "promotion"  # the leader's own decision: a caught-up learner becomes a voter
+    IDENTITY = "identity"  # the leader's own decision: record members' incarnations it learned
 
 
 @dataclass
@@ -39,30 +45,34 @@ class MembershipChange:
     removed: Optional[str] = None
     handle: Any = None
     origin: ChangeOrigin = ChangeOrigin.CLIENT
+    replaces: Optional[Member] = None  # the record of another incarnation of this id it replaces
+    member_ids: tuple = ()  # IDENTITY: the members whose incarnations it records
 
     @property
     def target(self) -> str:
+        if self.member_ids:
+            return ", ".join(self.member_ids)
         return self.member.id if self.member is not None else (self.removed or "")
 
     def describe(self) -> str:
         if self.origin is ChangeOrigin.PROMOTION:
             return f"promoting {self.target} to voter"
+        if self.origin is ChangeOrigin.IDENTITY:
+            return f"recording the incarnations of {self.target}"
         if self.member is None:
             return f"removing {self.removed}"
         what = "a voter-to-be" if self.member.voter else "a learner that stays one"
+        if self.replaces is not None:
+            return (f"replacing {self.member.id} (incarnation {self.replaces.incarnation or '?'}, its data directory "
+                    f"was replaced) by incarnation {self.member.incarnation} at {self.member.addr} as {what}")
         return f"adding {self.member.id} ({self.member.addr}) as {what}"
 
 
 @dataclass
 class MembershipQueue:
-    """Changes waiting for the previous one to commit, and the learners that must not be promoted.
-
-    ``stay_learners`` is the leader's memory of servers added with ``voter=False``: the
-    configuration record has no field for it, so a leader elected later promotes such a learner
-    once it is caught up (what every leader did before learners could stay learners)."""
+    """Changes waiting for the previous one to commit."""
 
     pending: list = field(default_factory=list)  # MembershipChange, oldest first
-    stay_learners: set = field(default_factory=set)
 
     def queue(self, change: MembershipChange) -> None:
         self.pending.append(change)
@@ -82,32 +92,46 @@ class MembershipQueue:
         if not self.pending:
             return None
         change = self.pending.pop(0)
+        # A replacement (the same id, another incarnation) drops the old record and adds the new
+        # incarnation as a learner in this one entry. Safety: the voters of the new configuration
+        # are those of the old minus the replaced one (a learner votes for nothing and counts for
+        # no quorum), so this is a single-voter removal, and any majority of the old voters
+        # intersects any majority of the new ones (thesis 4.1); the new incarnation becomes a
+        # voter only by a later, separate promotion once it holds everything committed. It is
+        # never the old voter with an empty log: its votes and acknowledgements are its own.
         members = [m for m in members if m.id != change.target]
         if change.member is not None:
             m = change.member
-            members.append(Member(m.id, m.addr, m.client, m.http, False))
-            if m.voter:
-                self.stay_learners.discard(m.id)
-            else:
-                self.stay_learners.add(m.id)
-        else:
-            self.stay_learners.discard(change.removed)
+            members.append(Member(m.id, m.addr, m.client, m.http, False, m.incarnation, m.voter))
         return change, members
 
     def promotion(self, members: list, match: dict, commit: int) -> Optional[tuple]:
         """A learner to promote now, as ``(change, new members)``: the first learner (not one that
-        must stay a learner) whose replicated log reaches the commit index. ``match`` maps
+        must stay a learner: ``promote`` False) whose replicated log reaches the commit index. ``match`` maps
         follower ids to their match index."""
         for m in members:
-            if not m.voter and m.id not in self.stay_learners and match.get(m.id, -1) >= commit:
+            if not m.voter and m.promote and match.get(m.id, -1) >= commit:
                 new = [x._replace(voter=True) if x.id == m.id else x for x in members]
                 return MembershipChange(m, None, None, ChangeOrigin.PROMOTION), new
         return None
 
 
-def has_promotable_learners(members: list, stay_learners: set) -> bool:
+def record_incarnations(members: list, learned: dict) -> Optional[tuple]:
+    """Fill in the incarnations of members recorded without one (a whole-cluster bootstrap, a
+    legacy record) from ``learned`` (id -> incarnation its replies carry), as ``(change, new
+    members)``, or None. No server is added, removed, promoted or demoted: quorums are unchanged,
+    so any number may be filled in one entry; from then on the cluster tells a wiped member from
+    the one it replaced."""
+    fill = [m.id for m in members if not m.incarnation and learned.get(m.id)]
+    if not fill:
+        return None
+    new = [m._replace(incarnation=learned[m.id]) if m.id in fill else m for m in members]
+    return MembershipChange(None, None, None, ChangeOrigin.IDENTITY, member_ids=tuple(fill)), new
+
+
+def has_promotable_learners(members: list) -> bool:
     """Whether any learner in ``members`` is waiting to be promoted."""
-    return any(not m.voter and m.id not in stay_learners for m in members)
+    return any(not m.voter and m.promote for m in members)
 
 
-__all__ = ["ChangeOrigin", "MembershipChange", "MembershipQueue", "has_promotable_learners"]
+__all__ = ["ChangeOrigin", "MembershipChange", "MembershipQueue", "has_promotable_learners", "record_incarnations"]

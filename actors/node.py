@@ -43,6 +43,9 @@ from .metrics import NodeMetrics
 
 log = logging.getLogger("actors.node")
 
+JOIN_WARN_AFTER_S = 5.0  # a join not done by then is worth a WARNING naming the address
+JOIN_WARN_EVERY_S = 30.0  # and another at most this often
+JOIN_MAX_DELAY_S = 2.0  # the join retry backoff grows to this
 TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numbers of ticks
 
 
@@ -245,11 +248,17 @@ class Node:
             raise NodeError(f"node {cfg.id!r} was removed from cluster {cid!r}; wipe {d} to add it again")
         fresh = store.last_index() == 0 and nid is None
         if fresh:
-            meta = {"node_id": cfg.id, "incarnation": uuid.uuid4().hex}
+            incarnation = uuid.uuid4().hex
+            meta = {"node_id": cfg.id, "incarnation": incarnation}
             if cfg.bootstrap:
                 cid = cfg.cluster_id or uuid.uuid4().hex[:16]
-                members = [Member(p.id, p.addr, p.client, p.http or "", True) for p in cfg.peers] or [
-                    Member(cfg.id, cfg.spec.addr, cfg.spec.client, cfg.spec.http or "", True)]
+                # A node bootstrapping alone records its incarnation. The nodes of a whole-cluster
+                # file each write the same entry 1 without knowing the others' incarnations, so
+                # theirs stay "" (unknown: unchecked, as before), for their logs to agree.
+                members = [Member(p.id, p.addr, p.client, p.http or "", True,
+                                  incarnation if p.id == cfg.id and len(cfg.peers) == 1 else "")
+                           for p in cfg.peers] or [
+                    Member(cfg.id, cfg.spec.addr, cfg.spec.client, cfg.spec.http or "", True, incarnation)]
                 # Every node of a whole-cluster file writes the same entry 1, so their logs agree.
                 store.write(term=1, vote=None, first_index=1,
                             entries=[Entry(1, EntryKind.CONFIG, encode_config(members))])
@@ -260,12 +269,9 @@ class Node:
                 meta["cluster_id"] = cid
             store.set_meta(**meta)
         else:
-            if cfg.bootstrap:
+            if cfg.bootstrap_asked:
                 log.info("%s: already has data; --bootstrap ignored", cfg.id)
-            if cfg.join:
-                log.info("%s: already has data; --join ignored", cfg.id)
         self.cluster_id = cid
-        self.fresh_joiner = fresh and not cfg.bootstrap
         return store
 
     def _restore_snapshot(self, store: LogStore) -> None:
@@ -303,7 +309,8 @@ class Node:
         ents = store.all_entries()
         cc = core_config(t, TICK_MS)
         core = RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
-                        members=self.snapshot_members, commit=st.commit, rng=random.Random())
+                        members=self.snapshot_members, commit=st.commit, rng=random.Random(),
+                        incarnation=store.get_meta("incarnation") or "")
         core.handed = max(core.handed, self.snapshot_index)  # the FSM starts from the snapshot
         core.want_snapshot = self.want_snapshot
         if self.snapshot_index:
@@ -319,6 +326,16 @@ class Node:
         self._restore_snapshot(store)
         self.core = self._build_core(store)
         self._incarnation = store.get_meta("incarnation") or ""
+        # Joining is idempotent until it succeeds: a node not yet admitted (as this incarnation)
+        # joins on every start, whatever is in its data directory already.
+        admitted = self._admitted(self.core.members)
+        if cfg.join and admitted:
+            log.info("%s: already has data and is a member; --join ignored", cfg.id)
+        elif not admitted and not cfg.join and not cfg.bootstrap and not self.core.members:
+            log.warning("%s: has no configuration and neither --bootstrap nor --join: waiting to be added "
+                        "(kvclient add-node %s %s); start it with --join HOST:PORT to join by itself",
+                        cfg.id, cfg.id, cfg.spec.addr)
+        self.needs_join = bool(cfg.join) and not admitted
         self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
@@ -372,7 +389,7 @@ class Node:
         # all while holding the GIL (PUT c=64: full collections up to 38-46 ms -> 8-9 ms).
         gc.freeze()
         self._spawn(self._ticker, "ticker")
-        if self.fresh_joiner and cfg.join:
+        if self.needs_join:
             self._spawn(self._join_loop, "join")
         log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
                  cfg.client, f", http {cfg.http}" if cfg.http else "", *recovered)
@@ -475,12 +492,15 @@ class Node:
         started together, before any leader exists, so keep retrying)."""
         cfg = self.cfg
         spec = cfg.spec
-        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True), self._incarnation)
+        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation),
+                          self._incarnation)
         target = cfg.join  # this loop's own: the role actor only sends hints (on_join_reply)
         delay = 0.2
         attempt = 0
+        started = time.monotonic()
+        warned_at = 0.0
         while not self._stop.is_set():
-            if any(m.id == cfg.id for m in self.ctx.role_view.members):
+            if self._admitted(self.ctx.role_view.members):
                 log.info("%s: is a member of cluster %s", cfg.id, self.cluster_id)
                 return
             attempt += 1
@@ -488,10 +508,23 @@ class Node:
                 target = self._join_hints.get_nowait()
             if attempt % 5 == 0:
                 target = cfg.join  # a leader hint may be stale: go back to the configured member
+            now = time.monotonic()
+            if now - started >= JOIN_WARN_AFTER_S and now - warned_at >= JOIN_WARN_EVERY_S:
+                warned_at = now
+                log.warning("%s: not admitted yet after %.0fs: cannot join through %s (is a member listening "
+                            "there, and does the cluster have a leader?); still trying", cfg.id, now - started,
+                            target)
             self.peer.send_to_addr(target, req)
             if self._stop.wait(delay):
                 return
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, JOIN_MAX_DELAY_S)
+
+    def _admitted(self, members: list) -> bool:
+        """Whether the configuration lists this node as this incarnation (a record of unknown
+        incarnation, "", counts: a legacy record): a record of another incarnation of our id is
+        the member our replaced data directory was, and we must be admitted anew."""
+        inc = self._incarnation
+        return any(m.id == self.cfg.id and (not m.incarnation or not inc or m.incarnation == inc) for m in members)
 
     def on_join_reply(self, reply: Any) -> None:
         # Success shows as ourselves in the replicated configuration (see _join_loop);

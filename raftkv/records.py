@@ -69,13 +69,20 @@ class Entry(NamedTuple):
 
 
 class Member(NamedTuple):
-    """One cluster member: its id and addresses; ``voter`` is False for a learner."""
+    """One cluster member: its id and addresses; ``voter`` is False for a learner.
+
+    ``incarnation`` is the random id of the member's data directory as admitted (DESIGN.md 7:
+    a node's identity is its id plus its incarnation); "" is unknown (a legacy record or a
+    whole-cluster bootstrap), which every incarnation matches, as before. ``promote`` False
+    marks a learner that stays one (``add-node --learner``): every leader honours it."""
 
     id: str
     addr: str
     client: str = ""
     http: str = ""
     voter: bool = True
+    incarnation: str = ""
+    promote: bool = True
 
 
 # --- hard limits of what a record may hold
@@ -176,6 +183,7 @@ _key = _str_at_most(MAX_KEY_BYTES)
 _client_id = _str_at_most(MAX_ID_BYTES)
 _node_id = _str_at_most(MAX_ID_BYTES, nonempty=True)
 _cluster_id = _str_at_most(MAX_CLUSTER_ID_BYTES)
+_incarnation = _str_at_most(MAX_ID_BYTES * 4)
 
 # HOST:PORT as raftkv.config.normalize_address writes it (brackets around an IPv6 host). The host
 # may be empty or "*" (all interfaces) in what a user typed; advertised addresses never are.
@@ -243,15 +251,16 @@ def entry_from_fields(e: Any) -> Entry:
     return _check_entry(e)
 
 
-_MEMBER_NAMES = ("id", "addr", "client", "http", "voter")
-_MEMBER_REQUIRED = 2  # id and addr; client, http and voter have defaults
+_MEMBER_NAMES = ("id", "addr", "client", "http", "voter", "incarnation", "promote")
+_MEMBER_REQUIRED = 2  # id and addr; the others have defaults
 
 
 def _member_checker(strict: bool) -> Callable[[Any], Member]:
     """A Member checker. ``strict`` (a member of a configuration, or one that asks to join) needs a
     non-empty id and address; a client's add_node request may leave them empty, and the leader
     answers that with its own message."""
-    checks = (_node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool)
+    checks = (_node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool,
+              _incarnation, _bool)
 
     def member(v: Any) -> Member:
         if type(v) is not list or len(v) < _MEMBER_REQUIRED:
@@ -427,6 +436,7 @@ class RequestVote:
     last_log_term: int
     pre_vote: bool = False
     transfer: bool = False
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(2)
@@ -436,6 +446,7 @@ class VoteReply:
     term: int
     granted: bool
     pre_vote: bool = False
+    from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
 @record(3)
@@ -447,6 +458,7 @@ class AppendEntries:
     prev_term: int
     entries: list[Entry]
     commit: int
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(4)
@@ -463,6 +475,7 @@ class AppendReply:
     conflict_index: int = 0
     conflict_term: int = 0
     need_snapshot: bool = False  # the follower cannot rebuild its state from its own disk
+    from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
 @record(5)
@@ -473,6 +486,7 @@ class Heartbeat:
     term: int
     commit: int
     round: int
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(6)
@@ -482,6 +496,7 @@ class HeartbeatReply:
     term: int
     round: int
     last_index: int
+    from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
 @record(7)
@@ -489,6 +504,7 @@ class TimeoutNow:
     """Leadership transfer (thesis 3.10): start an election at once, skipping pre-vote."""
 
     term: int
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(8, incarnation=_str_at_most(MAX_ID_BYTES * 4))
@@ -525,6 +541,7 @@ class InstallSnapshot:
     data: bytes
     done: bool
     members: list[Member]
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(11)
@@ -535,6 +552,7 @@ class InstallSnapshotReply:
     last_index: int
     next_offset: int
     done: bool
+    from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
 @record(12)
@@ -543,6 +561,7 @@ class ReadIndexRequest:
 
     term: int
     req_id: int
+    to_incarnation: str = ""  # the addressee's incarnation as the sender's configuration knows it ("" = unchecked)
 
 
 @record(13)
@@ -554,6 +573,7 @@ class ReadIndexReply:
     req_id: int
     index: int
     ok: bool
+    from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
 # ---------------------------------------------------------------- log entry payloads

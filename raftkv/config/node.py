@@ -89,6 +89,9 @@ class NodeConfig:
     peers: list[NodeSpec] = field(default_factory=list)
     raft: RaftTuning = field(default_factory=RaftTuning)
     log_level: str = "INFO"
+    # Whether the user asked for bootstrap (--bootstrap, ``bootstrap: true``), rather than it
+    # following from a whole-cluster file: only then is "--bootstrap ignored" worth a line.
+    bootstrap_asked: bool = field(default=False, compare=False)
 
     @property
     def node_dir(self) -> Path:
@@ -296,7 +299,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     data_dir=v.get("data_dir") or DEFAULT_DATA_DIR,
                     cluster_id=v.get("cluster_id"), bootstrap=bootstrap,
                     join=advertise(join) if join else None, raft=raft,
-                    log_level=v.get("log_level") or "INFO")
+                    log_level=v.get("log_level") or "INFO",
+                    bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)))
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -380,6 +384,7 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
     # list (bootstrap as a group), unless a --join flag says otherwise.
     v["bootstrap"] = True
     _apply_overrides(v, ov)
+    v["bootstrap_asked"] = bool(ov.get("bootstrap"))
     return _finish(path, v, nodes, raft)
 
 

@@ -223,6 +223,11 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         self.hunt_crash = rng.choice((0.0, 0.15, 0.3))
         self.hunt_isolate = rng.choice((0.05, 0.15, 0.3))
 
+        # Disk replacement (NodeModel.maybe_wipe): its own random stream, so that the other faults
+        # of a seed are the same whether it wipes or not.
+        self.wipe_rng = random.Random(f"wipe:{seed}")
+        self.wipe_rate = self.wipe_rng.choice((0.0, 0.3, 0.6))  # of a member's restarts
+        self.joiners: list = []  # wiped nodes not re-admitted yet
         for k, v in (overrides or {}).items():  # for experiments: fix a parameter
             if hasattr(self.cfg, k):
                 setattr(self.cfg, k, v)
@@ -231,7 +236,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
                 setattr(self, k, v)
         self.nodes = [Node(i) for i in range(self.n + self.spares)]
         self.index = {nd.id: nd.i for nd in self.nodes}
-        self.members = [Member(nd.id, nd.addr) for nd in self.nodes[:self.n]]
+        self.members = [Member(nd.id, nd.addr, incarnation=nd.inc) for nd in self.nodes[:self.n]]
         boot = Entry(1, EntryKind.CONFIG, self.cm.encode_config(self.members))
         for nd in self.nodes:
             nd.rate = 1.0 + rng.uniform(-0.05, 0.05)
@@ -314,6 +319,8 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         core = ld.core
         if not ld.alive or core.role != LEADER or not core.can_change_config() or core.changes.pending:
             return False
+        if self.joiners:
+            return False  # no admin change while a wiped member awaits re-admission (see maybe_wipe)
         members = core.members
         ids = {m.id for m in members}
         voters = [m for m in members if m.voter]
@@ -330,7 +337,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
             stay = x.id in self.stay_ids or (self.chaos and rng.random() < self.stay_learner)
             if stay:
                 self.stay_ids.add(x.id)
-            change = self.cm.MembershipChange(Member(x.id, x.addr, "", "", not stay))
+            change = self.cm.MembershipChange(Member(x.id, x.addr, "", "", not stay, x.inc))
             what = f"adds {x.id} as a {'learner' if stay else 'voter-to-be'}"
             self.stats.adds += 1
         elif removable:
@@ -441,6 +448,8 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
             if rng.random() < 0.01:
                 nd.rate = 1.0 + rng.uniform(-0.05, 0.05)
         self.flush_dirty()
+        if self.joiners:
+            self.drive_joins()
         if self.tick_no % self.PAIRWISE_EVERY == 0:
             self.check_pairwise()
             if self.CHECK_COMMIT_SAFETY:

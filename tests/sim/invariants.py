@@ -206,7 +206,10 @@ class Invariants:
                 confs.append(later[-1])
         for conf in confs:
             voters = [mb.id for mb in conf if mb.voter]
-            lacking = [v for v in voters if not self.nodes[self.index[v]].disk.holds(m, e)]
+            # A voter whose data directory was replaced since the configuration recorded it votes
+            # for nobody as that voter (its messages are addressed to the old incarnation).
+            gone = {mb.id for mb in conf if mb.incarnation and mb.incarnation != self.nodes[self.index[mb.id]].inc}
+            lacking = [v for v in voters if v not in gone and not self.nodes[self.index[v]].disk.holds(m, e)]
             if len(lacking) >= len(voters) // 2 + 1:
                 self.fail(f"Durability: entry {m} {e!r} is committed but the voters {lacking} of {voters} lack "
                           f"it on disk: a quorum")
@@ -311,6 +314,7 @@ class Invariants:
                 if (not late and c == ld.core.log.last_index() and ld.core.can_change_config()
                         # caught-up learners get promoted (but those added to stay learners)
                         and all(m.voter or m.id in self.stay_ids for m in ld.core.members)
+                        and not self.joiners  # wiped nodes are re-admitted
                         and all(nd.alive and nd.applied == c for nd in mem)):
                     break
             if self.tick_no >= deadline:

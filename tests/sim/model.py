@@ -66,6 +66,8 @@ class Stats:
     operator_stops: int = 0
     store_rejects: int = 0  # batches LogStore.write would reject (see Sim.to_disk)
     stale_installs: int = 0  # installs of a snapshot older than the log's base (core asks for another)
+    wipes: int = 0  # members restarted on an empty data directory (a new incarnation that must rejoin)
+    rejoins: int = 0  # wiped members re-admitted under their new incarnation
 
     def deep(self) -> bool:
         return self.elections >= 2 and self.crashes >= 1 and self.partitions >= 1
@@ -144,7 +146,7 @@ class Node:
     __slots__ = ("i", "id", "addr", "core", "disk", "started", "alive", "stopped", "retired", "incarnation",
                  "writing", "pending", "applied", "kv", "digest", "fsm_term", "fsm_members", "last_snap",
                  "snapshotting", "props", "leader_term", "rate", "acc", "restart_at", "paused", "resume_at",
-                 "paused_at", "incoming", "commit_seen", "ticks")
+                 "paused_at", "incoming", "commit_seen", "ticks", "gen", "joining")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -156,7 +158,9 @@ class Node:
         self.alive = False
         self.stopped = False  # removed (or judged removed) and stopped for good
         self.retired = False  # an admin proposed its removal: its id is never added again
-        self.incarnation = 0
+        self.incarnation = 0  # process restarts (events of an earlier process are ignored)
+        self.gen = 0  # data directory generations: a wipe starts a new one (RaftCore.incarnation)
+        self.joining = False  # wiped: not admitted as its new incarnation yet (kvnode's join loop)
         self.writing: Optional[tuple] = None  # (PersistBatch, [sends]) of the write in flight
         self.pending: Optional[tuple] = None  # (PersistBatch, [sends]) waiting for the next write
         self.reset_volatile()
@@ -168,6 +172,11 @@ class Node:
         self.paused = False  # SIGSTOPped: handles nothing; its messages and syncs wait for it
         self.resume_at = 0.0
         self.paused_at = 0.0
+
+    @property
+    def inc(self) -> str:
+        """The incarnation of this node's data directory (actors/node.py stores a random one)."""
+        return f"{self.id}.{self.gen}"
 
     def reset_volatile(self) -> None:
         self.applied = 0  # the FSM's applied index

@@ -18,7 +18,7 @@ class NetworkModel:
             dst = self.index[to]
             tm = type(msg)
             if tm is VoteReply and msg.granted and not msg.pre_vote:
-                key = (msg.term, src.id)
+                key = (msg.term, src.id, src.gen)  # a wiped node's new incarnation is another voter
                 prev = self.granted.setdefault(key, to)
                 if prev != to:
                     self.fail(f"{src.id} granted its vote in term {msg.term} to {prev} and to {to}")

@@ -7,9 +7,9 @@ import random
 from typing import Any, Optional
 
 from raftkv.actors.core import COMMIT_FLUSH_TICKS
-from raftkv.wire.messages import EntryKind, InstallSnapshot
+from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
-from .model import LEADER, RESUME, SNAPRECV, SNAPSAVE, Node, Snap, _h, decode_kv, kv_digest
+from .model import LEADER, RESUME, SNAPRECV, SNAPSAVE, Disk, Node, Snap, _h, decode_kv, kv_digest
 
 
 class NodeModel:
@@ -336,7 +336,8 @@ class NodeModel:
             self.fail(f"{nd.id}: its log starts after {d.base_index} but its newest snapshot is at {s.index}")
         nd.core = self.cm.RaftCore(nd.id, self.cfg, term=d.term, vote=d.vote,
                                    log=MemLog(d.base_index, d.base_term, list(d.entries)),
-                                   members=list(s.members) if s else [], commit=d.commit, rng=rng)
+                                   members=list(s.members) if s else [], commit=d.commit, rng=rng,
+                                   incarnation=nd.inc)
         if s is not None:
             nd.core.handed = max(nd.core.handed, s.index)  # the FSM starts from the snapshot
             nd.core.set_snapshot(self.cm.SnapshotRef(s.index, s.term, len(s.body)))
@@ -409,7 +410,56 @@ class NodeModel:
                 if not nd.alive:
                     return
 
+    def maybe_wipe(self, nd: Node) -> None:
+        """The disk-replacement fault: a member restarts on an empty data directory, a new
+        incarnation of its id that must join again (through the leader, as kvnode --join) and be
+        caught up; it must never count as the old member. At most one wiped member awaits
+        re-admission at a time (two would be a lost quorum in 3 nodes, which needs recovery)."""
+        rng = self.wipe_rng
+        if not (self.chaos and self.wipe_rate and self.stats.wipes < 2 and not self.joiners
+                and not nd.retired and rng.random() < self.wipe_rate):
+            return
+        conf = self.config_as_of(len(self.committed))
+        if not any(m.id == nd.id and m.incarnation == nd.inc for m in conf):
+            return
+        # The others must keep a quorum without it (2 of 2 voters would be a lost quorum), in the
+        # committed configuration and in any a live node holds beyond it.
+        confs = [conf] + [o.core.members for o in self.nodes if o.alive]
+        if any(sum(1 for m in c if m.voter) < 3 for c in confs):
+            return
+        nd.disk = Disk()
+        nd.gen += 1
+        nd.joining = True
+        self.joiners.append(nd)
+        self.stats.wipes += 1
+        if self.verbose:
+            self.trace(f"!!! {nd.id}'s data directory is wiped: it restarts as incarnation {nd.inc}")
+
+    def drive_joins(self) -> None:
+        """kvnode's join loop for wiped nodes: ask the leader (every few ticks) until the node's
+        configuration lists it as its own incarnation."""
+        for nd in list(self.joiners):
+            if nd.retired or nd.stopped:
+                self.joiners.remove(nd)
+                continue
+            if nd.alive and any(m.id == nd.id and m.incarnation == nd.inc for m in nd.core.members):
+                nd.joining = False
+                self.joiners.remove(nd)
+                self.stats.rejoins += 1
+                continue
+            if self.tick_no % 5 or not nd.alive or nd.paused:
+                continue
+            ld = self.current_leader()
+            if ld is None or ld.paused or ld is nd:
+                continue
+            try:
+                ld.core.join(Member(nd.id, nd.addr, incarnation=nd.inc), None, nd.inc)
+            except self.cm.NotLeader:
+                pass
+            self.after_input(ld)
+
     def restart(self, nd: Node) -> None:
+        self.maybe_wipe(nd)
         nd.incarnation += 1
         self.boot(nd, random.Random(f"{self.seed}:{nd.i}:{nd.incarnation}"))
         if self.verbose:

@@ -18,12 +18,17 @@ Commands (node arguments are numbers: ``1`` means node ``n1``)::
 
     add-nodes <count> [voters=(1,2,3)] [learners=(4)] [index=<k>] [pre-vote=true]
               [check-quorum=true] [uptime=<ticks>] [chunk-bytes=<n>] [snapshot-resend=<ticks>]
+              [incarnations=true]
         New nodes n<next>... with that configuration (none: an empty one, as for a node that
         will receive a snapshot). index=k: every node starts from a snapshot at k (term 1, so
         the nodes start in term 1). uptime: ticks on the node's clock at start (default the
         minimum election timeout, so it does not ignore votes as a node that has just started does).
         chunk-bytes: the snapshotter's chunk size (default: a whole test snapshot in one chunk).
         snapshot-resend: the core's snapshot_resend_ticks (default 100, the core's default).
+        incarnations=true: each node's data directory has an incarnation (``n2.0``), which the
+        configuration records (default: none, as a legacy cluster).
+    wipe <id>                           the node's data directory is replaced: it restarts
+                                        empty, as its next incarnation (``n2.1``), and must join
     campaign <id>                       start an election (pre-vote first if enabled)
     tick <id> [count=<n>]               n ticks of logical time
     tick-heartbeat <id>                 tick until the leader's next heartbeat is due
@@ -164,6 +169,7 @@ class InteractionEnv:
         self.quiet = False
         self.out: list = []
         self.requests = 0  # client requests (membership changes), numbered as their handles
+        self.incs: dict = {}  # node id -> the incarnation of its data directory (none: "")
 
     # ------------------------------------------------------------------ running cases
 
@@ -239,6 +245,10 @@ class InteractionEnv:
         voters = [node_id(v) for v in self.opt_list(args, "voters")]
         learners = [node_id(v) for v in self.opt_list(args, "learners")]
         members = [member(v) for v in voters] + [member(v, voter=False) for v in learners]
+        if _bool(self.opt(args, "incarnations", "false")):
+            for v in voters + learners:
+                self.incs.setdefault(v, f"{v}.0")
+            members = [m._replace(incarnation=self.incs[m.id]) for m in members]
         index = int(self.opt(args, "index", "0"))
         cfg = CoreConfig(election_ticks_min=ELECTION_MIN, election_ticks_max=ELECTION_MAX,
                          heartbeat_ticks=HEARTBEAT,
@@ -251,7 +261,7 @@ class InteractionEnv:
             nid = f"n{len(self.nodes) + 1}"
             term = 1 if index else 0
             core = RaftCore(nid, cfg, term=term, log=MemLog(index, term), members=members, commit=index,
-                            rng=random.Random(len(self.nodes) + 1))
+                            rng=random.Random(len(self.nodes) + 1), incarnation=self.incs.get(nid, ""))
             core.sync_clock(uptime)
             nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index,
                       chunk_bytes=chunk_bytes)
@@ -270,7 +280,8 @@ class InteractionEnv:
         members = nd.snapshot.members if nd.snapshot is not None else nd.members
         core = RaftCore(nd.id, nd.cfg, term=d.term, vote=d.vote,
                         log=MemLog(d.log.base_index, d.log.base_term, list(d.log.entries)),
-                        members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])))
+                        members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])),
+                        incarnation=self.incs.get(nd.id, ""))
         core.sync_clock(int(self.opt(args, "uptime", "0")))
         nd.core = core
         nd.partial = None  # a partial snapshot is a temporary file: gone with the process
@@ -279,6 +290,24 @@ class InteractionEnv:
             self.announce_snapshot(nd)
         self.emit(f"{nd.id}: restarted: {core.role} term={core.term} vote={core.vote} commit={core.commit} "
                   f"last={core.log.last_term()}/{core.log.last_index()} {format_members(core.members)}")
+
+    def cmd_wipe(self, args: list) -> None:
+        """The node's data directory is lost and replaced by an empty one (a new incarnation); the
+        process restarts on it with no configuration, as a joiner. Messages in flight to it are
+        still delivered."""
+        nd = self.one(args)
+        old = self.incs.get(nd.id, f"{nd.id}.0")
+        gen = int(old.rpartition(".")[2]) + 1
+        self.incs[nd.id] = f"{nd.id}.{gen}"
+        nd.core = RaftCore(nd.id, nd.cfg, rng=random.Random(int(nd.id[1:]) + 100 * gen), incarnation=self.incs[nd.id])
+        nd.core.sync_clock(int(self.opt(args, "uptime", "0")))
+        nd.disk = Disk(0, None, 0, MemLog())
+        nd.members = []
+        nd.snapshots = {}
+        nd.partial = None
+        nd.applied = 0
+        self.emit(f"{nd.id}: wiped: incarnation {self.incs[nd.id]}, {nd.core.role} term={nd.core.term} "
+                  f"last={nd.core.log.last_term()}/{nd.core.log.last_index()} {format_members(nd.core.members)}")
 
     @staticmethod
     def announce_snapshot(nd: Node) -> None:
@@ -341,7 +370,7 @@ class InteractionEnv:
         """A joiner's JoinRequest, as actors/leader.py hands it to the core."""
         nd = self.one(args)
         joiner = node_id(self.positional(args)[1])
-        if nd.core.join(member(joiner), f"join:{joiner}"):
+        if nd.core.join(member(joiner), f"join:{joiner}", self.incs.get(joiner, "")):
             self.emit(f"{nd.id}: {joiner} is a member already")
         else:
             self.emit(f"{nd.id}: join of {joiner} queued")

@@ -16,9 +16,14 @@ from raftkv.wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, 
                                   RequestVote, TimeoutNow, VoteReply)
 
 
+def _member_name(m: Any) -> str:
+    # ``id@incarnation`` where the record has one; "*" marks a learner that stays one
+    return m.id + (f"@{m.incarnation}" if m.incarnation else "") + ("" if m.promote or m.voter else "*")
+
+
 def format_members(members: list) -> str:
-    voters = [m.id for m in members if m.voter]
-    learners = [m.id for m in members if not m.voter]
+    voters = [_member_name(m) for m in members if m.voter]
+    learners = [_member_name(m) for m in members if not m.voter]
     s = f"voters=({','.join(voters)})"
     if learners:
         s += f" learners=({','.join(learners)})"
@@ -86,7 +91,9 @@ def format_msg(m: Any) -> str:
 
 
 def format_send(frm: str, to: str, m: Any) -> str:
-    return f"{frm}->{to} {format_msg(m)}"
+    inc = getattr(m, "to_incarnation", "") or getattr(m, "from_incarnation", "")
+    who = "" if not inc else (f" to@{inc}" if getattr(m, "to_incarnation", "") else f" from@{inc}")
+    return f"{frm}->{to} {format_msg(m)}{who}"
 
 
 def format_ready(node_id: str, core: Any, rd: Any) -> list:
