@@ -860,7 +860,6 @@ class RaftCore:
     def _on_config_changed(self) -> None:
         if self.role != LEADER:
             return
-        ids = {m.id for m in self.members}
         self._release_removed()
         for m in self.members:
             i = m.id

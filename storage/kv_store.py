@@ -41,7 +41,7 @@ import rocksdict
 
 from .format import pack
 from .kv_checkpoint import CheckpointInfo, take_checkpoint
-from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, KvFormatError, kv_options, open_db,
+from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
                     read_header)
 from .kv_install import install, recover
 from .log_store import StorageError

@@ -8,7 +8,8 @@ here)::
     body_crc32 u32 | members_len u32 | members (msgpack Configuration record) | header_crc32 u32
     body...
 
-All integers are big-endian; the members' encoding is :mod:`raftkv.storage.format`'s. ``header_crc32`` covers every header byte before it, so a
+All integers are big-endian; the members' encoding is :mod:`raftkv.storage.format`'s.
+``header_crc32`` covers every header byte before it, so a
 damaged header is told apart from a damaged body. The body is streamed: the header is
 written with a zero length and checksum first and rewritten once the body is complete.
 

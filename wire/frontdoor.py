@@ -223,7 +223,8 @@ class FrontDoor(IoThread):
                         try:
                             req = decode_client(frames[-1], ClientRequest)
                         except DecodeError as e:
-                            self._send([*route, b"", encode_client(ClientReply(Status.INVALID.value, error=f"malformed request: {e}"))])
+                            bad = ClientReply(Status.INVALID.value, error=f"malformed request: {e}")
+                            self._send([*route, b"", encode_client(bad)])
                             continue
                         batch.append((route, req))
                     if batch:

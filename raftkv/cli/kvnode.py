@@ -217,9 +217,12 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--http", default=None, help="HTTP gateway address, e.g. :8001 (all interfaces).")
 @click.option("--data-dir", default=None, help="Root data directory; the node keeps its files in DATA_DIR/ID [./data].")
 @click.option("--cluster-id", default=None, help="Cluster id (made up at bootstrap when not given).")
-@click.option("--bootstrap", is_flag=True, default=False, help="Start a new cluster with this node (no-op if it has data).")
-@click.option("--join", default=None, help="Join the cluster through the member at this peer address (no-op if already a member).")
-@click.option("--all", "run_all", is_flag=True, default=False, help="Run every node of a whole-cluster file as child processes.")
+@click.option("--bootstrap", is_flag=True, default=False,
+              help="Start a new cluster with this node (no-op if it has data).")
+@click.option("--join", default=None,
+              help="Join the cluster through the member at this peer address (no-op if already a member).")
+@click.option("--all", "run_all", is_flag=True, default=False,
+              help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "

@@ -18,6 +18,8 @@ import yaml
 
 import raftkv
 
+from raftkv.wire.client import ClientError
+
 from .harness import KVCLIENT, KVNODE, ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -180,7 +182,7 @@ def test_kvnode_all_runs_a_whole_cluster_and_ctrl_c_stops_it(make_cluster):
         assert p.wait(timeout=30) == 0
         # every child is gone: nothing answers any more
         with Client(cluster.servers, timeout=1) as kv:
-            with pytest.raises(Exception):
+            with pytest.raises(ClientError):
                 kv.status()
     finally:
         if p.poll() is None:

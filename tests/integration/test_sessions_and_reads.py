@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from raftkv.wire.client import Client
+from raftkv.wire.client import Client, ClientError
 
 from .harness import wait_until
 
@@ -68,7 +68,7 @@ def test_a_leader_cut_off_by_paused_followers_answers_no_linearizable_read(clust
         n.pause()
     try:
         with Client([cluster.nodes[leader].client], timeout=2) as c:
-            with pytest.raises(Exception):
+            with pytest.raises(ClientError):
                 c.get("lin")  # no heartbeat round can be confirmed: no answer from local state
     finally:
         for n in others:
