@@ -22,7 +22,6 @@ import pykka
 import zmq
 
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
-from raftkv.storage.kv_db import DEFAULT_CACHE_MB
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute
@@ -283,7 +282,7 @@ class Node:
         cfg = self.cfg
         d = cfg.node_dir
         try:
-            self.kv = KvStore(str(d / "kv"), cache_mb=getattr(cfg, "storage_cache_mb", DEFAULT_CACHE_MB))
+            self.kv = KvStore(str(d / "kv"), cache_mb=cfg.storage_cache_mb)
         except StorageError as e:
             store.close()
             raise NodeError(str(e)) from None
