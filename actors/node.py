@@ -281,6 +281,7 @@ class Node:
         newest local checkpoint, or else from the leader."""
         cfg = self.cfg
         d = cfg.node_dir
+        t0 = time.monotonic()
         try:
             self.kv = KvStore(str(d / "kv"), cache_mb=cfg.storage_cache_mb)
         except StorageError as e:
@@ -313,8 +314,9 @@ class Node:
             self.snapshot_index, self.snapshot_term = newest.last_index, newest.last_term
             self.snapshot_members = list(newest.members)
             self.snapshot_size = newest.size
-        log.info("%s: opened the key-value store at applied index %d (snapshot %d); replaying log entries "
-                 "after it, up to %d", cfg.id, self.fsm_state.applied, self.snapshot_index, store.last_index())
+        log.info("%s: opened the key-value store at applied index %d (snapshot %d) in %.3f s; replaying log "
+                 "entries after it, up to %d", cfg.id, self.fsm_state.applied, self.snapshot_index,
+                 time.monotonic() - t0, store.last_index())
 
     def _build_core(self, store: LogStore) -> RaftCore:
         t = self.cfg.raft
