@@ -13,6 +13,8 @@ restarted node and one that never stopped evict the same result.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections import OrderedDict
 from typing import Optional
 
@@ -21,7 +23,7 @@ from raftkv.storage.format import decode_int, decode_members, encode_members, pa
 from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
-from raftkv.storage.checkpoint_store import stage_copy
+from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
 log = logging.getLogger("actors.fsm")
@@ -186,8 +188,18 @@ class DbState:
 
     # ---------------------------------------------------------------- snapshots
 
+    def prepare_snapshot(self) -> None:
+        """Start flushing the memtable in the background, so that the coming checkpoint only
+        waits for a small flush (this thread stalls applying meanwhile)."""
+        self.store.prepare_checkpoint()
+
     def snapshot_payload(self, path: str) -> CheckpointInfo:
-        """Take a checkpoint at the applied index into ``path`` (this thread applies batches)."""
+        """Take a checkpoint at the applied index into ``path`` (this thread applies batches);
+        one already there at this index (described) is reused."""
+        if CheckpointStore.has(path):
+            return CheckpointInfo(path, self.applied)
+        if os.path.isdir(path):  # an undescribed leftover
+            shutil.rmtree(path)
         return self.store.checkpoint(path)
 
     def restored(self, checkpoint_dir: str, index: int, term: int, members: list) -> "DbState":

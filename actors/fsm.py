@@ -114,6 +114,9 @@ class KVState:
 
     # ---------------------------------------------------------------- snapshots
 
+    def prepare_snapshot(self) -> None:
+        """Nothing to prepare for the in-memory state."""
+
     def snapshot_payload(self, path: Optional[str]) -> "KVState":
         """What the snapshotter serialises: a frozen copy (``path`` is unused here)."""
         return self.frozen()
@@ -244,6 +247,7 @@ class Fsm(SupervisedActor):
         self.members: list = list(members or [])
         self.last_snapshot = self.state.applied if last_snapshot is None else last_snapshot
         self.snapshotting = False
+        self.prepared = False  # prepare_snapshot() called for the coming snapshot
         self.pending_reads: list = []  # (index, seq, handles) sorted by index
 
     def on_receive(self, msg: Any) -> Any:
@@ -299,8 +303,12 @@ class Fsm(SupervisedActor):
             self.reply_many(replies)
         self.publish(AppliedView(st.applied, st))
         self._serve_pending()
-        if st.applied - self.last_snapshot >= self.threshold and not self.snapshotting:
+        since = st.applied - self.last_snapshot
+        if since >= self.threshold and not self.snapshotting:
             self._snapshot(None)
+        elif not self.prepared and since >= self.threshold - self.threshold // 8:
+            self.prepared = True
+            st.prepare_snapshot()
 
     def _serve_pending(self) -> None:
         st = self.state
@@ -317,6 +325,7 @@ class Fsm(SupervisedActor):
                 self.reply_many([(route, ClientReply("unavailable", error=why))])
             return
         self.snapshotting = True
+        self.prepared = False
         st = self.state
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()

@@ -92,13 +92,14 @@ class CheckpointStore:
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
 
     def path_for(self, index: int) -> str:
-        """Where the checkpoint at ``index`` goes (a fresh one replaces an undescribed leftover)."""
-        path = os.path.join(self.directory, checkpoint_name(index))
-        if os.path.isdir(path):
-            if os.path.exists(path + _SIDECAR):
-                os.unlink(path + _SIDECAR)
-            shutil.rmtree(path)
-        return path
+        """Where the checkpoint at ``index`` goes (it may already be there: see :meth:`has`)."""
+        return os.path.join(self.directory, checkpoint_name(index))
+
+    @staticmethod
+    def has(path: str) -> bool:
+        """Whether the checkpoint at ``path`` exists and is described (then it is reused: the
+        state at one applied index is the same whoever took it)."""
+        return os.path.isdir(path) and os.path.exists(path + _SIDECAR)
 
     def describe(self, info: CheckpointInfo, term: int, members: list, manifest: Optional[CheckpointManifest] = None
                  ) -> CheckpointMeta:
@@ -252,6 +253,11 @@ class StreamReceiver:
         """Move the finished checkpoint into ``store`` as its snapshot at the manifest's index."""
         info, manifest = self.finish()
         dest = store.path_for(info.applied_index)
+        if store.has(dest):  # we already hold this snapshot (taken here, or received before)
+            self.discard()
+            return next(m for m in store.list() if m.path == dest)
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
         os.rename(info.path, dest)
         fsync_dir(store.directory)
         return store.describe(CheckpointInfo(dest, info.applied_index), term, members, manifest)
