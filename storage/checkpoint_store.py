@@ -33,7 +33,7 @@ from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest,
                             build_manifest, checkpoint_name, list_checkpoints)
 from .kv_install import fsync_dir
 
-log = logging.getLogger("storage.checkpoints")
+log = logging.getLogger("storage.snapshot")
 
 MAGIC = b"RKVCKPT1"
 _HEAD = struct.Struct(">8sI")
@@ -117,6 +117,7 @@ class CheckpointStore:
         os.replace(tmp, info.path + _SIDECAR)
         fsync_dir(self.directory)
         meta = CheckpointMeta(info.path, info.applied_index, term, list(members), blob)
+        log.info("saved snapshot %s (%d bytes, %d members)", os.path.basename(info.path), meta.size, len(members))
         self._prune(keep_path=info.path)
         return meta
 
