@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections import OrderedDict
 from typing import Optional
 
@@ -166,7 +167,30 @@ class DbState:
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
             self.members = list(members)
-        self.store.apply_batch(b.ops, self.applied, meta)
+        self._write(b.ops, meta)
+
+    def _write(self, ops: list, meta: dict) -> None:
+        # The state must not skip a batch (it would diverge from the log): a failed write (a
+        # full disk) is retried, the DB reopened in between, until it succeeds; the FSM (and
+        # the reads it serves) waits meanwhile, as the log writer does.
+        attempt = 0
+        while True:
+            try:
+                self.store.apply_batch(ops, self.applied, meta)
+                if attempt:
+                    log.warning("fsm: the key-value state is written again (index %d)", self.applied)
+                return
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for I/O errors)
+                if attempt == 0:
+                    log.error("fsm: cannot write the key-value state at index %d: %s; retrying", self.applied, e)
+                attempt += 1
+                time.sleep(min(0.05 * attempt, 1.0))  # back-off while the disk is full
+                try:
+                    self.store.reopen()
+                except Exception as e2:  # noqa: BLE001
+                    log.debug("fsm: reopening the key-value store failed: %s", e2)
 
     # ---------------------------------------------------------------- reading
 
