@@ -1,16 +1,19 @@
-"""The Snapshotter actor: writes snapshots and moves snapshot bytes between nodes.
+"""The Snapshotter actor: describes snapshots and moves snapshot bytes between nodes.
 
-Taking a snapshot: the FSM hands over a frozen copy of its state; serialising it (in chunks,
-yielding the GIL between them) and writing the file happen here, off the FSM's and the
-leader's critical path. Only once the file and its directory are synced does the role actor
-compact the log (DESIGN.md 8).
+Taking a snapshot: the FSM takes a checkpoint of its key-value store (hard links after a
+memtable flush: constant time, on its own thread); here its files are summed up (manifest with
+sizes and CRC-32s) and the sidecar written, off the FSM's and the leader's critical path. Only
+then does the role actor compact the log (DESIGN.md 8); the checkpoint's flush made the live
+state durable up to the snapshot's index.
 
 Streaming: every decision (which snapshot, which offset next, resend, give up, which chunks a
-follower accepts) is the core's (actors/snapshot_transfer.py). This actor executes them: a
-:class:`SendChunk` reads CHUNK_BYTES at an offset of a snapshot file and sends them as an
-InstallSnapshot; a :class:`StoreChunk` writes accepted bytes to a temporary file and, on the
-last chunk, saves the complete body through the SnapshotStore (checksummed, synced, renamed);
-then the role actor restores the FSM from it and tells the core (Figure 13).
+follower accepts) is the core's (actors/snapshot_transfer.py). The checkpoint is one logical byte
+stream (magic, manifest, files concatenated: storage/checkpoint_store.py), so the core's
+(offset, done) protocol is unchanged. A :class:`SendChunk` reads CHUNK_BYTES at an offset of it
+and sends them as an InstallSnapshot; a :class:`StoreChunk` feeds accepted bytes to a
+StreamReceiver that rebuilds the files in a staging directory (size cap, checksums) and, on the
+last chunk, checks that the DB opens at its index and keeps it as a local checkpoint; then the
+role actor has the FSM swap it in atomically and tells the core (Figure 13).
 """
 from __future__ import annotations
 
