@@ -109,7 +109,21 @@ class KVState:
                 break
             del self.expired[cid]
 
+    def end_batch(self, term: int, members: Optional[list]) -> None:
+        """The end of an applied batch: nothing to write for the in-memory state."""
+
     # ---------------------------------------------------------------- snapshots
+
+    def prepare_snapshot(self) -> None:
+        """Nothing to prepare for the in-memory state."""
+
+    def snapshot_payload(self, path: Optional[str]) -> "KVState":
+        """What the snapshotter serialises: a frozen copy (``path`` is unused here)."""
+        return self.frozen()
+
+    def restored(self, body: Iterable[bytes], index: int, term: int, members: list) -> "KVState":
+        """A state rebuilt from a snapshot's body."""
+        return KVState.restore(body)
 
     def frozen(self) -> "KVState":
         """A consistent copy to serialise off the FSM's thread: the dict copy is one C call."""
@@ -219,17 +233,21 @@ class Fsm(SupervisedActor):
 
     def __init__(self, reply_many: Callable[[list], None], publish: Callable[[AppliedView], None],
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
-                 state: Optional[KVState] = None, applied_term: int = 0, members: Optional[list] = None) -> None:
+                 state: Optional[Any] = None, applied_term: int = 0, members: Optional[list] = None,
+                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None) -> None:
         super().__init__()
+        # A KVState (in memory) or a DbState (actors/db_state.py: RocksDB); same interface.
         self.state = state or KVState()
+        self.checkpoint_path = checkpoint_path  # where a checkpoint at an index goes (DbState)
         self.reply_many = reply_many
         self.publish = publish
         self.save_snapshot = save_snapshot
         self.threshold = snapshot_threshold
         self.applied_term = applied_term
         self.members: list = list(members or [])
-        self.last_snapshot = self.state.applied
+        self.last_snapshot = self.state.applied if last_snapshot is None else last_snapshot
         self.snapshotting = False
+        self.prepared = False  # prepare_snapshot() called for the coming snapshot
         self.pending_reads: list = []  # (index, seq, handles) sorted by index
 
     def on_receive(self, msg: Any) -> Any:
@@ -254,6 +272,7 @@ class Fsm(SupervisedActor):
         st = self.state
         replies = []
         waiters = msg.waiters
+        config_applied = False
         for index, e in msg.entries:
             if index <= st.applied:
                 continue  # already in the snapshot the state was restored from
@@ -268,6 +287,7 @@ class Fsm(SupervisedActor):
             self.applied_term = e.term
             if e.kind == EntryKind.CONFIG:
                 self.members = decode_config(e.data)
+                config_applied = True
             w = waiters.get(index) if waiters else None
             if w is not None:
                 term, route = w
@@ -277,12 +297,18 @@ class Fsm(SupervisedActor):
                 elif res is not None:
                     status, cur = res
                     replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
+        # Durable state first (one unsynced write batch), then the answers and the view.
+        st.end_batch(self.applied_term, self.members if config_applied else None)
         if replies:
             self.reply_many(replies)
         self.publish(AppliedView(st.applied, st))
         self._serve_pending()
-        if st.applied - self.last_snapshot >= self.threshold and not self.snapshotting:
+        since = st.applied - self.last_snapshot
+        if since >= self.threshold and not self.snapshotting:
             self._snapshot(None)
+        elif not self.prepared and since >= self.threshold - self.threshold // 8:
+            self.prepared = True
+            st.prepare_snapshot()
 
     def _serve_pending(self) -> None:
         st = self.state
@@ -299,17 +325,23 @@ class Fsm(SupervisedActor):
                 self.reply_many([(route, ClientReply("unavailable", error=why))])
             return
         self.snapshotting = True
+        self.prepared = False
         st = self.state
-        self.save_snapshot(SaveSnapshot(st.frozen(), st.applied, self.applied_term, list(self.members), route))
+        path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
+        t0 = time.monotonic()
+        payload = st.snapshot_payload(path)
+        log.debug("fsm: snapshot payload at %d taken in %.1f ms", st.applied, (time.monotonic() - t0) * 1000)
+        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route))
 
     def _restore(self, msg: Restore) -> None:
         t0 = time.monotonic()
-        self.state = KVState.restore(msg.body)
+        self.publish(AppliedView(self.state.applied, None))  # other threads read through us meanwhile
+        self.state = self.state.restored(msg.body, msg.index, msg.term, msg.members)
         self.applied_term = msg.term
         self.members = list(msg.members)
         self.last_snapshot = self.state.applied
-        log.info("fsm: restored %d keys at index %d from a snapshot in %.2fs", len(self.state.data),
-                 self.state.applied, time.monotonic() - t0)
+        log.info("fsm: restored the state at index %d from a snapshot in %.2fs", self.state.applied,
+                 time.monotonic() - t0)
         self.publish(AppliedView(self.state.applied, self.state))
         self._serve_pending()
 

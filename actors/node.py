@@ -21,8 +21,9 @@ from typing import Any, Callable, Optional
 import pykka
 import zmq
 
+from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
+from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
-from raftkv.storage.snapshot_store import SnapshotStore
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
 from raftkv.wire.peer import PeerTransport, max_peer_message
@@ -30,7 +31,9 @@ from raftkv.wire.peer import PeerTransport, max_peer_message
 from .candidate import Candidate
 from ..config import NodeConfig, core_config
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch, RaftCore, encode_config
-from .fsm import NOTHING_APPLIED, AppliedView, Fsm, KVState
+from .db_state import DbState
+from .fsm import NOTHING_APPLIED, AppliedView, Fsm
+from .legacy_migration import legacy_snapshots_present, load_legacy_snapshot, migrate_legacy
 from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
@@ -101,7 +104,8 @@ class NodeContext:
         self.role_classes = {FOLLOWER: Follower, PRE_CANDIDATE: Candidate, CANDIDATE: Candidate, LEADER: Leader}
         self.more_input: Callable[[], bool] = lambda: False  # whether input waits in the role actor's inbox
         self.started = node.core_started
-        self.applied_view: AppliedView = NOTHING_APPLIED
+        # The state opened at start-up is already applied up to its index: readers see it at once.
+        self.applied_view: AppliedView = getattr(node, "initial_view", NOTHING_APPLIED)
         self.ticks = 0
         self.disk_error = ""  # the log writer's last DiskState: set while this node's disk fails
         self.snapshotter = node.snap_ref
@@ -275,32 +279,50 @@ class Node:
         return store
 
     def _restore_snapshot(self, store: LogStore) -> None:
-        """Load the newest valid snapshot; detect a log that no longer reaches back to it."""
-        d = self.cfg.node_dir / "snapshots"
-        self.snapshots = SnapshotStore(str(d), keep=self.cfg.raft.snapshots_kept)
-        for stale in d.glob("recv-*.part"):  # a transfer that a crash interrupted
-            stale.unlink()
-        self.fsm_state, self.snapshot_index, self.snapshot_term, self.snapshot_members = None, 0, 0, []
+        """Open the key-value state (its own RocksDB beside the log) and the snapshots
+        (checkpoints of it). The state is at its own applied index: only the log entries after
+        it are replayed. Compaction never drops entries above the DB's durable index (the log is
+        compacted only below a checkpoint, whose flush made the DB durable up to it); a DB left
+        below the log's start (lost, or a snapshot install cut short) is restored from the
+        newest local checkpoint, or else from the leader."""
+        cfg = self.cfg
+        d = cfg.node_dir
+        t0 = time.monotonic()
+        try:
+            self.kv = KvStore(str(d / "kv"), cache_mb=cfg.storage_cache_mb)
+        except StorageError as e:
+            store.close()
+            raise NodeError(str(e)) from None
+        snap_dir = str(d / "snapshots")
+        migrate = self.kv.applied_index() == 0 and legacy_snapshots_present(snap_dir)
+        legacy = None
+        if migrate:
+            legacy = load_legacy_snapshot(snap_dir, cfg.raft.snapshots_kept)
+        self.snapshots = CheckpointStore(snap_dir, keep=cfg.raft.snapshots_kept)
+        if legacy is not None:
+            migrate_legacy(cfg.id, legacy, self.kv, self.snapshots)
         self.want_snapshot = False
-        self.snapshot_size = 0
         base_index, _ = store.base()
-        newest = self.snapshots.newest_valid()
-        if newest is not None:
-            meta, body = newest
-            if meta.last_index >= base_index:
-                t0 = time.monotonic()
-                self.fsm_state = KVState.restore(body)
-                self.snapshot_index, self.snapshot_term = meta.last_index, meta.last_term
-                self.snapshot_members = list(meta.members)
-                self.snapshot_size = meta.size
-                log.info("%s: restored snapshot at index %d (%d keys) in %.2fs", self.cfg.id, meta.last_index,
-                         len(self.fsm_state.data), time.monotonic() - t0)
-                return
-            body.close()
-        if base_index > 0:
-            log.error("%s: the log starts after index %d and no valid snapshot covers it; "
-                      "asking the leader for a snapshot", self.cfg.id, base_index)
-            self.want_snapshot = True
+        newest = self.snapshots.newest()
+        if self.kv.applied_index() < base_index:
+            if newest is not None and newest.last_index >= base_index:
+                log.warning("%s: the key-value store is at index %d, before the log's start %d: restoring it from "
+                            "snapshot %d", cfg.id, self.kv.applied_index(), base_index, newest.last_index)
+                stage_copy(newest.path, self.kv.path + ".incoming")
+                self.kv.install(self.kv.path + ".incoming")
+            else:
+                log.error("%s: the log starts after index %d and no valid snapshot covers it; "
+                          "asking the leader for a snapshot", cfg.id, base_index)
+                self.want_snapshot = True
+        self.fsm_state = DbState(self.kv)
+        self.snapshot_index, self.snapshot_term, self.snapshot_members, self.snapshot_size = 0, 0, [], 0
+        if newest is not None and newest.last_index >= base_index:
+            self.snapshot_index, self.snapshot_term = newest.last_index, newest.last_term
+            self.snapshot_members = list(newest.members)
+            self.snapshot_size = newest.size
+        log.info("%s: opened the key-value store at applied index %d (snapshot %d) in %.3f s; replaying log "
+                 "entries after it, up to %d", cfg.id, self.fsm_state.applied, self.snapshot_index,
+                 time.monotonic() - t0, store.last_index())
 
     def _build_core(self, store: LogStore) -> RaftCore:
         t = self.cfg.raft
@@ -311,7 +333,8 @@ class Node:
         core = RaftCore(self.cfg.id, cc, term=st.term, vote=st.vote, log=MemLog(base_index, base_term, ents),
                         members=self.snapshot_members, commit=st.commit, rng=random.Random(),
                         incarnation=store.get_meta("incarnation") or "")
-        core.handed = max(core.handed, self.snapshot_index)  # the FSM starts from the snapshot
+        # The FSM starts from its DB's applied index: only the entries after it are handed out.
+        core.handed = max(core.handed, self.snapshot_index, self.fsm_state.applied)
         core.want_snapshot = self.want_snapshot
         if self.snapshot_index:
             core.set_snapshot(SnapshotRef(self.snapshot_index, self.snapshot_term, self.snapshot_size))
@@ -348,6 +371,7 @@ class Node:
                                        max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes))
         except zmq.ZMQError as e:
             store.close()
+            self.kv.close()
             self.zctx.destroy(linger=0)
             which = "peer" if not hasattr(self, "peer") else "client"
             addr = cfg.addr if which == "peer" else cfg.client
@@ -355,8 +379,10 @@ class Node:
         self.ctx = None
         t = cfg.raft
         self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied, lambda m: self.snap_ref.tell(m),
-                                 t.snapshot_threshold, state=self.fsm_state, applied_term=self.snapshot_term,
-                                 members=self.snapshot_members)
+                                 t.snapshot_threshold, state=self.fsm_state, applied_term=self.fsm_state.term,
+                                 members=self.fsm_state.members or self.snapshot_members,
+                                 checkpoint_path=self.snapshots.path_for, last_snapshot=self.snapshot_index)
+        self.initial_view = AppliedView(self.fsm_state.applied, self.fsm_state)
         self.fsm_state = None  # the FSM owns it now
         self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
         self.log_ref = LogManager.start(self.log_writer)
@@ -424,6 +450,7 @@ class Node:
             self.store.close()
         except Exception:  # noqa: BLE001 (already closed by a disk-fault reopen)
             pass
+        self.kv.close()
         self.zctx.destroy(linger=0)
 
     # ------------------------------------------------------------ inputs from the outside

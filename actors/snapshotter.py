@@ -1,27 +1,31 @@
-"""The Snapshotter actor: writes snapshots and moves snapshot bytes between nodes.
+"""The Snapshotter actor: describes snapshots and moves snapshot bytes between nodes.
 
-Taking a snapshot: the FSM hands over a frozen copy of its state; serialising it (in chunks,
-yielding the GIL between them) and writing the file happen here, off the FSM's and the
-leader's critical path. Only once the file and its directory are synced does the role actor
-compact the log (DESIGN.md 8).
+Taking a snapshot: the FSM takes a checkpoint of its key-value store (hard links after a
+memtable flush: constant time, on its own thread); here its files are summed up (manifest with
+sizes and CRC-32s) and the sidecar written, off the FSM's and the leader's critical path. Only
+then does the role actor compact the log (DESIGN.md 8); the checkpoint's flush made the live
+state durable up to the snapshot's index.
 
 Streaming: every decision (which snapshot, which offset next, resend, give up, which chunks a
-follower accepts) is the core's (actors/snapshot_transfer.py). This actor executes them: a
-:class:`SendChunk` reads CHUNK_BYTES at an offset of a snapshot file and sends them as an
-InstallSnapshot; a :class:`StoreChunk` writes accepted bytes to a temporary file and, on the
-last chunk, saves the complete body through the SnapshotStore (checksummed, synced, renamed);
-then the role actor restores the FSM from it and tells the core (Figure 13).
+follower accepts) is the core's (actors/snapshot_transfer.py). The checkpoint is one logical byte
+stream (magic, manifest, files concatenated: storage/checkpoint_store.py), so the core's
+(offset, done) protocol is unchanged. A :class:`SendChunk` reads CHUNK_BYTES at an offset of it
+and sends them as an InstallSnapshot; a :class:`StoreChunk` feeds accepted bytes to a
+StreamReceiver that rebuilds the files in a staging directory (size cap, checksums) and, on the
+last chunk, checks that the DB opens at its index and keeps it as a local checkpoint; then the
+role actor has the FSM swap it in atomically and tells the core (Figure 13).
 """
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from raftkv.storage.snapshot_store import CorruptSnapshot, SnapshotMeta, SnapshotStore
+from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, StreamReceiver
+from raftkv.storage.kv_checkpoint import CheckpointError
+from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
 from .snapshot_transfer import SendChunk, StoreChunk
@@ -29,7 +33,7 @@ from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.snapshot")
 
-CHUNK_BYTES = 512 * 1024
+CHUNK_BYTES = 1024 * 1024  # stop-and-wait: larger chunks, fewer round trips per MB
 
 
 @dataclass(slots=True)
@@ -67,21 +71,22 @@ class SnapshotReceived:
 
     leader: str
     term: int
-    meta: SnapshotMeta
+    meta: CheckpointMeta
 
 
 @dataclass
 class _Incoming:
     last_index: int
     last_term: int
-    path: str
+    rx: StreamReceiver
     started: float = field(default_factory=time.monotonic)
+    failed: bool = False
 
 
 class Snapshotter(SupervisedActor):
-    """Owns the SnapshotStore."""
+    """Owns the CheckpointStore (its describing, pruning, reading and receiving)."""
 
-    def __init__(self, node_id: str, store: SnapshotStore, send: Callable[[str, Any], None],
+    def __init__(self, node_id: str, store: CheckpointStore, send: Callable[[str, Any], None],
                  tell_role: Callable[[Any], None], fsm_done: Callable[[int], None],
                  reply_many: Callable[[list], None]) -> None:
         super().__init__()
@@ -91,7 +96,7 @@ class Snapshotter(SupervisedActor):
         self.tell_role = tell_role
         self.fsm_done = fsm_done
         self.reply_many = reply_many
-        self.sending: dict[int, SnapshotMeta] = {}  # snapshot index -> its file, while streamed
+        self.sending: dict[int, CheckpointMeta] = {}  # snapshot index -> its checkpoint, while streamed
         self.incoming: Optional[_Incoming] = None
 
     def on_receive(self, msg: Any) -> Any:
@@ -106,25 +111,28 @@ class Snapshotter(SupervisedActor):
 
     def on_stop(self) -> None:
         if self.incoming is not None:
-            _unlink(self.incoming.path)
+            self.incoming.rx.discard()
 
     # ------------------------------------------------------------------ taking
 
     def _save(self, m: SaveSnapshot) -> None:
+        # The FSM took the checkpoint (constant time, its thread); here its files are summed up
+        # for streaming, off the write path. The checkpoint's flush made the live DB durable up
+        # to m.index, so the log may be compacted below it.
         t0 = time.monotonic()
         try:
-            path = self.store.save(m.index, m.term, m.members, _yielding(m.state.chunks()))
+            meta = self.store.describe(m.state, m.term, m.members)
         finally:
             self.fsm_done(m.index)
-        log.info("%s: snapshot at index %d (term %d) of %d keys written in %.2fs", self.node_id, m.index, m.term,
-                 len(m.state.data), time.monotonic() - t0)
-        self.tell_role(SnapshotSaved(m.index, m.term, self.store.read_meta(path).size))
+        log.info("%s: snapshot at index %d (term %d, %d bytes) described in %.2fs", self.node_id, m.index, m.term,
+                 meta.size, time.monotonic() - t0)
+        self.tell_role(SnapshotSaved(m.index, m.term, meta.size))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])
 
     # ------------------------------------------------------------------ sending
 
-    def _meta(self, index: int, offset: int) -> Optional[SnapshotMeta]:
+    def _meta(self, index: int, offset: int) -> Optional[CheckpointMeta]:
         meta = self.sending.get(index)
         if meta is None or offset == 0:
             meta = next((m for m in self.store.list() if m.last_index == index), None)
@@ -132,8 +140,8 @@ class Snapshotter(SupervisedActor):
                 log.warning("%s: snapshot %d is no longer here", self.node_id, index)
                 return None
             try:
-                self.store.open_verified(meta).close()  # never stream a damaged body
-            except (CorruptSnapshot, OSError) as e:
+                self.store.open_verified(meta)  # never stream a damaged checkpoint
+            except CheckpointError as e:
                 log.warning("%s: snapshot %d cannot be streamed: %s", self.node_id, index, e)
                 return None
             self.sending = {index: meta}  # the core streams only its newest snapshot
@@ -144,9 +152,7 @@ class Snapshotter(SupervisedActor):
         data = None
         if meta is not None:
             try:
-                with open(meta.path, "rb") as f:
-                    f.seek(meta.body_offset + c.offset)
-                    data = f.read(min(CHUNK_BYTES, max(meta.size - c.offset, 0)))
+                data = self.store.read(meta, c.offset, CHUNK_BYTES)
             except OSError as e:  # pruned under us by a newer snapshot: the core starts over
                 log.info("%s: snapshot %d for %s went away (%s)", self.node_id, c.index, c.peer, e)
                 self.sending.pop(c.index, None)
@@ -156,7 +162,7 @@ class Snapshotter(SupervisedActor):
         if c.offset == 0:
             log.info("%s: sending snapshot at index %d (%d bytes) to %s", self.node_id, meta.last_index, meta.size,
                      c.peer)
-        elif c.offset % (16 * CHUNK_BYTES) == 0:
+        elif c.offset % (64 * CHUNK_BYTES) < CHUNK_BYTES:
             log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, c.offset, meta.size)
         done = c.offset + len(data) >= meta.size
         self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, c.offset, data, done,
@@ -168,29 +174,27 @@ class Snapshotter(SupervisedActor):
         m = sc.msg
         inc = self.incoming
         if m.offset == 0:
-            # A new stream (the core accepts offset 0 only to start one): drop any partial file.
+            # A new stream (the core accepts offset 0 only to start one): drop any partial one.
             if inc is not None:
-                _unlink(inc.path)
-            fd, path = tempfile.mkstemp(dir=self.store.directory, prefix="recv-", suffix=".part")
-            os.close(fd)
-            inc = self.incoming = _Incoming(m.last_index, m.last_term, path)
+                inc.rx.discard()
+            staging = os.path.join(self.store.directory, f"recv-{m.last_index}-{m.last_term}")
+            inc = self.incoming = _Incoming(m.last_index, m.last_term, StreamReceiver(staging))
             log.info("%s: receiving snapshot at index %d from %s", self.node_id, m.last_index, sc.leader)
-        elif inc is None or (inc.last_index, inc.last_term) != (m.last_index, m.last_term):
-            return  # cannot happen: the core accepts only the next offset of the stream it started
-        with open(inc.path, "r+b") as f:
-            f.seek(m.offset)
-            f.write(m.data)
-        if m.done:
-            self._finish(sc.leader, m)
+        elif inc is None or (inc.last_index, inc.last_term) != (m.last_index, m.last_term) or inc.failed:
+            return  # a stream we gave up on (bad data); the leader starts over when it gives up too
+        try:
+            inc.rx.feed(m.data)
+            if m.done:
+                self._finish(sc.leader, m)
+        except CheckpointError as e:
+            log.error("%s: rejecting snapshot at index %d from %s: %s", self.node_id, m.last_index, sc.leader, e)
+            inc.failed = True
+            inc.rx.discard()
 
     def _finish(self, leader: str, m: InstallSnapshot) -> None:
         inc = self.incoming
+        meta = inc.rx.adopt(self.store, m.last_term, m.members)
         self.incoming = None
-        try:
-            path = self.store.save(m.last_index, m.last_term, m.members, _file_chunks(inc.path))
-        finally:
-            _unlink(inc.path)
-        meta = self.store.read_meta(path)
         log.info("%s: received snapshot at index %d (%d bytes) in %.2fs", self.node_id, m.last_index, meta.size,
                  time.monotonic() - inc.started)
         self.tell_role(SnapshotReceived(leader, m.term, meta))

@@ -438,6 +438,21 @@ class KvStore:
             self._open()
         return self._applied
 
+    def reopen(self) -> None:
+        """Close and open the DB again (the lock stays held): after a failed write (a full
+        disk), RocksDB refuses every later write until reopened; reopening recovers its WAL.
+        Raises StorageError if it cannot be opened (yet); then the store stays closed and a
+        later call may succeed."""
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 (closing a DB in an error state may fail too)
+                pass
+        self._db = open_db(self.path, self._opts)
+        self._closed = False
+        self._applied = read_header(self._db, self.path)
+
     def close(self) -> None:
         """Close the database (idempotent), syncing the WAL so that a clean shutdown loses no
         applied batch (then a restart replays nothing)."""

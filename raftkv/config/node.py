@@ -29,6 +29,7 @@ from .errors import show_value as _show
 from .tuning import TUNING_KEYS, RaftTuning
 from .yaml_file import read_yaml
 
+from raftkv.storage.kv_db import DEFAULT_CACHE_MB
 from raftkv.wire.address import advertise, normalize_address, split_address
 
 __all__ = [
@@ -92,6 +93,9 @@ class NodeConfig:
     # Whether the user asked for bootstrap (--bootstrap, ``bootstrap: true``), rather than it
     # following from a whole-cluster file: only then is "--bootstrap ignored" worth a line.
     bootstrap_asked: bool = field(default=False, compare=False)
+    # ``storage.cache_mb``: RocksDB block cache of the key-value state (index and filter blocks
+    # included), which with the memtables bounds a node's memory whatever the data size.
+    storage_cache_mb: int = DEFAULT_CACHE_MB
 
     @property
     def node_dir(self) -> Path:
@@ -122,8 +126,9 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level")
-_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level")
+                   "join", "raft", "log_level", "storage")
+_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage")
+_STORAGE_KEYS = ("cache_mb",)
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
@@ -203,6 +208,19 @@ def _parse_raft(data: Any, where: str) -> RaftTuning:
         return RaftTuning(**data)
     except ValueError as e:
         raise _err(where, f"raft.{e}") from None
+
+
+def _parse_storage(data: Any, where: str) -> int:
+    """The ``storage:`` section: ``cache_mb``, a whole number of MB, at least 1."""
+    if data is None:
+        return DEFAULT_CACHE_MB
+    if not isinstance(data, dict):
+        raise _err(where, f"storage must be a mapping (got {_show(data)})")
+    _check_keys(data, _STORAGE_KEYS, "storage.", where)
+    v = data.get("cache_mb", DEFAULT_CACHE_MB)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise _err(where, f"storage.cache_mb must be a whole number of MB, at least 1 (got {_show(v)})")
+    return v
 
 
 def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -300,7 +318,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     cluster_id=v.get("cluster_id"), bootstrap=bootstrap,
                     join=advertise(join) if join else None, raft=raft,
                     log_level=v.get("log_level") or "INFO",
-                    bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)))
+                    bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
+                    storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB))
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -353,6 +372,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
     raft = _parse_raft(data.get("raft"), path)
+    v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     _apply_overrides(v, ov)
     for key in ("id", "addr"):
         if not v.get(key):
@@ -380,6 +400,7 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
     if "log_level" in data:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     raft = _parse_raft(data.get("raft"), path)
+    v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     # The listed nodes are the initial cluster: each of them bootstraps with the whole
     # list (bootstrap as a group), unless a --join flag says otherwise.
     v["bootstrap"] = True

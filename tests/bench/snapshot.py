@@ -21,14 +21,59 @@ import click
 from raftkv.wire.client import Client, ClientError
 
 from .cluster import BenchCluster
-from .common import BenchError, in_temp_dir, quiet_or_echo
+from .common import KEY_FMT, BenchError, in_temp_dir, quiet_or_echo
 from .writers import LatencyWriteLoad, Preloader
 
 
-_RE_WRITTEN = r"snapshot at index (\d+) \(term \d+\) of (\d+) keys written in ([\d.]+) ?s"
-_RE_RESTORED = r"restored snapshot at index (\d+) \((\d+) keys\) in ([\d.]+) ?s"
+# Snapshots are checkpoints of the key-value store (taken by the FSM, then described for streaming).
+_RE_WRITTEN = r"snapshot at index (\d+) \(term \d+, (\d+) bytes\) described in ([\d.]+) ?s"
+_RE_RESTORED = r"opened the key-value store at applied index (\d+) \(snapshot \d+\) in ([\d.]+) ?s"
 _RE_RECEIVED = r"received snapshot at index (\d+) \((\d+) bytes\) in ([\d.]+) ?s"
-_RE_FSM_RESTORED = r"fsm: restored (\d+) keys at index (\d+) from a snapshot in ([\d.]+) ?s"
+_RE_FSM_RESTORED = r"fsm: restored the state at index (\d+) from a snapshot in ([\d.]+) ?s"
+
+
+def _rss_mb(pid: int) -> Optional[float]:
+    """Resident set size of a process, from /proc (Linux)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _disk_mb(path: Path) -> float:
+    """Bytes under ``path`` (files counted once per inode: checkpoints hard-link the DB's files)."""
+    seen, total = set(), 0
+    for p in path.rglob("*"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file() and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return round(total / 1e6, 1)
+
+
+def _node_figures(cl: BenchCluster) -> dict:
+    return {nid: {"rss_mb": _rss_mb(cl.nodes[nid].proc.pid), "disk_mb": _disk_mb(cl.data_dir / nid)}
+            for nid in cl.ids}
+
+
+def _list_timing(servers: list, prefix: str, runs: int = 50) -> dict:
+    """Latency of ``list PREFIX --limit 100`` (linearizable) from the client."""
+    times = []
+    with Client(servers, timeout=10) as c:
+        got = c.list(prefix, limit=100)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            c.list(prefix, limit=100)
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"prefix": prefix, "items": len(got), "p50_ms": round(times[len(times) // 2], 2),
+            "p99_ms": round(times[int(len(times) * 0.99)], 2), "max_ms": round(times[-1], 2)}
 
 
 def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, trailing_logs: int,
@@ -53,6 +98,10 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         pre = Preloader(cl.servers, keys, value_size).run(progress=out)
         res["preload"] = pre
         out(f"preloaded {pre['keys']} keys in {pre['seconds']:.1f} s: {pre['keys_per_sec']:.0f} keys/s")
+        res["nodes_after_preload"] = _node_figures(cl)
+        out(f"nodes after the preload: {res['nodes_after_preload']}")
+        res["list_first_100"] = _list_timing(cl.servers, KEY_FMT.split("%")[0])
+        out(f"list of the first 100 keys under a prefix: {res['list_first_100']}")
 
         # 2. Background writes; a baseline window without any snapshot.
         load_ = LatencyWriteLoad(cl.servers, writers, call_timeout=max(10.0, slow / 4), value_size=value_size)
@@ -76,9 +125,9 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             snap_index = int(written[0])
         res["leader_snapshot"] = {
             "node": leader, "index": snap_index, "seconds": round(t_s1 - t_s0, 3),
-            "keys": int(written[1]) if written else None,
+            "keys": None,  # a checkpoint: no key count without reading every key
             "write_seconds": float(written[2]) if written else None,
-            "bytes": cl.snapshot_file_size(leader, snap_index) if snap_index else None,
+            "bytes": int(written[1]) if written else None,
         }
         out(f"leader {leader}: snapshot at index {snap_index} in {t_s1 - t_s0:.3f} s")
         time.sleep(1.0)  # writes after the snapshot, for the record; in-flight ones finish
@@ -112,8 +161,8 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             "node": follower, "answering_s": round(t_up - t_r0, 3), "caught_up_s": round(t_r1 - t_r0, 3),
             "caught_up_index": target,
             "restored_index": int(restored[0]) if restored else None,
-            "restored_keys": int(restored[1]) if restored else None,
-            "restore_s": float(restored[2]) if restored else None,
+            "restored_keys": None,
+            "restore_s": float(restored[1]) if restored else None,
         }
         out(f"{follower} killed -9 and restarted: answering after {t_up - t_r0:.2f} s, caught up to index "
             f"{target} after {t_r1 - t_r0:.2f} s (snapshot restore {res['restart']['restore_s']} s)")
@@ -164,8 +213,10 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             "snapshot_index": int(received[0]) if received else None,
             "snapshot_bytes": int(received[1]) if received else None,
             "snapshot_receive_s": float(received[2]) if received else None,
-            "fsm_restore_s": float(fsm_restored[2]) if fsm_restored else None,
+            "fsm_restore_s": float(fsm_restored[1]) if fsm_restored else None,
         }
+        if received and float(received[2]) > 0:
+            res["join"]["transfer_mb_per_s"] = round(int(received[1]) / 1e6 / float(received[2]), 1)
         out(f"{joiner} joined: voter after {t_voter - t_j0:.2f} s, caught up to index {target} after "
             f"{t_j1 - t_j0:.2f} s (snapshot received in {res['join']['snapshot_receive_s']} s)")
         time.sleep(0.5)
@@ -179,6 +230,7 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             "during_join": load_.window(t_j0, t_j1, overlap=True),
         }
         res["writes_ok"], res["writes_failed"] = load_.ok, load_.failed
+        res["nodes_at_end"] = _node_figures(cl)
         return res
     finally:
         if load_ is not None:
@@ -226,6 +278,11 @@ def _print_snapshot(res: dict) -> None:
         p(f"  {label:<27} {w['seconds']:>8.2f} {w['writes']:>7} {w['failed']:>6} {_fmt(w['writes_per_sec'], '.0f'):>7} "
           f"{_fmt(w['p50_ms'], '.2f'):>8} {_fmt(w['p99_ms'], '.2f'):>8} {_fmt(w['max_ms'], '.2f'):>8}")
     p(f"  background writes: {res['writes_ok']} acknowledged, {res['writes_failed']} failed or timed out")
+    p(f"  transfer to the joiner: {_fmt(j.get('transfer_mb_per_s'), '.1f')} MB/s")
+    lt = res["list_first_100"]
+    p(f"  list {lt['prefix']!r} --limit 100 (linearizable, client side): p50 {lt['p50_ms']} ms, p99 {lt['p99_ms']} ms")
+    for when in ("nodes_after_preload", "nodes_at_end"):
+        p(f"  {when}: " + "; ".join(f"{n} RSS {v['rss_mb']} MB, disk {v['disk_mb']} MB" for n, v in res[when].items()))
 
 
 @click.command()

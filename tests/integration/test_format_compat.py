@@ -104,6 +104,9 @@ def test_current_release_reads_previous_release_data(node):
         assert kv.get("after-upgrade") == b"yes"
         assert kv.get("k002") == b"overwritten" and kv.get("binary") == b"\xff\x00\xfe raw"
     assert node.stop() == 0
+    # the old snapshot was migrated into the key-value store on the first start only
+    assert node.log_text().count("migrated a data directory of the previous format") == 1
+    assert not list((node.root / "n1" / "snapshots").glob("snap-*.snap"))
 
 
 def _append_committed(node: OneNode, kind: int, payload: bytes) -> int:

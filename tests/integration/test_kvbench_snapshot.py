@@ -43,8 +43,8 @@ def test_snapshot_json(tmp_path):
     assert r["node"] == fs["node"]
     assert 0 < r["answering_s"] <= r["caught_up_s"]
     assert r["caught_up_index"] >= fs["index"]
-    # The restarted follower started from the snapshot it took.
-    assert r["restored_index"] == fs["index"] and r["restored_keys"] >= keys and r["restore_s"] >= 0
+    # The restarted follower opened its key-value store at (at least) the snapshot it took.
+    assert r["restored_index"] >= fs["index"] and r["restore_s"] >= 0
 
     j = rep["join"]
     assert j["node"] == "node4"

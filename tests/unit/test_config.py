@@ -489,3 +489,12 @@ def test_addresses():
     assert advertise("10.0.0.5:9001") == "10.0.0.5:9001"
     with pytest.raises(ValueError):
         normalize_address("9001")
+
+
+def test_storage_cache_mb_defaults_and_is_checked(tmp_path):
+    assert load_config(write(tmp_path, NODE)).storage_cache_mb == 128
+    assert load_config(write(tmp_path, NODE + "storage: {cache_mb: 512}\n")).storage_cache_mb == 512
+    assert "storage.cache_mb must be a whole number of MB, at least 1 (got 0)" in error_of(
+        write(tmp_path, NODE + "storage: {cache_mb: 0}\n"))
+    assert "unknown key 'storage.cache'" in error_of(write(tmp_path, NODE + "storage: {cache: 1}\n"))
+    assert load_config(write(tmp_path, CLUSTER + "storage:\n  cache_mb: 64\n"), "a").storage_cache_mb == 64

@@ -1,0 +1,242 @@
+"""The FSM's state on RocksDB: the replicated map and session table in a KvStore.
+
+Same rules as :class:`actors.fsm.KVState` (the in-memory model the simulation keeps), applied as
+batches: the entries of one ``Apply`` are collected in a :class:`KvBatch` and written with the
+applied index (and the applied term, and the members when a configuration was applied) as one
+unsynced WriteBatch by :meth:`DbState.end_batch`. The session table is also kept in memory
+(bounded by clients x window) so that duplicate detection costs no disk read.
+
+One difference from KVState, which evicts the oldest inserted result: a full window evicts the
+lowest seq, which is what a table reloaded from the DB (in seq order) would evict, so that a
+restarted node and one that never stopped evict the same result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections import OrderedDict
+from typing import Optional
+
+from raftkv.records import WRITE_OPS, UndecodableEntry
+from raftkv.storage.format import decode_int, decode_members, encode_members, pack
+from raftkv.storage.kv_checkpoint import CheckpointInfo
+from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
+                                     TouchSession)
+from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
+from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+
+log = logging.getLogger("actors.fsm")
+
+META_TERM = "term"
+META_MEMBERS = "members"
+
+
+class _Session:
+    """One client's recent results (seq -> (status, value)) and the index of its last request."""
+
+    __slots__ = ("results", "last_index", "ordered")
+
+    def __init__(self, last_index: int = 0, results: Optional[OrderedDict] = None) -> None:
+        self.results: OrderedDict = results if results is not None else OrderedDict()
+        self.last_index = last_index
+        self.ordered = True  # results were inserted in increasing seq order (the usual case)
+
+    def lowest(self) -> int:
+        return next(iter(self.results)) if self.ordered else min(self.results)
+
+
+class DbState:
+    """The replicated map and session table of one node, in ``store`` (owned by the FSM's thread;
+    :meth:`read` with ``"get"`` may be called from any thread)."""
+
+    def __init__(self, store: KvStore) -> None:
+        self.store = store
+        self._batch: Optional[KvBatch] = None
+        self._touched: dict[str, int] = {}
+        self._load()
+
+    def _load(self) -> None:
+        st = self.store
+        self.applied = st.applied_index()
+        table = st.sessions()
+        self.sessions = {cid: _Session(r.last_index, r.results) for cid, r in table.sessions.items()}
+        self.expired: OrderedDict = table.expired
+        raw = st.get_meta(META_TERM)
+        self.term = decode_int(raw, "applied term") if raw is not None else 0
+        raw = st.get_meta(META_MEMBERS)
+        self.members: list = decode_members(raw) if raw is not None else []
+
+    # ---------------------------------------------------------------- applying
+
+    def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
+        """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
+        from .fsm import SESSION_WINDOW, SWEEP_EVERY
+
+        b = self._batch
+        if b is None:
+            b = self._batch = self.store.batch()
+        self.applied = index
+        if index % SWEEP_EVERY == 0:
+            self._expire(index, b)
+        if kind != EntryKind.COMMAND:
+            if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
+                return None
+            raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
+        try:
+            cmd = decode_record(payload, Command)
+        except DecodeError as e:
+            raise UndecodableEntry(index, str(e)) from None
+        if cmd.op not in WRITE_OPS:
+            raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
+        cid = cmd.client_id
+        if not cid:
+            return self._execute(cmd, b)
+        sess = self.sessions.get(cid)
+        seq = cmd.seq
+        if sess is None:
+            if cid in self.expired:
+                return ("expired", None)
+            sess = self.sessions[cid] = _Session()
+        else:
+            done = sess.results.get(seq)
+            if done is not None:
+                return done
+            if sess.results and len(sess.results) >= SESSION_WINDOW and seq < sess.lowest():
+                return ("expired", None)  # its result left the window: it may have been applied
+        sess.last_index = index
+        self._touched[cid] = index
+        result = self._execute(cmd, b)
+        res = sess.results
+        if res and sess.ordered and seq < next(reversed(res)):
+            sess.ordered = False
+        res[seq] = result
+        b.add(SaveResult(cid, seq, result[0], result[1]))
+        if len(res) > SESSION_WINDOW:
+            low = sess.lowest()
+            del res[low]
+            b.add(DropResult(cid, low))
+        return result
+
+    def _expire(self, index: int, b: KvBatch) -> None:
+        from .fsm import EXPIRED_TTL, SESSION_TTL
+
+        horizon = index - SESSION_TTL
+        gone = [cid for cid, s in self.sessions.items() if s.last_index < horizon]
+        for cid in gone:
+            del self.sessions[cid]
+            self._touched.pop(cid, None)
+            self.expired[cid] = index
+            b.add(ExpireSession(cid, index))
+        while self.expired:
+            cid, at = next(iter(self.expired.items()))
+            if at >= index - EXPIRED_TTL:
+                break
+            del self.expired[cid]
+            b.add(ForgetExpired(cid))
+
+    @staticmethod
+    def _execute(cmd: Command, b: KvBatch) -> tuple:
+        if cmd.op == "put":
+            b.put(cmd.key, cmd.value)
+            return ("ok", None)
+        if cmd.op == "delete":
+            b.delete(cmd.key)
+            return ("ok", None)
+        if cmd.op == "cas":
+            cur = b.get(cmd.key)
+            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
+                b.put(cmd.key, cmd.value)
+                return ("ok", None)
+            return ("cas_failed", cur)
+        return ("invalid", None)
+
+    def end_batch(self, term: int, members: Optional[list]) -> None:
+        """Write the open batch with the applied index and term (and ``members`` if a
+        configuration was applied in it) as one unsynced WriteBatch."""
+        b = self._batch
+        if b is None:
+            return
+        self._batch = None
+        for cid, last in self._touched.items():
+            b.add(TouchSession(cid, last))
+        self._touched = {}
+        meta = {META_TERM: pack(term)}
+        self.term = term
+        if members is not None:
+            meta[META_MEMBERS] = encode_members(list(members))
+            self.members = list(members)
+        self._write(b.ops, meta)
+
+    def _write(self, ops: list, meta: dict) -> None:
+        # The state must not skip a batch (it would diverge from the log): a failed write (a
+        # full disk) is retried, the DB reopened in between, until it succeeds; the FSM (and
+        # the reads it serves) waits meanwhile, as the log writer does.
+        attempt = 0
+        while True:
+            try:
+                self.store.apply_batch(ops, self.applied, meta)
+                if attempt:
+                    log.warning("fsm: the key-value state is written again (index %d)", self.applied)
+                return
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for I/O errors)
+                if attempt == 0:
+                    log.error("fsm: cannot write the key-value state at index %d: %s; retrying", self.applied, e)
+                attempt += 1
+                time.sleep(min(0.05 * attempt, 1.0))  # back-off while the disk is full
+                try:
+                    self.store.reopen()
+                except Exception as e2:  # noqa: BLE001
+                    log.debug("fsm: reopening the key-value store failed: %s", e2)
+
+    # ---------------------------------------------------------------- reading
+
+    def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
+        """Serve a read from the DB (``list`` is a bounded scan, sorted by construction)."""
+        try:
+            if op == "get":
+                v = self.store.get(key)
+                return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+            if op == "list":
+                return ClientReply("ok", items=self.store.scan(key, limit))
+        except Exception:  # noqa: BLE001 (the DB is being swapped by a snapshot install: rare)
+            return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
+        return ClientReply("invalid", error=f"not a read: {op}")
+
+    def key_count_hint(self) -> str:
+        """For log lines: the DB's size on disk (counting keys would read them all)."""
+        return f"{self.store.disk_bytes() >> 20} MB"
+
+    # ---------------------------------------------------------------- snapshots
+
+    def prepare_snapshot(self) -> None:
+        """Start flushing the memtable in the background, so that the coming checkpoint only
+        waits for a small flush (this thread stalls applying meanwhile)."""
+        self.store.prepare_checkpoint()
+
+    def snapshot_payload(self, path: str) -> CheckpointInfo:
+        """Take a checkpoint at the applied index into ``path`` (this thread applies batches);
+        one already there at this index (described) is reused."""
+        if CheckpointStore.has(path):
+            return CheckpointInfo(path, self.applied)
+        if os.path.isdir(path):  # an undescribed leftover
+            shutil.rmtree(path)
+        return self.store.checkpoint(path)
+
+    def restored(self, checkpoint_dir: str, index: int, term: int, members: list) -> "DbState":
+        """Replace the state by the checkpoint in ``checkpoint_dir`` (a verified snapshot),
+        atomically across crashes; returns self."""
+        staged = self.store.path + ".incoming"
+        stage_copy(checkpoint_dir, staged)
+        self.store.install(staged)
+        self._batch = None
+        self._touched = {}
+        self._load()
+        if self.applied != index:
+            log.warning("fsm: installed checkpoint is at index %d, expected %d", self.applied, index)
+        self.term = term
+        self.members = list(members)
+        return self

@@ -1,0 +1,287 @@
+"""Snapshots as key-value checkpoints: the newest N kept, each readable as one byte stream.
+
+A snapshot is a checkpoint directory ``ckpt-<index, 20 digits>`` (:mod:`.kv_checkpoint`) plus a
+sidecar file ``ckpt-<index>.meta`` (msgpack ``{"term", "members", "manifest"}``) written once the
+checkpoint's manifest (file names, sizes, CRC-32s) is computed. A checkpoint without its sidecar
+was never announced to the Raft layer (no log was compacted on its behalf) and is deleted at
+start-up.
+
+The stream (what InstallSnapshot carries, addressed by the core's byte offsets)::
+
+    magic "RKVCKPT1" | manifest_len u32 | manifest (CheckpointManifest.to_bytes()) | files...
+
+with the checkpoint's files concatenated in manifest order. Its length is known from the
+sidecar alone, so the core's (offset, done) protocol needs nothing else.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import msgpack
+
+from raftkv.records import Member
+
+from .format import FormatError, decode_members, encode_members
+from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest, CheckpointReceiver, FileChunk,
+                            build_manifest, checkpoint_name, list_checkpoints)
+from .kv_install import fsync_dir
+
+log = logging.getLogger("storage.snapshot")
+
+MAGIC = b"RKVCKPT1"
+_HEAD = struct.Struct(">8sI")
+_SIDECAR = ".meta"
+MAX_MANIFEST_BYTES = 64 << 20
+# Received snapshots larger than this are refused (and anything larger than the free disk space).
+MAX_RECEIVED_BYTES = 256 << 30
+
+
+@dataclass
+class CheckpointMeta:
+    """One snapshot: its checkpoint directory, (index, term), members at that index, and the
+    stream it is sent as (``size`` bytes: header + manifest + files)."""
+
+    path: str
+    last_index: int
+    last_term: int
+    members: list[Member]
+    manifest: bytes
+    size: int = 0
+    _layout: list = field(default_factory=list, repr=False)  # (start, end, file name) of each file
+
+    def __post_init__(self) -> None:
+        m = CheckpointManifest.from_bytes(self.manifest)
+        pos = _HEAD.size + len(self.manifest)
+        for fi in m.files:
+            self._layout.append((pos, pos + fi.size, fi.name))
+            pos += fi.size
+        self.size = pos
+
+    def header(self) -> bytes:
+        """The stream's first bytes: magic, manifest length, manifest."""
+        return _HEAD.pack(MAGIC, len(self.manifest)) + self.manifest
+
+
+class CheckpointStore:
+    """The checkpoints of one node in ``directory``, keeping the newest ``keep``. Checkpoints are
+    taken by the FSM's thread (:meth:`path_for` + ``KvStore.checkpoint``); everything else is
+    the snapshotter's (described, listed, read, received)."""
+
+    def __init__(self, directory: str, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = os.path.abspath(directory)
+        self.keep = keep
+        os.makedirs(self.directory, exist_ok=True)
+        for info in list_checkpoints(self.directory):  # also removes .partial leftovers
+            if not os.path.exists(info.path + _SIDECAR):
+                log.info("removing checkpoint %s, never described", os.path.basename(info.path))
+                shutil.rmtree(info.path)
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.endswith(_SIDECAR) and not os.path.isdir(path[:-len(_SIDECAR)]):
+                os.unlink(path)
+            elif name.startswith("recv-") or name.endswith(".tmp"):
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+    def path_for(self, index: int) -> str:
+        """Where the checkpoint at ``index`` goes (it may already be there: see :meth:`has`)."""
+        return os.path.join(self.directory, checkpoint_name(index))
+
+    @staticmethod
+    def has(path: str) -> bool:
+        """Whether the checkpoint at ``path`` exists and is described (then it is reused: the
+        state at one applied index is the same whoever took it)."""
+        return os.path.isdir(path) and os.path.exists(path + _SIDECAR)
+
+    def describe(self, info: CheckpointInfo, term: int, members: list, manifest: Optional[CheckpointManifest] = None
+                 ) -> CheckpointMeta:
+        """Compute the manifest of a taken checkpoint (reads its files once) unless given, write
+        the sidecar durably, prune the oldest, and return its meta."""
+        manifest = manifest or build_manifest(info.path)
+        blob = manifest.to_bytes()
+        side = msgpack.packb({"term": term, "members": encode_members(list(members)), "manifest": blob},
+                             use_bin_type=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(side)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, info.path + _SIDECAR)
+        fsync_dir(self.directory)
+        meta = CheckpointMeta(info.path, info.applied_index, term, list(members), blob)
+        log.info("saved snapshot %s (%d bytes, %d members)", os.path.basename(info.path), meta.size, len(members))
+        self._prune(keep_path=info.path)
+        return meta
+
+    def _prune(self, keep_path: str) -> None:
+        for info in list_checkpoints(self.directory)[self.keep:]:
+            if info.path != keep_path:
+                log.info("deleting old snapshot %s", os.path.basename(info.path))
+                try:
+                    os.unlink(info.path + _SIDECAR)
+                except FileNotFoundError:
+                    pass
+                shutil.rmtree(info.path, ignore_errors=True)
+
+    def list(self) -> list[CheckpointMeta]:
+        """Every described checkpoint, newest first (an unreadable sidecar is logged, left out)."""
+        out = []
+        for info in list_checkpoints(self.directory):
+            try:
+                with open(info.path + _SIDECAR, "rb") as f:
+                    side = msgpack.unpackb(f.read(), raw=False)
+                out.append(CheckpointMeta(info.path, info.applied_index, int(side["term"]),
+                                          decode_members(side["members"]), side["manifest"]))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError, FormatError, CheckpointError) as e:
+                log.warning("ignoring snapshot %s: %s", os.path.basename(info.path), e)
+        return out
+
+    def newest(self) -> Optional[CheckpointMeta]:
+        """The newest described checkpoint, or None."""
+        metas = self.list()
+        return metas[0] if metas else None
+
+    def open_verified(self, meta: CheckpointMeta) -> str:
+        """Check every file against the manifest's sizes and CRC-32s; return the checkpoint's
+        directory. Raises CheckpointError (a damaged checkpoint is never streamed)."""
+        manifest = CheckpointManifest.from_bytes(meta.manifest)
+        for fi in manifest.files:
+            crc, size = 0, 0
+            try:
+                with open(os.path.join(meta.path, fi.name), "rb") as f:
+                    while True:
+                        block = f.read(1 << 20)
+                        if not block:
+                            break
+                        crc = zlib.crc32(block, crc)
+                        size += len(block)
+            except OSError as e:
+                raise CheckpointError(f"snapshot {os.path.basename(meta.path)}: {e}") from None
+            if (size, crc) != (fi.size, fi.crc32):
+                raise CheckpointError(f"snapshot {os.path.basename(meta.path)} is corrupt: {fi.name} does not "
+                                      "match its checksum")
+        return meta.path
+
+    @staticmethod
+    def read(meta: CheckpointMeta, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of ``meta``'s stream from ``offset``. Raises OSError if a file
+        went away (pruned under a transfer)."""
+        out = bytearray()
+        head = meta.header()
+        if offset < len(head):
+            out += head[offset:offset + length]
+        for start, end, name in meta._layout:
+            if len(out) >= length:
+                break
+            pos = offset + len(out)
+            if pos >= end or pos < start:
+                continue
+            with open(os.path.join(meta.path, name), "rb") as f:
+                f.seek(pos - start)
+                data = f.read(min(length - len(out), end - pos))
+            if len(data) < min(length - len(out), end - pos):
+                raise OSError(f"{name} in {meta.path} is shorter than its manifest says")
+            out += data
+        return bytes(out)
+
+
+class StreamReceiver:
+    """Rebuilds a checkpoint from its stream (bytes arrive in order, from offset 0) in
+    ``staging``, with :class:`CheckpointReceiver`'s checks and a size cap."""
+
+    def __init__(self, staging: str, max_bytes: int = MAX_RECEIVED_BYTES) -> None:
+        self.staging = staging
+        self.max_bytes = max_bytes
+        self._head = bytearray()
+        self._manifest: Optional[CheckpointManifest] = None
+        self._rx: Optional[CheckpointReceiver] = None
+        self._layout: list = []
+        self.received = 0
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the stream. Raises CheckpointError on a bad stream."""
+        self.received += len(data)
+        if self._rx is None:
+            self._head += data
+            if len(self._head) < _HEAD.size:
+                return
+            magic, mlen = _HEAD.unpack_from(self._head)
+            if magic != MAGIC or mlen > MAX_MANIFEST_BYTES:
+                raise CheckpointError("not a checkpoint stream (bad magic or manifest length)")
+            if len(self._head) < _HEAD.size + mlen:
+                return
+            blob = bytes(self._head[_HEAD.size:_HEAD.size + mlen])
+            self._manifest = CheckpointManifest.from_bytes(blob)
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.staging))).free
+            cap = min(self.max_bytes, free)
+            self._rx = CheckpointReceiver(self.staging, self._manifest, cap)
+            pos = _HEAD.size + mlen
+            for fi in self._manifest.files:
+                self._layout.append((pos, pos + fi.size, fi.name))
+                pos += fi.size
+            rest = bytes(self._head[_HEAD.size + mlen:])
+            self._head = bytearray()
+            self._write(_HEAD.size + mlen, rest)
+            return
+        self._write(self.received - len(data), data)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        for start, end, name in self._layout:
+            if end == start and start <= offset + len(data) and start >= offset:
+                self._rx.write(FileChunk(name, 0, b""))
+                continue
+            lo, hi = max(start, offset), min(end, offset + len(data))
+            if lo < hi:
+                self._rx.write(FileChunk(name, lo - start, data[lo - offset:hi - offset]))
+
+    def finish(self) -> tuple[CheckpointInfo, CheckpointManifest]:
+        """Check the whole checkpoint (sizes, CRCs, the DB opens at the manifest's index)."""
+        if self._rx is None:
+            raise CheckpointError("checkpoint stream ended before its manifest")
+        return self._rx.finish(), self._manifest
+
+    def adopt(self, store: CheckpointStore, term: int, members: list) -> CheckpointMeta:
+        """Move the finished checkpoint into ``store`` as its snapshot at the manifest's index."""
+        info, manifest = self.finish()
+        dest = store.path_for(info.applied_index)
+        if store.has(dest):  # we already hold this snapshot (taken here, or received before)
+            self.discard()
+            return next(m for m in store.list() if m.path == dest)
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
+        os.rename(info.path, dest)
+        fsync_dir(store.directory)
+        return store.describe(CheckpointInfo(dest, info.applied_index), term, members, manifest)
+
+    def discard(self) -> None:
+        """Delete what was received."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def stage_copy(src: str, dest: str) -> None:
+    """Make ``dest`` a copy of checkpoint ``src`` to install as a live DB: SST files (immutable)
+    hard-linked, the others (MANIFEST, CURRENT, OPTIONS, WAL, which RocksDB may rewrite) copied;
+    fsynced."""
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.makedirs(dest)
+    for name in os.listdir(src):
+        s, d = os.path.join(src, name), os.path.join(dest, name)
+        if name.endswith(".sst"):
+            os.link(s, d)
+        else:
+            shutil.copyfile(s, d)
+            with open(d, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(dest)
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))

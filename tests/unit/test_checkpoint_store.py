@@ -1,0 +1,65 @@
+"""Checkpoint snapshots as one byte stream: read at any offsets, rebuilt by the receiver."""
+from __future__ import annotations
+
+import pytest
+
+from raftkv.records import Member
+from raftkv.storage.checkpoint_store import CheckpointStore, StreamReceiver, stage_copy
+from raftkv.storage.kv_checkpoint import CheckpointError
+from raftkv.storage.kv_store import KvStore, Put
+
+MEMBERS = [Member("n1", "127.0.0.1:1", "127.0.0.1:2", "", True)]
+
+
+def _taken(tmp_path, n: int = 3000):
+    kv = KvStore(str(tmp_path / "kv"))
+    kv.apply_batch([Put(f"k{i:05d}", b"v" * 100) for i in range(n)], 7)
+    store = CheckpointStore(str(tmp_path / "snaps"), keep=2)
+    meta = store.describe(kv.checkpoint(store.path_for(7)), 3, MEMBERS)
+    return kv, store, meta
+
+
+@pytest.mark.parametrize("chunk", [1, 777, 1 << 20])
+def test_the_stream_in_any_chunk_size_rebuilds_the_same_db(tmp_path, chunk):
+    kv, store, meta = _taken(tmp_path)
+    if chunk == 1:
+        chunk = 97  # small, not aligned to anything
+    rx = StreamReceiver(str(tmp_path / "snaps" / "recv-x"))
+    offset = 0
+    while offset < meta.size:
+        data = store.read(meta, offset, chunk)
+        assert data
+        rx.feed(data)
+        offset += len(data)
+    dest = CheckpointStore(str(tmp_path / "other"), keep=2)
+    got = rx.adopt(dest, meta.last_term, meta.members)
+    assert (got.last_index, got.last_term, got.members, got.size) == (7, 3, MEMBERS, meta.size)
+    copy = KvStore(str(tmp_path / "copy"))  # opening first: it clears a stale .incoming
+    stage_copy(got.path, str(tmp_path / "copy.incoming"))
+    assert copy.install(str(tmp_path / "copy.incoming")) == 7
+    assert copy.scan("k", 0) == kv.scan("k", 0)
+    copy.close()
+    kv.close()
+
+
+def test_a_damaged_stream_is_refused(tmp_path):
+    kv, store, meta = _taken(tmp_path, 500)
+    body = bytearray(store.read(meta, 0, meta.size))
+    body[-5] ^= 0xFF
+    rx = StreamReceiver(str(tmp_path / "recv"))
+    rx.feed(bytes(body))
+    with pytest.raises(CheckpointError):
+        rx.finish()
+    capped = StreamReceiver(str(tmp_path / "recv2"), max_bytes=100)
+    with pytest.raises(CheckpointError, match="exceeds the cap"):
+        capped.feed(store.read(meta, 0, meta.size))
+    kv.close()
+
+
+def test_only_the_newest_are_kept(tmp_path):
+    kv, store, _ = _taken(tmp_path, 10)
+    for i in (8, 9, 10):
+        kv.apply_batch([Put("x", b"%d" % i)], i)
+        store.describe(kv.checkpoint(store.path_for(i)), 3, MEMBERS)
+    assert [m.last_index for m in store.list()] == [10, 9]
+    kv.close()
