@@ -19,6 +19,7 @@ import zmq
 
 from .address import zmq_endpoint
 from .iothread import IoThread
+from .security.zap import Door, configure_null_server
 from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 
 log = logging.getLogger("wire.frontdoor")
@@ -51,13 +52,15 @@ class FrontDoor(IoThread):
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
     def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
-                 name: str = "") -> None:
+                 name: str = "", zap_door: Optional[Door] = None) -> None:
         self.on_requests = on_requests
         self.name = name
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, 100_000)
         self._router.setsockopt(zmq.RCVHWM, 100_000)
+        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+            configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))
         super().__init__(ctx, f"frontdoor-{name}")
 

@@ -70,7 +70,8 @@ class HttpGateway:
     ``local``: ``(this node's client address, call)``, the in-process hook of :class:`Client`.
     ``submit``: the node's batched in-process entry point, ``submit([(route, ClientRequest)])``,
     answered by ``route.deliver(ClientReply)`` from any thread; when None, every request goes
-    through a pooled Client. For a second after the node answers not_leader (a follower),
+    through a pooled Client. ``admit(peer_ip) -> bool``: asked for each accepted connection
+    (loopback-only mode refuses non-loopback peers); None admits everyone. For a second after the node answers not_leader (a follower),
     requests other than stale reads skip it and go to the leader through the workers.
     """
 
@@ -86,6 +87,7 @@ class HttpGateway:
         pool_size: int = 64,
         local: Optional[tuple] = None,
         submit: Optional[Callable[[list], None]] = None,
+        admit: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.servers = parse_servers(list(servers))
         self.status_fn = status_fn
@@ -95,6 +97,7 @@ class HttpGateway:
                                     submit=submit, handle=self._handle)
         self.server = HttpServer(bind, max_body=max_body, dispatch=self.engine.dispatch,
                                  deliver=self.engine.deliver, tick=self.engine.tick)
+        self.server.admit = admit
         self.engine.attach(self.server)
         self.host = self.server.host
 

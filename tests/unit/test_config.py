@@ -489,3 +489,19 @@ def test_addresses():
     assert advertise("10.0.0.5:9001") == "10.0.0.5:9001"
     with pytest.raises(ValueError):
         normalize_address("9001")
+
+
+# --------------------------------------------------------------------------- loopback-only mode (issue 11)
+
+def test_insecure_defaults_to_false_and_comes_from_flag_or_files(tmp_path):
+    assert load_config(write(tmp_path, NODE), None, {}).insecure is False
+    assert load_config(write(tmp_path, NODE), None, {"insecure": False}).insecure is False  # click's "not given"
+    assert load_config(write(tmp_path, NODE), None, {"insecure": True}).insecure is True
+    assert load_config(write(tmp_path, NODE + "insecure: true\n"), None, {}).insecure is True
+    assert load_config(write(tmp_path, "insecure: true\n" + CLUSTER), "b", {}).insecure is True
+    assert load_config(None, None, {"id": "n", "addr": "127.0.0.1:9001", "insecure": True}).insecure is True
+
+
+def test_insecure_must_be_a_boolean(tmp_path):
+    msg = error_of(write(tmp_path, NODE + "insecure: yes please\n"), None, {})
+    assert "insecure must be true or false" in msg
