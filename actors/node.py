@@ -23,9 +23,9 @@ import zmq
 
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.storage.snapshot_store import SnapshotStore
-from raftkv.wire.frontdoor import FrontDoor, LocalRoute
+from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
-from raftkv.wire.peer import PeerTransport
+from raftkv.wire.peer import PeerTransport, max_peer_message
 from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.zap import Door, DoorAuthenticator
 
@@ -326,10 +326,13 @@ class Node:
         self.zctx = zmq.Context()
         zap = self._start_door_guard()
         try:
+            t = cfg.raft
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
                                       on_lost=lambda pid: self._tell_role(PeerLost(pid)),
+                                      max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes),
                                       zap_door=Door.PEER if zap else None)
             self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id,
+                                       max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes),
                                        zap_door=Door.CLIENT if zap else None)
         except zmq.ZMQError as e:
             store.close()
@@ -364,6 +367,8 @@ class Node:
             try:
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
                                            local=(cfg.spec.client, self.local_call), submit=self.submit_local,
+                                           max_value=t.max_value_bytes, max_key=t.max_key_bytes,
+                                           lease_reads=t.lease_reads,
                                            admit=self.guard.admit if self.guard.enabled else None)
                 self.gateway.start()
             except OSError as e:

@@ -28,7 +28,13 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+
+if TYPE_CHECKING:  # tells the type checker that @record makes dataclasses; nothing to import at run time
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda f: f
 
 
 class DecodeError(ValueError):
@@ -326,6 +332,7 @@ _BY_CODE: dict[int, type] = {}
 _SPEC: dict[type, RecordSpec] = {}
 
 
+@dataclass_transform(field_specifiers=(field,))
 def record(code: int, rule: Optional[Callable[[Any], Optional[str]]] = None,
            **checks_by_field: Callable[[Any], Any]) -> Callable[[type], type]:
     """Register a dataclass as a record with a stable type code.

@@ -48,7 +48,8 @@ from .address import parse_bind
 from .client import Client, parse_servers
 from .http_engine import REMOTE_LEADER_HINT, SESSION_CHUNK, RequestEngine
 from .http_routes import handle
-from .http_server import IDLE_TIMEOUT, MAX_PIPELINED, AsyncRoute, HttpError, HttpServer
+from .http_server import (HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PIPELINED, MAX_URL_BYTES, AsyncRoute,
+                          HttpError, HttpServer)
 from .session import idempotency_session
 
 __all__ = ["AsyncRoute", "HttpGateway", "idempotency_session", "parse_bind", "IDLE_TIMEOUT", "MAX_PIPELINED",
@@ -70,9 +71,17 @@ class HttpGateway:
     ``local``: ``(this node's client address, call)``, the in-process hook of :class:`Client`.
     ``submit``: the node's batched in-process entry point, ``submit([(route, ClientRequest)])``,
     answered by ``route.deliver(ClientReply)`` from any thread; when None, every request goes
-    through a pooled Client. ``admit(peer_ip) -> bool``: asked for each accepted connection
-    (loopback-only mode refuses non-loopback peers); None admits everyone. For a second after the node answers not_leader (a follower),
+    through a pooled Client. For a second after the node answers not_leader (a follower),
     requests other than stale reads skip it and go to the leader through the workers.
+    ``admit(peer_ip) -> bool``: asked for each accepted connection (loopback-only mode refuses
+    non-loopback peers); None admits everyone.
+
+    Limits (wire/http_server.py): ``max_value`` and ``max_key`` are the node's ``max_value_bytes``
+    and ``max_key_bytes``; given, the body limit (413) is ``max_value`` and the URL limit (414)
+    leaves room for a key and a ``prev_value`` of the largest sizes, percent-encoded (else
+    ``max_body`` and 64 KiB). ``lease_reads``: the node's ``raft.lease_reads``; False makes
+    ``consistency=lease`` a 400 that says so (None: not known here, passed on to the node).
+    ``header_timeout`` and ``max_connections``: see the server.
     """
 
     def __init__(
@@ -87,16 +96,27 @@ class HttpGateway:
         pool_size: int = 64,
         local: Optional[tuple] = None,
         submit: Optional[Callable[[list], None]] = None,
+        max_value: Optional[int] = None,
+        max_key: int = 4096,
+        lease_reads: Optional[bool] = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
         admit: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.servers = parse_servers(list(servers))
         self.status_fn = status_fn
         self.metrics_fn = metrics_fn
         self.timeout = timeout
+        self.lease_reads = lease_reads
+        max_url = MAX_URL_BYTES
+        if max_value is not None:
+            max_body = max_value
+            max_url = max(MAX_URL_BYTES, 3 * (max_value + max_key) + 4096)
         self.engine = RequestEngine(self.servers, timeout=timeout, pool_size=pool_size, local=local,
-                                    submit=submit, handle=self._handle)
+                                    submit=submit, handle=self._handle, lease_reads=lease_reads)
         self.server = HttpServer(bind, max_body=max_body, dispatch=self.engine.dispatch,
-                                 deliver=self.engine.deliver, tick=self.engine.tick)
+                                 deliver=self.engine.deliver, tick=self.engine.tick, max_url=max_url,
+                                 header_timeout=header_timeout, max_connections=max_connections)
         self.server.admit = admit
         self.engine.attach(self.server)
         self.host = self.server.host

@@ -97,8 +97,10 @@ class RequestEngine:
     server: HttpServer  # set by attach(), before the server starts
 
     def __init__(self, servers: list[str], *, timeout: float, pool_size: int, local: Optional[tuple],
-                 submit: Optional[Callable[[list], None]], handle: Callable[[AsyncRoute], Answer]) -> None:
+                 submit: Optional[Callable[[list], None]], handle: Callable[[AsyncRoute], Answer],
+                 lease_reads: Optional[bool] = None) -> None:
         self.servers = servers
+        self.lease_ok = lease_reads is not False  # consistency=lease allowed (see HttpGateway)
         self.timeout = timeout
         self.pool_size = pool_size
         self.local = local  # (this node's client address, in-process call): see Client
@@ -145,7 +147,7 @@ class RequestEngine:
 
     def _fast(self, r: AsyncRoute) -> bool:
         """Queue a /kv/{key} GET, HEAD, PUT or DELETE for the node; False for anything else."""
-        req = kv_request(r)
+        req = kv_request(r, self.lease_ok)
         if req is None:
             return False
         if r.write and not r.idem:

@@ -14,11 +14,16 @@ node; :func:`get_answer` and :func:`write_answer` turn the node's final reply in
 serves every other request (and all of them when the gateway has no in-process path) on a
 worker thread, through the gateway's pooled Clients (:class:`GatewayApi`). Every decision on a
 reply's status reads the status table (wire/session.py ``outcome``) or names a ``Status``.
+
+Query parameters are checked before anything is sent: one a route does not take, or a bad value
+(a limit that is not an integer in [0, 2^63), a value that is not UTF-8 once percent-decoded,
+``consistency=lease`` on a node whose lease reads are off), is a 400 that names it, so a 4xx
+always means nothing was proposed.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .client import CONSISTENCY_LEVELS, Client, json_item
 from .http_server import JSON, OCTETS, Answer, AsyncRoute, HttpError, json_body
@@ -34,12 +39,25 @@ _LINEARIZABLE = CONSISTENCY_LEVELS[0]
 # Python 3.11, and these run for every request of the hot path.
 _GET, _PUT, _DELETE, _CAS = Op.GET.value, Op.PUT.value, Op.DELETE.value, Op.CAS.value
 _OK, _NOT_FOUND, _CAS_FAILED = Status.OK.value, Status.NOT_FOUND.value, Status.CAS_FAILED.value
+_LEASE = CONSISTENCY_LEVELS[1]
+_MAX_LIMIT = 2 ** 63 - 1
+
+# The query parameters each route takes (anything else is a 400 naming it).
+_GET_PARAMS = ("consistency",)
+_PUT_PARAMS = ("prev_value", "prev_exist")
+_DELETE_PARAMS: tuple = ()
+_LIST_PARAMS = ("prefix", "limit", "consistency")
+_NODE_PARAMS: tuple = ()
+# Parameters known elsewhere but not (yet) on this route: a message of their own.
+_NOT_HERE = {("DELETE", "prev_value"): "prev_value is not supported on DELETE yet (no compare-and-delete)",
+             ("DELETE", "prev_exist"): "prev_exist is not supported on DELETE"}
 
 
 class GatewayApi(Protocol):
     """What the routes need of the gateway (worker threads)."""
 
     metrics_fn: Optional[Callable[[], Any]]
+    lease_reads: Optional[bool]  # the node's raft.lease_reads; None when not known
 
     def call(self, fn: Callable[[Client], Any], *, write: bool = False,
              timeout: Optional[float] = None) -> Any: ...
@@ -56,10 +74,10 @@ def invalid(msg: str, leader: Optional[str]) -> HttpError:
 # ------------------------------------------------------------------ the in-process path (loop thread)
 
 
-def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
+def kv_request(r: AsyncRoute, lease_ok: bool = True) -> Optional[ClientRequest]:
     """The ClientRequest of a /kv/{key} GET, HEAD, PUT or DELETE (``r.write`` set for a write,
     whose session is the Idempotency-Key's if one is given: ``r.idem``); None for any other
-    request. Raises HttpError for a bad one."""
+    request. Raises HttpError for a bad one. ``lease_ok``: whether consistency=lease may be asked."""
     method = r.method
     if method not in ("GET", "HEAD", "PUT", "DELETE"):
         return None
@@ -74,13 +92,17 @@ def kv_request(r: AsyncRoute) -> Optional[ClientRequest]:
     if not key:
         return None  # a listing, or a 400: the worker path has the words for it
     if method in ("GET", "HEAD"):
-        consistency = (q.get("consistency") if q else None) or _LINEARIZABLE
-        if consistency not in CONSISTENCY_LEVELS:
-            raise HttpError(400, f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
-        return ClientRequest(_GET, key=key, consistency=consistency)
+        if not q:
+            return ClientRequest(_GET, key=key, consistency=_LINEARIZABLE)
+        _check_params(q, method, _GET_PARAMS)
+        return ClientRequest(_GET, key=key, consistency=_consistency(q, lease_ok))
     if method == "PUT":
+        if q:
+            _check_params(q, method, _PUT_PARAMS)
         req = _write_request(key, q or {}, r.body)
     else:
+        if q:
+            _check_params(q, method, _DELETE_PARAMS)
         req = ClientRequest(_DELETE, key=key)
     r.write = True
     session = _session(r)
@@ -126,6 +148,8 @@ def handle(gw: GatewayApi, r: AsyncRoute) -> Answer:
         if path in ("/status", "/health", "/metrics"):
             if method not in ("GET", "HEAD"):
                 raise HttpError(405, f"{method} not allowed on {path}", allow="GET")
+            if q:
+                _check_params(q, method, _NODE_PARAMS)
             return _NODE_ROUTES[path](gw)
         raise HttpError(404, f"no such endpoint: {path}")
     except HttpError as e:
@@ -134,17 +158,21 @@ def handle(gw: GatewayApi, r: AsyncRoute) -> Answer:
 
 def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> Answer:
     key = _key(raw_key)
+    lease_ok = getattr(gw, "lease_reads", None) is not False
     if method in ("GET", "HEAD") and not key:
-        return _list(gw, q)
+        return _list(gw, q, lease_ok)
     if not key:
         raise HttpError(400, "key must be non-empty")
     if method in ("GET", "HEAD"):
-        consistency = q.get("consistency") or _LINEARIZABLE
+        _check_params(q, method, _GET_PARAMS)
+        consistency = _consistency(q, lease_ok)
         value = gw.call(lambda kv: kv.get(key, consistency=consistency))
         return 200, value, OCTETS, (), False
     if method == "PUT":
+        _check_params(q, method, _PUT_PARAMS)
         req = _write_request(key, q, r.body)
     elif method == "DELETE":
+        _check_params(q, method, _DELETE_PARAMS)
         req = ClientRequest(_DELETE, key=key)
     else:
         raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
@@ -154,13 +182,17 @@ def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> An
     return write_answer(req.op, reply.status, reply.leader_id)
 
 
-def _list(gw: GatewayApi, q: dict) -> Answer:
+def _list(gw: GatewayApi, q: dict, lease_ok: bool = True) -> Answer:
+    _check_params(q, "GET", _LIST_PARAMS, "/kv/")
     limit_s = q.get("limit") or "0"
-    if not limit_s.isdigit():
-        raise HttpError(400, "limit must be a non-negative integer")
+    # ASCII digits only (str.isdigit also takes "²" and other digits int() refuses), and a
+    # number the wire can carry: anything else is the client's mistake, not a 500.
+    if not (limit_s.isascii() and limit_s.isdigit()) or int(limit_s) > _MAX_LIMIT:
+        raise HttpError(400, f"limit must be a non-negative integer below 2^63 (got {limit_s[:40]!r})")
+    limit = int(limit_s)
     prefix = q.get("prefix", "")
-    consistency = q.get("consistency") or _LINEARIZABLE
-    items = gw.call(lambda kv: kv.list(prefix, int(limit_s), consistency=consistency))
+    consistency = _consistency(q, lease_ok)
+    items = gw.call(lambda kv: kv.list(prefix, limit, consistency=consistency))
     return 200, json_body([json_item(k, v) for k, v in items]), JSON, (), False
 
 
@@ -194,7 +226,53 @@ _NODE_ROUTES: dict[str, Callable[[GatewayApi], Answer]] = {"/status": _status, "
 
 def _split(url: str) -> tuple[str, dict]:
     u = urlsplit(url)
-    return u.path, {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+    return u.path, _query(u.query) if u.query else {}
+
+
+def _query(qs: str) -> dict:
+    """``name=value&...`` to a dict (the last of repeated names wins; ``+`` is a space, as with
+    parse_qs); a name or value that is not UTF-8 once percent-decoded is a 400 naming it."""
+    out: dict = {}
+    for pair in qs.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = _unquote(name, None)
+        out[name] = _unquote(value, name)
+    return out
+
+
+def _unquote(s: str, name: Optional[str]) -> str:
+    if "+" in s:
+        s = s.replace("+", " ")
+    if "%" not in s:
+        return s
+    try:
+        return unquote(s, errors="strict")
+    except UnicodeDecodeError:
+        what = "a query parameter name" if name is None else f"query parameter {name!r}"
+        raise HttpError(400, f"{what} is not valid UTF-8 once percent-decoded") from None
+
+
+def _check_params(q: dict, method: str, allowed: tuple, route: str = "/kv/{key}") -> None:
+    """400 for the first query parameter the route does not take."""
+    for name in q:
+        if name not in allowed:
+            msg = _NOT_HERE.get((method, name))
+            if msg is None:
+                takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+                msg = f"unknown query parameter {name[:64]!r} for {method} {route} ({takes})"
+            raise HttpError(400, msg)
+
+
+def _consistency(q: dict, lease_ok: bool) -> str:
+    consistency = q.get("consistency") or _LINEARIZABLE
+    if consistency not in CONSISTENCY_LEVELS:
+        raise HttpError(400, f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+    if consistency == _LEASE and not lease_ok:
+        raise HttpError(400, "consistency=lease: lease reads are off on this node (raft.lease_reads: false); "
+                             "ask for the default (linearizable) or stale")
+    return consistency
 
 
 def _key(raw: str) -> str:

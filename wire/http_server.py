@@ -3,8 +3,17 @@
 One asyncio event-loop thread (uvloop's where installed) owns every connection; requests are
 parsed with ``httptools`` (llhttp). Connections are kept alive and may pipeline: answers go out
 in request order per connection, whatever order they are ready in; a connection with
-``MAX_PIPELINED`` unanswered requests (or a full send buffer) stops being read. Bodies are
-limited to ``max_body`` (413), idle connections end after ``IDLE_TIMEOUT``.
+``MAX_PIPELINED`` unanswered requests, ``MAX_PENDING_BYTES`` of unanswered bodies (or a full send
+buffer) stops being read. Idle connections end after ``IDLE_TIMEOUT``.
+
+Limits, so that no client can make the node buffer without bound or stall the loop: a body
+longer than ``max_body`` is answered 413 as soon as its Content-Length (or the streamed body)
+says so, and the rest is never buffered (read and dropped for at most ``LINGER`` seconds, so the
+client sees the answer rather than a reset, then the connection closes); a URL longer than
+``max_url`` is 414 and headers over ``max_headers`` bytes are 431, both counted as they arrive;
+a request whose headers are not complete ``header_timeout`` seconds after they began (slowloris)
+gets 408 and the connection closes; beyond ``max_connections`` open connections, new ones are
+accepted and closed at once (one rate-limited log line).
 
 This module knows nothing of keys, routes or the node: each parsed request, an
 :class:`AsyncRoute`, goes to the ``dispatch`` callable it is given (on the loop thread);
@@ -29,17 +38,26 @@ import httptools
 
 from .address import parse_bind
 from .messages import ClientReply, ClientRequest
+from .ratelog import RateLimitedLog
 
 __all__ = ["AsyncRoute", "HttpError", "HttpServer", "Answer", "json_body", "JSON", "OCTETS",
            "PARSING", "LOCAL", "WORKER", "DONE"]
 
 log = logging.getLogger("raftkv.wire.http")
+_ratelog = RateLimitedLog(log)
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 
 IDLE_TIMEOUT = 120.0  # idle keep-alive connections end after this many seconds
 MAX_PIPELINED = 128  # unanswered requests per connection before it stops being read
+MAX_PENDING_BYTES = 4 * 1024 * 1024  # unanswered body bytes per connection before it stops being read
+HEADER_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its headers
+MAX_HEADER_BYTES = 64 * 1024  # all header names and values of one request (431 beyond)
+MAX_URL_BYTES = 64 * 1024  # the request target (414 beyond), unless the server is given another
+MAX_CONNECTIONS = 1024  # open connections; more are accepted and closed at once
+LINGER = 2.0  # seconds an answered-and-closing connection's unread request body is drained
+_HEAD_SLACK = 1024  # request line and header punctuation, beyond the URL and header bytes counted
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -157,7 +175,8 @@ class Connection(asyncio.Protocol):
     """One client connection: httptools callbacks build AsyncRoutes; answers leave in order."""
 
     __slots__ = ("srv", "transport", "parser", "cur", "slots", "closing", "paused", "write_paused",
-                 "want_continue", "last", "upgrade")
+                 "want_continue", "last", "upgrade", "in_head", "began_here", "head_fed", "head_t0", "url_n",
+                 "hdr_n", "pending", "drain", "linger_until")
 
     def __init__(self, srv: "HttpServer") -> None:
         self.srv = srv
@@ -171,19 +190,40 @@ class Connection(asyncio.Protocol):
         self.want_continue = False
         self.last = time.monotonic()
         self.upgrade = False
+        # Limits (module docstring). A request's head (request line and headers) is counted as it
+        # arrives: ``url_n`` and ``hdr_n`` exactly, from the parser's callbacks; ``head_fed`` by
+        # whole chunks that arrived while a head begun in an earlier chunk was still incomplete
+        # (httptools joins a header's pieces itself before it hands it over, so a single endless
+        # header is only visible that way).
+        self.in_head = False
+        self.began_here = False
+        self.head_fed = 0
+        self.head_t0 = self.last  # when the head now due began (0: none due, the connection is idle)
+        self.url_n = 0
+        self.hdr_n = 0
+        self.pending = 0  # body bytes of requests parsed and not yet answered
+        self.drain = False  # closing with a request body unread: drain it for LINGER seconds
+        self.linger_until = 0.0
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        admit = self.srv.admit
+        srv = self.srv
+        admit = srv.admit
         if admit is not None:  # loopback-only mode (issue 11): refuse before reading a byte
             peer = transport.get_extra_info("peername")
             if not peer or not admit(peer[0]):
                 self.closing = True
                 transport.abort()
                 return
-        self.srv.conns.add(self)
+        if len(srv.conns) >= srv.max_connections:
+            self.closing = True
+            transport.close()
+            _ratelog.warn("http-conn-cap", "HTTP gateway: %d connections open (the limit): closing new ones",
+                          len(srv.conns))
+            return
+        srv.conns.add(self)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.srv.conns.discard(self)
@@ -200,8 +240,14 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
-            return
+            return  # answered and closing (or draining an unread body): dropped unread
         self.last = time.monotonic()
+        if self.in_head and self.head_fed > self.url_n + self.srv.max_headers + _HEAD_SLACK:
+            self._fail(HttpError(431, f"request headers too large: more than {self.srv.max_headers} bytes",
+                                 close=True))
+            self._update_reading()
+            return
+        self.began_here = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -217,10 +263,14 @@ class Connection(asyncio.Protocol):
                 self._fail(HttpError(500, "internal error", close=True))
         except httptools.HttpParserError as e:
             self._fail(HttpError(400, f"bad request: {e}", close=True))
+        if self.in_head and not self.began_here:
+            self.head_fed += len(data)
         self._update_reading()
 
     def eof_received(self) -> bool:
         # The client is done sending; answer what was asked, then close (keep the transport open).
+        if self.linger_until:
+            return False  # it read our answer and closed: done draining
         self.closing = True
         if not self.slots:
             return False
@@ -230,17 +280,28 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.cur = AsyncRoute(self.srv.box, self)
+        self.in_head = self.began_here = True
+        self.head_fed = self.url_n = self.hdr_n = 0
+        self.head_t0 = self.last
 
     def on_url(self, url: bytes) -> None:
+        self.url_n += len(url)
+        if self.url_n > self.srv.max_url:
+            raise HttpError(414, f"URL too long: more than {self.srv.max_url} bytes", close=True)
         self.cur.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.hdr_n += len(name) + len(value) + 4
+        if self.hdr_n > self.srv.max_headers:
+            raise HttpError(431, f"request headers too large: more than {self.srv.max_headers} bytes", close=True)
         h = self.cur.headers
         name = name.lower()
         if name not in h:  # the first one wins, as with http.server's headers.get
             h[name] = value
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_t0 = 0.0
         r = self.cur
         p = self.parser
         r.method = p.get_method().decode("latin-1")
@@ -291,6 +352,7 @@ class Connection(asyncio.Protocol):
         if not r.keep_alive:
             self.closing = True
         r.t0 = time.monotonic()
+        self.pending += r.nbody
         self.slots.append(r)
         self.srv.dispatch(r)
 
@@ -302,6 +364,9 @@ class Connection(asyncio.Protocol):
         self.cur = None
         r.keep_alive = False
         self.closing = True
+        self.drain = True  # the client may still be sending what we refused
+        self.in_head = False
+        self.head_t0 = 0.0
         self.slots.append(r)
         self.srv.finish(r, err.answer())
         self.flush()
@@ -316,6 +381,7 @@ class Connection(asyncio.Protocol):
         close = False
         while slots and slots[0].data is not None:
             r = slots.popleft()
+            self.pending -= r.nbody
             out.append(r.data)
             if r.close:
                 close = True
@@ -327,7 +393,16 @@ class Connection(asyncio.Protocol):
         self.last = time.monotonic()
         if close:
             self.closing = True
-            t.close()
+            if self.drain and t.can_write_eof():
+                # Half-close and drop what the client still sends for a while: closing with
+                # unread data would reset the connection, and the client might never see why.
+                t.write_eof()
+                self.linger_until = self.last + LINGER
+                if self.paused:
+                    self.paused = False
+                    t.resume_reading()
+            else:
+                t.close()
             return
         if not slots:
             if self.closing:  # the peer half-closed, or a request said Connection: close
@@ -340,14 +415,16 @@ class Connection(asyncio.Protocol):
 
     def _update_reading(self) -> None:
         t = self.transport
-        if t is None or t.is_closing():
+        if t is None or t.is_closing() or self.linger_until:
             return
-        stop = self.write_paused or len(self.slots) >= MAX_PIPELINED
+        stop = self.write_paused or len(self.slots) >= MAX_PIPELINED or self.pending >= MAX_PENDING_BYTES
         if stop and not self.paused:
             self.paused = True
             t.pause_reading()
         elif not stop and self.paused:
             self.paused = False
+            if self.head_t0:
+                self.head_t0 = time.monotonic()  # we were the ones not reading: the client's clock restarts
             t.resume_reading()
 
 
@@ -366,9 +443,15 @@ class HttpServer:
     """
 
     def __init__(self, bind: str, *, max_body: int, dispatch: Callable[[AsyncRoute], None],
-                 deliver: Callable[[AsyncRoute, Any], bool], tick: Callable[[float], bool]) -> None:
+                 deliver: Callable[[AsyncRoute, Any], bool], tick: Callable[[float], bool],
+                 max_url: int = MAX_URL_BYTES, max_headers: int = MAX_HEADER_BYTES,
+                 header_timeout: float = HEADER_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.host, self._port = parse_bind(bind)
         self.max_body = max_body
+        self.max_url = max_url
+        self.max_headers = max_headers
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
         self.dispatch = dispatch
         self._deliver = deliver
         self._on_tick = tick
@@ -488,13 +571,25 @@ class HttpServer:
             self._timer = self.loop.call_later(delay, self._tick)
 
     def _tick(self) -> None:
-        """Timers: the user's tick; idle connections end."""
+        """Timers: the user's tick; idle, slow-header and lingering connections end."""
         now = time.monotonic()
         busy = self._on_tick(now)
         if int(now) % 10 == 0 or not busy:
+            late = now - self.header_timeout
             for c in list(self.conns):
-                if not c.slots and now - c.last > IDLE_TIMEOUT and c.transport is not None:
-                    c.transport.close()
+                t = c.transport
+                if t is None:
+                    continue
+                if c.linger_until:
+                    if now > c.linger_until:
+                        t.abort()  # it never closed its side: enough draining
+                elif c.head_t0 and c.head_t0 < late and not c.paused and not c.closing:
+                    _ratelog.warn("http-header-timeout", "HTTP gateway: closed a connection whose request "
+                                  "headers were not complete within %gs", self.header_timeout)
+                    c._fail(HttpError(408, f"request headers not complete within {self.header_timeout:g}s",
+                                      close=True))
+                elif not c.slots and now - c.last > IDLE_TIMEOUT:
+                    t.close()
         self._timer = self.loop.call_later(0.05 if busy else 0.5, self._tick)
 
     def finish(self, r: AsyncRoute, res: tuple) -> None:

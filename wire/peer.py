@@ -15,10 +15,18 @@ through the I/O thread.
 Sends never block: a DEALER to a dead or cut-off peer fills up to its high-water mark and a
 blocking send there would freeze the I/O thread (DESIGN.md 8), so frames are sent with
 NOBLOCK and dropped on EAGAIN; Raft retransmits.
+
+Bounds, so that no peer (or anyone who can reach the port) can grow the node without limit:
+every socket refuses frames longer than ``max_message`` (libzmq's ``MAXMSGSIZE``, see
+:func:`max_peer_message`: the largest AppendEntries or InstallSnapshot a correct member sends),
+queues at most ``HWM`` messages per connection each way, and the table of reply routes keyed
+by sender id is an LRU of at most ``MAX_ROUTES`` entries. Warnings a peer can trigger are
+rate-limited (wire/ratelog.py).
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -29,11 +37,29 @@ from zmq.utils.monitor import recv_monitor_message
 from .address import parse_address, zmq_endpoint
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
+from .ratelog import RateLimitedLog
 from .security.zap import Door, configure_null_server
 
 log = logging.getLogger("wire.peer")
+_ratelog = RateLimitedLog(log)
+_FAULT_KIND = re.compile(r"[0-9'\"(]")
 
 _MAX_BATCH = 2000  # messages handed to the node per callback: bounds one actor message's work
+HWM = 1000  # messages queued per connection each way (the leader's in-flight window is far smaller)
+MAX_ROUTES = 1024  # reply routes remembered by sender id (LRU); members use their DEALERs
+MAX_SENDER = 64  # characters of a sender id (node ids are at most 64 bytes); longer frames are dropped
+MAX_ADDR_DEALERS = 16  # a joining node's sockets to addresses it was pointed at (a JoinReply's hint)
+_ENTRY_ENVELOPE = 64 * 1024  # one log entry beyond its key, value and expected value (or a CONFIG entry)
+_SNAPSHOT_CHUNK = 16 * 1024 * 1024  # the largest snapshot chunk a sender may use (leaders send 512 KiB)
+_ENVELOPE = 1024 * 1024  # a message beyond its entries or chunk (ids, members list, msgpack)
+
+
+def max_peer_message(max_batch: int, max_key: int, max_value: int) -> int:
+    """The largest peer frame a correct member sends (the peer door's ``MAXMSGSIZE``): an
+    AppendEntries of ``max_batch`` entries, each a CAS with the largest key, value and expected
+    value, or an InstallSnapshot chunk; plus the envelope. Correct rather than tight."""
+    entry = max_key + 2 * max_value + _ENTRY_ENVELOPE
+    return max(max_batch * entry, _SNAPSHOT_CHUNK) + _ENVELOPE
 _DRAIN_EVERY = 0.05  # seconds between reads of the configured DEALERs (see _drain_dealers)
 
 
@@ -53,17 +79,22 @@ class PeerTransport(IoThread):
 
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
-                 on_lost: Callable[[str], None] = lambda peer: None,
+                 on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1,
                  zap_door: Optional[Door] = None) -> None:
+        """``max_message``: the longest frame read on any peer socket (:func:`max_peer_message`);
+        -1: no limit. ``zap_door``: ask the node's ZAP handler about every connection
+        (loopback-only mode)."""
         self.node_id = node_id
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
         self.on_lost = on_lost  # called (I/O thread) with a peer id whose connection dropped
         self.bind_addr = bind_addr
-        self._warned: set = set()
+        self.max_message = max_message
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.setsockopt(zmq.RCVHWM, 100_000)
+        self._router.setsockopt(zmq.RCVHWM, HWM)
+        self._router.setsockopt(zmq.SNDHWM, HWM)
+        self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
             configure_null_server(self._router, zap_door)
@@ -74,7 +105,8 @@ class PeerTransport(IoThread):
         self._dealers: dict[str, tuple[str, zmq.Socket, zmq.Socket]] = {}
         # Sockets of a joining node to a member's address: the I/O thread's alone.
         self._addr_dealers: dict[str, zmq.Socket] = {}
-        self._routes: dict[str, bytes] = {}  # sender id -> ROUTER identity of its last frame
+        # sender id -> ROUTER identity of its last frame; insertion order is the LRU order
+        self._routes: dict[str, bytes] = {}
         self._poller = zmq.Poller()
         self._drained = 0.0
         # Monitors of the configured DEALERs (the I/O thread polls them): made under _lock by
@@ -149,7 +181,9 @@ class PeerTransport(IoThread):
     def _new_dealer(self, addr: str) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.SNDHWM, 10_000)
+        s.setsockopt(zmq.SNDHWM, HWM)
+        s.setsockopt(zmq.RCVHWM, HWM)
+        s.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         s.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
@@ -172,6 +206,10 @@ class PeerTransport(IoThread):
     def _addr_dealer(self, addr: str) -> zmq.Socket:
         s = self._addr_dealers.get(addr)
         if s is None:
+            if len(self._addr_dealers) >= MAX_ADDR_DEALERS:  # the addresses come from peers' hints
+                old = self._addr_dealers.pop(next(iter(self._addr_dealers)))
+                self._poller.unregister(old)
+                old.close(linger=0)
             s = self._addr_dealers[addr] = self._new_dealer(addr)
             # The member we asked answers through this socket: it does not know our address.
             self._poller.register(s, zmq.POLLIN)
@@ -225,7 +263,14 @@ class PeerTransport(IoThread):
         try:
             f = decode_peer(data)
         except DecodeError as e:
-            self._warn_once(("bad", route, str(e)[:80]), f"dropped a malformed peer frame: {e}")
+            text = str(e)[:200]
+            # One limit per kind of fault (the text up to its first number or quoted value).
+            _ratelog.warn("peer-bad:" + _FAULT_KIND.split(text, 1)[0][:40], "%s: dropped a malformed peer frame: %s",
+                          self.node_id, text)
+            return None
+        if len(f.sender) > MAX_SENDER:  # a huge id would be kept (routes, contact times) by every layer
+            _ratelog.warn("peer-sender", "%s: dropped a peer frame whose sender id is %d characters long",
+                          self.node_id, len(f.sender))
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:
@@ -236,25 +281,30 @@ class PeerTransport(IoThread):
                 return f.sender, f.msg, route, None
             if isinstance(f.msg, JoinReply):
                 return f.sender, f.msg, route, f.cluster_id
-            self._warn_once(("cluster", f.sender, f.cluster_id),
-                            f"dropped messages from {f.sender!r} of cluster {f.cluster_id!r} "
-                            f"(this is {self.cluster_id!r})")
+            _ratelog.warn("peer-cluster", "%s: dropped messages from %r of cluster %r (this is %r)", self.node_id,
+                          f.sender[:64], f.cluster_id[:64], self.cluster_id)
             return None
         return f.sender, f.msg, route, None
 
     def _read_router(self, batch: list) -> None:
         router = self._router
+        routes = self._routes
         for _ in range(_MAX_BATCH):
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 2:
-                self._warn_once(("frames", frames[0]), f"dropped a peer message of {len(frames)} frames")
+                _ratelog.warn("peer-frames", "%s: dropped a peer message of %d frames", self.node_id, len(frames))
                 continue
             item = self._decode(frames[0], frames[1])
             if item is not None:
-                self._routes[item[0]] = frames[0]
+                sender = item[0]
+                if routes.pop(sender, None) is None and len(routes) >= MAX_ROUTES:
+                    del routes[next(iter(routes))]
+                    _ratelog.warn("peer-routes", "%s: messages from more than %d distinct senders; "
+                                  "forgetting the least recently heard", self.node_id, MAX_ROUTES)
+                routes[sender] = frames[0]
                 batch.append(item)
 
     def _read_dealer(self, sock: zmq.Socket, batch: list) -> None:
@@ -267,13 +317,6 @@ class PeerTransport(IoThread):
                 item = self._decode(b"", frames[0])
                 if item is not None:
                     batch.append(item)
-
-    def _warn_once(self, key: Any, text: str) -> None:
-        if key not in self._warned:
-            if len(self._warned) > 1000:
-                self._warned.clear()
-            self._warned.add(key)
-            log.warning("%s: %s", self.node_id, text)
 
     def _run(self) -> None:
         poller = self._poller
