@@ -83,8 +83,14 @@ class Leader(Role):
                 else:
                     self._request_change(MembershipChange(req.member, None, route, ChangeOrigin.CLIENT), replies)
             elif op == "remove_node":
-                if core.member(req.key) is None:
+                gone = core.member(req.key)
+                if gone is None:
                     replies.append((route, ClientReply("invalid", error=f"no member {req.key!r}")))
+                elif gone.voter and sum(1 for m in core.members if m.voter) == 1:
+                    # A cluster with no voter can never elect a leader again (issue 11).
+                    replies.append((route, ClientReply("cas_failed", error=(
+                        f"refusing to remove {req.key}: it is the last voter of the cluster (add another "
+                        f"node first, then remove this one)"))))
                 else:
                     self._request_change(MembershipChange(None, req.key, route, ChangeOrigin.CLIENT), replies)
             elif op == "transfer_leader":

@@ -27,6 +27,8 @@ from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
 from raftkv.wire.peer import PeerTransport, max_peer_message
+from raftkv.wire.security.loopback import LoopbackGuard
+from raftkv.wire.security.zap import Door, DoorAuthenticator
 
 from .candidate import Candidate
 from ..config import NodeConfig, core_config
@@ -362,15 +364,19 @@ class Node:
         self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
+        zap = self._start_door_guard()
         try:
             t = cfg.raft
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
                                       on_lost=lambda pid: self._tell_role(PeerLost(pid)),
-                                      max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes))
+                                      max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes),
+                                      zap_door=Door.PEER if zap else None)
             self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id,
-                                       max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes))
+                                       max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes),
+                                       zap_door=Door.CLIENT if zap else None)
         except zmq.ZMQError as e:
             store.close()
+            self._stop_door_guard()
             self.kv.close()
             self.zctx.destroy(linger=0)
             which = "peer" if not hasattr(self, "peer") else "client"
@@ -405,7 +411,8 @@ class Node:
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
                                            local=(cfg.spec.client, self.local_call), submit=self.submit_local,
                                            max_value=t.max_value_bytes, max_key=t.max_key_bytes,
-                                           lease_reads=t.lease_reads)
+                                           lease_reads=t.lease_reads,
+                                           admit=self.guard.admit if self.guard.enabled else None)
                 self.gateway.start()
             except OSError as e:
                 self.stop()
@@ -419,6 +426,27 @@ class Node:
             self._spawn(self._join_loop, "join")
         log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
                  cfg.client, f", http {cfg.http}" if cfg.http else "", *recovered)
+
+    def _start_door_guard(self) -> bool:
+        """Loopback-only mode (issue 11; a cluster made without --secure): start the ZAP handler
+        that refuses non-loopback peers at the ZeroMQ doors, before any door binds (with no
+        handler bound libzmq lets everyone in). The same guard refuses them at the HTTP door.
+        False with --insecure: every door is open, and a WARNING says so at every start."""
+        self.guard = LoopbackGuard(enabled=not self.cfg.insecure, logger=logging.getLogger("raftkv.security"))
+        self.auth: Optional[DoorAuthenticator] = None
+        if not self.guard.enabled:
+            log.warning("%s: --insecure: every door (peer, client, HTTP) accepts connections from anyone who "
+                        "can reach it, with no authentication; make a secure cluster instead "
+                        "(kvnode --bootstrap --secure)", self.cfg.id)
+            return False
+        self.auth = DoorAuthenticator(self.zctx, self.guard)
+        self.auth.start()
+        return True
+
+    def _stop_door_guard(self) -> None:
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+            self.auth = None
 
     def _spawn(self, fn: Any, name: str) -> None:
         t = threading.Thread(target=fn, name=f"{name}-{self.cfg.id}", daemon=True)
@@ -450,6 +478,7 @@ class Node:
             self.store.close()
         except Exception:  # noqa: BLE001 (already closed by a disk-fault reopen)
             pass
+        self._stop_door_guard()
         self.kv.close()
         self.zctx.destroy(linger=0)
 

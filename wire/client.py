@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional, Union
 import zmq
 
 from .address import AddressError, parse_address
-from .errors import ClientError, InvalidRequest, NotFound, Timeout, Unavailable
+from .errors import ClientError, InvalidRequest, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .pipeline import Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome
@@ -45,6 +45,7 @@ __all__ = [
     "Unavailable",
     "Timeout",
     "InvalidRequest",
+    "Refused",
     "CONSISTENCY_LEVELS",
     "json_item",
     "parse_servers",
@@ -385,6 +386,8 @@ class Client:
         reply = self._call(req)
         if reply.status == Status.NOT_FOUND:
             raise NotFound(reply.error or f"{req.op}: not found: {req.key}")
+        if reply.status == Status.CAS_FAILED:  # a precondition of the change failed (last voter)
+            raise Refused(reply.error or f"{req.op}: refused")
         self._expect_ok(reply, req.op)
         return reply.info
 

@@ -6,7 +6,7 @@ public home.
 """
 from __future__ import annotations
 
-__all__ = ["ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest"]
+__all__ = ["ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest", "Refused"]
 
 
 class ClientError(Exception):
@@ -32,7 +32,12 @@ class InvalidRequest(ClientError):
     Nothing was applied; retrying the same request cannot succeed."""
 
 
+class Refused(ClientError):
+    """An admin change the cluster refused because of its current state (removing its last
+    voter): nothing was applied; it can succeed once the state changes."""
+
+
 # Keep the names' module what it always was, for reprs, pickles and docs.
-for _cls in (ClientError, NotFound, Unavailable, Timeout, InvalidRequest):
+for _cls in (ClientError, NotFound, Unavailable, Timeout, InvalidRequest, Refused):
     _cls.__module__ = "raftkv.wire.client"
 del _cls

@@ -34,6 +34,7 @@ import zmq
 
 from .address import zmq_endpoint
 from .iothread import IoThread
+from .security.zap import Door, configure_null_server
 from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 from .ratelog import RateLimitedLog
 
@@ -132,8 +133,9 @@ class FrontDoor(IoThread):
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
     def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
-                 name: str = "", max_request_bytes: int = -1) -> None:
-        """``max_request_bytes``: the longest frame read (:func:`max_request_bytes`); -1: no limit."""
+                 name: str = "", max_request_bytes: int = -1, zap_door: Optional[Door] = None) -> None:
+        """``max_request_bytes``: the longest frame read (:func:`max_request_bytes`); -1: no limit.
+        ``zap_door``: ask the node's ZAP handler about every connection (loopback-only mode)."""
         self.on_requests = on_requests
         self.name = name
         self._budget = _Budget()  # any thread that replies, under _budget_lock
@@ -146,6 +148,8 @@ class FrontDoor(IoThread):
         self._router.setsockopt(zmq.RCVHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue is EAGAIN, not a silent drop
+        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+            configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))
         super().__init__(ctx, f"frontdoor-{name}")
 

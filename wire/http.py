@@ -73,6 +73,8 @@ class HttpGateway:
     answered by ``route.deliver(ClientReply)`` from any thread; when None, every request goes
     through a pooled Client. For a second after the node answers not_leader (a follower),
     requests other than stale reads skip it and go to the leader through the workers.
+    ``admit(peer_ip) -> bool``: asked for each accepted connection (loopback-only mode refuses
+    non-loopback peers); None admits everyone.
 
     Limits (wire/http_server.py): ``max_value`` and ``max_key`` are the node's ``max_value_bytes``
     and ``max_key_bytes``; given, the body limit (413) is ``max_value`` and the URL limit (414)
@@ -99,6 +101,7 @@ class HttpGateway:
         lease_reads: Optional[bool] = None,
         header_timeout: float = HEADER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        admit: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.servers = parse_servers(list(servers))
         self.status_fn = status_fn
@@ -114,6 +117,7 @@ class HttpGateway:
         self.server = HttpServer(bind, max_body=max_body, dispatch=self.engine.dispatch,
                                  deliver=self.engine.deliver, tick=self.engine.tick, max_url=max_url,
                                  header_timeout=header_timeout, max_connections=max_connections)
+        self.server.admit = admit
         self.engine.attach(self.server)
         self.host = self.server.host
 

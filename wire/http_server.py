@@ -210,6 +210,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         srv = self.srv
+        admit = srv.admit
+        if admit is not None:  # loopback-only mode (issue 11): refuse before reading a byte
+            peer = transport.get_extra_info("peername")
+            if not peer or not admit(peer[0]):
+                self.closing = True
+                transport.abort()
+                return
         if len(srv.conns) >= srv.max_connections:
             self.closing = True
             transport.close()
@@ -458,6 +465,8 @@ class HttpServer:
         self._date = b""
         self._date_at = 0
         self._stopped = False
+        # ``admit(peer_ip) -> bool``, asked on accept (loopback-only mode); None admits everyone.
+        self.admit: Optional[Callable[[str], bool]] = None
 
     @property
     def port(self) -> int:

@@ -38,6 +38,7 @@ from .address import parse_address, zmq_endpoint
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 from .ratelog import RateLimitedLog
+from .security.zap import Door, configure_null_server
 
 log = logging.getLogger("wire.peer")
 _ratelog = RateLimitedLog(log)
@@ -78,9 +79,11 @@ class PeerTransport(IoThread):
 
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
-                 on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1) -> None:
+                 on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1,
+                 zap_door: Optional[Door] = None) -> None:
         """``max_message``: the longest frame read on any peer socket (:func:`max_peer_message`);
-        -1: no limit."""
+        -1: no limit. ``zap_door``: ask the node's ZAP handler about every connection
+        (loopback-only mode)."""
         self.node_id = node_id
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
@@ -93,6 +96,8 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.SNDHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+            configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
         super().__init__(ctx, f"peer-io-{node_id}")
         # Configured peers: id -> (addr, DEALER, its monitor). Any thread, under _lock (module doc).

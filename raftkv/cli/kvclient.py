@@ -32,7 +32,7 @@ import click
 from raftkv import __version__
 from raftkv.cli.render import STATUS_ORDER, member_line, status_text  # noqa: F401 (re-exported)
 from raftkv.wire.client import (
-    Client, ClientError, InvalidRequest, NotFound, Unavailable, json_item,
+    Client, ClientError, InvalidRequest, NotFound, Refused, Unavailable, json_item,
 )
 
 DEFAULT_SERVERS = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003"
@@ -121,7 +121,7 @@ def run(ctx: click.Context, fn: Callable[[Client], Any]) -> Any:
     """Call the library, turning its exceptions into exit statuses."""
     try:
         return fn(state_of(ctx).client())
-    except NotFound as e:
+    except (NotFound, Refused) as e:
         raise Failure(str(e), EXIT_MISS) from None
     except InvalidRequest as e:
         raise Failure(str(e), EXIT_INPUT) from None

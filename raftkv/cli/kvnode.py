@@ -116,8 +116,29 @@ class LogLevelSource:
         log.warning("SIGHUP: re-read %s: log level %s (was %s)", self.config, level, current)
 
 
+def bind_refusal_of(cfg) -> Optional[str]:  # noqa: ANN001
+    """Why loopback-only mode forbids this node's addresses (kvnode exits 2 with it), or None.
+
+    A cluster made without --secure binds loopback or every interface (non-loopback peers are
+    then refused at accept); a specific non-loopback address needs --insecure.
+    """
+    from raftkv.wire.address import split_address
+    from raftkv.wire.security.loopback import bind_refusal
+
+    for addr in (cfg.addr, cfg.client, cfg.http):
+        if addr:
+            why = bind_refusal(split_address(addr)[0], secure=False, insecure=cfg.insecure)
+            if why:
+                return why
+    return None
+
+
 def _run_one(cfg, levels: LogLevelSource) -> None:  # noqa: ANN001
     from raftkv.actors.node import Node, NodeError
+
+    why = bind_refusal_of(cfg)
+    if why:
+        _fail(EXIT_CONFIG, why)
 
     inbox = SignalInbox()
     inbox.catch(signal.SIGHUP)  # before start: a HUP while starting must not kill the node
@@ -178,6 +199,8 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
                 "--data-dir", c.data_dir, "--log-format", log_format.value]
         if overrides.get("log_level"):
             args += ["--log-level", overrides["log_level"]]
+        if overrides.get("insecure"):
+            args.append("--insecure")
         return subprocess.Popen(args, start_new_session=True)
 
     for c in cfgs:
@@ -221,17 +244,20 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
               help="Start a new cluster with this node (no-op if it has data).")
 @click.option("--join", default=None,
               help="Join the cluster through the member at this peer address (no-op if already a member).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Lift loopback-only mode of a cluster made without --secure: every door accepts anyone "
+                   "(logs a WARNING at every start).")
 @click.option("--all", "run_all", is_flag=True, default=False,
               help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, run_all, log_level,  # noqa: ANN001, ANN201
-         log_format):
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, run_all,  # noqa: ANN001, ANN201
+         log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
-                 "bootstrap": bootstrap, "join": join, "log_level": log_level}
+                 "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure}
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
     _errors.fmt = fmt

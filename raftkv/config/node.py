@@ -96,6 +96,8 @@ class NodeConfig:
     # ``storage.cache_mb``: RocksDB block cache of the key-value state (index and filter blocks
     # included), which with the memtables bounds a node's memory whatever the data size.
     storage_cache_mb: int = DEFAULT_CACHE_MB
+    # Lift loopback-only mode (a cluster made without --secure): every door open to anyone.
+    insecure: bool = False
 
     @property
     def node_dir(self) -> Path:
@@ -126,15 +128,15 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level", "storage")
-_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage")
+                   "join", "raft", "log_level", "storage", "insecure")
+_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure")
 _STORAGE_KEYS = ("cache_mb",)
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
-          "cluster_id": "--cluster-id", "log_level": "--log-level"}
+          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure"}
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -231,7 +233,7 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key not in _FLAGS:
             raise ConfigError(f"unknown override {key!r} (known: {', '.join(_FLAGS)})")
-        if v is None or (key == "bootstrap" and v is False):
+        if v is None or (key in ("bootstrap", "insecure") and v is False):
             continue
         flag = _FLAGS[key]
         if key == "id":
@@ -244,7 +246,7 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_str(v, flag, None)
         elif key == "log_level":
             v = _as_log_level(v, flag, None)
-        elif key == "bootstrap":
+        elif key in ("bootstrap", "insecure"):
             v = _as_bool(v, flag, None)
         out[key] = v
     if out.get("bootstrap") and out.get("join"):
@@ -319,7 +321,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     join=advertise(join) if join else None, raft=raft,
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
-                    storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB))
+                    storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
+                    insecure=bool(v.get("insecure")))
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -368,6 +371,8 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
     v["bootstrap"] = _as_bool(data["bootstrap"], "bootstrap", path) if "bootstrap" in data else False
     if "log_level" in data:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
+    if "insecure" in data:
+        v["insecure"] = _as_bool(data["insecure"], "insecure", path)
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
@@ -399,6 +404,8 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["data_dir"] = _as_data_dir(data["data_dir"], "data_dir", path)
     if "log_level" in data:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
+    if "insecure" in data:
+        v["insecure"] = _as_bool(data["insecure"], "insecure", path)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     # The listed nodes are the initial cluster: each of them bootstraps with the whole

@@ -498,3 +498,19 @@ def test_storage_cache_mb_defaults_and_is_checked(tmp_path):
         write(tmp_path, NODE + "storage: {cache_mb: 0}\n"))
     assert "unknown key 'storage.cache'" in error_of(write(tmp_path, NODE + "storage: {cache: 1}\n"))
     assert load_config(write(tmp_path, CLUSTER + "storage:\n  cache_mb: 64\n"), "a").storage_cache_mb == 64
+
+
+# --------------------------------------------------------------------------- loopback-only mode (issue 11)
+
+def test_insecure_defaults_to_false_and_comes_from_flag_or_files(tmp_path):
+    assert load_config(write(tmp_path, NODE), None, {}).insecure is False
+    assert load_config(write(tmp_path, NODE), None, {"insecure": False}).insecure is False  # click's "not given"
+    assert load_config(write(tmp_path, NODE), None, {"insecure": True}).insecure is True
+    assert load_config(write(tmp_path, NODE + "insecure: true\n"), None, {}).insecure is True
+    assert load_config(write(tmp_path, "insecure: true\n" + CLUSTER), "b", {}).insecure is True
+    assert load_config(None, None, {"id": "n", "addr": "127.0.0.1:9001", "insecure": True}).insecure is True
+
+
+def test_insecure_must_be_a_boolean(tmp_path):
+    msg = error_of(write(tmp_path, NODE + "insecure: yes please\n"), None, {})
+    assert "insecure must be true or false" in msg
