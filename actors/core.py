@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
                            HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
@@ -820,7 +820,7 @@ class RaftCore:
         else:
             self.ready.reads_failed.extend(p[1])
 
-    _HANDLERS = {
+    _HANDLERS: dict[type, Callable[..., None]] = {
         RequestVote: _on_request_vote,
         VoteReply: _on_vote_reply,
         AppendEntries: _on_append,

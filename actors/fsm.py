@@ -216,7 +216,7 @@ class AppliedView:
     """
 
     index: int
-    state: Optional[KVState]
+    state: Any  # a KVState or a DbState (actors/db_state.py): readers call only read()
 
 
 NOTHING_APPLIED = AppliedView(0, None)

@@ -1,6 +1,8 @@
 """Prometheus metrics of one node (served by the HTTP gateway at /metrics)."""
 from __future__ import annotations
 
+from typing import Optional
+
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from .core import LEADER
@@ -25,7 +27,7 @@ class NodeMetrics:
         self.applied = gauge("raft_applied_index", "Highest log index applied to the key-value state")
         self.last = gauge("raft_last_log_index", "Last index in this node's log")
         self.leader = gauge("raft_is_leader", "1 if this node is the leader")
-        self._last_seen = None
+        self._last_seen: Optional[tuple] = None
 
     def observe(self, core, applied: int) -> None:  # noqa: ANN001
         """Set the gauges from the role actor's core and the FSM's published applied index."""

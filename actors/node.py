@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import pykka
 import zmq
@@ -223,6 +223,12 @@ class Node:
     ``ctx.role_view`` (stop, join loop) and asks the role actor for ``status()``; the join loop
     gets leader hints by queue from the role actor (``on_join_reply``).
     """
+
+    # Made by start(), before anything reads them.
+    fsm_ref: Any
+    log_ref: Any
+    log_writer: Any
+    snap_ref: Any
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
@@ -522,7 +528,7 @@ class Node:
     def status(self, timeout: float = 2.0) -> dict:
         """This node's status (``kvclient status``'s dict), built by the role actor, which owns
         what it reports; callable from any thread (the HTTP gateway's workers)."""
-        return self.role_ref.ask(StatusQuery(), timeout=timeout)
+        return cast(dict, self.role_ref.ask(StatusQuery(), timeout=timeout))
 
     def submit_local(self, items: list) -> None:
         """Submit a batch ``[(route, ClientRequest)]`` in-process (the HTTP gateway's event loop);

@@ -259,8 +259,8 @@ def _member_checker(strict: bool) -> Callable[[Any], Member]:
     """A Member checker. ``strict`` (a member of a configuration, or one that asks to join) needs a
     non-empty id and address; a client's add_node request may leave them empty, and the leader
     answers that with its own message."""
-    checks = (_node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool,
-              _incarnation, _bool)
+    checks: tuple[Callable[[Any], Any], ...] = (
+        _node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool, _incarnation, _bool)
 
     def member(v: Any) -> Member:
         if type(v) is not list or len(v) < _MEMBER_REQUIRED:

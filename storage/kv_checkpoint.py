@@ -152,7 +152,7 @@ def read_info(directory: str) -> CheckpointInfo:
 def list_checkpoints(parent: str) -> list[CheckpointInfo]:
     """The checkpoints in ``parent``, newest (highest index) first; deletes leftovers of a
     checkpoint a crash interrupted."""
-    found = []
+    found: list = []
     if not os.path.isdir(parent):
         return found
     for name in os.listdir(parent):

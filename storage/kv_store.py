@@ -34,7 +34,7 @@ import os
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -298,23 +298,22 @@ class KvStore:
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
         for op in ops:
-            t = type(op)
-            if t is Put:
+            if isinstance(op, Put):
                 put(_DATA + op.key.encode(), op.value)
-            elif t is Delete:
+            elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
-            elif t is SaveResult:
+            elif isinstance(op, SaveResult):
                 put(_result_key(op.client_id, op.seq), msgpack.packb([op.status, op.value], use_bin_type=True))
-            elif t is DropResult:
+            elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
-            elif t is TouchSession:
+            elif isinstance(op, TouchSession):
                 put(_TOUCH + op.client_id.encode(), pack(op.last_index))
-            elif t is ExpireSession:
+            elif isinstance(op, ExpireSession):
                 prefix = _client_prefix(op.client_id)
                 wb.delete_range(prefix, successor(prefix))
                 wb.delete(_TOUCH + op.client_id.encode())
                 put(_EXPIRED + op.client_id.encode(), pack(op.at_index))
-            elif t is ForgetExpired:
+            elif isinstance(op, ForgetExpired):
                 wb.delete(_EXPIRED + op.client_id.encode())
             else:
                 raise ValueError(f"not a key-value operation: {op!r}")
@@ -346,7 +345,7 @@ class KvStore:
             ro = rocksdict.ReadOptions()
             ro.set_iterate_upper_bound(end)
         out: list[tuple[str, bytes]] = []
-        items = self._db.items(from_key=start, read_opt=ro)
+        items = cast(Iterator[tuple[bytes, bytes]], self._db.items(from_key=start, read_opt=ro))
         if limit > 0:
             append = out.append
             for key, value in items:
@@ -389,7 +388,7 @@ class KvStore:
     def _range(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
         ro = rocksdict.ReadOptions()
         ro.set_iterate_upper_bound(hi)
-        items = self._db.items(from_key=lo, read_opt=ro)
+        items = cast(Iterator[tuple[bytes, bytes]], self._db.items(from_key=lo, read_opt=ro))
         out = list(items)
         del items
         return out

@@ -24,7 +24,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import rocksdict
 
@@ -236,7 +236,8 @@ class LogStore:
             try:
                 append(decode_entry(value))
             except FormatError as e:
-                raise StorageError(f"log store at {self.path}: entry {_entry_index(key)} is unreadable: {e}") from None
+                index = _entry_index(cast(bytes, key))
+                raise StorageError(f"log store at {self.path}: entry {index} is unreadable: {e}") from None
         if first != _entry_key(lo) or last != _entry_key(lo + len(out) - 1):
             return []
         return out

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import builtins
 from typing import Any, Iterable, Optional, Union
 
 import zmq
@@ -170,7 +171,7 @@ class Client:
         self.leader: Optional[str] = None  # cached client address of the leader
         self.leader_id: Optional[str] = None  # its node id, when a server told us
         self._next = 0  # rotation index into self.servers when no leader is cached
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context = zmq.Context.instance()
         self._sockets: dict[str, _Conn] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -241,7 +242,8 @@ class Client:
         """Write ``key`` only if it is absent. True if it was written."""
         return self.cas(key, None, value)
 
-    def list(self, prefix: str = "", limit: int = 0, consistency: str = "linearizable") -> list[tuple[str, bytes]]:
+    def list(self, prefix: str = "", limit: int = 0,
+             consistency: str = "linearizable") -> builtins.list[tuple[str, bytes]]:
         """Keys starting with ``prefix`` and their values, in key order; ``limit`` 0 = all."""
         if not isinstance(prefix, str):
             raise InvalidRequest("prefix must be a string")
@@ -268,13 +270,13 @@ class Client:
                 self._expect_ok(rep, "put")
 
     def get_many(self, keys: Iterable[str], consistency: str = "linearizable",
-                 window: int = 256) -> list[Optional[bytes]]:
+                 window: int = 256) -> builtins.list[Optional[bytes]]:
         """The values of many keys (None where absent), with up to ``window`` reads in flight."""
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
         with self._lock:
             reqs = [ClientRequest(Op.GET.value, key=_check_key(k), consistency=consistency) for k in keys]
-            out: list[Optional[bytes]] = []
+            out: builtins.list[Optional[bytes]] = []
             for rep in self._pipeline().run(reqs, window):
                 if rep.status == Status.NOT_FOUND:
                     out.append(None)
@@ -353,7 +355,7 @@ class Client:
         self._expect_ok(reply, "status")
         return reply.info if isinstance(reply.info, dict) else {}
 
-    def members(self) -> list[dict]:
+    def members(self) -> builtins.list[dict]:
         """The leader's view of the members: dicts with at least id, addr, client, http, voter."""
         reply = self._call(ClientRequest(Op.MEMBERS.value))
         self._expect_ok(reply, "members")
@@ -398,7 +400,8 @@ class Client:
 
     # ------------------------------------------------------------ the Lazy Pirate loop
 
-    def _call(self, req: ClientRequest, *, write: bool = False, targets: Optional[list[str]] = None) -> ClientReply:
+    def _call(self, req: ClientRequest, *, write: bool = False,
+              targets: Optional[builtins.list[str]] = None) -> ClientReply:
         """Send ``req`` until a definite answer or the deadline (the session engine's rules,
         wire/session.py: what each reply status means, backoff, the error at the deadline).
 
