@@ -51,6 +51,7 @@ class SnapshotSaved:
     index: int
     term: int
     size: int = 0
+    seconds: float = 0.0  # how long writing it took (metrics)
 
 
 @dataclass(slots=True)
@@ -116,9 +117,10 @@ class Snapshotter(SupervisedActor):
             path = self.store.save(m.index, m.term, m.members, _yielding(m.state.chunks()))
         finally:
             self.fsm_done(m.index)
+        seconds = time.monotonic() - t0
         log.info("%s: snapshot at index %d (term %d) of %d keys written in %.2fs", self.node_id, m.index, m.term,
-                 len(m.state.data), time.monotonic() - t0)
-        self.tell_role(SnapshotSaved(m.index, m.term, self.store.read_meta(path).size))
+                 len(m.state.data), seconds)
+        self.tell_role(SnapshotSaved(m.index, m.term, self.store.read_meta(path).size, seconds))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])
 

@@ -11,6 +11,7 @@ by this node's HTTP gateway, is answered directly through its route's ``deliver`
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Callable, Optional
@@ -54,6 +55,11 @@ class FrontDoor(IoThread):
                  name: str = "") -> None:
         self.on_requests = on_requests
         self.name = name
+        # Metrics, read at scrape time (actors/metrics.py). ``requests``: op -> count, written
+        # by the I/O thread only. ``replies``: status -> itertools.count, advanced by whichever
+        # thread replies: next() on it is one atomic C call, so no lock and no lost update.
+        self.requests: dict[str, int] = {}
+        self.replies: dict[str, itertools.count] = {}
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, 100_000)
@@ -67,10 +73,15 @@ class FrontDoor(IoThread):
         if not items or self._stop.is_set():
             return
         frames = [b"M"]
+        replies = self.replies
         for route, rep in items:
             if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
                 route.deliver(rep)
                 continue
+            c = replies.get(rep.status)
+            if c is None:
+                c = replies.setdefault(rep.status, itertools.count())
+            next(c)
             # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
             # adds one tag frame, which comes back with the reply.
             frames.append(route[0])
@@ -122,6 +133,9 @@ class FrontDoor(IoThread):
                             continue
                         batch.append((route, req))
                     if batch:
+                        counts = self.requests
+                        for _, req in batch:
+                            counts[req.op] = counts.get(req.op, 0) + 1
                         self.on_requests(batch)
         except zmq.ContextTerminated:
             pass
