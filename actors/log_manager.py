@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from raftkv.storage.log_store import UNSET, LogStore
+from raftkv.wire.stats import LogStats
 
 from .messages import DiskState, HandOff, PersistRequest, Persisted, SetMeta
 from .supervision import SupervisedActor
@@ -56,6 +57,9 @@ class LogWriter:
         self.node_id = node_id
         self._lock = threading.Lock()
         self._broken = False  # the store could not be reopened: every op fails until it can
+        # Synced-write latency and entries per group commit; written under ``_lock``, read by
+        # the node's metrics at scrape time.
+        self.stats = LogStats()
 
     def persist(self, msg: PersistRequest) -> None:
         """Write ``msg`` durably (retrying while the disk fails), then send its messages."""
@@ -82,6 +86,17 @@ class LogWriter:
 
     def _write(self, msg: PersistRequest) -> None:
         b = msg.batch
+        if b.commit_only():
+            self._write_batch(b)  # not synced (see below): no fsync to measure
+            return
+        t0 = time.perf_counter()
+        self._write_batch(b)
+        stats = self.stats
+        stats.fsync.observe(time.perf_counter() - t0)
+        if b.entries:
+            stats.batch.observe(len(b.entries))
+
+    def _write_batch(self, b: Any) -> None:
         st = self.store
         if (b.compact_to is not None and b.truncate_from is not None and b.entries
                 and b.first == b.compact_to[0] + 1):

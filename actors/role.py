@@ -26,9 +26,11 @@ from typing import Any, Optional
 from raftkv.wire.messages import ClientReply, JoinReply, JoinRequest
 
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
+from .health import HealthWatch
 from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read,
                        Restore, StatusQuery, TakeSnapshot, Tick)
 from .snapshot_transfer import SnapshotRef
+from .metrics import PEER_EVERY_TICKS
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
 from .supervision import SupervisedActor, die
 
@@ -50,6 +52,11 @@ class RoleActor(SupervisedActor):
         super().__init__()
         self.ctx = ctx
         ctx.more_input = self._more_input
+        # Observability, shared by every Role of this actor: the node's metrics and the health
+        # watch (WARNING lines), both run in this thread only.
+        ctx.metrics = ctx.node.metrics
+        ctx.metrics.bind(ctx.frontdoor, ctx.log_writer, lambda: getattr(ctx.node, "gateway", None))
+        ctx.health = HealthWatch(ctx.node_id, 2 * ctx.tuning.election_timeout_ms[1] / 1000.0)
         self.role: Role = ctx.role_classes[ctx.core.role](ctx)
 
     def _more_input(self) -> bool:
@@ -108,6 +115,8 @@ class Role:
             ctx.ticks += 1
             if ctx.ticks % COMMIT_FLUSH_TICKS == 0:
                 self.flush_persist(force=True)
+            if ctx.ticks % PEER_EVERY_TICKS == 0:
+                self._watch_health()
         elif t is Persisted:
             ctx.persist_in_flight = False
             if msg.last is not None:
@@ -120,11 +129,13 @@ class Role:
             ctx.disk_error = msg.error
         elif t is SnapshotSaved:
             ctx.snapshot_index = max(ctx.snapshot_index, msg.index)
+            ctx.metrics.on_snapshot_saved(msg.size, msg.seconds)
             core.set_snapshot(SnapshotRef(msg.index, msg.term, msg.size))
             core.compact(msg.index - ctx.tuning.trailing_logs)
         elif t is SnapshotReceived:
             self._install(msg)
         elif t is SnapshotSendFailed:
+            ctx.metrics.on_snapshot_transfer("failed")
             core.snapshot_failed(msg.peer)
         elif t is PeerLost:
             core.peer_unreachable(msg.peer)
@@ -154,8 +165,19 @@ class Role:
         ctx.core.install_snapshot(meta.last_index, meta.last_term, list(meta.members), leader=msg.leader,
                                   size=meta.size)
         ctx.snapshot_index = max(ctx.snapshot_index, meta.last_index)
+        ctx.metrics.on_snapshot_installed(meta.size)
         log.info("%s: installed snapshot at index %d (term %d) from %s", ctx.node_id, meta.last_index,
                  meta.last_term, msg.leader)
+
+    def _watch_health(self) -> None:
+        """Every PEER_EVERY_TICKS ticks: per-peer gauges, and WARNING lines on health changes."""
+        ctx = self.ctx
+        core = ctx.core
+        health = ctx.health
+        health.on_tick(core, ctx.last_contact)
+        kv = ctx.applied_view.state
+        ctx.metrics.on_tick(core, ctx.last_contact, health.reachable, health.quorum_ok,
+                            len(kv.sessions) if kv is not None else 0)
 
     def _on_peers(self, items: list) -> None:
         ctx = self.ctx
@@ -253,10 +275,13 @@ class Role:
             waiters = self.on_committed(rd.committed)
             ctx.fsm.tell(Apply(rd.committed, waiters))
         if rd.reads or rd.reads_failed:
+            ctx.metrics.on_reads(len(rd.reads), len(rd.reads_failed))
             self.on_reads(rd.reads, rd.reads_failed)
         if rd.config_proposed or rd.config_dropped:
             self.on_config_changes(rd.config_proposed, rd.config_dropped)
         for c in rd.chunks_to_send:
+            if c.offset == 0:
+                ctx.metrics.on_snapshot_transfer("sent")
             ctx.snapshotter.tell(c)
         for c in rd.chunks_to_store:
             ctx.snapshotter.tell(c)
@@ -298,6 +323,8 @@ class Role:
         core = ctx.core
         log.info("%s: %s in term %d (leader: %s)", ctx.node_id,
                  "pre-candidate" if role == PRE_CANDIDATE else role, core.term, core.leader_id)
+        ctx.metrics.on_role_change(core)
+        ctx.health.on_role_change(core)
         self.on_retire()
         if cls is type(self):
             return

@@ -55,6 +55,7 @@ class SnapshotSaved:
     index: int
     term: int
     size: int = 0
+    seconds: float = 0.0  # how long writing it took (metrics)
 
 
 @dataclass(slots=True)
@@ -124,9 +125,10 @@ class Snapshotter(SupervisedActor):
             meta = self.store.describe(m.state, m.term, m.members)
         finally:
             self.fsm_done(m.index)
+        seconds = time.monotonic() - t0
         log.info("%s: snapshot at index %d (term %d, %d bytes) described in %.2fs", self.node_id, m.index, m.term,
-                 meta.size, time.monotonic() - t0)
-        self.tell_role(SnapshotSaved(m.index, m.term, meta.size))
+                 meta.size, seconds)
+        self.tell_role(SnapshotSaved(m.index, m.term, meta.size, seconds))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])
 

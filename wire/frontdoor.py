@@ -26,6 +26,7 @@ LARGE_REPLY`` bytes at most. The table of connections is an LRU of at most ``MAX
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 from typing import Callable, Optional
@@ -142,6 +143,11 @@ class FrontDoor(IoThread):
         self._budget_lock = threading.Lock()
         self._busy_reply = encode_client(ClientReply(
             Status.UNAVAILABLE.value, error="too many unread replies on this connection; read them, then retry"))
+        # Metrics, read at scrape time (actors/metrics.py). ``requests``: op -> count, written
+        # by the I/O thread only. ``replies``: status -> itertools.count, advanced by whichever
+        # thread replies: next() on it is one atomic C call, so no lock and no lost update.
+        self.requests: dict[str, int] = {}
+        self.replies: dict[str, itertools.count] = {}
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, HWM)
@@ -160,12 +166,17 @@ class FrontDoor(IoThread):
             return
         frames = [b"M"]
         budget = self._budget
+        replies = self.replies
         refused = 0
         with self._budget_lock:
             for route, rep in items:
                 if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
                     route.deliver(rep)
                     continue
+                c = replies.get(rep.status)
+                if c is None:
+                    c = replies.setdefault(rep.status, itertools.count())
+                next(c)
                 # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
                 # adds one tag frame, which comes back with the reply.
                 frames.append(route[0])
@@ -232,6 +243,9 @@ class FrontDoor(IoThread):
                             continue
                         batch.append((route, req))
                     if batch:
+                        counts = self.requests
+                        for _, req in batch:
+                            counts[req.op] = counts.get(req.op, 0) + 1
                         self.on_requests(batch)
         except zmq.ContextTerminated:
             pass

@@ -25,6 +25,7 @@ from .http_routes import get_answer, invalid, kv_request, write_answer
 from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
 from .messages import ClientReply, Status
 from .session import OUTCOME_OF, Outcome, Session, attempt_time, may_renew
+from .stats import RequestStats
 
 __all__ = ["RequestEngine", "Workers", "SESSION_CHUNK", "REMOTE_LEADER_HINT"]
 
@@ -33,6 +34,19 @@ log = logging.getLogger("raftkv.wire.http")
 REMOTE_LEADER_HINT = 1.0  # seconds a not_leader redirect sends requests straight to the workers
 SESSION_CHUNK = 512  # writes per gateway session: below the FSM's per-session window (1024)
 _STALE = "stale"
+_CODES = {c: str(c) for c in (200, 204, 400, 404, 405, 412, 413, 500, 501, 503, 504)}  # no str() per request
+_NODE_PATHS = {b"/status": "status", b"/health": "health", b"/metrics": "metrics"}
+
+
+def _route_op(r: AsyncRoute) -> str:
+    """The operation label of a request that never became a ClientRequest (a listing, a node
+    route, an error, or any request when the gateway has no in-process path)."""
+    url = r.url.split(b"?", 1)[0]
+    if url.startswith(b"/kv"):
+        if url in (b"/kv", b"/kv/"):
+            return "list"
+        return {"GET": "get", "HEAD": "get", "PUT": "put", "DELETE": "delete"}.get(r.method, "other")
+    return _NODE_PATHS.get(url, "other")
 _NOT_LEADER = Status.NOT_LEADER.value
 
 
@@ -118,6 +132,9 @@ class RequestEngine:
         self._session = Session(prefix="http-", chunk=SESSION_CHUNK)
         self._remote_until = 0.0  # until then, the local node is known not to lead
         self._stopped = False
+        # Answered requests by operation and HTTP status, with their latency (loop thread only;
+        # read by the node's metrics at scrape time).
+        self.stats = RequestStats()
 
     def attach(self, server: HttpServer) -> None:
         self.server = server
@@ -139,7 +156,7 @@ class RequestEngine:
             if self.submit is not None and self._fast(r):
                 return
         except HttpError as e:
-            self.server.finish(r, e.answer())
+            self._finish(r, e.answer())
             r.conn.flush()
             return
         r.state = WORKER
@@ -187,7 +204,7 @@ class RequestEngine:
         ``r`` is now answered."""
         if type(item) is tuple:  # a worker's finished answer
             if r.state == WORKER:
-                self.server.finish(r, item)
+                self._finish(r, item)
                 return True
             return False
         if r.state == LOCAL:  # a node reply; else a late one for a request already retried
@@ -203,23 +220,30 @@ class RequestEngine:
         st = rep.status
         oc = OUTCOME_OF.get(st)
         if oc is Outcome.FINAL:
-            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
         elif oc is Outcome.RETRY:
             if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
             self._to_worker(r)
         elif oc is Outcome.REJECTED:
-            self.server.finish(r, invalid(rep.error or "invalid request", rep.leader_id).answer())
+            self._finish(r, invalid(rep.error or "invalid request", rep.leader_id).answer())
         elif oc is Outcome.NEW_SESSION:
             if may_renew(write=r.write, unanswered_before=False, own_session=not r.idem):
                 # Our own fresh session was unknown: nothing was applied; retry in a new one.
                 req.client_id, req.seq = "", 0
                 self._to_worker(r)
             else:
-                self.server.finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
+                self._finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
                                                 detail="session expired before an answer arrived").answer())
         else:  # a status the table does not know: answered as "unexpected reply"
-            self.server.finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+
+    def _finish(self, r: AsyncRoute, answer: Answer) -> None:
+        """Send ``answer`` and count it (loop thread): one dict update and one histogram observe."""
+        self.server.finish(r, answer)
+        req = r.req
+        self.stats.done(req.op if req is not None else _route_op(r), _CODES.get(answer[0]) or str(answer[0]),
+                        time.monotonic() - r.t0)
 
     def _to_worker(self, r: AsyncRoute) -> None:
         r.state = WORKER

@@ -103,5 +103,5 @@ def test_http_errors_and_health(demo):
     assert request(demo.http[2], "GET", "/kv/big")[0] == 404  # nothing was written
     assert request(demo.http[1], "GET", "/health")[0] == 200
     code, body = request(demo.http[1], "GET", "/metrics")
-    assert code == 200 and b"raft_commit_index" in body
+    assert code == 200 and b"raftkv_commit_index" in body
     assert request(demo.http[2], "DELETE", "/kv/hello")[0] == 204

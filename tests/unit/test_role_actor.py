@@ -14,6 +14,7 @@ import pytest
 
 from raftkv.actors.core import LEADER, CoreConfig, RaftCore
 from raftkv.actors.fsm import AppliedView, KVState
+from raftkv.actors.metrics import NodeMetrics
 from raftkv.actors.messages import (Apply, ClientBatch, DiskState, Persisted, PersistRequest, StatusQuery,
                                     Tick)
 from raftkv.actors.node import Node, NodeContext
@@ -63,7 +64,7 @@ def node():
     core = RaftCore("n1", cfg, members=[Member("n1", "127.0.0.1:9001", "127.0.0.1:9101")], rng=random.Random(1))
     fsm, log_manager, frontdoor, snapshotter = Recorder(), Recorder(), Recorder(), Recorder()
     peer = SimpleNamespace(set_peers=lambda peers: None, send_many=lambda msgs: None, cluster_id=None)
-    metrics = SimpleNamespace(observe=lambda core, applied: None)
+    metrics = NodeMetrics("n1")  # the real one: the role actor drives its hooks too
     fake = SimpleNamespace(cfg=SimpleNamespace(id="n1", raft=RaftTuning()), core=core, cluster_id="c1", peer=peer,
                            frontdoor=frontdoor, fsm_ref=fsm, log_ref=log_manager,
                            log_writer=SimpleNamespace(try_persist=lambda req: True),
@@ -157,7 +158,9 @@ def test_a_leader_refuses_writes_while_its_disk_is_reported_failing(node):
 
 def test_inputs_are_refused_only_while_the_node_stops():
     ref = RoleActor.start(SimpleNamespace(role_classes={"follower": lambda ctx: None},
-                                          core=SimpleNamespace(role="follower")))
+                                          core=SimpleNamespace(role="follower"), node_id="n1", tuning=RaftTuning(),
+                                          node=SimpleNamespace(metrics=NodeMetrics("n1")), frontdoor=None,
+                                          log_writer=None))
     ref.stop()
     fake = SimpleNamespace(role_ref=ref, stopping=False, cfg=SimpleNamespace(id="n1"))
     with pytest.raises(pykka.ActorDeadError):
