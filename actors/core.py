@@ -1,4 +1,4 @@
-"""Raft's decisions as plain, deterministic code (DESIGN.md section 3).
+"""Raft's decisions as plain, deterministic code (docs/architecture.md section 3).
 
 :class:`RaftCore` holds one node's persistent and volatile state. Every input goes through one
 of a few entry points: :meth:`step` (a peer message), :meth:`tick` (one unit of logical time),
@@ -72,7 +72,7 @@ class CoreConfig:
     max_inflight: int = 64
     pre_vote: bool = True
     check_quorum: bool = True
-    # Leaders serve lease reads (DESIGN.md 5): a follower then never cuts the leader's lease short
+    # Leaders serve lease reads (docs/architecture.md 5): a follower then never cuts the leader's lease short
     # (see peer_unreachable).
     lease_reads: bool = False
     # Snapshot streams (actors/snapshot_transfer.py): resend a chunk unanswered this long; give
@@ -537,7 +537,7 @@ class RaftCore:
         """A follower that heard from a leader within the minimum election timeout ignores
         candidates (check-quorum's stickiness), so a rejoining partitioned node cannot depose it."""
         # A node that just started behaves as if it had just heard from a leader: it may have, before
-        # a restart, and a leader's read lease counts on that (DESIGN.md 5).
+        # a restart, and a leader's read lease counts on that (docs/architecture.md 5).
         return self.cfg.check_quorum and (self.leader_id is not None and self.elapsed < self.cfg.election_ticks_min
                                           or self.now < self.cfg.election_ticks_min)
 
@@ -1026,7 +1026,7 @@ class RaftCore:
         if started is not None:
             # A majority heard us at ``started``; none of them votes for another candidate before
             # election_ticks_min ticks after that (check-quorum stickiness). Assuming clocks that
-            # drift apart by less than the margin (DESIGN.md 5), we lead until then.
+            # drift apart by less than the margin (docs/architecture.md 5), we lead until then.
             self.lease_until = max(self.lease_until, started + self.cfg.election_ticks_min - self._lease_margin())
         if not self.pending_reads:
             return
@@ -1165,7 +1165,7 @@ class RaftCore:
         return self._learners_of[1]
 
     def _check_removed(self) -> None:
-        """The removal rule (DESIGN.md 6): a member whose removal is committed stops for good.
+        """The removal rule (docs/architecture.md 6): a member whose removal is committed stops for good.
         A removed node keeps getting appends until it holds its removal (see _release_removed);
         a leader that removed itself steps down once that commits (see _maybe_commit)."""
         if self.removed:

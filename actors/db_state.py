@@ -182,14 +182,14 @@ class DbState:
                 return
             except ValueError:
                 raise
-            except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for I/O errors)
+            except Exception as e:  # rocksdict raises a bare Exception for I/O errors
                 if attempt == 0:
                     log.error("fsm: cannot write the key-value state at index %d: %s; retrying", self.applied, e)
                 attempt += 1
                 time.sleep(min(0.05 * attempt, 1.0))  # back-off while the disk is full
                 try:
                     self.store.reopen()
-                except Exception as e2:  # noqa: BLE001
+                except Exception as e2:
                     log.debug("fsm: reopening the key-value store failed: %s", e2)
 
     # ---------------------------------------------------------------- reading
@@ -202,7 +202,7 @@ class DbState:
                 return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
             if op == "list":
                 return ClientReply("ok", items=self.store.scan(key, limit))
-        except Exception:  # noqa: BLE001 (the DB is being swapped by a snapshot install: rare)
+        except Exception:  # the DB is being swapped by a snapshot install: rare
             return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
         return ClientReply("invalid", error=f"not a read: {op}")
 

@@ -19,13 +19,13 @@ class Leader(Role):
     follower), registers the batch's reads as one ReadIndex round, and hands membership changes to
     the core, which queues them and applies them one at a time (Raft thesis 4.1)."""
 
-    def __init__(self, ctx) -> None:  # noqa: ANN001
+    def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
 
     # ------------------------------------------------------------------ clients
 
-    def validate_write(self, req) -> Optional[str]:  # noqa: ANN001
+    def validate_write(self, req) -> Optional[str]:
         tun = self.ctx.tuning
         err = self.ctx.validate_key(req.key)
         if err:

@@ -74,7 +74,7 @@ class LogWriter:
                 return False
             try:
                 self._write(msg)
-            except Exception as e:  # noqa: BLE001 (only disk errors fall back; see is_disk_error)
+            except Exception as e:  # only disk errors fall back; see is_disk_error
                 if not is_disk_error(e):
                     raise
                 return False
@@ -132,7 +132,7 @@ class LogWriter:
                         self._reopen()
                     op()
                     done = True
-                except Exception as e:  # noqa: BLE001 (only disk errors are retried; see below)
+                except Exception as e:  # only disk errors are retried; see below
                     if not is_disk_error(e) and not self._broken:
                         raise  # a bug, not the disk: let supervision end the process
                     done = False
@@ -157,12 +157,12 @@ class LogWriter:
         path = self.store.path
         try:
             self.store.close()
-        except Exception:  # noqa: BLE001 (closing a broken store may fail too)
+        except Exception:  # closing a broken store may fail too
             pass
         try:
             self.store = LogStore(path)
             self._broken = False
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._broken = True
             log.debug("%s: reopening the log failed: %s", self.node_id, e)
 

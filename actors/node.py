@@ -1,6 +1,6 @@
 """A node: opens the storage, rebuilds the core, starts and wires the actors, transports and timers.
 
-Start-up order follows "persistence before speech" (DESIGN.md 8): the data directory is checked
+Start-up order follows "persistence before speech" (docs/architecture.md 8): the data directory is checked
 (format, node id, cluster id), a brand-new node's bootstrap configuration is synced, and only
 then do the ports open.
 """
@@ -482,7 +482,7 @@ class Node:
         pykka.ActorRegistry.stop_all(block=True, timeout=5)
         try:
             self.store.close()
-        except Exception:  # noqa: BLE001 (already closed by a disk-fault reopen)
+        except Exception:  # already closed by a disk-fault reopen
             pass
         self._stop_door_guard()
         self.kv.close()
@@ -542,7 +542,7 @@ class Node:
         return route.wait(wait)
 
     def on_removed(self) -> None:
-        """This node's removal from the cluster committed: record it and stop (DESIGN.md 6)."""
+        """This node's removal from the cluster committed: record it and stop (docs/architecture.md 6)."""
         log.warning("%s: removed from cluster %s; recording it and stopping", self.cfg.id, self.cluster_id)
         self.log_ref.tell(SetMeta({"removed": "true"}))
         os.kill(os.getpid(), signal.SIGTERM)  # the process's main thread performs the clean stop

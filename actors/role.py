@@ -1,7 +1,7 @@
 """The node's role actor and the role behaviours it hosts: feeding inputs to the pure core and
 carrying its outputs out.
 
-The role actor is a shell around :class:`actors.core.RaftCore` (DESIGN.md 3): it turns actor
+The role actor is a shell around :class:`actors.core.RaftCore` (docs/architecture.md 3): it turns actor
 messages into core inputs, then executes the core's Ready: messages to the peer transport,
 log changes to the LogManager (one PersistRequest in flight; the rest merges into the next:
 group commit; a follower writes them itself, see actors/log_manager.py), committed entries to
@@ -12,7 +12,7 @@ node's whole life and none is ever forwarded, reordered or lost across a role ch
 changes with the role is the :class:`Role` object it hosts (Follower, Candidate or Leader). On
 a role change the old Role cleans up (``on_retire``: its waiting clients are answered) and is
 marked retired inside the same message handling, before the next input is taken from the inbox:
-queued inputs and timer ticks then act on the new Role only (DESIGN.md 8, "Actors"). Ticks are
+queued inputs and timer ticks then act on the new Role only (docs/architecture.md 8, "Actors"). Ticks are
 the core's logical clock, not a role's timer, so a queued one drives the new role's core as
 it would have driven the old one.
 """
@@ -68,11 +68,11 @@ class RoleActor(SupervisedActor):
         result = None
         if type(msg) is StatusQuery:
             # Asked, not told: Pykka hands an exception raised here to the asker and keeps the
-            # actor running, so supervise it ourselves (DESIGN.md 8: a crash, never a zombie).
+            # actor running, so supervise it ourselves (docs/architecture.md 8: a crash, never a zombie).
             try:
                 result = self.ctx.status()
                 role.after_query()
-            except Exception:  # noqa: BLE001 (any failure of the role actor ends the process)
+            except Exception:  # any failure of the role actor ends the process
                 die(f"actor {type(self).__name__} failed: {traceback.format_exc().strip()}")
         else:
             role.on_receive(msg)

@@ -1,4 +1,4 @@
-"""Snapshot streaming decisions, as pure data (Raft Figure 13; DESIGN.md 3).
+"""Snapshot streaming decisions, as pure data (Raft Figure 13; docs/architecture.md 3).
 
 Owned by :class:`actors.core.RaftCore`. The leader streams its newest durable snapshot to a
 follower whose next entry is compacted away, stop-and-wait: each chunk is answered with the

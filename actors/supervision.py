@@ -1,7 +1,7 @@
 """Supervision: an actor that fails ends the process.
 
 Pykka stops an actor whose ``on_receive`` raised on a ``tell`` and lets the process live on
-(DESIGN.md 8). A Raft node with a dead actor is a zombie that may still answer heartbeats; a
+(docs/architecture.md 8). A Raft node with a dead actor is a zombie that may still answer heartbeats; a
 crashed node is safe (it restarts from its synced state). So every actor of the node derives
 from :class:`SupervisedActor`, whose failure hook logs the reason and exits the process.
 """
@@ -47,6 +47,6 @@ class SupervisedActor(pykka.ThreadingActor):
         # put to by tell/ask and peeked at with empty() (RoleActor).
         return queue.SimpleQueue()
 
-    def on_failure(self, exc_type, exc_value, tb) -> None:  # noqa: ANN001 (pykka's signature)
+    def on_failure(self, exc_type, exc_value, tb) -> None:  # pykka's signature
         die(f"actor {type(self).__name__} failed: "
             + "".join(traceback.format_exception(exc_type, exc_value, tb)).strip())

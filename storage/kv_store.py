@@ -446,7 +446,7 @@ class KvStore:
             self._closed = True
             try:
                 self._db.close()
-            except Exception:  # noqa: BLE001 (closing a DB in an error state may fail too)
+            except Exception:  # closing a DB in an error state may fail too
                 pass
         self._db = open_db(self.path, self._opts)
         self._closed = False

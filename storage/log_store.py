@@ -11,7 +11,7 @@ Layout (all keys are bytes, so RocksDB's bytewise order is the order we rely on)
 
 Entries and stable state share one database so that a single WriteBatch can truncate a
 conflicting suffix, append new entries and record the term/vote/commit atomically, with one
-fsync. RocksDB does not sync unless asked (DESIGN.md section 8), so every write that Raft
+fsync. RocksDB does not sync unless asked (docs/architecture.md section 8), so every write that Raft
 relies on goes through :meth:`LogStore._synced` (write, then sync the WAL).
 
 A LogStore is owned by one thread at a time (the log manager actor): the cached indexes and

@@ -19,7 +19,7 @@ from raftkv.actors.core import LEADER, CoreConfig, RaftCore  # noqa: E402
 from raftkv.wire.messages import EntryKind, Member, VoteReply  # noqa: E402
 
 
-def _persist(core: RaftCore, ready) -> None:  # noqa: ANN001
+def _persist(core: RaftCore, ready) -> None:
     p = ready.persist
     if p.entries:
         core.on_persisted(p.first + len(p.entries) - 1, p.entries[-1].term)

@@ -72,7 +72,7 @@ class FakeNode:
     def submit(self, items: list) -> None:
         self.q.put(items)
 
-    def local_call(self, req, wait: float):  # noqa: ANN001, ANN201 (the Client ``local=`` hook)
+    def local_call(self, req, wait: float):  # the Client ``local=`` hook
         route = LocalRoute()
         self.q.put([(route, req)])
         return route.wait(wait)
@@ -86,7 +86,7 @@ class FakeNode:
                 route.deliver(OK_GET if req.op == "get" else OK)
 
 
-def load_gateway(impl: str):  # noqa: ANN201
+def load_gateway(impl: str):
     if impl == "new":
         from raftkv.wire.http import HttpGateway
 
@@ -106,7 +106,7 @@ def wrk(port: int, script: str, conns: int, duration: int) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def start(impl: str):  # noqa: ANN201
+def start(impl: str):
     node = FakeNode()
     cls = load_gateway(impl)
     addr = "127.0.0.1:1"  # never dialled: the in-process hook answers for it

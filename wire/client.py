@@ -347,7 +347,7 @@ class Client:
     # ------------------------------------------------------------ admin API
 
     def status(self, server: Optional[str] = None) -> dict:
-        """The status document of one node (DESIGN 6: id, state, term, leader_id, ...): of
+        """The status document of one node (docs/architecture.md 6: id, state, term, leader_id, ...): of
         ``server`` if given, else of the first server of the list that answers. Redirects are
         not followed: this inspects a node, not the cluster."""
         targets = parse_servers([server]) if server else list(self.servers)

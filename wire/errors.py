@@ -1,4 +1,4 @@
-"""The client library's exceptions, one type per cause (DESIGN 6).
+"""The client library's exceptions, one type per cause (docs/architecture.md 6).
 
 They live apart from wire/client.py so that the pipeline and the session engine can raise them
 without importing the Client; ``raftkv.wire.client`` re-exports them, and that stays their

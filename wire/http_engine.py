@@ -84,12 +84,12 @@ class Workers:
             fn, done = item
             try:
                 res = fn()
-            except BaseException:  # noqa: BLE001 (answered as a 500, logged)
+            except BaseException:  # answered as a 500, logged
                 log.exception("HTTP gateway worker failed")
                 res = HttpError(500, "internal error", close=True).answer()
             try:
                 done(res)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("HTTP gateway worker callback failed")
 
     def stop(self) -> None:
@@ -192,7 +192,7 @@ class RequestEngine:
         assert submit is not None  # only the in-process path (submit given) queues batches
         try:
             submit(batch)
-        except Exception as e:  # noqa: BLE001 (the node is stopping, say): let the workers retry
+        except Exception as e:  # (the node is stopping, say): let the workers retry
             log.warning("in-process submit of %d requests failed: %s", len(batch), e)
             for r, _ in batch:
                 if r.state == LOCAL:

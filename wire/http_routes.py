@@ -1,4 +1,4 @@
-"""The gateway's routes (DESIGN 6): HTTP requests to ClientRequests, replies to answers.
+"""The gateway's routes (docs/architecture.md 6): HTTP requests to ClientRequests, replies to answers.
 
 ::
 

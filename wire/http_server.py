@@ -488,7 +488,7 @@ class HttpServer:
             try:
                 self._server = loop.run_until_complete(
                     loop.create_server(lambda: Connection(self), sock=self._sock, backlog=1024))
-            except BaseException as e:  # noqa: BLE001 (reported to start())
+            except BaseException as e:  # reported to start()
                 failed.append(e)
                 ready.set()
                 return

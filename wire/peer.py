@@ -13,7 +13,7 @@ since a peer only answers through them when it does not know our address (rare: 
 through the I/O thread.
 
 Sends never block: a DEALER to a dead or cut-off peer fills up to its high-water mark and a
-blocking send there would freeze the I/O thread (DESIGN.md 8), so frames are sent with
+blocking send there would freeze the I/O thread (docs/architecture.md 8), so frames are sent with
 NOBLOCK and dropped on EAGAIN; Raft retransmits.
 
 Bounds, so that no peer (or anyone who can reach the port) can grow the node without limit:
@@ -274,7 +274,7 @@ class PeerTransport(IoThread):
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:
-                # A joining node learns the cluster id from the leader (DESIGN.md 6); the node
+                # A joining node learns the cluster id from the leader (docs/architecture.md 6); the node
                 # decides whether to adopt it.
                 return f.sender, f.msg, route, f.cluster_id
             if isinstance(f.msg, JoinRequest) and f.cluster_id == "":

@@ -116,7 +116,7 @@ class LogLevelSource:
         log.warning("SIGHUP: re-read %s: log level %s (was %s)", self.config, level, current)
 
 
-def bind_refusal_of(cfg) -> Optional[str]:  # noqa: ANN001
+def bind_refusal_of(cfg) -> Optional[str]:
     """Why loopback-only mode forbids this node's addresses (kvnode exits 2 with it), or None.
 
     A cluster made without --secure binds loopback or every interface (non-loopback peers are
@@ -133,7 +133,7 @@ def bind_refusal_of(cfg) -> Optional[str]:  # noqa: ANN001
     return None
 
 
-def _run_one(cfg, levels: LogLevelSource) -> None:  # noqa: ANN001
+def _run_one(cfg, levels: LogLevelSource) -> None:
     from raftkv.actors.node import Node, NodeError
 
     why = bind_refusal_of(cfg)
@@ -194,7 +194,7 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
     inbox = SignalInbox()
     inbox.catch(signal.SIGHUP, *STOP_SIGNALS)
 
-    def launch(c) -> subprocess.Popen:  # noqa: ANN001
+    def launch(c) -> subprocess.Popen:
         args = [sys.executable, "-m", "raftkv.cli.kvnode", "--config", config, "--id", c.id,
                 "--data-dir", c.data_dir, "--log-format", log_format.value]
         if overrides.get("log_level"):
@@ -253,7 +253,7 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, run_all,  # noqa: ANN001, ANN201
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, run_all,
          log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,

@@ -51,7 +51,7 @@ STATUS_ORDER = ("id", "state", "term", "leader_id", "commit_index", "applied_ind
 
 
 def status_text(st: dict) -> str:
-    """The status document as ``key: value`` lines, the DESIGN 6 fields first, members last."""
+    """The status document as ``key: value`` lines, the docs/architecture.md 6 fields first, members last."""
     keys = [k for k in STATUS_ORDER if k in st] + [k for k in st if k not in STATUS_ORDER and k != "members"]
     lines = [f"{k}: {show(st[k], k)}" for k in keys]
     if "members" in st:

@@ -37,10 +37,10 @@ class RaftTuning:
     # catches up from the log instead of receiving a whole snapshot.
     trailing_logs: int = 5000
     # Snapshot files kept on disk: if the newest is corrupt (checksum), the node falls
-    # back to an older one instead of needing a transfer from the leader (DESIGN 7).
+    # back to an older one instead of needing a transfer from the leader (docs/architecture.md 7).
     snapshots_kept: int = 3
     # Maximum entries per AppendEntries / log write batch. Large enough to amortise the
-    # per-message cost that dominates in Python (DESIGN 4), small enough that one message
+    # per-message cost that dominates in Python (docs/architecture.md 4), small enough that one message
     # does not hold the GIL long enough to delay heartbeats.
     max_batch: int = 512
     # Largest key accepted, in UTF-8 bytes; larger is rejected before anything is written.

@@ -85,7 +85,7 @@ def _elections(nodes: int, duration: float, writers: int, interval: float, as_js
               help="Seconds between status polls of every node.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 @click.option("--keep-dir", is_flag=True, default=False, help="Keep the temporary directory (config, data, logs).")
-def elections(nodes, duration, writers, interval, as_json, keep_dir) -> None:  # noqa: ANN001
+def elections(nodes, duration, writers, interval, as_json, keep_dir) -> None:
     """Watch a local cluster (idle, or under WRITERS) for DURATION seconds and count elections
     that nothing caused: term and leader changes seen in /status, and election attempts (a
     node turning pre-candidate or candidate) found in the node logs. Exit status 1 if any."""

@@ -163,7 +163,7 @@ def _failover(nodes: int, reps: int, writers: int, as_json: bool, directory: Pat
               help="Background writer threads (closed loop, 1 s per call).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 @click.option("--keep-dir", is_flag=True, default=False, help="Keep the temporary directory (config, data, logs).")
-def failover(nodes, reps, writers, as_json, keep_dir) -> None:  # noqa: ANN001
+def failover(nodes, reps, writers, as_json, keep_dir) -> None:
     """Kill -9 the leader of a local cluster REPS times; time until writes are acknowledged again."""
     res = in_temp_dir("kvbench-failover-", keep_dir, lambda d: _failover(nodes, reps, writers, as_json, d))
     if as_json:

@@ -85,7 +85,7 @@ def _load_worker(idx: int, servers: list, opts: dict, barrier: Any, stop: Any, l
                 missing = 1
             except ClientError as e:
                 err = e
-            except Exception as e:  # noqa: BLE001 (count anything else as an error, go on)
+            except Exception as e:  # count anything else as an error, go on
                 err = e
             t2 = mono()
             if t2 < start:
@@ -112,11 +112,11 @@ def _load_worker(idx: int, servers: list, opts: dict, barrier: Any, stop: Any, l
                    errors=errors, err_kinds=dict(err_kinds), err_sample=err_sample, not_found=not_found)
     except threading.BrokenBarrierError:
         res["error"] = "aborted before the start"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
         try:
             barrier.abort()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     finally:
         if client is not None:
@@ -149,7 +149,7 @@ def _load_worker(idx: int, servers: list, opts: dict, barrier: Any, stop: Any, l
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Draw throughput and latency over time into this PNG (needs matplotlib).")
-def load(servers, clients, duration, warmup, read_ratio, keys, value_size, consistency, timeout,  # noqa: ANN001
+def load(servers, clients, duration, warmup, read_ratio, keys, value_size, consistency, timeout,
          pipeline, as_json, plot_path) -> None:
     """Closed-loop load against a running cluster; prints throughput and latency."""
     if plot_path:
@@ -221,7 +221,7 @@ def load(servers, clients, duration, warmup, read_ratio, keys, value_size, consi
         while len(results) < clients and time.monotonic() < deadline:
             try:
                 results.append(outq.get(timeout=0.5))
-            except Exception:  # noqa: BLE001 (queue.Empty)
+            except Exception:  # queue.Empty
                 if all(not p.is_alive() for p in procs) and outq.empty():
                     break
     except KeyboardInterrupt:

@@ -298,7 +298,7 @@ def _print_snapshot(res: dict) -> None:
               help="raft.trailing_logs of the cluster [min(5000, KEYS/4): the joiner needs the snapshot].")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 @click.option("--keep-dir", is_flag=True, default=False, help="Keep the temporary directory (config, data, logs).")
-def snapshot(keys, value_size, writers, baseline, trailing_logs, as_json, keep_dir) -> None:  # noqa: ANN001
+def snapshot(keys, value_size, writers, baseline, trailing_logs, as_json, keep_dir) -> None:
     """Snapshot time and write stall, restore time on restart, and join time, on a local cluster.
 
     Starts 3 kvnode processes (raft.snapshot_threshold 10**9: only requested snapshots), preloads

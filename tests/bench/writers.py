@@ -171,7 +171,7 @@ class Preloader:
                         with self.lock:
                             self.done += len(blk)
                         break
-        except Exception as e:  # noqa: BLE001 (reported by run())
+        except Exception as e:  # reported by run()
             with self.lock:
                 self.error = self.error or f"{type(e).__name__}: {e}"
             self.stop.set()

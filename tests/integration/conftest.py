@@ -7,18 +7,18 @@ from .harness import Cluster
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
+def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
 
 
 @pytest.fixture
-def make_cluster(tmp_path, request):  # noqa: ANN001, ANN201
+def make_cluster(tmp_path, request):
     """Factory: ``make_cluster(n=3, http=False, raft=None)`` -> a started Cluster, stopped after the test."""
     made = []
 
-    def make(n: int = 3, start: bool = True, **kw) -> Cluster:  # noqa: ANN003
+    def make(n: int = 3, start: bool = True, **kw) -> Cluster:
         c = Cluster(tmp_path / f"c{len(made)}", n=n, **kw)
         made.append(c)
         if start:
@@ -34,6 +34,6 @@ def make_cluster(tmp_path, request):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def cluster(make_cluster):  # noqa: ANN001, ANN201
+def cluster(make_cluster):
     """A started 3-node cluster."""
     return make_cluster(3)

@@ -45,7 +45,7 @@ def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float =
             v = cond()
             if v:
                 return v
-        except Exception as e:  # noqa: BLE001 (a node may be down while we poll)
+        except Exception as e:  # a node may be down while we poll
             last_exc = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}" +

@@ -1,4 +1,4 @@
-"""Bad peer input is logged and dropped; the node keeps serving (DESIGN.md 7)."""
+"""Bad peer input is logged and dropped; the node keeps serving (docs/architecture.md 7)."""
 from __future__ import annotations
 
 import msgpack

@@ -26,12 +26,12 @@ pytestmark = pytest.mark.integration
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def kvclient(servers, *args, stdin=None, timeout=30):  # noqa: ANN001, ANN201
+def kvclient(servers, *args, stdin=None, timeout=30):
     return subprocess.run([sys.executable, str(KVCLIENT), "--servers", ",".join(servers), *args],
                           input=stdin, capture_output=True, timeout=timeout, env=ENV)
 
 
-def kvnode(*args, cwd, timeout=20):  # noqa: ANN001, ANN201
+def kvnode(*args, cwd, timeout=20):
     return subprocess.run([sys.executable, str(KVNODE), *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env=ENV)
 

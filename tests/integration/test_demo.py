@@ -15,7 +15,7 @@ from .harness import KVNODE, ROOT, free_port, wait_until
 pytestmark = pytest.mark.integration
 
 
-def request(port: int, method: str, path: str, body: bytes = None, timeout: float = 5.0):  # noqa: ANN201
+def request(port: int, method: str, path: str, body: bytes = None, timeout: float = 5.0):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         c.request(method, path, body=body)
@@ -28,7 +28,7 @@ def request(port: int, method: str, path: str, body: bytes = None, timeout: floa
 class Demo:
     """Three nodes started exactly as in the tutorial, with free ports."""
 
-    def __init__(self, tmp):  # noqa: ANN001
+    def __init__(self, tmp):
         self.tmp = tmp
         self.peer = {i: free_port() for i in (1, 2, 3)}
         self.http = {i: free_port() for i in (1, 2, 3)}
@@ -57,7 +57,7 @@ class Demo:
 
 
 @pytest.fixture
-def demo(tmp_path):  # noqa: ANN001, ANN201
+def demo(tmp_path):
     d = Demo(tmp_path)
     yield d
     d.stop()

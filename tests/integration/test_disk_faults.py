@@ -16,10 +16,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def small_disk(tmp_path):  # noqa: ANN001, ANN201
+def small_disk(tmp_path):
     mounts = []
 
-    def mount(path, size="48m"):  # noqa: ANN001, ANN202
+    def mount(path, size="48m"):
         path.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
         mounts.append(path)
@@ -29,7 +29,7 @@ def small_disk(tmp_path):  # noqa: ANN001, ANN201
         subprocess.run(["umount", "-l", str(m)], check=False)
 
 
-def fill(path) -> None:  # noqa: ANN001
+def fill(path) -> None:
     """Take every free byte of the filesystem at ``path``."""
     with open(path / "filler", "wb") as f:
         try:

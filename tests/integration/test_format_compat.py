@@ -66,7 +66,7 @@ class OneNode:
 
 
 @pytest.fixture
-def node(tmp_path, request):  # noqa: ANN001, ANN201
+def node(tmp_path, request):
     n = OneNode(tmp_path)
     yield n
     if n.proc is not None and n.proc.poll() is None:

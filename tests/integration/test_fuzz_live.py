@@ -44,7 +44,7 @@ def _collect(strategy, n: int) -> list:
     @settings(max_examples=n, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
-    def collect(x):  # noqa: ANN001, ANN202
+    def collect(x):
         out.append(x)
 
     collect()

@@ -12,12 +12,12 @@ from raftkv.wire.client import Client, ClientError
 from .harness import wait_until
 
 
-def _members(cluster) -> dict:  # noqa: ANN001
+def _members(cluster) -> dict:
     with cluster.client(timeout=10) as kv:
         return {m["id"]: m for m in kv.members()}
 
 
-def _stale_get(node, key: str) -> bytes:  # noqa: ANN001
+def _stale_get(node, key: str) -> bytes:
     with Client([node.client], timeout=2) as c:
         return c.get(key, consistency="stale")
 

@@ -12,7 +12,7 @@ from raftkv.actors.metrics import METRIC_NAMES
 from .harness import wait_until
 
 
-def http_request(addr: str, method: str, path: str, body: bytes = None) -> tuple[int, bytes]:  # noqa: RUF013
+def http_request(addr: str, method: str, path: str, body: bytes = None) -> tuple[int, bytes]:
     host, port = addr.rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=5)
     try:

@@ -33,7 +33,7 @@ CLIENT_IMPORTS = ("import sys, json, raftkv\n"
                   f"print(json.dumps(sorted(m for m in {NODE_ONLY_MODULES!r} if m in sys.modules)))\n")
 
 
-def run(args: list, **kw) -> subprocess.CompletedProcess:  # noqa: ANN003
+def run(args: list, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, **kw)
     assert p.returncode == 0, f"{' '.join(map(str, args))} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p
@@ -47,7 +47,7 @@ def clean_env(venv: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:  # noqa: ANN001
+def venv(tmp_path_factory) -> Path:
     """A fresh venv (no system site-packages) holding only the wheel built from this checkout and
     its dependencies."""
     base = tmp_path_factory.mktemp("packaging")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 SMALL = {"snapshot_threshold": 2000, "trailing_logs": 500}
 
 
-def fill(cluster, n: int, prefix: str = "k", threads: int = 16) -> None:  # noqa: ANN001
+def fill(cluster, n: int, prefix: str = "k", threads: int = 16) -> None:
     """Write n keys through several concurrent clients."""
     def work(t: int) -> None:
         with cluster.client(timeout=30) as kv:

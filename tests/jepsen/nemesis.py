@@ -139,7 +139,7 @@ def _close_all_firewalls() -> None:
     for fw in list(_live_firewalls):
         try:
             fw.close()
-        except Exception:  # noqa: BLE001 (best effort at exit)
+        except Exception:  # best effort at exit
             pass
 
 
@@ -190,7 +190,7 @@ class Firewall:
     def __enter__(self) -> "Firewall":
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def cut(self, pairs: Iterable[Tuple[str, str]]) -> None:

@@ -194,7 +194,7 @@ class _Worker:
                     kv.close()
                     kv = self._client()
                 self._one(kv)
-        except BaseException as e:  # noqa: BLE001 (reported by the runner)
+        except BaseException as e:  # reported by the runner
             self.error = e
         finally:
             if kv is not None:
@@ -214,7 +214,7 @@ class _Worker:
                 self.last_ok = time.monotonic()
             except InvalidRequest:
                 rec.end(t, "fail")
-            except Exception:  # noqa: BLE001 (Timeout, Unavailable, anything: no effect anyway)
+            except Exception:  # Timeout, Unavailable, anything: no effect anyway
                 rec.end(t, "unknown")
             else:
                 rec.end(t, "ok", value=v)
@@ -243,7 +243,7 @@ class _Worker:
                 result = kv.cas(key, expected=expected, new=value)
         except InvalidRequest:
             rec.end(t, "fail")
-        except Exception:  # noqa: BLE001 (Timeout/Unavailable/other: may have been applied)
+        except Exception:  # Timeout/Unavailable/other: may have been applied
             rec.end(t, "unknown")
             # Jepsen's convention: the process that lost track of an op is gone; go on as a new one.
             self.process += self.n_workers

@@ -1,4 +1,4 @@
-"""A deterministic simulation of a Raft cluster over the pure core (DESIGN.md section 3).
+"""A deterministic simulation of a Raft cluster over the pure core (docs/architecture.md section 3).
 
 This module is the runner: the :class:`Sim` scenario (faults, clients, the event loop, the
 end-of-run checks' driver) and the replay CLI. The parts it is made of live beside it:

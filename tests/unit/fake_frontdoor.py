@@ -103,7 +103,7 @@ class FakeFrontDoor:
     # ------------------------------------------------------------ the default behaviour
 
     def status_info(self) -> dict:
-        """A status document with the DESIGN 6 fields."""
+        """A status document with the docs/architecture.md 6 fields."""
         return {
             "id": self.node_id,
             "state": "leader" if self.leader_id == self.node_id else "follower",

@@ -15,7 +15,7 @@ def leader() -> RaftCore:
     log = MemLog(0, 0, [Entry(1, EntryKind.CONFIG, encode_config(MEMBERS))])
     c = RaftCore("a", CFG, term=2, vote="a", log=log, commit=1)
     c.role = LEADER
-    c._become_leader()  # noqa: SLF001 (test drives the transition directly)
+    c._become_leader()  # test drives the transition directly
     c.take_ready()
     c.on_persisted(2, 2)
     from raftkv.wire.messages import AppendReply

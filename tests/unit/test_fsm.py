@@ -11,7 +11,7 @@ from raftkv.actors.messages import Apply, Restore
 from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
 
 
-def cmd(op, key, value=None, cid="c", seq=1, **kw):  # noqa: ANN001, ANN201
+def cmd(op, key, value=None, cid="c", seq=1, **kw):
     return encode_record(Command(op, key, value, client_id=cid, seq=seq, **kw))
 
 

@@ -41,7 +41,7 @@ class Recorder:
         self.items: list = []
         self.on_tell = None
 
-    def tell(self, msg) -> None:  # noqa: ANN001
+    def tell(self, msg) -> None:
         with self.lock:
             self.items.append(msg)
         if self.on_tell is not None:
@@ -118,7 +118,7 @@ def test_a_retired_role_never_acts_again(node):
     seen_after_retiring: list = []
     real = follower.on_receive
 
-    def spy(msg):  # noqa: ANN001
+    def spy(msg):
         if follower.retired:
             seen_after_retiring.append(msg)
         real(msg)
