@@ -19,13 +19,14 @@ import time
 from collections import OrderedDict
 from typing import Optional
 
-from raftkv.records import WRITE_OPS, UndecodableEntry
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
 from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
-from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+from raftkv.wire.messages import ClientReply, Command
+
+from .fsm import committed_command
 
 log = logging.getLogger("actors.fsm")
 
@@ -80,16 +81,9 @@ class DbState:
         self.applied = index
         if index % SWEEP_EVERY == 0:
             self._expire(index, b)
-        if kind != EntryKind.COMMAND:
-            if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
-                return None
-            raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
-        try:
-            cmd = decode_record(payload, Command)
-        except DecodeError as e:
-            raise UndecodableEntry(index, str(e)) from None
-        if cmd.op not in WRITE_OPS:
-            raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
+        cmd = committed_command(index, kind, payload)
+        if cmd is None:
+            return None
         cid = cmd.client_id
         if not cid:
             return self._execute(cmd, b)

@@ -34,6 +34,25 @@ SNAPSHOT_VERSION = 2  # 2: the session table packed as maps
 SNAPSHOT_CHUNK_KEYS = 4096
 
 
+
+def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command]:
+    """The client command of committed entry ``index``, or None for a no-op or a configuration.
+
+    An entry this build cannot read stops the node (UndecodableEntry), on every replica alike,
+    rather than being skipped on some and applied on others.
+    """
+    if kind != EntryKind.COMMAND:
+        if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
+            return None
+        raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
+    try:
+        cmd = decode_record(payload, Command)
+    except DecodeError as e:
+        raise UndecodableEntry(index, str(e)) from None
+    if cmd.op not in WRITE_OPS:
+        raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
+    return cmd
+
 class Session:
     """One client's recent results by sequence number, and the log index of its last request."""
 
@@ -66,16 +85,9 @@ class KVState:
         self.applied = index
         if index % SWEEP_EVERY == 0:
             self._expire(index)
-        if kind != EntryKind.COMMAND:
-            if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
-                return None
-            raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
-        try:
-            cmd = decode_record(payload, Command)
-        except DecodeError as e:
-            raise UndecodableEntry(index, str(e)) from None
-        if cmd.op not in WRITE_OPS:
-            raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
+        cmd = committed_command(index, kind, payload)
+        if cmd is None:
+            return None
         cid = cmd.client_id
         if not cid:
             return self._execute(cmd)

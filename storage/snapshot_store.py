@@ -32,6 +32,7 @@ from raftkv.records import Member
 
 from .format import (READABLE_SNAPSHOT_FORMATS, SNAPSHOT_FORMAT_VERSION, FormatError, check_version, decode_members,
                      encode_members)
+from .kv_install import fsync_dir
 
 FORMAT_VERSION = SNAPSHOT_FORMAT_VERSION  # the old name
 MAGIC = b"RKVSNAP\0"
@@ -66,13 +67,6 @@ class SnapshotMeta:
     body_crc32: int = 0
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make a rename or a new file in ``directory`` durable (the directory entry itself)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _header(last_index: int, last_term: int, body_len: int, body_crc: int, members: bytes) -> bytes:
@@ -137,7 +131,7 @@ class SnapshotStore:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         log.info("saved snapshot %s (%d bytes, %d members)", os.path.basename(final), length,
                  len(members))
         self._prune(keep_path=final)
