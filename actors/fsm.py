@@ -359,4 +359,15 @@ class Fsm(SupervisedActor):
 
     def _serve(self, handles: list) -> None:
         st = self.state
-        self.reply_many([(route, st.read(req.op, req.key, req.limit)) for route, req in handles])
+        out: list = []
+        for route, req in handles:
+            rep = st.read(req.op, req.key, req.limit)
+            out.append((route, rep))
+            # A list answer read from RocksDB is a fresh copy of its values: hand each one over
+            # (where the front door's reply budget may refuse it) before building the next, so a
+            # batch of large lists never lives in memory all at once.
+            if rep.items or len(out) >= 256:
+                self.reply_many(out)
+                out = []
+        if out:
+            self.reply_many(out)
