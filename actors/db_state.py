@@ -27,6 +27,7 @@ from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.wire.messages import ClientReply, Command
 
 from .fsm import committed_command
+from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
@@ -56,7 +57,13 @@ class DbState:
         self.store = store
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
+        self.events: list[WatchEvent] = []  # changes applied since the last take_events()
         self._load()
+
+    def take_events(self) -> list[WatchEvent]:
+        """The user-key changes applied since the last call, in log order (see watch_events)."""
+        ev, self.events = self.events, []
+        return ev
 
     def _load(self) -> None:
         st = self.store

@@ -23,6 +23,7 @@ from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
+from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
@@ -76,6 +77,12 @@ class KVState:
         self.sessions: dict[str, Session] = {}
         self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
+        self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+
+    def take_events(self) -> list[WatchEvent]:
+        """The user-key changes applied since the last call, in log order (see watch_events)."""
+        ev, self.events = self.events, []
+        return ev
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
         """Apply one committed entry; returns (status, value) for a command, None otherwise.
