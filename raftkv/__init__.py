@@ -15,7 +15,8 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-_CLIENT_NAMES = ("Client", "ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest")
+_CLIENT_NAMES = ("Client", "ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest", "Refused",
+                 "NotAuthorized", "Compacted")
 
 __all__ = ["__version__", *_CLIENT_NAMES]
 

@@ -647,6 +647,19 @@ class Op(str, Enum):
     REMOVE_NODE = "remove_node"
     TRANSFER_LEADER = "transfer_leader"
     SNAPSHOT = "snapshot"
+    # Round two (issues 11, 13, 14). Declared together so that every branch shares one enum; an
+    # op a node does not serve yet is answered "invalid" (unknown operation).
+    TOKEN_CREATE = "token_create"
+    TOKEN_LIST = "token_list"
+    TOKEN_REVOKE = "token_revoke"
+    BACKUP = "backup"
+    TXN = "txn"
+    WATCH = "watch"
+    LEASE_GRANT = "lease_grant"
+    LEASE_REVOKE = "lease_revoke"
+    LEASE_KEEPALIVE = "lease_keepalive"
+    LEASE_TTL = "lease_ttl"
+    LEASE_LIST = "lease_list"
 
 
 class Status(str, Enum):
@@ -662,6 +675,10 @@ class Status(str, Enum):
     # The write's session is no longer known (or the request is older than its window): it was
     # not applied now; the client starts a new session.
     EXPIRED = "expired"
+    # The request's token lacks the role its op needs, or is unknown/revoked (issue 11).
+    NOT_AUTHORIZED = "not_authorized"
+    # A watch asked for a revision older than the node's event history keeps (issue 14).
+    COMPACTED = "compacted"
 
 
 class Outcome(Enum):
@@ -682,6 +699,8 @@ STATUS_CLASS: dict[Status, Outcome] = {
     Status.UNAVAILABLE: Outcome.RETRY,
     Status.TIMEOUT: Outcome.RETRY,
     Status.EXPIRED: Outcome.NEW_SESSION,
+    Status.NOT_AUTHORIZED: Outcome.REJECTED,
+    Status.COMPACTED: Outcome.REJECTED,
 }
 
 CLIENT_OPS = frozenset(op.value for op in Op)

@@ -34,10 +34,10 @@ from typing import Any, Iterable, Optional, Union
 import zmq
 
 from .address import AddressError, parse_address
-from .errors import ClientError, InvalidRequest, NotFound, Refused, Timeout, Unavailable
+from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .pipeline import Pipeline
-from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome
+from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 
 __all__ = [
     "Client",
@@ -47,6 +47,8 @@ __all__ = [
     "Timeout",
     "InvalidRequest",
     "Refused",
+    "NotAuthorized",
+    "Compacted",
     "CONSISTENCY_LEVELS",
     "json_item",
     "parse_servers",
@@ -445,7 +447,7 @@ class Client:
                         self._answered(addr, req, reply)
                     return reply
                 if oc is Outcome.REJECTED:
-                    raise InvalidRequest(reply.error or "invalid request")
+                    raise rejection(reply.status, reply.error)
                 if oc is Outcome.NEW_SESSION:
                     # The cluster forgot this session (expiry is by log position, thesis 6.3).
                     if may_renew(write=write, unanswered_before=tries.silent,

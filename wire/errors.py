@@ -6,7 +6,8 @@ public home.
 """
 from __future__ import annotations
 
-__all__ = ["ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest", "Refused"]
+__all__ = ["ClientError", "NotFound", "Unavailable", "Timeout", "InvalidRequest", "Refused", "NotAuthorized",
+           "Compacted"]
 
 
 class ClientError(Exception):
@@ -37,7 +38,21 @@ class Refused(ClientError):
     voter): nothing was applied; it can succeed once the state changes."""
 
 
+class NotAuthorized(ClientError):
+    """The cluster refused the caller: no token, an unknown or revoked one, or a token whose role
+    does not allow the operation. Nothing was applied."""
+
+
+class Compacted(ClientError):
+    """A watch asked for events older than the node's history keeps; ``revision`` is the oldest
+    revision it can still start from (restart the watch there after re-reading the state)."""
+
+    def __init__(self, message: str, revision: int = 0) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
 # Keep the names' module what it always was, for reprs, pickles and docs.
-for _cls in (ClientError, NotFound, Unavailable, Timeout, InvalidRequest, Refused):
+for _cls in (ClientError, NotFound, Unavailable, Timeout, InvalidRequest, Refused, NotAuthorized, Compacted):
     _cls.__module__ = "raftkv.wire.client"
 del _cls

@@ -25,9 +25,9 @@ from typing import Callable, Optional
 
 import zmq
 
-from .errors import ClientError, InvalidRequest, Timeout
+from .errors import ClientError, Timeout
 from .messages import ClientReply, DecodeError, Op, decode_client, encode_client
-from .session import OUTCOME_OF, Outcome
+from .session import OUTCOME_OF, Outcome, rejection
 
 __all__ = ["Pipeline", "MAX_WINDOW"]
 
@@ -138,6 +138,6 @@ def _collect(sock: zmq.Socket, inflight: set, replies: list) -> tuple:
         elif oc is Outcome.RETRY:
             again = True
         elif oc is Outcome.REJECTED:
-            raise InvalidRequest(rep.error or "invalid request")
+            raise rejection(rep.status, rep.error)
         else:  # NEW_SESSION: the session was forgotten while the write was in flight: unknown outcome
             raise ClientError(f"unexpected reply status {rep.status!r} to a pipelined request")

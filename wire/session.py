@@ -20,11 +20,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import ClientError, Timeout, Unavailable
+from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, Timeout, Unavailable
 from .messages import STATUS_CLASS, Outcome, Status
 
 __all__ = ["Outcome", "Status", "OUTCOME_OF", "outcome", "may_renew", "Session", "idempotency_session", "attempt_time",
-           "RetryPolicy", "Attempts"]
+           "RetryPolicy", "Attempts", "rejection"]
 
 # STATUS_CLASS indexed by the plain wire string a decoded reply carries: the gateway's hot path
 # reads it directly (``OUTCOME_OF.get(status)``: one dict lookup, no call, no Enum construction).
@@ -34,6 +34,15 @@ OUTCOME_OF: dict[str, Outcome] = {st.value: oc for st, oc in STATUS_CLASS.items(
 def outcome(status: str) -> Optional[Outcome]:
     """How a client treats a reply ``status`` (STATUS_CLASS); None for a status it does not know."""
     return OUTCOME_OF.get(status)
+
+
+def rejection(status: str, error: Optional[str], revision: int = 0) -> ClientError:
+    """The exception a REJECTED reply raises (nothing was applied; asking again cannot help)."""
+    if status == Status.NOT_AUTHORIZED.value:
+        return NotAuthorized(error or "not authorized")
+    if status == Status.COMPACTED.value:
+        return Compacted(error or "revision compacted", revision)
+    return InvalidRequest(error or "invalid request")
 
 
 def may_renew(*, write: bool, unanswered_before: bool, own_session: bool) -> bool:

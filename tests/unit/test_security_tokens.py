@@ -128,9 +128,11 @@ def test_any_body_with_a_valid_prefix_is_a_token_or_a_token_error(body):
             pass
 
 
-READ = {Op.GET, Op.LIST, Op.STATUS, Op.MEMBERS}
-WRITE = {Op.PUT, Op.DELETE, Op.CAS}
-ADMIN = {Op.ADD_NODE, Op.REMOVE_NODE, Op.TRANSFER_LEADER, Op.SNAPSHOT}
+READ = {Op.GET, Op.LIST, Op.STATUS, Op.MEMBERS, Op.WATCH}
+WRITE = {Op.PUT, Op.DELETE, Op.CAS, Op.TXN, Op.LEASE_GRANT, Op.LEASE_REVOKE, Op.LEASE_KEEPALIVE, Op.LEASE_TTL,
+         Op.LEASE_LIST}
+ADMIN = {Op.ADD_NODE, Op.REMOVE_NODE, Op.TRANSFER_LEADER, Op.SNAPSHOT, Op.TOKEN_CREATE, Op.TOKEN_LIST,
+         Op.TOKEN_REVOKE, Op.BACKUP}
 
 
 def test_every_op_has_a_role():
