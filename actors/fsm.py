@@ -19,6 +19,7 @@ import msgpack
 from raftkv.records import WRITE_OPS, UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
+from .backup_serving import take_backup
 from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
@@ -368,6 +369,9 @@ class Fsm(SupervisedActor):
         st = self.state
         out: list = []
         for route, req in handles:
+            if req.op == "backup":  # checkpointed here, between two batches (actors/backup_serving.py)
+                self.save_snapshot(take_backup(st, self.checkpoint_path, self.applied_term, self.members, route))
+                continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))
             # A list answer read from RocksDB is a fresh copy of its values: hand each one over

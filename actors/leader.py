@@ -6,6 +6,7 @@ from typing import Optional
 
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
+from .backup_serving import BackupRead
 from .core import NotLeader
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
@@ -97,6 +98,11 @@ class Leader(Role):
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
+            elif op == "backup":  # start: a read at a confirmed index; then its chunks (actors/backup_serving.py)
+                if req.key:
+                    ctx.snapshotter.tell(BackupRead(route, req.key, req.seq, req.limit))
+                else:
+                    reads.append((route, req))
             else:
                 replies.append((route, ClientReply("invalid", error=f"unknown operation {op!r}")))
         if props:

@@ -28,6 +28,7 @@ from raftkv.storage.kv_checkpoint import CheckpointError
 from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
+from .backup_serving import BackupRead, BackupServer, BackupTaken
 from .snapshot_transfer import SendChunk, StoreChunk
 from .supervision import SupervisedActor
 
@@ -99,6 +100,7 @@ class Snapshotter(SupervisedActor):
         self.reply_many = reply_many
         self.sending: dict[int, CheckpointMeta] = {}  # snapshot index -> its checkpoint, while streamed
         self.incoming: Optional[_Incoming] = None
+        self.backups = BackupServer(node_id, reply_many)  # kvclient backup (actors/backup_serving.py)
 
     def on_receive(self, msg: Any) -> Any:
         t = type(msg)
@@ -108,11 +110,16 @@ class Snapshotter(SupervisedActor):
             self._send_chunk(msg)
         elif t is StoreChunk:
             self._store_chunk(msg)
+        elif t is BackupTaken:
+            self.backups.taken(msg)
+        elif t is BackupRead:
+            self.backups.read(msg)
         return None
 
     def on_stop(self) -> None:
         if self.incoming is not None:
             self.incoming.rx.discard()
+        self.backups.close()
 
     # ------------------------------------------------------------------ taking
 

@@ -595,6 +595,80 @@ class Client:
         if conn is not None:
             conn.close()
 
+    # ------------------------------------------------------------ backup (issue 13)
+
+    BACKUP_CHUNK = 1024 * 1024  # bytes asked for per request: one chunk in flight, bounded memory
+
+    def backup(self, path_or_file: Any, *, start_timeout: float = 120.0,
+               progress: Optional[Any] = None) -> dict:
+        """Save a consistent copy of the whole state, at one applied index, to ``path_or_file``
+        (a path: written to PATH.tmp, renamed once complete; or a binary file object).
+
+        The leader confirms its leadership (every write acknowledged before this call is in the
+        copy), checkpoints its state without stopping writes, and the copy is streamed from
+        it in chunks, one at a time, into a verifiable backup file (storage/backup_file.py).
+        ``start_timeout``: how long taking the checkpoint may take (it reads the state's files
+        once to checksum them). ``progress(done, total)`` is called after every chunk.
+        Returns ``{"path", "cluster_id", "index", "term", "bytes", "members", "node"}``.
+        Raises ClientError (and leaves no file) if the backup cannot be completed."""
+        # Imported here: the file format lives with storage, and ``import raftkv`` must not load it.
+        from raftkv.storage.backup_file import BackupError, BackupWriter, new_header
+
+        with self._lock:
+            saved = self.timeout, self.attempt_timeout
+            self.timeout = max(self.timeout, float(start_timeout))
+            self.attempt_timeout = self.timeout  # a second attempt would take a second checkpoint
+            try:
+                info = self._admin(ClientRequest(Op.BACKUP.value))
+            finally:
+                self.timeout, self.attempt_timeout = saved
+            node_addr = self.leader
+        try:
+            bid, index, term, size = info["backup"], info["index"], info["term"], info["size"]
+            members = [Member(*m) for m in info["members"]]
+            if not (isinstance(bid, str) and all(type(v) is int and v >= 0 for v in (index, term, size))):
+                raise TypeError("bad field types")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClientError(f"backup: the server's answer is malformed ({e})") from None
+        if node_addr is None:
+            raise ClientError("backup: the node that took the checkpoint is unknown")
+        cluster_id = str(self.status(node_addr).get("cluster_id") or "")
+        try:
+            writer = BackupWriter(path_or_file, new_header(cluster_id, index, term, members, size,
+                                                           str(info.get("node") or "")))
+        except BackupError as e:
+            raise ClientError(f"backup: {e}") from None
+        except OSError as e:
+            raise ClientError(f"backup: cannot write {path_or_file}: {e.strerror or e}") from None
+        try:
+            offset = 0
+            while offset < size:
+                try:
+                    rep = self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=offset, limit=self.BACKUP_CHUNK),
+                                     targets=[node_addr])
+                except InvalidRequest as e:
+                    raise ClientError(f"backup interrupted at byte {offset} of {size}: {e}") from None
+                data = rep.value or b""
+                if not data or len(data) > size - offset:
+                    raise ClientError(f"backup: {node_addr} sent {len(data)} bytes at offset {offset} of {size}")
+                writer.write(data)
+                offset += len(data)
+                if progress is not None:
+                    progress(offset, size)
+            total = writer.finish()
+        except BaseException as e:
+            writer.abort()
+            if isinstance(e, OSError):
+                raise ClientError(f"backup: cannot write {path_or_file}: {e.strerror or e}") from None
+            raise
+        try:  # done: the node may delete its checkpoint now (else it does so once idle)
+            self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=size), targets=[node_addr])
+        except ClientError:
+            pass
+        return {"path": writer.path or getattr(path_or_file, "name", None), "cluster_id": cluster_id,
+                "index": index, "term": term, "bytes": total, "members": len(members),
+                "node": str(info.get("node") or node_addr)}
+
 
 class _Conn:
     """One REQ socket to one server, and a monitor that reports when its TCP connection drops."""

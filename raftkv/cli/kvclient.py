@@ -546,5 +546,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     return code
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@json_flag
+@click.pass_context
+def backup(ctx: click.Context, file: str) -> None:
+    """Save a consistent copy of the whole state (at one applied index, from the leader) to
+    FILE; restore it with 'kvnode restore FILE --id ID --data-dir DIR'."""
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="backup", file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        info = run(ctx, lambda kv: kv.backup(file, progress=progress))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if state_of(ctx).json:
+        emit_json({"ok": True, **info})
+    else:
+        write_out(f"saved the state of cluster {info['cluster_id']} at index {info['index']} (term {info['term']}, "
+                  f"{info['members']} members) from {info['node']}: {info['bytes']} bytes in {info['path']}\n")
+
+
 if __name__ == "__main__":
     sys.exit(main())

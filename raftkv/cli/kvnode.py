@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import click
 
 from raftkv import __version__
+from raftkv.cli.kvnode_admin import KvnodeCommand
 from raftkv.cli.node_logging import SUPERVISOR, UNKNOWN_NODE, LogFormat, level_number, setup_logging
 from raftkv.config import ConfigError, load_cluster, load_config
 
@@ -231,7 +232,7 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
     sys.exit(0)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=KvnodeCommand, context_settings={"help_option_names": ["-h", "--help"]})  # + restore, recover
 @click.version_option(__version__, "--version", prog_name="kvnode", message="%(prog)s %(version)s")
 @click.option("--config", "config", type=str, default=None, help="YAML file: one node's, or a whole cluster's.")
 @click.option("--id", "node_id", default=None, help="Node id (picks the node of a whole-cluster file).")
