@@ -102,7 +102,8 @@ class BackupServer:
         if b is not None:
             shutil.rmtree(b.meta.path, ignore_errors=True)
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
+        """Delete the backups nobody read for IDLE_S (each pins SST files on disk)."""
         now = time.monotonic()
         for bid, b in list(self.active.items()):
             if now - b.used > IDLE_S:
@@ -112,7 +113,7 @@ class BackupServer:
 
     def taken(self, m: BackupTaken) -> None:
         """Describe a taken checkpoint and answer the client that started the backup."""
-        self._sweep()
+        self.sweep()
         if m.path is None:
             status = Status.UNAVAILABLE if m.retry else Status.INVALID
             self._reply(m.route, ClientReply(status.value, error=f"{self.node_id}: {m.error}"))
@@ -140,7 +141,7 @@ class BackupServer:
 
     def read(self, m: BackupRead) -> None:
         """Answer one chunk request (or the end of a backup)."""
-        self._sweep()
+        self.sweep()
         b = self.active.get(m.backup_id)
         if b is None:
             self._reply(m.route, ClientReply(Status.INVALID.value, error=(

@@ -127,6 +127,7 @@ class Snapshotter(SupervisedActor):
         # The FSM took the checkpoint (constant time, its thread); here its files are summed up
         # for streaming, off the write path. The checkpoint's flush made the live DB durable up
         # to m.index, so the log may be compacted below it.
+        self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
         try:
             meta = self.store.describe(m.state, m.term, m.members)

@@ -26,6 +26,7 @@ use one Client per thread.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 import builtins
@@ -614,6 +615,11 @@ class Client:
         # Imported here: the file format lives with storage, and ``import raftkv`` must not load it.
         from raftkv.storage.backup_file import BackupError, BackupWriter, new_header
 
+        if isinstance(path_or_file, (str, os.PathLike)):
+            # Checked before the leader takes a checkpoint for nothing.
+            where = os.path.dirname(os.path.abspath(path_or_file))
+            if not os.path.isdir(where) or not os.access(where, os.W_OK):
+                raise InvalidRequest(f"backup: cannot write {path_or_file}: {where} is not a writable directory")
         with self._lock:
             saved = self.timeout, self.attempt_timeout
             self.timeout = max(self.timeout, float(start_timeout))
@@ -658,6 +664,10 @@ class Client:
             total = writer.finish()
         except BaseException as e:
             writer.abort()
+            try:  # let the node delete its checkpoint now rather than once idle
+                self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=size), targets=[node_addr])
+            except ClientError:
+                pass
             if isinstance(e, OSError):
                 raise ClientError(f"backup: cannot write {path_or_file}: {e.strerror or e}") from None
             raise

@@ -572,8 +572,9 @@ def backup(ctx: click.Context, file: str) -> None:
     if state_of(ctx).json:
         emit_json({"ok": True, **info})
     else:
+        n = info["members"]
         write_out(f"saved the state of cluster {info['cluster_id']} at index {info['index']} (term {info['term']}, "
-                  f"{info['members']} members) from {info['node']}: {info['bytes']} bytes in {info['path']}\n")
+                  f"{n} member{'' if n == 1 else 's'}) from {info['node']}: {info['bytes']} bytes in {info['path']}\n")
 
 
 if __name__ == "__main__":
