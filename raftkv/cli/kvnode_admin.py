@@ -391,3 +391,11 @@ class KvnodeCommand(click.Command):
         if argv and argv[0] in ADMIN_COMMANDS:
             return admin.main(argv, prog_name=prog_name or "kvnode", **kw)
         return super().main(args, prog_name, **kw)
+
+    def format_epilog(self, ctx: click.Context, formatter: Any) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Offline subcommands (see kvnode restore --help, kvnode recover --help)"):
+            formatter.write_dl([
+                ("restore FILE --id ID --data-dir DIR", "a new one-node cluster from a kvclient backup"),
+                ("recover --data-dir DIR --id ID --yes", "the survivor of a lost majority becomes a one-node cluster"),
+            ])
