@@ -18,6 +18,7 @@ import msgpack
 
 from raftkv.records import WRITE_OPS, UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+from raftkv.records import Op
 
 from .backup_serving import take_backup
 from .core import decode_config
@@ -369,7 +370,7 @@ class Fsm(SupervisedActor):
         st = self.state
         out: list = []
         for route, req in handles:
-            if req.op == "backup":  # checkpointed here, between two batches (actors/backup_serving.py)
+            if req.op == Op.BACKUP:  # checkpointed here, between two batches (actors/backup_serving.py)
                 self.save_snapshot(take_backup(st, self.checkpoint_path, self.applied_term, self.members, route))
                 continue
             rep = st.read(req.op, req.key, req.limit)

@@ -5,6 +5,7 @@ import logging
 from typing import Optional
 
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
+from raftkv.records import Op
 
 from .backup_serving import BackupRead
 from .core import NotLeader
@@ -98,7 +99,7 @@ class Leader(Role):
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
-            elif op == "backup":  # start: a read at a confirmed index; then its chunks (actors/backup_serving.py)
+            elif op == Op.BACKUP:  # start: a read at a confirmed index; then its chunks (actors/backup_serving.py)
                 if req.key:
                     ctx.snapshotter.tell(BackupRead(route, req.key, req.seq, req.limit))
                 else:

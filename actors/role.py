@@ -24,6 +24,7 @@ import traceback
 from typing import Any, Optional
 
 from raftkv.wire.messages import ClientReply, JoinReply, JoinRequest
+from raftkv.records import Op
 
 from .backup_serving import BackupRead
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
@@ -211,7 +212,7 @@ class Role:
                 replies.append((route, ClientReply("ok", info=ctx.status())))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
-            elif op == "backup" and req.key:  # the chunks of a backup this node started (backup_serving.py)
+            elif op == Op.BACKUP and req.key:  # the chunks of a backup this node started (backup_serving.py)
                 ctx.snapshotter.tell(BackupRead(route, req.key, req.seq, req.limit))
             elif op in ("get", "list") and req.consistency == "stale":
                 stale.append((route, req))
