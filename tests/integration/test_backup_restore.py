@@ -223,3 +223,38 @@ def test_recover_the_survivor_of_a_lost_majority(make_cluster):
     with Client([n4.client], timeout=10) as kv:
         assert kv.list("acked", consistency="stale") == items
         assert kv.get("after-recovery", consistency="stale") == b"new"
+
+
+def test_a_backup_completes_when_leadership_moves_while_it_streams(make_cluster, tmp_path):
+    """The chunks are read from the node that took the checkpoint, whatever its role by then: a
+    leadership transfer in the middle of a backup does not break it."""
+    cluster = make_cluster(3)
+    cluster.wait_leader()
+    items = [(f"r{i:05d}", os.urandom(1000)) for i in range(3000)]  # incompressible: several chunks
+    with cluster.client(timeout=60) as kv:
+        kv.put_many(items)
+    moved: list = []
+
+    def progress(done: int, total: int) -> None:
+        if moved or done >= total:
+            return
+        old = cluster.leader()
+        with cluster.client(timeout=30) as kv:
+            kv.transfer_leader()
+        moved.append(wait_until(lambda: (lead := cluster.leader()) not in (None, old) and lead, timeout=30,
+                                what="leadership moved"))
+
+    backup = tmp_path / "moving.backup"
+    with cluster.client(timeout=30) as kv:
+        info = kv.backup(str(backup), progress=progress)
+    assert moved and moved[0] != info["node"]
+    target = tmp_path / "restored"
+    r = _run(KVNODE, "restore", backup, "--id", "x1", "--data-dir", target, "--addr", "127.0.0.1:7997")
+    assert r.returncode == 0, r.stderr
+    from raftkv.storage.kv_store import KvStore
+
+    kvs = KvStore(str(target / "x1" / "kv"))
+    try:
+        assert kvs.scan("r", 0) == items
+    finally:
+        kvs.close()
