@@ -7,6 +7,8 @@ from typing import Optional
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
 from .core import NotLeader
+from .lease_leader import LeaseDesk
+from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
@@ -22,6 +24,7 @@ class Leader(Role):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
+        self.leases = LeaseDesk(ctx)  # lease requests and expiry (actors/lease_leader.py)
 
     # ------------------------------------------------------------------ clients
 
@@ -37,6 +40,8 @@ class Leader(Role):
                 return f"value too large: {len(req.value)} bytes (max_value_bytes is {tun.max_value_bytes})"
         if req.op == "cas" and req.expected is None and not req.expect_absent:
             return "cas needs an expected value (or expect_absent)"
+        if req.lease and req.op == "delete":
+            return "delete takes no lease"
         return None
 
     def on_client(self, items: list) -> None:
@@ -58,9 +63,21 @@ class Leader(Role):
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
-                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq)
+                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
+                              lease=req.lease)
                 props.append((EntryKind.COMMAND, encode_record(cmd)))
                 routes.append(route)
+            elif op in LEASE_WRITE_OPS or op in LEASE_LEADER_OPS:
+                err = self.leases.validate(req) if op in LEASE_WRITE_OPS else None
+                if err:
+                    replies.append((route, ClientReply("invalid", error=err)))
+                elif op in LEASE_LEADER_OPS:
+                    replies.append((route, self.leases.answer(req)))
+                elif ctx.disk_error:
+                    replies.append((route, ClientReply("unavailable", error=f"{ctx.node_id}: {ctx.disk_error}")))
+                else:
+                    props.append((EntryKind.COMMAND, encode_record(self.leases.command(req))))
+                    routes.append(route)
             elif op in ("get", "list"):
                 err = ctx.validate_key(req.key) if op == "get" else None
                 if err:
@@ -147,6 +164,15 @@ class Leader(Role):
             return self.ctx.redirect()
         log.info("%s: transferring leadership to %s in term %d", self.ctx.node_id, target, core.term)
         return ClientReply("ok", info={"target": target})
+
+    def on_tick(self) -> None:
+        # Leases due to expire become revoke entries (the decision: actors/lease_clock.py).
+        due = self.leases.on_tick()
+        if due:
+            try:
+                self.ctx.core.propose(due)
+            except NotLeader:
+                pass
 
     def on_hand_off(self) -> None:
         if any(m.voter and m.id != self.ctx.node_id for m in self.ctx.core.members):
