@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from raftkv.records import Op
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
 from .core import NotLeader
@@ -71,6 +72,13 @@ class Leader(Role):
                 err = self.leases.validate(req) if op in LEASE_WRITE_OPS else None
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))
+                elif op == Op.LEASE_KEEPALIVE.value and req.lease > 0:
+                    # confirmed by a ReadIndex round first, like a read (actors/lease_leader.py)
+                    refusal = self.leases.not_ready()
+                    if refusal is not None:
+                        replies.append((route, refusal))
+                    else:
+                        reads.append((route, req))
                 elif op in LEASE_LEADER_OPS:
                     replies.append((route, self.leases.answer(req)))
                 elif ctx.disk_error:
@@ -164,6 +172,9 @@ class Leader(Role):
             return self.ctx.redirect()
         log.info("%s: transferring leadership to %s in term %d", self.ctx.node_id, target, core.term)
         return ClientReply("ok", info={"target": target})
+
+    def on_reads(self, reads: list, failed: list) -> None:
+        super().on_reads(self.leases.split_keepalives(reads) if reads else reads, failed)
 
     def on_tick(self) -> None:
         # Leases due to expire become revoke entries (the decision: actors/lease_clock.py).

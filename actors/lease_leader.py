@@ -5,6 +5,13 @@ node's monotonic clock and the applied lease table (actors/lease_state.py, read 
 FSM's published AppliedView), turns grants, revokes and due expiries into log entries, and
 answers keepalives, TTL and list requests itself (they change nothing replicated).
 
+A keepalive is confirmed like a linearizable read before it moves a deadline: it rides the
+next ReadIndex heartbeat round (shared with the reads waiting then), and only a round that a
+quorum acknowledged, started after the keepalive arrived, renews the lease. A deposed leader that
+does not know it yet can therefore never acknowledge a keepalive: every acknowledged keepalive
+was received while its leader still led, before any successor was elected, so the successor's
+promotion (``now + ttl + extend``) covers it, whatever check-quorum or the timeouts are.
+
 The clock is promoted only once this leader has applied every entry of earlier terms (its no-op
 committed and applied): before that its table may miss grants, and a keepalive for a lease it
 does not know yet must be retried ("unavailable"), not answered "not found".
@@ -37,6 +44,7 @@ class LeaseDesk:
         self.ready_at: Optional[int] = None  # the commit index to apply before promoting
         self.version = -1  # the table version the clock last synced with
         self.ticks = 0
+        self.check_every = CHECK_EVERY_TICKS  # the simulation checks every tick
 
     def _table(self) -> Any:
         st = self.ctx.applied_view.state
@@ -66,7 +74,7 @@ class LeaseDesk:
         """Every few ticks: promote once ready, follow the table, and return the proposals
         (kind, data) of the leases due to expire."""
         self.ticks += 1
-        if self.ticks % CHECK_EVERY_TICKS or not self._try_promote():
+        if self.ticks % self.check_every or not self._try_promote():
             return []
         table = self._table()
         if table is None:
@@ -96,11 +104,37 @@ class LeaseDesk:
         """The log entry of a grant or revoke request."""
         return Command(req.op, "", client_id=req.client_id, seq=req.seq, lease=req.lease)
 
+    def not_ready(self) -> Optional[ClientReply]:
+        """The answer while this leader cannot serve lease requests yet (None once it can)."""
+        if self._try_promote() and self._table() is not None:
+            return None
+        return ClientReply("unavailable", error=f"{self.ctx.node_id}: new leader not ready for leases yet; retry")
+
+    def split_keepalives(self, reads: list) -> list:
+        """Answer the keepalives among confirmed reads (``[(index, [(route, req), ...])]``, from the
+        core's ReadIndex round) and return the other reads."""
+        rest = []
+        answers = []
+        for index, handles in reads:
+            others = []
+            for h in handles:
+                if h[1].op == Op.LEASE_KEEPALIVE.value:
+                    answers.append((h[0], self.answer(h[1])))
+                else:
+                    others.append(h)
+            if others:
+                rest.append((index, others))
+        if answers:
+            self.ctx.frontdoor.reply_many(answers)
+        return rest
+
     def answer(self, req: Any) -> ClientReply:
-        """Answer a keepalive, TTL or list request from the clock and the applied table."""
+        """Answer a (confirmed) keepalive, a TTL or a list request from the clock and the applied
+        table."""
         table = self._table()
-        if not self._try_promote() or table is None:
-            return ClientReply("unavailable", error=f"{self.ctx.node_id}: new leader not ready for leases yet; retry")
+        refusal = self.not_ready()
+        if refusal is not None or table is None:
+            return refusal or ClientReply("unavailable", error="no state yet; retry")
         now = self.now()
         if table.version != self.version:
             self.clock.sync(now, table.view)
