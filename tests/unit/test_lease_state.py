@@ -109,3 +109,14 @@ def test_the_rocksdb_table_survives_a_reopen_and_is_invisible_to_list(tmp_path):
     st = DbState(store)
     assert dict(st.leases.view) == {1: 7} and get(st, "k2") is None and get(st, "k1") == b"v"
     store.close()
+
+
+def test_an_ended_lease_deletes_its_keys_in_one_revision_that_watchers_see(state):
+    apply(state, 1, c("lease_grant", lease=10))
+    apply(state, 2, c("put", "b", b"2", lease=1))
+    apply(state, 3, c("put", "a", b"1", lease=1))
+    state.take_events()
+    apply(state, 9, c("lease_revoke", lease=1))  # the leader's expiry: one entry
+    ev = state.take_events()
+    assert [(e.revision, e.type.value, e.key, e.prev_value) for e in ev] == [
+        (9, "delete", "a", b"1"), (9, "delete", "b", b"2")]
