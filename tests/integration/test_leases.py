@@ -182,8 +182,12 @@ def test_http_lease_routes(make_cluster):
     assert st == 200, body
     lid = json.loads(body)["id"]
     assert _http("PUT", h + f"/kv/hk?lease={lid}", b"v")[0] == 204
+    lh = f"http://{cluster.nodes[leader].http}"  # the leader's in-process path
+    assert _http("PUT", lh + f"/kv/hk2?lease={lid}", b"v")[0] == 204
+    st, body = _http("PUT", lh + "/kv/hk3?lease=999999", b"v")
+    assert st == 400 and b"lease 999999 not found" in body
     st, body = _http("GET", h + f"/lease/{lid}")
-    assert st == 200 and json.loads(body)["keys"] == ["hk"]
+    assert st == 200 and json.loads(body)["keys"] == ["hk", "hk2"]
     assert [x["id"] for x in json.loads(_http("GET", h + "/lease")[1])["leases"]] == [lid]
     assert _http("POST", h + f"/lease/{lid}/keepalive") == (200, json.dumps({"id": lid, "ttl": 20}).encode())
     st, body = _http("PUT", h + "/kv/other?ttl=5", b"v")
@@ -194,7 +198,21 @@ def test_http_lease_routes(make_cluster):
     assert _http("POST", h + "/lease", b'{"ttl": -1}')[0] == 400
     assert _http("GET", h + "/lease?x=1")[0] == 400
     assert _http("DELETE", h + f"/lease/{lid}")[0] == 204
-    assert _http("GET", h + "/kv/hk")[0] == 404
+    assert _http("GET", h + "/kv/hk")[0] == 404 and _http("GET", lh + "/kv/hk2")[0] == 404
     st, body = _http("DELETE", h + f"/lease/{lid}")
     assert st == 404 and b"lease" in body
     assert _http("GET", h + "/kv/other")[0] == 404  # nothing was written by the refused PUTs
+    assert _http("GET", lh + "/kv/hk3")[0] == 404
+
+
+def test_a_lease_handle_notices_when_its_lease_is_gone(cluster):
+    cluster.wait_leader()
+    with cluster.client() as kv, cluster.client() as other:
+        lease = kv.lease(ttl=1)
+        kv.put("mine", b"1", lease=lease.id)
+        other.lease_revoke(lease.id)  # e.g. an operator, or an expiry while the holder was paused
+        wait_until(lambda: lease.lost.is_set(), timeout=5, what="the handle to notice")
+        assert not lease.alive
+        with pytest.raises(NotFound):
+            kv.get("mine")
+        lease.close()  # nothing left to revoke: no error
