@@ -42,6 +42,9 @@ class LeaseClock:
         self.promoted = False
         self.deadline: dict[int, float] = {}  # lease id -> when it expires (leader's clock)
         self.revoking: dict[int, float] = {}  # lease id -> when its expiry was last proposed
+        # No lease is due before this time (a lower bound: deadlines only move later, except
+        # for new leases, which lower it): due() scans the table only once it has passed.
+        self.next_due = float("inf")
 
     def promote(self, now: float, leases: Mapping[int, int]) -> None:
         """This node became leader and has applied every entry of earlier terms: give every lease
@@ -49,12 +52,14 @@ class LeaseClock:
         self.promoted = True
         self.revoking = {}
         self.deadline = {lid: now + ttl + self.extend for lid, ttl in leases.items()}
+        self.next_due = min(self.deadline.values(), default=float("inf"))
 
     def demote(self) -> None:
         """No longer leader: forget every deadline (the next leader keeps its own)."""
         self.promoted = False
         self.deadline = {}
         self.revoking = {}
+        self.next_due = float("inf")
 
     def sync(self, now: float, leases: Mapping[int, int]) -> None:
         """Follow the replicated table: a lease granted since gets ``now + ttl``; a lease no
@@ -70,6 +75,7 @@ class LeaseClock:
         for lid, ttl in leases.items():
             if lid not in dl:
                 dl[lid] = now + ttl
+                self.next_due = min(self.next_due, now + ttl)
         for lid in [lid for lid in self.revoking if lid not in leases]:
             del self.revoking[lid]
 
@@ -94,17 +100,20 @@ class LeaseClock:
         """The leases to expire now (in id order, at most ``limit``): past their deadline and not
         being revoked, or revoking for longer than ``retry`` (the proposal was probably lost).
         Each one returned is marked revoking at ``now``."""
-        if not self.promoted:
+        if not self.promoted or now < self.next_due:
             return []
         out = []
+        nxt = float("inf")
         for lid in sorted(self.deadline):
-            if self.deadline[lid] > now:
-                continue
+            d = self.deadline[lid]
             since = self.revoking.get(lid)
-            if since is not None and now - since < self.retry:
+            if since is not None:
+                d = max(d, since + self.retry)  # proposed already: due again only after retry
+            if d > now or len(out) >= limit:
+                nxt = min(nxt, d)
                 continue
             out.append(lid)
             self.revoking[lid] = now
-            if len(out) >= limit:
-                break
+            nxt = min(nxt, now + self.retry)
+        self.next_due = nxt
         return out
