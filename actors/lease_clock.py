@@ -102,7 +102,7 @@ class LeaseClock:
         Each one returned is marked revoking at ``now``."""
         if not self.promoted or now < self.next_due:
             return []
-        out = []
+        out: list[int] = []
         nxt = float("inf")
         for lid in sorted(self.deadline):
             d = self.deadline[lid]
