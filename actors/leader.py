@@ -13,6 +13,7 @@ from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
+from .txn_check import validate_txn
 
 log = logging.getLogger("actors.leader")
 
@@ -31,6 +32,8 @@ class Leader(Role):
 
     def validate_write(self, req) -> Optional[str]:
         tun = self.ctx.tuning
+        if req.op == "txn":
+            return validate_txn(req.txn, self.ctx.validate_key, tun.max_value_bytes)
         err = self.ctx.validate_key(req.key)
         if err:
             return err
@@ -65,7 +68,7 @@ class Leader(Role):
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
                 cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
-                              lease=req.lease)
+                              lease=req.lease, txn=req.txn)
                 props.append((EntryKind.COMMAND, encode_record(cmd)))
                 routes.append(route)
             elif op in LEASE_WRITE_OPS or op in LEASE_LEADER_OPS:

@@ -121,15 +121,16 @@ class LeaseTable:
 
     # ---------------------------------------------------------------- applying (FSM thread)
 
-    def check_write(self, lease_id: int, key: str) -> Optional[tuple]:
+    def check_write(self, lease_id: int, key: str, index: int = 0) -> Optional[tuple]:
         """The refusal of a write of ``key`` attached to ``lease_id`` (a result tuple), or None."""
         if not lease_id:
             return None
         ks = self.keys.get(lease_id)
         if ks is None:
-            return ("invalid", f"lease {lease_id} not found (expired or revoked)".encode())
+            return ("invalid", f"lease {lease_id} not found (expired or revoked)".encode(), index, None)
         if key not in ks and len(ks) >= MAX_KEYS_PER_LEASE:
-            return ("invalid", f"lease {lease_id} already has {MAX_KEYS_PER_LEASE} keys (the limit)".encode())
+            return ("invalid", f"lease {lease_id} already has {MAX_KEYS_PER_LEASE} keys (the limit)".encode(),
+                    index, None)
         return None
 
     def written(self, key: str, lease_id: int) -> None:
@@ -154,30 +155,32 @@ class LeaseTable:
     def apply(self, op: str, index: int, lease: int, delete_key: Callable[[str], object]) -> tuple:
         """Apply a committed ``lease_grant`` (``lease`` is the TTL) or ``lease_revoke`` (``lease``
         is the id) at ``index``; ``delete_key`` deletes one user key of a revoked lease (the
-        state's own delete, which records its watch event). Returns the (status, value) result."""
+        state's own delete, which records its watch event). Returns the result
+        (status, value, revision, None) as actors/kv_apply.py's."""
         if op == Op.LEASE_GRANT.value:
             problem = ttl_problem(lease)
             if problem:
-                return ("invalid", problem.encode())
+                return ("invalid", problem.encode(), index, None)
             if len(self.ttl) >= MAX_LEASES:
-                return ("invalid", f"too many leases ({MAX_LEASES}, the limit): revoke some first".encode())
+                return ("invalid", f"too many leases ({MAX_LEASES}, the limit): revoke some first".encode(), index,
+                        None)
             self.ttl[index] = lease
             self.keys[index] = set()
             self._log(LeaseOpRecord(LeaseChange.GRANT, index, ttl=lease))
             self._publish()
-            return ("ok", grant_reply_value(index))
+            return ("ok", grant_reply_value(index), index, None)
         if op == Op.LEASE_REVOKE.value:
             ks = self.keys.pop(lease, None)
             if ks is None:
-                return ("not_found", None)
+                return ("not_found", None, index, None)
             del self.ttl[lease]
             for k in sorted(ks):  # sorted: every replica emits the deletes in the same order
                 self.owner.pop(k, None)
                 delete_key(k)
             self._log(LeaseOpRecord(LeaseChange.DROP, lease))
             self._publish()
-            return ("ok", None)
-        return ("invalid", f"not a lease operation: {op}".encode())
+            return ("ok", None, index, None)
+        return ("invalid", f"not a lease operation: {op}".encode(), index, None)
 
 
 def execute_with_lease(table: LeaseTable, cmd: "Command", index: int, execute: Callable[["Command"], tuple],
@@ -190,10 +193,18 @@ def execute_with_lease(table: LeaseTable, cmd: "Command", index: int, execute: C
     if op in LEASE_WRITE_OPS:
         return table.apply(op, index, cmd.lease, delete_key)
     if op != Op.DELETE.value:
-        refused = table.check_write(cmd.lease, cmd.key)
+        refused = table.check_write(cmd.lease, cmd.key, index)
         if refused is not None:
             return refused
     result = execute(cmd)
+    if op == Op.TXN.value:
+        # A transaction's puts carry no lease: each key it put or deleted leaves its lease (etcd's
+        # rule for a put without one).
+        if result[0] == "ok" and table.owner and len(result) > 3 and result[3] is not None:
+            for r in result[3][1]:
+                if r.type != "get" and r.key in table.owner:
+                    table.written(r.key, 0)
+        return result
     if result[0] == "ok" and (cmd.lease or cmd.key in table.owner):
         if op == Op.DELETE.value:
             table.deleted(cmd.key)
@@ -202,12 +213,12 @@ def execute_with_lease(table: LeaseTable, cmd: "Command", index: int, execute: C
     return result
 
 
-def result_reply(status: str, value: Optional[bytes]) -> "ClientReply":
-    """The reply to a writer from a command's (status, value) result: a refusal's value is its
-    message (a lease write refused at apply time); otherwise the value is the answer (the current
-    value of a failed cas, a granted lease's id)."""
+def result_reply(status: str, value: Optional[bytes], revision: int = 0) -> "ClientReply":
+    """The reply to a writer from a command's result: a refusal's value is its message (a lease
+    write refused at apply time); otherwise the value is the answer (the current value of a
+    failed cas, a granted lease's id)."""
     from raftkv.wire.messages import ClientReply
 
     if status == "invalid":
-        return ClientReply(status, error=value.decode("utf-8", "replace") if value else None)
-    return ClientReply(status, value=value)
+        return ClientReply(status, error=value.decode("utf-8", "replace") if value else None, revision=revision)
+    return ClientReply(status, value=value, revision=revision)

@@ -25,9 +25,10 @@ def state(request, tmp_path):
 
 
 def apply(st, index, payload):
+    """(status, value) of the entry's result (its revision and txn parts are actors/kv_apply.py's)."""
     res = st.apply(index, EntryKind.COMMAND, payload)
     st.end_batch(1, None)
-    return res
+    return res[:2]
 
 
 def get(st, key):
@@ -120,3 +121,17 @@ def test_an_ended_lease_deletes_its_keys_in_one_revision_that_watchers_see(state
     ev = state.take_events()
     assert [(e.revision, e.type.value, e.key, e.prev_value) for e in ev] == [
         (9, "delete", "a", b"1"), (9, "delete", "b", b"2")]
+
+
+def test_a_transaction_that_puts_or_deletes_a_leased_key_detaches_it(state):
+    from raftkv.records import Txn, TxnOp
+
+    apply(state, 1, c("lease_grant", lease=10))
+    apply(state, 2, c("put", "a", b"1", lease=1))
+    apply(state, 3, c("put", "b", b"1", lease=1))
+    txn = Txn([], [TxnOp("put", "a", b"2"), TxnOp("delete", "b")], [])
+    assert state.apply(4, EntryKind.COMMAND, encode_record(Command("txn", "", txn=txn)))[0] == "ok"
+    state.end_batch(1, None)
+    assert state.leases.keys_of(1) == []
+    apply(state, 5, c("lease_revoke", lease=1))
+    assert get(state, "a") == b"2"  # no longer the lease's: it stays
