@@ -24,10 +24,12 @@ from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
+from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
 from raftkv.wire.messages import ClientReply, Command
 
 from . import kv_apply
 from .fsm import committed_command
+from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
@@ -59,6 +61,7 @@ class DbState:
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.leases = LeaseTable(self._journal_lease)  # actors/lease_state.py; rows: storage/kv_lease.py
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -78,6 +81,7 @@ class DbState:
         self.term = decode_int(raw, "applied term") if raw is not None else 0
         raw = st.get_meta(META_MEMBERS)
         self.members: list = decode_members(raw) if raw is not None else []
+        self.leases.load(st.leases())
 
     # ---------------------------------------------------------------- applying
 
@@ -96,7 +100,7 @@ class DbState:
             return None
         cid = cmd.client_id
         if not cid:
-            return self._execute(cmd, b)
+            return self._leased(cmd, b)
         sess = self.sessions.get(cid)
         seq = cmd.seq
         if sess is None:
@@ -111,7 +115,7 @@ class DbState:
                 return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
-        result = self._execute(cmd, b)
+        result = self._leased(cmd, b)
         res = sess.results
         if res and sess.ordered and seq < next(reversed(res)):
             sess.ordered = False
@@ -142,6 +146,22 @@ class DbState:
 
     def _execute(self, cmd: Command, b: KvBatch) -> tuple:
         return kv_apply.execute(b, self.events, self.applied, cmd)
+
+    def _leased(self, cmd: Command, b: KvBatch) -> tuple:
+        # The lease table's hooks around _execute (see KVState._leased).
+        return execute_with_lease(self.leases, cmd, self.applied, lambda c: self._execute(c, b),
+                                  lambda key: self._execute(Command("delete", key), b))
+
+    def _journal_lease(self, rec: LeaseOpRecord) -> None:
+        """A change of the lease table goes into the open batch as its DB row."""
+        b = self._batch
+        assert b is not None, "the lease table changes only while a batch is applied"
+        if rec.change is LeaseChange.GRANT:
+            b.add(LeaseRow(rec.lease, rec.ttl))
+        elif rec.change is LeaseChange.DROP:
+            b.add(LeaseDropRow(rec.lease))
+        else:
+            b.add(LeaseKeyRow(rec.lease, rec.key, rec.change is LeaseChange.ATTACH))
 
     def end_batch(self, term: int, members: Optional[list]) -> None:
         """Write the open batch with the applied index and term (and ``members`` if a

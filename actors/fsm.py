@@ -23,6 +23,7 @@ from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, d
 from . import kv_apply
 from .backup_serving import take_backup
 from .core import decode_config
+from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result_reply
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
@@ -54,7 +55,7 @@ def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command
         cmd = decode_record(payload, Command)
     except DecodeError as e:
         raise UndecodableEntry(index, str(e)) from None
-    if cmd.op not in WRITE_OPS:
+    if cmd.op not in WRITE_OPS and cmd.op not in LEASE_WRITE_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
 
@@ -85,6 +86,7 @@ class KVState:
         self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.leases = LeaseTable()  # actors/lease_state.py
 
     def take_events(self) -> list[WatchEvent]:
         """The user-key changes applied since the last call, in log order (see watch_events)."""
@@ -104,7 +106,7 @@ class KVState:
             return None
         cid = cmd.client_id
         if not cid:
-            return self._execute(cmd)
+            return self._leased(cmd)
         sess = self.sessions.get(cid)
         if sess is None:
             if cid in self.expired:
@@ -117,7 +119,7 @@ class KVState:
             if sess.results and len(sess.results) >= SESSION_WINDOW and cmd.seq < next(iter(sess.results)):
                 return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
-        result = self._execute(cmd)
+        result = self._leased(cmd)
         sess.results[cmd.seq] = result
         if len(sess.results) > SESSION_WINDOW:
             sess.results.popitem(last=False)
@@ -163,6 +165,7 @@ class KVState:
             c.sessions[cid] = n
         c.expired = OrderedDict(self.expired)
         c.applied = self.applied
+        c.leases.load(self.leases.records())
         return c
 
     def chunks(self, per_chunk: int = SNAPSHOT_CHUNK_KEYS) -> Iterator[bytes]:
@@ -177,6 +180,8 @@ class KVState:
         # (a Python loop over them stalled writes at every snapshot).
         sessions = {cid: [s.last_index, s.results] for cid, s in self.sessions.items()}
         yield msgpack.packb(["sessions", sessions, self.expired], use_bin_type=True)
+        if self.leases.ttl:  # absent when there is none: older builds read the snapshot as before
+            yield msgpack.packb(["leases", self.leases.records()], use_bin_type=True)
 
     @classmethod
     def restore(cls, body: Iterable[bytes]) -> "KVState":
@@ -205,7 +210,15 @@ class KVState:
                         sess.results = OrderedDict((seq, kv_apply.normalize_result(r)) for seq, r in results.items())
                         st.sessions[cid] = sess
                     st.expired = OrderedDict(rec[2])
+                elif kind == "leases":
+                    st.leases.load(rec[1])
         return st
+
+    def _leased(self, cmd: Command) -> tuple:
+        # The lease table's hooks around _execute (actors/lease_state.py); a revoked lease's
+        # keys are deleted through _execute itself, like any delete.
+        return execute_with_lease(self.leases, cmd, self.applied, self._execute,
+                                  lambda key: self._execute(Command("delete", key)))
 
     def _execute(self, cmd: Command) -> tuple:
         return kv_apply.execute(self, self.events, self.applied, cmd)
@@ -342,7 +355,7 @@ class Fsm(SupervisedActor):
                     replies.append((route, ClientReply("timeout", error="leadership changed; retry")))
                 elif res is not None:
                     status, cur, rev, txn = res
-                    rep = ClientReply(status, value=cur if status == "cas_failed" else None, revision=rev)
+                    rep = result_reply(status, cur, rev)  # actors/lease_state.py: a grant's id, a refusal's why
                     if txn is not None:
                         rep.succeeded, rep.responses = txn
                     replies.append((route, rep))

@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 from raftkv.records import Op
+from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
 from .backup_serving import BackupRead
 from .core import NotLeader
+from .lease_leader import LeaseDesk
+from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
@@ -25,6 +27,7 @@ class Leader(Role):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
+        self.leases = LeaseDesk(ctx)  # lease requests and expiry (actors/lease_leader.py)
 
     # ------------------------------------------------------------------ clients
 
@@ -42,6 +45,8 @@ class Leader(Role):
                 return f"value too large: {len(req.value)} bytes (max_value_bytes is {tun.max_value_bytes})"
         if req.op == "cas" and req.expected is None and not req.expect_absent:
             return "cas needs an expected value (or expect_absent)"
+        if req.lease and req.op == "delete":
+            return "delete takes no lease"
         return None
 
     def on_client(self, items: list) -> None:
@@ -64,9 +69,27 @@ class Leader(Role):
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
                 cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
-                              txn=req.txn)
+                              lease=req.lease, txn=req.txn)
                 props.append((EntryKind.COMMAND, encode_record(cmd)))
                 routes.append(route)
+            elif op in LEASE_WRITE_OPS or op in LEASE_LEADER_OPS:
+                err = self.leases.validate(req) if op in LEASE_WRITE_OPS else None
+                if err:
+                    replies.append((route, ClientReply("invalid", error=err)))
+                elif op == Op.LEASE_KEEPALIVE.value and req.lease > 0:
+                    # confirmed by a ReadIndex round first, like a read (actors/lease_leader.py)
+                    refusal = self.leases.not_ready()
+                    if refusal is not None:
+                        replies.append((route, refusal))
+                    else:
+                        reads.append((route, req))
+                elif op in LEASE_LEADER_OPS:
+                    replies.append((route, self.leases.answer(req)))
+                elif ctx.disk_error:
+                    replies.append((route, ClientReply("unavailable", error=f"{ctx.node_id}: {ctx.disk_error}")))
+                else:
+                    props.append((EntryKind.COMMAND, encode_record(self.leases.command(req))))
+                    routes.append(route)
             elif op in ("get", "list"):
                 err = ctx.validate_key(req.key) if op == "get" else None
                 if err:
@@ -158,6 +181,18 @@ class Leader(Role):
             return self.ctx.redirect()
         log.info("%s: transferring leadership to %s in term %d", self.ctx.node_id, target, core.term)
         return ClientReply("ok", info={"target": target})
+
+    def on_reads(self, reads: list, failed: list) -> None:
+        super().on_reads(self.leases.split_keepalives(reads) if reads else reads, failed)
+
+    def on_tick(self) -> None:
+        # Leases due to expire become revoke entries (the decision: actors/lease_clock.py).
+        due = self.leases.on_tick()
+        if due:
+            try:
+                self.ctx.core.propose(due)
+            except NotLeader:
+                pass
 
     def on_hand_off(self) -> None:
         if any(m.voter and m.id != self.ctx.node_id for m in self.ctx.core.members):

@@ -735,7 +735,10 @@ class Command:
     expect_absent: bool = False
     client_id: str = ""
     seq: int = 0
-    lease: int = 0  # issue 14 (leases): the lease the put is attached to (0: none)
+    # Leases (issue 14, actors/lease_state.py): on a put or cas, the lease the key is attached to
+    # (0: none); on lease_revoke, the lease revoked (by a client, or expired by the leader); on
+    # lease_grant, the TTL in seconds (the new lease's id is the index of the grant's entry).
+    lease: int = 0
     txn: Optional[Txn] = None  # op "txn": the transaction (issue 14)
 
 
@@ -765,6 +768,9 @@ class ClientRequest:
     limit: int = 0
     member: Optional[Member] = None
     txn: Optional[Txn] = None  # op "txn" (issue 14)
+    # Leases (issue 14): the lease of a put, or the lease a lease_* op names; the TTL in seconds
+    # for lease_grant (as Command.lease).
+    lease: int = 0
 
 
 @record(51, status=_name, leader_id=_optional(_client_id), leader_client=_optional(_addr))

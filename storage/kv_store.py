@@ -20,6 +20,7 @@ Layout (one column family, raw bytes keys; RocksDB's bytewise order is the order
   results contiguous whatever bytes its id holds.
 - ``b"t" + client_id``: msgpack int, the log index of the client's last request.
 - ``b"x" + client_id``: msgpack int, the log index at which the client's session expired.
+- ``b"l" + ...``: the lease table (storage/kv_lease.py), never seen by get or list.
 
 Atomicity: :meth:`KvStore.apply_batch` writes every change of a batch of committed entries
 *and* the new applied index as ONE WriteBatch. A WriteBatch is one WAL record, and the DB is
@@ -47,6 +48,8 @@ from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv
                     read_format, read_header)
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
+from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
+                       write_lease_row)
 from .log_store import StorageError
 
 log = logging.getLogger("storage.kv")
@@ -127,7 +130,8 @@ class ForgetExpired(NamedTuple):
     client_id: str
 
 
-KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired]
+KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
+             LeaseRow, LeaseKeyRow, LeaseDropRow]
 
 
 class KvBatch:
@@ -376,6 +380,8 @@ class KvStore:
                 put(_EXPIRED + op.client_id.encode(), pack(op.at_index))
             elif isinstance(op, ForgetExpired):
                 wb.delete(_EXPIRED + op.client_id.encode())
+            elif isinstance(op, LEASE_ROWS):  # the lease table's reserved prefix (kv_lease.py)
+                write_lease_row(wb, op)
             else:
                 raise ValueError(f"not a key-value operation: {op!r}")
         if meta:
@@ -451,6 +457,10 @@ class KvStore:
         expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
         table.expired = OrderedDict((cid, at) for at, cid in expired)
         return table
+
+    def leases(self) -> list[tuple[int, int, list[str]]]:
+        """The lease table as ``(id, ttl, keys)`` (read at start-up; bounded, see kv_lease.py)."""
+        return read_lease_rows(self._range(LEASE_PREFIX, LEASE_END))
 
     def _range(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
         ro = rocksdict.ReadOptions()

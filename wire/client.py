@@ -37,6 +37,7 @@ import zmq
 from .address import AddressError, parse_address
 from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
+from .lease_client import Lease, lease_id_of
 from .pipeline import Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
@@ -120,6 +121,12 @@ def _check_key(key: Any, what: str = "key") -> str:
     except UnicodeEncodeError:
         raise InvalidRequest(f"{what} is not valid UTF-8") from None
     return key
+
+
+def _lease_id(lease: Any, allow_none: bool = False) -> int:
+    if type(lease) is not int or lease < 0 or (lease == 0 and not allow_none) or lease >= 1 << 63:
+        raise InvalidRequest("a lease id is a positive integer")
+    return lease
 
 
 def _to_bytes(value: Any, what: str = "value") -> bytes:
@@ -224,9 +231,10 @@ class Client:
         self._expect_ok(reply, "get")
         return reply.value if reply.value is not None else b""
 
-    def put(self, key: str, value: Value) -> None:
-        """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8)."""
-        reply = self.write(Op.PUT.value, key, value)
+    def put(self, key: str, value: Value, *, lease: int = 0) -> None:
+        """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8); ``lease``: attach the key to
+        that lease (it is deleted when the lease ends; see :meth:`lease`)."""
+        reply = self.write(Op.PUT.value, key, value, lease=lease)
         self._expect_ok(reply, "put")
 
     def delete(self, key: str, expected: Optional[Value] = None) -> bool:
@@ -325,6 +333,7 @@ class Client:
         expect_absent: bool = False,
         client_id: Optional[str] = None,
         seq: Optional[int] = None,
+        lease: int = 0,
     ) -> ClientReply:
         """Send one write (``op`` is "put", "delete" or "cas") and return the server's final
         reply, whose status is "ok", "not_found" or "cas_failed".
@@ -350,6 +359,7 @@ class Client:
             value=None if op == Op.DELETE else _to_bytes(value),
             expected=None if expected is None else _to_bytes(expected, "expected value"),
             expect_absent=bool(expect_absent),
+            lease=_lease_id(lease, allow_none=True),
         )
         if client_id is None:
             with self._lock:
@@ -689,6 +699,57 @@ class Client:
         return {"path": writer.path or getattr(path_or_file, "name", None), "cluster_id": cluster_id,
                 "index": index, "term": term, "bytes": total, "members": len(members),
                 "node": str(info.get("node") or node_addr)}
+
+    # ------------------------------------------------------------ leases (wire/lease_client.py)
+
+    def lease_grant(self, ttl: int) -> int:
+        """Grant a lease of ``ttl`` seconds; returns its id. Nothing renews it: see :meth:`lease`."""
+        if type(ttl) is not int or ttl <= 0:
+            raise InvalidRequest("a lease TTL is a positive number of seconds")
+        req = ClientRequest(Op.LEASE_GRANT.value, lease=ttl)
+        with self._lock:
+            req.client_id, req.seq = self._session.next()  # a retried grant returns the same id
+        reply = self._call(req, write=True)
+        self._expect_ok(reply, "lease_grant")
+        return lease_id_of(reply.value)
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Renew a lease for its full TTL from now; returns the TTL. NotFound if it is gone."""
+        reply = self._call(ClientRequest(Op.LEASE_KEEPALIVE.value, lease=_lease_id(lease_id)))
+        self._lease_found(reply, lease_id)
+        return int((reply.info or {}).get("ttl", 0))
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """End a lease now: its keys are deleted (one entry). NotFound if it is already gone."""
+        req = ClientRequest(Op.LEASE_REVOKE.value, lease=_lease_id(lease_id))
+        with self._lock:
+            req.client_id, req.seq = self._session.next()
+        self._lease_found(self._call(req, write=True), lease_id)
+
+    def lease_ttl(self, lease_id: int) -> dict:
+        """``{"id", "ttl", "remaining", "keys"}`` of a lease (remaining seconds as the leader sees it)."""
+        reply = self._call(ClientRequest(Op.LEASE_TTL.value, lease=_lease_id(lease_id)))
+        self._lease_found(reply, lease_id)
+        return dict(reply.info or {})
+
+    def lease_list(self) -> builtins.list[dict]:
+        """Every lease: ``{"id", "ttl", "remaining"}`` dicts in id order."""
+        reply = self._call(ClientRequest(Op.LEASE_LIST.value))
+        self._expect_ok(reply, "lease_list")
+        return list((reply.info or {}).get("leases", []))
+
+    def lease(self, ttl: int) -> Lease:
+        """Grant a lease and keep it alive from a background thread until the returned
+        :class:`Lease` is closed (``with kv.lease(ttl=10) as lease: kv.put(k, v, lease=lease.id)``);
+        closing it revokes it."""
+        lease_id = self.lease_grant(ttl)
+        kc = Client(self.servers, timeout=max(1.0, ttl / 3.0), connect_timeout=self.connect_timeout)
+        return Lease(self, lease_id, ttl, kc)
+
+    def _lease_found(self, reply: ClientReply, lease_id: int) -> None:
+        if reply.status == Status.NOT_FOUND:
+            raise NotFound(reply.error or f"lease {lease_id} not found")
+        self._expect_ok(reply, "lease")
 
 
     # ------------------------------------------------------------ revisions and transactions (issue 14)

@@ -315,7 +315,8 @@ class RequestEngine:
             # the pooled Client's (a write whose fresh session the node did not know).
             cid, seq = (req.client_id, req.seq) if req.client_id else (None, None)
             reply = self.call(lambda kv: kv.write(req.op, req.key, req.value, expected=req.expected,
-                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq),
+                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq,
+                                                  lease=req.lease),
                               write=True, timeout=left)
             return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
         except HttpError as e:

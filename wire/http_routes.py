@@ -11,6 +11,7 @@
     POST   /txn        body = JSON        -> 200 {"succeeded", "revision", "responses"} (wire/http_txn.py)
     GET    /kv/?prefix=P&limit=N          -> 200 [{"key", "value"}, ...]
     GET    /status, /health, /metrics
+    /lease routes, and PUT /kv/{key}?lease=ID: wire/http_lease.py
 
 :func:`kv_request` turns a key request into the ClientRequest the request engine sends to the
 node; :func:`get_answer` and :func:`write_answer` turn the node's final reply into the HTTP answer. :func:`handle`
@@ -29,6 +30,7 @@ from typing import Any, Callable, Optional, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .client import CONSISTENCY_LEVELS, Client, json_item
+from .http_lease import is_lease_path, lease_route, parse_lease_id
 from .http_server import JSON, OCTETS, Answer, AsyncRoute, HttpError, json_body
 from .http_txn import meta_answer, meta_headers, parse_txn_body, txn_answer
 from .messages import ClientReply, ClientRequest, Op, Status
@@ -48,12 +50,13 @@ _MAX_LIMIT = 2 ** 63 - 1
 
 # The query parameters each route takes (anything else is a 400 naming it).
 _GET_PARAMS = ("consistency", "meta")
-_PUT_PARAMS = ("prev_value", "prev_exist")
+_PUT_PARAMS = ("prev_value", "prev_exist", "lease")
 _DELETE_PARAMS: tuple = ("prev_value",)
 _LIST_PARAMS = ("prefix", "limit", "consistency")
 _NODE_PARAMS: tuple = ()
 # Parameters known elsewhere but not (yet) on this route: a message of their own.
-_NOT_HERE = {("DELETE", "prev_exist"): "prev_exist is not supported on DELETE"}
+_NOT_HERE = {("DELETE", "prev_exist"): "prev_exist is not supported on DELETE",
+             ("PUT", "ttl"): 'ttl is not a PUT parameter: grant a lease (POST /lease {"ttl": N}), then PUT ?lease=ID'}
 
 
 class GatewayApi(Protocol):
@@ -160,6 +163,8 @@ def handle(gw: GatewayApi, r: AsyncRoute) -> Answer:
             if q:
                 _check_params(q, method, _NODE_PARAMS)
             return _NODE_ROUTES[path](gw)
+        if is_lease_path(path):
+            return lease_route(gw, r, method, path, q)  # wire/http_lease.py
         raise HttpError(404, f"no such endpoint: {path}")
     except HttpError as e:
         return e.answer()
@@ -190,7 +195,8 @@ def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> An
         raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
     cid, seq = _session(r) or (None, None)
     reply = gw.call(lambda kv: kv.write(req.op, key, req.value, expected=req.expected,
-                                        expect_absent=req.expect_absent, client_id=cid, seq=seq), write=True)
+                                        expect_absent=req.expect_absent, client_id=cid, seq=seq, lease=req.lease),
+                    write=True)
     return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
 
 
@@ -359,14 +365,15 @@ def _write_request(key: str, q: dict, body: bytes) -> ClientRequest:
     if prev_exist == "true" and prev_value is None:
         raise HttpError(400, "prev_exist=true needs prev_value")
     body = bytes(body)
+    lease = parse_lease_id(q["lease"], "lease") if "lease" in q else 0
     if prev_exist == "false":
-        return ClientRequest(_CAS, key=key, value=body, expect_absent=True)
+        return ClientRequest(_CAS, key=key, value=body, expect_absent=True, lease=lease)
     if prev_value is not None:
         try:
             expected = prev_value.encode("utf-8")
         except UnicodeEncodeError:
             raise HttpError(400, "expected value is not valid UTF-8") from None
-        return ClientRequest(_CAS, key=key, value=body, expected=expected)
-    return ClientRequest(_PUT, key=key, value=body)
+        return ClientRequest(_CAS, key=key, value=body, expected=expected, lease=lease)
+    return ClientRequest(_PUT, key=key, value=body, lease=lease)
 
 

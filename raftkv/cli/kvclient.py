@@ -225,12 +225,14 @@ def read_value(ctx: click.Context, value: Optional[str], path: Optional[str]) ->
 @click.argument("key")
 @click.argument("value", required=False)
 @click.option("--file", "path", metavar="PATH", help="Read the value from this file (raw bytes).")
+@click.option("--lease", "lease_id", type=click.IntRange(min=1), default=None, metavar="ID",
+              help="Attach KEY to lease ID (deleted when the lease ends).")
 @json_flag
 @click.pass_context
-def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str]) -> None:
+def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str], lease_id: Optional[int]) -> None:
     """Set KEY to VALUE ("-": read the value from stdin; or --file PATH)."""
     data = read_value(ctx, value, path)
-    run(ctx, lambda kv: kv.put(key, data))
+    run(ctx, lambda kv: kv.put(key, data, lease=lease_id or 0))
     write_done(ctx)
 
 
@@ -616,6 +618,78 @@ def txn(ctx: click.Context) -> None:
         else:
             lines.append(b"1" if r.found else b"0")
     write_out(b"\n".join(lines) + b"\n")
+
+
+# ------------------------------------------------------------------ leases (issue 14)
+
+
+@cli.group()
+def lease() -> None:
+    """Leases: keys that disappear when their lease expires or is revoked."""
+
+
+@lease.command("grant")
+@click.argument("ttl", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_grant(ctx: click.Context, ttl: int) -> None:
+    """Grant a lease of TTL seconds; prints its id (the last word). Keep it alive with
+    'lease keepalive ID' more often than every TTL seconds."""
+    lid = run(ctx, lambda kv: kv.lease_grant(ttl))
+    if state_of(ctx).json:
+        emit_json({"id": lid, "ttl": ttl})
+    else:
+        write_out(f"lease granted with TTL {ttl}s: {lid}\n")
+
+
+@lease.command("keepalive")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_keepalive(ctx: click.Context, lease_id: int) -> None:
+    """Renew lease ID once, for its full TTL from now (exit 1 if it is gone)."""
+    ttl = run(ctx, lambda kv: kv.lease_keepalive(lease_id))
+    if state_of(ctx).json:
+        emit_json({"id": lease_id, "ttl": ttl})
+    else:
+        write_out(f"lease {lease_id} kept alive for {ttl}s\n")
+
+
+@lease.command("revoke")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_revoke(ctx: click.Context, lease_id: int) -> None:
+    """Revoke lease ID now: its keys are deleted (exit 1 if it is gone)."""
+    run(ctx, lambda kv: kv.lease_revoke(lease_id))
+    write_done(ctx)
+
+
+@lease.command("ttl")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_ttl(ctx: click.Context, lease_id: int) -> None:
+    """Remaining seconds of lease ID and its keys (exit 1 if it is gone)."""
+    info = run(ctx, lambda kv: kv.lease_ttl(lease_id))
+    if state_of(ctx).json:
+        emit_json(info)
+        return
+    keys = info.get("keys") or []
+    write_out(f"lease {lease_id}: ttl={info.get('ttl')}s remaining={info.get('remaining')}s "
+              f"keys={len(keys)}\n" + "".join(f"  {k}\n" for k in keys))
+
+
+@lease.command("list")
+@json_flag
+@click.pass_context
+def lease_list(ctx: click.Context) -> None:
+    """Every lease, with its TTL and remaining seconds."""
+    leases = run(ctx, lambda kv: kv.lease_list())
+    if state_of(ctx).json:
+        emit_json(leases)
+        return
+    write_out("".join(f"{x.get('id')} ttl={x.get('ttl')}s remaining={x.get('remaining')}s\n" for x in leases))
 
 
 if __name__ == "__main__":

@@ -282,6 +282,15 @@ class Invariants:
                           f"of healing (nodes: {ls})")
             self.step()
 
+    def reference_state(self) -> dict:
+        """The KV state the committed history leads to (tests/sim/lease_model.py adds leases)."""
+        ref = {}
+        for e in self.committed:
+            if e.kind == EntryKind.COMMAND:
+                k, v = self.ops[e.data]
+                ref[k] = v
+        return ref
+
     def check_converged(self) -> None:
         """Every member applies the same log to the same state, with every acknowledged write, and
         every learner is promoted, within a bound."""
@@ -325,11 +334,7 @@ class Invariants:
         self.check_pairwise()
         if c != len(self.committed):
             self.fail(f"the leader's commit {c} is not the committed history's end {len(self.committed)}")
-        ref = {}
-        for e in self.committed:
-            if e.kind == EntryKind.COMMAND:
-                k, v = self.ops[e.data]
-                ref[k] = v
+        ref = self.reference_state()
         for nd in mem:
             if nd.kv != ref:
                 self.fail(f"{nd.id}'s state differs from the committed history's")

@@ -106,12 +106,7 @@ class NodeModel:
             if idx != nd.applied + 1:
                 self.fail(f"{nd.id} applies index {idx} after {nd.applied}")
             if e.kind == EntryKind.COMMAND:
-                kv = self.ops.get(e.data)
-                if kv is None:
-                    self.fail(f"{nd.id} applies an unknown command at {idx}")
-                key, value = kv
-                nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
-                nd.kv[key] = value
+                self.apply_command(nd, idx, e.data)
             elif e.kind == EntryKind.CONFIG:
                 nd.fsm_members = decode_config(e.data)
             nd.applied = idx
@@ -147,6 +142,15 @@ class NodeModel:
                 self.check_commit_safe()
         if nd.applied - nd.last_snap >= self.snap_every and not nd.snapshotting:
             self.take_snapshot(nd)
+
+    def apply_command(self, nd: Node, idx: int, data: bytes) -> None:
+        """The FSM's effect of one committed command (tests/sim/lease_model.py adds lease commands)."""
+        kv = self.ops.get(data)
+        if kv is None:
+            self.fail(f"{nd.id} applies an unknown command at {idx}")
+        key, value = kv
+        nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
+        nd.kv[key] = value
 
     def node_reads(self, nd: Node, reads: list, failed: list) -> None:
         """Reads confirmed (or failed) by a node's core: at a leader, or at a follower with the
