@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
-from raftkv.records import WRITE_OPS, UndecodableEntry
+from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
 from .core import decode_config
@@ -33,6 +33,7 @@ EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to 
 SWEEP_EVERY = 1024  # entries between expiry sweeps
 SNAPSHOT_VERSION = 2  # 2: the session table packed as maps
 SNAPSHOT_CHUNK_KEYS = 4096
+_WATCH, _OK = Op.WATCH.value, Status.OK.value
 
 
 
@@ -253,8 +254,10 @@ class Fsm(SupervisedActor):
     def __init__(self, reply_many: Callable[[list], None], publish: Callable[[AppliedView], None],
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
                  state: Optional[Any] = None, applied_term: int = 0, members: Optional[list] = None,
-                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None) -> None:
+                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None,
+                 hub: Optional[Any] = None) -> None:
         super().__init__()
+        self.hub = hub  # the node's WatchHub (actors/watch_hub.py), or None: events are dropped
         # A KVState (in memory) or a DbState (actors/db_state.py: RocksDB); same interface.
         self.state = state or KVState()
         self.checkpoint_path = checkpoint_path  # where a checkpoint at an index goes (DbState)
@@ -318,6 +321,9 @@ class Fsm(SupervisedActor):
                     replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
         # Durable state first (one unsynced write batch), then the answers and the view.
         st.end_batch(self.applied_term, self.members if config_applied else None)
+        events = st.take_events()  # taken even with no hub, so that they never pile up
+        if self.hub is not None:
+            self.hub.publish(events, st.applied)
         if replies:
             self.reply_many(replies)
         self.publish(AppliedView(st.applied, st))
@@ -359,6 +365,8 @@ class Fsm(SupervisedActor):
         self.applied_term = msg.term
         self.members = list(msg.members)
         self.last_snapshot = self.state.applied
+        if self.hub is not None:
+            self.hub.reset(self.state.applied)  # the events before the snapshot are not known here
         log.info("fsm: restored the state at index %d from a snapshot in %.2fs", self.state.applied,
                  time.monotonic() - t0)
         self.publish(AppliedView(self.state.applied, self.state))
@@ -368,6 +376,9 @@ class Fsm(SupervisedActor):
         st = self.state
         out: list = []
         for route, req in handles:
+            if req.op == _WATCH:  # a watch's confirmed start: the revision it starts after
+                out.append((route, ClientReply(_OK, watch_revision=st.applied)))
+                continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))
             # A list answer read from RocksDB is a fresh copy of its values: hand each one over
