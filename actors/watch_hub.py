@@ -19,7 +19,8 @@ handed over by the role actor (:meth:`submit`) and served in the hub's own threa
 neither the role actor nor the FSM ever scans the history. An answer holds the matching events
 of revisions ``start_revision ..`` in revision order, cut only between revisions (never inside a
 transaction's set of changes), at most ``max_events`` events or about ``MAX_REPLY_BYTES``, and
-``watch_revision``: the revision the answer is complete up to (the client resumes after it).
+``watch_revision``: the revision the answer is complete up to (the client resumes after it, or
+at its own start if that is later: a start beyond the node's current revision waits for it).
 With nothing matching, the request waits up to ``wait_ms`` for an event, then gets an empty
 answer whose ``watch_revision`` is the node's current revision (a progress notification, as
 etcd's: a quiet prefix still moves its watcher's resume point forward, so it does not fall
@@ -40,7 +41,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from raftkv.records import ClientReply, ClientRequest, Status
+from raftkv.records import ClientReply, ClientRequest, Event, Status
 
 from ..config.node import DEFAULT_WATCH_HISTORY
 from .watch_events import WatchEvent
@@ -63,10 +64,11 @@ def event_size(e: WatchEvent) -> int:
     return len(e.key) + len(e.value or b"") + len(e.prev_value or b"") + _EVENT_OVERHEAD
 
 
-def wire_event(e: WatchEvent) -> tuple:
-    """An event as the client door carries it (raftkv.records.Event's field order)."""
-    return (e.revision, e.type.value if hasattr(e.type, "value") else e.type, e.key, e.value, e.prev_value,
-            e.create_revision, e.version)
+def wire_event(e: WatchEvent) -> Event:
+    """An event as the client door carries it (a tuple: msgpack packs it as an array; an
+    in-process caller, this node's HTTP gateway, gets it as is)."""
+    return Event(e.revision, e.type.value if hasattr(e.type, "value") else e.type, e.key, e.value, e.prev_value,
+                 e.create_revision, e.version)
 
 
 class _Waiter:
@@ -228,7 +230,7 @@ class WatchHub:
                 out.append(wire_event(e))
                 size += self._sizes[i]
             i += 1
-        return ClientReply(_OK, events=out, watch_revision=max(upto, start - 1)), bool(out)
+        return ClientReply(_OK, events=out, watch_revision=upto), bool(out)
 
     # ------------------------------------------------------------------ the hub's thread
 
@@ -299,7 +301,7 @@ class WatchHub:
         keep = []
         for w in self._waiters:
             if w.deadline <= now:
-                replies.append((w.route, ClientReply(_OK, watch_revision=max(self.current, w.start - 1))))
+                replies.append((w.route, ClientReply(_OK, watch_revision=self.current)))
             else:
                 keep.append(w)
         self._waiters = keep

@@ -620,7 +620,13 @@ class Client:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
         if prefix_or_key:
             _check_key(prefix_or_key, "prefix")
-        return Watch(self._fork(), prefix_or_key, start_revision, wait=wait, consistency=consistency)
+        w = Watch(self._fork(), prefix_or_key, start_revision, wait=wait, consistency=consistency)
+        try:
+            w.begin()
+        except BaseException:
+            w.close()
+            raise
+        return w
 
     def _fork(self) -> "Client":
         """A new Client to the same servers with the same settings and sockets of its own."""

@@ -34,13 +34,37 @@ if TYPE_CHECKING:
 
     from .client import Client
 
-__all__ = ["Watch", "DEFAULT_WAIT"]
+__all__ = ["Watch", "DEFAULT_WAIT", "event_json"]
 
 DEFAULT_WAIT = 2.0  # seconds a node may hold one long poll
 _GRACE = 2.0  # how much longer than the wait an attempt waits for the answer
 _OK, _COMPACTED = Status.OK.value, Status.COMPACTED.value
 _RETRY = frozenset({Status.NOT_LEADER.value, Status.UNAVAILABLE.value, Status.TIMEOUT.value,
                     Status.EXPIRED.value})
+
+
+def event_json(ev: "Event") -> dict:
+    """An event as a JSON-ready dict, as ``kvclient watch --json`` and ``GET /watch/`` print it:
+    ``revision``, ``type``, ``key``, ``value`` (absent for a delete; base64 with ``"value_b64":
+    true`` when not UTF-8, as :func:`json_item`), ``create_revision`` and ``version`` when the
+    node tracks them, ``prev_value`` when known (``prev_value_b64`` likewise)."""
+    from .client import json_item
+
+    out: dict = {"revision": ev.revision, "type": ev.type, "key": ev.key}
+    if ev.value is not None:
+        item = json_item(ev.key, ev.value)
+        out["value"] = item["value"]
+        if "value_b64" in item:
+            out["value_b64"] = True
+    if ev.create_revision:
+        out["create_revision"] = ev.create_revision
+        out["version"] = ev.version
+    if ev.prev_value is not None:
+        prev = json_item(ev.key, ev.prev_value)
+        out["prev_value"] = prev["value"]
+        if "value_b64" in prev:
+            out["prev_value_b64"] = True
+    return out
 
 
 class Watch:
@@ -72,6 +96,7 @@ class Watch:
         self._closed = False
         self._lock = threading.Lock()  # held by the iterating thread while it talks to a node
         self._i = 0  # index into the server list of the node watched through
+        self.revision = 0  # the latest revision a node reported (its applied index when it answered)
         self._last_answer = time.monotonic()
 
     # ------------------------------------------------------------------ the iterator
@@ -115,6 +140,18 @@ class Watch:
 
     # ------------------------------------------------------------------ one poll
 
+    def begin(self) -> None:
+        """Start now (Client.watch calls it): a start "now" is fixed, so that a write acknowledged
+        after ``watch()`` returned is seen; a given start revision is checked with a first poll
+        that does not wait, so that a compacted one raises here."""
+        with self._lock:
+            if self._closed:
+                return
+            if self.next_revision is None:
+                self.next_revision = self._start() + 1
+            else:
+                self._buf.extend(self._long_poll(wait_ms=0))
+
     def poll(self) -> list:
         """One long poll (up to ``wait`` seconds): the events it delivered, which are also queued
         for iteration. Raises Compacted, Unavailable, or InvalidRequest."""
@@ -132,9 +169,10 @@ class Watch:
         reply = self._kv._call(ClientRequest(Op.WATCH.value, key=self.prefix, consistency=self.consistency))
         if reply.status != _OK:
             raise ClientError(f"watch: unexpected reply {reply.status!r}")
+        self.revision = max(self.revision, reply.watch_revision)
         return reply.watch_revision
 
-    def _long_poll(self) -> list:
+    def _long_poll(self, wait_ms: Optional[int] = None) -> list:
         kv = self._kv
         servers = kv.servers
         compacted: dict[str, ClientReply] = {}
@@ -148,7 +186,7 @@ class Watch:
             assert start is not None
             addr = servers[self._i % len(servers)]
             req = ClientRequest(Op.WATCH.value, key=self.prefix, start_revision=start,
-                                wait_ms=int(self.wait * 1000), limit=self.limit)
+                                wait_ms=int(self.wait * 1000) if wait_ms is None else wait_ms, limit=self.limit)
             reply = self._ask(addr, req)
             if reply is None:
                 why = f"{addr} did not answer"
@@ -187,6 +225,7 @@ class Watch:
 
     def _take(self, reply: ClientReply, start: int) -> list:
         """The events of an OK answer not delivered yet; moves the resume point past the answer."""
+        self.revision = max(self.revision, reply.watch_revision)
         out = [e for e in reply.events if e.revision >= start]
         nxt = max(start, reply.watch_revision + 1)
         if out:
