@@ -26,6 +26,7 @@ from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, K
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.wire.messages import ClientReply, Command
 
+from . import kv_apply
 from .fsm import committed_command
 from .watch_events import WatchEvent
 
@@ -137,21 +138,8 @@ class DbState:
             del self.expired[cid]
             b.add(ForgetExpired(cid))
 
-    @staticmethod
-    def _execute(cmd: Command, b: KvBatch) -> tuple:
-        if cmd.op == "put":
-            b.put(cmd.key, cmd.value)
-            return ("ok", None)
-        if cmd.op == "delete":
-            b.delete(cmd.key)
-            return ("ok", None)
-        if cmd.op == "cas":
-            cur = b.get(cmd.key)
-            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
-                b.put(cmd.key, cmd.value)
-                return ("ok", None)
-            return ("cas_failed", cur)
-        return ("invalid", None)
+    def _execute(self, cmd: Command, b: KvBatch) -> tuple:
+        return kv_apply.execute(b, self.events, self.applied, cmd)
 
     def end_batch(self, term: int, members: Optional[list]) -> None:
         """Write the open batch with the applied index and term (and ``members`` if a

@@ -19,6 +19,9 @@ import msgpack
 from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
+from raftkv.storage.kv_record import KeyRecord
+
+from . import kv_apply
 from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
@@ -31,7 +34,8 @@ SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in 
 SESSION_TTL = 100_000  # a session unused for this many log entries expires
 EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to reject its requests)
 SWEEP_EVERY = 1024  # entries between expiry sweeps
-SNAPSHOT_VERSION = 2  # 2: the session table packed as maps
+SNAPSHOT_VERSION = 3  # 2: the session table packed as maps; 3: keys with their revisions ("kvr")
+READABLE_SNAPSHOT_VERSIONS = frozenset({2, 3})
 SNAPSHOT_CHUNK_KEYS = 4096
 _WATCH, _OK = Op.WATCH.value, Status.OK.value
 
@@ -75,6 +79,9 @@ class KVState:
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        # key -> (create_revision, mod_revision, version), beside ``data`` so that a read of a
+        # value stays one dict lookup; a key absent here has unknown revisions (0, 0, 1)
+        self.meta: dict[str, tuple[int, int, int]] = {}
         self.sessions: dict[str, Session] = {}
         self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
@@ -149,6 +156,7 @@ class KVState:
         """A consistent copy to serialise off the FSM's thread: the dict copy is one C call."""
         c = KVState()
         c.data = self.data.copy()
+        c.meta = self.meta.copy()
         for cid, sess in self.sessions.items():
             n = Session()
             n.results = OrderedDict(sess.results)
@@ -162,9 +170,10 @@ class KVState:
         """The state as a stream of msgpack records, a bounded number of keys each, so that
         serialising a large map never holds the GIL long enough to stall heartbeats."""
         yield msgpack.packb(["state", SNAPSHOT_VERSION, self.applied], use_bin_type=True)
-        items = list(self.data.items())
+        meta = self.meta
+        items = [(k, v, *meta.get(k, (0, 0, 1))) for k, v in self.data.items()]
         for i in range(0, len(items), per_chunk):
-            yield msgpack.packb(["kv", items[i:i + per_chunk]], use_bin_type=True)
+            yield msgpack.packb(["kvr", items[i:i + per_chunk]], use_bin_type=True)
         # Packed by msgpack's C packer straight from the dicts: the table can hold ~10^5 results
         # (a Python loop over them stalled writes at every snapshot).
         sessions = {cid: [s.last_index, s.results] for cid, s in self.sessions.items()}
@@ -180,11 +189,16 @@ class KVState:
             for rec in unpacker:
                 kind = rec[0]
                 if kind == "state":
-                    if rec[1] != SNAPSHOT_VERSION:
-                        raise ValueError(f"snapshot state version {rec[1]}, this build reads {SNAPSHOT_VERSION}")
+                    if rec[1] not in READABLE_SNAPSHOT_VERSIONS:
+                        raise ValueError(f"snapshot state version {rec[1]}, this build reads "
+                                         f"{sorted(READABLE_SNAPSHOT_VERSIONS)}")
                     st.applied = rec[2]
-                elif kind == "kv":
+                elif kind == "kv":  # version 2: revisions unknown
                     st.data.update(rec[1])
+                elif kind == "kvr":
+                    for k, v, c, m, ver in rec[1]:
+                        st.data[k] = v
+                        st.meta[k] = (c, m, ver)
                 elif kind == "sessions":
                     for cid, (last, results) in rec[1].items():
                         sess = Session()
@@ -195,20 +209,27 @@ class KVState:
         return st
 
     def _execute(self, cmd: Command) -> tuple:
-        d = self.data
-        if cmd.op == "put":
-            d[cmd.key] = cmd.value
-            return ("ok", None)
-        if cmd.op == "delete":
-            d.pop(cmd.key, None)
-            return ("ok", None)
-        if cmd.op == "cas":
-            cur = d.get(cmd.key)
-            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
-                d[cmd.key] = cmd.value
-                return ("ok", None)
-            return ("cas_failed", cur)
-        return ("invalid", None)
+        return kv_apply.execute(self, self.events, self.applied, cmd)
+
+    # the RecordView of actors/kv_apply.py
+
+    def record(self, key: str) -> Optional[KeyRecord]:
+        """The key's value and revisions (None: absent)."""
+        v = self.data.get(key)
+        if v is None:
+            return None
+        m = self.meta.get(key)
+        return KeyRecord(v, 0, 0, 1) if m is None else KeyRecord(v, m[0], m[1], m[2])
+
+    def put_record(self, key: str, rec: KeyRecord) -> None:
+        """Set the key's record."""
+        self.data[key] = rec.value
+        self.meta[key] = (rec.create_revision, rec.mod_revision, rec.version)
+
+    def delete_record(self, key: str) -> None:
+        """Remove the key."""
+        del self.data[key]
+        self.meta.pop(key, None)
 
     def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
         if op == "get":
