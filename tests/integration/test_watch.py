@@ -121,11 +121,12 @@ def test_a_watcher_sees_every_write_of_10_writers_in_order_across_kill_9_of_the_
     # No gap: the node that was never restarted still holds the whole stretch; its history,
     # read in one go, is exactly what the watcher saw across both failovers.
     with Client([cluster.nodes[third].client], timeout=20) as kv3:
-        whole = kv3.watch("w/", start_revision=first)
         ref: list = []
-        while not ref or ref[-1].revision < revs[-1]:
-            ref.extend(whole.poll())
-        whole.close()
+        with kv3.watch("w/", start_revision=first) as whole:
+            for e in whole:
+                ref.append(e)
+                if e.revision >= revs[-1]:
+                    break
     assert [(e.revision, e.key, e.value) for e in ref if e.revision <= revs[-1]] == \
         [(e.revision, e.key, e.value) for e in seen]
     for e in seen:
