@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
-from raftkv.records import WRITE_OPS, Op, UndecodableEntry
+from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.storage.kv_record import KeyRecord
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
@@ -38,6 +38,7 @@ SWEEP_EVERY = 1024  # entries between expiry sweeps
 SNAPSHOT_VERSION = 3  # 2: the session table packed as maps; 3: keys with their revisions ("kvr")
 READABLE_SNAPSHOT_VERSIONS = frozenset({2, 3})
 SNAPSHOT_CHUNK_KEYS = 4096
+_WATCH, _OK = Op.WATCH.value, Status.OK.value
 
 
 
@@ -293,8 +294,10 @@ class Fsm(SupervisedActor):
     def __init__(self, reply_many: Callable[[list], None], publish: Callable[[AppliedView], None],
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
                  state: Optional[Any] = None, applied_term: int = 0, members: Optional[list] = None,
-                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None) -> None:
+                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None,
+                 hub: Optional[Any] = None) -> None:
         super().__init__()
+        self.hub = hub  # the node's WatchHub (actors/watch_hub.py), or None: events are dropped
         # A KVState (in memory) or a DbState (actors/db_state.py: RocksDB); same interface.
         self.state = state or KVState()
         self.checkpoint_path = checkpoint_path  # where a checkpoint at an index goes (DbState)
@@ -361,7 +364,9 @@ class Fsm(SupervisedActor):
                     replies.append((route, rep))
         # Durable state first (one unsynced write batch), then the answers and the view.
         st.end_batch(self.applied_term, self.members if config_applied else None)
-        st.take_events()  # no consumer yet: watches (issue 14) hand these to their history
+        events = st.take_events()  # taken even with no hub, so that they never pile up
+        if self.hub is not None:
+            self.hub.publish(events, st.applied)
         if replies:
             self.reply_many(replies)
         self.publish(AppliedView(st.applied, st))
@@ -403,6 +408,8 @@ class Fsm(SupervisedActor):
         self.applied_term = msg.term
         self.members = list(msg.members)
         self.last_snapshot = self.state.applied
+        if self.hub is not None:
+            self.hub.reset(self.state.applied)  # the events before the snapshot are not known here
         log.info("fsm: restored the state at index %d from a snapshot in %.2fs", self.state.applied,
                  time.monotonic() - t0)
         self.publish(AppliedView(self.state.applied, self.state))
@@ -414,6 +421,9 @@ class Fsm(SupervisedActor):
         for route, req in handles:
             if req.op == Op.BACKUP:  # checkpointed here, between two batches (actors/backup_serving.py)
                 self.save_snapshot(take_backup(st, self.checkpoint_path, self.applied_term, self.members, route))
+                continue
+            if req.op == _WATCH:  # a watch's confirmed start: the revision it starts after
+                out.append((route, ClientReply(_OK, watch_revision=st.applied)))
                 continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))

@@ -45,6 +45,7 @@ from .role import RoleActor
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
+from .watch_hub import WatchHub
 
 log = logging.getLogger("actors.node")
 
@@ -113,6 +114,7 @@ class NodeContext:
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
+        self.watch_hub = getattr(node, "watch_hub", None)  # serves watch requests (actors/watch_serving.py)
         self.last_contact: dict[str, float] = {}
         core = self.core
         self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
@@ -390,10 +392,15 @@ class Node:
             raise NodeError(f"cannot listen on {which} address {addr}: {e.strerror}") from None
         self.ctx = None
         t = cfg.raft
+        # The watch history starts at the state's applied index: events before it are not known.
+        self.watch_hub = WatchHub(self.frontdoor.reply_many, self.fsm_state.applied, name=cfg.id,
+                                  history_revisions=cfg.watch_history_revisions)
+        self.watch_hub.start()
         self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied, lambda m: self.snap_ref.tell(m),
                                  t.snapshot_threshold, state=self.fsm_state, applied_term=self.fsm_state.term,
                                  members=self.fsm_state.members or self.snapshot_members,
-                                 checkpoint_path=self.snapshots.path_for, last_snapshot=self.snapshot_index)
+                                 checkpoint_path=self.snapshots.path_for, last_snapshot=self.snapshot_index,
+                                 hub=self.watch_hub)
         self.initial_view = AppliedView(self.fsm_state.applied, self.fsm_state)
         self.fsm_state = None  # the FSM owns it now
         self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
@@ -477,6 +484,8 @@ class Node:
             self.gateway.stop()
         for t in self._threads:
             t.join(timeout=2)
+        if getattr(self, "watch_hub", None) is not None:
+            self.watch_hub.stop()
         self.frontdoor.stop()
         self.peer.stop()
         pykka.ActorRegistry.stop_all(block=True, timeout=5)

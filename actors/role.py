@@ -35,6 +35,7 @@ from .snapshot_transfer import SnapshotRef
 from .metrics import PEER_EVERY_TICKS
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
 from .supervision import SupervisedActor, die
+from .watch_serving import take_watches
 
 log = logging.getLogger("actors.role")
 
@@ -124,7 +125,9 @@ class Role:
             if msg.last is not None:
                 core.on_persisted(*msg.last)
         elif t is ClientBatch:
-            self.on_client(msg.items)
+            items = take_watches(ctx, msg.items)  # any role serves watches (actors/watch_serving.py)
+            if items:
+                self.on_client(items)
         elif t is HandOff:
             self.on_hand_off()
         elif t is DiskState:

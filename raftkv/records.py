@@ -109,6 +109,8 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one InstallSnapshot chunk (the snapshotter
 MAX_MEMBERS = 1024  # members of one configuration
 MAX_LIST_LIMIT = (1 << 31) - 1  # a list request's limit (0 = all keys)
 MAX_ITEMS = 10_000_000  # key/value pairs of one list reply
+MAX_EVENTS = 1_000_000  # watch events of one reply (a node sends at most a few thousand)
+MAX_WAIT_MS = 600_000  # a watch request's long-poll wait (the node caps it lower, actors/watch_hub.py)
 
 
 def _show(v: Any) -> str:
@@ -303,6 +305,47 @@ def _pairs(v: Any) -> list:
     return out
 
 
+class Event(NamedTuple):
+    """One watch event as it crosses the client door (actors/watch_events.py's WatchEvent, on the
+    wire): what ``revision`` (the log index of the committed entry) did to ``key``; ``type`` is
+    "put" or "delete"; ``value`` is None for a delete; ``prev_value`` None when not known;
+    ``create_revision`` and ``version`` 0 when the state does not track them."""
+
+    revision: int
+    type: str
+    key: str
+    value: Optional[bytes] = None
+    prev_value: Optional[bytes] = None
+    create_revision: int = 0
+    version: int = 0
+
+    @property
+    def mod_revision(self) -> int:
+        """The key's modification revision this event made: its ``revision``."""
+        return self.revision
+
+
+_EVENT_TYPES = frozenset(("put", "delete"))
+
+
+def _events(v: Any) -> list:
+    if type(v) is not list:
+        raise DecodeError("events: expected a list")
+    if len(v) > MAX_EVENTS:
+        raise DecodeError(f"{len(v)} events is more than the limit of {MAX_EVENTS}")
+    out = []
+    for e in v:
+        if type(e) is not list or len(e) < 3:
+            raise DecodeError("event: expected [revision, type, key, ...]")
+        e = e[:7]  # values a newer writer appended are ignored
+        rev, kind, key = _int(e[0]), _name(e[1]), _key(e[2])
+        if kind not in _EVENT_TYPES:
+            raise DecodeError(f"event: unknown type {_show(kind)}")
+        rest = [_optional(_bytes)(x) for x in e[3:5]] + [_int(x) for x in e[5:7]]
+        out.append(Event(rev, kind, key, *rest))
+    return out
+
+
 def _plain(v: Any) -> Any:
     """Any msgpack value (used only for the status document, which is data, not protocol)."""
     return v
@@ -323,6 +366,7 @@ _CHECKERS: dict[Any, Callable[[Any], Any]] = {
     "Member": _member,
     "Optional[Member]": _optional(_member),
     "list[tuple[str, bytes]]": _pairs,
+    "list[Event]": _events,
     "Any": _plain,
 }
 
@@ -753,7 +797,7 @@ class Configuration:
 
 
 @record(50, op=_name, key=_key, consistency=_name, client_id=_client_id, limit=_int_at_most(MAX_LIST_LIMIT),
-        member=_optional(_loose_member))
+        member=_optional(_loose_member), wait_ms=_int_at_most(MAX_WAIT_MS))
 class ClientRequest:
     """One request to a node's front door. ``op`` is one of CLIENT_OPS."""
 
@@ -771,6 +815,11 @@ class ClientRequest:
     # Leases (issue 14): the lease of a put, or the lease a lease_* op names; the TTL in seconds
     # for lease_grant (as Command.lease).
     lease: int = 0
+    # Op.WATCH (key = the prefix, limit = most events per answer, 0 = the node's bound): the
+    # first revision wanted (0: start now, after a read confirmed as ``consistency`` says), and
+    # how long the node may hold the request while nothing matches (0: answer at once).
+    start_revision: int = 0
+    wait_ms: int = 0
 
 
 @record(51, status=_name, leader_id=_optional(_client_id), leader_client=_optional(_addr))
@@ -792,6 +841,11 @@ class ClientReply:
     version: int = 0
     succeeded: bool = False
     responses: list[TxnOpResult] = field(default_factory=list)
+    # Op.WATCH: the matching events, in revision order, and the revision the answer is complete
+    # up to (resume from watch_revision + 1); with Status.COMPACTED, the oldest revision the
+    # node can still start from.
+    events: list[Event] = field(default_factory=list)
+    watch_revision: int = 0
 
 
 class Op(str, Enum):

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import builtins
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 import zmq
 
@@ -41,6 +41,9 @@ from .lease_client import Lease, lease_id_of
 from .pipeline import Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
+
+if TYPE_CHECKING:
+    from .watch_client import Watch
 
 __all__ = [
     "Client",
@@ -796,6 +799,43 @@ class Client:
         exp = _to_bytes(expected, "expected value")
         res = self.txn([txn_value(key) == exp], [txn_delete(key)])
         return res.succeeded
+
+    # ------------------------------------------------------------ watches (issue 14)
+
+    def watch(self, prefix_or_key: str, start_revision: Optional[int] = None, *, wait: float = 2.0,
+              consistency: str = "linearizable") -> "Watch":
+        """The events of every key starting with ``prefix_or_key`` ("" for all keys): an iterator
+        of :class:`raftkv.records.Event` (``type`` "put" or "delete", ``key``, ``value``,
+        ``revision`` = ``mod_revision``, ``prev_value`` when known), in revision order, from
+        ``start_revision`` (inclusive) or, when None, from now (a start confirmed as
+        ``consistency`` says: linearizable by default, so every write acknowledged before the
+        call is before the start). No gap and no duplicate across reconnects and leader changes:
+        it resumes from the revision after the last one it saw, on any node (wire/watch_client.py).
+
+        ``close()`` (or leaving a ``with`` block) cancels it. Raises :class:`Compacted` (with the
+        revision to restart from) when no node keeps history back to ``start_revision``, and
+        :class:`Unavailable` when no node answers for ``timeout`` seconds. ``wait``: how long a
+        node may hold one long poll. Uses sockets of its own, not this Client's."""
+        from .watch_client import Watch
+
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        if prefix_or_key:
+            _check_key(prefix_or_key, "prefix")
+        w = Watch(self._fork(), prefix_or_key, start_revision, wait=wait, consistency=consistency)
+        try:
+            w.begin()
+        except BaseException:
+            w.close()
+            raise
+        return w
+
+    def _fork(self) -> "Client":
+        """A new Client to the same servers with the same settings and sockets of its own."""
+        if self._closed:
+            raise ClientError("client is closed")
+        return Client(self.servers, self.timeout, attempt_timeout=self.attempt_timeout,
+                      connect_timeout=self.connect_timeout, local=self._local)
 
 
 class _Conn:

@@ -47,7 +47,8 @@ from typing import Any, Callable, Iterable, Optional
 from .address import parse_bind
 from .client import Client, parse_servers
 from .http_engine import REMOTE_LEADER_HINT, SESSION_CHUNK, RequestEngine
-from .http_routes import handle
+from .http_routes import _key, _split, handle
+from .http_watch import HttpWatches
 from .http_server import (HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PIPELINED, MAX_URL_BYTES, AsyncRoute,
                           HttpError, HttpServer)
 from .session import idempotency_session
@@ -119,6 +120,7 @@ class HttpGateway:
                                  header_timeout=header_timeout, max_connections=max_connections)
         self.server.admit = admit
         self.engine.attach(self.server)
+        self.watches = self.engine.watches = HttpWatches(self.server, self.engine.new_client, _split, _key)
         self.host = self.server.host
 
     @property
@@ -133,6 +135,7 @@ class HttpGateway:
 
     def stop(self) -> None:
         """Stop listening, end open connections and close the pooled clients."""
+        self.watches.stopped = True
         self.server.stop()
         self.engine.stop()
 

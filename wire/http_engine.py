@@ -136,6 +136,7 @@ class RequestEngine:
         # Answered requests by operation and HTTP status, with their latency (loop thread only;
         # read by the node's metrics at scrape time).
         self.stats = RequestStats()
+        self.watches: Any = None  # the watch routes (wire/http_watch.py), set by the gateway
 
     def attach(self, server: HttpServer) -> None:
         self.server = server
@@ -153,6 +154,10 @@ class RequestEngine:
 
     def dispatch(self, r: AsyncRoute) -> None:
         """A parsed request: answer it now, submit it to the node, or hand it to a worker."""
+        watches = self.watches
+        if watches is not None and watches.claims(r):  # the watch routes (wire/http_watch.py)
+            watches.dispatch(r)
+            return
         try:
             if self.submit is not None and self._fast(r):
                 return
@@ -321,3 +326,7 @@ class RequestEngine:
             return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
         except HttpError as e:
             return e.answer()
+
+    def new_client(self) -> Client:
+        """A Client of its own (the watch routes: each watch holds one for as long as it lasts)."""
+        return Client(self.servers, timeout=self.timeout, local=self.local)

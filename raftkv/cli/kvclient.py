@@ -408,6 +408,48 @@ def snapshot(ctx: click.Context) -> None:
     admin_done(ctx, info, who, text)
 
 
+@cli.command()
+@click.argument("prefix")
+@click.option("--rev", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Start at revision N (inclusive) [default: now, after every write acknowledged before].")
+@json_flag
+@click.pass_context
+def watch(ctx: click.Context, prefix: str, rev: Optional[int]) -> None:
+    """Print every change of the keys starting with PREFIX, one line each, until Ctrl-C.
+
+    A line is REVISION TYPE KEY [VALUE] (a value that is not UTF-8 as base64:..., newlines as \\n);
+    --json prints one JSON object per line. Resumes on another node if one fails, without a gap."""
+    from raftkv.wire.watch_client import event_json
+
+    as_json = state_of(ctx).json
+    try:
+        w = run(ctx, lambda kv: kv.watch(prefix, rev))
+        with w:
+            while True:
+                got = run(ctx, lambda _kv: w.poll())
+                for ev in got:
+                    if as_json:
+                        emit_json(event_json(ev))
+                    else:
+                        write_out(event_line(ev))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends: exit 0
+
+
+def event_line(ev: Any) -> str:
+    """One event as a line of text: REVISION TYPE KEY [VALUE]."""
+    parts = [str(ev.revision), ev.type, ev.key]
+    if ev.value is not None:
+        try:
+            text = ev.value.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            text = "base64:" + base64.b64encode(ev.value).decode("ascii")
+        parts.append(text.replace("\\", "\\\\").replace("\n", "\\n"))
+    return " ".join(parts) + "\n"
+
+
 # ------------------------------------------------------------------ errors and entry point
 
 

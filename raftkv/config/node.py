@@ -39,6 +39,8 @@ __all__ = [
     "DEFAULT_DATA_DIR", "DEFAULT_CLUSTER_FILE", "LOG_LEVELS",
 ]
 
+DEFAULT_WATCH_HISTORY = 10_000  # watch.history_revisions (actors/watch_hub.py)
+
 DEFAULT_DATA_DIR = "./data"
 # kvclient's fallback for --servers (after KV_SERVERS): the repository's local cluster.
 DEFAULT_CLUSTER_FILE = Path("configs") / "cluster.yaml"  # relative to the working directory (a checkout)
@@ -98,6 +100,8 @@ class NodeConfig:
     storage_cache_mb: int = DEFAULT_CACHE_MB
     # Lift loopback-only mode (a cluster made without --secure): every door open to anyone.
     insecure: bool = False
+    # ``watch.history_revisions``: how many revisions back a node keeps watch events (issue 14).
+    watch_history_revisions: int = DEFAULT_WATCH_HISTORY
 
     @property
     def node_dir(self) -> Path:
@@ -128,8 +132,9 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level", "storage", "insecure")
-_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure")
+                   "join", "raft", "log_level", "storage", "insecure", "watch")
+_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure", "watch")
+_WATCH_KEYS = ("history_revisions",)
 _STORAGE_KEYS = ("cache_mb",)
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
@@ -222,6 +227,19 @@ def _parse_storage(data: Any, where: str) -> int:
     v = data.get("cache_mb", DEFAULT_CACHE_MB)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise _err(where, f"storage.cache_mb must be a whole number of MB, at least 1 (got {_show(v)})")
+    return v
+
+
+def _parse_watch(data: Any, where: str) -> int:
+    """The ``watch:`` section: ``history_revisions``, a whole number of revisions, at least 1."""
+    if data is None:
+        return DEFAULT_WATCH_HISTORY
+    if not isinstance(data, dict):
+        raise _err(where, f"watch must be a mapping (got {_show(data)})")
+    _check_keys(data, _WATCH_KEYS, "watch.", where)
+    v = data.get("history_revisions", DEFAULT_WATCH_HISTORY)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100_000_000:
+        raise _err(where, f"watch.history_revisions must be a whole number in [1, 100000000] (got {_show(v)})")
     return v
 
 
@@ -322,7 +340,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
-                    insecure=bool(v.get("insecure")))
+                    insecure=bool(v.get("insecure")),
+                    watch_history_revisions=v.get("watch_history_revisions", DEFAULT_WATCH_HISTORY))
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -378,6 +397,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
+    v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)
     _apply_overrides(v, ov)
     for key in ("id", "addr"):
         if not v.get(key):
@@ -408,6 +428,7 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
+    v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)
     # The listed nodes are the initial cluster: each of them bootstraps with the whole
     # list (bootstrap as a group), unless a --join flag says otherwise.
     v["bootstrap"] = True

@@ -82,7 +82,9 @@ GOOD = {"int": ints_good, "bool": st.booleans(), "bytes": st.binary(max_size=16)
         "list[Member]": st.lists(member_good, max_size=4), "Member": member_good,
         "Optional[Member]": st.one_of(st.none(), member_good),
         "list[tuple[str, bytes]]": st.lists(st.tuples(names, st.binary(max_size=4)).map(list), max_size=3),
-        "Any": st.one_of(st.none(), ints_good, names)}
+        "Any": st.one_of(st.none(), ints_good, names),
+        "list[Event]": st.lists(st.tuples(ints_good, st.sampled_from(["put", "delete"]), names,
+                                          st.one_of(st.none(), st.binary(max_size=4))).map(list), max_size=3)}
 BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str": strs_bad,
        "Optional[str]": st.one_of(strs_bad, addrs_bad), "Optional[bytes]": st.sampled_from(BIG_BYTES),
        "Optional[int]": ints_bad,
@@ -93,7 +95,10 @@ BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str
        "Member": member_bad, "Optional[Member]": member_bad,
        "list[tuple[str, bytes]]": st.lists(st.one_of(st.tuples(strs_bad, st.sampled_from(BIG_BYTES)).map(list),
                                                      wrong), min_size=1, max_size=3),
-       "Any": st.one_of(wrong, ints_bad)}
+       "Any": st.one_of(wrong, ints_bad),
+       "list[Event]": st.lists(st.one_of(st.tuples(ints_bad, st.one_of(names, strs_bad), strs_bad,
+                                                   st.sampled_from(BIG_BYTES)).map(list), wrong),
+                               min_size=1, max_size=3)}
 
 # Transactions (issue 14): NamedTuples packed as arrays inside Command, ClientRequest, ClientReply.
 _compare_good = st.tuples(st.sampled_from(["value", "version", "create", "mod"]), st.sampled_from(["=", "!=", "<", ">"]),
@@ -260,6 +265,12 @@ def assert_in_range(msg) -> None:
             assert _member_ok(v, strict=type(msg) is not ClientRequest), where
         elif f.type == "list[tuple[str, bytes]]":
             assert all(_text_ok(k, MAX_KEY_BYTES) and type(b) is bytes and len(b) <= MAX_VALUE_BYTES for k, b in v)
+        elif f.type == "list[Event]":
+            for e in v:
+                assert _int_ok(e.revision) and e.type in ("put", "delete") and _text_ok(e.key, MAX_KEY_BYTES), where
+                assert all(x is None or (type(x) is bytes and len(x) <= MAX_VALUE_BYTES)
+                           for x in (e.value, e.prev_value)), where
+                assert _int_ok(e.create_revision) and _int_ok(e.version), where
     if type(msg) is JoinReply and msg.ok:
         assert msg.cluster_id, "an accepting JoinReply names its cluster"
 
