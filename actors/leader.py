@@ -82,7 +82,7 @@ class Leader(Role):
             elif op == "add_node":
                 if req.member is None or not req.member.id or not req.member.addr:
                     replies.append((route, ClientReply("invalid", error="add_node needs an id and an address")))
-                elif ctx.node.secure and not req.member.curve_key:
+                elif ctx.secure and not req.member.curve_key:
                     # A member without a key could never connect to a secure cluster's peer door.
                     replies.append((route, ClientReply("invalid", error=(
                         "this cluster is secure: start the new node with kvnode --join ADDR --token "
@@ -138,6 +138,10 @@ class Leader(Role):
         """token_create / token_revoke become Commands (checked against the applied table first, for
         a clear error); token_list answers from it (names and roles only). Issue 11."""
         ctx = self.ctx
+        if not ctx.secure:
+            replies.append((route, ClientReply("invalid", error=(
+                "tokens need a secure cluster (made with kvnode --bootstrap --secure)"))))
+            return
         table = ctx.token_state()
         if req.op == "token_list":
             replies.append((route, ClientReply("ok", info=table.listing())))
@@ -168,7 +172,7 @@ class Leader(Role):
         only ever goes back on the route the JoinRequest came on: a joiner's CURVE connection
         that proved the join token, or a member's)."""
         ctx = self.ctx
-        key = ctx.node.cluster_key
+        key = ctx.cluster_key
         if key is None:
             return JoinReply(True, ctx.cluster_id or "")
         return JoinReply(True, ctx.cluster_id or "", cluster_key=key.secret, members=list(ctx.core.members))
@@ -215,7 +219,7 @@ class Leader(Role):
 
     def on_join(self, req: JoinRequest, route: bytes, sender: str) -> None:
         ctx = self.ctx
-        if ctx.node.secure and not req.member.curve_key:
+        if ctx.secure and not req.member.curve_key:
             ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error=(
                 "this cluster is secure: a joining node must send its CURVE key (kvnode --join ADDR --token)")))
             return

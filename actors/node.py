@@ -525,6 +525,8 @@ class Node:
                 self.doors.seed(self.join_reply.members)
             self.doors.on_members(self.core.members)
             self.doors.on_tokens(self.fsm_state.tokens)
+        # The applied token table for the HTTP gateway's bearer checks (None: not secure).
+        self.tokens = self.doors.tokens if self.doors is not None else None
         try:
             t = cfg.raft
             curve = (self.cluster_key, self.node_key) if self.secure else None
