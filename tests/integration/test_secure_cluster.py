@@ -4,6 +4,7 @@ configuration's keys and checks every message's sender; clients need a token wit
 """
 from __future__ import annotations
 
+import signal
 import stat
 
 import pytest
@@ -223,3 +224,36 @@ def test_tokens_survive_restarts_and_reach_a_new_member_by_snapshot(tmp_path):
                 r.put("k299", b"y")
     finally:
         cluster.stop()
+
+
+def test_secure_mode_comes_from_the_data_directory_and_needs_its_cluster_key(tmp_path):
+    c = SecureCluster(tmp_path / "c", n=1)
+    n = c.nodes["node1"]
+    try:
+        args = list(n.args)
+        n.args = [a for a in args if a != "--bootstrap"]  # --secure alone makes nothing
+        n.start()
+        assert _exit_of(n) == 2
+        assert "--join ADDR --token" in n.log_text()
+        n.args = args
+        c.start()
+        with c.client() as cl:
+            cl.put("k", b"v")
+        n.kill(signal.SIGTERM)
+        key = c.node_dir / "cluster.key"
+        key.chmod(0o644)
+        n.start()
+        assert _exit_of(n) == 1
+        assert "chmod 600" in n.log_text()
+        key.chmod(0o600)
+        hidden = key.rename(c.node_dir / "cluster.key.away")
+        n.start()
+        assert _exit_of(n) == 1
+        assert "cluster.key: missing" in n.log_text()
+        hidden.rename(key)
+        n.start()  # the same command line again: bootstrap ignored, secure from the meta
+        c.wait_leader(30)
+        with c.client() as cl:
+            assert cl.get("k") == b"v"
+    finally:
+        c.stop()
