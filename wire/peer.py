@@ -392,7 +392,7 @@ class PeerTransport(IoThread):
         configuration too (a member removed since keeps its open connection)."""
         sender, msg = item[0], item[1]
         if uid == JOINER_USER_ID:
-            if isinstance(msg, JoinRequest):  # the join token's holder may only ask to join
+            if isinstance(msg, JoinRequest) and msg.member.id == sender:  # it may only ask to join, as itself
                 return True
             _ratelog.warn("peer-joiner", "%s: dropped a %s from a join-token connection (only JoinRequest "
                           "is accepted there)", self.node_id, type(msg).__name__)
