@@ -30,12 +30,14 @@ from raftkv.wire.messages import ClientReply, Command
 from . import kv_apply
 from .fsm import committed_command
 from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
 META_TERM = "term"
 META_MEMBERS = "members"
+META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), never a user key
 
 
 class _Session:
@@ -82,6 +84,8 @@ class DbState:
         raw = st.get_meta(META_MEMBERS)
         self.members: list = decode_members(raw) if raw is not None else []
         self.leases.load(st.leases())
+        self.tokens = TokenState.decode(st.get_meta(META_TOKENS))
+        self._tokens_written = self.tokens.version
 
     # ---------------------------------------------------------------- applying
 
@@ -148,7 +152,10 @@ class DbState:
         return kv_apply.execute(b, self.events, self.applied, cmd)
 
     def _leased(self, cmd: Command, b: KvBatch) -> tuple:
-        # The lease table's hooks around _execute (see KVState._leased).
+        # The lease table's hooks around _execute (see KVState._leased); token commands never
+        # touch user keys or leases (actors/token_state.py: written as a meta key by end_batch).
+        if cmd.op in TOKEN_WRITE_OPS:
+            return kv_apply.normalize_result(self.tokens.apply(cmd))
         return execute_with_lease(self.leases, cmd, self.applied, lambda c: self._execute(c, b),
                                   lambda key: self._execute(Command("delete", key), b))
 
@@ -178,6 +185,9 @@ class DbState:
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
             self.members = list(members)
+        if self.tokens.version != self._tokens_written:
+            meta[META_TOKENS] = self.tokens.encode()
+            self._tokens_written = self.tokens.version
         self._write(b.ops, meta)
 
     def _write(self, ops: list, meta: dict) -> None:

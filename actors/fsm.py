@@ -27,6 +27,7 @@ from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
@@ -56,7 +57,7 @@ def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command
         cmd = decode_record(payload, Command)
     except DecodeError as e:
         raise UndecodableEntry(index, str(e)) from None
-    if cmd.op not in WRITE_OPS and cmd.op not in LEASE_WRITE_OPS:
+    if cmd.op not in WRITE_OPS and cmd.op not in LEASE_WRITE_OPS and cmd.op not in TOKEN_WRITE_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
 
@@ -88,6 +89,7 @@ class KVState:
         self.applied = 0
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
         self.leases = LeaseTable()  # actors/lease_state.py
+        self.tokens = TokenState()  # issue 11: client tokens and the join secret (actors/token_state.py)
 
     def take_events(self) -> list[WatchEvent]:
         """The user-key changes applied since the last call, in log order (see watch_events)."""
@@ -167,6 +169,7 @@ class KVState:
         c.expired = OrderedDict(self.expired)
         c.applied = self.applied
         c.leases.load(self.leases.records())
+        c.tokens = self.tokens.copy()
         return c
 
     def chunks(self, per_chunk: int = SNAPSHOT_CHUNK_KEYS) -> Iterator[bytes]:
@@ -183,6 +186,8 @@ class KVState:
         yield msgpack.packb(["sessions", sessions, self.expired], use_bin_type=True)
         if self.leases.ttl:  # absent when there is none: older builds read the snapshot as before
             yield msgpack.packb(["leases", self.leases.records()], use_bin_type=True)
+        # An older build ignores this record; a snapshot without it loads with no tokens.
+        yield msgpack.packb(["tokens", self.tokens.encode()], use_bin_type=True)
 
     @classmethod
     def restore(cls, body: Iterable[bytes]) -> "KVState":
@@ -213,11 +218,16 @@ class KVState:
                     st.expired = OrderedDict(rec[2])
                 elif kind == "leases":
                     st.leases.load(rec[1])
+                elif kind == "tokens":
+                    st.tokens = TokenState.decode(rec[1])
         return st
 
     def _leased(self, cmd: Command) -> tuple:
         # The lease table's hooks around _execute (actors/lease_state.py); a revoked lease's
-        # keys are deleted through _execute itself, like any delete.
+        # keys are deleted through _execute itself, like any delete. Token commands never touch
+        # user keys or leases.
+        if cmd.op in TOKEN_WRITE_OPS:
+            return kv_apply.normalize_result(self.tokens.apply(cmd))
         return execute_with_lease(self.leases, cmd, self.applied, self._execute,
                                   lambda key: self._execute(Command("delete", key)))
 

@@ -166,6 +166,7 @@ class Client:
     BACKOFF_BASE = 0.05  # first backoff (s); doubles per failed round
     BACKOFF_MAX = 1.0  # cap of one backoff sleep (s)
     UNREACHABLE_FOR = 1.0  # redirects to a server that just failed us are ignored this long (s)
+    AUTH_GRACE = 1.0  # how long refusals of a token's key may be a server not caught up yet (s)
 
     def __init__(
         self,
@@ -176,7 +177,25 @@ class Client:
         attempt_timeout: Optional[float] = None,
         connect_timeout: float = 0.25,
         local: Optional[tuple] = None,
+        token: Optional[str] = None,
     ) -> None:
+        """``token``: a client token of a secure cluster (``kvclient --token``, ``$KV_TOKEN``):
+        every socket is a CURVE client with the key pair derived from it, and the server must
+        hold the cluster key it names. A malformed token raises NotAuthorized here; one the
+        cluster does not know (or revoked) raises NotAuthorized at the first request."""
+        self._curve: Optional[tuple] = None
+        self._token: Any = None
+        self._auth_refused_at: Optional[float] = None  # first ZAP refusal of our token (AUTH_GRACE)
+        self._has_token = token is not None
+        if token is not None:
+            from .security.tokens import ClientToken, TokenError
+
+            try:
+                t = ClientToken.decode(token.strip())
+            except TokenError as e:
+                raise NotAuthorized(f"not authorized: {e}") from None
+            self._curve = (t.server_public_key, t.keypair())
+            self._token = t
         self.servers: tuple[str, ...] = tuple(parse_servers(servers))
         if not timeout or timeout <= 0:
             raise InvalidRequest("timeout must be positive")
@@ -314,7 +333,44 @@ class Client:
         """This Client's pipelining capability: many requests in flight over one socket to the
         leader, found and re-found through this Client's own synchronous path."""
         return Pipeline(settle=self._call, leader=lambda: self.leader, forget_leader=self._forget_leader,
-                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout))
+                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout),
+                        configure=self._configure_socket)
+
+    def _configure_socket(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the cluster when this Client has a token."""
+        if self._curve is not None:
+            from .security.zap import configure_curve_client
+
+            configure_curve_client(sock, self._curve[0], self._curve[1])
+
+    def _handshake_refusal(self, conn: "_Conn", addr: str) -> bool:
+        """Read the connection's monitor; raise NotAuthorized if the server refused the CURVE
+        handshake (libzmq would otherwise leave the request waiting until the timeout). True
+        when the server refused our token within AUTH_GRACE (the socket is closed: try again)."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while conn.monitor.poll(0):
+            ev = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._drop_socket(addr)
+                # A token made a moment ago may not be applied on this server yet: other
+                # servers (or this one again) get AUTH_GRACE seconds before the answer is final.
+                now = time.monotonic()
+                first = self._auth_refused_at = self._auth_refused_at or now
+                if now - first >= self.AUTH_GRACE:
+                    raise NotAuthorized("not authorized: unknown or revoked token")
+                return True
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._drop_socket(addr)
+                if self._has_token:
+                    raise NotAuthorized(f"not authorized: {addr} did not accept a CURVE handshake: this cluster is "
+                                        "not secure (no token needed)")
+                raise NotAuthorized("not authorized: this cluster needs a token (--token or $KV_TOKEN)")
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._has_token:
+                self._drop_socket(addr)
+                raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
+                                    "(wrong address, or another cluster)")
+        return False
 
     def _forget_leader(self) -> None:
         self.leader = None
@@ -579,9 +635,12 @@ class Client:
             if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
                 # Nothing was sent, so the socket is not stuck: keep it, so that a slow
                 # connection can still complete in the background for a later attempt.
+                if self._handshake_refusal(conn, addr):
+                    return None, f"{addr} refused this token"
                 return None, f"{addr} not reachable"
-            while conn.monitor.poll(0):
-                conn.monitor.recv_multipart()  # a drop before this send is no news: forget it
+            # A drop before this send is no news: forget it (a refused handshake is).
+            if self._handshake_refusal(conn, addr):
+                return None, f"{addr} refused this token"
             sock.send(frame, zmq.NOBLOCK)
             while True:
                 left = wait - (time.monotonic() - start)
@@ -604,6 +663,7 @@ class Client:
             # Interrupted mid-request (KeyboardInterrupt, ...): the REQ socket is stuck.
             self._drop_socket(addr)
             raise
+        self._auth_refused_at = None
         try:
             return decode_client(data, ClientReply), ""
         except DecodeError as e:
@@ -612,7 +672,7 @@ class Client:
     def _conn(self, addr: str) -> "_Conn":
         conn = self._sockets.get(addr)
         if conn is None:
-            conn = self._sockets[addr] = _Conn(self._ctx, addr)
+            conn = self._sockets[addr] = _Conn(self._ctx, addr, self._configure_socket)
         return conn
 
     def _drop_socket(self, addr: str) -> None:
@@ -837,20 +897,53 @@ class Client:
         return Client(self.servers, self.timeout, attempt_timeout=self.attempt_timeout,
                       connect_timeout=self.connect_timeout, local=self._local)
 
+    # ------------------------------------------------------------ tokens (secure clusters, admin)
+
+    def token_create(self, name: str, role: str) -> str:
+        """Make a client token ``name`` with ``role`` (read, write, admin) and return it (the one
+        time it exists in full: the cluster keeps only its hash). The secret is made here, from
+        this Client's own token (which names the cluster and its key), and never sent."""
+        import msgpack
+
+        from .security.tokens import Role, TokenError, new_client_token
+
+        own = self._token
+        if own is None:
+            raise InvalidRequest("token_create needs a Client made with an admin token (token=...)")
+        try:
+            t = new_client_token(name, Role(role), own.cluster_id, own.server_public_key)
+        except (TokenError, ValueError) as e:
+            raise InvalidRequest(f"token_create: {e}") from None
+        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=name,
+                                  value=msgpack.packb(t.stored().to_wire(), use_bin_type=True)))
+        return t.encode()
+
+    def token_list(self) -> builtins.list[dict]:
+        """The cluster's tokens: ``[{"name": ..., "role": ...}]`` (never their secrets or hashes)."""
+        return list(self._admin(ClientRequest(Op.TOKEN_LIST.value)) or [])
+
+    def token_revoke(self, name: str) -> None:
+        """Revoke token ``name`` (NotFound if there is none; Refused for the last admin token)."""
+        self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
+
 
 class _Conn:
     """One REQ socket to one server, and a monitor that reports when its TCP connection drops."""
 
     __slots__ = ("sock", "monitor", "poller")
 
-    def __init__(self, ctx: zmq.Context, addr: str) -> None:
+    def __init__(self, ctx: zmq.Context, addr: str, configure: Any = None) -> None:
         self.sock = ctx.socket(zmq.REQ)
+        if configure is not None:
+            configure(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if addr.startswith("["):
             self.sock.setsockopt(zmq.IPV6, 1)
         # The monitor must exist before connect() to see the connection's events.
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.sock.connect(f"tcp://{addr}")
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)

@@ -102,6 +102,10 @@ class NodeConfig:
     insecure: bool = False
     # ``watch.history_revisions``: how many revisions back a node keeps watch events (issue 14).
     watch_history_revisions: int = DEFAULT_WATCH_HISTORY
+    # Issue 11: ``secure: true`` / --secure makes a secure cluster at bootstrap; ``join_token``
+    # (--token, $KV_JOIN_TOKEN) is the join token a node joining a secure cluster proves.
+    secure: bool = False
+    join_token: Optional[str] = None
 
     @property
     def node_dir(self) -> Path:
@@ -132,7 +136,7 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level", "storage", "insecure", "watch")
+                   "join", "raft", "log_level", "storage", "insecure", "watch", "secure", "join_token")
 _CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure", "watch")
 _WATCH_KEYS = ("history_revisions",)
 _STORAGE_KEYS = ("cache_mb",)
@@ -141,7 +145,8 @@ _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
-          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure"}
+          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure",
+          "secure": "--secure", "join_token": "--token"}
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -251,7 +256,7 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key not in _FLAGS:
             raise ConfigError(f"unknown override {key!r} (known: {', '.join(_FLAGS)})")
-        if v is None or (key in ("bootstrap", "insecure") and v is False):
+        if v is None or (key in ("bootstrap", "insecure", "secure") and v is False):
             continue
         flag = _FLAGS[key]
         if key == "id":
@@ -264,8 +269,10 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_str(v, flag, None)
         elif key == "log_level":
             v = _as_log_level(v, flag, None)
-        elif key in ("bootstrap", "insecure"):
+        elif key in ("bootstrap", "insecure", "secure"):
             v = _as_bool(v, flag, None)
+        elif key == "join_token":
+            v = _as_str(v, flag, None)
         out[key] = v
     if out.get("bootstrap") and out.get("join"):
         raise ConfigError("--bootstrap and --join are mutually exclusive "
@@ -340,7 +347,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
-                    insecure=bool(v.get("insecure")),
+                    insecure=bool(v.get("insecure")), secure=bool(v.get("secure")),
+                    join_token=v.get("join_token") or None,
                     watch_history_revisions=v.get("watch_history_revisions", DEFAULT_WATCH_HISTORY))
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
@@ -392,6 +400,9 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    if "secure" in data:
+        v["secure"] = _as_bool(data["secure"], "secure", path)
+    v["join_token"] = _as_str(data.get("join_token"), "join_token", path, optional=True)
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
