@@ -31,12 +31,14 @@ import time
 import builtins
 from typing import Any, Iterable, Optional, Union
 
+import msgpack
 import zmq
 
 from .address import AddressError, parse_address
 from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .pipeline import Pipeline
+from .security.tokens import ClientToken, Role, new_client_token
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 
 __all__ = [
@@ -594,6 +596,50 @@ class Client:
         conn = self._sockets.pop(addr, None)
         if conn is not None:
             conn.close()
+
+
+    # ------------------------------------------------------------ token management (secure clusters, admin)
+
+    def token_create(self, name: str, role: str) -> str:
+        """Make a client token ``name`` with ``role`` ("read", "write" or "admin") and return it
+        (``kvt1_...``). The token is generated here, from this Client's own admin token (which
+        carries the cluster id and server key): the cluster receives only its stored form (a
+        hash of the secret and the derived public key), so the secret never reaches a node.
+        Raises :class:`NotAuthorized` unless this Client's token is an admin token."""
+        admin = self._own_token("token_create")
+        try:
+            new = new_client_token(name, Role(role), admin.cluster_id, admin.server_public_key)
+        except ValueError as e:  # TokenError (bad name) or an unknown role
+            raise InvalidRequest(str(e)) from None
+        wire = msgpack.packb(new.stored().to_wire(), use_bin_type=True)
+        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=name, value=wire))
+        return new.encode()
+
+    def token_list(self) -> builtins.list[dict]:
+        """The cluster's tokens as ``{"name", "role"}`` dicts, sorted by name (no secret, no hash)."""
+        info = self._admin(ClientRequest(Op.TOKEN_LIST.value))
+        out = []
+        for t in info or []:
+            if isinstance(t, dict) and "name" in t:
+                out.append({"name": str(t["name"]), "role": str(t.get("role", ""))})
+            elif isinstance(t, (list, tuple)) and len(t) >= 2:
+                out.append({"name": str(t[0]), "role": str(t[1])})
+        return sorted(out, key=lambda t: t["name"])
+
+    def token_revoke(self, name: str) -> None:
+        """Revoke token ``name``: every node refuses it once the revocation is committed.
+        :class:`NotFound` if there is no such token; :class:`Refused` for the last admin token."""
+        _check_key(name, "token name")
+        self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
+
+    def _own_token(self, what: str) -> ClientToken:
+        """This Client's decoded token (an admin's, for token management)."""
+        token = getattr(self, "token", None)
+        if isinstance(token, str):
+            token = ClientToken.decode(token)
+        if not isinstance(token, ClientToken):
+            raise NotAuthorized(f"not authorized: {what} needs an admin token (Client(..., token=...))")
+        return token
 
 
 class _Conn:

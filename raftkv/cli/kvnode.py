@@ -201,6 +201,9 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
             args += ["--log-level", overrides["log_level"]]
         if overrides.get("insecure"):
             args.append("--insecure")
+        for flag in ("tls_cert", "tls_key"):
+            if overrides.get(flag):
+                args += ["--" + flag.replace("_", "-"), overrides[flag]]
         return subprocess.Popen(args, start_new_session=True)
 
     for c in cfgs:
@@ -247,17 +250,22 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--insecure", is_flag=True, default=False,
               help="Lift loopback-only mode of a cluster made without --secure: every door accepts anyone "
                    "(logs a WARNING at every start).")
+@click.option("--tls-cert", default=None, metavar="PATH",
+              help="Certificate (PEM) of the HTTPS gateway of a secure node [default: DATA_DIR/ID/tls.crt, "
+                   "self-signed at bootstrap].")
+@click.option("--tls-key", default=None, metavar="PATH", help="Private key (PEM) of --tls-cert.")
 @click.option("--all", "run_all", is_flag=True, default=False,
               help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, run_all,
-         log_level, log_format):
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, tls_cert, tls_key,
+         run_all, log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
                  "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure}
+    overrides.update(tls_cert=tls_cert, tls_key=tls_key)
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
     _errors.fmt = fmt

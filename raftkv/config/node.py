@@ -98,6 +98,12 @@ class NodeConfig:
     storage_cache_mb: int = DEFAULT_CACHE_MB
     # Lift loopback-only mode (a cluster made without --secure): every door open to anyone.
     insecure: bool = False
+    # The HTTPS gateway of a secure node: certificate and key files (PEM); None = the
+    # self-signed pair made at bootstrap in node_dir (tls.crt, tls.key).
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    # /metrics without a token on a secure node (a scraper inside a trusted network).
+    metrics_open: bool = False
 
     @property
     def node_dir(self) -> Path:
@@ -131,12 +137,17 @@ _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bo
                    "join", "raft", "log_level", "storage", "insecure")
 _CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure")
 _STORAGE_KEYS = ("cache_mb",)
+# The HTTPS gateway's keys (issue 11), in both kinds of file; the two paths are also flags.
+_GATEWAY_KEYS = ("tls_cert", "tls_key", "metrics_open")
+_NODE_FILE_KEYS_ALL: tuple[str, ...] = _NODE_FILE_KEYS + _GATEWAY_KEYS
+_CLUSTER_FILE_KEYS_ALL: tuple[str, ...] = _CLUSTER_FILE_KEYS + _GATEWAY_KEYS
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
           "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure"}
+_FLAGS.update({"tls_cert": "--tls-cert", "tls_key": "--tls-key"})
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -188,6 +199,19 @@ def _as_addr(v: Any, name: str, where: Optional[str], optional: bool = False) ->
 
 def _as_data_dir(v: Any, name: str, where: Optional[str]) -> str:
     return os.path.expanduser(_as_str(v, name, where))
+
+
+def _as_path(v: Any, name: str, where: Optional[str]) -> str:
+    return os.path.expanduser(_as_str(v, name, where))
+
+
+def _parse_gateway(data: dict, where: str, v: dict[str, Any]) -> None:
+    """The gateway's keys of a file (tls_cert, tls_key, metrics_open) into ``v``."""
+    for key in ("tls_cert", "tls_key"):
+        if key in data:
+            v[key] = _as_path(data[key], key, where)
+    if "metrics_open" in data:
+        v["metrics_open"] = _as_bool(data["metrics_open"], "metrics_open", where)
 
 
 def _as_log_level(v: Any, name: str, where: Optional[str]) -> str:
@@ -248,6 +272,8 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_log_level(v, flag, None)
         elif key in ("bootstrap", "insecure"):
             v = _as_bool(v, flag, None)
+        elif key in ("tls_cert", "tls_key"):
+            v = _as_path(v, flag, None)
         out[key] = v
     if out.get("bootstrap") and out.get("join"):
         raise ConfigError("--bootstrap and --join are mutually exclusive "
@@ -323,6 +349,10 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
                     insecure=bool(v.get("insecure")))
+    me.tls_cert, me.tls_key = v.get("tls_cert"), v.get("tls_key")
+    me.metrics_open = bool(v.get("metrics_open"))
+    if (me.tls_cert is None) != (me.tls_key is None):
+        raise _err(where, "tls_cert and tls_key go together (--tls-cert and --tls-key): give both or neither")
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -356,7 +386,7 @@ def _apply_overrides(v: dict[str, Any], ov: dict[str, Any]) -> None:
 
 
 def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _NODE_FILE_KEYS, "", path)
+    _check_keys(data, _NODE_FILE_KEYS_ALL, "", path)
     v: dict[str, Any] = {}
     if "id" in data:
         v["id"] = _as_id(data["id"], "id", path)
@@ -376,6 +406,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     _apply_overrides(v, ov)
@@ -386,7 +417,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
 
 
 def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _CLUSTER_FILE_KEYS, "", path, " in a whole-cluster file")
+    _check_keys(data, _CLUSTER_FILE_KEYS_ALL, "", path, " in a whole-cluster file")
     nodes = _parse_nodes(path, data)
     ids = ", ".join(n["id"] for n in nodes)
     if "id" not in ov:
@@ -406,6 +437,7 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     # The listed nodes are the initial cluster: each of them bootstraps with the whole
