@@ -89,7 +89,7 @@ class HttpGateway:
     A secure node (issue 11) also gives ``ssl_context`` (HTTPS) and ``tokens``, its current
     replicated TokenTable: every request but /health then needs ``Authorization: Bearer T``
     (wire/http_auth.py; /metrics too unless ``metrics_open``), and requests forwarded to other
-    nodes travel as that token (docs/architecture.md 9).
+    nodes travel as that token (docs/architecture.md, "The HTTP gateway on a secure cluster").
     """
 
     def __init__(

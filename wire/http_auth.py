@@ -1,4 +1,7 @@
-"""Bearer-token authorization at the HTTP gateway of a secure cluster (issue 11, docs/architecture.md 9).
+"""Bearer-token authorization at the HTTP gateway of a secure cluster (issue 11).
+
+Why here, and how forwarded requests keep their identity: docs/architecture.md, "The HTTP
+gateway on a secure cluster".
 
 Each request is decided from its method, path and ``Authorization: Bearer T`` header as soon as
 its headers are parsed, before any of its body is read, so an unauthenticated client never makes

@@ -126,7 +126,7 @@ class RequestEngine:
         self.attempt = attempt_time(timeout)
         # Idle pooled Clients by the token they connect as (None: an insecure cluster). A secure
         # gateway forwards a request as the bearer token it was authorized with, so that the
-        # node it reaches checks that token's role again (docs/architecture.md 9).
+        # node it reaches checks that token's role again (docs/architecture.md, secure gateway).
         self._idle: collections.OrderedDict[Optional[str], collections.deque[Client]] = collections.OrderedDict()
         self._pool_lock = threading.Lock()
         self._who = threading.local()  # .token: the token of the request a worker thread serves
