@@ -168,3 +168,29 @@ def test_decisions_cache_is_bounded(tokens):
         table.replace([t.stored()])
         assert auth.decide(f"Bearer {t.encode()}", "get").ok
     assert len(auth._seen) <= 1024
+
+
+# ---------------------------------------------------------------- the gateway's TLS context
+
+
+def test_gateway_tls_made_once_then_reused(tmp_path):
+    from raftkv.wire.http_tls import gateway_ssl_context
+
+    gateway_ssl_context("n2", tmp_path, "127.0.0.1:8002")
+    cert = (tmp_path / "tls.crt").read_bytes()
+    assert oct((tmp_path / "tls.key").stat().st_mode & 0o777) == "0o600"
+    gateway_ssl_context("n2", tmp_path, "127.0.0.1:8002")
+    assert (tmp_path / "tls.crt").read_bytes() == cert  # not remade at a restart
+
+
+def test_gateway_tls_errors_say_why(tmp_path, cert):
+    from raftkv.wire.http_tls import TlsError, gateway_ssl_context
+
+    gateway_ssl_context("n1", tmp_path / "x", ":8001", str(cert[0]), str(cert[1]))  # given files
+    with pytest.raises(TlsError, match="cannot use TLS certificate"):
+        gateway_ssl_context("n1", tmp_path, ":8001", str(cert[1]), str(cert[1]))
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "tls.key").write_text("k")
+    (tmp_path / "y" / "tls.key").chmod(0o600)
+    with pytest.raises(TlsError, match="tls.crt is missing"):
+        gateway_ssl_context("n1", tmp_path / "y", ":8001")
