@@ -27,12 +27,14 @@ from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.wire.messages import ClientReply, Command
 
 from .fsm import committed_command
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
 META_TERM = "term"
 META_MEMBERS = "members"
+META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), never a user key
 
 
 class _Session:
@@ -75,6 +77,8 @@ class DbState:
         self.term = decode_int(raw, "applied term") if raw is not None else 0
         raw = st.get_meta(META_MEMBERS)
         self.members: list = decode_members(raw) if raw is not None else []
+        self.tokens = TokenState.decode(st.get_meta(META_TOKENS))
+        self._tokens_written = self.tokens.version
 
     # ---------------------------------------------------------------- applying
 
@@ -137,8 +141,9 @@ class DbState:
             del self.expired[cid]
             b.add(ForgetExpired(cid))
 
-    @staticmethod
-    def _execute(cmd: Command, b: KvBatch) -> tuple:
+    def _execute(self, cmd: Command, b: KvBatch) -> tuple:
+        if cmd.op in TOKEN_WRITE_OPS:
+            return self.tokens.apply(cmd)  # written as a meta key by end_batch
         if cmd.op == "put":
             b.put(cmd.key, cmd.value)
             return ("ok", None)
@@ -168,6 +173,9 @@ class DbState:
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
             self.members = list(members)
+        if self.tokens.version != self._tokens_written:
+            meta[META_TOKENS] = self.tokens.encode()
+            self._tokens_written = self.tokens.version
         self._write(b.ops, meta)
 
     def _write(self, ops: list, meta: dict) -> None:

@@ -23,6 +23,7 @@ from .core import decode_config
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
@@ -50,7 +51,7 @@ def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command
         cmd = decode_record(payload, Command)
     except DecodeError as e:
         raise UndecodableEntry(index, str(e)) from None
-    if cmd.op not in WRITE_OPS:
+    if cmd.op not in WRITE_OPS and cmd.op not in TOKEN_WRITE_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
 
@@ -78,6 +79,7 @@ class KVState:
         self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.tokens = TokenState()  # issue 11: client tokens and the join secret (actors/token_state.py)
 
     def take_events(self) -> list[WatchEvent]:
         """The user-key changes applied since the last call, in log order (see watch_events)."""
@@ -155,6 +157,7 @@ class KVState:
             c.sessions[cid] = n
         c.expired = OrderedDict(self.expired)
         c.applied = self.applied
+        c.tokens = self.tokens.copy()
         return c
 
     def chunks(self, per_chunk: int = SNAPSHOT_CHUNK_KEYS) -> Iterator[bytes]:
@@ -168,6 +171,8 @@ class KVState:
         # (a Python loop over them stalled writes at every snapshot).
         sessions = {cid: [s.last_index, s.results] for cid, s in self.sessions.items()}
         yield msgpack.packb(["sessions", sessions, self.expired], use_bin_type=True)
+        # An older build ignores this record; a snapshot without it loads with no tokens.
+        yield msgpack.packb(["tokens", self.tokens.encode()], use_bin_type=True)
 
     @classmethod
     def restore(cls, body: Iterable[bytes]) -> "KVState":
@@ -191,9 +196,13 @@ class KVState:
                         sess.results = OrderedDict((seq, tuple(r)) for seq, r in results.items())
                         st.sessions[cid] = sess
                     st.expired = OrderedDict(rec[2])
+                elif kind == "tokens":
+                    st.tokens = TokenState.decode(rec[1])
         return st
 
     def _execute(self, cmd: Command) -> tuple:
+        if cmd.op in TOKEN_WRITE_OPS:
+            return self.tokens.apply(cmd)
         d = self.data
         if cmd.op == "put":
             d[cmd.key] = cmd.value

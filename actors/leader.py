@@ -11,6 +11,8 @@ from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
 
+TOKEN_OPS = frozenset({"token_create", "token_list", "token_revoke"})
+
 log = logging.getLogger("actors.leader")
 
 
@@ -80,6 +82,11 @@ class Leader(Role):
             elif op == "add_node":
                 if req.member is None or not req.member.id or not req.member.addr:
                     replies.append((route, ClientReply("invalid", error="add_node needs an id and an address")))
+                elif ctx.secure and not req.member.curve_key:
+                    # A member without a key could never connect to a secure cluster's peer door.
+                    replies.append((route, ClientReply("invalid", error=(
+                        "this cluster is secure: start the new node with kvnode --join ADDR --token "
+                        "JOIN_TOKEN instead of add-node"))))
                 else:
                     self._request_change(MembershipChange(req.member, None, route, ChangeOrigin.CLIENT), replies)
             elif op == "remove_node":
@@ -97,6 +104,8 @@ class Leader(Role):
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
+            elif op in TOKEN_OPS:
+                self._token_op(route, req, replies, props, routes)
             else:
                 replies.append((route, ClientReply("invalid", error=f"unknown operation {op!r}")))
         if props:
@@ -124,6 +133,49 @@ class Leader(Role):
             ctx.fsm.tell(Read(0, stale))
         if replies:
             ctx.frontdoor.reply_many(replies)
+
+    def _token_op(self, route, req, replies: list, props: list, routes: list) -> None:
+        """token_create / token_revoke become Commands (checked against the applied table first, for
+        a clear error); token_list answers from it (names and roles only). Issue 11."""
+        ctx = self.ctx
+        if not ctx.secure:
+            replies.append((route, ClientReply("invalid", error=(
+                "tokens need a secure cluster (made with kvnode --bootstrap --secure)"))))
+            return
+        table = ctx.token_state()
+        if req.op == "token_list":
+            replies.append((route, ClientReply("ok", info=table.listing())))
+            return
+        if req.op == "token_create":
+            if req.key in table.tokens:
+                replies.append((route, ClientReply("cas_failed", error=(
+                    f"a token named {req.key!r} exists already (revoke it first, or pick another name)"))))
+                return
+            err = table.check_create(req.key, req.value)
+            if err:
+                replies.append((route, ClientReply("invalid", error=err)))
+                return
+        else:
+            if req.key not in table.tokens:
+                replies.append((route, ClientReply("not_found", error=f"no token named {req.key!r}")))
+                return
+            err = table.check_revoke(req.key)
+            if err:
+                replies.append((route, ClientReply("cas_failed", error=err)))
+                return
+        cmd = Command(req.op, req.key, req.value, None, False, req.client_id, req.seq)
+        props.append((EntryKind.COMMAND, encode_record(cmd)))
+        routes.append(route)
+
+    def _join_reply(self) -> JoinReply:
+        """An accepting JoinReply; on a secure cluster with the cluster key and the members (it
+        only ever goes back on the route the JoinRequest came on: a joiner's CURVE connection
+        that proved the join token, or a member's)."""
+        ctx = self.ctx
+        key = ctx.cluster_key
+        if key is None:
+            return JoinReply(True, ctx.cluster_id or "")
+        return JoinReply(True, ctx.cluster_id or "", cluster_key=key.secret, members=list(ctx.core.members))
 
     def _request_change(self, change: MembershipChange, replies: list) -> None:
         try:
@@ -167,13 +219,17 @@ class Leader(Role):
 
     def on_join(self, req: JoinRequest, route: bytes, sender: str) -> None:
         ctx = self.ctx
+        if ctx.secure and not req.member.curve_key:
+            ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error=(
+                "this cluster is secure: a joining node must send its CURVE key (kvnode --join ADDR --token)")))
+            return
         try:
             member_already = ctx.core.join(req.member, route, req.incarnation)
         except NotLeader:
             super().on_join(req, route, sender)
             return
         if member_already:
-            ctx.peer.reply_route(route, JoinReply(True, ctx.cluster_id or ""))
+            ctx.peer.reply_route(route, self._join_reply())
 
     def on_config_changes(self, proposed: list, dropped: list) -> None:
         """Answer the requesters of the changes the core proposed (or dropped on losing leadership)."""
@@ -182,7 +238,7 @@ class Leader(Role):
             log.info("%s: membership change at index %d in term %d: %s", ctx.node_id, index, ctx.core.term,
                      change.describe())
             if change.origin is ChangeOrigin.JOIN:
-                ctx.peer.reply_route(change.handle, JoinReply(True, ctx.cluster_id or ""))
+                ctx.peer.reply_route(change.handle, self._join_reply())
             elif change.origin is ChangeOrigin.CLIENT:
                 ctx.frontdoor.reply_many([(change.handle, ClientReply("ok", info={"index": index}))])
         redirect = [(c.handle, ctx.redirect()) for c in dropped if c.origin is ChangeOrigin.CLIENT]

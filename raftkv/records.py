@@ -74,7 +74,9 @@ class Member(NamedTuple):
     ``incarnation`` is the random id of the member's data directory as admitted (docs/architecture.md 7:
     a node's identity is its id plus its incarnation); "" is unknown (a legacy record or a
     whole-cluster bootstrap), which every incarnation matches, as before. ``promote`` False
-    marks a learner that stays one (``add-node --learner``): every leader honours it."""
+    marks a learner that stays one (``add-node --learner``): every leader honours it.
+    ``curve_key`` is the member's CURVE public key (Z85, 40 characters) on a secure cluster:
+    the only key its peer door admits for it (issue 11); "" on clusters made without --secure."""
 
     id: str
     addr: str
@@ -83,6 +85,7 @@ class Member(NamedTuple):
     voter: bool = True
     incarnation: str = ""
     promote: bool = True
+    curve_key: str = ""
 
 
 # --- hard limits of what a record may hold
@@ -251,7 +254,25 @@ def entry_from_fields(e: Any) -> Entry:
     return _check_entry(e)
 
 
-_MEMBER_NAMES = ("id", "addr", "client", "http", "voter", "incarnation", "promote")
+_MEMBER_NAMES = ("id", "addr", "client", "http", "voter", "incarnation", "promote", "curve_key")
+_Z85_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
+
+
+def _curve_key_text(v: Any) -> str:
+    """A CURVE public key in Z85 ("" = none): 40 characters of the Z85 alphabet."""
+    if type(v) is not str:
+        raise DecodeError(f"expected str, got {type(v).__name__}")
+    if v and _Z85_RE.match(v) is None:
+        raise DecodeError("not a CURVE public key (40 Z85 characters)")
+    return v
+
+
+def _curve_key_bytes(v: Any) -> bytes:
+    """A CURVE key in Z85 bytes (a JoinReply's cluster key)."""
+    if type(v) is not bytes or len(v) != 40:
+        raise DecodeError("not a CURVE key (40 Z85 characters)")
+    _curve_key_text(v.decode("ascii", "replace"))
+    return v
 _MEMBER_REQUIRED = 2  # id and addr; the others have defaults
 
 
@@ -260,7 +281,8 @@ def _member_checker(strict: bool) -> Callable[[Any], Member]:
     non-empty id and address; a client's add_node request may leave them empty, and the leader
     answers that with its own message."""
     checks: tuple[Callable[[Any], Any], ...] = (
-        _node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool, _incarnation, _bool)
+        _node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool, _incarnation, _bool,
+        _curve_key_text)
 
     def member(v: Any) -> Member:
         if type(v) is not list or len(v) < _MEMBER_REQUIRED:
@@ -322,6 +344,7 @@ _CHECKERS: dict[Any, Callable[[Any], Any]] = {
     "list[Member]": _members,
     "Member": _member,
     "Optional[Member]": _optional(_member),
+    "Optional[list[Member]]": _optional(_members),
     "list[tuple[str, bytes]]": _pairs,
     "Any": _plain,
 }
@@ -520,14 +543,21 @@ def _join_reply_rule(m: Any) -> Optional[str]:
     return "an accepting reply must name its cluster (cluster_id is empty)" if m.ok and not m.cluster_id else None
 
 
-@record(9, _join_reply_rule, cluster_id=_cluster_id, leader_addr=_optional(_addr))
+@record(9, _join_reply_rule, cluster_id=_cluster_id, leader_addr=_optional(_addr),
+        error=_optional(_str_at_most(1024)), cluster_key=_optional(_curve_key_bytes))
 class JoinReply:
-    """``ok`` once the member is in the leader's configuration; otherwise an error or a leader hint."""
+    """``ok`` once the member is in the leader's configuration; otherwise an error or a leader hint.
+
+    On a secure cluster an accepting reply also carries the cluster's CURVE *secret* server key
+    (``cluster_key``, Z85) and the configuration (``members``, with their keys): only ever sent
+    on a CURVE connection that proved the join token or a member's key (issue 11)."""
 
     ok: bool
     cluster_id: str
     leader_addr: Optional[str] = None
     error: Optional[str] = None
+    cluster_key: Optional[bytes] = None
+    members: Optional[list[Member]] = None
 
 
 @record(10, data=_bytes_at_most(MAX_CHUNK_BYTES))

@@ -31,14 +31,12 @@ import time
 import builtins
 from typing import Any, Iterable, Optional, Union
 
-import msgpack
 import zmq
 
 from .address import AddressError, parse_address
 from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .pipeline import Pipeline
-from .security.tokens import ClientToken, Role, new_client_token
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 
 __all__ = [
@@ -164,7 +162,24 @@ class Client:
         attempt_timeout: Optional[float] = None,
         connect_timeout: float = 0.25,
         local: Optional[tuple] = None,
+        token: Optional[str] = None,
     ) -> None:
+        """``token``: a client token of a secure cluster (``kvclient --token``, ``$KV_TOKEN``):
+        every socket is a CURVE client with the key pair derived from it, and the server must
+        hold the cluster key it names. A malformed token raises NotAuthorized here; one the
+        cluster does not know (or revoked) raises NotAuthorized at the first request."""
+        self._curve: Optional[tuple] = None
+        self._token: Any = None
+        self._has_token = token is not None
+        if token is not None:
+            from .security.tokens import ClientToken, TokenError
+
+            try:
+                t = ClientToken.decode(token.strip())
+            except TokenError as e:
+                raise NotAuthorized(f"not authorized: {e}") from None
+            self._curve = (t.server_public_key, t.keypair())
+            self._token = t
         self.servers: tuple[str, ...] = tuple(parse_servers(servers))
         if not timeout or timeout <= 0:
             raise InvalidRequest("timeout must be positive")
@@ -293,7 +308,36 @@ class Client:
         """This Client's pipelining capability: many requests in flight over one socket to the
         leader, found and re-found through this Client's own synchronous path."""
         return Pipeline(settle=self._call, leader=lambda: self.leader, forget_leader=self._forget_leader,
-                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout))
+                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout),
+                        configure=self._configure_socket)
+
+    def _configure_socket(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the cluster when this Client has a token."""
+        if self._curve is not None:
+            from .security.zap import configure_curve_client
+
+            configure_curve_client(sock, self._curve[0], self._curve[1])
+
+    def _handshake_refusal(self, conn: "_Conn", addr: str) -> None:
+        """Read the connection's monitor; raise NotAuthorized if the server refused the CURVE
+        handshake (libzmq would otherwise leave the request waiting until the timeout)."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while conn.monitor.poll(0):
+            ev = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._drop_socket(addr)
+                raise NotAuthorized("not authorized: unknown or revoked token")
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._drop_socket(addr)
+                if self._has_token:
+                    raise NotAuthorized(f"not authorized: {addr} did not accept a CURVE handshake: this cluster is "
+                                        "not secure (no token needed)")
+                raise NotAuthorized("not authorized: this cluster needs a token (--token or $KV_TOKEN)")
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._has_token:
+                self._drop_socket(addr)
+                raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
+                                    "(wrong address, or another cluster)")
 
     def _forget_leader(self) -> None:
         self.leader = None
@@ -556,9 +600,10 @@ class Client:
             if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
                 # Nothing was sent, so the socket is not stuck: keep it, so that a slow
                 # connection can still complete in the background for a later attempt.
+                self._handshake_refusal(conn, addr)
                 return None, f"{addr} not reachable"
-            while conn.monitor.poll(0):
-                conn.monitor.recv_multipart()  # a drop before this send is no news: forget it
+            # A drop before this send is no news: forget it (a refused handshake is).
+            self._handshake_refusal(conn, addr)
             sock.send(frame, zmq.NOBLOCK)
             while True:
                 left = wait - (time.monotonic() - start)
@@ -589,7 +634,7 @@ class Client:
     def _conn(self, addr: str) -> "_Conn":
         conn = self._sockets.get(addr)
         if conn is None:
-            conn = self._sockets[addr] = _Conn(self._ctx, addr)
+            conn = self._sockets[addr] = _Conn(self._ctx, addr, self._configure_socket)
         return conn
 
     def _drop_socket(self, addr: str) -> None:
@@ -597,49 +642,39 @@ class Client:
         if conn is not None:
             conn.close()
 
-
-    # ------------------------------------------------------------ token management (secure clusters, admin)
+    # ------------------------------------------------------------ tokens (secure clusters, admin)
 
     def token_create(self, name: str, role: str) -> str:
-        """Make a client token ``name`` with ``role`` ("read", "write" or "admin") and return it
-        (``kvt1_...``). The token is generated here, from this Client's own admin token (which
-        carries the cluster id and server key): the cluster receives only its stored form (a
-        hash of the secret and the derived public key), so the secret never reaches a node.
-        Raises :class:`NotAuthorized` unless this Client's token is an admin token."""
-        admin = self._own_token("token_create")
+        """Make a client token ``name`` with ``role`` (read, write, admin) and return it (the one
+        time it exists in full: the cluster keeps only its hash). The secret is made here, from
+        this Client's own token (which names the cluster and its key), and never sent."""
+        import msgpack
+
+        from .security.tokens import Role, TokenError, new_client_token
+
+        own = self._token
+        if own is None:
+            raise InvalidRequest("token_create needs a Client made with an admin token (token=...)")
         try:
-            new = new_client_token(name, Role(role), admin.cluster_id, admin.server_public_key)
-        except ValueError as e:  # TokenError (bad name) or an unknown role
-            raise InvalidRequest(str(e)) from None
-        wire = msgpack.packb(new.stored().to_wire(), use_bin_type=True)
-        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=name, value=wire))
-        return new.encode()
+            t = new_client_token(name, Role(role), own.cluster_id, own.server_public_key)
+        except (TokenError, ValueError) as e:
+            raise InvalidRequest(f"token_create: {e}") from None
+        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=name,
+                                  value=msgpack.packb(t.stored().to_wire(), use_bin_type=True)))
+        return t.encode()
 
     def token_list(self) -> builtins.list[dict]:
-        """The cluster's tokens as ``{"name", "role"}`` dicts, sorted by name (no secret, no hash)."""
+        """The cluster's tokens: ``[{"name": ..., "role": ...}]`` sorted by name (never their
+        secrets or hashes)."""
         info = self._admin(ClientRequest(Op.TOKEN_LIST.value))
-        out = []
-        for t in info or []:
-            if isinstance(t, dict) and "name" in t:
-                out.append({"name": str(t["name"]), "role": str(t.get("role", ""))})
-            elif isinstance(t, (list, tuple)) and len(t) >= 2:
-                out.append({"name": str(t[0]), "role": str(t[1])})
+        out = [{"name": str(t["name"]), "role": str(t.get("role", ""))}
+               for t in info or [] if isinstance(t, dict) and "name" in t]
         return sorted(out, key=lambda t: t["name"])
 
     def token_revoke(self, name: str) -> None:
-        """Revoke token ``name``: every node refuses it once the revocation is committed.
-        :class:`NotFound` if there is no such token; :class:`Refused` for the last admin token."""
+        """Revoke token ``name`` (NotFound if there is none; Refused for the last admin token)."""
         _check_key(name, "token name")
         self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
-
-    def _own_token(self, what: str) -> ClientToken:
-        """This Client's decoded token (an admin's, for token management)."""
-        token = getattr(self, "token", None)
-        if isinstance(token, str):
-            token = ClientToken.decode(token)
-        if not isinstance(token, ClientToken):
-            raise NotAuthorized(f"not authorized: {what} needs an admin token (Client(..., token=...))")
-        return token
 
 
 class _Conn:
@@ -647,14 +682,18 @@ class _Conn:
 
     __slots__ = ("sock", "monitor", "poller")
 
-    def __init__(self, ctx: zmq.Context, addr: str) -> None:
+    def __init__(self, ctx: zmq.Context, addr: str, configure: Any = None) -> None:
         self.sock = ctx.socket(zmq.REQ)
+        if configure is not None:
+            configure(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if addr.startswith("["):
             self.sock.setsockopt(zmq.IPV6, 1)
         # The monitor must exist before connect() to see the connection's events.
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.sock.connect(f"tcp://{addr}")
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)

@@ -35,7 +35,8 @@ import zmq
 
 from .address import zmq_endpoint
 from .iothread import IoThread
-from .security.zap import Door, configure_null_server
+from .security.keys import KeyPair
+from .security.zap import Door, configure_curve_server, configure_null_server, user_id_of
 from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 from .ratelog import RateLimitedLog
 
@@ -134,9 +135,15 @@ class FrontDoor(IoThread):
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
     def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
-                 name: str = "", max_request_bytes: int = -1, zap_door: Optional[Door] = None) -> None:
+                 name: str = "", max_request_bytes: int = -1, zap_door: Optional[Door] = None,
+                 curve_key: Optional[KeyPair] = None,
+                 authorize: Optional[Callable[[Optional[str], ClientRequest], Optional[ClientReply]]] = None) -> None:
         """``max_request_bytes``: the longest frame read (:func:`max_request_bytes`); -1: no limit.
-        ``zap_door``: ask the node's ZAP handler about every connection (loopback-only mode)."""
+        ``zap_door``: ask the node's ZAP handler about every connection (loopback-only mode).
+        ``curve_key``: a secure cluster's server key (issue 11): the door is a CURVE server whose
+        ZAP handler admits the token table's keys, and ``authorize(user_id, request)`` (the
+        connection's token name) answers a request the token may not make, in this thread,
+        before it reaches the node (None: the request goes on)."""
         self.on_requests = on_requests
         self.name = name
         self._budget = _Budget()  # any thread that replies, under _budget_lock
@@ -154,7 +161,10 @@ class FrontDoor(IoThread):
         self._router.setsockopt(zmq.RCVHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue is EAGAIN, not a silent drop
-        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+        self._authorize = authorize
+        if curve_key is not None:
+            configure_curve_server(self._router, curve_key, Door.CLIENT)
+        elif zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
             configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))
         super().__init__(ctx, f"frontdoor-{name}")
@@ -225,9 +235,15 @@ class FrontDoor(IoThread):
                                        [frames[i], b"", frames[i + 2]])
                 if router in events:
                     batch = []
+                    authorize = self._authorize
                     for _ in range(_MAX_BATCH):
                         try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
+                            if authorize is None:
+                                frames = router.recv_multipart(zmq.NOBLOCK)
+                            else:
+                                raw = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                                uid = user_id_of(raw[-1])
+                                frames = [f.bytes for f in raw]
                         except zmq.Again:
                             break
                         if not 3 <= len(frames) <= 4 or frames[-2] != b"" or (len(frames) == 4 and frames[1] == b""):
@@ -241,6 +257,11 @@ class FrontDoor(IoThread):
                             bad = ClientReply(Status.INVALID.value, error=f"malformed request: {e}")
                             self._send([*route, b"", encode_client(bad)])
                             continue
+                        if authorize is not None:
+                            refused = authorize(uid, req)
+                            if refused is not None:
+                                self._send([*route, b"", encode_client(refused)])
+                                continue
                         batch.append((route, req))
                     if batch:
                         counts = self.requests

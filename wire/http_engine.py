@@ -287,8 +287,7 @@ class RequestEngine:
             if pool:
                 self._idle.move_to_end(token)
                 return pool.pop()  # most recently used first: its sockets and leader are warm
-        secure: dict[str, Any] = {"token": token} if token else {}  # TODO(merge securenode)
-        return Client(self.servers, timeout=self.timeout, local=self.local, **secure)
+        return Client(self.servers, timeout=self.timeout, local=self.local, token=token)
 
     def _give_back(self, client: Client, token: Optional[str]) -> None:
         dropped: list[Client] = []

@@ -67,8 +67,7 @@ class State:
     def client(self) -> Client:
         if self._client is None:
             try:
-                secure: dict[str, Any] = {"token": self.token} if self.token else {}  # TODO(merge securenode)
-                self._client = Client(self.servers or default_servers(), timeout=self.timeout, **secure)
+                self._client = Client(self.servers or default_servers(), timeout=self.timeout, token=self.token)
             except InvalidRequest as e:
                 raise Failure(str(e), EXIT_INPUT) from None
             except (NotAuthorized, ValueError) as e:  # a damaged or wrong-kind token (TokenError)

@@ -125,6 +125,8 @@ def bind_refusal_of(cfg) -> Optional[str]:
     from raftkv.wire.address import split_address
     from raftkv.wire.security.loopback import bind_refusal
 
+    if cfg.secure or cfg.join_token or (cfg.node_dir / "cluster.key").exists():
+        return None  # a secure node (the node checks its meta agrees): CURVE on every door
     for addr in (cfg.addr, cfg.client, cfg.http):
         if addr:
             why = bind_refusal(split_address(addr)[0], secure=False, insecure=cfg.insecure)
@@ -139,6 +141,11 @@ def _run_one(cfg, levels: LogLevelSource) -> None:
     why = bind_refusal_of(cfg)
     if why:
         _fail(EXIT_CONFIG, why)
+    if cfg.secure and not cfg.bootstrap and not (cfg.node_dir / "raft").exists():
+        _fail(EXIT_CONFIG, "--secure makes a new cluster with --bootstrap; a node joins a secure cluster with "
+                           "--join ADDR --token JOIN_TOKEN")
+    if cfg.join_token and not cfg.join and not (cfg.node_dir / "raft").exists():
+        _fail(EXIT_CONFIG, "--token is the join token of --join ADDR: give both")
 
     inbox = SignalInbox()
     inbox.catch(signal.SIGHUP)  # before start: a HUP while starting must not kill the node
@@ -250,6 +257,11 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--insecure", is_flag=True, default=False,
               help="Lift loopback-only mode of a cluster made without --secure: every door accepts anyone "
                    "(logs a WARNING at every start).")
+@click.option("--secure", is_flag=True, default=False,
+              help="With --bootstrap: make a secure cluster (CURVE on the ZeroMQ doors, tokens, HTTPS); "
+                   "writes join.token and admin.token in the node's data directory.")
+@click.option("--token", "join_token", default=None, envvar="KV_JOIN_TOKEN", show_envvar=True,
+              help="With --join: the join token of the secure cluster (join.token of its bootstrap node).")
 @click.option("--tls-cert", default=None, metavar="PATH",
               help="Certificate (PEM) of the HTTPS gateway of a secure node [default: DATA_DIR/ID/tls.crt, "
                    "self-signed at bootstrap].")
@@ -260,11 +272,12 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, tls_cert, tls_key,
-         run_all, log_level, log_format):
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, secure, join_token,
+         tls_cert, tls_key, run_all, log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
-                 "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure}
+                 "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure,
+                 "secure": secure, "join_token": join_token}
     overrides.update(tls_cert=tls_cert, tls_key=tls_key)
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)

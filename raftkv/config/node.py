@@ -98,6 +98,10 @@ class NodeConfig:
     storage_cache_mb: int = DEFAULT_CACHE_MB
     # Lift loopback-only mode (a cluster made without --secure): every door open to anyone.
     insecure: bool = False
+    # Issue 11: ``secure: true`` / --secure makes a secure cluster at bootstrap; ``join_token``
+    # (--token, $KV_JOIN_TOKEN) is the join token a node joining a secure cluster proves.
+    secure: bool = False
+    join_token: Optional[str] = None
     # The HTTPS gateway of a secure node: certificate and key files (PEM); None = the
     # self-signed pair made at bootstrap in node_dir (tls.crt, tls.key).
     tls_cert: Optional[str] = None
@@ -134,7 +138,7 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level", "storage", "insecure")
+                   "join", "raft", "log_level", "storage", "insecure", "secure", "join_token")
 _CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure")
 _STORAGE_KEYS = ("cache_mb",)
 # The HTTPS gateway's keys (issue 11), in both kinds of file; the two paths are also flags.
@@ -146,7 +150,8 @@ _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
-          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure"}
+          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure",
+          "secure": "--secure", "join_token": "--token"}
 _FLAGS.update({"tls_cert": "--tls-cert", "tls_key": "--tls-key"})
 
 
@@ -257,7 +262,7 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key not in _FLAGS:
             raise ConfigError(f"unknown override {key!r} (known: {', '.join(_FLAGS)})")
-        if v is None or (key in ("bootstrap", "insecure") and v is False):
+        if v is None or (key in ("bootstrap", "insecure", "secure") and v is False):
             continue
         flag = _FLAGS[key]
         if key == "id":
@@ -270,10 +275,12 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_str(v, flag, None)
         elif key == "log_level":
             v = _as_log_level(v, flag, None)
-        elif key in ("bootstrap", "insecure"):
+        elif key in ("bootstrap", "insecure", "secure"):
             v = _as_bool(v, flag, None)
         elif key in ("tls_cert", "tls_key"):
             v = _as_path(v, flag, None)
+        elif key == "join_token":
+            v = _as_str(v, flag, None)
         out[key] = v
     if out.get("bootstrap") and out.get("join"):
         raise ConfigError("--bootstrap and --join are mutually exclusive "
@@ -348,7 +355,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
-                    insecure=bool(v.get("insecure")))
+                    insecure=bool(v.get("insecure")), secure=bool(v.get("secure")),
+                    join_token=v.get("join_token") or None)
     me.tls_cert, me.tls_key = v.get("tls_cert"), v.get("tls_key")
     me.metrics_open = bool(v.get("metrics_open"))
     if (me.tls_cert is None) != (me.tls_key is None):
@@ -403,6 +411,9 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    if "secure" in data:
+        v["secure"] = _as_bool(data["secure"], "secure", path)
+    v["join_token"] = _as_str(data.get("join_token"), "join_token", path, optional=True)
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")

@@ -81,6 +81,7 @@ GOOD = {"int": ints_good, "bool": st.booleans(), "bytes": st.binary(max_size=16)
         "Optional[int]": st.one_of(st.none(), ints_good), "list[Entry]": st.lists(entry_good, max_size=6),
         "list[Member]": st.lists(member_good, max_size=4), "Member": member_good,
         "Optional[Member]": st.one_of(st.none(), member_good),
+        "Optional[list[Member]]": st.one_of(st.none(), st.lists(member_good, max_size=4)),
         "list[tuple[str, bytes]]": st.lists(st.tuples(names, st.binary(max_size=4)).map(list), max_size=3),
         "Any": st.one_of(st.none(), ints_good, names)}
 BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str": strs_bad,
@@ -91,6 +92,7 @@ BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str
        "list[Member]": st.one_of(st.lists(st.one_of(member_good, member_bad), min_size=1, max_size=4),
                                  st.just([["n1", "h:1"]] * (MAX_MEMBERS + 1))),
        "Member": member_bad, "Optional[Member]": member_bad,
+       "Optional[list[Member]]": st.lists(st.one_of(member_good, member_bad), min_size=1, max_size=4),
        "list[tuple[str, bytes]]": st.lists(st.one_of(st.tuples(strs_bad, st.sampled_from(BIG_BYTES)).map(list),
                                                      wrong), min_size=1, max_size=3),
        "Any": st.one_of(wrong, ints_bad)}
