@@ -582,13 +582,22 @@ class Node:
         if cfg.http:
             from raftkv.wire.http import HttpGateway
 
+            from raftkv.wire.http_tls import TlsError, gateway_ssl_context
+
             try:
+                # A secure node: HTTPS, and bearer tokens checked against the applied token table.
+                tls = gateway_ssl_context(cfg.id, cfg.node_dir, cfg.http, cfg.tls_cert, cfg.tls_key) \
+                    if self.secure else None
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
                                            local=(cfg.spec.client, self.local_call), submit=self.submit_local,
                                            max_value=t.max_value_bytes, max_key=t.max_key_bytes,
                                            lease_reads=t.lease_reads,
-                                           admit=self.guard.admit if self.guard.enabled else None)
+                                           admit=self.guard.admit if self.guard.enabled else None,
+                                           ssl_context=tls, tokens=self.tokens, metrics_open=cfg.metrics_open)
                 self.gateway.start()
+            except TlsError as e:
+                self.stop()
+                raise NodeError(f"HTTPS gateway: {e}") from None
             except OSError as e:
                 self.stop()
                 raise NodeError(f"cannot listen on http address {cfg.http}: {e.strerror}") from None

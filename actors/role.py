@@ -189,17 +189,27 @@ class Role:
         core = ctx.core
         now = time.monotonic()
         contact = ctx.last_contact
+        # Last contact is kept for members only: senders are the peers' to choose (issue 11).
+        members = {m.id for m in core.members}
         for sender, m, route, offered_cid in items:
-            contact[sender] = now
-            if offered_cid is not None and ctx.cluster_id is None:
+            if sender in members:
+                contact[sender] = now
+            if offered_cid and ctx.cluster_id is None:
                 ctx.adopt_cluster_id(offered_cid)
             tm = type(m)
             if tm is JoinRequest:
+                if offered_cid == "":  # no cluster id: not acted on, answered with ours (wire/peer.py)
+                    ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "",
+                                                          error="a join request must name the cluster id"))
+                    continue
                 self.on_join(m, route, sender)
             elif tm is JoinReply:
                 ctx.on_join_reply(m)
             else:
                 core.step(sender, m)
+        gone = [k for k in contact if k not in members]  # members removed since: no use now
+        for k in gone:
+            del contact[k]
 
     # ------------------------------------------------------------------ role-specific hooks
 

@@ -919,11 +919,16 @@ class Client:
         return t.encode()
 
     def token_list(self) -> builtins.list[dict]:
-        """The cluster's tokens: ``[{"name": ..., "role": ...}]`` (never their secrets or hashes)."""
-        return list(self._admin(ClientRequest(Op.TOKEN_LIST.value)) or [])
+        """The cluster's tokens: ``[{"name": ..., "role": ...}]`` sorted by name (never their
+        secrets or hashes)."""
+        info = self._admin(ClientRequest(Op.TOKEN_LIST.value))
+        out = [{"name": str(t["name"]), "role": str(t.get("role", ""))}
+               for t in info or [] if isinstance(t, dict) and "name" in t]
+        return sorted(out, key=lambda t: t["name"])
 
     def token_revoke(self, name: str) -> None:
         """Revoke token ``name`` (NotFound if there is none; Refused for the last admin token)."""
+        _check_key(name, "token name")
         self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
 
 

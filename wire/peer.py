@@ -341,7 +341,9 @@ class PeerTransport(IoThread):
                 # decides whether to adopt it.
                 return f.sender, f.msg, route, f.cluster_id
             if isinstance(f.msg, JoinRequest) and f.cluster_id == "":
-                return f.sender, f.msg, route, None
+                # A joiner that does not know the cluster id yet: the node refuses the request and
+                # answers with the id (offered "" marks it), so only a request naming us can join.
+                return f.sender, f.msg, route, ""
             if isinstance(f.msg, JoinReply):
                 return f.sender, f.msg, route, f.cluster_id
             _ratelog.warn("peer-cluster", "%s: dropped messages from %r of cluster %r (this is %r)", self.node_id,

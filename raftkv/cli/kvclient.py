@@ -6,7 +6,8 @@
     kvclient put KEY --file value.bin         # the value from a file (any size the cluster takes)
 
 Exit status: 0 done; 1 key not found or CAS did not match; 2 usage or input error;
-3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error).
+3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error);
+4 not authorized (a secure cluster: no token, an unknown or revoked one, or a role without the right).
 Errors go to stderr as one line (a JSON object {"error", "code"} with --json). A REPL reading
 a pipe (not a terminal) exits with the status of its last failed command, 0 if none failed.
 
@@ -34,14 +35,15 @@ from raftkv import __version__
 from raftkv.cli.render import STATUS_ORDER, member_line, status_text  # noqa: F401 (re-exported)
 from raftkv.cli.txn_script import ScriptError, parse_script
 from raftkv.wire.client import (
-    Client, ClientError, InvalidRequest, NotFound, Refused, Unavailable, json_item,
+    Client, ClientError, InvalidRequest, NotAuthorized, NotFound, Refused, Unavailable, json_item,
 )
 
 DEFAULT_SERVERS = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003"
 DEFAULT_TIMEOUT = 5.0
 HISTORY = Path("~/.kvclient_history").expanduser()
 
-EXIT_MISS, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_MISS, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_NOT_AUTHORIZED = 1, 2, 3, 4
+NOT_AUTHORIZED = "not authorized"
 
 
 class Failure(click.ClickException):
@@ -61,14 +63,17 @@ class State:
         self.json = False
         self.repl_json = False  # --json given when the REPL started: the default of every line
         self.in_repl = False
+        self.token: Optional[str] = None  # --token or $KV_TOKEN; a REPL keeps it for every line
         self._client: Optional[Client] = None
 
     def client(self) -> Client:
         if self._client is None:
             try:
-                self._client = Client(self.servers or default_servers(), timeout=self.timeout)
+                self._client = Client(self.servers or default_servers(), timeout=self.timeout, token=self.token)
             except InvalidRequest as e:
                 raise Failure(str(e), EXIT_INPUT) from None
+            except (NotAuthorized, ValueError) as e:  # a damaged or wrong-kind token (TokenError)
+                raise not_authorized(e) from None
         return self._client
 
     def close(self) -> None:
@@ -119,10 +124,20 @@ def state_of(ctx: click.Context) -> State:
     return ctx.ensure_object(State)
 
 
+def not_authorized(e: Exception) -> Failure:
+    """Exit status 4 with one line that starts "not authorized: " (whatever part said it)."""
+    text = str(e)
+    if not text.startswith(NOT_AUTHORIZED):
+        text = f"{NOT_AUTHORIZED}: {text}"
+    return Failure(text, EXIT_NOT_AUTHORIZED)
+
+
 def run(ctx: click.Context, fn: Callable[[Client], Any]) -> Any:
     """Call the library, turning its exceptions into exit statuses."""
     try:
         return fn(state_of(ctx).client())
+    except NotAuthorized as e:
+        raise not_authorized(e) from None
     except (NotFound, Refused) as e:
         raise Failure(str(e), EXIT_MISS) from None
     except InvalidRequest as e:
@@ -161,18 +176,22 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help=f"Deadline of one command, retries included [default: {DEFAULT_TIMEOUT:g}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--token", metavar="TOKEN", envvar="KV_TOKEN", show_envvar=True,
+              help="Client token of a secure cluster (kvt1_...) [default: $KV_TOKEN].")
 @click.pass_context
-def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as_json: bool) -> None:
+def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as_json: bool,
+        token: Optional[str]) -> None:
     """Talk to a Raft key-value cluster. With no command, start an interactive REPL."""
     state = state_of(ctx)
     if state.in_repl:
         # One line of the REPL: the connection is already set up; --json may vary per line.
         state.json = state.repl_json or as_json
-        if servers or timeout:
-            raise click.UsageError("--servers and --timeout are set when the REPL starts")
+        if servers or timeout or (token and token.strip() != state.token):
+            raise click.UsageError("--servers, --timeout and --token are set when the REPL starts")
         return
     state.servers = servers
     state.timeout = timeout or DEFAULT_TIMEOUT
+    state.token = token.strip() if token and token.strip() else None
     state.json = as_json
     ctx.call_on_close(state.close)
     if ctx.invoked_subcommand is None:
@@ -448,6 +467,60 @@ def event_line(ev: Any) -> str:
             text = "base64:" + base64.b64encode(ev.value).decode("ascii")
         parts.append(text.replace("\\", "\\\\").replace("\n", "\\n"))
     return " ".join(parts) + "\n"
+
+
+@cli.group(context_settings=CONTEXT)
+def token() -> None:
+    """Client tokens of a secure cluster (admin): create, list, revoke."""
+
+
+ROLES = ("read", "write", "admin")
+
+
+@token.command("create")
+@click.option("--role", type=click.Choice(ROLES), required=True,
+              help="read: get, list, status, members; write: + put, delete, cas, create; admin: everything.")
+@click.option("--name", required=True, help="The token's name (1-64 of A-Z a-z 0-9 . _ -), unique in the cluster.")
+@json_flag
+@click.pass_context
+def token_create(ctx: click.Context, role: str, name: str) -> None:
+    """Make a new token and print it as the last word (shown once: the cluster keeps only a hash).
+
+    The token is made here, from your own admin token (which carries the cluster's id and key):
+    its secret never travels to a node."""
+    if state_of(ctx).token is None:
+        raise Failure("token create needs your admin token (--token or $KV_TOKEN): the new token is made "
+                      "from the cluster id and key it carries", EXIT_INPUT)
+    text = run(ctx, lambda kv: kv.token_create(name, role))
+    if state_of(ctx).json:
+        emit_json({"ok": True, "name": name, "role": role, "token": text})
+    else:
+        write_out(f"created {role} token {name!r} (keep it secret; it is not shown again): {text}\n")
+
+
+@token.command("list")
+@json_flag
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    """List the tokens: one "NAME<TAB>ROLE" a line (never a secret or hash)."""
+    items = run(ctx, lambda kv: kv.token_list())
+    if state_of(ctx).json:
+        emit_json(items)
+    else:
+        write_out("".join(f"{t['name']}\t{t['role']}\n" for t in items))
+
+
+@token.command("revoke")
+@click.argument("name")
+@json_flag
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke token NAME: refused on every node once the revocation is committed."""
+    run(ctx, lambda kv: kv.token_revoke(name))
+    if state_of(ctx).json:
+        emit_json({"ok": True, "name": name})
+    else:
+        write_out(f"revoked token {name!r}\n")
 
 
 # ------------------------------------------------------------------ errors and entry point

@@ -211,6 +211,9 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
             args += ["--log-level", overrides["log_level"]]
         if overrides.get("insecure"):
             args.append("--insecure")
+        for flag in ("tls_cert", "tls_key"):
+            if overrides.get(flag):
+                args += ["--" + flag.replace("_", "-"), overrides[flag]]
         return subprocess.Popen(args, start_new_session=True)
 
     for c in cfgs:
@@ -262,6 +265,10 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
                    "writes join.token and admin.token in the node's data directory.")
 @click.option("--token", "join_token", default=None, envvar="KV_JOIN_TOKEN", show_envvar=True,
               help="With --join: the join token of the secure cluster (join.token of its bootstrap node).")
+@click.option("--tls-cert", default=None, metavar="PATH",
+              help="Certificate (PEM) of the HTTPS gateway of a secure node [default: DATA_DIR/ID/tls.crt, "
+                   "self-signed at bootstrap].")
+@click.option("--tls-key", default=None, metavar="PATH", help="Private key (PEM) of --tls-cert.")
 @click.option("--all", "run_all", is_flag=True, default=False,
               help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
@@ -269,11 +276,12 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
 def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, secure, join_token,
-         run_all, log_level, log_format):
+         tls_cert, tls_key, run_all, log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
                  "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure,
                  "secure": secure, "join_token": join_token}
+    overrides.update(tls_cert=tls_cert, tls_key=tls_key)
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
     _errors.fmt = fmt

@@ -106,6 +106,12 @@ class NodeConfig:
     # (--token, $KV_JOIN_TOKEN) is the join token a node joining a secure cluster proves.
     secure: bool = False
     join_token: Optional[str] = None
+    # The HTTPS gateway of a secure node: certificate and key files (PEM); None = the
+    # self-signed pair made at bootstrap in node_dir (tls.crt, tls.key).
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    # /metrics without a token on a secure node (a scraper inside a trusted network).
+    metrics_open: bool = False
 
     @property
     def node_dir(self) -> Path:
@@ -140,6 +146,10 @@ _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bo
 _CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure", "watch")
 _WATCH_KEYS = ("history_revisions",)
 _STORAGE_KEYS = ("cache_mb",)
+# The HTTPS gateway's keys (issue 11), in both kinds of file; the two paths are also flags.
+_GATEWAY_KEYS = ("tls_cert", "tls_key", "metrics_open")
+_NODE_FILE_KEYS_ALL: tuple[str, ...] = _NODE_FILE_KEYS + _GATEWAY_KEYS
+_CLUSTER_FILE_KEYS_ALL: tuple[str, ...] = _CLUSTER_FILE_KEYS + _GATEWAY_KEYS
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
@@ -147,6 +157,7 @@ _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http"
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
           "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure",
           "secure": "--secure", "join_token": "--token"}
+_FLAGS.update({"tls_cert": "--tls-cert", "tls_key": "--tls-key"})
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -198,6 +209,19 @@ def _as_addr(v: Any, name: str, where: Optional[str], optional: bool = False) ->
 
 def _as_data_dir(v: Any, name: str, where: Optional[str]) -> str:
     return os.path.expanduser(_as_str(v, name, where))
+
+
+def _as_path(v: Any, name: str, where: Optional[str]) -> str:
+    return os.path.expanduser(_as_str(v, name, where))
+
+
+def _parse_gateway(data: dict, where: str, v: dict[str, Any]) -> None:
+    """The gateway's keys of a file (tls_cert, tls_key, metrics_open) into ``v``."""
+    for key in ("tls_cert", "tls_key"):
+        if key in data:
+            v[key] = _as_path(data[key], key, where)
+    if "metrics_open" in data:
+        v["metrics_open"] = _as_bool(data["metrics_open"], "metrics_open", where)
 
 
 def _as_log_level(v: Any, name: str, where: Optional[str]) -> str:
@@ -271,6 +295,8 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_log_level(v, flag, None)
         elif key in ("bootstrap", "insecure", "secure"):
             v = _as_bool(v, flag, None)
+        elif key in ("tls_cert", "tls_key"):
+            v = _as_path(v, flag, None)
         elif key == "join_token":
             v = _as_str(v, flag, None)
         out[key] = v
@@ -350,6 +376,10 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     insecure=bool(v.get("insecure")), secure=bool(v.get("secure")),
                     join_token=v.get("join_token") or None,
                     watch_history_revisions=v.get("watch_history_revisions", DEFAULT_WATCH_HISTORY))
+    me.tls_cert, me.tls_key = v.get("tls_cert"), v.get("tls_key")
+    me.metrics_open = bool(v.get("metrics_open"))
+    if (me.tls_cert is None) != (me.tls_key is None):
+        raise _err(where, "tls_cert and tls_key go together (--tls-cert and --tls-key): give both or neither")
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -383,7 +413,7 @@ def _apply_overrides(v: dict[str, Any], ov: dict[str, Any]) -> None:
 
 
 def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _NODE_FILE_KEYS, "", path)
+    _check_keys(data, _NODE_FILE_KEYS_ALL, "", path)
     v: dict[str, Any] = {}
     if "id" in data:
         v["id"] = _as_id(data["id"], "id", path)
@@ -406,6 +436,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)
@@ -417,7 +448,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
 
 
 def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _CLUSTER_FILE_KEYS, "", path, " in a whole-cluster file")
+    _check_keys(data, _CLUSTER_FILE_KEYS_ALL, "", path, " in a whole-cluster file")
     nodes = _parse_nodes(path, data)
     ids = ", ".join(n["id"] for n in nodes)
     if "id" not in ov:
@@ -437,6 +468,7 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
     v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)

@@ -50,12 +50,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, SecureCluster
 from raftkv.wire.client import Client, ClientError
 
 __all__ = [
     "NEMESES", "GROUPS", "PARTITIONS", "expand_nemeses", "NftUnavailable", "nft_problem",
-    "require_nft", "Firewall", "NemesisCluster", "Nemesis", "split_cut", "bridge_cut",
+    "require_nft", "Firewall", "NemesisCluster", "SecureNemesisCluster", "Nemesis", "split_cut", "bridge_cut",
 ]
 
 KILLS = ("kill-random", "kill-leader")
@@ -272,6 +272,11 @@ class NemesisCluster(Cluster):
     def host_for(self, i: int) -> str:
         return f"{self.subnet}.{i}"
 
+    @property
+    def client_token(self) -> Optional[str]:
+        """The token the run's clients use (None: a cluster made without --secure)."""
+        return None
+
     def quick_statuses(self, skip: Iterable[str] = (), timeout: float = 0.5) -> dict:
         """Status of every live node not in ``skip`` (e.g. paused ones), with a short timeout."""
         out = {}
@@ -279,7 +284,7 @@ class NemesisCluster(Cluster):
             if nid in skip or not n.alive():
                 continue
             try:
-                with Client([n.client], timeout=timeout, connect_timeout=0.1) as c:
+                with Client([n.client], timeout=timeout, connect_timeout=0.1, token=self.status_token()) as c:
                     out[nid] = c.status(n.client)
             except ClientError:
                 pass
@@ -292,6 +297,22 @@ class NemesisCluster(Cluster):
         if not leaders:
             return None
         return max(leaders, key=lambda s: s["term"])["id"]
+
+
+class SecureNemesisCluster(SecureCluster, NemesisCluster):
+    """A :class:`NemesisCluster` made as a secure cluster (issue 11): node1 ``--bootstrap
+    --secure``, the others ``--join --token``, so the nemesis also runs with CurveZMQ on both
+    doors, and clients and status polls use the bootstrap's admin token (``client_token``)."""
+
+    id_prefix = "jepsen-secure"
+
+    def __init__(self, directory: Path, n: int = 3, raft: Optional[dict] = None) -> None:
+        super().__init__(directory, n=n, raft=raft)  # SecureCluster, then NemesisCluster's subnet
+        self.ips = {nid: self.host_for(i) for i, nid in enumerate(self.nodes, start=1)}
+
+    @property
+    def client_token(self) -> Optional[str]:
+        return self.admin_token
 
 
 # --------------------------------------------------------------------------- the nemesis

@@ -163,3 +163,9 @@ def test_firewall_cuts_and_heals_links_between_loopback_ips():
         assert table not in tables, "the nftables table was not deleted"
     finally:
         srv_b.close()
+
+
+def test_kill_and_pause_on_a_secure_cluster(tmp_path):
+    # Issue 11: the nemesis once on a secure cluster (CurveZMQ doors, joins with a token, the
+    # clients with the admin token): restarted nodes must get back in through their keys.
+    _assert_run(_run(tmp_path, "kill-random,kill-leader,pause-leader", 3, 15, seed=23, secure=True))
