@@ -89,7 +89,7 @@ class Snapshotter(SupervisedActor):
 
     def __init__(self, node_id: str, store: CheckpointStore, send: Callable[[str, Any], None],
                  tell_role: Callable[[Any], None], fsm_done: Callable[[int], None],
-                 reply_many: Callable[[list], None]) -> None:
+                 reply_many: Callable[[list], None], take_snapshot: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
         self.node_id = node_id
         self.store = store
@@ -97,6 +97,7 @@ class Snapshotter(SupervisedActor):
         self.tell_role = tell_role
         self.fsm_done = fsm_done
         self.reply_many = reply_many
+        self.take_snapshot = take_snapshot  # asks the FSM for a fresh checkpoint (a damaged one was found)
         self.sending: dict[int, CheckpointMeta] = {}  # snapshot index -> its checkpoint, while streamed
         self.incoming: Optional[_Incoming] = None
 
@@ -144,7 +145,12 @@ class Snapshotter(SupervisedActor):
             try:
                 self.store.open_verified(meta)  # never stream a damaged checkpoint
             except CheckpointError as e:
-                log.warning("%s: snapshot %d cannot be streamed: %s", self.node_id, index, e)
+                # Never stream it; delete it and take a fresh checkpoint of the live state (the
+                # core streams that one once it is saved: SnapshotSaved).
+                log.warning("%s: snapshot %d cannot be streamed: %s; taking a fresh one", self.node_id, index, e)
+                self.store.remove(meta)
+                if self.take_snapshot is not None:
+                    self.take_snapshot()
                 return None
             self.sending = {index: meta}  # the core streams only its newest snapshot
         return meta

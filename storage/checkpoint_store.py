@@ -172,6 +172,31 @@ class CheckpointStore:
                                       "match its checksum")
         return meta.path
 
+    def remove(self, meta: CheckpointMeta) -> None:
+        """Delete a damaged checkpoint (sidecar first: a half-deleted one is never listed)."""
+        log.warning("deleting damaged snapshot %s", os.path.basename(meta.path))
+        try:
+            os.unlink(meta.path + _SIDECAR)
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.directory)
+        shutil.rmtree(meta.path, ignore_errors=True)
+
+    def newest_verified(self, min_index: int = 0) -> Optional[CheckpointMeta]:
+        """The newest checkpoint at ``min_index`` or later whose files all match its manifest;
+        damaged ones met on the way are deleted (an older good one, or the leader's, replaces
+        them). None if there is none."""
+        for meta in self.list():
+            if meta.last_index < min_index:
+                break
+            try:
+                self.open_verified(meta)
+                return meta
+            except CheckpointError as e:
+                log.warning("%s", e)
+                self.remove(meta)
+        return None
+
     @staticmethod
     def read(meta: CheckpointMeta, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes of ``meta``'s stream from ``offset``. Raises OSError if a file
