@@ -196,15 +196,15 @@ class Snapshotter(SupervisedActor):
             w.acked, w.sent_to, w.rewound_at = c.offset, c.offset, now
         elif c.offset < w.sent_to:
             return  # the window was rewound just now; its chunks are on their way
-        msgs = []
         try:
             while w.sent_to < meta.size and w.sent_to < w.acked + WINDOW * CHUNK_BYTES:
                 data = self.store.read(meta, w.sent_to, CHUNK_BYTES)
                 if not data:
                     raise OSError(f"nothing to read at offset {w.sent_to}")
                 done = w.sent_to + len(data) >= meta.size
-                msgs.append((c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, w.sent_to, data, done,
-                                                     list(meta.members))))
+                # sent at once: the follower starts on the first chunk while the next are read
+                self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, w.sent_to, data, done,
+                                                  list(meta.members)))
                 if w.sent_to % (16 * CHUNK_BYTES) < len(data) and w.sent_to:
                     log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, w.sent_to, meta.size)
                 w.sent_to += len(data)
@@ -213,9 +213,6 @@ class Snapshotter(SupervisedActor):
             self.sending.pop(c.index, None)
             self.windows.pop(c.peer, None)
             self.tell_role(SnapshotSendFailed(c.peer))
-            return
-        for to, msg in msgs:
-            self.send(to, msg)
 
     # ------------------------------------------------------------------ receiving
 
