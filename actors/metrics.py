@@ -36,7 +36,7 @@ METRIC_NAMES = (
     "raftkv_peer_reachable", "raftkv_quorum_reachable",
     "raftkv_log_fsync_seconds", "raftkv_log_batch_entries",
     "raftkv_http_requests_total", "raftkv_http_request_duration_seconds",
-    "raftkv_client_requests_total", "raftkv_client_replies_total",
+    "raftkv_client_requests_total", "raftkv_client_replies_total", "raftkv_client_request_duration_seconds",
     "raftkv_read_index_rounds_total", "raftkv_reads_failed_total",
     "raftkv_snapshots_total", "raftkv_snapshot_size_bytes", "raftkv_snapshot_duration_seconds",
     "raftkv_snapshot_transfers_total", "raftkv_sessions",
@@ -283,6 +283,13 @@ class _WireCollector:
                 rep_n.add_metric([node, status], _count_value(c))
         yield req_n
         yield rep_n
+        req_t = HistogramMetricFamily("raftkv_client_request_duration_seconds",
+                                      "Client port (ZeroMQ) request duration from arrival to the reply's hand-over "
+                                      "to the I/O thread, by operation", labels=["node", "op"])
+        if fd is not None:
+            for op, h in dict(getattr(fd, "latency", {})).items():
+                _add(req_t, [node, op], h)
+        yield req_t
 
 
 def _add(family: HistogramMetricFamily, labels: list, h: WireHistogram) -> None:

@@ -43,7 +43,8 @@ from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
-from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery, Tick
+from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
+                       TakeSnapshot, Tick)
 from .role import RoleActor
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
@@ -454,7 +455,10 @@ class Node:
         base_index, _ = store.base()
         newest = self.snapshots.newest()
         if self.kv.applied_index() < base_index:
-            if newest is not None and newest.last_index >= base_index:
+            # Restoring from a checkpoint: check it first (a damaged newest one is deleted and the
+            # next older one that covers the log's start is used, or else the leader's).
+            newest = self.snapshots.newest_verified(base_index)
+            if newest is not None:
                 log.warning("%s: the key-value store is at index %d, before the log's start %d: restoring it from "
                             "snapshot %d", cfg.id, self.kv.applied_index(), base_index, newest.last_index)
                 stage_copy(newest.path, self.kv.path + ".incoming")
@@ -568,7 +572,8 @@ class Node:
         self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
         self.log_ref = LogManager.start(self.log_writer)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
-                                          lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
+                                          lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,
+                                          lambda: self.fsm_ref.tell(TakeSnapshot(None)))
         # Read off the core now: once the role actor runs, it alone touches the core.
         core = self.core
         servers = [cfg.spec.client] + [m.client for m in core.members if m.id != cfg.id and m.client]

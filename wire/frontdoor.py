@@ -29,6 +29,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import zmq
@@ -37,8 +38,9 @@ from .address import zmq_endpoint
 from .iothread import IoThread
 from .security.keys import KeyPair
 from .security.zap import Door, configure_curve_server, configure_null_server, user_id_of
-from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
+from .messages import CLIENT_OPS, ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 from .ratelog import RateLimitedLog
+from .stats import Histogram
 
 log = logging.getLogger("wire.frontdoor")
 _ratelog = RateLimitedLog(log)
@@ -155,6 +157,9 @@ class FrontDoor(IoThread):
         # thread replies: next() on it is one atomic C call, so no lock and no lost update.
         self.requests: dict[str, int] = {}
         self.replies: dict[str, itertools.count] = {}
+        # op -> Histogram of the time from a request's arrival to its reply's hand-over, updated
+        # under _budget_lock (several threads reply): one clock read per reply_many call.
+        self.latency: dict[str, Histogram] = {}
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, HWM)
@@ -178,6 +183,8 @@ class FrontDoor(IoThread):
         budget = self._budget
         replies = self.replies
         refused = 0
+        latency = self.latency
+        now = time.monotonic()
         with self._budget_lock:
             for route, rep in items:
                 if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
@@ -187,6 +194,11 @@ class FrontDoor(IoThread):
                 if c is None:
                     c = replies.setdefault(rep.status, itertools.count())
                 next(c)
+                if len(route) == 4:  # [identity, tag, op, arrival] (see _run)
+                    h = latency.get(route[2])
+                    if h is None:
+                        h = latency[route[2]] = Histogram()
+                    h.observe(now - route[3])
                 # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
                 # adds one tag frame, which comes back with the reply.
                 frames.append(route[0])
@@ -236,6 +248,7 @@ class FrontDoor(IoThread):
                 if router in events:
                     batch = []
                     authorize = self._authorize
+                    t0 = time.monotonic()  # one clock read per batch: the arrival time of each
                     for _ in range(_MAX_BATCH):
                         try:
                             if authorize is None:
@@ -262,11 +275,16 @@ class FrontDoor(IoThread):
                             if refused is not None:
                                 self._send([*route, b"", encode_client(refused)])
                                 continue
+                        # The route comes back with the reply: identity, tag (b"" for REQ), and
+                        # for the latency histogram the op and the arrival time.
+                        # (An op no node serves is "other": a client must not be able to mint series.)
+                        op = req.op if req.op in CLIENT_OPS else "other"
+                        route = [route[0], route[1] if len(route) > 1 else b"", op, t0]
                         batch.append((route, req))
                     if batch:
                         counts = self.requests
-                        for _, req in batch:
-                            counts[req.op] = counts.get(req.op, 0) + 1
+                        for route, _ in batch:
+                            counts[route[2]] = counts.get(route[2], 0) + 1
                         self.on_requests(batch)
         except zmq.ContextTerminated:
             pass

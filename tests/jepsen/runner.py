@@ -503,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.jepsen.runner",
                                 description="Jepsen-style fault run against real kvnode processes.")
     p.add_argument("--nemesis", default="all",
-                   help="comma-separated nemeses or groups (kill, pause, partition, all, "
+                   help="comma-separated nemeses or groups (kill, pause, partition, wipe, all, "
                         "kill-leader, partition-bridge, ...); default all")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults")

@@ -58,6 +58,14 @@ def test_kill_3_nodes(tmp_path):
     _assert_run(_run(tmp_path, "kill-random,kill-leader", 3, 20, seed=11))
 
 
+def test_wipe_3_nodes(tmp_path):
+    """A node's disk wiped (kill -9, data directory deleted, restarted with --join): it is a new
+    member, and every acknowledged write survives (the checker), with kills mixed in."""
+    res = _run(tmp_path, "wipe-random,kill-random", 3, 20, seed=16)
+    _assert_run(res)
+    assert any("delete its data directory" in s for _, s in res.events)
+
+
 def test_pause_3_nodes(tmp_path):
     _assert_run(_run(tmp_path, "pause-random,pause-leader", 3, 20, seed=12))
 
