@@ -8,6 +8,7 @@ from typing import Any
 
 from raftkv.wire.messages import EntryKind
 
+from . import txn_workload
 from .model import CRASH, LEADER, STOP, Node, Snap, kv_digest
 
 
@@ -284,11 +285,14 @@ class Invariants:
 
     def reference_state(self) -> dict:
         """The KV state the committed history leads to (tests/sim/lease_model.py adds leases)."""
-        ref = {}
+        ref: dict = {}
         for e in self.committed:
             if e.kind == EntryKind.COMMAND:
-                k, v = self.ops[e.data]
-                ref[k] = v
+                for k, v in txn_workload.effects(ref, self.ops[e.data]):
+                    if v is None:
+                        ref.pop(k, None)
+                    else:
+                        ref[k] = v
         return ref
 
     def check_converged(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from raftkv.actors.core import COMMIT_FLUSH_TICKS
 from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
+from . import txn_workload
 from .model import LEADER, RESUME, SNAPRECV, SNAPSAVE, Disk, Node, Snap, _h, decode_kv, kv_digest
 
 
@@ -145,12 +146,27 @@ class NodeModel:
 
     def apply_command(self, nd: Node, idx: int, data: bytes) -> None:
         """The FSM's effect of one committed command (tests/sim/lease_model.py adds lease commands)."""
-        kv = self.ops.get(data)
-        if kv is None:
+        op = self.ops.get(data)
+        if op is None:
             self.fail(f"{nd.id} applies an unknown command at {idx}")
-        key, value = kv
-        nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
-        nd.kv[key] = value
+        if type(op) is tuple:  # a put (the common case, inline)
+            key, value = op
+            nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
+            nd.kv[key] = value
+            return
+        # a transaction: every node evaluates it on its own state
+        changes = txn_workload.effects(nd.kv, op)
+        for key, value in changes:
+            nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
+            if value is None:
+                nd.kv.pop(key, None)
+            else:
+                nd.kv[key] = value
+        problem = txn_workload.total_problem(nd.kv)
+        if problem:
+            self.fail(f"Transaction atomicity: {nd.id} after index {idx}: {problem}")
+        if changes and idx > len(self.committed):
+            self.stats.txn_transfers += 1
 
     def node_reads(self, nd: Node, reads: list, failed: list) -> None:
         """Reads confirmed (or failed) by a node's core: at a leader, or at a follower with the
