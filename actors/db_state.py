@@ -26,6 +26,7 @@ from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, K
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.wire.messages import ClientReply, Command
 
+from . import fsm as _fsm  # its limits are read at each use (tests change them)
 from .fsm import committed_command
 from .watch_events import WatchEvent
 
@@ -80,13 +81,11 @@ class DbState:
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
         """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
-        from .fsm import SESSION_WINDOW, SWEEP_EVERY
-
         b = self._batch
         if b is None:
             b = self._batch = self.store.batch()
         self.applied = index
-        if index % SWEEP_EVERY == 0:
+        if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
         cmd = committed_command(index, kind, payload)
         if cmd is None:
@@ -104,7 +103,7 @@ class DbState:
             done = sess.results.get(seq)
             if done is not None:
                 return done
-            if sess.results and len(sess.results) >= SESSION_WINDOW and seq < sess.lowest():
+            if sess.results and len(sess.results) >= _fsm.SESSION_WINDOW and seq < sess.lowest():
                 return ("expired", None)  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
@@ -114,16 +113,14 @@ class DbState:
             sess.ordered = False
         res[seq] = result
         b.add(SaveResult(cid, seq, result[0], result[1]))
-        if len(res) > SESSION_WINDOW:
+        if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
             b.add(DropResult(cid, low))
         return result
 
     def _expire(self, index: int, b: KvBatch) -> None:
-        from .fsm import EXPIRED_TTL, SESSION_TTL
-
-        horizon = index - SESSION_TTL
+        horizon = index - _fsm.SESSION_TTL
         gone = [cid for cid, s in self.sessions.items() if s.last_index < horizon]
         for cid in gone:
             del self.sessions[cid]
@@ -132,7 +129,7 @@ class DbState:
             b.add(ExpireSession(cid, index))
         while self.expired:
             cid, at = next(iter(self.expired.items()))
-            if at >= index - EXPIRED_TTL:
+            if at >= index - _fsm.EXPIRED_TTL:
                 break
             del self.expired[cid]
             b.add(ForgetExpired(cid))

@@ -60,6 +60,7 @@ _EXPIRED_END = b"y"
 _SEQ = struct.Struct(">Q")
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
+_OK = msgpack.packb(["ok", None], use_bin_type=True)  # the stored result of nearly every write
 
 
 # ---------------------------------------------------------------- the operations of a batch
@@ -297,13 +298,19 @@ class KvStore:
             raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
+        prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
             if isinstance(op, Put):
                 put(_DATA + op.key.encode(), op.value)
+            elif isinstance(op, SaveResult):
+                prefix = prefixes.get(op.client_id)
+                if prefix is None:
+                    prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
+                packed = _OK if op.status == "ok" and op.value is None else \
+                    msgpack.packb([op.status, op.value], use_bin_type=True)
+                put(prefix + _seq_bytes(op.seq), packed)
             elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
-            elif isinstance(op, SaveResult):
-                put(_result_key(op.client_id, op.seq), msgpack.packb([op.status, op.value], use_bin_type=True))
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
