@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
+from raftkv.storage.kv_cache import ValueCache
 from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
@@ -59,6 +60,7 @@ class DbState:
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.cache = ValueCache()  # values for gets, kept in step with the DB (storage/kv_cache.py)
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -165,16 +167,19 @@ class DbState:
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
             self.members = list(members)
-        self._write(b.ops, meta)
+        self._write(b.ops, meta, b)
 
-    def _write(self, ops: list, meta: dict) -> None:
+    def _write(self, ops: list, meta: dict, b: Optional[KvBatch] = None) -> None:
         # The state must not skip a batch (it would diverge from the log): a failed write (a
         # full disk) is retried, the DB reopened in between, until it succeeds; the FSM (and
         # the reads it serves) waits meanwhile, as the log writer does.
         attempt = 0
         while True:
             try:
-                self.store.apply_batch(ops, self.applied, meta)
+                with self.cache.lock:  # the write and the cache change as one, for gets
+                    self.store.apply_batch(ops, self.applied, meta)
+                    if b is not None:
+                        self.cache.written(b.written())
                 if attempt:
                     log.warning("fsm: the key-value state is written again (index %d)", self.applied)
                 return
@@ -196,7 +201,7 @@ class DbState:
         """Serve a read from the DB (``list`` is a bounded scan, sorted by construction)."""
         try:
             if op == "get":
-                v = self.store.get(key)
+                v = self.cache.get(key, self.store.get)
                 return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
             if op == "list":
                 return ClientReply("ok", items=self.store.scan(key, limit))
@@ -229,7 +234,11 @@ class DbState:
         atomically across crashes; returns self."""
         staged = self.store.path + ".incoming"
         stage_copy(checkpoint_dir, staged)
-        self.store.install(staged)
+        with self.cache.lock:  # gets wait for the swap, and none keeps a value of the old state
+            try:
+                self.store.install(staged)
+            finally:
+                self.cache.clear()
         self._batch = None
         self._touched = {}
         self._load()

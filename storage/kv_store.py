@@ -152,6 +152,10 @@ class KvBatch:
             raise TypeError("use put() or delete(), which keep get() up to date")
         self.ops.append(op)
 
+    def written(self) -> Iterable[tuple[str, Optional[bytes]]]:
+        """``(key, final value)`` of every key this batch puts or deletes (None: deleted)."""
+        return self._pending.items()
+
 
 # ---------------------------------------------------------------- the session table, as loaded
 
