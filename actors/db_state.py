@@ -60,7 +60,7 @@ class DbState:
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
-        self.cache = ValueCache()  # values for gets, kept in step with the DB (storage/kv_cache.py)
+        self.cache = ValueCache()  # values for gets, never older than the DB's (storage/kv_cache.py)
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -176,7 +176,7 @@ class DbState:
         attempt = 0
         while True:
             try:
-                with self.cache.lock:  # the write and the cache change as one, for gets
+                with self.cache.lock:  # the write and dropping its keys from the cache as one, for gets
                     self.store.apply_batch(ops, self.applied, meta)
                     if b is not None:
                         self.cache.written(b.written())

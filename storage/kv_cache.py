@@ -4,15 +4,18 @@ A RocksDB point lookup costs 4 us of a leader's ~32 us per read under load and ~
 request at a time (cold CPU caches: memtables, then each L0 file's filter and index); a dict
 lookup a tenth of a microsecond (docs/performance.md, "The second round's regression").
 
+Filled by gets only; a write drops the keys it wrote (a write that refilled them cost the FSM
+~2 us per write on every node in a running cluster, more than most reads saved), so a
+write-only load leaves it empty and pays one truthiness test per batch.
+
 Linearizability. One lock covers, on the writer's side, the DB write of a batch together with
-the cache update for the keys it wrote, and on the readers' side a lookup together with, on a
-miss, the DB read and the insert. So the cache always holds what the DB holds for a key, as seen
-by anyone who takes the lock: a get never returns an older value than another get or a list
-(which reads the DB without the lock) already returned. Readers never insert a value read
-outside the lock.
+dropping the keys it wrote, and on the readers' side a lookup together with, on a miss, the DB
+read and the insert. So whatever the cache holds for a key is what the DB holds, as seen by
+anyone who takes the lock: a get never returns an older value than another get or a list
+(which reads the DB without the lock) already returned.
 
 Bounded by key count and bytes (least recently used first out); a value larger than
-:data:`MAX_CACHED_VALUE` is not kept (its key is dropped, so no older value stays behind).
+:data:`MAX_CACHED_VALUE` is not kept.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ from typing import Callable, Iterable, Optional
 MAX_KEYS = 65_536
 MAX_BYTES = 16 << 20
 MAX_CACHED_VALUE = 4096  # larger values are read from the DB every time
+_ABSENT = object()
 
 
 class ValueCache:
-    """Key -> value (None: absent) for the keys read or written most recently."""
+    """Key -> value (None: absent) for the keys read most recently and not written since."""
 
     def __init__(self, max_keys: int = MAX_KEYS, max_bytes: int = MAX_BYTES) -> None:
         self.lock = threading.Lock()  # see the module docstring: the writer holds it across its DB write
@@ -46,11 +50,16 @@ class ValueCache:
             self._keep(key, v)
             return v
 
-    def written(self, items: Iterable[tuple[str, Optional[bytes]]]) -> None:
-        """The values a batch just wrote to the DB (None: deleted). Call with :attr:`lock` held,
-        right after the write, in the same critical section."""
-        for key, v in items:
-            self._keep(key, v)
+    def written(self, keys: Iterable[str]) -> None:
+        """Forget the keys a batch just wrote to the DB. Call with :attr:`lock` held, right after
+        the write, in the same critical section."""
+        d = self._d
+        if not d:
+            return
+        for key in keys:
+            old = d.pop(key, _ABSENT)
+            if isinstance(old, bytes):
+                self._bytes -= len(old)
 
     def clear(self) -> None:
         """Forget everything (the whole state is being replaced). Call with :attr:`lock` held."""
@@ -61,13 +70,10 @@ class ValueCache:
         return len(self._d)
 
     def _keep(self, key: str, v: Optional[bytes]) -> None:
-        d = self._d
-        old = d.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old)
         if v is not None and len(v) > MAX_CACHED_VALUE:
-            return  # not kept; the pop above removed any older value of it
-        d[key] = v
+            return  # not kept
+        d = self._d
+        d[key] = v  # a miss: the key is not in the cache
         if v is not None:
             self._bytes += len(v)
         while len(d) > self._max_keys or self._bytes > self._max_bytes:

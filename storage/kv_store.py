@@ -152,9 +152,9 @@ class KvBatch:
             raise TypeError("use put() or delete(), which keep get() up to date")
         self.ops.append(op)
 
-    def written(self) -> Iterable[tuple[str, Optional[bytes]]]:
-        """``(key, final value)`` of every key this batch puts or deletes (None: deleted)."""
-        return self._pending.items()
+    def written(self) -> Iterable[str]:
+        """Every key this batch puts or deletes."""
+        return self._pending.keys()
 
 
 # ---------------------------------------------------------------- the session table, as loaded

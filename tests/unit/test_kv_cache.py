@@ -21,7 +21,7 @@ def _delete(key: str) -> bytes:
     return encode_record(Command("delete", key))
 
 
-def test_cache_loads_once_keeps_writes_and_stays_bounded():
+def test_cache_loads_once_forgets_written_keys_and_stays_bounded():
     loads = []
     db = {"a": b"1", "b": None}
 
@@ -33,16 +33,18 @@ def test_cache_loads_once_keeps_writes_and_stays_bounded():
     assert c.get("a", load) == b"1" and c.get("a", load) == b"1"
     assert c.get("b", load) is None and c.get("b", load) is None  # absence is cached too
     assert loads == ["a", "b"]
+    db["a"], db["b"] = b"2", b"3"
     with c.lock:
-        c.written([("a", b"2"), ("x", None)])
-    assert c.get("a", load) == b"2" and c.get("x", load) is None and loads == ["a", "b"]
-    with c.lock:
-        c.written([("k1", b"12345"), ("k2", b"123456")])  # 11 bytes > 10: the oldest go
+        c.written(["a", "b", "never-read"])
+    assert c.get("a", load) == b"2" and c.get("b", load) == b"3" and loads == ["a", "b", "a", "b"]
+    db.update({"k1": b"12345", "k2": b"123456"})
+    c.get("k1", load)
+    c.get("k2", load)  # 1 + 1 + 5 + 6 bytes > 10, and 4 keys > 3: the least recently used go
     assert len(c) <= 3
-    assert c.get("k2", lambda k: b"from the db") == b"123456"
-    with c.lock:
-        c.written([("k2", b"x" * (MAX_CACHED_VALUE + 1))])  # not kept, and its old value dropped
-    assert c.get("k2", lambda k: b"from the db") == b"from the db"
+    assert c.get("k2", load) == b"123456" and loads[-1] == "k2"
+    db["big"] = b"x" * (MAX_CACHED_VALUE + 1)
+    assert c.get("big", load) == db["big"] and c.get("big", load) == db["big"]
+    assert loads[-2:] == ["big", "big"]  # a large value is read from the DB every time
 
 
 def test_gets_through_the_cache_answer_what_the_model_holds(tmp_path):
