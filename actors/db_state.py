@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
+from raftkv.storage.kv_cache import ValueCache
 from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
@@ -27,6 +28,7 @@ from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
 from raftkv.wire.messages import ClientReply, Command
 
+from . import fsm as _fsm  # its limits are read at each use (tests change them)
 from . import kv_apply
 from .fsm import committed_command
 from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
@@ -64,6 +66,7 @@ class DbState:
         self._touched: dict[str, int] = {}
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
         self.leases = LeaseTable(self._journal_lease)  # actors/lease_state.py; rows: storage/kv_lease.py
+        self.cache = ValueCache()  # records for gets, never older than the DB's (storage/kv_cache.py)
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -91,13 +94,11 @@ class DbState:
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
         """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
-        from .fsm import SESSION_WINDOW, SWEEP_EVERY
-
         b = self._batch
         if b is None:
             b = self._batch = self.store.batch()
         self.applied = index
-        if index % SWEEP_EVERY == 0:
+        if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
         cmd = committed_command(index, kind, payload)
         if cmd is None:
@@ -115,7 +116,7 @@ class DbState:
             done = sess.results.get(seq)
             if done is not None:
                 return done
-            if sess.results and len(sess.results) >= SESSION_WINDOW and seq < sess.lowest():
+            if sess.results and len(sess.results) >= _fsm.SESSION_WINDOW and seq < sess.lowest():
                 return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
@@ -125,16 +126,14 @@ class DbState:
             sess.ordered = False
         res[seq] = result
         b.add(SaveResult(cid, seq, *result))
-        if len(res) > SESSION_WINDOW:
+        if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
             b.add(DropResult(cid, low))
         return result
 
     def _expire(self, index: int, b: KvBatch) -> None:
-        from .fsm import EXPIRED_TTL, SESSION_TTL
-
-        horizon = index - SESSION_TTL
+        horizon = index - _fsm.SESSION_TTL
         gone = [cid for cid, s in self.sessions.items() if s.last_index < horizon]
         for cid in gone:
             del self.sessions[cid]
@@ -143,7 +142,7 @@ class DbState:
             b.add(ExpireSession(cid, index))
         while self.expired:
             cid, at = next(iter(self.expired.items()))
-            if at >= index - EXPIRED_TTL:
+            if at >= index - _fsm.EXPIRED_TTL:
                 break
             del self.expired[cid]
             b.add(ForgetExpired(cid))
@@ -188,16 +187,19 @@ class DbState:
         if self.tokens.version != self._tokens_written:
             meta[META_TOKENS] = self.tokens.encode()
             self._tokens_written = self.tokens.version
-        self._write(b.ops, meta)
+        self._write(b.ops, meta, b)
 
-    def _write(self, ops: list, meta: dict) -> None:
+    def _write(self, ops: list, meta: dict, b: Optional[KvBatch] = None) -> None:
         # The state must not skip a batch (it would diverge from the log): a failed write (a
         # full disk) is retried, the DB reopened in between, until it succeeds; the FSM (and
         # the reads it serves) waits meanwhile, as the log writer does.
         attempt = 0
         while True:
             try:
-                self.store.apply_batch(ops, self.applied, meta)
+                with self.cache.lock:  # the write and dropping its keys from the cache as one, for gets
+                    self.store.apply_batch(ops, self.applied, meta)
+                    if b is not None:
+                        self.cache.written(b.written())
                 if attempt:
                     log.warning("fsm: the key-value state is written again (index %d)", self.applied)
                 return
@@ -222,7 +224,7 @@ class DbState:
             # in between: then it is above the value's mod revision, never below)
             store = self.store
             if op == "get":
-                rec = store.get_record(key)
+                rec = self.cache.get(key, store.get_record)
                 rev = store.applied_index()
                 if rec is None:
                     return ClientReply("not_found", revision=rev)
@@ -260,7 +262,11 @@ class DbState:
         atomically across crashes; returns self."""
         staged = self.store.path + ".incoming"
         stage_copy(checkpoint_dir, staged)
-        self.store.install(staged)
+        with self.cache.lock:  # gets wait for the swap, and none keeps a value of the old state
+            try:
+                self.store.install(staged)
+            finally:
+                self.cache.clear()
         self._batch = None
         self._touched = {}
         self._load()

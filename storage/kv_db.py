@@ -16,7 +16,8 @@ KV_FORMAT_VERSION = 2
 READABLE_KV_FORMATS = frozenset({1, 2})
 
 # Default block cache: 128 MB. The cache also holds index and filter blocks (see kv_options), so
-# a node's memory is bounded by it plus the memtables (2 x 64 MB), not by the number of keys;
+# a node's memory is bounded by it plus the memtables (2 x 64 MB) and the gets' value cache
+# (kv_cache.py, ~30 MB at most), not by the number of keys;
 # with the process's own ~100 MB a node stays near 400 MB at any data size (issue 12's goal is
 # <= 600 MB at 10M keys). Raise ``storage.cache_mb`` when the hot set is larger than the cache.
 DEFAULT_CACHE_MB = 128

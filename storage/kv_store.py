@@ -181,6 +181,10 @@ class KvBatch:
             raise TypeError("use put() or delete(), which keep get() up to date")
         self.ops.append(op)
 
+    def written(self) -> Iterable[str]:
+        """Every key this batch puts or deletes."""
+        return self._pending.keys()
+
 
 # ---------------------------------------------------------------- the session table, as loaded
 
@@ -358,6 +362,7 @@ class KvStore:
             raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
+        prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
             if type(op) is Put:
                 put(_DATA + op.key.encode(), _HEADER_PACK(op.create_revision, op.mod_revision, op.version) + op.value)
@@ -368,7 +373,10 @@ class KvStore:
                 res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
                 if op.revision and op.txn is None:
                     res.append(op.revision)
-                put(_result_key(op.client_id, op.seq), msgpack.packb(res, use_bin_type=True))
+                prefix = prefixes.get(op.client_id)
+                if prefix is None:
+                    prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
+                put(prefix + _seq_bytes(op.seq), msgpack.packb(res, use_bin_type=True))
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
