@@ -257,3 +257,21 @@ def test_secure_mode_comes_from_the_data_directory_and_needs_its_cluster_key(tmp
             assert cl.get("k") == b"v"
     finally:
         c.stop()
+
+
+def test_a_secure_cluster_fails_over_when_its_leader_dies(cluster):
+    """The joiners' doors admit each other (their keys came with the configuration, a refused
+    early dial is redialled), so they elect a leader between them."""
+    with cluster.client() as c:
+        c.put("before", b"1")
+    old = cluster.wait_leader()
+    cluster.nodes[old].kill()
+    rest = [nid for nid in cluster.nodes if nid != old]
+    new = wait_until(lambda: cluster.leader(rest), 30, what="a new leader")
+    assert new != old
+    with Client([cluster.nodes[nid].client for nid in rest], timeout=15, token=cluster.admin_token) as c:
+        c.put("after", b"2")
+        assert c.get("before") == b"1"
+    cluster.nodes[old].start()
+    with Client([cluster.nodes[old].client], timeout=15, token=cluster.admin_token) as c:
+        wait_until(lambda: c.get("after", consistency="stale") == b"2", 30, what=f"{old} caught up")
