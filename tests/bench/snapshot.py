@@ -184,6 +184,10 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         # 5. A fourth node joins; it gets the leader's snapshot and becomes a voter once caught up.
         lst = cl.wait_leader_status(30)
         leader = lst["id"]
+        # The leader may have changed since step 3 (a node that never took a snapshot would send
+        # the joiner its whole log instead): have the current one take a snapshot first.
+        with Client([cl.nodes[leader].client], timeout=slow, attempt_timeout=slow) as c:
+            c.snapshot()
         joiner = "node4"
         cl.add_joiner(joiner, cl.nodes[leader].addr)
         t_j0 = time.monotonic()
