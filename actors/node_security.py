@@ -30,6 +30,7 @@ from .token_state import TokenState, create_command, join_secret_command
 
 log = logging.getLogger("actors.node")
 
+MAX_DECISIONS = 4096  # cached authorization decisions (token names x ops: small in practice)
 META_SECURE = "secure"  # node meta: "true" on a member of a secure cluster
 
 
@@ -65,6 +66,9 @@ class NodeDoors:
         self._seed: dict[bytes, str] = {}  # members a joiner learned from its JoinReply
         self._members: list = []
         self._tokens_seen: tuple = (None, -1)
+        # (token name, op) -> the decision, for the current table: the front door decides each
+        # request without walking the role rules again (the per-request cost of a secure door).
+        self._decisions: dict = {}
 
     # ------------------------------------------------------------ peer door
 
@@ -100,6 +104,7 @@ class NodeDoors:
             return
         self._tokens_seen = seen
         self.tokens.replace(state.tokens.values())
+        self._decisions = {}  # swapped, never cleared in place: the front door's thread may be reading it
         self.auth.ring(Door.CLIENT).replace(self.tokens.client_keys())
         js = state.join_secret
         with self._lock:
@@ -111,7 +116,12 @@ class NodeDoors:
     def authorize(self, user_id: Optional[str], req: ClientRequest) -> Optional[ClientReply]:
         """None if the connection's token may make ``req``, else the NOT_AUTHORIZED reply (the
         table is the current one: a token revoked after its connection was made fails now)."""
+        key = (user_id, req.op)
+        cache = self._decisions
+        if key in cache:
+            return cache[key]
         d = authorize_user_id(self.tokens, user_id, req.op)
-        if d.ok:
-            return None
-        return ClientReply(Status.NOT_AUTHORIZED.value, error=d.message)
+        out = None if d.ok else ClientReply(Status.NOT_AUTHORIZED.value, error=d.message)
+        if len(cache) < MAX_DECISIONS and (user_id is None or len(user_id) <= 64) and len(req.op) <= 64:
+            cache[key] = out  # (a reply is never mutated after it is made: sharing one is safe)
+        return out

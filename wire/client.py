@@ -152,6 +152,7 @@ class Client:
     BACKOFF_BASE = 0.05  # first backoff (s); doubles per failed round
     BACKOFF_MAX = 1.0  # cap of one backoff sleep (s)
     UNREACHABLE_FOR = 1.0  # redirects to a server that just failed us are ignored this long (s)
+    AUTH_GRACE = 1.0  # how long refusals of a token's key may be a server not caught up yet (s)
 
     def __init__(
         self,
@@ -170,6 +171,7 @@ class Client:
         cluster does not know (or revoked) raises NotAuthorized at the first request."""
         self._curve: Optional[tuple] = None
         self._token: Any = None
+        self._auth_refused_at: Optional[float] = None  # first ZAP refusal of our token (AUTH_GRACE)
         self._has_token = token is not None
         if token is not None:
             from .security.tokens import ClientToken, TokenError
@@ -318,16 +320,23 @@ class Client:
 
             configure_curve_client(sock, self._curve[0], self._curve[1])
 
-    def _handshake_refusal(self, conn: "_Conn", addr: str) -> None:
+    def _handshake_refusal(self, conn: "_Conn", addr: str) -> bool:
         """Read the connection's monitor; raise NotAuthorized if the server refused the CURVE
-        handshake (libzmq would otherwise leave the request waiting until the timeout)."""
+        handshake (libzmq would otherwise leave the request waiting until the timeout). True
+        when the server refused our token within AUTH_GRACE (the socket is closed: try again)."""
         from zmq.utils.monitor import parse_monitor_message
 
         while conn.monitor.poll(0):
             ev = parse_monitor_message(conn.monitor.recv_multipart())["event"]
             if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._drop_socket(addr)
-                raise NotAuthorized("not authorized: unknown or revoked token")
+                # A token made a moment ago may not be applied on this server yet: other
+                # servers (or this one again) get AUTH_GRACE seconds before the answer is final.
+                now = time.monotonic()
+                first = self._auth_refused_at = self._auth_refused_at or now
+                if now - first >= self.AUTH_GRACE:
+                    raise NotAuthorized("not authorized: unknown or revoked token")
+                return True
             if ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self._drop_socket(addr)
                 if self._has_token:
@@ -338,6 +347,7 @@ class Client:
                 self._drop_socket(addr)
                 raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
                                     "(wrong address, or another cluster)")
+        return False
 
     def _forget_leader(self) -> None:
         self.leader = None
@@ -600,10 +610,12 @@ class Client:
             if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
                 # Nothing was sent, so the socket is not stuck: keep it, so that a slow
                 # connection can still complete in the background for a later attempt.
-                self._handshake_refusal(conn, addr)
+                if self._handshake_refusal(conn, addr):
+                    return None, f"{addr} refused this token"
                 return None, f"{addr} not reachable"
             # A drop before this send is no news: forget it (a refused handshake is).
-            self._handshake_refusal(conn, addr)
+            if self._handshake_refusal(conn, addr):
+                return None, f"{addr} refused this token"
             sock.send(frame, zmq.NOBLOCK)
             while True:
                 left = wait - (time.monotonic() - start)
@@ -626,6 +638,7 @@ class Client:
             # Interrupted mid-request (KeyboardInterrupt, ...): the REQ socket is stuck.
             self._drop_socket(addr)
             raise
+        self._auth_refused_at = None
         try:
             return decode_client(data, ClientReply), ""
         except DecodeError as e:

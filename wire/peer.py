@@ -302,6 +302,8 @@ class PeerTransport(IoThread):
                     self._redial.pop(pid, None)
                     continue
                 addr, sock, mon = d
+                # (its monitor may not be registered yet: then it must never be)
+                self._monitors_new = [(m, p) for m, p in self._monitors_new if m is not mon]
                 sock.close(linger=0)
                 new = self._new_dealer(addr)
                 new_mon = new.get_monitor_socket(self._monitor_events)
@@ -371,8 +373,12 @@ class PeerTransport(IoThread):
                 _ratelog.warn("peer-frames", "%s: dropped a peer message of %d frames", self.node_id, len(frames))
                 continue
             item = self._decode(frames[0], frames[1])
-            if item is not None and secure and not self._sender_ok(uid, item):
-                continue
+            if item is not None and secure:
+                if not self._sender_ok(uid, item):
+                    continue
+                if uid == JOINER_USER_ID:  # answered on its route directly; never a member's route
+                    batch.append(item)
+                    continue
             if item is not None:
                 sender = item[0]
                 if routes.pop(sender, None) is None and len(routes) >= MAX_ROUTES:
@@ -388,7 +394,7 @@ class PeerTransport(IoThread):
         configuration too (a member removed since keeps its open connection)."""
         sender, msg = item[0], item[1]
         if uid == JOINER_USER_ID:
-            if isinstance(msg, JoinRequest):  # the join token's holder may only ask to join
+            if isinstance(msg, JoinRequest) and msg.member.id == sender:  # it may only ask to join, as itself
                 return True
             _ratelog.warn("peer-joiner", "%s: dropped a %s from a join-token connection (only JoinRequest "
                           "is accepted there)", self.node_id, type(msg).__name__)

@@ -5,6 +5,8 @@
     kvnode --id node1 --addr localhost:9001 --http :8001 --bootstrap
     kvnode --id node2 --addr localhost:9002 --http :8002 --join localhost:9001
     kvnode --config configs/cluster.yaml --all
+    kvnode --id node1 --addr 10.0.0.1:9001 --bootstrap --secure        (a secure cluster: issue 11)
+    kvnode --id node2 --addr 10.0.0.2:9001 --join 10.0.0.1:9001 --token "$(cat data/node1/join.token)"
     kvnode --version
 
 Logs go to stderr, one record a line naming its node (``--log-format json``: one JSON object
@@ -141,7 +143,7 @@ def _run_one(cfg, levels: LogLevelSource) -> None:
     why = bind_refusal_of(cfg)
     if why:
         _fail(EXIT_CONFIG, why)
-    if cfg.secure and not cfg.bootstrap and not (cfg.node_dir / "raft").exists():
+    if cfg.secure and not cfg.bootstrap and not cfg.join_token and not (cfg.node_dir / "raft").exists():
         _fail(EXIT_CONFIG, "--secure makes a new cluster with --bootstrap; a node joins a secure cluster with "
                            "--join ADDR --token JOIN_TOKEN")
     if cfg.join_token and not cfg.join and not (cfg.node_dir / "raft").exists():

@@ -4,6 +4,7 @@ configuration's keys and checks every message's sender; clients need a token wit
 """
 from __future__ import annotations
 
+import signal
 import stat
 
 import pytest
@@ -223,3 +224,54 @@ def test_tokens_survive_restarts_and_reach_a_new_member_by_snapshot(tmp_path):
                 r.put("k299", b"y")
     finally:
         cluster.stop()
+
+
+def test_secure_mode_comes_from_the_data_directory_and_needs_its_cluster_key(tmp_path):
+    c = SecureCluster(tmp_path / "c", n=1)
+    n = c.nodes["node1"]
+    try:
+        args = list(n.args)
+        n.args = [a for a in args if a != "--bootstrap"]  # --secure alone makes nothing
+        n.start()
+        assert _exit_of(n) == 2
+        assert "--join ADDR --token" in n.log_text()
+        n.args = args
+        c.start()
+        with c.client() as cl:
+            cl.put("k", b"v")
+        n.kill(signal.SIGTERM)
+        key = c.node_dir / "cluster.key"
+        key.chmod(0o644)
+        n.start()
+        assert _exit_of(n) == 1
+        assert "chmod 600" in n.log_text()
+        key.chmod(0o600)
+        hidden = key.rename(c.node_dir / "cluster.key.away")
+        n.start()
+        assert _exit_of(n) == 1
+        assert "cluster.key: missing" in n.log_text()
+        hidden.rename(key)
+        n.start()  # the same command line again: bootstrap ignored, secure from the meta
+        c.wait_leader(30)
+        with c.client() as cl:
+            assert cl.get("k") == b"v"
+    finally:
+        c.stop()
+
+
+def test_a_secure_cluster_fails_over_when_its_leader_dies(cluster):
+    """The joiners' doors admit each other (their keys came with the configuration, a refused
+    early dial is redialled), so they elect a leader between them."""
+    with cluster.client() as c:
+        c.put("before", b"1")
+    old = cluster.wait_leader()
+    cluster.nodes[old].kill()
+    rest = [nid for nid in cluster.nodes if nid != old]
+    new = wait_until(lambda: cluster.leader(rest), 30, what="a new leader")
+    assert new != old
+    with Client([cluster.nodes[nid].client for nid in rest], timeout=15, token=cluster.admin_token) as c:
+        c.put("after", b"2")
+        assert c.get("before") == b"1"
+    cluster.nodes[old].start()
+    with Client([cluster.nodes[old].client], timeout=15, token=cluster.admin_token) as c:
+        wait_until(lambda: c.get("after", consistency="stale") == b"2", 30, what=f"{old} caught up")
