@@ -268,3 +268,47 @@ def test_curl_as_the_readme_shows(sc):
     assert curl("-H", f"Authorization: Bearer {sc.tokens['read']}", url) == ("200", "hi")
     assert curl(url)[0] == "401"
     assert curl("-X", "DELETE", "-H", f"Authorization: Bearer {sc.tokens['read']}", url)[0] == "403"
+
+
+# ------------------------------------------------------------------ --tls-cert / --tls-key
+
+
+def _bootstrap_one(tmp_path, *extra):
+    from .harness import KVNODE, free_port
+
+    http_addr = f"127.0.0.1:{free_port()}"
+    args = [sys.executable, str(KVNODE), "--id", "solo", "--addr", f"127.0.0.1:{free_port()}",
+            "--client", f"127.0.0.1:{free_port()}", "--http", http_addr, "--data-dir", str(tmp_path / "data"),
+            "--bootstrap", "--secure", *extra]
+    log = open(tmp_path / "solo.log", "wb")
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT), http_addr
+
+
+def test_given_certificate_is_served_and_a_bad_one_stops_the_node(tmp_path):
+    from raftkv.wire.security.tls import make_self_signed_cert
+
+    crt, key = make_self_signed_cert(tmp_path / "pki", hosts=["127.0.0.1"], common_name="ops-ca")
+    proc, http_addr = _bootstrap_one(tmp_path, "--tls-cert", str(crt), "--tls-key", str(key))
+    try:
+        host, port = http_addr.rsplit(":", 1)
+
+        def health() -> bool:
+            conn = http.client.HTTPSConnection(host, int(port), timeout=2, context=client_ssl_context(crt))
+            try:
+                conn.request("GET", "/health")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+            finally:
+                conn.close()
+
+        wait_until(health, 30, what="HTTPS with the given certificate")
+        assert not (tmp_path / "data" / "solo" / "tls.crt").exists()  # none made: one was given
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
+    (tmp_path / "x").mkdir()
+    bad, _ = _bootstrap_one(tmp_path / "x", "--tls-cert", str(tmp_path / "missing.crt"), "--tls-key", str(key))
+    assert bad.wait(timeout=60) == 1
+    text = (tmp_path / "x" / "solo.log").read_text()
+    assert "missing.crt" in text and "HTTPS gateway" in text
