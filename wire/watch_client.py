@@ -109,7 +109,7 @@ class Watch:
             if self._closed:
                 self._release()
                 raise StopIteration
-            self.poll()
+            self._fill()
         return self._buf.popleft()
 
     def __enter__(self) -> "Watch":
@@ -153,16 +153,23 @@ class Watch:
                 self._buf.extend(self._long_poll(wait_ms=0))
 
     def poll(self) -> list:
-        """One long poll (up to ``wait`` seconds): the events it delivered, which are also queued
-        for iteration. Raises Compacted, Unavailable, or InvalidRequest."""
+        """The events not handed out yet, after one long poll if there were none (up to
+        ``wait`` seconds; then possibly none). An alternative to iterating, for a caller that
+        wants control back regularly. Raises Compacted, Unavailable, or InvalidRequest."""
+        if not self._buf:
+            self._fill()
+        out = list(self._buf)
+        self._buf.clear()
+        return out
+
+    def _fill(self) -> None:
+        """One long poll; its events are queued."""
         with self._lock:
             if self._closed:
-                return []
+                return
             if self.next_revision is None:
                 self.next_revision = self._start() + 1
-            got = self._long_poll()
-            self._buf.extend(got)
-            return got
+            self._buf.extend(self._long_poll())
 
     def _start(self) -> int:
         """The revision "now" is at: a read confirmed as ``consistency`` says (any node)."""
