@@ -70,7 +70,9 @@ class DbState:
         st = self.store
         self.applied = st.applied_index()
         table = st.sessions()
-        self.sessions = {cid: _Session(r.last_index, r.results) for cid, r in table.sessions.items()}
+        norm = kv_apply.normalize_result
+        self.sessions = {cid: _Session(r.last_index, OrderedDict((seq, norm(x)) for seq, x in r.results.items()))
+                         for cid, r in table.sessions.items()}
         self.expired: OrderedDict = table.expired
         raw = st.get_meta(META_TERM)
         self.term = decode_int(raw, "applied term") if raw is not None else 0
@@ -99,14 +101,14 @@ class DbState:
         seq = cmd.seq
         if sess is None:
             if cid in self.expired:
-                return ("expired", None)
+                return kv_apply.EXPIRED
             sess = self.sessions[cid] = _Session()
         else:
             done = sess.results.get(seq)
             if done is not None:
                 return done
             if sess.results and len(sess.results) >= SESSION_WINDOW and seq < sess.lowest():
-                return ("expired", None)  # its result left the window: it may have been applied
+                return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
         result = self._execute(cmd, b)
@@ -114,7 +116,7 @@ class DbState:
         if res and sess.ordered and seq < next(reversed(res)):
             sess.ordered = False
         res[seq] = result
-        b.add(SaveResult(cid, seq, result[0], result[1]))
+        b.add(SaveResult(cid, seq, *result))
         if len(res) > SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
@@ -186,11 +188,19 @@ class DbState:
     def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
         """Serve a read from the DB (``list`` is a bounded scan, sorted by construction)."""
         try:
+            # the revision: the store's applied index read after the value (a batch may land
+            # in between: then it is above the value's mod revision, never below)
+            store = self.store
             if op == "get":
-                v = self.store.get(key)
-                return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+                rec = store.get_record(key)
+                rev = store.applied_index()
+                if rec is None:
+                    return ClientReply("not_found", revision=rev)
+                return ClientReply("ok", value=rec.value, revision=rev, create_revision=rec.create_revision,
+                                   mod_revision=rec.mod_revision, version=rec.version)
             if op == "list":
-                return ClientReply("ok", items=self.store.scan(key, limit))
+                items = store.scan(key, limit)
+                return ClientReply("ok", items=items, revision=store.applied_index())
         except Exception:  # the DB is being swapped by a snapshot install: rare
             return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
         return ClientReply("invalid", error=f"not a read: {op}")

@@ -109,14 +109,14 @@ class KVState:
         sess = self.sessions.get(cid)
         if sess is None:
             if cid in self.expired:
-                return ("expired", None)
+                return kv_apply.EXPIRED
             sess = self.sessions[cid] = Session()
         else:
             done = sess.results.get(cmd.seq)
             if done is not None:
                 return done
             if sess.results and len(sess.results) >= SESSION_WINDOW and cmd.seq < next(iter(sess.results)):
-                return ("expired", None)  # its result left the window: it may have been applied
+                return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         result = self._execute(cmd)
         sess.results[cmd.seq] = result
@@ -203,7 +203,7 @@ class KVState:
                     for cid, (last, results) in rec[1].items():
                         sess = Session()
                         sess.last_index = last
-                        sess.results = OrderedDict((seq, tuple(r)) for seq, r in results.items())
+                        sess.results = OrderedDict((seq, kv_apply.normalize_result(r)) for seq, r in results.items())
                         st.sessions[cid] = sess
                     st.expired = OrderedDict(rec[2])
         return st
@@ -232,14 +232,20 @@ class KVState:
         self.meta.pop(key, None)
 
     def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
+        """Serve a read; the reply carries the revision it reflects (the applied index, read
+        after the value: at least the value's mod revision) and a get's key revisions."""
         if op == "get":
-            v = self.data.get(key)
-            return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+            rec = self.record(key)
+            rev = self.applied
+            if rec is None:
+                return ClientReply("not_found", revision=rev)
+            return ClientReply("ok", value=rec.value, revision=rev, create_revision=rec.create_revision,
+                               mod_revision=rec.mod_revision, version=rec.version)
         if op == "list":
             keys = sorted(k for k in self.data if k.startswith(key))
             if limit > 0:
                 keys = keys[:limit]
-            return ClientReply("ok", items=[(k, self.data[k]) for k in keys])
+            return ClientReply("ok", items=[(k, self.data[k]) for k in keys], revision=self.applied)
         return ClientReply("invalid", error=f"not a read: {op}")
 
 
@@ -338,8 +344,11 @@ class Fsm(SupervisedActor):
                     # our proposal at this index was overwritten: it may exist elsewhere, retry it
                     replies.append((route, ClientReply("timeout", error="leadership changed; retry")))
                 elif res is not None:
-                    status, cur = res
-                    replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
+                    status, cur, rev, txn = res
+                    rep = ClientReply(status, value=cur if status == "cas_failed" else None, revision=rev)
+                    if txn is not None:
+                        rep.succeeded, rep.responses = txn
+                    replies.append((route, rep))
         # Durable state first (one unsynced write batch), then the answers and the view.
         st.end_batch(self.applied_term, self.members if config_applied else None)
         events = st.take_events()  # taken even with no hub, so that they never pile up
@@ -398,7 +407,7 @@ class Fsm(SupervisedActor):
         out: list = []
         for route, req in handles:
             if req.op == _WATCH:  # a watch's confirmed start: the revision it starts after
-                out.append((route, ClientReply(_OK, watch_revision=st.applied)))
+                out.append((route, ClientReply(_OK, revision=st.applied)))
                 continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
+from raftkv.records import Compare, Txn, TxnOpResult
 from raftkv.storage.kv_record import KeyRecord
 
 from .watch_events import EventType, WatchEvent
@@ -65,20 +66,88 @@ def delete(view: RecordView, events: list, rev: int, key: str) -> bool:
     return True
 
 
+# A write's result, as the session table keeps it (Raft thesis 6.3: a retry gets it again):
+# (status, value, revision, txn) where ``value`` is the current value of a failed cas, and
+# ``txn`` is None or (succeeded, [TxnOpResult...]) for a transaction.
+EXPIRED = ("expired", None, 0, None)
+
+
+def normalize_result(r) -> tuple:
+    """A stored result in the shape above: older builds stored (status, value); one loaded from
+    msgpack has lists where tuples were."""
+    r = tuple(r)
+    if len(r) < 4:
+        r = r + (None, 0, None)[len(r) - 1:]
+    txn = r[3]
+    if txn is not None:
+        txn = (bool(txn[0]), [TxnOpResult(*x) for x in txn[1]])
+    return (r[0], r[1], r[2], txn)
+
+
 def execute(view: RecordView, events: list, rev: int, cmd) -> tuple:
-    """Apply one client write ``cmd`` (a Command) at revision ``rev``: its (status, value)."""
+    """Apply one client write ``cmd`` (a Command) at revision ``rev``: its result (see EXPIRED)."""
     op = cmd.op
     if op == "put":
         put(view, events, rev, cmd.key, cmd.value)
-        return ("ok", None)
+        return ("ok", None, rev, None)
     if op == "delete":
         delete(view, events, rev, cmd.key)
-        return ("ok", None)
+        return ("ok", None, rev, None)
     if op == "cas":
         cur = view.record(cmd.key)
         curv = None if cur is None else cur.value
         if (curv is None) if cmd.expect_absent else (curv == cmd.expected):
             put(view, events, rev, cmd.key, cmd.value, cur)
-            return ("ok", None)
-        return ("cas_failed", curv)
-    return ("invalid", None)
+            return ("ok", None, rev, None)
+        return ("cas_failed", curv, rev, None)
+    if op == "txn" and cmd.txn is not None:
+        return ("ok", None, rev, run_txn(view, events, rev, cmd.txn))
+    return ("invalid", None, rev, None)
+
+
+def compare_holds(view: RecordView, c: Compare) -> bool:
+    """Whether ``c`` holds on the current state. An absent key has version and revisions 0 and
+    no value: a value compare on it is false, whatever its result."""
+    rec = view.record(c.key)
+    a: object
+    b: object
+    if c.target == "value":
+        if rec is None:
+            return False
+        a, b = rec.value, c.value or b""
+    else:
+        if rec is None:
+            a = 0
+        elif c.target == "version":
+            a = rec.version
+        elif c.target == "create":
+            a = rec.create_revision
+        else:
+            a = rec.mod_revision
+        b = c.number
+    r = c.result
+    if r == "=":
+        return a == b
+    if r == "!=":
+        return a != b
+    if r == "<":
+        return a < b  # type: ignore[operator]  # both bytes or both int
+    return a > b  # type: ignore[operator]
+
+
+def run_txn(view: RecordView, events: list, rev: int, txn: Txn) -> tuple[bool, list]:
+    """Evaluate the compares, then run one branch's ops in order (a get sees the branch's
+    earlier puts); every change has revision ``rev``. Returns (succeeded, [TxnOpResult...])."""
+    ok = all(compare_holds(view, c) for c in txn.compare)
+    out = []
+    for op in txn.success if ok else txn.failure:
+        t, key = op.type, op.key
+        if t == "get":
+            rec = view.record(key)
+            out.append(TxnOpResult(t, key) if rec is None else TxnOpResult(t, key, True, *rec))
+        elif t == "put":
+            rec = put(view, events, rev, key, op.value or b"")
+            out.append(TxnOpResult(t, key, True, None, rec.create_revision, rec.mod_revision, rec.version))
+        else:
+            out.append(TxnOpResult(t, key, delete(view, events, rev, key)))
+    return ok, out

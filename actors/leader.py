@@ -10,6 +10,7 @@ from .core import NotLeader
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
+from .txn_check import validate_txn
 
 log = logging.getLogger("actors.leader")
 
@@ -27,6 +28,8 @@ class Leader(Role):
 
     def validate_write(self, req) -> Optional[str]:
         tun = self.ctx.tuning
+        if req.op == "txn":
+            return validate_txn(req.txn, self.ctx.validate_key, tun.max_value_bytes)
         err = self.ctx.validate_key(req.key)
         if err:
             return err
@@ -58,7 +61,8 @@ class Leader(Role):
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
-                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq)
+                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
+                              txn=req.txn)
                 props.append((EntryKind.COMMAND, encode_record(cmd)))
                 routes.append(route)
             elif op in ("get", "list"):

@@ -54,8 +54,8 @@ def migrate_legacy(node_id: str, legacy: tuple[SnapshotMeta, KVState], kv: KvSto
             kv.apply_batch(ops, 0)  # index 0 until the last batch: a crash midway migrates again
             ops = []
     for cid, sess in st.sessions.items():
-        for seq, (status, value) in sorted(sess.results.items()):
-            ops.append(SaveResult(cid, seq, status, value))
+        for seq, res in sorted(sess.results.items()):
+            ops.append(SaveResult(cid, seq, *res))
         ops.append(TouchSession(cid, sess.last_index))
     for cid, at in st.expired.items():
         ops.append(ExpireSession(cid, at))

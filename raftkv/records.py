@@ -620,6 +620,150 @@ class ReadIndexReply:
     from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
+# ---------------------------------------------------------------- transactions (issue 14)
+#
+# A transaction is carried by a Command (op "txn") and a ClientRequest as one ``Txn`` value:
+# NamedTuples, so that each packs as a plain array inside its record, like Member. The node
+# applies it atomically in one log entry (actors/kv_apply.py); raftkv/txn.py is the library's
+# builder. Enums are ``str`` so that they pack as their plain strings.
+
+MAX_TXN_COMPARES = 1024  # record-level caps (a node enforces its own, lower: actors/txn_check.py)
+MAX_TXN_OPS = 1024
+
+
+class CompareTarget(str, Enum):
+    """What of a key a compare looks at. An absent key has version, create and mod revision 0
+    (so ``version(k) = 0`` tests absence) and no value (a value compare on it is false)."""
+
+    VALUE = "value"
+    VERSION = "version"
+    CREATE = "create"
+    MOD = "mod"
+
+
+class CompareResult(str, Enum):
+    """How the key's current value or number must relate to the compare's."""
+
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    LESS = "<"
+    GREATER = ">"
+
+
+class TxnOpType(str, Enum):
+    """One operation of a transaction branch."""
+
+    GET = "get"
+    PUT = "put"
+    DELETE = "delete"
+
+
+class Compare(NamedTuple):
+    """``target(key) result operand``: the operand is ``value`` for VALUE (bytes, compared
+    bytewise), ``number`` for the others."""
+
+    target: str
+    result: str
+    key: str
+    value: Optional[bytes] = None
+    number: int = 0
+
+
+class TxnOp(NamedTuple):
+    """A get, put (with ``value``) or delete of ``key`` in a transaction branch."""
+
+    type: str
+    key: str
+    value: Optional[bytes] = None
+
+
+class Txn(NamedTuple):
+    """If every compare holds, ``success`` runs, else ``failure``; in order, in one entry."""
+
+    compare: list
+    success: list
+    failure: list
+
+
+class TxnOpResult(NamedTuple):
+    """What one op of the branch that ran did: a get's value and revisions (``found`` False:
+    absent), a put's new revisions, a delete's ``found`` (whether the key existed)."""
+
+    type: str
+    key: str
+    found: bool = False
+    value: Optional[bytes] = None
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+
+
+_COMPARE_TARGETS = frozenset(t.value for t in CompareTarget)
+_COMPARE_RESULTS = frozenset(r.value for r in CompareResult)
+_TXN_OP_TYPES = frozenset(t.value for t in TxnOpType)
+
+
+def _list_of(what: str, cap: int, v: Any) -> list:
+    if type(v) is not list:
+        raise DecodeError(f"{what}: expected a list")
+    if len(v) > cap:
+        raise DecodeError(f"{len(v)} {what} is more than the limit of {cap}")
+    return v
+
+
+def _tuple_fields(what: str, v: Any, least: int, most: int) -> list:
+    if type(v) is not list or len(v) < least:
+        raise DecodeError(f"{what}: expected an array of at least {least} fields")
+    return v[:most]  # values a newer writer appended are ignored
+
+
+def _compare(v: Any) -> Compare:
+    f = _tuple_fields("compare", v, 3, 5)
+    c = Compare(*f)
+    if c.target not in _COMPARE_TARGETS:
+        raise DecodeError(f"compare: unknown target {_show(c.target)}")
+    if c.result not in _COMPARE_RESULTS:
+        raise DecodeError(f"compare: unknown result {_show(c.result)}")
+    return Compare(c.target, c.result, _key(c.key), _optional(_bytes)(c.value), _int(c.number))
+
+
+def _txn_op(v: Any) -> TxnOp:
+    f = _tuple_fields("txn op", v, 2, 3)
+    op = TxnOp(*f)
+    if op.type not in _TXN_OP_TYPES:
+        raise DecodeError(f"txn op: unknown type {_show(op.type)}")
+    return TxnOp(op.type, _key(op.key), _optional(_bytes)(op.value))
+
+
+def _txn(v: Any) -> Txn:
+    f = _tuple_fields("txn", v, 3, 3)
+    t = Txn([_compare(c) for c in _list_of("compares", MAX_TXN_COMPARES, f[0])],
+            [_txn_op(o) for o in _list_of("success ops", MAX_TXN_OPS, f[1])],
+            [_txn_op(o) for o in _list_of("failure ops", MAX_TXN_OPS, f[2])])
+    size = sum(len(c.key) + len(c.value or b"") for c in t.compare)
+    size += sum(len(o.key) + len(o.value or b"") for o in t.success + t.failure)
+    if size > MAX_ENTRY_BYTES:
+        raise DecodeError(f"txn of {size} bytes is more than the limit of {MAX_ENTRY_BYTES}")
+    return t
+
+
+def _txn_result(v: Any) -> TxnOpResult:
+    f = _tuple_fields("txn result", v, 2, 7)
+    r = TxnOpResult(*f)
+    if r.type not in _TXN_OP_TYPES:
+        raise DecodeError(f"txn result: unknown type {_show(r.type)}")
+    return TxnOpResult(r.type, _key(r.key), _bool(r.found), _optional(_bytes)(r.value), _int(r.create_revision),
+                       _int(r.mod_revision), _int(r.version))
+
+
+def _txn_results(v: Any) -> list:
+    return [_txn_result(r) for r in _list_of("txn results", MAX_TXN_OPS, v)]
+
+
+_CHECKERS["Optional[Txn]"] = _optional(_txn)
+_CHECKERS["list[TxnOpResult]"] = _txn_results
+
+
 # ---------------------------------------------------------------- log entry payloads
 
 
@@ -635,6 +779,8 @@ class Command:
     expect_absent: bool = False
     client_id: str = ""
     seq: int = 0
+    lease: int = 0  # issue 14 (leases): the lease the put is attached to (0: none)
+    txn: Optional[Txn] = None  # op "txn": the transaction (issue 14)
 
 
 @record(31)
@@ -662,6 +808,7 @@ class ClientRequest:
     seq: int = 0
     limit: int = 0
     member: Optional[Member] = None
+    txn: Optional[Txn] = None  # op "txn" (issue 14)
     # Op.WATCH (key = the prefix, limit = most events per answer, 0 = the node's bound): the
     # first revision wanted (0: start now, after a read confirmed as ``consistency`` says), and
     # how long the node may hold the request while nothing matches (0: answer at once).
@@ -680,11 +827,18 @@ class ClientReply:
     leader_client: Optional[str] = None
     items: list[tuple[str, bytes]] = field(default_factory=list)
     info: Any = None
-    # Op.WATCH: the matching events, in revision order, and the revision the answer is complete
-    # up to (resume from watch_revision + 1); with Status.COMPACTED, the oldest revision the
-    # node can still start from.
+    # issue 14: the revision (applied log index) the reply reflects: a write's own entry, a read's
+    # state; a get's key's revisions and version (0: absent or unknown); a txn's branch and results
+    revision: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    succeeded: bool = False
+    responses: list[TxnOpResult] = field(default_factory=list)
+    # Op.WATCH: the matching events, in revision order; ``revision`` is then the revision the
+    # answer is complete up to (resume from revision + 1), and with Status.COMPACTED the oldest
+    # revision the node can still start from.
     events: list[Event] = field(default_factory=list)
-    watch_revision: int = 0
 
 
 class Op(str, Enum):
@@ -758,7 +912,7 @@ STATUS_CLASS: dict[Status, Outcome] = {
 }
 
 CLIENT_OPS = frozenset(op.value for op in Op)
-WRITE_OPS = frozenset({Op.PUT.value, Op.DELETE.value, Op.CAS.value})
+WRITE_OPS = frozenset({Op.PUT.value, Op.DELETE.value, Op.CAS.value, Op.TXN.value})
 REPLY_STATUSES = frozenset(st.value for st in Status)
 
 PEER_TYPES = (RequestVote, VoteReply, AppendEntries, AppendReply, Heartbeat, HeartbeatReply,

@@ -95,6 +95,8 @@ class SaveResult(NamedTuple):
     seq: int
     status: str
     value: Optional[bytes] = None
+    revision: int = 0  # the log index of the write (0: unknown, as stored by format version 1)
+    txn: Optional[tuple] = None  # a transaction's (succeeded, [TxnOpResult...]), msgpack-able
 
 
 class DropResult(NamedTuple):
@@ -358,7 +360,11 @@ class KvStore:
             elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
             elif isinstance(op, SaveResult):
-                put(_result_key(op.client_id, op.seq), msgpack.packb([op.status, op.value], use_bin_type=True))
+                # format version 1 stored [status, value]: kept when there is nothing more to say
+                res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
+                if op.revision and op.txn is None:
+                    res.append(op.revision)
+                put(_result_key(op.client_id, op.seq), msgpack.packb(res, use_bin_type=True))
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):

@@ -38,6 +38,7 @@ from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFo
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .pipeline import Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
+from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
 
 if TYPE_CHECKING:
     from .watch_client import Watch
@@ -52,13 +53,15 @@ __all__ = [
     "Refused",
     "NotAuthorized",
     "Compacted",
+    "KeyMeta",
+    "TxnResult",
     "CONSISTENCY_LEVELS",
     "json_item",
     "parse_servers",
 ]
 
 CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
-_WRITE_OPS = (Op.PUT.value, Op.DELETE.value, Op.CAS.value)
+_WRITE_OPS = (Op.PUT.value, Op.DELETE.value, Op.CAS.value)  # write(); transactions go through txn()
 _READ_OPS = (Op.GET.value, Op.LIST.value)
 
 Value = Union[bytes, bytearray, memoryview, str]
@@ -207,10 +210,13 @@ class Client:
 
     # ------------------------------------------------------------ key/value API
 
-    def get(self, key: str, consistency: str = "linearizable") -> bytes:
+    def get(self, key: str, consistency: str = "linearizable", *, meta: bool = False) -> Any:
         """The value of ``key``; raises :class:`NotFound` if absent. ``consistency`` is
         "linearizable" (default), "lease" (leader's lease, no heartbeat round) or "stale"
-        (any node's local copy, may be behind)."""
+        (any node's local copy, may be behind). ``meta=True``: a :class:`raftkv.txn.KeyMeta`
+        (value, create/mod revision, version, and the revision the read reflects) instead."""
+        if meta:
+            return self.get_meta(key, consistency)
         _check_key(key)
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
@@ -225,12 +231,17 @@ class Client:
         reply = self.write(Op.PUT.value, key, value)
         self._expect_ok(reply, "put")
 
-    def delete(self, key: str) -> None:
-        """Delete ``key``; raises :class:`NotFound` if the server reports it absent."""
+    def delete(self, key: str, expected: Optional[Value] = None) -> bool:
+        """Delete ``key``; raises :class:`NotFound` if the server reports it absent.
+        ``expected`` given: compare-and-delete, only if the current value is ``expected``
+        (one transaction); returns False (nothing deleted) if it is not, or the key is absent."""
+        if expected is not None:
+            return self._delete_if(key, expected)
         reply = self.write(Op.DELETE.value, key)
         if reply.status == Status.NOT_FOUND:
             raise NotFound(f"key not found: {key}")
         self._expect_ok(reply, "delete")
+        return True
 
     def cas(self, key: str, expected: Optional[Value] = None, new: Optional[Value] = None) -> bool:
         """Compare-and-set: write ``new`` only if the current value is ``expected`` (or, when
@@ -634,6 +645,52 @@ class Client:
             raise ClientError("client is closed")
         return Client(self.servers, self.timeout, attempt_timeout=self.attempt_timeout,
                       connect_timeout=self.connect_timeout, local=self._local)
+
+
+    # ------------------------------------------------------------ revisions and transactions (issue 14)
+
+    def get_meta(self, key: str, consistency: str = "linearizable") -> "KeyMeta":
+        """``key``'s value, create/mod revision and version, and the revision the read
+        reflects, as a :class:`raftkv.txn.KeyMeta`; raises :class:`NotFound` if absent."""
+        _check_key(key)
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        reply = self._call(ClientRequest(Op.GET.value, key=key, consistency=consistency))
+        if reply.status == Status.NOT_FOUND:
+            raise NotFound(f"key not found: {key}")
+        self._expect_ok(reply, "get")
+        return KeyMeta(key, reply.value if reply.value is not None else b"", reply.create_revision,
+                       reply.mod_revision, reply.version, reply.revision)
+
+    def txn(self, compare: Iterable[Any] = (), success: Iterable[Any] = (), failure: Iterable[Any] = (), *,
+            client_id: Optional[str] = None, seq: Optional[int] = None) -> "TxnResult":
+        """Apply a transaction atomically (one log entry, exactly once): if every compare
+        holds, run ``success``, else ``failure`` (see :mod:`raftkv.txn` for the builders).
+        Returns a :class:`raftkv.txn.TxnResult`. Raises :class:`InvalidRequest` for a
+        transaction the node refuses (too large, a bad key), :class:`Timeout` at the deadline
+        (it may then have been applied). ``client_id``/``seq``: an explicit session, as for
+        :meth:`write` (the HTTP gateway's Idempotency-Key)."""
+        try:
+            t = build_txn(compare, success, failure)
+        except TypeError as e:
+            raise InvalidRequest(str(e)) from None
+        if (client_id is None) != (seq is None):
+            raise InvalidRequest("client_id and seq go together")
+        req = ClientRequest(Op.TXN.value, txn=t)
+        if client_id is None:
+            with self._lock:
+                req.client_id, req.seq = self._session.next()
+        else:
+            req.client_id, req.seq = client_id, seq
+        reply = self._call(req, write=True)
+        self._expect_ok(reply, "txn")
+        return TxnResult(reply.succeeded, list(reply.responses), reply.revision)
+
+    def _delete_if(self, key: str, expected: Value) -> bool:
+        _check_key(key)
+        exp = _to_bytes(expected, "expected value")
+        res = self.txn([txn_value(key) == exp], [txn_delete(key)])
+        return res.succeeded
 
 
 class _Conn:

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from .client import Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable
 from .http_routes import get_answer, invalid, kv_request, write_answer
-from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
+from .http_txn import meta_answer
+from .http_server import DONE, LOCAL, WORKER, Answer, AsyncRoute, HttpError, HttpServer
 from .messages import ClientReply, Status
 from .session import OUTCOME_OF, Outcome, Session, attempt_time, may_renew
 from .stats import RequestStats
@@ -225,7 +226,7 @@ class RequestEngine:
         st = rep.status
         oc = OUTCOME_OF.get(st)
         if oc is Outcome.FINAL:
-            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id, rep.revision) if r.write else get_answer(rep))
         elif oc is Outcome.RETRY:
             if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
@@ -241,7 +242,7 @@ class RequestEngine:
                 self._finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
                                                 detail="session expired before an answer arrived").answer())
         else:  # a status the table does not know: answered as "unexpected reply"
-            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id, rep.revision) if r.write else get_answer(rep))
 
     def _finish(self, r: AsyncRoute, answer: Answer) -> None:
         """Send ``answer`` and count it (loop thread): one dict update and one histogram observe."""
@@ -313,15 +314,15 @@ class RequestEngine:
         assert req is not None  # only in-process requests come here
         try:
             if not write:
-                value = self.call(lambda kv: kv.get(req.key, consistency=req.consistency), timeout=left)
-                return 200, value, OCTETS, (), False
+                meta = self.call(lambda kv: kv.get_meta(req.key, consistency=req.consistency), timeout=left)
+                return meta_answer(meta, False)
             # The request's own session if it has one (so that it applies at most once), else
             # the pooled Client's (a write whose fresh session the node did not know).
             cid, seq = (req.client_id, req.seq) if req.client_id else (None, None)
             reply = self.call(lambda kv: kv.write(req.op, req.key, req.value, expected=req.expected,
                                                   expect_absent=req.expect_absent, client_id=cid, seq=seq),
                               write=True, timeout=left)
-            return write_answer(req.op, reply.status, reply.leader_id)
+            return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
         except HttpError as e:
             return e.answer()
 

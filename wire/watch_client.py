@@ -176,8 +176,8 @@ class Watch:
         reply = self._kv._call(ClientRequest(Op.WATCH.value, key=self.prefix, consistency=self.consistency))
         if reply.status != _OK:
             raise ClientError(f"watch: unexpected reply {reply.status!r}")
-        self.revision = max(self.revision, reply.watch_revision)
-        return reply.watch_revision
+        self.revision = max(self.revision, reply.revision)
+        return reply.revision
 
     def _long_poll(self, wait_ms: Optional[int] = None) -> list:
         kv = self._kv
@@ -202,7 +202,7 @@ class Watch:
             elif reply.status == _COMPACTED:
                 compacted[addr] = reply
                 if len(compacted) >= len(servers):
-                    oldest = max(r.watch_revision for r in compacted.values())
+                    oldest = max(r.revision for r in compacted.values())
                     raise Compacted(f"watch {self.prefix!r}: revision {start} is compacted on every node; "
                                     f"restart the watch from revision {oldest} (after re-reading the keys)",
                                     oldest)
@@ -210,7 +210,7 @@ class Watch:
             elif reply.status in _RETRY:
                 why = f"{addr}: {reply.status}" + (f" ({reply.error})" if reply.error else "")
             else:
-                raise rejection(reply.status, reply.error, reply.watch_revision)
+                raise rejection(reply.status, reply.error, reply.revision)
             # Ask the next node: any node serves watches.
             self._i += 1
             if time.monotonic() > deadline:
@@ -232,9 +232,9 @@ class Watch:
 
     def _take(self, reply: ClientReply, start: int) -> list:
         """The events of an OK answer not delivered yet; moves the resume point past the answer."""
-        self.revision = max(self.revision, reply.watch_revision)
+        self.revision = max(self.revision, reply.revision)
         out = [e for e in reply.events if e.revision >= start]
-        nxt = max(start, reply.watch_revision + 1)
+        nxt = max(start, reply.revision + 1)
         if out:
             nxt = max(nxt, out[-1].revision + 1)
         self.next_revision = nxt

@@ -10,7 +10,8 @@ Exit status: 0 done; 1 key not found or CAS did not match; 2 usage or input erro
 Errors go to stderr as one line (a JSON object {"error", "code"} with --json). A REPL reading
 a pipe (not a terminal) exits with the status of its last failed command, 0 if none failed.
 
---json output: get prints {"key", "value"}; list prints a list of those; a value that is not
+--json output: get prints {"key", "value"} with the key's "create_revision", "mod_revision",
+"version" and the "revision" the read reflects; list prints a list of {"key", "value"}; a value that is not
 valid UTF-8 is base64-encoded and the object carries "value_b64": true (absent otherwise).
 Writes print {"ok": true}; status and members print the server's JSON; admin commands print
 {"ok": true, "info": ..., "node": ID, "node_state": STATE} (the node that did it).
@@ -31,6 +32,7 @@ import click
 
 from raftkv import __version__
 from raftkv.cli.render import STATUS_ORDER, member_line, status_text  # noqa: F401 (re-exported)
+from raftkv.cli.txn_script import ScriptError, parse_script
 from raftkv.wire.client import (
     Client, ClientError, InvalidRequest, NotFound, Refused, Unavailable, json_item,
 )
@@ -187,11 +189,11 @@ def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as
 def get(ctx: click.Context, key: str, stale: bool, consistency: Optional[str]) -> None:
     """Print the value of KEY (raw bytes and a newline)."""
     level = "stale" if stale else (consistency or "linearizable")
+    if state_of(ctx).json:  # with the key's revisions and the read's (issue 14)
+        emit_json(run(ctx, lambda kv: kv.get_meta(key, consistency=level)).as_json())
+        return
     value = run(ctx, lambda kv: kv.get(key, consistency=level))
-    if state_of(ctx).json:
-        emit_json(json_item(key, value))
-    else:
-        write_out(value + b"\n")
+    write_out(value + b"\n")
 
 
 STDIN_VALUE = "-"
@@ -234,11 +236,13 @@ def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str])
 
 @cli.command()
 @click.argument("key")
+@click.option("--if-value", "if_value", metavar="VALUE", help="Delete only if KEY holds VALUE (exit 1 if not).")
 @json_flag
 @click.pass_context
-def delete(ctx: click.Context, key: str) -> None:
+def delete(ctx: click.Context, key: str, if_value: Optional[str]) -> None:
     """Delete KEY."""
-    run(ctx, lambda kv: kv.delete(key))
+    if not run(ctx, lambda kv: kv.delete(key, expected=if_value)):
+        raise Failure(f"compare failed: {key} does not hold the expected value", EXIT_MISS)
     write_done(ctx)
 
 
@@ -586,6 +590,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         state.close()
     return code
+
+
+@cli.command()
+@json_flag
+@click.pass_context
+def txn(ctx: click.Context) -> None:
+    """Apply a transaction read from stdin (etcdctl's syntax): compares, a blank line, the
+    success ops, a blank line, the failure ops. Prints SUCCESS or FAILURE, then one line per
+    op of the branch that ran (a get: key and value; a put: OK; a delete: 1 or 0)."""
+    if state_of(ctx).in_repl:
+        raise Failure("txn reads its script from stdin: run it outside the REPL", EXIT_INPUT)
+    try:
+        t = parse_script(sys.stdin.read())
+    except ScriptError as e:
+        raise Failure(str(e), EXIT_INPUT) from None
+    res = run(ctx, lambda kv: kv.txn(t.compare, t.success, t.failure))
+    if state_of(ctx).json:
+        out = []
+        for r in res.responses:
+            d = {"type": r.type, "key": r.key, "found": r.found}
+            if r.type == "get" and r.found:
+                d.update(json_item(r.key, r.value))
+            if r.found and r.type != "delete":
+                d.update(create_revision=r.create_revision, mod_revision=r.mod_revision, version=r.version)
+            out.append(d)
+        emit_json({"succeeded": res.succeeded, "revision": res.revision, "responses": out})
+        return
+    lines = [b"SUCCESS" if res.succeeded else b"FAILURE"]
+    for r in res.responses:
+        if r.type == "get":
+            if r.found:
+                lines += [r.key.encode(), r.value or b""]
+        elif r.type == "put":
+            lines.append(b"OK")
+        else:
+            lines.append(b"1" if r.found else b"0")
+    write_out(b"\n".join(lines) + b"\n")
 
 
 if __name__ == "__main__":

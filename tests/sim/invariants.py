@@ -8,6 +8,7 @@ from typing import Any
 
 from raftkv.wire.messages import EntryKind
 
+from . import txn_workload
 from .model import CRASH, LEADER, STOP, Node, Snap, kv_digest
 
 
@@ -325,11 +326,14 @@ class Invariants:
         self.check_pairwise()
         if c != len(self.committed):
             self.fail(f"the leader's commit {c} is not the committed history's end {len(self.committed)}")
-        ref = {}
+        ref: dict = {}
         for e in self.committed:
             if e.kind == EntryKind.COMMAND:
-                k, v = self.ops[e.data]
-                ref[k] = v
+                for k, v in txn_workload.effects(ref, self.ops[e.data]):
+                    if v is None:
+                        ref.pop(k, None)
+                    else:
+                        ref[k] = v
         for nd in mem:
             if nd.kv != ref:
                 self.fail(f"{nd.id}'s state differs from the committed history's")

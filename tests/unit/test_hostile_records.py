@@ -100,6 +100,32 @@ BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str
                                                    st.sampled_from(BIG_BYTES)).map(list), wrong),
                                min_size=1, max_size=3)}
 
+# Transactions (issue 14): NamedTuples packed as arrays inside Command, ClientRequest, ClientReply.
+_compare_good = st.tuples(st.sampled_from(["value", "version", "create", "mod"]), st.sampled_from(["=", "!=", "<", ">"]),
+                          names, st.one_of(st.none(), st.binary(max_size=4)), ints_good).map(list)
+_op_good = st.tuples(st.sampled_from(["get", "put", "delete"]), names,
+                     st.one_of(st.none(), st.binary(max_size=4))).map(list)
+_txn_good = st.tuples(st.lists(_compare_good, max_size=3), st.lists(_op_good, max_size=3),
+                      st.lists(_op_good, max_size=3)).map(list)
+_result_good = st.tuples(st.sampled_from(["get", "put", "delete"]), names, st.booleans(),
+                         st.one_of(st.none(), st.binary(max_size=4)), ints_good, ints_good, ints_good).map(list)
+_compare_bad = st.one_of(st.tuples(st.sampled_from(["exists", "", "VALUE"]), st.just("="), names).map(list),
+                         st.tuples(st.just("value"), st.sampled_from(["==", "<>", ""]), names).map(list),
+                         st.tuples(st.just("mod"), st.just("<"), strs_bad, st.none(), ints_bad).map(list),
+                         st.lists(wrong, max_size=2), wrong)
+_op_bad = st.one_of(st.tuples(st.sampled_from(["range", "", "PUT"]), names).map(list),
+                    st.tuples(st.just("put"), strs_bad, st.sampled_from(BIG_BYTES)).map(list), wrong)
+_txn_bad = st.one_of(st.tuples(st.lists(_compare_bad, min_size=1, max_size=2), st.just([]), st.just([])).map(list),
+                     st.tuples(st.just([]), st.lists(_op_bad, min_size=1, max_size=2), st.just([])).map(list),
+                     st.tuples(st.just([]), st.just([]), st.just([["get", "k"]] * 1025)).map(list),
+                     st.lists(wrong, max_size=2), wrong)
+GOOD["Optional[Txn]"] = st.one_of(st.none(), _txn_good)
+GOOD["list[TxnOpResult]"] = st.lists(_result_good, max_size=3)
+BAD["Optional[Txn]"] = _txn_bad
+BAD["list[TxnOpResult]"] = st.one_of(st.lists(st.one_of(
+    st.tuples(st.just("get"), names, wrong).map(list), st.tuples(st.just("get"), names, st.booleans(), st.none(),
+                                                                  ints_bad).map(list), wrong), min_size=1, max_size=2), wrong)
+
 ODDS = [True] + [False] * 9  # one in ten
 ALL_TYPES = list(PEER_TYPES) + [Command, Configuration, ClientRequest, ClientReply]
 

@@ -12,6 +12,7 @@ from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import KVState
 from raftkv.actors.watch_events import EventType, WatchEvent
 from raftkv.storage.kv_db import K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, read_format
+from raftkv.records import Compare, Txn, TxnOp, TxnOpResult
 from raftkv.storage.kv_record import KeyRecord
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.format import pack
@@ -24,6 +25,16 @@ _cmd = st.one_of(
     st.builds(lambda k, e, v: Command("cas", k, v, expected=e), _keys, st.binary(max_size=1), st.binary(max_size=2)),
     st.builds(lambda k, v: Command("cas", k, v, expect_absent=True), _keys, st.binary(max_size=2)),
 )
+_compare = st.one_of(
+    st.builds(lambda k, r, v: Compare("value", r, k, v), _keys, st.sampled_from(["=", "!=", "<", ">"]),
+              st.binary(max_size=2)),
+    st.builds(lambda t, k, r, n: Compare(t, r, k, None, n), st.sampled_from(["version", "create", "mod"]), _keys,
+              st.sampled_from(["=", "!=", "<", ">"]), st.integers(0, 12)))
+_op = st.one_of(st.builds(lambda k, v: TxnOp("put", k, v), _keys, st.binary(max_size=2)),
+                st.builds(lambda k: TxnOp("delete", k), _keys), st.builds(lambda k: TxnOp("get", k), _keys))
+_txn = st.builds(lambda c, s, f: Command("txn", "", txn=Txn(c, s, f)), st.lists(_compare, max_size=3),
+                 st.lists(_op, max_size=4), st.lists(_op, max_size=4))
+_cmd = st.one_of(_cmd, _txn)
 # entries: a command, or a no-op (which takes an index and changes nothing)
 _entries = st.lists(st.lists(st.one_of(_cmd, st.none()), min_size=1, max_size=6), min_size=1, max_size=10)
 
@@ -35,7 +46,27 @@ class Reference:
         self.keys: dict[str, KeyRecord] = {}
         self.events: list[WatchEvent] = []
 
+    def holds(self, c: Compare) -> bool:
+        rec = self.keys.get(c.key)
+        if c.target == "value":
+            if rec is None:
+                return False
+            a, b = rec.value, c.value
+        else:
+            a = 0 if rec is None else {"version": rec.version, "create": rec.create_revision,
+                                       "mod": rec.mod_revision}[c.target]
+            b = c.number
+        return {"=": a == b, "!=": a != b, "<": a < b, ">": a > b}[c.result]
+
     def apply(self, rev: int, c: Command) -> None:
+        if c.op == "txn":
+            ok = all(self.holds(x) for x in c.txn.compare)
+            for op in c.txn.success if ok else c.txn.failure:
+                if op.type == "put":
+                    self.apply(rev, Command("put", op.key, op.value))
+                elif op.type == "delete":
+                    self.apply(rev, Command("delete", op.key))
+            return
         old = self.keys.get(c.key)
         if c.op == "cas":
             ok = old is None if c.expect_absent else (old is not None and old.value == c.expected)
@@ -147,3 +178,22 @@ def test_a_version_2_memory_snapshot_restores_with_unknown_revisions():
             msgpack.packb(["sessions", {}, {}], use_bin_type=True)]
     st = KVState.restore(body)
     assert st.record("x") == KeyRecord(b"1", 0, 0, 1) and st.applied == 9
+
+
+def test_a_txn_runs_one_branch_atomically_and_answers_its_gets():
+    s = KVState()
+    s.apply(1, EntryKind.COMMAND, encode_record(Command("put", "from", b"10")))
+    move = Txn([Compare("value", "=", "from", b"10"), Compare("version", "=", "to", None, 0)],
+               [TxnOp("delete", "from"), TxnOp("put", "to", b"10"), TxnOp("get", "to")],
+               [TxnOp("get", "from")])
+    res = s.apply(2, EntryKind.COMMAND, encode_record(Command("txn", "", txn=move, client_id="c", seq=1)))
+    assert res == ("ok", None, 2, (True, [TxnOpResult("delete", "from", True),
+                                          TxnOpResult("put", "to", True, None, 2, 2, 1),
+                                          TxnOpResult("get", "to", True, b"10", 2, 2, 1)]))
+    assert [(e.revision, e.type, e.key) for e in s.take_events()][1:] == [(2, EventType.DELETE, "from"),
+                                                                         (2, EventType.PUT, "to")]
+    again = s.apply(3, EntryKind.COMMAND, encode_record(Command("txn", "", txn=move, client_id="c", seq=2)))
+    assert again == ("ok", None, 3, (False, [TxnOpResult("get", "from")]))  # absent: the failure branch
+    assert s.take_events() == []
+    # a retry of the first (same session and seq) answers the stored result, applying nothing
+    assert s.apply(4, EntryKind.COMMAND, encode_record(Command("txn", "", txn=move, client_id="c", seq=1))) == res

@@ -13,12 +13,12 @@ def ev(rev: int, key: str = "p/k", value: bytes = b"v") -> Event:
 
 
 def ok(*events: Event, upto: int) -> ClientReply:
-    return ClientReply("ok", events=list(events), watch_revision=upto)
+    return ClientReply("ok", events=list(events), revision=upto)
 
 
 def test_the_start_is_a_confirmed_read_and_polls_resume_after_each_answer():
     with FakeFrontDoor() as n1:
-        n1.push(ClientReply("ok", watch_revision=10),  # the start: "now" is revision 10
+        n1.push(ClientReply("ok", revision=10),  # the start: "now" is revision 10
                 ok(ev(11), ev(12), upto=12),
                 ok(upto=20),  # progress: nothing under the prefix up to 20
                 ok(ev(21), upto=25))
@@ -44,14 +44,14 @@ def test_a_node_that_dies_is_left_for_the_next_which_resumes_without_duplicates(
 
 
 def test_compacted_on_one_node_asks_the_others_and_raises_only_when_none_has_it():
-    compacted = ClientReply("compacted", watch_revision=50, error="compacted")
+    compacted = ClientReply("compacted", revision=50, error="compacted")
     with FakeFrontDoor("n1") as n1, FakeFrontDoor("n2") as n2:
         n1.push(compacted)
         n2.push(ok(ev(3), upto=4))
         with Client([n1.address, n2.address], timeout=5) as kv, kv.watch("p/", start_revision=3) as w:
             assert next(w).revision == 3
-        n1.push(ClientReply("compacted", watch_revision=40, error="compacted"))
-        n2.push(ClientReply("compacted", watch_revision=60, error="compacted"))
+        n1.push(ClientReply("compacted", revision=40, error="compacted"))
+        n2.push(ClientReply("compacted", revision=60, error="compacted"))
         with Client([n1.address, n2.address], timeout=5) as kv:
             with pytest.raises(Compacted) as exc:
                 kv.watch("p/", start_revision=3)
