@@ -179,3 +179,32 @@ def test_the_history_window_follows_the_applied_index_even_without_events():
     assert hub.floor == 90 and hub.stats()["events"] == 0
     assert isinstance(hub.answer_now(watch("", 1)), ClientReply)
     assert hub.answer_now(watch("", 1)).status == Status.COMPACTED
+
+
+def test_the_fsm_hands_each_batch_s_events_to_the_hub_and_a_restore_restarts_the_history():
+    from raftkv.actors import fsm
+    from raftkv.actors.fsm import KVState
+    from raftkv.actors.messages import Apply, Read, Restore
+    from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
+
+    def cmd(op, key, value=None, seq=1):
+        return encode_record(Command(op, key, value, client_id="c", seq=seq))
+
+    hub = WatchHub(Replies(), 0)
+    replies: list = []
+    actor = fsm.Fsm(replies.extend, lambda v: None, lambda m: None, snapshot_threshold=1_000, hub=hub)
+    actor.on_receive(Apply([(1, Entry(1, EntryKind.COMMAND, cmd("put", "a/1", b"x", 1))),
+                            (2, Entry(1, EntryKind.NOOP, b"")),
+                            (3, Entry(1, EntryKind.COMMAND, cmd("delete", "a/1", seq=2)))], {}))
+    rep = hub.answer_now(watch("a/", 1))
+    assert [(e.revision, e.type, e.key, e.value, e.prev_value) for e in rep.events] == [
+        (1, "put", "a/1", b"x", None), (3, "delete", "a/1", None, b"x")]
+    assert rep.revision == 3 and hub.current == 3
+    # a watch's confirmed start is answered with the applied index
+    actor.on_receive(Read(3, [("r", ClientRequest("watch", key="a/"))]))
+    assert replies[-1] == ("r", ClientReply("ok", revision=3))
+    snap = KVState()
+    for i in range(1, 11):
+        snap.apply(i, EntryKind.COMMAND, cmd("put", "b", b"y", seq=i))
+    actor.on_receive(Restore(list(snap.chunks()), 10, 1, []))
+    assert hub.floor == 10 and hub.answer_now(watch("", 5)).status == Status.COMPACTED
