@@ -433,7 +433,7 @@ class Fsm(SupervisedActor):
                 self.save_snapshot(take_backup(st, self.checkpoint_path, self.applied_term, self.members, route))
                 continue
             if req.op == _WATCH:  # a watch's confirmed start: the revision it starts after
-                out.append((route, ClientReply(_OK, watch_revision=st.applied)))
+                out.append((route, ClientReply(_OK, revision=st.applied)))
                 continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))

@@ -19,10 +19,10 @@ handed over by the role actor (:meth:`submit`) and served in the hub's own threa
 neither the role actor nor the FSM ever scans the history. An answer holds the matching events
 of revisions ``start_revision ..`` in revision order, cut only between revisions (never inside a
 transaction's set of changes), at most ``max_events`` events or about ``MAX_REPLY_BYTES``, and
-``watch_revision``: the revision the answer is complete up to (the client resumes after it, or
+``revision``: the revision the answer is complete up to (the client resumes after it, or
 at its own start if that is later: a start beyond the node's current revision waits for it).
 With nothing matching, the request waits up to ``wait_ms`` for an event, then gets an empty
-answer whose ``watch_revision`` is the node's current revision (a progress notification, as
+answer whose ``revision`` is the node's current revision (a progress notification, as
 etcd's: a quiet prefix still moves its watcher's resume point forward, so it does not fall
 below the history window while other keys change).
 
@@ -210,7 +210,7 @@ class WatchHub:
     def _scan(self, prefix: str, start: int, limit: int) -> tuple[ClientReply, bool]:
         """(answer, matched) for the events of revisions ``start ..`` under ``prefix`` (lock held)."""
         if start <= self.floor:
-            return ClientReply(_COMPACTED, watch_revision=self.floor + 1, error=(
+            return ClientReply(_COMPACTED, revision=self.floor + 1, error=(
                 f"revision {start} is compacted on this node: its watch history starts at revision "
                 f"{self.floor + 1}; restart the watch from revision {self.floor + 1} (after re-reading the "
                 "keys), or ask another node")), False
@@ -230,7 +230,7 @@ class WatchHub:
                 out.append(wire_event(e))
                 size += self._sizes[i]
             i += 1
-        return ClientReply(_OK, events=out, watch_revision=upto), bool(out)
+        return ClientReply(_OK, events=out, revision=upto), bool(out)
 
     # ------------------------------------------------------------------ the hub's thread
 
@@ -301,7 +301,7 @@ class WatchHub:
         keep = []
         for w in self._waiters:
             if w.deadline <= now:
-                replies.append((w.route, ClientReply(_OK, watch_revision=self.current)))
+                replies.append((w.route, ClientReply(_OK, revision=self.current)))
             else:
                 keep.append(w)
         self._waiters = keep

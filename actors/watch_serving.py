@@ -45,7 +45,7 @@ def take_watches(ctx: Any, items: list) -> list:
         elif req.start_revision > 0:
             served.append((route, req))
         elif req.consistency == "stale":
-            replies.append((route, ClientReply(_OK, watch_revision=hub.current)))
+            replies.append((route, ClientReply(_OK, revision=hub.current)))
         elif req.consistency in ("linearizable", "lease"):
             starts.append((route, req))
         else:

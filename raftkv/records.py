@@ -872,11 +872,10 @@ class ClientReply:
     version: int = 0
     succeeded: bool = False
     responses: list[TxnOpResult] = field(default_factory=list)
-    # Op.WATCH: the matching events, in revision order, and the revision the answer is complete
-    # up to (resume from watch_revision + 1); with Status.COMPACTED, the oldest revision the
-    # node can still start from.
+    # Op.WATCH: the matching events, in revision order; ``revision`` is then the revision the
+    # answer is complete up to (resume from revision + 1), and with Status.COMPACTED the oldest
+    # revision the node can still start from.
     events: list[Event] = field(default_factory=list)
-    watch_revision: int = 0
 
 
 class Op(str, Enum):

@@ -15,7 +15,10 @@ An event line is :func:`~raftkv.wire.watch_client.event_json`'s object: ``revisi
 longer reaches back to it on any node, or no node answers) ends with one line
 ``{"error": ..., "revision": N}`` (N: the revision to restart from) and the end of the chunks.
 Before the stream starts, the same conditions are answered 410 Gone ``{"error", "revision"}``
-(compacted) and 503, like every other route; a bad or unknown query parameter is 400.
+(compacted) and 503, like every other route; a bad or unknown query parameter is 400. A long
+poll whose ``wait_rev`` is older than every node's history reads the key instead (linearizable):
+its mod revision says whether it already changed at or after ``wait_rev`` (then 200 at once),
+and otherwise nothing changed up to the read and the wait goes on from there.
 
 Each stream and each long poll holds one thread of this module (not the gateway's worker pool),
 which follows the watch through the client library (wire/watch_client.py: in-process to this
@@ -34,7 +37,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .client import Client
-from .errors import ClientError, Compacted, InvalidRequest, Unavailable
+from .errors import ClientError, Compacted, InvalidRequest, NotFound, Unavailable
 from .http_server import JSON, OCTETS, WORKER, AsyncRoute, HttpError, HttpServer, json_body
 from .watch_client import Watch, event_json
 
@@ -255,14 +258,25 @@ class HttpWatches:
     def _long_poll(self, r: AsyncRoute, key: str, wait_rev: int, timeout: float) -> None:
         kv = self.make_client()
         deadline = time.monotonic() + timeout
-        w = Watch(kv, key, wait_rev, wait=min(timeout, STREAM_POLL * 5))
+        w = Watch(kv._fork(), key, wait_rev, wait=min(timeout, STREAM_POLL * 5))
         try:
             while True:
                 try:
                     got = [ev for ev in w.poll() if ev.key == key]
-                except Compacted as e:
-                    self.server.post(r, HttpError(410, str(e), revision=e.revision).answer())
-                    return
+                except Compacted:
+                    # No node's history reaches back to wait_rev: read the key. Its mod revision
+                    # is its last change as of the read, so either it already answers, or nothing
+                    # changed between wait_rev and the read and the wait goes on after it.
+                    try:
+                        meta = kv.get_meta(key)
+                    except NotFound:
+                        meta = None
+                    if meta is not None and meta.mod_revision >= wait_rev:
+                        self.server.post(r, self._current(meta))
+                        return
+                    w.close()
+                    w = Watch(kv._fork(), key, None if meta is None else meta.revision + 1, wait=w.wait)
+                    continue
                 except ClientError as e:
                     self.server.post(r, HttpError(503, "no node served the long poll", detail=str(e)).answer())
                     return
@@ -277,6 +291,13 @@ class HttpWatches:
         finally:
             w.close()
             kv.close()
+
+    @staticmethod
+    def _current(meta: Any) -> tuple:
+        """The long poll's answer from a read of the key (its history was compacted)."""
+        headers = [("X-Raft-Revision", str(meta.revision)), ("X-Mod-Revision", str(meta.mod_revision)),
+                   ("X-Create-Revision", str(meta.create_revision)), ("X-Version", str(meta.version))]
+        return 200, meta.value, OCTETS, headers, False
 
     @staticmethod
     def _changed(ev: Any) -> tuple:

@@ -109,7 +109,7 @@ class Watch:
             if self._closed:
                 self._release()
                 raise StopIteration
-            self.poll()
+            self._fill()
         return self._buf.popleft()
 
     def __enter__(self) -> "Watch":
@@ -153,24 +153,31 @@ class Watch:
                 self._buf.extend(self._long_poll(wait_ms=0))
 
     def poll(self) -> list:
-        """One long poll (up to ``wait`` seconds): the events it delivered, which are also queued
-        for iteration. Raises Compacted, Unavailable, or InvalidRequest."""
+        """The events not handed out yet, after one long poll if there were none (up to
+        ``wait`` seconds; then possibly none). An alternative to iterating, for a caller that
+        wants control back regularly. Raises Compacted, Unavailable, or InvalidRequest."""
+        if not self._buf:
+            self._fill()
+        out = list(self._buf)
+        self._buf.clear()
+        return out
+
+    def _fill(self) -> None:
+        """One long poll; its events are queued."""
         with self._lock:
             if self._closed:
-                return []
+                return
             if self.next_revision is None:
                 self.next_revision = self._start() + 1
-            got = self._long_poll()
-            self._buf.extend(got)
-            return got
+            self._buf.extend(self._long_poll())
 
     def _start(self) -> int:
         """The revision "now" is at: a read confirmed as ``consistency`` says (any node)."""
         reply = self._kv._call(ClientRequest(Op.WATCH.value, key=self.prefix, consistency=self.consistency))
         if reply.status != _OK:
             raise ClientError(f"watch: unexpected reply {reply.status!r}")
-        self.revision = max(self.revision, reply.watch_revision)
-        return reply.watch_revision
+        self.revision = max(self.revision, reply.revision)
+        return reply.revision
 
     def _long_poll(self, wait_ms: Optional[int] = None) -> list:
         kv = self._kv
@@ -195,7 +202,7 @@ class Watch:
             elif reply.status == _COMPACTED:
                 compacted[addr] = reply
                 if len(compacted) >= len(servers):
-                    oldest = max(r.watch_revision for r in compacted.values())
+                    oldest = max(r.revision for r in compacted.values())
                     raise Compacted(f"watch {self.prefix!r}: revision {start} is compacted on every node; "
                                     f"restart the watch from revision {oldest} (after re-reading the keys)",
                                     oldest)
@@ -203,7 +210,7 @@ class Watch:
             elif reply.status in _RETRY:
                 why = f"{addr}: {reply.status}" + (f" ({reply.error})" if reply.error else "")
             else:
-                raise rejection(reply.status, reply.error, reply.watch_revision)
+                raise rejection(reply.status, reply.error, reply.revision)
             # Ask the next node: any node serves watches.
             self._i += 1
             if time.monotonic() > deadline:
@@ -225,9 +232,9 @@ class Watch:
 
     def _take(self, reply: ClientReply, start: int) -> list:
         """The events of an OK answer not delivered yet; moves the resume point past the answer."""
-        self.revision = max(self.revision, reply.watch_revision)
+        self.revision = max(self.revision, reply.revision)
         out = [e for e in reply.events if e.revision >= start]
-        nxt = max(start, reply.watch_revision + 1)
+        nxt = max(start, reply.revision + 1)
         if out:
             nxt = max(nxt, out[-1].revision + 1)
         self.next_revision = nxt

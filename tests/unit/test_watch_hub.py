@@ -61,10 +61,10 @@ def test_events_come_in_revision_order_filtered_by_prefix():
     assert rep.status == Status.OK
     assert [(e[0], e[1], e[2]) for e in rep.events] == [(1, "put", "a/x"), (3, "put", "a/z"), (3, "delete", "a/x"),
                                                         (4, "put", "a/x")]
-    assert rep.watch_revision == 5  # complete up to the applied index, which moved past the last event
+    assert rep.revision == 5  # complete up to the applied index, which moved past the last event
     assert [e[0] for e in hub.answer_now(watch("a/", 4)).events] == [4]
     empty = hub.answer_now(watch("c/", 1))
-    assert empty.events == [] and empty.watch_revision == 5  # progress: nothing under c/ up to 5
+    assert empty.events == [] and empty.revision == 5  # progress: nothing under c/ up to 5
 
 
 def test_a_start_below_the_window_is_compacted_with_the_revision_to_restart_from():
@@ -73,7 +73,7 @@ def test_a_start_below_the_window_is_compacted_with_the_revision_to_restart_from
         hub.publish([put(rev, f"k{rev}")], rev)
     assert hub.floor == 20
     rep = hub.answer_now(watch("", 5))
-    assert rep.status == Status.COMPACTED and rep.watch_revision == 21
+    assert rep.status == Status.COMPACTED and rep.revision == 21
     assert "restart the watch from revision 21" in rep.error
     ok = hub.answer_now(watch("", 21))
     assert [e[0] for e in ok.events] == list(range(21, 31))
@@ -104,8 +104,8 @@ def test_an_answer_is_cut_between_revisions_never_inside_one():
     rep = hub.answer_now(watch("", 1))
     assert len(rep.events) == MAX_EVENTS_PER_REPLY
     last = rep.events[-1][0]
-    assert rep.watch_revision == last and rep.events[-2][0] == last  # both events of the last revision
-    rest = hub.answer_now(watch("", rep.watch_revision + 1))
+    assert rep.revision == last and rep.events[-2][0] == last  # both events of the last revision
+    rest = hub.answer_now(watch("", rep.revision + 1))
     seen = [e[0] for e in rep.events] + [e[0] for e in rest.events]
     assert seen == [r for r in range(1, 601) for _ in (0, 1)]  # no gap, no duplicate
     assert [len(hub.answer_now(watch("", 1, limit=3)).events)] == [4]  # limit 3, but revision 2 goes whole
@@ -133,7 +133,7 @@ def test_a_wait_that_ends_with_nothing_is_a_progress_answer(hub_and_replies):
     hub.submit([("r", watch("zzz", 2, wait_ms=200))])
     route, rep = replies.get()
     assert time.monotonic() - t0 >= 0.19
-    assert rep.status == Status.OK and rep.events == [] and rep.watch_revision == 7
+    assert rep.status == Status.OK and rep.events == [] and rep.revision == 7
 
 
 def test_a_snapshot_install_tells_waiters_behind_it_compacted(hub_and_replies):
@@ -146,7 +146,7 @@ def test_a_snapshot_install_tells_waiters_behind_it_compacted(hub_and_replies):
         time.sleep(0.005)
     hub.reset(50)
     route, rep = replies.get()
-    assert rep.status == Status.COMPACTED and rep.watch_revision == 51
+    assert rep.status == Status.COMPACTED and rep.revision == 51
 
 
 def test_waiters_are_bounded():
@@ -179,3 +179,32 @@ def test_the_history_window_follows_the_applied_index_even_without_events():
     assert hub.floor == 90 and hub.stats()["events"] == 0
     assert isinstance(hub.answer_now(watch("", 1)), ClientReply)
     assert hub.answer_now(watch("", 1)).status == Status.COMPACTED
+
+
+def test_the_fsm_hands_each_batch_s_events_to_the_hub_and_a_restore_restarts_the_history():
+    from raftkv.actors import fsm
+    from raftkv.actors.fsm import KVState
+    from raftkv.actors.messages import Apply, Read, Restore
+    from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
+
+    def cmd(op, key, value=None, seq=1):
+        return encode_record(Command(op, key, value, client_id="c", seq=seq))
+
+    hub = WatchHub(Replies(), 0)
+    replies: list = []
+    actor = fsm.Fsm(replies.extend, lambda v: None, lambda m: None, snapshot_threshold=1_000, hub=hub)
+    actor.on_receive(Apply([(1, Entry(1, EntryKind.COMMAND, cmd("put", "a/1", b"x", 1))),
+                            (2, Entry(1, EntryKind.NOOP, b"")),
+                            (3, Entry(1, EntryKind.COMMAND, cmd("delete", "a/1", seq=2)))], {}))
+    rep = hub.answer_now(watch("a/", 1))
+    assert [(e.revision, e.type, e.key, e.value, e.prev_value) for e in rep.events] == [
+        (1, "put", "a/1", b"x", None), (3, "delete", "a/1", None, b"x")]
+    assert rep.revision == 3 and hub.current == 3
+    # a watch's confirmed start is answered with the applied index
+    actor.on_receive(Read(3, [("r", ClientRequest("watch", key="a/"))]))
+    assert replies[-1] == ("r", ClientReply("ok", revision=3))
+    snap = KVState()
+    for i in range(1, 11):
+        snap.apply(i, EntryKind.COMMAND, cmd("put", "b", b"y", seq=i))
+    actor.on_receive(Restore(list(snap.chunks()), 10, 1, []))
+    assert hub.floor == 10 and hub.answer_now(watch("", 5)).status == Status.COMPACTED
