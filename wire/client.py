@@ -806,7 +806,8 @@ class Client:
         :class:`Lease` is closed (``with kv.lease(ttl=10) as lease: kv.put(k, v, lease=lease.id)``);
         closing it revokes it."""
         lease_id = self.lease_grant(ttl)
-        kc = Client(self.servers, timeout=max(1.0, ttl / 3.0), connect_timeout=self.connect_timeout)
+        kc = Client(self.servers, timeout=max(1.0, ttl / 3.0), connect_timeout=self.connect_timeout,
+                    token=self._token.encode() if self._token is not None else None)
         return Lease(self, lease_id, ttl, kc)
 
     def _lease_found(self, reply: ClientReply, lease_id: int) -> None:
@@ -895,7 +896,8 @@ class Client:
         if self._closed:
             raise ClientError("client is closed")
         return Client(self.servers, self.timeout, attempt_timeout=self.attempt_timeout,
-                      connect_timeout=self.connect_timeout, local=self._local)
+                      connect_timeout=self.connect_timeout, local=self._local,
+                      token=self._token.encode() if self._token is not None else None)
 
     # ------------------------------------------------------------ tokens (secure clusters, admin)
 

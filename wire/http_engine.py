@@ -364,6 +364,8 @@ class RequestEngine:
         except HttpError as e:
             return e.answer()
 
-    def new_client(self) -> Client:
-        """A Client of its own (the watch routes: each watch holds one for as long as it lasts)."""
-        return Client(self.servers, timeout=self.timeout, local=self.local)
+    def new_client(self, token: Optional[str] = None) -> Client:
+        """A Client of its own (the watch routes: each watch holds one for as long as it lasts),
+        connecting as ``token``, the bearer token its request was authorized with (secure
+        clusters), so that the node it reaches checks that token's role again."""
+        return Client(self.servers, timeout=self.timeout, local=self.local, token=token)

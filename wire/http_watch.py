@@ -104,7 +104,7 @@ class HttpWatches:
     route decodes alike.
     """
 
-    def __init__(self, server: HttpServer, make_client: Callable[[], Client],
+    def __init__(self, server: HttpServer, make_client: Callable[[Optional[str]], Client],
                  split: Callable[[str], tuple], key: Callable[[str], str], max_watches: int = MAX_WATCHES) -> None:
         self.server = server
         self.make_client = make_client
@@ -220,7 +220,7 @@ class HttpWatches:
             self._post(self._done)
 
     def _stream(self, r: AsyncRoute, prefix: str, rev: Optional[int]) -> None:
-        kv = self.make_client()
+        kv = self.make_client(r.token)
         w = Watch(kv, prefix, rev, wait=0.01)  # the first poll only establishes the start
         try:
             try:
@@ -256,7 +256,7 @@ class HttpWatches:
             kv.close()
 
     def _long_poll(self, r: AsyncRoute, key: str, wait_rev: int, timeout: float) -> None:
-        kv = self.make_client()
+        kv = self.make_client(r.token)
         deadline = time.monotonic() + timeout
         w = Watch(kv._fork(), key, wait_rev, wait=min(timeout, STREAM_POLL * 5))
         try:
