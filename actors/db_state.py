@@ -20,19 +20,26 @@ from collections import OrderedDict
 from typing import Optional
 
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
+from raftkv.storage.kv_cache import ValueCache
 from raftkv.storage.kv_checkpoint import CheckpointInfo
 from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
+from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
 from raftkv.wire.messages import ClientReply, Command
 
+from . import fsm as _fsm  # its limits are read at each use (tests change them)
+from . import kv_apply
 from .fsm import committed_command
+from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
 META_TERM = "term"
 META_MEMBERS = "members"
+META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), never a user key
 
 
 class _Session:
@@ -58,6 +65,8 @@ class DbState:
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.leases = LeaseTable(self._journal_lease)  # actors/lease_state.py; rows: storage/kv_lease.py
+        self.cache = ValueCache()  # records for gets, never older than the DB's (storage/kv_cache.py)
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -69,61 +78,62 @@ class DbState:
         st = self.store
         self.applied = st.applied_index()
         table = st.sessions()
-        self.sessions = {cid: _Session(r.last_index, r.results) for cid, r in table.sessions.items()}
+        norm = kv_apply.normalize_result
+        self.sessions = {cid: _Session(r.last_index, OrderedDict((seq, norm(x)) for seq, x in r.results.items()))
+                         for cid, r in table.sessions.items()}
         self.expired: OrderedDict = table.expired
         raw = st.get_meta(META_TERM)
         self.term = decode_int(raw, "applied term") if raw is not None else 0
         raw = st.get_meta(META_MEMBERS)
         self.members: list = decode_members(raw) if raw is not None else []
+        self.leases.load(st.leases())
+        self.tokens = TokenState.decode(st.get_meta(META_TOKENS))
+        self._tokens_written = self.tokens.version
 
     # ---------------------------------------------------------------- applying
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
         """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
-        from .fsm import SESSION_WINDOW, SWEEP_EVERY
-
         b = self._batch
         if b is None:
             b = self._batch = self.store.batch()
         self.applied = index
-        if index % SWEEP_EVERY == 0:
+        if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
         cmd = committed_command(index, kind, payload)
         if cmd is None:
             return None
         cid = cmd.client_id
         if not cid:
-            return self._execute(cmd, b)
+            return self._leased(cmd, b)
         sess = self.sessions.get(cid)
         seq = cmd.seq
         if sess is None:
             if cid in self.expired:
-                return ("expired", None)
+                return kv_apply.EXPIRED
             sess = self.sessions[cid] = _Session()
         else:
             done = sess.results.get(seq)
             if done is not None:
                 return done
-            if sess.results and len(sess.results) >= SESSION_WINDOW and seq < sess.lowest():
-                return ("expired", None)  # its result left the window: it may have been applied
+            if sess.results and len(sess.results) >= _fsm.SESSION_WINDOW and seq < sess.lowest():
+                return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
-        result = self._execute(cmd, b)
+        result = self._leased(cmd, b)
         res = sess.results
         if res and sess.ordered and seq < next(reversed(res)):
             sess.ordered = False
         res[seq] = result
-        b.add(SaveResult(cid, seq, result[0], result[1]))
-        if len(res) > SESSION_WINDOW:
+        b.add(SaveResult(cid, seq, *result))
+        if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
             b.add(DropResult(cid, low))
         return result
 
     def _expire(self, index: int, b: KvBatch) -> None:
-        from .fsm import EXPIRED_TTL, SESSION_TTL
-
-        horizon = index - SESSION_TTL
+        horizon = index - _fsm.SESSION_TTL
         gone = [cid for cid, s in self.sessions.items() if s.last_index < horizon]
         for cid in gone:
             del self.sessions[cid]
@@ -132,26 +142,32 @@ class DbState:
             b.add(ExpireSession(cid, index))
         while self.expired:
             cid, at = next(iter(self.expired.items()))
-            if at >= index - EXPIRED_TTL:
+            if at >= index - _fsm.EXPIRED_TTL:
                 break
             del self.expired[cid]
             b.add(ForgetExpired(cid))
 
-    @staticmethod
-    def _execute(cmd: Command, b: KvBatch) -> tuple:
-        if cmd.op == "put":
-            b.put(cmd.key, cmd.value)
-            return ("ok", None)
-        if cmd.op == "delete":
-            b.delete(cmd.key)
-            return ("ok", None)
-        if cmd.op == "cas":
-            cur = b.get(cmd.key)
-            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
-                b.put(cmd.key, cmd.value)
-                return ("ok", None)
-            return ("cas_failed", cur)
-        return ("invalid", None)
+    def _execute(self, cmd: Command, b: KvBatch) -> tuple:
+        return kv_apply.execute(b, self.events, self.applied, cmd)
+
+    def _leased(self, cmd: Command, b: KvBatch) -> tuple:
+        # The lease table's hooks around _execute (see KVState._leased); token commands never
+        # touch user keys or leases (actors/token_state.py: written as a meta key by end_batch).
+        if cmd.op in TOKEN_WRITE_OPS:
+            return kv_apply.normalize_result(self.tokens.apply(cmd))
+        return execute_with_lease(self.leases, cmd, self.applied, lambda c: self._execute(c, b),
+                                  lambda key: self._execute(Command("delete", key), b))
+
+    def _journal_lease(self, rec: LeaseOpRecord) -> None:
+        """A change of the lease table goes into the open batch as its DB row."""
+        b = self._batch
+        assert b is not None, "the lease table changes only while a batch is applied"
+        if rec.change is LeaseChange.GRANT:
+            b.add(LeaseRow(rec.lease, rec.ttl))
+        elif rec.change is LeaseChange.DROP:
+            b.add(LeaseDropRow(rec.lease))
+        else:
+            b.add(LeaseKeyRow(rec.lease, rec.key, rec.change is LeaseChange.ATTACH))
 
     def end_batch(self, term: int, members: Optional[list]) -> None:
         """Write the open batch with the applied index and term (and ``members`` if a
@@ -168,16 +184,22 @@ class DbState:
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
             self.members = list(members)
-        self._write(b.ops, meta)
+        if self.tokens.version != self._tokens_written:
+            meta[META_TOKENS] = self.tokens.encode()
+            self._tokens_written = self.tokens.version
+        self._write(b.ops, meta, b)
 
-    def _write(self, ops: list, meta: dict) -> None:
+    def _write(self, ops: list, meta: dict, b: Optional[KvBatch] = None) -> None:
         # The state must not skip a batch (it would diverge from the log): a failed write (a
         # full disk) is retried, the DB reopened in between, until it succeeds; the FSM (and
         # the reads it serves) waits meanwhile, as the log writer does.
         attempt = 0
         while True:
             try:
-                self.store.apply_batch(ops, self.applied, meta)
+                with self.cache.lock:  # the write and dropping its keys from the cache as one, for gets
+                    self.store.apply_batch(ops, self.applied, meta)
+                    if b is not None:
+                        self.cache.written(b.written())
                 if attempt:
                     log.warning("fsm: the key-value state is written again (index %d)", self.applied)
                 return
@@ -198,11 +220,19 @@ class DbState:
     def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
         """Serve a read from the DB (``list`` is a bounded scan, sorted by construction)."""
         try:
+            # the revision: the store's applied index read after the value (a batch may land
+            # in between: then it is above the value's mod revision, never below)
+            store = self.store
             if op == "get":
-                v = self.store.get(key)
-                return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+                rec = self.cache.get(key, store.get_record)
+                rev = store.applied_index()
+                if rec is None:
+                    return ClientReply("not_found", revision=rev)
+                return ClientReply("ok", value=rec.value, revision=rev, create_revision=rec.create_revision,
+                                   mod_revision=rec.mod_revision, version=rec.version)
             if op == "list":
-                return ClientReply("ok", items=self.store.scan(key, limit))
+                items = store.scan(key, limit)
+                return ClientReply("ok", items=items, revision=store.applied_index())
         except Exception:  # the DB is being swapped by a snapshot install: rare
             return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
         return ClientReply("invalid", error=f"not a read: {op}")
@@ -232,7 +262,11 @@ class DbState:
         atomically across crashes; returns self."""
         staged = self.store.path + ".incoming"
         stage_copy(checkpoint_dir, staged)
-        self.store.install(staged)
+        with self.cache.lock:  # gets wait for the swap, and none keeps a value of the old state
+            try:
+                self.store.install(staged)
+            finally:
+                self.cache.clear()
         self._batch = None
         self._touched = {}
         self._load()

@@ -16,13 +16,18 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
-from raftkv.records import WRITE_OPS, UndecodableEntry
+from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
+from raftkv.storage.kv_record import KeyRecord
 from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
 
+from . import kv_apply
+from .backup_serving import take_backup
 from .core import decode_config
+from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result_reply
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
+from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
@@ -31,8 +36,10 @@ SESSION_WINDOW = 1024  # results kept per client: more than any client keeps in 
 SESSION_TTL = 100_000  # a session unused for this many log entries expires
 EXPIRED_TTL = 10 * SESSION_TTL  # how long an expired session is remembered (to reject its requests)
 SWEEP_EVERY = 1024  # entries between expiry sweeps
-SNAPSHOT_VERSION = 2  # 2: the session table packed as maps
+SNAPSHOT_VERSION = 3  # 2: the session table packed as maps; 3: keys with their revisions ("kvr")
+READABLE_SNAPSHOT_VERSIONS = frozenset({2, 3})
 SNAPSHOT_CHUNK_KEYS = 4096
+_WATCH, _OK = Op.WATCH.value, Status.OK.value
 
 
 
@@ -50,7 +57,7 @@ def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command
         cmd = decode_record(payload, Command)
     except DecodeError as e:
         raise UndecodableEntry(index, str(e)) from None
-    if cmd.op not in WRITE_OPS:
+    if cmd.op not in WRITE_OPS and cmd.op not in LEASE_WRITE_OPS and cmd.op not in TOKEN_WRITE_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
 
@@ -74,10 +81,15 @@ class KVState:
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        # key -> (create_revision, mod_revision, version), beside ``data`` so that a read of a
+        # value stays one dict lookup; a key absent here has unknown revisions (0, 0, 1)
+        self.meta: dict[str, tuple[int, int, int]] = {}
         self.sessions: dict[str, Session] = {}
         self.expired: OrderedDict = OrderedDict()  # client id -> index at which it expired
         self.applied = 0
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
+        self.leases = LeaseTable()  # actors/lease_state.py
+        self.tokens = TokenState()  # issue 11: client tokens and the join secret (actors/token_state.py)
 
     def take_events(self) -> list[WatchEvent]:
         """The user-key changes applied since the last call, in log order (see watch_events)."""
@@ -97,20 +109,20 @@ class KVState:
             return None
         cid = cmd.client_id
         if not cid:
-            return self._execute(cmd)
+            return self._leased(cmd)
         sess = self.sessions.get(cid)
         if sess is None:
             if cid in self.expired:
-                return ("expired", None)
+                return kv_apply.EXPIRED
             sess = self.sessions[cid] = Session()
         else:
             done = sess.results.get(cmd.seq)
             if done is not None:
                 return done
             if sess.results and len(sess.results) >= SESSION_WINDOW and cmd.seq < next(iter(sess.results)):
-                return ("expired", None)  # its result left the window: it may have been applied
+                return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
-        result = self._execute(cmd)
+        result = self._leased(cmd)
         sess.results[cmd.seq] = result
         if len(sess.results) > SESSION_WINDOW:
             sess.results.popitem(last=False)
@@ -148,6 +160,7 @@ class KVState:
         """A consistent copy to serialise off the FSM's thread: the dict copy is one C call."""
         c = KVState()
         c.data = self.data.copy()
+        c.meta = self.meta.copy()
         for cid, sess in self.sessions.items():
             n = Session()
             n.results = OrderedDict(sess.results)
@@ -155,19 +168,26 @@ class KVState:
             c.sessions[cid] = n
         c.expired = OrderedDict(self.expired)
         c.applied = self.applied
+        c.leases.load(self.leases.records())
+        c.tokens = self.tokens.copy()
         return c
 
     def chunks(self, per_chunk: int = SNAPSHOT_CHUNK_KEYS) -> Iterator[bytes]:
         """The state as a stream of msgpack records, a bounded number of keys each, so that
         serialising a large map never holds the GIL long enough to stall heartbeats."""
         yield msgpack.packb(["state", SNAPSHOT_VERSION, self.applied], use_bin_type=True)
-        items = list(self.data.items())
+        meta = self.meta
+        items = [(k, v, *meta.get(k, (0, 0, 1))) for k, v in self.data.items()]
         for i in range(0, len(items), per_chunk):
-            yield msgpack.packb(["kv", items[i:i + per_chunk]], use_bin_type=True)
+            yield msgpack.packb(["kvr", items[i:i + per_chunk]], use_bin_type=True)
         # Packed by msgpack's C packer straight from the dicts: the table can hold ~10^5 results
         # (a Python loop over them stalled writes at every snapshot).
         sessions = {cid: [s.last_index, s.results] for cid, s in self.sessions.items()}
         yield msgpack.packb(["sessions", sessions, self.expired], use_bin_type=True)
+        if self.leases.ttl:  # absent when there is none: older builds read the snapshot as before
+            yield msgpack.packb(["leases", self.leases.records()], use_bin_type=True)
+        # An older build ignores this record; a snapshot without it loads with no tokens.
+        yield msgpack.packb(["tokens", self.tokens.encode()], use_bin_type=True)
 
     @classmethod
     def restore(cls, body: Iterable[bytes]) -> "KVState":
@@ -179,45 +199,76 @@ class KVState:
             for rec in unpacker:
                 kind = rec[0]
                 if kind == "state":
-                    if rec[1] != SNAPSHOT_VERSION:
-                        raise ValueError(f"snapshot state version {rec[1]}, this build reads {SNAPSHOT_VERSION}")
+                    if rec[1] not in READABLE_SNAPSHOT_VERSIONS:
+                        raise ValueError(f"snapshot state version {rec[1]}, this build reads "
+                                         f"{sorted(READABLE_SNAPSHOT_VERSIONS)}")
                     st.applied = rec[2]
-                elif kind == "kv":
+                elif kind == "kv":  # version 2: revisions unknown
                     st.data.update(rec[1])
+                elif kind == "kvr":
+                    for k, v, c, m, ver in rec[1]:
+                        st.data[k] = v
+                        st.meta[k] = (c, m, ver)
                 elif kind == "sessions":
                     for cid, (last, results) in rec[1].items():
                         sess = Session()
                         sess.last_index = last
-                        sess.results = OrderedDict((seq, tuple(r)) for seq, r in results.items())
+                        sess.results = OrderedDict((seq, kv_apply.normalize_result(r)) for seq, r in results.items())
                         st.sessions[cid] = sess
                     st.expired = OrderedDict(rec[2])
+                elif kind == "leases":
+                    st.leases.load(rec[1])
+                elif kind == "tokens":
+                    st.tokens = TokenState.decode(rec[1])
         return st
 
+    def _leased(self, cmd: Command) -> tuple:
+        # The lease table's hooks around _execute (actors/lease_state.py); a revoked lease's
+        # keys are deleted through _execute itself, like any delete. Token commands never touch
+        # user keys or leases.
+        if cmd.op in TOKEN_WRITE_OPS:
+            return kv_apply.normalize_result(self.tokens.apply(cmd))
+        return execute_with_lease(self.leases, cmd, self.applied, self._execute,
+                                  lambda key: self._execute(Command("delete", key)))
+
     def _execute(self, cmd: Command) -> tuple:
-        d = self.data
-        if cmd.op == "put":
-            d[cmd.key] = cmd.value
-            return ("ok", None)
-        if cmd.op == "delete":
-            d.pop(cmd.key, None)
-            return ("ok", None)
-        if cmd.op == "cas":
-            cur = d.get(cmd.key)
-            if (cur is None) if cmd.expect_absent else (cur == cmd.expected):
-                d[cmd.key] = cmd.value
-                return ("ok", None)
-            return ("cas_failed", cur)
-        return ("invalid", None)
+        return kv_apply.execute(self, self.events, self.applied, cmd)
+
+    # the RecordView of actors/kv_apply.py
+
+    def record(self, key: str) -> Optional[KeyRecord]:
+        """The key's value and revisions (None: absent)."""
+        v = self.data.get(key)
+        if v is None:
+            return None
+        m = self.meta.get(key)
+        return KeyRecord(v, 0, 0, 1) if m is None else KeyRecord(v, m[0], m[1], m[2])
+
+    def put_record(self, key: str, rec: KeyRecord) -> None:
+        """Set the key's record."""
+        self.data[key] = rec.value
+        self.meta[key] = (rec.create_revision, rec.mod_revision, rec.version)
+
+    def delete_record(self, key: str) -> None:
+        """Remove the key."""
+        del self.data[key]
+        self.meta.pop(key, None)
 
     def read(self, op: str, key: str, limit: int = 0) -> ClientReply:
+        """Serve a read; the reply carries the revision it reflects (the applied index, read
+        after the value: at least the value's mod revision) and a get's key revisions."""
         if op == "get":
-            v = self.data.get(key)
-            return ClientReply("ok", value=v) if v is not None else ClientReply("not_found")
+            rec = self.record(key)
+            rev = self.applied
+            if rec is None:
+                return ClientReply("not_found", revision=rev)
+            return ClientReply("ok", value=rec.value, revision=rev, create_revision=rec.create_revision,
+                               mod_revision=rec.mod_revision, version=rec.version)
         if op == "list":
             keys = sorted(k for k in self.data if k.startswith(key))
             if limit > 0:
                 keys = keys[:limit]
-            return ClientReply("ok", items=[(k, self.data[k]) for k in keys])
+            return ClientReply("ok", items=[(k, self.data[k]) for k in keys], revision=self.applied)
         return ClientReply("invalid", error=f"not a read: {op}")
 
 
@@ -253,8 +304,10 @@ class Fsm(SupervisedActor):
     def __init__(self, reply_many: Callable[[list], None], publish: Callable[[AppliedView], None],
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
                  state: Optional[Any] = None, applied_term: int = 0, members: Optional[list] = None,
-                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None) -> None:
+                 checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None,
+                 hub: Optional[Any] = None) -> None:
         super().__init__()
+        self.hub = hub  # the node's WatchHub (actors/watch_hub.py), or None: events are dropped
         # A KVState (in memory) or a DbState (actors/db_state.py: RocksDB); same interface.
         self.state = state or KVState()
         self.checkpoint_path = checkpoint_path  # where a checkpoint at an index goes (DbState)
@@ -314,10 +367,16 @@ class Fsm(SupervisedActor):
                     # our proposal at this index was overwritten: it may exist elsewhere, retry it
                     replies.append((route, ClientReply("timeout", error="leadership changed; retry")))
                 elif res is not None:
-                    status, cur = res
-                    replies.append((route, ClientReply(status, value=cur if status == "cas_failed" else None)))
+                    status, cur, rev, txn = res
+                    rep = result_reply(status, cur, rev)  # actors/lease_state.py: a grant's id, a refusal's why
+                    if txn is not None:
+                        rep.succeeded, rep.responses = txn
+                    replies.append((route, rep))
         # Durable state first (one unsynced write batch), then the answers and the view.
         st.end_batch(self.applied_term, self.members if config_applied else None)
+        events = st.take_events()  # taken even with no hub, so that they never pile up
+        if self.hub is not None:
+            self.hub.publish(events, st.applied)
         if replies:
             self.reply_many(replies)
         self.publish(AppliedView(st.applied, st))
@@ -359,6 +418,8 @@ class Fsm(SupervisedActor):
         self.applied_term = msg.term
         self.members = list(msg.members)
         self.last_snapshot = self.state.applied
+        if self.hub is not None:
+            self.hub.reset(self.state.applied)  # the events before the snapshot are not known here
         log.info("fsm: restored the state at index %d from a snapshot in %.2fs", self.state.applied,
                  time.monotonic() - t0)
         self.publish(AppliedView(self.state.applied, self.state))
@@ -368,6 +429,12 @@ class Fsm(SupervisedActor):
         st = self.state
         out: list = []
         for route, req in handles:
+            if req.op == Op.BACKUP:  # checkpointed here, between two batches (actors/backup_serving.py)
+                self.save_snapshot(take_backup(st, self.checkpoint_path, self.applied_term, self.members, route))
+                continue
+            if req.op == _WATCH:  # a watch's confirmed start: the revision it starts after
+                out.append((route, ClientReply(_OK, revision=st.applied)))
+                continue
             rep = st.read(req.op, req.key, req.limit)
             out.append((route, rep))
             # A list answer read from RocksDB is a fresh copy of its values: hand each one over

@@ -4,12 +4,19 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from raftkv.records import Op
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
 
+from .backup_serving import BackupRead
 from .core import NotLeader
+from .lease_leader import LeaseDesk
+from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
 from .messages import Read, TakeSnapshot
 from .role import Role
+from .txn_check import validate_txn
+
+TOKEN_OPS = frozenset({"token_create", "token_list", "token_revoke"})
 
 log = logging.getLogger("actors.leader")
 
@@ -22,11 +29,14 @@ class Leader(Role):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
+        self.leases = LeaseDesk(ctx)  # lease requests and expiry (actors/lease_leader.py)
 
     # ------------------------------------------------------------------ clients
 
     def validate_write(self, req) -> Optional[str]:
         tun = self.ctx.tuning
+        if req.op == "txn":
+            return validate_txn(req.txn, self.ctx.validate_key, tun.max_value_bytes)
         err = self.ctx.validate_key(req.key)
         if err:
             return err
@@ -37,6 +47,8 @@ class Leader(Role):
                 return f"value too large: {len(req.value)} bytes (max_value_bytes is {tun.max_value_bytes})"
         if req.op == "cas" and req.expected is None and not req.expect_absent:
             return "cas needs an expected value (or expect_absent)"
+        if req.lease and req.op == "delete":
+            return "delete takes no lease"
         return None
 
     def on_client(self, items: list) -> None:
@@ -58,9 +70,28 @@ class Leader(Role):
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
-                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq)
+                cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
+                              lease=req.lease, txn=req.txn)
                 props.append((EntryKind.COMMAND, encode_record(cmd)))
                 routes.append(route)
+            elif op in LEASE_WRITE_OPS or op in LEASE_LEADER_OPS:
+                err = self.leases.validate(req) if op in LEASE_WRITE_OPS else None
+                if err:
+                    replies.append((route, ClientReply("invalid", error=err)))
+                elif op == Op.LEASE_KEEPALIVE.value and req.lease > 0:
+                    # confirmed by a ReadIndex round first, like a read (actors/lease_leader.py)
+                    refusal = self.leases.not_ready()
+                    if refusal is not None:
+                        replies.append((route, refusal))
+                    else:
+                        reads.append((route, req))
+                elif op in LEASE_LEADER_OPS:
+                    replies.append((route, self.leases.answer(req)))
+                elif ctx.disk_error:
+                    replies.append((route, ClientReply("unavailable", error=f"{ctx.node_id}: {ctx.disk_error}")))
+                else:
+                    props.append((EntryKind.COMMAND, encode_record(self.leases.command(req))))
+                    routes.append(route)
             elif op in ("get", "list"):
                 err = ctx.validate_key(req.key) if op == "get" else None
                 if err:
@@ -80,6 +111,11 @@ class Leader(Role):
             elif op == "add_node":
                 if req.member is None or not req.member.id or not req.member.addr:
                     replies.append((route, ClientReply("invalid", error="add_node needs an id and an address")))
+                elif ctx.secure and not req.member.curve_key:
+                    # A member without a key could never connect to a secure cluster's peer door.
+                    replies.append((route, ClientReply("invalid", error=(
+                        "this cluster is secure: start the new node with kvnode --join ADDR --token "
+                        "JOIN_TOKEN instead of add-node"))))
                 else:
                     self._request_change(MembershipChange(req.member, None, route, ChangeOrigin.CLIENT), replies)
             elif op == "remove_node":
@@ -97,6 +133,13 @@ class Leader(Role):
                 replies.append((route, self._transfer(req.key)))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
+            elif op == Op.BACKUP:  # start: a read at a confirmed index; then its chunks (actors/backup_serving.py)
+                if req.key:
+                    ctx.snapshotter.tell(BackupRead(route, req.key, req.seq, req.limit))
+                else:
+                    reads.append((route, req))
+            elif op in TOKEN_OPS:
+                self._token_op(route, req, replies, props, routes)
             else:
                 replies.append((route, ClientReply("invalid", error=f"unknown operation {op!r}")))
         if props:
@@ -125,6 +168,49 @@ class Leader(Role):
         if replies:
             ctx.frontdoor.reply_many(replies)
 
+    def _token_op(self, route, req, replies: list, props: list, routes: list) -> None:
+        """token_create / token_revoke become Commands (checked against the applied table first, for
+        a clear error); token_list answers from it (names and roles only). Issue 11."""
+        ctx = self.ctx
+        if not ctx.secure:
+            replies.append((route, ClientReply("invalid", error=(
+                "tokens need a secure cluster (made with kvnode --bootstrap --secure)"))))
+            return
+        table = ctx.token_state()
+        if req.op == "token_list":
+            replies.append((route, ClientReply("ok", info=table.listing())))
+            return
+        if req.op == "token_create":
+            if req.key in table.tokens:
+                replies.append((route, ClientReply("cas_failed", error=(
+                    f"a token named {req.key!r} exists already (revoke it first, or pick another name)"))))
+                return
+            err = table.check_create(req.key, req.value)
+            if err:
+                replies.append((route, ClientReply("invalid", error=err)))
+                return
+        else:
+            if req.key not in table.tokens:
+                replies.append((route, ClientReply("not_found", error=f"no token named {req.key!r}")))
+                return
+            err = table.check_revoke(req.key)
+            if err:
+                replies.append((route, ClientReply("cas_failed", error=err)))
+                return
+        cmd = Command(req.op, req.key, req.value, None, False, req.client_id, req.seq)
+        props.append((EntryKind.COMMAND, encode_record(cmd)))
+        routes.append(route)
+
+    def _join_reply(self) -> JoinReply:
+        """An accepting JoinReply; on a secure cluster with the cluster key and the members (it
+        only ever goes back on the route the JoinRequest came on: a joiner's CURVE connection
+        that proved the join token, or a member's)."""
+        ctx = self.ctx
+        key = ctx.cluster_key
+        if key is None:
+            return JoinReply(True, ctx.cluster_id or "")
+        return JoinReply(True, ctx.cluster_id or "", cluster_key=key.secret, members=list(ctx.core.members))
+
     def _request_change(self, change: MembershipChange, replies: list) -> None:
         try:
             self.ctx.core.request_change(change)
@@ -148,6 +234,18 @@ class Leader(Role):
         log.info("%s: transferring leadership to %s in term %d", self.ctx.node_id, target, core.term)
         return ClientReply("ok", info={"target": target})
 
+    def on_reads(self, reads: list, failed: list) -> None:
+        super().on_reads(self.leases.split_keepalives(reads) if reads else reads, failed)
+
+    def on_tick(self) -> None:
+        # Leases due to expire become revoke entries (the decision: actors/lease_clock.py).
+        due = self.leases.on_tick()
+        if due:
+            try:
+                self.ctx.core.propose(due)
+            except NotLeader:
+                pass
+
     def on_hand_off(self) -> None:
         if any(m.voter and m.id != self.ctx.node_id for m in self.ctx.core.members):
             self._transfer("")
@@ -167,13 +265,17 @@ class Leader(Role):
 
     def on_join(self, req: JoinRequest, route: bytes, sender: str) -> None:
         ctx = self.ctx
+        if ctx.secure and not req.member.curve_key:
+            ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error=(
+                "this cluster is secure: a joining node must send its CURVE key (kvnode --join ADDR --token)")))
+            return
         try:
             member_already = ctx.core.join(req.member, route, req.incarnation)
         except NotLeader:
             super().on_join(req, route, sender)
             return
         if member_already:
-            ctx.peer.reply_route(route, JoinReply(True, ctx.cluster_id or ""))
+            ctx.peer.reply_route(route, self._join_reply())
 
     def on_config_changes(self, proposed: list, dropped: list) -> None:
         """Answer the requesters of the changes the core proposed (or dropped on losing leadership)."""
@@ -182,7 +284,7 @@ class Leader(Role):
             log.info("%s: membership change at index %d in term %d: %s", ctx.node_id, index, ctx.core.term,
                      change.describe())
             if change.origin is ChangeOrigin.JOIN:
-                ctx.peer.reply_route(change.handle, JoinReply(True, ctx.cluster_id or ""))
+                ctx.peer.reply_route(change.handle, self._join_reply())
             elif change.origin is ChangeOrigin.CLIENT:
                 ctx.frontdoor.reply_many([(change.handle, ClientReply("ok", info={"index": index}))])
         redirect = [(c.handle, ctx.redirect()) for c in dropped if c.origin is ChangeOrigin.CLIENT]

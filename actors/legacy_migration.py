@@ -47,13 +47,15 @@ def migrate_legacy(node_id: str, legacy: tuple[SnapshotMeta, KVState], kv: KvSto
     t0 = time.monotonic()
     ops: list = []
     for key, value in st.data.items():
-        ops.append(Put(key, value))
+        rec = st.record(key)
+        assert rec is not None
+        ops.append(Put(key, value, rec.create_revision, rec.mod_revision, rec.version))
         if len(ops) >= _BATCH:
             kv.apply_batch(ops, 0)  # index 0 until the last batch: a crash midway migrates again
             ops = []
     for cid, sess in st.sessions.items():
-        for seq, (status, value) in sorted(sess.results.items()):
-            ops.append(SaveResult(cid, seq, status, value))
+        for seq, res in sorted(sess.results.items()):
+            ops.append(SaveResult(cid, seq, *res))
         ops.append(TouchSession(cid, sess.last_index))
     for cid, at in st.expired.items():
         ops.append(ExpireSession(cid, at))

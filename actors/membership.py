@@ -102,7 +102,7 @@ class MembershipQueue:
         members = [m for m in members if m.id != change.target]
         if change.member is not None:
             m = change.member
-            members.append(Member(m.id, m.addr, m.client, m.http, False, m.incarnation, m.voter))
+            members.append(m._replace(voter=False, promote=m.voter))  # curve_key kept (issue 11)
         return change, members
 
     def promotion(self, members: list, match: dict, commit: int) -> Optional[tuple]:

@@ -30,6 +30,9 @@ from raftkv.wire.peer import PeerTransport, max_peer_message
 from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.zap import Door, DoorAuthenticator
 
+from . import node_security
+from .token_state import TokenState
+
 from .candidate import Candidate
 from ..config import NodeConfig, core_config
 from .core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch, RaftCore, encode_config
@@ -40,11 +43,13 @@ from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
-from .messages import ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery, Tick
+from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
+                       TakeSnapshot, Tick)
 from .role import RoleActor
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
+from .watch_hub import WatchHub
 
 log = logging.getLogger("actors.node")
 
@@ -113,10 +118,19 @@ class NodeContext:
         self.snapshotter = node.snap_ref
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
+        self.watch_hub = getattr(node, "watch_hub", None)  # serves watch requests (actors/watch_serving.py)
         self.last_contact: dict[str, float] = {}
         core = self.core
         self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
         self._members_seen: Optional[list] = None
+        # Issue 11. ``secure``: this node is a member of a secure cluster. ``tokens``: the applied
+        # token table (a TokenTable, one object whose contents the FSM's thread swaps whole), what
+        # the HTTP gateway authorizes bearer tokens against; ``doors``: the key rings (None if
+        # not secure). ``cluster_key``: the cluster's CURVE server key pair (None if not secure).
+        self.secure: bool = bool(getattr(node, "secure", False))
+        self.doors = getattr(node, "doors", None)
+        self.tokens = self.doors.tokens if self.doors is not None else None
+        self.cluster_key = getattr(node, "cluster_key", None)
 
     @property
     def applied(self) -> int:
@@ -203,7 +217,13 @@ class NodeContext:
         if members is not self._members_seen:
             self._members_seen = members
             self.peer.set_peers({m.id: m.addr for m in members if m.id != self.node_id})
+            if self.doors is not None:
+                self.doors.on_members(members)  # removing a member revokes its key (issue 11)
         self.node.metrics.observe(self.core, self.applied)
+
+    def token_state(self) -> TokenState:
+        """The applied token table with the join secret (the leader checks token ops against it)."""
+        return getattr(self.node, "token_state", None) or TokenState()
 
     def publish_role_view(self) -> None:
         """Publish a new RoleView if the role, term, leader or configuration changed (called by
@@ -237,6 +257,13 @@ class Node:
         self._threads: list = []
         self._stop = threading.Event()
         self._join_hints: queue.SimpleQueue = queue.SimpleQueue()  # leader addresses, for the join loop
+        # Issue 11 (set by start(); see _open_security): secure mode, keys, the doors' tables.
+        self.secure = False
+        self.cluster_key: Any = None
+        self.node_key: Any = None
+        self.join_reply: Any = None
+        self.doors: Optional[node_security.NodeDoors] = None
+        self.token_state = TokenState()
 
     # ------------------------------------------------------------ storage and identity
 
@@ -271,9 +298,19 @@ class Node:
                                   incarnation if p.id == cfg.id and len(cfg.peers) == 1 else "")
                            for p in cfg.peers] or [
                     Member(cfg.id, cfg.spec.addr, cfg.spec.client, cfg.spec.http or "", True, incarnation)]
+                extra: list = []
+                if cfg.secure:
+                    # Keys, tokens and the certificate exist before any port opens, and the join
+                    # secret and first admin token are in the same synced write as entry 1.
+                    boot = self._bootstrap_secure(store, cid, members)
+                    members = [m._replace(curve_key=boot.node_key.public_text) for m in members]
+                    extra = node_security.bootstrap_entries(boot)
+                    meta[node_security.META_SECURE] = "true"
                 # Every node of a whole-cluster file writes the same entry 1, so their logs agree.
                 store.write(term=1, vote=None, first_index=1,
-                            entries=[Entry(1, EntryKind.CONFIG, encode_config(members))])
+                            entries=[Entry(1, EntryKind.CONFIG, encode_config(members))] + extra)
+                if cfg.secure:
+                    node_security.announce_bootstrap(cfg.id, boot)
                 log.info("%s: bootstrapped cluster %s with %s", cfg.id, cid, ", ".join(m.id for m in members))
             elif cfg.cluster_id:
                 cid = cfg.cluster_id
@@ -285,6 +322,111 @@ class Node:
                 log.info("%s: already has data; --bootstrap ignored", cfg.id)
         self.cluster_id = cid
         return store
+
+    def _bootstrap_secure(self, store: LogStore, cid: str, members: list) -> Any:
+        cfg = self.cfg
+        from raftkv.wire.security.bootstrap import bootstrap_secure
+        from raftkv.wire.security.files import PrivateFileError
+        from raftkv.wire.security.tls import TlsError
+
+        if len(members) != 1:
+            store.close()
+            raise NodeError("--secure bootstraps one node; start the others with --join ADDR --token JOIN_TOKEN")
+        host = cfg.http.rpartition(":")[0].strip("[]") if cfg.http else ""
+        try:
+            return bootstrap_secure(cfg.node_dir, cid, [host] if host and host not in ("0.0.0.0", "*") else [],
+                                    make_tls=not getattr(cfg, "tls_cert", None))
+        except FileExistsError:
+            store.close()
+            raise NodeError(f"{cfg.node_dir}/cluster.key exists (an interrupted bootstrap?): remove "
+                            f"{cfg.node_dir} and bootstrap again") from None
+        except (PrivateFileError, TlsError, OSError) as e:
+            store.close()
+            raise NodeError(f"secure bootstrap failed: {e}") from None
+
+    def _open_security(self, store: LogStore) -> None:
+        """Issue 11: decide the mode from the node's meta (never from a flag alone), load the keys
+        of a secure node (a missing or loose key file stops it: never a silent fall-back to an
+        insecure node), and run the one-shot join of a node given --join and --token."""
+        cfg = self.cfg
+        from raftkv.wire.security.bootstrap import CLUSTER_KEY, NODE_KEY, load_cluster_key, save_cluster_key
+        from raftkv.wire.security.files import PrivateFileError
+        from raftkv.wire.security.keys import keypair_from_secret, load_or_create_keypair
+
+        self.secure = store.get_meta(node_security.META_SECURE) == "true"
+        self.cluster_key = self.node_key = None
+        self.join_reply = None
+        try:
+            if cfg.join and cfg.join_token and not self.secure:
+                if self.core.members:
+                    raise NodeError(f"node {cfg.id} is a member of cluster {self.cluster_id!r}, made without "
+                                    "--secure: --token does not apply to it")
+                self.node_key = load_or_create_keypair(cfg.node_dir / NODE_KEY)
+                self.join_reply = self._join_secure()
+                save_cluster_key(cfg.node_dir, keypair_from_secret(self.join_reply.cluster_key))
+                store.set_meta(**{node_security.META_SECURE: "true", "cluster_id": self.join_reply.cluster_id})
+                self.cluster_id = self.join_reply.cluster_id
+                self.secure = True
+            if cfg.join and not cfg.join_token and not self.secure and not self.core.members:
+                self._refuse_secure_target()
+            if cfg.secure and not self.secure:
+                raise NodeError(f"data directory {cfg.node_dir} belongs to a cluster made without --secure "
+                                "(a cluster's mode is chosen at bootstrap)")
+            if self.secure:
+                self.node_key = load_or_create_keypair(cfg.node_dir / NODE_KEY)
+                self.cluster_key = load_cluster_key(cfg.node_dir)
+                if self.cluster_key is None:
+                    raise NodeError(f"{cfg.node_dir / CLUSTER_KEY}: missing; this node is a member of a secure "
+                                    "cluster and cannot serve without the cluster key")
+        except (PrivateFileError, ValueError) as e:
+            raise NodeError(str(e)) from None
+
+    def _refuse_secure_target(self) -> None:
+        """A plain join aimed at a secure cluster can never succeed: say so and stop (exit 1)."""
+        from raftkv.wire.security.join_client import door_is_secure
+
+        ctx = zmq.Context()
+        try:
+            secure = door_is_secure(ctx, self.cfg.join)
+        finally:
+            ctx.destroy(linger=0)
+        if secure:
+            raise NodeError(f"{self.cfg.join} is a member of a secure cluster: start this node with --token "
+                            "JOIN_TOKEN (or $KV_JOIN_TOKEN; the join.token file of its bootstrap node)")
+
+    def _join_secure(self) -> Any:
+        """The one-shot CURVE join (wire/security/join_client.py) before any door of ours opens."""
+        cfg = self.cfg
+        import socket
+
+        from raftkv.wire.address import parse_address
+        from raftkv.wire.security.join_client import JoinRefused, join_secure
+        from raftkv.wire.security.tokens import JoinToken, TokenError
+
+        try:
+            token = JoinToken.decode(cfg.join_token)
+        except TokenError as e:
+            raise NodeError(f"--token: {e}") from None
+        # A busy port is exit 1 before anything is sent (the cluster must not add a node that
+        # cannot start).
+        a = parse_address(cfg.addr, port_zero=True)
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in a.host.strip("[]") else socket.AF_INET) as probe:
+                probe.bind((a.host.strip("[]"), a.port))
+        except OSError as e:
+            raise NodeError(f"cannot listen on peer address {cfg.addr}: {e.strerror}") from None
+        spec = cfg.spec
+        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation,
+                                 curve_key=self.node_key.public_text), self._incarnation)
+        ctx = zmq.Context()
+        try:
+            reply = join_secure(ctx, token, cfg.join, cfg.id, req)
+        except JoinRefused as e:
+            raise NodeError(str(e)) from None
+        finally:
+            ctx.destroy(linger=0)
+        log.info("%s: the leader of cluster %s admitted this node; joining", cfg.id, reply.cluster_id)
+        return reply
 
     def _restore_snapshot(self, store: LogStore) -> None:
         """Open the key-value state (its own RocksDB beside the log) and the snapshots
@@ -313,7 +455,10 @@ class Node:
         base_index, _ = store.base()
         newest = self.snapshots.newest()
         if self.kv.applied_index() < base_index:
-            if newest is not None and newest.last_index >= base_index:
+            # Restoring from a checkpoint: check it first (a damaged newest one is deleted and the
+            # next older one that covers the log's start is used, or else the leader's).
+            newest = self.snapshots.newest_verified(base_index)
+            if newest is not None:
                 log.warning("%s: the key-value store is at index %d, before the log's start %d: restoring it from "
                             "snapshot %d", cfg.id, self.kv.applied_index(), base_index, newest.last_index)
                 stage_copy(newest.path, self.kv.path + ".incoming")
@@ -357,6 +502,12 @@ class Node:
         self._restore_snapshot(store)
         self.core = self._build_core(store)
         self._incarnation = store.get_meta("incarnation") or ""
+        try:
+            self._open_security(store)
+        except NodeError:
+            store.close()
+            self.kv.close()
+            raise
         # Joining is idempotent until it succeeds: a node not yet admitted (as this incarnation)
         # joins on every start, whatever is in its data directory already.
         admitted = self._admitted(self.core.members)
@@ -371,15 +522,32 @@ class Node:
         self.metrics = NodeMetrics(cfg.id)
         self.zctx = zmq.Context()
         zap = self._start_door_guard()
+        self.doors = None
+        self.token_state = self.fsm_state.tokens
+        if self.secure:
+            # The rings are filled before any door binds (with none, every key would be refused).
+            self.doors = node_security.NodeDoors(self.auth, cfg.id, cfg.node_dir)
+            if self.join_reply is not None and self.join_reply.members:
+                self.doors.seed(self.join_reply.members)
+            self.doors.on_members(self.core.members)
+            self.doors.on_tokens(self.fsm_state.tokens)
+        # The applied token table for the HTTP gateway's bearer checks (None: not secure).
+        self.tokens = self.doors.tokens if self.doors is not None else None
         try:
             t = cfg.raft
+            curve = (self.cluster_key, self.node_key) if self.secure else None
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
                                       on_lost=lambda pid: self._tell_role(PeerLost(pid)),
                                       max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes),
-                                      zap_door=Door.PEER if zap else None)
+                                      zap_door=Door.PEER if zap else None, curve=curve)
+            if self.doors is not None:
+                self.doors.peer = self.peer
+                self.doors.on_members(self.core.members)
             self.frontdoor = FrontDoor(self.zctx, cfg.client, self._on_clients, cfg.id,
                                        max_request_bytes=max_request_bytes(t.max_key_bytes, t.max_value_bytes),
-                                       zap_door=Door.CLIENT if zap else None)
+                                       zap_door=Door.CLIENT if zap else None,
+                                       curve_key=self.cluster_key if self.secure else None,
+                                       authorize=self.doors.authorize if self.doors is not None else None)
         except zmq.ZMQError as e:
             store.close()
             self._stop_door_guard()
@@ -390,16 +558,22 @@ class Node:
             raise NodeError(f"cannot listen on {which} address {addr}: {e.strerror}") from None
         self.ctx = None
         t = cfg.raft
+        # The watch history starts at the state's applied index: events before it are not known.
+        self.watch_hub = WatchHub(self.frontdoor.reply_many, self.fsm_state.applied, name=cfg.id,
+                                  history_revisions=cfg.watch_history_revisions)
+        self.watch_hub.start()
         self.fsm_ref = Fsm.start(self.frontdoor.reply_many, self._on_applied, lambda m: self.snap_ref.tell(m),
                                  t.snapshot_threshold, state=self.fsm_state, applied_term=self.fsm_state.term,
                                  members=self.fsm_state.members or self.snapshot_members,
-                                 checkpoint_path=self.snapshots.path_for, last_snapshot=self.snapshot_index)
+                                 checkpoint_path=self.snapshots.path_for, last_snapshot=self.snapshot_index,
+                                 hub=self.watch_hub)
         self.initial_view = AppliedView(self.fsm_state.applied, self.fsm_state)
         self.fsm_state = None  # the FSM owns it now
         self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
         self.log_ref = LogManager.start(self.log_writer)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
-                                          lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many)
+                                          lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,
+                                          lambda: self.fsm_ref.tell(TakeSnapshot(None)))
         # Read off the core now: once the role actor runs, it alone touches the core.
         core = self.core
         servers = [cfg.spec.client] + [m.client for m in core.members if m.id != cfg.id and m.client]
@@ -413,13 +587,22 @@ class Node:
         if cfg.http:
             from raftkv.wire.http import HttpGateway
 
+            from raftkv.wire.http_tls import TlsError, gateway_ssl_context
+
             try:
+                # A secure node: HTTPS, and bearer tokens checked against the applied token table.
+                tls = gateway_ssl_context(cfg.id, cfg.node_dir, cfg.http, cfg.tls_cert, cfg.tls_key) \
+                    if self.secure else None
                 self.gateway = HttpGateway(cfg.http, servers, status_fn=self.status, metrics_fn=self.metrics.render,
                                            local=(cfg.spec.client, self.local_call), submit=self.submit_local,
                                            max_value=t.max_value_bytes, max_key=t.max_key_bytes,
                                            lease_reads=t.lease_reads,
-                                           admit=self.guard.admit if self.guard.enabled else None)
+                                           admit=self.guard.admit if self.guard.enabled else None,
+                                           ssl_context=tls, tokens=self.tokens, metrics_open=cfg.metrics_open)
                 self.gateway.start()
+            except TlsError as e:
+                self.stop()
+                raise NodeError(f"HTTPS gateway: {e}") from None
             except OSError as e:
                 self.stop()
                 raise NodeError(f"cannot listen on http address {cfg.http}: {e.strerror}") from None
@@ -438,8 +621,13 @@ class Node:
         that refuses non-loopback peers at the ZeroMQ doors, before any door binds (with no
         handler bound libzmq lets everyone in). The same guard refuses them at the HTTP door.
         False with --insecure: every door is open, and a WARNING says so at every start."""
-        self.guard = LoopbackGuard(enabled=not self.cfg.insecure, logger=logging.getLogger("raftkv.security"))
         self.auth: Optional[DoorAuthenticator] = None
+        if self.secure:  # CURVE on every door: the guard has nothing to refuse
+            self.guard = LoopbackGuard(enabled=False, logger=logging.getLogger("raftkv.security"))
+            self.auth = DoorAuthenticator(self.zctx, self.guard)
+            self.auth.start()
+            return False
+        self.guard = LoopbackGuard(enabled=not self.cfg.insecure, logger=logging.getLogger("raftkv.security"))
         if not self.guard.enabled:
             log.warning("%s: --insecure: every door (peer, client, HTTP) accepts connections from anyone who "
                         "can reach it, with no authentication; make a secure cluster instead "
@@ -477,6 +665,8 @@ class Node:
             self.gateway.stop()
         for t in self._threads:
             t.join(timeout=2)
+        if getattr(self, "watch_hub", None) is not None:
+            self.watch_hub.stop()
         self.frontdoor.stop()
         self.peer.stop()
         pykka.ActorRegistry.stop_all(block=True, timeout=5)
@@ -512,6 +702,11 @@ class Node:
         # The FSM's publication: one reference assignment, so a reader sees an index and the
         # state that holds it together (a restore replaces the state object).
         self.ctx.applied_view = view
+        st = view.state
+        if st is not None:
+            self.token_state = st.tokens
+            if self.doors is not None:
+                self.doors.on_tokens(st.tokens)
 
     def _ticker(self) -> None:
         period = TICK_MS / 1000.0
@@ -554,7 +749,8 @@ class Node:
         started together, before any leader exists, so keep retrying)."""
         cfg = self.cfg
         spec = cfg.spec
-        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation),
+        req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation,
+                                 curve_key=self.node_key.public_text if self.node_key is not None else ""),
                           self._incarnation)
         target = cfg.join  # this loop's own: the role actor only sends hints (on_join_reply)
         delay = 0.2
@@ -591,6 +787,8 @@ class Node:
     def on_join_reply(self, reply: Any) -> None:
         # Success shows as ourselves in the replicated configuration (see _join_loop);
         # a reply only matters as a hint of where the leader is.
+        if reply.members and self.doors is not None and not self.ctx.role_view.members:
+            self.doors.seed(reply.members)  # a restarted joiner: let the members in before the config arrives
         if not reply.ok and reply.leader_addr:
             self._join_hints.put(reply.leader_addr)
         elif reply.error:

@@ -24,7 +24,9 @@ import traceback
 from typing import Any, Optional
 
 from raftkv.wire.messages import ClientReply, JoinReply, JoinRequest
+from raftkv.records import Op
 
+from .backup_serving import BackupRead
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
 from .health import HealthWatch
 from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read,
@@ -33,6 +35,7 @@ from .snapshot_transfer import SnapshotRef
 from .metrics import PEER_EVERY_TICKS
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
 from .supervision import SupervisedActor, die
+from .watch_serving import take_watches
 
 log = logging.getLogger("actors.role")
 
@@ -122,7 +125,9 @@ class Role:
             if msg.last is not None:
                 core.on_persisted(*msg.last)
         elif t is ClientBatch:
-            self.on_client(msg.items)
+            items = take_watches(ctx, msg.items)  # any role serves watches (actors/watch_serving.py)
+            if items:
+                self.on_client(items)
         elif t is HandOff:
             self.on_hand_off()
         elif t is DiskState:
@@ -184,17 +189,27 @@ class Role:
         core = ctx.core
         now = time.monotonic()
         contact = ctx.last_contact
+        # Last contact is kept for members only: senders are the peers' to choose (issue 11).
+        members = {m.id for m in core.members}
         for sender, m, route, offered_cid in items:
-            contact[sender] = now
-            if offered_cid is not None and ctx.cluster_id is None:
+            if sender in members:
+                contact[sender] = now
+            if offered_cid and ctx.cluster_id is None:
                 ctx.adopt_cluster_id(offered_cid)
             tm = type(m)
             if tm is JoinRequest:
+                if offered_cid == "":  # no cluster id: not acted on, answered with ours (wire/peer.py)
+                    ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "",
+                                                          error="a join request must name the cluster id"))
+                    continue
                 self.on_join(m, route, sender)
             elif tm is JoinReply:
                 ctx.on_join_reply(m)
             else:
                 core.step(sender, m)
+        gone = [k for k in contact if k not in members]  # members removed since: no use now
+        for k in gone:
+            del contact[k]
 
     # ------------------------------------------------------------------ role-specific hooks
 
@@ -210,6 +225,8 @@ class Role:
                 replies.append((route, ClientReply("ok", info=ctx.status())))
             elif op == "snapshot":
                 ctx.fsm.tell(TakeSnapshot(route))
+            elif op == Op.BACKUP and req.key:  # the chunks of a backup this node started (backup_serving.py)
+                ctx.snapshotter.tell(BackupRead(route, req.key, req.seq, req.limit))
             elif op in ("get", "list") and req.consistency == "stale":
                 stale.append((route, req))
             else:

@@ -28,12 +28,19 @@ from raftkv.storage.kv_checkpoint import CheckpointError
 from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
+from .backup_serving import BackupRead, BackupServer, BackupTaken
 from .snapshot_transfer import SendChunk, StoreChunk
 from .supervision import SupervisedActor
 
 log = logging.getLogger("actors.snapshot")
 
-CHUNK_BYTES = 1024 * 1024  # stop-and-wait: larger chunks, fewer round trips per MB
+# Chunks of 4 MiB (within MAX_CHUNK_BYTES and the peer door's MAXMSGSIZE), WINDOW of them in
+# flight per follower: the core asks for one chunk per answer (stop-and-wait), and the sender keeps
+# the follower's pipe full ahead of those answers (see _Window), so the stream runs at the speed of
+# its slowest stage instead of one round trip per chunk.
+CHUNK_BYTES = 4 * 1024 * 1024
+WINDOW = 4
+RESEND_GAP = 0.5  # seconds: one rewind per gap at most, however many answers report it
 
 
 @dataclass(slots=True)
@@ -76,6 +83,21 @@ class SnapshotReceived:
 
 
 @dataclass
+class _Window:
+    """The sender's side of one follower's stream: the core's last asked offset (everything
+    before it is acknowledged) and the end of what was sent ahead of it. Chunks are sent in
+    order over one connection (FIFO), so the follower accepts each in turn; a repeated ask (the
+    core's resend timer, or the follower answering a chunk it could not take with the offset it
+    expects) rewinds the window to that offset."""
+
+    index: int
+    term: int
+    acked: int
+    sent_to: int
+    rewound_at: float = 0.0
+
+
+@dataclass
 class _Incoming:
     last_index: int
     last_term: int
@@ -89,7 +111,7 @@ class Snapshotter(SupervisedActor):
 
     def __init__(self, node_id: str, store: CheckpointStore, send: Callable[[str, Any], None],
                  tell_role: Callable[[Any], None], fsm_done: Callable[[int], None],
-                 reply_many: Callable[[list], None]) -> None:
+                 reply_many: Callable[[list], None], take_snapshot: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
         self.node_id = node_id
         self.store = store
@@ -97,8 +119,11 @@ class Snapshotter(SupervisedActor):
         self.tell_role = tell_role
         self.fsm_done = fsm_done
         self.reply_many = reply_many
+        self.take_snapshot = take_snapshot  # asks the FSM for a fresh checkpoint (a damaged one was found)
         self.sending: dict[int, CheckpointMeta] = {}  # snapshot index -> its checkpoint, while streamed
+        self.windows: dict[str, _Window] = {}  # follower -> its stream's window
         self.incoming: Optional[_Incoming] = None
+        self.backups = BackupServer(node_id, reply_many)  # kvclient backup (actors/backup_serving.py)
 
     def on_receive(self, msg: Any) -> Any:
         t = type(msg)
@@ -108,11 +133,16 @@ class Snapshotter(SupervisedActor):
             self._send_chunk(msg)
         elif t is StoreChunk:
             self._store_chunk(msg)
+        elif t is BackupTaken:
+            self.backups.taken(msg)
+        elif t is BackupRead:
+            self.backups.read(msg)
         return None
 
     def on_stop(self) -> None:
         if self.incoming is not None:
             self.incoming.rx.discard()
+        self.backups.close()
 
     # ------------------------------------------------------------------ taking
 
@@ -120,6 +150,7 @@ class Snapshotter(SupervisedActor):
         # The FSM took the checkpoint (constant time, its thread); here its files are summed up
         # for streaming, off the write path. The checkpoint's flush made the live DB durable up
         # to m.index, so the log may be compacted below it.
+        self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
         try:
             meta = self.store.describe(m.state, m.term, m.members)
@@ -144,31 +175,52 @@ class Snapshotter(SupervisedActor):
             try:
                 self.store.open_verified(meta)  # never stream a damaged checkpoint
             except CheckpointError as e:
-                log.warning("%s: snapshot %d cannot be streamed: %s", self.node_id, index, e)
+                # Never stream it; delete it and take a fresh checkpoint of the live state (the
+                # core streams that one once it is saved: SnapshotSaved).
+                log.warning("%s: snapshot %d cannot be streamed: %s; taking a fresh one", self.node_id, index, e)
+                self.store.remove(meta)
+                if self.take_snapshot is not None:
+                    self.take_snapshot()
                 return None
             self.sending = {index: meta}  # the core streams only its newest snapshot
         return meta
 
     def _send_chunk(self, c: SendChunk) -> None:
         meta = self._meta(c.index, c.offset)
-        data = None
-        if meta is not None:
-            try:
-                data = self.store.read(meta, c.offset, CHUNK_BYTES)
-            except OSError as e:  # pruned under us by a newer snapshot: the core starts over
-                log.info("%s: snapshot %d for %s went away (%s)", self.node_id, c.index, c.peer, e)
-                self.sending.pop(c.index, None)
-        if data is None:
+        if meta is None:
+            self.windows.pop(c.peer, None)
             self.tell_role(SnapshotSendFailed(c.peer))
             return
-        if c.offset == 0:
-            log.info("%s: sending snapshot at index %d (%d bytes) to %s", self.node_id, meta.last_index, meta.size,
-                     c.peer)
-        elif c.offset % (64 * CHUNK_BYTES) < CHUNK_BYTES:
-            log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, c.offset, meta.size)
-        done = c.offset + len(data) >= meta.size
-        self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, c.offset, data, done,
-                                          list(meta.members)))
+        w = self.windows.get(c.peer)
+        now = time.monotonic()
+        if w is None or (w.index, w.term) != (c.index, c.term) or c.offset == 0 and w.acked != 0:
+            w = self.windows[c.peer] = _Window(c.index, c.term, c.offset, c.offset, now)
+            log.info("%s: sending snapshot at index %d (%d bytes) to %s from offset %d", self.node_id,
+                     meta.last_index, meta.size, c.peer, c.offset)
+        elif c.offset > w.acked:  # progress: slide the window
+            w.acked = c.offset
+            w.sent_to = max(w.sent_to, c.offset)
+        elif c.offset < w.sent_to and now - w.rewound_at >= RESEND_GAP:  # asked again: rewind
+            w.acked, w.sent_to, w.rewound_at = c.offset, c.offset, now
+        elif c.offset < w.sent_to:
+            return  # the window was rewound just now; its chunks are on their way
+        try:
+            while w.sent_to < meta.size and w.sent_to < w.acked + WINDOW * CHUNK_BYTES:
+                data = self.store.read(meta, w.sent_to, CHUNK_BYTES)
+                if not data:
+                    raise OSError(f"nothing to read at offset {w.sent_to}")
+                done = w.sent_to + len(data) >= meta.size
+                # sent at once: the follower starts on the first chunk while the next are read
+                self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, w.sent_to, data, done,
+                                                  list(meta.members)))
+                if w.sent_to % (16 * CHUNK_BYTES) < len(data) and w.sent_to:
+                    log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, w.sent_to, meta.size)
+                w.sent_to += len(data)
+        except OSError as e:  # pruned under us by a newer snapshot: the core starts over
+            log.info("%s: snapshot %d for %s went away (%s)", self.node_id, c.index, c.peer, e)
+            self.sending.pop(c.index, None)
+            self.windows.pop(c.peer, None)
+            self.tell_role(SnapshotSendFailed(c.peer))
 
     # ------------------------------------------------------------------ receiving
 

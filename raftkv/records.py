@@ -74,7 +74,9 @@ class Member(NamedTuple):
     ``incarnation`` is the random id of the member's data directory as admitted (docs/architecture.md 7:
     a node's identity is its id plus its incarnation); "" is unknown (a legacy record or a
     whole-cluster bootstrap), which every incarnation matches, as before. ``promote`` False
-    marks a learner that stays one (``add-node --learner``): every leader honours it."""
+    marks a learner that stays one (``add-node --learner``): every leader honours it.
+    ``curve_key`` is the member's CURVE public key (Z85, 40 characters) on a secure cluster:
+    the only key its peer door admits for it (issue 11); "" on clusters made without --secure."""
 
     id: str
     addr: str
@@ -83,6 +85,7 @@ class Member(NamedTuple):
     voter: bool = True
     incarnation: str = ""
     promote: bool = True
+    curve_key: str = ""
 
 
 # --- hard limits of what a record may hold
@@ -109,6 +112,8 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one InstallSnapshot chunk (the snapshotter
 MAX_MEMBERS = 1024  # members of one configuration
 MAX_LIST_LIMIT = (1 << 31) - 1  # a list request's limit (0 = all keys)
 MAX_ITEMS = 10_000_000  # key/value pairs of one list reply
+MAX_EVENTS = 1_000_000  # watch events of one reply (a node sends at most a few thousand)
+MAX_WAIT_MS = 600_000  # a watch request's long-poll wait (the node caps it lower, actors/watch_hub.py)
 
 
 def _show(v: Any) -> str:
@@ -167,7 +172,8 @@ def _str_at_most(cap: int, nonempty: bool = False) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if type(v) is not str:
             raise DecodeError(f"expected str, got {type(v).__name__}")
-        if _utf8_len_over(v, cap):
+        n = len(v)  # _utf8_len_over inlined: this runs for every string field of every record
+        if n > cap or (n * 4 > cap and len(v.encode("utf-8", "surrogatepass")) > cap):
             raise DecodeError(f"{_show(v)} is more than the limit of {cap} bytes")
         if nonempty and not v:
             raise DecodeError("must not be empty")
@@ -251,7 +257,25 @@ def entry_from_fields(e: Any) -> Entry:
     return _check_entry(e)
 
 
-_MEMBER_NAMES = ("id", "addr", "client", "http", "voter", "incarnation", "promote")
+_MEMBER_NAMES = ("id", "addr", "client", "http", "voter", "incarnation", "promote", "curve_key")
+_Z85_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
+
+
+def _curve_key_text(v: Any) -> str:
+    """A CURVE public key in Z85 ("" = none): 40 characters of the Z85 alphabet."""
+    if type(v) is not str:
+        raise DecodeError(f"expected str, got {type(v).__name__}")
+    if v and _Z85_RE.match(v) is None:
+        raise DecodeError("not a CURVE public key (40 Z85 characters)")
+    return v
+
+
+def _curve_key_bytes(v: Any) -> bytes:
+    """A CURVE key in Z85 bytes (a JoinReply's cluster key)."""
+    if type(v) is not bytes or len(v) != 40:
+        raise DecodeError("not a CURVE key (40 Z85 characters)")
+    _curve_key_text(v.decode("ascii", "replace"))
+    return v
 _MEMBER_REQUIRED = 2  # id and addr; the others have defaults
 
 
@@ -260,7 +284,8 @@ def _member_checker(strict: bool) -> Callable[[Any], Member]:
     non-empty id and address; a client's add_node request may leave them empty, and the leader
     answers that with its own message."""
     checks: tuple[Callable[[Any], Any], ...] = (
-        _node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool, _incarnation, _bool)
+        _node_id if strict else _client_id, lambda a: _addr(a, not strict), _addr, _addr, _bool, _incarnation, _bool,
+        _curve_key_text)
 
     def member(v: Any) -> Member:
         if type(v) is not list or len(v) < _MEMBER_REQUIRED:
@@ -303,6 +328,47 @@ def _pairs(v: Any) -> list:
     return out
 
 
+class Event(NamedTuple):
+    """One watch event as it crosses the client door (actors/watch_events.py's WatchEvent, on the
+    wire): what ``revision`` (the log index of the committed entry) did to ``key``; ``type`` is
+    "put" or "delete"; ``value`` is None for a delete; ``prev_value`` None when not known;
+    ``create_revision`` and ``version`` 0 when the state does not track them."""
+
+    revision: int
+    type: str
+    key: str
+    value: Optional[bytes] = None
+    prev_value: Optional[bytes] = None
+    create_revision: int = 0
+    version: int = 0
+
+    @property
+    def mod_revision(self) -> int:
+        """The key's modification revision this event made: its ``revision``."""
+        return self.revision
+
+
+_EVENT_TYPES = frozenset(("put", "delete"))
+
+
+def _events(v: Any) -> list:
+    if type(v) is not list:
+        raise DecodeError("events: expected a list")
+    if len(v) > MAX_EVENTS:
+        raise DecodeError(f"{len(v)} events is more than the limit of {MAX_EVENTS}")
+    out = []
+    for e in v:
+        if type(e) is not list or len(e) < 3:
+            raise DecodeError("event: expected [revision, type, key, ...]")
+        e = e[:7]  # values a newer writer appended are ignored
+        rev, kind, key = _int(e[0]), _name(e[1]), _key(e[2])
+        if kind not in _EVENT_TYPES:
+            raise DecodeError(f"event: unknown type {_show(kind)}")
+        rest = [_optional(_bytes)(x) for x in e[3:5]] + [_int(x) for x in e[5:7]]
+        out.append(Event(rev, kind, key, *rest))
+    return out
+
+
 def _plain(v: Any) -> Any:
     """Any msgpack value (used only for the status document, which is data, not protocol)."""
     return v
@@ -322,7 +388,9 @@ _CHECKERS: dict[Any, Callable[[Any], Any]] = {
     "list[Member]": _members,
     "Member": _member,
     "Optional[Member]": _optional(_member),
+    "Optional[list[Member]]": _optional(_members),
     "list[tuple[str, bytes]]": _pairs,
+    "list[Event]": _events,
     "Any": _plain,
 }
 
@@ -520,14 +588,21 @@ def _join_reply_rule(m: Any) -> Optional[str]:
     return "an accepting reply must name its cluster (cluster_id is empty)" if m.ok and not m.cluster_id else None
 
 
-@record(9, _join_reply_rule, cluster_id=_cluster_id, leader_addr=_optional(_addr))
+@record(9, _join_reply_rule, cluster_id=_cluster_id, leader_addr=_optional(_addr),
+        error=_optional(_str_at_most(1024)), cluster_key=_optional(_curve_key_bytes))
 class JoinReply:
-    """``ok`` once the member is in the leader's configuration; otherwise an error or a leader hint."""
+    """``ok`` once the member is in the leader's configuration; otherwise an error or a leader hint.
+
+    On a secure cluster an accepting reply also carries the cluster's CURVE *secret* server key
+    (``cluster_key``, Z85) and the configuration (``members``, with their keys): only ever sent
+    on a CURVE connection that proved the join token or a member's key (issue 11)."""
 
     ok: bool
     cluster_id: str
     leader_addr: Optional[str] = None
     error: Optional[str] = None
+    cluster_key: Optional[bytes] = None
+    members: Optional[list[Member]] = None
 
 
 @record(10, data=_bytes_at_most(MAX_CHUNK_BYTES))
@@ -576,6 +651,150 @@ class ReadIndexReply:
     from_incarnation: str = ""  # the sender's own incarnation ("" = unknown)
 
 
+# ---------------------------------------------------------------- transactions (issue 14)
+#
+# A transaction is carried by a Command (op "txn") and a ClientRequest as one ``Txn`` value:
+# NamedTuples, so that each packs as a plain array inside its record, like Member. The node
+# applies it atomically in one log entry (actors/kv_apply.py); raftkv/txn.py is the library's
+# builder. Enums are ``str`` so that they pack as their plain strings.
+
+MAX_TXN_COMPARES = 1024  # record-level caps (a node enforces its own, lower: actors/txn_check.py)
+MAX_TXN_OPS = 1024
+
+
+class CompareTarget(str, Enum):
+    """What of a key a compare looks at. An absent key has version, create and mod revision 0
+    (so ``version(k) = 0`` tests absence) and no value (a value compare on it is false)."""
+
+    VALUE = "value"
+    VERSION = "version"
+    CREATE = "create"
+    MOD = "mod"
+
+
+class CompareResult(str, Enum):
+    """How the key's current value or number must relate to the compare's."""
+
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    LESS = "<"
+    GREATER = ">"
+
+
+class TxnOpType(str, Enum):
+    """One operation of a transaction branch."""
+
+    GET = "get"
+    PUT = "put"
+    DELETE = "delete"
+
+
+class Compare(NamedTuple):
+    """``target(key) result operand``: the operand is ``value`` for VALUE (bytes, compared
+    bytewise), ``number`` for the others."""
+
+    target: str
+    result: str
+    key: str
+    value: Optional[bytes] = None
+    number: int = 0
+
+
+class TxnOp(NamedTuple):
+    """A get, put (with ``value``) or delete of ``key`` in a transaction branch."""
+
+    type: str
+    key: str
+    value: Optional[bytes] = None
+
+
+class Txn(NamedTuple):
+    """If every compare holds, ``success`` runs, else ``failure``; in order, in one entry."""
+
+    compare: list
+    success: list
+    failure: list
+
+
+class TxnOpResult(NamedTuple):
+    """What one op of the branch that ran did: a get's value and revisions (``found`` False:
+    absent), a put's new revisions, a delete's ``found`` (whether the key existed)."""
+
+    type: str
+    key: str
+    found: bool = False
+    value: Optional[bytes] = None
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+
+
+_COMPARE_TARGETS = frozenset(t.value for t in CompareTarget)
+_COMPARE_RESULTS = frozenset(r.value for r in CompareResult)
+_TXN_OP_TYPES = frozenset(t.value for t in TxnOpType)
+
+
+def _list_of(what: str, cap: int, v: Any) -> list:
+    if type(v) is not list:
+        raise DecodeError(f"{what}: expected a list")
+    if len(v) > cap:
+        raise DecodeError(f"{len(v)} {what} is more than the limit of {cap}")
+    return v
+
+
+def _tuple_fields(what: str, v: Any, least: int, most: int) -> list:
+    if type(v) is not list or len(v) < least:
+        raise DecodeError(f"{what}: expected an array of at least {least} fields")
+    return v[:most]  # values a newer writer appended are ignored
+
+
+def _compare(v: Any) -> Compare:
+    f = _tuple_fields("compare", v, 3, 5)
+    c = Compare(*f)
+    if c.target not in _COMPARE_TARGETS:
+        raise DecodeError(f"compare: unknown target {_show(c.target)}")
+    if c.result not in _COMPARE_RESULTS:
+        raise DecodeError(f"compare: unknown result {_show(c.result)}")
+    return Compare(c.target, c.result, _key(c.key), _optional(_bytes)(c.value), _int(c.number))
+
+
+def _txn_op(v: Any) -> TxnOp:
+    f = _tuple_fields("txn op", v, 2, 3)
+    op = TxnOp(*f)
+    if op.type not in _TXN_OP_TYPES:
+        raise DecodeError(f"txn op: unknown type {_show(op.type)}")
+    return TxnOp(op.type, _key(op.key), _optional(_bytes)(op.value))
+
+
+def _txn(v: Any) -> Txn:
+    f = _tuple_fields("txn", v, 3, 3)
+    t = Txn([_compare(c) for c in _list_of("compares", MAX_TXN_COMPARES, f[0])],
+            [_txn_op(o) for o in _list_of("success ops", MAX_TXN_OPS, f[1])],
+            [_txn_op(o) for o in _list_of("failure ops", MAX_TXN_OPS, f[2])])
+    size = sum(len(c.key) + len(c.value or b"") for c in t.compare)
+    size += sum(len(o.key) + len(o.value or b"") for o in t.success + t.failure)
+    if size > MAX_ENTRY_BYTES:
+        raise DecodeError(f"txn of {size} bytes is more than the limit of {MAX_ENTRY_BYTES}")
+    return t
+
+
+def _txn_result(v: Any) -> TxnOpResult:
+    f = _tuple_fields("txn result", v, 2, 7)
+    r = TxnOpResult(*f)
+    if r.type not in _TXN_OP_TYPES:
+        raise DecodeError(f"txn result: unknown type {_show(r.type)}")
+    return TxnOpResult(r.type, _key(r.key), _bool(r.found), _optional(_bytes)(r.value), _int(r.create_revision),
+                       _int(r.mod_revision), _int(r.version))
+
+
+def _txn_results(v: Any) -> list:
+    return [_txn_result(r) for r in _list_of("txn results", MAX_TXN_OPS, v)]
+
+
+_CHECKERS["Optional[Txn]"] = _optional(_txn)
+_CHECKERS["list[TxnOpResult]"] = _txn_results
+
+
 # ---------------------------------------------------------------- log entry payloads
 
 
@@ -591,6 +810,11 @@ class Command:
     expect_absent: bool = False
     client_id: str = ""
     seq: int = 0
+    # Leases (issue 14, actors/lease_state.py): on a put or cas, the lease the key is attached to
+    # (0: none); on lease_revoke, the lease revoked (by a client, or expired by the leader); on
+    # lease_grant, the TTL in seconds (the new lease's id is the index of the grant's entry).
+    lease: int = 0
+    txn: Optional[Txn] = None  # op "txn": the transaction (issue 14)
 
 
 @record(31)
@@ -604,7 +828,7 @@ class Configuration:
 
 
 @record(50, op=_name, key=_key, consistency=_name, client_id=_client_id, limit=_int_at_most(MAX_LIST_LIMIT),
-        member=_optional(_loose_member))
+        member=_optional(_loose_member), wait_ms=_int_at_most(MAX_WAIT_MS))
 class ClientRequest:
     """One request to a node's front door. ``op`` is one of CLIENT_OPS."""
 
@@ -618,6 +842,15 @@ class ClientRequest:
     seq: int = 0
     limit: int = 0
     member: Optional[Member] = None
+    txn: Optional[Txn] = None  # op "txn" (issue 14)
+    # Leases (issue 14): the lease of a put, or the lease a lease_* op names; the TTL in seconds
+    # for lease_grant (as Command.lease).
+    lease: int = 0
+    # Op.WATCH (key = the prefix, limit = most events per answer, 0 = the node's bound): the
+    # first revision wanted (0: start now, after a read confirmed as ``consistency`` says), and
+    # how long the node may hold the request while nothing matches (0: answer at once).
+    start_revision: int = 0
+    wait_ms: int = 0
 
 
 @record(51, status=_name, leader_id=_optional(_client_id), leader_client=_optional(_addr))
@@ -631,6 +864,18 @@ class ClientReply:
     leader_client: Optional[str] = None
     items: list[tuple[str, bytes]] = field(default_factory=list)
     info: Any = None
+    # issue 14: the revision (applied log index) the reply reflects: a write's own entry, a read's
+    # state; a get's key's revisions and version (0: absent or unknown); a txn's branch and results
+    revision: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    succeeded: bool = False
+    responses: list[TxnOpResult] = field(default_factory=list)
+    # Op.WATCH: the matching events, in revision order; ``revision`` is then the revision the
+    # answer is complete up to (resume from revision + 1), and with Status.COMPACTED the oldest
+    # revision the node can still start from.
+    events: list[Event] = field(default_factory=list)
 
 
 class Op(str, Enum):
@@ -704,7 +949,7 @@ STATUS_CLASS: dict[Status, Outcome] = {
 }
 
 CLIENT_OPS = frozenset(op.value for op in Op)
-WRITE_OPS = frozenset({Op.PUT.value, Op.DELETE.value, Op.CAS.value})
+WRITE_OPS = frozenset({Op.PUT.value, Op.DELETE.value, Op.CAS.value, Op.TXN.value})
 REPLY_STATUSES = frozenset(st.value for st in Status)
 
 PEER_TYPES = (RequestVote, VoteReply, AppendEntries, AppendReply, Heartbeat, HeartbeatReply,

@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import msgpack
 
@@ -172,27 +172,56 @@ class CheckpointStore:
                                       "match its checksum")
         return meta.path
 
+    def remove(self, meta: CheckpointMeta) -> None:
+        """Delete a damaged checkpoint (sidecar first: a half-deleted one is never listed)."""
+        log.warning("deleting damaged snapshot %s", os.path.basename(meta.path))
+        try:
+            os.unlink(meta.path + _SIDECAR)
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.directory)
+        shutil.rmtree(meta.path, ignore_errors=True)
+
+    def newest_verified(self, min_index: int = 0) -> Optional[CheckpointMeta]:
+        """The newest checkpoint at ``min_index`` or later whose files all match its manifest;
+        damaged ones met on the way are deleted (an older good one, or the leader's, replaces
+        them). None if there is none."""
+        for meta in self.list():
+            if meta.last_index < min_index:
+                break
+            try:
+                self.open_verified(meta)
+                return meta
+            except CheckpointError as e:
+                log.warning("%s", e)
+                self.remove(meta)
+        return None
+
     @staticmethod
     def read(meta: CheckpointMeta, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes of ``meta``'s stream from ``offset``. Raises OSError if a file
         went away (pruned under a transfer)."""
-        out = bytearray()
+        parts: list = []  # joined once at the end (a chunk inside one file is that file's read, not copied)
+        got = 0
         head = meta.header()
         if offset < len(head):
-            out += head[offset:offset + length]
+            parts.append(head[offset:offset + length])
+            got = len(parts[0])
         for start, end, name in meta._layout:
-            if len(out) >= length:
+            if got >= length:
                 break
-            pos = offset + len(out)
+            pos = offset + got
             if pos >= end or pos < start:
                 continue
+            want = min(length - got, end - pos)
             with open(os.path.join(meta.path, name), "rb") as f:
                 f.seek(pos - start)
-                data = f.read(min(length - len(out), end - pos))
-            if len(data) < min(length - len(out), end - pos):
+                data = f.read(want)
+            if len(data) < want:
                 raise OSError(f"{name} in {meta.path} is shorter than its manifest says")
-            out += data
-        return bytes(out)
+            parts.append(data)
+            got += want
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" past the end
 
 
 class StreamReceiver:
@@ -235,7 +264,8 @@ class StreamReceiver:
             return
         self._write(self.received - len(data), data)
 
-    def _write(self, offset: int, data: bytes) -> None:
+    def _write(self, offset: int, chunk: bytes) -> None:
+        data: Any = memoryview(chunk)  # slices of a chunk are views, not copies
         for start, end, name in self._layout:
             if end == start and start <= offset + len(data) and start >= offset:
                 self._rx.write(FileChunk(name, 0, b""))

@@ -10,11 +10,14 @@ import rocksdict
 from .format import FormatError, check_version, decode_int
 from .log_store import StorageError
 
-KV_FORMAT_VERSION = 1
-READABLE_KV_FORMATS = frozenset({1})
+# 2: a user key's value is stored with its revisions (storage/kv_record.py) under the prefix "v";
+# a format-1 DB (raw values under "d") is converted when opened (KvStore._upgrade_v1).
+KV_FORMAT_VERSION = 2
+READABLE_KV_FORMATS = frozenset({1, 2})
 
 # Default block cache: 128 MB. The cache also holds index and filter blocks (see kv_options), so
-# a node's memory is bounded by it plus the memtables (2 x 64 MB), not by the number of keys;
+# a node's memory is bounded by it plus the memtables (2 x 64 MB) and the gets' value cache
+# (kv_cache.py, ~30 MB at most), not by the number of keys;
 # with the process's own ~100 MB a node stays near 400 MB at any data size (issue 12's goal is
 # <= 600 MB at 10M keys). Raise ``storage.cache_mb`` when the hot set is larger than the cache.
 DEFAULT_CACHE_MB = 128
@@ -62,6 +65,12 @@ def open_db(path: str, opts: "rocksdict.Options", read_only: bool = False) -> "r
         busy = "lock" in str(e).lower()
         hint = " (is another process using this data directory?)" if busy else ""
         raise StorageError(f"cannot open key-value store at {path}: {e}{hint}") from None
+
+
+def read_format(db: "rocksdict.Rdict") -> int:
+    """The format version of an open KV database whose header :func:`read_header` checked."""
+    raw = db.get(K_FORMAT)
+    return 0 if raw is None else decode_int(raw, "format version")
 
 
 def read_header(db: "rocksdict.Rdict", path: str) -> int:

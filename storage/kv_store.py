@@ -10,14 +10,17 @@ Layout (one column family, raw bytes keys; RocksDB's bytewise order is the order
 - ``b"m/applied"``: msgpack int, the index of the last log entry whose effects are in the DB.
 - ``b"m/meta/<name>"``: opaque bytes the caller stores with a batch (applied term, members...),
   so that a checkpoint carries everything a snapshot must carry.
-- ``b"d" + key`` (UTF-8): a value (bytes). All data keys share one prefix, so a prefix scan is
-  one seek plus ``limit`` steps, sorted by construction.
+- ``b"v" + key`` (UTF-8): the key's record, its value with its create/mod revision and version
+  (:mod:`.kv_record`; format version 2). All data keys share one prefix, so a prefix scan is
+  one seek plus ``limit`` steps, sorted by construction. Format version 1 stored the bare value
+  under ``b"d" + key``; such a DB is converted when opened (:meth:`KvStore._upgrade_v1`).
 - ``b"s" + len(client_id) u16 + client_id + seq``: one result of the session table, value
   msgpack ``[status, value]``. ``seq`` is a signed 64-bit int stored big-endian with its sign
   bit flipped, so one client's results sort by seq. The length prefix keeps one client's
   results contiguous whatever bytes its id holds.
 - ``b"t" + client_id``: msgpack int, the log index of the client's last request.
 - ``b"x" + client_id``: msgpack int, the log index at which the client's session expired.
+- ``b"l" + ...``: the lease table (storage/kv_lease.py), never seen by get or list.
 
 Atomicity: :meth:`KvStore.apply_batch` writes every change of a batch of committed entries
 *and* the new applied index as ONE WriteBatch. A WriteBatch is one WAL record, and the DB is
@@ -42,15 +45,21 @@ import rocksdict
 from .format import pack
 from .kv_checkpoint import CheckpointInfo, take_checkpoint
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
-                    read_header)
+                    read_format, read_header)
+from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
+from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
+                       write_lease_row)
 from .log_store import StorageError
 
 log = logging.getLogger("storage.kv")
 
 _META_PREFIX = b"m/meta/"
-_DATA = b"d"
-_DATA_END = b"e"
+_DATA = b"v"
+_DATA_END = b"w"
+_V1_DATA = b"d"  # format version 1's bare values (converted on open)
+_V1_DATA_END = b"e"
+_UPGRADE_BATCH = 10_000
 _RESULT = b"s"
 _RESULT_END = b"t"
 _TOUCH = b"t"
@@ -60,16 +69,20 @@ _EXPIRED_END = b"y"
 _SEQ = struct.Struct(">Q")
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
+_HEADER_PACK = HEADER.pack  # kv_record's header, inlined on the write path
 
 
 # ---------------------------------------------------------------- the operations of a batch
 
 
 class Put(NamedTuple):
-    """Set ``key`` to ``value``."""
+    """Set ``key`` to ``value``, with its revisions (the defaults: a key of unknown history)."""
 
     key: str
     value: bytes
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 1
 
 
 class Delete(NamedTuple):
@@ -85,6 +98,8 @@ class SaveResult(NamedTuple):
     seq: int
     status: str
     value: Optional[bytes] = None
+    revision: int = 0  # the log index of the write (0: unknown, as stored by format version 1)
+    txn: Optional[tuple] = None  # a transaction's (succeeded, [TxnOpResult...]), msgpack-able
 
 
 class DropResult(NamedTuple):
@@ -115,7 +130,8 @@ class ForgetExpired(NamedTuple):
     client_id: str
 
 
-KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired]
+KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
+             LeaseRow, LeaseKeyRow, LeaseDropRow]
 
 
 class KvBatch:
@@ -127,18 +143,32 @@ class KvBatch:
     def __init__(self, store: "KvStore") -> None:
         self._store = store
         self.ops: list[KvOp] = []
-        self._pending: dict[str, Optional[bytes]] = {}
+        self._pending: dict[str, Optional[KeyRecord]] = {}
 
     def get(self, key: str) -> Optional[bytes]:
         """The value of ``key`` once this batch is applied (None: absent)."""
-        if key in self._pending:
-            return self._pending[key]
-        return self._store.get(key)
+        rec = self.record(key)
+        return None if rec is None else rec.value
+
+    def record(self, key: str) -> Optional[KeyRecord]:
+        """The record of ``key`` once this batch is applied (None: absent)."""
+        pending = self._pending
+        if key in pending:
+            return pending[key]
+        return self._store.get_record(key)
 
     def put(self, key: str, value: bytes) -> None:
-        """Set ``key`` to ``value``."""
-        self.ops.append(Put(key, value))
-        self._pending[key] = value
+        """Set ``key`` to ``value`` (with the revisions of a key of unknown history)."""
+        self.put_record(key, KeyRecord(value, 0, 0, 1))
+
+    def put_record(self, key: str, rec: KeyRecord) -> None:
+        """Set ``key``'s record."""
+        self.ops.append(Put(key, *rec))
+        self._pending[key] = rec
+
+    def delete_record(self, key: str) -> None:
+        """Remove ``key`` (the name the state machine's writes use, see actors/kv_apply.py)."""
+        self.delete(key)
 
     def delete(self, key: str) -> None:
         """Remove ``key``."""
@@ -150,6 +180,10 @@ class KvBatch:
         if type(op) is Put or type(op) is Delete:
             raise TypeError("use put() or delete(), which keep get() up to date")
         self.ops.append(op)
+
+    def written(self) -> Iterable[str]:
+        """Every key this batch puts or deletes."""
+        return self._pending.keys()
 
 
 # ---------------------------------------------------------------- the session table, as loaded
@@ -267,9 +301,40 @@ class KvStore:
                 self._db.flush_wal(True)
                 log.info("created a new key-value store at %s (format version %d)", path, KV_FORMAT_VERSION)
             self._applied = read_header(self._db, path)
+            if read_format(self._db) == 1:
+                self._upgrade_v1()
         except BaseException:
             self.close()
             raise
+
+    def _upgrade_v1(self) -> None:
+        """Convert a format-1 DB (bare values under ``d``) to format 2 (records under ``v``,
+        revisions 0: unknown), a batch of keys per WriteBatch that moves them (a crash midway
+        leaves some keys moved and the rest still under ``d``: opening again carries on), then
+        write the new format version. Every node converts the same way, so their states agree."""
+        moved = 0
+        while True:
+            ro = rocksdict.ReadOptions()
+            ro.set_iterate_upper_bound(_V1_DATA_END)
+            items = cast(Iterator[tuple[bytes, bytes]], self._db.items(from_key=_V1_DATA, read_opt=ro))
+            chunk = []
+            for kv in items:
+                chunk.append(kv)
+                if len(chunk) >= _UPGRADE_BATCH:
+                    break
+            del items
+            if not chunk:
+                break
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in chunk:
+                wb.put(_DATA + key[1:], encode_record(KeyRecord(value, 0, 0, 1)))
+                wb.delete(key)
+            self._db.write(wb, self._wo)
+            moved += len(chunk)
+        self._db.put(K_FORMAT, pack(KV_FORMAT_VERSION), self._wo)
+        self._db.flush_wal(True)
+        log.warning("key-value store at %s converted from format version 1 to %d (%d keys; revisions of "
+                    "keys written before are unknown: 0)", self.path, KV_FORMAT_VERSION, moved)
 
     def _is_empty(self) -> bool:
         it = self._db.iter()
@@ -297,13 +362,21 @@ class KvStore:
             raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
+        prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
-            if isinstance(op, Put):
-                put(_DATA + op.key.encode(), op.value)
+            if type(op) is Put:
+                put(_DATA + op.key.encode(), _HEADER_PACK(op.create_revision, op.mod_revision, op.version) + op.value)
             elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
             elif isinstance(op, SaveResult):
-                put(_result_key(op.client_id, op.seq), msgpack.packb([op.status, op.value], use_bin_type=True))
+                # format version 1 stored [status, value]: kept when there is nothing more to say
+                res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
+                if op.revision and op.txn is None:
+                    res.append(op.revision)
+                prefix = prefixes.get(op.client_id)
+                if prefix is None:
+                    prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
+                put(prefix + _seq_bytes(op.seq), msgpack.packb(res, use_bin_type=True))
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
@@ -315,6 +388,8 @@ class KvStore:
                 put(_EXPIRED + op.client_id.encode(), pack(op.at_index))
             elif isinstance(op, ForgetExpired):
                 wb.delete(_EXPIRED + op.client_id.encode())
+            elif isinstance(op, LEASE_ROWS):  # the lease table's reserved prefix (kv_lease.py)
+                write_lease_row(wb, op)
             else:
                 raise ValueError(f"not a key-value operation: {op!r}")
         if meta:
@@ -332,7 +407,13 @@ class KvStore:
 
     def get(self, key: str) -> Optional[bytes]:
         """The value of ``key``, or None if it is absent."""
-        return self._db.get(_DATA + key.encode())
+        raw = self._db.get(_DATA + key.encode())
+        return None if raw is None else raw[HEADER_BYTES:]
+
+    def get_record(self, key: str) -> Optional[KeyRecord]:
+        """The value and revisions of ``key``, or None if it is absent."""
+        raw = self._db.get(_DATA + key.encode())
+        return None if raw is None else decode_record(raw)
 
     def scan(self, prefix: str, limit: int) -> list[tuple[str, bytes]]:
         """Up to ``limit`` (key, value) pairs whose key starts with ``prefix``, in key order
@@ -349,11 +430,11 @@ class KvStore:
         if limit > 0:
             append = out.append
             for key, value in items:
-                append((key[1:].decode(), value))
+                append((key[1:].decode(), value[HEADER_BYTES:]))
                 if len(out) >= limit:
                     break
         else:
-            out = [(key[1:].decode(), value) for key, value in items]
+            out = [(key[1:].decode(), value[HEADER_BYTES:]) for key, value in items]
         del items  # releases the RocksDB iterator now (it pins memtables and files)
         return out
 
@@ -384,6 +465,10 @@ class KvStore:
         expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
         table.expired = OrderedDict((cid, at) for at, cid in expired)
         return table
+
+    def leases(self) -> list[tuple[int, int, list[str]]]:
+        """The lease table as ``(id, ttl, keys)`` (read at start-up; bounded, see kv_lease.py)."""
+        return read_lease_rows(self._range(LEASE_PREFIX, LEASE_END))
 
     def _range(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
         ro = rocksdict.ReadOptions()

@@ -26,18 +26,24 @@ use one Client per thread.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 import builtins
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 import zmq
 
 from .address import AddressError, parse_address
 from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
+from .lease_client import Lease, lease_id_of
 from .pipeline import Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
+from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
+
+if TYPE_CHECKING:
+    from .watch_client import Watch
 
 __all__ = [
     "Client",
@@ -49,13 +55,15 @@ __all__ = [
     "Refused",
     "NotAuthorized",
     "Compacted",
+    "KeyMeta",
+    "TxnResult",
     "CONSISTENCY_LEVELS",
     "json_item",
     "parse_servers",
 ]
 
 CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
-_WRITE_OPS = (Op.PUT.value, Op.DELETE.value, Op.CAS.value)
+_WRITE_OPS = (Op.PUT.value, Op.DELETE.value, Op.CAS.value)  # write(); transactions go through txn()
 _READ_OPS = (Op.GET.value, Op.LIST.value)
 
 Value = Union[bytes, bytearray, memoryview, str]
@@ -118,6 +126,12 @@ def _check_key(key: Any, what: str = "key") -> str:
     return key
 
 
+def _lease_id(lease: Any, allow_none: bool = False) -> int:
+    if type(lease) is not int or lease < 0 or (lease == 0 and not allow_none) or lease >= 1 << 63:
+        raise InvalidRequest("a lease id is a positive integer")
+    return lease
+
+
 def _to_bytes(value: Any, what: str = "value") -> bytes:
     if isinstance(value, bytes):
         return value
@@ -152,6 +166,7 @@ class Client:
     BACKOFF_BASE = 0.05  # first backoff (s); doubles per failed round
     BACKOFF_MAX = 1.0  # cap of one backoff sleep (s)
     UNREACHABLE_FOR = 1.0  # redirects to a server that just failed us are ignored this long (s)
+    AUTH_GRACE = 1.0  # how long refusals of a token's key may be a server not caught up yet (s)
 
     def __init__(
         self,
@@ -162,7 +177,25 @@ class Client:
         attempt_timeout: Optional[float] = None,
         connect_timeout: float = 0.25,
         local: Optional[tuple] = None,
+        token: Optional[str] = None,
     ) -> None:
+        """``token``: a client token of a secure cluster (``kvclient --token``, ``$KV_TOKEN``):
+        every socket is a CURVE client with the key pair derived from it, and the server must
+        hold the cluster key it names. A malformed token raises NotAuthorized here; one the
+        cluster does not know (or revoked) raises NotAuthorized at the first request."""
+        self._curve: Optional[tuple] = None
+        self._token: Any = None
+        self._auth_refused_at: Optional[float] = None  # first ZAP refusal of our token (AUTH_GRACE)
+        self._has_token = token is not None
+        if token is not None:
+            from .security.tokens import ClientToken, TokenError
+
+            try:
+                t = ClientToken.decode(token.strip())
+            except TokenError as e:
+                raise NotAuthorized(f"not authorized: {e}") from None
+            self._curve = (t.server_public_key, t.keypair())
+            self._token = t
         self.servers: tuple[str, ...] = tuple(parse_servers(servers))
         if not timeout or timeout <= 0:
             raise InvalidRequest("timeout must be positive")
@@ -204,10 +237,13 @@ class Client:
 
     # ------------------------------------------------------------ key/value API
 
-    def get(self, key: str, consistency: str = "linearizable") -> bytes:
+    def get(self, key: str, consistency: str = "linearizable", *, meta: bool = False) -> Any:
         """The value of ``key``; raises :class:`NotFound` if absent. ``consistency`` is
         "linearizable" (default), "lease" (leader's lease, no heartbeat round) or "stale"
-        (any node's local copy, may be behind)."""
+        (any node's local copy, may be behind). ``meta=True``: a :class:`raftkv.txn.KeyMeta`
+        (value, create/mod revision, version, and the revision the read reflects) instead."""
+        if meta:
+            return self.get_meta(key, consistency)
         _check_key(key)
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
@@ -217,17 +253,23 @@ class Client:
         self._expect_ok(reply, "get")
         return reply.value if reply.value is not None else b""
 
-    def put(self, key: str, value: Value) -> None:
-        """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8)."""
-        reply = self.write(Op.PUT.value, key, value)
+    def put(self, key: str, value: Value, *, lease: int = 0) -> None:
+        """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8); ``lease``: attach the key to
+        that lease (it is deleted when the lease ends; see :meth:`lease`)."""
+        reply = self.write(Op.PUT.value, key, value, lease=lease)
         self._expect_ok(reply, "put")
 
-    def delete(self, key: str) -> None:
-        """Delete ``key``; raises :class:`NotFound` if the server reports it absent."""
+    def delete(self, key: str, expected: Optional[Value] = None) -> bool:
+        """Delete ``key``; raises :class:`NotFound` if the server reports it absent.
+        ``expected`` given: compare-and-delete, only if the current value is ``expected``
+        (one transaction); returns False (nothing deleted) if it is not, or the key is absent."""
+        if expected is not None:
+            return self._delete_if(key, expected)
         reply = self.write(Op.DELETE.value, key)
         if reply.status == Status.NOT_FOUND:
             raise NotFound(f"key not found: {key}")
         self._expect_ok(reply, "delete")
+        return True
 
     def cas(self, key: str, expected: Optional[Value] = None, new: Optional[Value] = None) -> bool:
         """Compare-and-set: write ``new`` only if the current value is ``expected`` (or, when
@@ -291,7 +333,44 @@ class Client:
         """This Client's pipelining capability: many requests in flight over one socket to the
         leader, found and re-found through this Client's own synchronous path."""
         return Pipeline(settle=self._call, leader=lambda: self.leader, forget_leader=self._forget_leader,
-                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout))
+                        timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout),
+                        configure=self._configure_socket)
+
+    def _configure_socket(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the cluster when this Client has a token."""
+        if self._curve is not None:
+            from .security.zap import configure_curve_client
+
+            configure_curve_client(sock, self._curve[0], self._curve[1])
+
+    def _handshake_refusal(self, conn: "_Conn", addr: str) -> bool:
+        """Read the connection's monitor; raise NotAuthorized if the server refused the CURVE
+        handshake (libzmq would otherwise leave the request waiting until the timeout). True
+        when the server refused our token within AUTH_GRACE (the socket is closed: try again)."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while conn.monitor.poll(0):
+            ev = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._drop_socket(addr)
+                # A token made a moment ago may not be applied on this server yet: other
+                # servers (or this one again) get AUTH_GRACE seconds before the answer is final.
+                now = time.monotonic()
+                first = self._auth_refused_at = self._auth_refused_at or now
+                if now - first >= self.AUTH_GRACE:
+                    raise NotAuthorized("not authorized: unknown or revoked token")
+                return True
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._drop_socket(addr)
+                if self._has_token:
+                    raise NotAuthorized(f"not authorized: {addr} did not accept a CURVE handshake: this cluster is "
+                                        "not secure (no token needed)")
+                raise NotAuthorized("not authorized: this cluster needs a token (--token or $KV_TOKEN)")
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._has_token:
+                self._drop_socket(addr)
+                raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
+                                    "(wrong address, or another cluster)")
+        return False
 
     def _forget_leader(self) -> None:
         self.leader = None
@@ -313,6 +392,7 @@ class Client:
         expect_absent: bool = False,
         client_id: Optional[str] = None,
         seq: Optional[int] = None,
+        lease: int = 0,
     ) -> ClientReply:
         """Send one write (``op`` is "put", "delete" or "cas") and return the server's final
         reply, whose status is "ok", "not_found" or "cas_failed".
@@ -338,6 +418,7 @@ class Client:
             value=None if op == Op.DELETE else _to_bytes(value),
             expected=None if expected is None else _to_bytes(expected, "expected value"),
             expect_absent=bool(expect_absent),
+            lease=_lease_id(lease, allow_none=True),
         )
         if client_id is None:
             with self._lock:
@@ -554,9 +635,12 @@ class Client:
             if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
                 # Nothing was sent, so the socket is not stuck: keep it, so that a slow
                 # connection can still complete in the background for a later attempt.
+                if self._handshake_refusal(conn, addr):
+                    return None, f"{addr} refused this token"
                 return None, f"{addr} not reachable"
-            while conn.monitor.poll(0):
-                conn.monitor.recv_multipart()  # a drop before this send is no news: forget it
+            # A drop before this send is no news: forget it (a refused handshake is).
+            if self._handshake_refusal(conn, addr):
+                return None, f"{addr} refused this token"
             sock.send(frame, zmq.NOBLOCK)
             while True:
                 left = wait - (time.monotonic() - start)
@@ -579,6 +663,7 @@ class Client:
             # Interrupted mid-request (KeyboardInterrupt, ...): the REQ socket is stuck.
             self._drop_socket(addr)
             raise
+        self._auth_refused_at = None
         try:
             return decode_client(data, ClientReply), ""
         except DecodeError as e:
@@ -587,7 +672,7 @@ class Client:
     def _conn(self, addr: str) -> "_Conn":
         conn = self._sockets.get(addr)
         if conn is None:
-            conn = self._sockets[addr] = _Conn(self._ctx, addr)
+            conn = self._sockets[addr] = _Conn(self._ctx, addr, self._configure_socket)
         return conn
 
     def _drop_socket(self, addr: str) -> None:
@@ -595,20 +680,277 @@ class Client:
         if conn is not None:
             conn.close()
 
+    # ------------------------------------------------------------ backup (issue 13)
+
+    BACKUP_CHUNK = 1024 * 1024  # bytes asked for per request: one chunk in flight, bounded memory
+
+    def backup(self, path_or_file: Any, *, start_timeout: float = 120.0,
+               progress: Optional[Any] = None) -> dict:
+        """Save a consistent copy of the whole state, at one applied index, to ``path_or_file``
+        (a path: written to PATH.tmp, renamed once complete; or a binary file object).
+
+        The leader confirms its leadership (every write acknowledged before this call is in the
+        copy), checkpoints its state without stopping writes, and the copy is streamed from
+        it in chunks, one at a time, into a verifiable backup file (storage/backup_file.py).
+        ``start_timeout``: how long taking the checkpoint may take (it reads the state's files
+        once to checksum them). ``progress(done, total)`` is called after every chunk.
+        Returns ``{"path", "cluster_id", "index", "term", "bytes", "members", "node"}``.
+        Raises ClientError (and leaves no file) if the backup cannot be completed."""
+        # Imported here: the file format lives with storage, and ``import raftkv`` must not load it.
+        from raftkv.storage.backup_file import BackupError, BackupWriter, new_header
+
+        if isinstance(path_or_file, (str, os.PathLike)):
+            # Checked before the leader takes a checkpoint for nothing.
+            where = os.path.dirname(os.path.abspath(path_or_file))
+            if not os.path.isdir(where) or not os.access(where, os.W_OK):
+                raise InvalidRequest(f"backup: cannot write {path_or_file}: {where} is not a writable directory")
+        with self._lock:
+            saved = self.timeout, self.attempt_timeout
+            self.timeout = max(self.timeout, float(start_timeout))
+            self.attempt_timeout = self.timeout  # a second attempt would take a second checkpoint
+            try:
+                info = self._admin(ClientRequest(Op.BACKUP.value))
+            finally:
+                self.timeout, self.attempt_timeout = saved
+            node_addr = self.leader
+        try:
+            bid, index, term, size = info["backup"], info["index"], info["term"], info["size"]
+            members = [Member(*m) for m in info["members"]]
+            if not (isinstance(bid, str) and all(type(v) is int and v >= 0 for v in (index, term, size))):
+                raise TypeError("bad field types")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClientError(f"backup: the server's answer is malformed ({e})") from None
+        if node_addr is None:
+            raise ClientError("backup: the node that took the checkpoint is unknown")
+        cluster_id = str(self.status(node_addr).get("cluster_id") or "")
+        try:
+            writer = BackupWriter(path_or_file, new_header(cluster_id, index, term, members, size,
+                                                           str(info.get("node") or "")))
+        except BackupError as e:
+            raise ClientError(f"backup: {e}") from None
+        except OSError as e:
+            raise ClientError(f"backup: cannot write {path_or_file}: {e.strerror or e}") from None
+        try:
+            offset = 0
+            while offset < size:
+                try:
+                    rep = self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=offset, limit=self.BACKUP_CHUNK),
+                                     targets=[node_addr])
+                except InvalidRequest as e:
+                    raise ClientError(f"backup interrupted at byte {offset} of {size}: {e}") from None
+                data = rep.value or b""
+                if not data or len(data) > size - offset:
+                    raise ClientError(f"backup: {node_addr} sent {len(data)} bytes at offset {offset} of {size}")
+                writer.write(data)
+                offset += len(data)
+                if progress is not None:
+                    progress(offset, size)
+            total = writer.finish()
+        except BaseException as e:
+            writer.abort()
+            try:  # let the node delete its checkpoint now rather than once idle
+                self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=size), targets=[node_addr])
+            except ClientError:
+                pass
+            if isinstance(e, OSError):
+                raise ClientError(f"backup: cannot write {path_or_file}: {e.strerror or e}") from None
+            raise
+        try:  # done: the node may delete its checkpoint now (else it does so once idle)
+            self._call(ClientRequest(Op.BACKUP.value, key=bid, seq=size), targets=[node_addr])
+        except ClientError:
+            pass
+        return {"path": writer.path or getattr(path_or_file, "name", None), "cluster_id": cluster_id,
+                "index": index, "term": term, "bytes": total, "members": len(members),
+                "node": str(info.get("node") or node_addr)}
+
+    # ------------------------------------------------------------ leases (wire/lease_client.py)
+
+    def lease_grant(self, ttl: int) -> int:
+        """Grant a lease of ``ttl`` seconds; returns its id. Nothing renews it: see :meth:`lease`."""
+        if type(ttl) is not int or ttl <= 0:
+            raise InvalidRequest("a lease TTL is a positive number of seconds")
+        req = ClientRequest(Op.LEASE_GRANT.value, lease=ttl)
+        with self._lock:
+            req.client_id, req.seq = self._session.next()  # a retried grant returns the same id
+        reply = self._call(req, write=True)
+        self._expect_ok(reply, "lease_grant")
+        return lease_id_of(reply.value)
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Renew a lease for its full TTL from now; returns the TTL. NotFound if it is gone."""
+        reply = self._call(ClientRequest(Op.LEASE_KEEPALIVE.value, lease=_lease_id(lease_id)))
+        self._lease_found(reply, lease_id)
+        return int((reply.info or {}).get("ttl", 0))
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """End a lease now: its keys are deleted (one entry). NotFound if it is already gone."""
+        req = ClientRequest(Op.LEASE_REVOKE.value, lease=_lease_id(lease_id))
+        with self._lock:
+            req.client_id, req.seq = self._session.next()
+        self._lease_found(self._call(req, write=True), lease_id)
+
+    def lease_ttl(self, lease_id: int) -> dict:
+        """``{"id", "ttl", "remaining", "keys"}`` of a lease (remaining seconds as the leader sees it)."""
+        reply = self._call(ClientRequest(Op.LEASE_TTL.value, lease=_lease_id(lease_id)))
+        self._lease_found(reply, lease_id)
+        return dict(reply.info or {})
+
+    def lease_list(self) -> builtins.list[dict]:
+        """Every lease: ``{"id", "ttl", "remaining"}`` dicts in id order."""
+        reply = self._call(ClientRequest(Op.LEASE_LIST.value))
+        self._expect_ok(reply, "lease_list")
+        return list((reply.info or {}).get("leases", []))
+
+    def lease(self, ttl: int) -> Lease:
+        """Grant a lease and keep it alive from a background thread until the returned
+        :class:`Lease` is closed (``with kv.lease(ttl=10) as lease: kv.put(k, v, lease=lease.id)``);
+        closing it revokes it."""
+        lease_id = self.lease_grant(ttl)
+        kc = Client(self.servers, timeout=max(1.0, ttl / 3.0), connect_timeout=self.connect_timeout,
+                    token=self._token.encode() if self._token is not None else None)
+        return Lease(self, lease_id, ttl, kc)
+
+    def _lease_found(self, reply: ClientReply, lease_id: int) -> None:
+        if reply.status == Status.NOT_FOUND:
+            raise NotFound(reply.error or f"lease {lease_id} not found")
+        self._expect_ok(reply, "lease")
+
+
+    # ------------------------------------------------------------ revisions and transactions (issue 14)
+
+    def get_meta(self, key: str, consistency: str = "linearizable") -> "KeyMeta":
+        """``key``'s value, create/mod revision and version, and the revision the read
+        reflects, as a :class:`raftkv.txn.KeyMeta`; raises :class:`NotFound` if absent."""
+        _check_key(key)
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        reply = self._call(ClientRequest(Op.GET.value, key=key, consistency=consistency))
+        if reply.status == Status.NOT_FOUND:
+            raise NotFound(f"key not found: {key}")
+        self._expect_ok(reply, "get")
+        return KeyMeta(key, reply.value if reply.value is not None else b"", reply.create_revision,
+                       reply.mod_revision, reply.version, reply.revision)
+
+    def txn(self, compare: Iterable[Any] = (), success: Iterable[Any] = (), failure: Iterable[Any] = (), *,
+            client_id: Optional[str] = None, seq: Optional[int] = None) -> "TxnResult":
+        """Apply a transaction atomically (one log entry, exactly once): if every compare
+        holds, run ``success``, else ``failure`` (see :mod:`raftkv.txn` for the builders).
+        Returns a :class:`raftkv.txn.TxnResult`. Raises :class:`InvalidRequest` for a
+        transaction the node refuses (too large, a bad key), :class:`Timeout` at the deadline
+        (it may then have been applied). ``client_id``/``seq``: an explicit session, as for
+        :meth:`write` (the HTTP gateway's Idempotency-Key)."""
+        try:
+            t = build_txn(compare, success, failure)
+        except TypeError as e:
+            raise InvalidRequest(str(e)) from None
+        if (client_id is None) != (seq is None):
+            raise InvalidRequest("client_id and seq go together")
+        req = ClientRequest(Op.TXN.value, txn=t)
+        if client_id is None:
+            with self._lock:
+                req.client_id, req.seq = self._session.next()
+        else:
+            req.client_id, req.seq = client_id, seq
+        reply = self._call(req, write=True)
+        self._expect_ok(reply, "txn")
+        return TxnResult(reply.succeeded, list(reply.responses), reply.revision)
+
+    def _delete_if(self, key: str, expected: Value) -> bool:
+        _check_key(key)
+        exp = _to_bytes(expected, "expected value")
+        res = self.txn([txn_value(key) == exp], [txn_delete(key)])
+        return res.succeeded
+
+    # ------------------------------------------------------------ watches (issue 14)
+
+    def watch(self, prefix_or_key: str, start_revision: Optional[int] = None, *, wait: float = 2.0,
+              consistency: str = "linearizable") -> "Watch":
+        """The events of every key starting with ``prefix_or_key`` ("" for all keys): an iterator
+        of :class:`raftkv.records.Event` (``type`` "put" or "delete", ``key``, ``value``,
+        ``revision`` = ``mod_revision``, ``prev_value`` when known), in revision order, from
+        ``start_revision`` (inclusive) or, when None, from now (a start confirmed as
+        ``consistency`` says: linearizable by default, so every write acknowledged before the
+        call is before the start). No gap and no duplicate across reconnects and leader changes:
+        it resumes from the revision after the last one it saw, on any node (wire/watch_client.py).
+
+        ``close()`` (or leaving a ``with`` block) cancels it. Raises :class:`Compacted` (with the
+        revision to restart from) when no node keeps history back to ``start_revision``, and
+        :class:`Unavailable` when no node answers for ``timeout`` seconds. ``wait``: how long a
+        node may hold one long poll. Uses sockets of its own, not this Client's."""
+        from .watch_client import Watch
+
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        if prefix_or_key:
+            _check_key(prefix_or_key, "prefix")
+        w = Watch(self._fork(), prefix_or_key, start_revision, wait=wait, consistency=consistency)
+        try:
+            w.begin()
+        except BaseException:
+            w.close()
+            raise
+        return w
+
+    def _fork(self) -> "Client":
+        """A new Client to the same servers with the same settings and sockets of its own."""
+        if self._closed:
+            raise ClientError("client is closed")
+        return Client(self.servers, self.timeout, attempt_timeout=self.attempt_timeout,
+                      connect_timeout=self.connect_timeout, local=self._local,
+                      token=self._token.encode() if self._token is not None else None)
+
+    # ------------------------------------------------------------ tokens (secure clusters, admin)
+
+    def token_create(self, name: str, role: str) -> str:
+        """Make a client token ``name`` with ``role`` (read, write, admin) and return it (the one
+        time it exists in full: the cluster keeps only its hash). The secret is made here, from
+        this Client's own token (which names the cluster and its key), and never sent."""
+        import msgpack
+
+        from .security.tokens import Role, TokenError, new_client_token
+
+        own = self._token
+        if own is None:
+            raise InvalidRequest("token_create needs a Client made with an admin token (token=...)")
+        try:
+            t = new_client_token(name, Role(role), own.cluster_id, own.server_public_key)
+        except (TokenError, ValueError) as e:
+            raise InvalidRequest(f"token_create: {e}") from None
+        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=name,
+                                  value=msgpack.packb(t.stored().to_wire(), use_bin_type=True)))
+        return t.encode()
+
+    def token_list(self) -> builtins.list[dict]:
+        """The cluster's tokens: ``[{"name": ..., "role": ...}]`` sorted by name (never their
+        secrets or hashes)."""
+        info = self._admin(ClientRequest(Op.TOKEN_LIST.value))
+        out = [{"name": str(t["name"]), "role": str(t.get("role", ""))}
+               for t in info or [] if isinstance(t, dict) and "name" in t]
+        return sorted(out, key=lambda t: t["name"])
+
+    def token_revoke(self, name: str) -> None:
+        """Revoke token ``name`` (NotFound if there is none; Refused for the last admin token)."""
+        _check_key(name, "token name")
+        self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
+
 
 class _Conn:
     """One REQ socket to one server, and a monitor that reports when its TCP connection drops."""
 
     __slots__ = ("sock", "monitor", "poller")
 
-    def __init__(self, ctx: zmq.Context, addr: str) -> None:
+    def __init__(self, ctx: zmq.Context, addr: str, configure: Any = None) -> None:
         self.sock = ctx.socket(zmq.REQ)
+        if configure is not None:
+            configure(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if addr.startswith("["):
             self.sock.setsockopt(zmq.IPV6, 1)
         # The monitor must exist before connect() to see the connection's events.
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.sock.connect(f"tcp://{addr}")
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)

@@ -29,15 +29,18 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import zmq
 
 from .address import zmq_endpoint
 from .iothread import IoThread
-from .security.zap import Door, configure_null_server
-from .messages import ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
+from .security.keys import KeyPair
+from .security.zap import Door, configure_curve_server, configure_null_server, user_id_of
+from .messages import CLIENT_OPS, ClientReply, ClientRequest, DecodeError, Status, decode_client, encode_client
 from .ratelog import RateLimitedLog
+from .stats import Histogram
 
 log = logging.getLogger("wire.frontdoor")
 _ratelog = RateLimitedLog(log)
@@ -134,9 +137,15 @@ class FrontDoor(IoThread):
     """ROUTER on the node's client address. ``on_requests(batch)`` gets ``[(route, ClientRequest)]``."""
 
     def __init__(self, ctx: zmq.Context, bind_addr: str, on_requests: Callable[[list], None],
-                 name: str = "", max_request_bytes: int = -1, zap_door: Optional[Door] = None) -> None:
+                 name: str = "", max_request_bytes: int = -1, zap_door: Optional[Door] = None,
+                 curve_key: Optional[KeyPair] = None,
+                 authorize: Optional[Callable[[Optional[str], ClientRequest], Optional[ClientReply]]] = None) -> None:
         """``max_request_bytes``: the longest frame read (:func:`max_request_bytes`); -1: no limit.
-        ``zap_door``: ask the node's ZAP handler about every connection (loopback-only mode)."""
+        ``zap_door``: ask the node's ZAP handler about every connection (loopback-only mode).
+        ``curve_key``: a secure cluster's server key (issue 11): the door is a CURVE server whose
+        ZAP handler admits the token table's keys, and ``authorize(user_id, request)`` (the
+        connection's token name) answers a request the token may not make, in this thread,
+        before it reaches the node (None: the request goes on)."""
         self.on_requests = on_requests
         self.name = name
         self._budget = _Budget()  # any thread that replies, under _budget_lock
@@ -148,13 +157,19 @@ class FrontDoor(IoThread):
         # thread replies: next() on it is one atomic C call, so no lock and no lost update.
         self.requests: dict[str, int] = {}
         self.replies: dict[str, itertools.count] = {}
+        # op -> Histogram of the time from a request's arrival to its reply's hand-over, updated
+        # under _budget_lock (several threads reply): one clock read per reply_many call.
+        self.latency: dict[str, Histogram] = {}
         self._router = ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.SNDHWM, HWM)
         self._router.setsockopt(zmq.RCVHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue is EAGAIN, not a silent drop
-        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+        self._authorize = authorize
+        if curve_key is not None:
+            configure_curve_server(self._router, curve_key, Door.CLIENT)
+        elif zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
             configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))
         super().__init__(ctx, f"frontdoor-{name}")
@@ -168,6 +183,8 @@ class FrontDoor(IoThread):
         budget = self._budget
         replies = self.replies
         refused = 0
+        latency = self.latency
+        now = time.monotonic()
         with self._budget_lock:
             for route, rep in items:
                 if not isinstance(route, list):  # LocalRoute, the HTTP gateway's AsyncRoute: in-process
@@ -177,6 +194,11 @@ class FrontDoor(IoThread):
                 if c is None:
                     c = replies.setdefault(rep.status, itertools.count())
                 next(c)
+                if len(route) == 4:  # [identity, tag, op, arrival] (see _run)
+                    h = latency.get(route[2])
+                    if h is None:
+                        h = latency[route[2]] = Histogram()
+                    h.observe(now - route[3])
                 # A REQ client's route is its identity; a pipelining DEALER client (wire/pipeline.py)
                 # adds one tag frame, which comes back with the reply.
                 frames.append(route[0])
@@ -225,9 +247,16 @@ class FrontDoor(IoThread):
                                        [frames[i], b"", frames[i + 2]])
                 if router in events:
                     batch = []
+                    authorize = self._authorize
+                    t0 = time.monotonic()  # one clock read per batch: the arrival time of each
                     for _ in range(_MAX_BATCH):
                         try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
+                            if authorize is None:
+                                frames = router.recv_multipart(zmq.NOBLOCK)
+                            else:
+                                raw = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                                uid = user_id_of(raw[-1])
+                                frames = [f.bytes for f in raw]
                         except zmq.Again:
                             break
                         if not 3 <= len(frames) <= 4 or frames[-2] != b"" or (len(frames) == 4 and frames[1] == b""):
@@ -241,11 +270,21 @@ class FrontDoor(IoThread):
                             bad = ClientReply(Status.INVALID.value, error=f"malformed request: {e}")
                             self._send([*route, b"", encode_client(bad)])
                             continue
+                        if authorize is not None:
+                            refused = authorize(uid, req)
+                            if refused is not None:
+                                self._send([*route, b"", encode_client(refused)])
+                                continue
+                        # The route comes back with the reply: identity, tag (b"" for REQ), and
+                        # for the latency histogram the op and the arrival time.
+                        # (An op no node serves is "other": a client must not be able to mint series.)
+                        op = req.op if req.op in CLIENT_OPS else "other"
+                        route = [route[0], route[1] if len(route) > 1 else b"", op, t0]
                         batch.append((route, req))
                     if batch:
                         counts = self.requests
-                        for _, req in batch:
-                            counts[req.op] = counts.get(req.op, 0) + 1
+                        for route, _ in batch:
+                            counts[route[2]] = counts.get(route[2], 0) + 1
                         self.on_requests(batch)
         except zmq.ContextTerminated:
             pass

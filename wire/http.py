@@ -42,14 +42,18 @@ The loop itself never blocks.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any, Callable, Iterable, Optional
 
 from .address import parse_bind
 from .client import Client, parse_servers
+from .http_auth import GatewayAuth
 from .http_engine import REMOTE_LEADER_HINT, SESSION_CHUNK, RequestEngine
-from .http_routes import handle
+from .http_routes import _key, _split, handle
+from .http_watch import HttpWatches
 from .http_server import (HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PIPELINED, MAX_URL_BYTES, AsyncRoute,
                           HttpError, HttpServer)
+from .security.auth import TokenTable
 from .session import idempotency_session
 
 __all__ = ["AsyncRoute", "HttpGateway", "idempotency_session", "parse_bind", "IDLE_TIMEOUT", "MAX_PIPELINED",
@@ -82,6 +86,11 @@ class HttpGateway:
     ``max_body`` and 64 KiB). ``lease_reads``: the node's ``raft.lease_reads``; False makes
     ``consistency=lease`` a 400 that says so (None: not known here, passed on to the node).
     ``header_timeout`` and ``max_connections``: see the server.
+
+    A secure node (issue 11) also gives ``ssl_context`` (HTTPS) and ``tokens``, its current
+    replicated TokenTable: every request but /health then needs ``Authorization: Bearer T``
+    (wire/http_auth.py; /metrics too unless ``metrics_open``), and requests forwarded to other
+    nodes travel as that token (docs/architecture.md, "The HTTP gateway on a secure cluster").
     """
 
     def __init__(
@@ -102,6 +111,9 @@ class HttpGateway:
         header_timeout: float = HEADER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         admit: Optional[Callable[[str], bool]] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        tokens: Optional[TokenTable] = None,
+        metrics_open: bool = False,
     ) -> None:
         self.servers = parse_servers(list(servers))
         self.status_fn = status_fn
@@ -118,7 +130,12 @@ class HttpGateway:
                                  deliver=self.engine.deliver, tick=self.engine.tick, max_url=max_url,
                                  header_timeout=header_timeout, max_connections=max_connections)
         self.server.admit = admit
+        self.server.ssl = ssl_context
+        self.auth = GatewayAuth(tokens, metrics_open) if tokens is not None else None
+        if self.auth is not None:
+            self.server.authorize = self.auth.check
         self.engine.attach(self.server)
+        self.watches = self.engine.watches = HttpWatches(self.server, self.engine.new_client, _split, _key)
         self.host = self.server.host
 
     @property
@@ -133,6 +150,7 @@ class HttpGateway:
 
     def stop(self) -> None:
         """Stop listening, end open connections and close the pooled clients."""
+        self.watches.stopped = True
         self.server.stop()
         self.engine.stop()
 

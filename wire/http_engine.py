@@ -20,9 +20,10 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from .client import Client, ClientError, InvalidRequest, NotFound, Timeout, Unavailable
+from .client import Client, ClientError, InvalidRequest, NotAuthorized, NotFound, Timeout, Unavailable
 from .http_routes import get_answer, invalid, kv_request, write_answer
-from .http_server import DONE, LOCAL, OCTETS, WORKER, Answer, AsyncRoute, HttpError, HttpServer
+from .http_txn import meta_answer
+from .http_server import DONE, LOCAL, WORKER, Answer, AsyncRoute, HttpError, HttpServer
 from .messages import ClientReply, Status
 from .session import OUTCOME_OF, Outcome, Session, attempt_time, may_renew
 from .stats import RequestStats
@@ -48,6 +49,8 @@ def _route_op(r: AsyncRoute) -> str:
         return {"GET": "get", "HEAD": "get", "PUT": "put", "DELETE": "delete"}.get(r.method, "other")
     return _NODE_PATHS.get(url, "other")
 _NOT_LEADER = Status.NOT_LEADER.value
+_NOT_AUTHORIZED = Status.NOT_AUTHORIZED.value
+MAX_TOKEN_POOLS = 64  # bearer tokens whose pooled Clients are kept (least recently used dropped)
 
 
 class Workers:
@@ -122,7 +125,12 @@ class RequestEngine:
         self.handle = handle
         # One attempt of the in-process path, as the Client's own per-attempt wait.
         self.attempt = attempt_time(timeout)
-        self._idle: collections.deque[Client] = collections.deque()
+        # Idle pooled Clients by the token they connect as (None: an insecure cluster). A secure
+        # gateway forwards a request as the bearer token it was authorized with, so that the
+        # node it reaches checks that token's role again (docs/architecture.md, secure gateway).
+        self._idle: collections.OrderedDict[Optional[str], collections.deque[Client]] = collections.OrderedDict()
+        self._pool_lock = threading.Lock()
+        self._who = threading.local()  # .token: the token of the request a worker thread serves
         self._workers = Workers(pool_size, "http-worker")
         self._batch: list = []  # (route, ClientRequest) parsed in this loop iteration
         self._inflight: collections.deque[AsyncRoute] = collections.deque()  # submitted, by deadline
@@ -135,6 +143,7 @@ class RequestEngine:
         # Answered requests by operation and HTTP status, with their latency (loop thread only;
         # read by the node's metrics at scrape time).
         self.stats = RequestStats()
+        self.watches: Any = None  # the watch routes (wire/http_watch.py), set by the gateway
 
     def attach(self, server: HttpServer) -> None:
         self.server = server
@@ -145,13 +154,20 @@ class RequestEngine:
             return
         self._stopped = True
         self._workers.stop()
-        while self._idle:
-            self._idle.pop().close()
+        with self._pool_lock:
+            pools, self._idle = list(self._idle.values()), collections.OrderedDict()
+        for pool in pools:
+            while pool:
+                pool.pop().close()
 
     # ------------------------------------------------------------ the loop side
 
     def dispatch(self, r: AsyncRoute) -> None:
         """A parsed request: answer it now, submit it to the node, or hand it to a worker."""
+        watches = self.watches
+        if watches is not None and watches.claims(r):  # the watch routes (wire/http_watch.py)
+            watches.dispatch(r)
+            return
         try:
             if self.submit is not None and self._fast(r):
                 return
@@ -160,7 +176,15 @@ class RequestEngine:
             r.conn.flush()
             return
         r.state = WORKER
-        self._workers.run(lambda: self.handle(r), lambda res: self.server.post(r, res))
+        self._workers.run(lambda: self._as(r, self.handle), lambda res: self.server.post(r, res))
+
+    def _as(self, r: AsyncRoute, fn: Callable[[AsyncRoute], Answer]) -> Answer:
+        """Run ``fn(r)`` (worker thread) with ``r``'s token as the one its Client calls use."""
+        self._who.token = r.token
+        try:
+            return fn(r)
+        finally:
+            self._who.token = None
 
     def _fast(self, r: AsyncRoute) -> bool:
         """Queue a /kv/{key} GET, HEAD, PUT or DELETE for the node; False for anything else."""
@@ -220,13 +244,16 @@ class RequestEngine:
         st = rep.status
         oc = OUTCOME_OF.get(st)
         if oc is Outcome.FINAL:
-            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id, rep.revision) if r.write else get_answer(rep))
         elif oc is Outcome.RETRY:
             if st == _NOT_LEADER and rep.leader_client:
                 self._remote_until = time.monotonic() + REMOTE_LEADER_HINT
             self._to_worker(r)
         elif oc is Outcome.REJECTED:
-            self._finish(r, invalid(rep.error or "invalid request", rep.leader_id).answer())
+            if st == _NOT_AUTHORIZED:
+                self._finish(r, HttpError(403, rep.error or "not authorized", leader=rep.leader_id).answer())
+            else:
+                self._finish(r, invalid(rep.error or "invalid request", rep.leader_id).answer())
         elif oc is Outcome.NEW_SESSION:
             if may_renew(write=r.write, unanswered_before=False, own_session=not r.idem):
                 # Our own fresh session was unknown: nothing was applied; retry in a new one.
@@ -236,7 +263,7 @@ class RequestEngine:
                 self._finish(r, HttpError(503, "timed out; the write may still be applied", leader=rep.leader_id,
                                                 detail="session expired before an answer arrived").answer())
         else:  # a status the table does not know: answered as "unexpected reply"
-            self._finish(r, write_answer(req.op, st, rep.leader_id) if r.write else get_answer(rep))
+            self._finish(r, write_answer(req.op, st, rep.leader_id, rep.revision) if r.write else get_answer(rep))
 
     def _finish(self, r: AsyncRoute, answer: Answer) -> None:
         """Send ``answer`` and count it (loop thread): one dict update and one histogram observe."""
@@ -247,7 +274,7 @@ class RequestEngine:
 
     def _to_worker(self, r: AsyncRoute) -> None:
         r.state = WORKER
-        self._workers.run(lambda: self._retry(r), lambda res: self.server.post(r, res))
+        self._workers.run(lambda: self._as(r, self._retry), lambda res: self.server.post(r, res))
 
     def tick(self, now: float) -> bool:
         """An in-process attempt without an answer goes to the workers. True while some wait."""
@@ -260,28 +287,44 @@ class RequestEngine:
 
     # ------------------------------------------------------------ client pool (worker threads)
 
-    def _borrow(self) -> Client:
-        try:
-            return self._idle.pop()  # most recently used first: its sockets and leader are warm
-        except IndexError:
-            return Client(self.servers, timeout=self.timeout, local=self.local)
+    def _borrow(self, token: Optional[str]) -> Client:
+        with self._pool_lock:
+            pool = self._idle.get(token)
+            if pool:
+                self._idle.move_to_end(token)
+                return pool.pop()  # most recently used first: its sockets and leader are warm
+        return Client(self.servers, timeout=self.timeout, local=self.local, token=token)
 
-    def _give_back(self, client: Client) -> None:
-        if self._stopped or len(self._idle) >= self.pool_size:
-            client.close()
-        else:
-            self._idle.append(client)
+    def _give_back(self, client: Client, token: Optional[str]) -> None:
+        dropped: list[Client] = []
+        with self._pool_lock:
+            pool = self._idle.get(token)
+            if pool is None and not self._stopped:
+                pool = self._idle[token] = collections.deque()
+                while len(self._idle) > MAX_TOKEN_POOLS:  # many tokens: keep the recent ones
+                    dropped.extend(self._idle.popitem(last=False)[1])
+            if pool is None or self._stopped or len(pool) >= self.pool_size:
+                dropped.append(client)
+            else:
+                self._idle.move_to_end(token)
+                pool.append(client)
+        for c in dropped:
+            c.close()
 
     def call(self, fn: Callable[[Client], Any], *, write: bool = False, timeout: Optional[float] = None) -> Any:
         """Run ``fn`` with a pooled Client (``timeout``: this call's deadline, default the
-        gateway's), turning library errors into HTTP errors. Blocks: worker threads only."""
-        client = self._borrow()
+        gateway's), turning library errors into HTTP errors. Blocks: worker threads only.
+        The Client connects as the token of the request the thread serves (secure clusters)."""
+        token = getattr(self._who, "token", None)
+        client = self._borrow(token)
         if timeout is not None:
             client.timeout = timeout
         try:
             return fn(client)
         except NotFound:
             raise HttpError(404, "key not found", leader=client.leader_id) from None
+        except NotAuthorized as e:  # the token was revoked after the gateway let the request in
+            raise HttpError(403, str(e), leader=client.leader_id) from None
         except InvalidRequest as e:
             raise invalid(str(e), client.leader_id) from None
         except Timeout as e:
@@ -293,7 +336,7 @@ class RequestEngine:
             raise HttpError(500, str(e), leader=client.leader_id) from None
         finally:
             client.timeout = self.timeout
-            self._give_back(client)
+            self._give_back(client, token)
 
 
     def _retry(self, r: AsyncRoute) -> tuple:
@@ -308,14 +351,21 @@ class RequestEngine:
         assert req is not None  # only in-process requests come here
         try:
             if not write:
-                value = self.call(lambda kv: kv.get(req.key, consistency=req.consistency), timeout=left)
-                return 200, value, OCTETS, (), False
+                meta = self.call(lambda kv: kv.get_meta(req.key, consistency=req.consistency), timeout=left)
+                return meta_answer(meta, False)
             # The request's own session if it has one (so that it applies at most once), else
             # the pooled Client's (a write whose fresh session the node did not know).
             cid, seq = (req.client_id, req.seq) if req.client_id else (None, None)
             reply = self.call(lambda kv: kv.write(req.op, req.key, req.value, expected=req.expected,
-                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq),
+                                                  expect_absent=req.expect_absent, client_id=cid, seq=seq,
+                                                  lease=req.lease),
                               write=True, timeout=left)
-            return write_answer(req.op, reply.status, reply.leader_id)
+            return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
         except HttpError as e:
             return e.answer()
+
+    def new_client(self, token: Optional[str] = None) -> Client:
+        """A Client of its own (the watch routes: each watch holds one for as long as it lasts),
+        connecting as ``token``, the bearer token its request was authorized with (secure
+        clusters), so that the node it reaches checks that token's role again."""
+        return Client(self.servers, timeout=self.timeout, local=self.local, token=token)

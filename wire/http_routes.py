@@ -4,10 +4,14 @@
 
     PUT    /kv/{key}   body = value       -> 204   (?prev_value=V: compare-and-set; ?prev_exist=false: create;
                                                     412 {"error": "compare failed"} when the condition fails)
-    GET    /kv/{key}                      -> 200 value | 404    (?consistency=stale|lease)
-    DELETE /kv/{key}                      -> 204 | 404
+    GET    /kv/{key}                      -> 200 value | 404    (?consistency=stale|lease; ?meta=1: a JSON
+                                                    body with the revisions; headers X-Raft-Revision,
+                                                    X-Create-Revision, X-Mod-Revision, X-Version)
+    DELETE /kv/{key}                      -> 204 | 404  (?prev_value=V: compare-and-delete, 412 if not V)
+    POST   /txn        body = JSON        -> 200 {"succeeded", "revision", "responses"} (wire/http_txn.py)
     GET    /kv/?prefix=P&limit=N          -> 200 [{"key", "value"}, ...]
     GET    /status, /health, /metrics
+    /lease routes, and PUT /kv/{key}?lease=ID: wire/http_lease.py
 
 :func:`kv_request` turns a key request into the ClientRequest the request engine sends to the
 node; :func:`get_answer` and :func:`write_answer` turn the node's final reply into the HTTP answer. :func:`handle`
@@ -26,7 +30,9 @@ from typing import Any, Callable, Optional, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .client import CONSISTENCY_LEVELS, Client, json_item
+from .http_lease import is_lease_path, lease_route, parse_lease_id
 from .http_server import JSON, OCTETS, Answer, AsyncRoute, HttpError, json_body
+from .http_txn import meta_answer, meta_headers, parse_txn_body, txn_answer
 from .messages import ClientReply, ClientRequest, Op, Status
 from .session import idempotency_session
 
@@ -43,14 +49,14 @@ _LEASE = CONSISTENCY_LEVELS[1]
 _MAX_LIMIT = 2 ** 63 - 1
 
 # The query parameters each route takes (anything else is a 400 naming it).
-_GET_PARAMS = ("consistency",)
-_PUT_PARAMS = ("prev_value", "prev_exist")
-_DELETE_PARAMS: tuple = ()
+_GET_PARAMS = ("consistency", "meta")
+_PUT_PARAMS = ("prev_value", "prev_exist", "lease")
+_DELETE_PARAMS: tuple = ("prev_value",)
 _LIST_PARAMS = ("prefix", "limit", "consistency")
 _NODE_PARAMS: tuple = ()
 # Parameters known elsewhere but not (yet) on this route: a message of their own.
-_NOT_HERE = {("DELETE", "prev_value"): "prev_value is not supported on DELETE yet (no compare-and-delete)",
-             ("DELETE", "prev_exist"): "prev_exist is not supported on DELETE"}
+_NOT_HERE = {("DELETE", "prev_exist"): "prev_exist is not supported on DELETE",
+             ("PUT", "ttl"): 'ttl is not a PUT parameter: grant a lease (POST /lease {"ttl": N}), then PUT ?lease=ID'}
 
 
 class GatewayApi(Protocol):
@@ -95,6 +101,8 @@ def kv_request(r: AsyncRoute, lease_ok: bool = True) -> Optional[ClientRequest]:
         if not q:
             return ClientRequest(_GET, key=key, consistency=_LINEARIZABLE)
         _check_params(q, method, _GET_PARAMS)
+        if _meta(q):
+            return None  # a JSON body: the worker path answers it
         return ClientRequest(_GET, key=key, consistency=_consistency(q, lease_ok))
     if method == "PUT":
         if q:
@@ -103,6 +111,7 @@ def kv_request(r: AsyncRoute, lease_ok: bool = True) -> Optional[ClientRequest]:
     else:
         if q:
             _check_params(q, method, _DELETE_PARAMS)
+            return None  # compare-and-delete: a transaction, through the worker path
         req = ClientRequest(_DELETE, key=key)
     r.write = True
     session = _session(r)
@@ -116,16 +125,17 @@ def get_answer(rep: ClientReply) -> Answer:
     """The answer to the node's final reply (Outcome.FINAL) to a GET."""
     st = rep.status
     if st == _OK:
-        return 200, rep.value if rep.value is not None else b"", OCTETS, (), False
+        headers = meta_headers(rep.revision, rep.create_revision, rep.mod_revision, rep.version)
+        return 200, rep.value if rep.value is not None else b"", OCTETS, headers, False
     if st == _NOT_FOUND:
         return HttpError(404, "key not found", leader=rep.leader_id).answer()
     return HttpError(500, f"get: unexpected reply {st!r}", leader=rep.leader_id).answer()
 
 
-def write_answer(op: str, status: str, leader: Optional[str]) -> Answer:
-    """The answer to a write's final reply status (Outcome.FINAL)."""
+def write_answer(op: str, status: str, leader: Optional[str], revision: int = 0) -> Answer:
+    """The answer to a write's final reply status (Outcome.FINAL); ``revision``: its entry's."""
     if status == _OK:
-        return 204, b"", JSON, (), False
+        return 204, b"", JSON, [("X-Raft-Revision", str(revision))] if revision else (), False
     if status == _CAS_FAILED and op != _DELETE:
         return HttpError(412, "compare failed", leader=leader).answer()
     if status == _NOT_FOUND and op == _DELETE:
@@ -145,12 +155,16 @@ def handle(gw: GatewayApi, r: AsyncRoute) -> Answer:
         path, q = _split(r.url.decode("latin-1"))
         if path == "/kv" or path.startswith("/kv/"):
             return _kv(gw, r, method, path[4:], q)
+        if path == "/txn":
+            return _txn(gw, r, method, q)
         if path in ("/status", "/health", "/metrics"):
             if method not in ("GET", "HEAD"):
                 raise HttpError(405, f"{method} not allowed on {path}", allow="GET")
             if q:
                 _check_params(q, method, _NODE_PARAMS)
             return _NODE_ROUTES[path](gw)
+        if is_lease_path(path):
+            return lease_route(gw, r, method, path, q)  # wire/http_lease.py
         raise HttpError(404, f"no such endpoint: {path}")
     except HttpError as e:
         return e.answer()
@@ -166,20 +180,60 @@ def _kv(gw: GatewayApi, r: AsyncRoute, method: str, raw_key: str, q: dict) -> An
     if method in ("GET", "HEAD"):
         _check_params(q, method, _GET_PARAMS)
         consistency = _consistency(q, lease_ok)
-        value = gw.call(lambda kv: kv.get(key, consistency=consistency))
-        return 200, value, OCTETS, (), False
+        as_json = _meta(q)
+        meta = gw.call(lambda kv: kv.get_meta(key, consistency=consistency))
+        return meta_answer(meta, as_json)
     if method == "PUT":
         _check_params(q, method, _PUT_PARAMS)
         req = _write_request(key, q, r.body)
     elif method == "DELETE":
         _check_params(q, method, _DELETE_PARAMS)
+        if "prev_value" in q:
+            return _delete_if(gw, r, key, q["prev_value"])
         req = ClientRequest(_DELETE, key=key)
     else:
         raise HttpError(405, f"{method} not allowed on /kv", allow="GET, PUT, DELETE")
     cid, seq = _session(r) or (None, None)
     reply = gw.call(lambda kv: kv.write(req.op, key, req.value, expected=req.expected,
-                                        expect_absent=req.expect_absent, client_id=cid, seq=seq), write=True)
-    return write_answer(req.op, reply.status, reply.leader_id)
+                                        expect_absent=req.expect_absent, client_id=cid, seq=seq, lease=req.lease),
+                    write=True)
+    return write_answer(req.op, reply.status, reply.leader_id, reply.revision)
+
+
+def _meta(q: dict) -> bool:
+    m = q.get("meta")
+    if m is None or m in ("0", "false"):
+        return False
+    if m in ("1", "true"):
+        return True
+    raise HttpError(400, "meta must be 1 or 0 (true or false)")
+
+
+def _delete_if(gw: GatewayApi, r: AsyncRoute, key: str, prev_value: str) -> Answer:
+    """DELETE ?prev_value=V: one transaction (value(key) = V -> delete key); 412 if it did not hold."""
+    from raftkv import txn as t
+
+    try:
+        expected = prev_value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HttpError(400, "expected value is not valid UTF-8") from None
+    cid, seq = _session(r) or (None, None)
+    res = gw.call(lambda kv: kv.txn([t.value(key) == expected], [t.delete(key)], client_id=cid, seq=seq),
+                  write=True)
+    if not res.succeeded:
+        raise HttpError(412, "compare failed")
+    return 204, b"", JSON, [("X-Raft-Revision", str(res.revision))], False
+
+
+def _txn(gw: GatewayApi, r: AsyncRoute, method: str, q: dict) -> Answer:
+    if method != "POST":
+        raise HttpError(405, f"{method} not allowed on /txn", allow="POST")
+    if q:
+        _check_params(q, method, (), "/txn")
+    txn = parse_txn_body(bytes(r.body))
+    cid, seq = _session(r) or (None, None)
+    res = gw.call(lambda kv: kv.txn(txn.compare, txn.success, txn.failure, client_id=cid, seq=seq), write=True)
+    return txn_answer(res)
 
 
 def _list(gw: GatewayApi, q: dict, lease_ok: bool = True) -> Answer:
@@ -311,14 +365,15 @@ def _write_request(key: str, q: dict, body: bytes) -> ClientRequest:
     if prev_exist == "true" and prev_value is None:
         raise HttpError(400, "prev_exist=true needs prev_value")
     body = bytes(body)
+    lease = parse_lease_id(q["lease"], "lease") if "lease" in q else 0
     if prev_exist == "false":
-        return ClientRequest(_CAS, key=key, value=body, expect_absent=True)
+        return ClientRequest(_CAS, key=key, value=body, expect_absent=True, lease=lease)
     if prev_value is not None:
         try:
             expected = prev_value.encode("utf-8")
         except UnicodeEncodeError:
             raise HttpError(400, "expected value is not valid UTF-8") from None
-        return ClientRequest(_CAS, key=key, value=body, expected=expected)
-    return ClientRequest(_PUT, key=key, value=body)
+        return ClientRequest(_CAS, key=key, value=body, expected=expected, lease=lease)
+    return ClientRequest(_PUT, key=key, value=body, lease=lease)
 
 

@@ -29,6 +29,7 @@ import email.utils
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from http import HTTPStatus
@@ -87,8 +88,10 @@ class HttpError(Exception):
         self.code, self.message, self.close, self.extra = code, message, close, extra
 
     def answer(self) -> Answer:
-        extra = {k: v for k, v in self.extra.items() if k not in ("leader", "allow")}
+        extra = {k: v for k, v in self.extra.items() if k not in ("leader", "allow", "www_authenticate")}
         headers = [("Allow", self.extra["allow"])] if "allow" in self.extra else []
+        if "www_authenticate" in self.extra:  # a 401 of a secure gateway (wire/http_auth.py)
+            headers.append(("WWW-Authenticate", self.extra["www_authenticate"]))
         body = {"error": self.message, "leader": self.extra.get("leader"), **extra}
         return self.code, json_body(body), JSON, headers, self.close
 
@@ -115,7 +118,7 @@ class AsyncRoute:
     """
 
     __slots__ = ("box", "conn", "state", "method", "url", "headers", "body", "nbody", "keep_alive", "http10",
-                 "t0", "deadline", "req", "write", "idem", "data", "close")
+                 "t0", "deadline", "req", "write", "idem", "data", "close", "token")
 
     def __init__(self, box: "Mailbox", conn: "Connection") -> None:
         self.box = box
@@ -135,6 +138,7 @@ class AsyncRoute:
         self.idem = False
         self.data: Optional[bytes] = None  # the rendered answer, once ready
         self.close = False
+        self.token: Optional[str] = None  # the bearer token it was authorized with (secure gateway)
 
     def deliver(self, rep: ClientReply) -> None:
         """The node's reply (any thread)."""
@@ -306,6 +310,8 @@ class Connection(asyncio.Protocol):
         p = self.parser
         r.method = p.get_method().decode("latin-1")
         r.http10 = p.get_http_version() == "1.0"
+        if self.srv.authorize is not None:
+            self.srv.authorize(r)  # 401/403 before a byte of the body is read (wire/http_auth.py)
         h = r.headers
         cl = h.get(b"content-length")
         has_body = (cl is not None and cl.strip() not in (b"", b"0")) or b"transfer-encoding" in h
@@ -467,6 +473,10 @@ class HttpServer:
         self._stopped = False
         # ``admit(peer_ip) -> bool``, asked on accept (loopback-only mode); None admits everyone.
         self.admit: Optional[Callable[[str], bool]] = None
+        # ``authorize(route)``, asked once a request's headers are parsed: raises HttpError 401/403
+        # (a secure node's bearer tokens, wire/http_auth.py); None lets every request in.
+        self.authorize: Optional[Callable[[AsyncRoute], None]] = None
+        self.ssl: Optional[ssl.SSLContext] = None  # HTTPS (a secure node) when set
 
     @property
     def port(self) -> int:
@@ -487,7 +497,7 @@ class HttpServer:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(
-                    loop.create_server(lambda: Connection(self), sock=self._sock, backlog=1024))
+                    loop.create_server(lambda: Connection(self), sock=self._sock, backlog=1024, ssl=self.ssl))
             except BaseException as e:  # reported to start()
                 failed.append(e)
                 ready.set()
@@ -505,7 +515,7 @@ class HttpServer:
         if failed:
             self._sock.close()
             raise failed[0]
-        log.info("HTTP gateway listening on %s:%d", self.host, self.port)
+        log.info("HTTP%s gateway listening on %s:%d", "S" if self.ssl is not None else "", self.host, self.port)
 
     def stop(self) -> None:
         """Stop listening and end open connections."""

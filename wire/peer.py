@@ -38,7 +38,9 @@ from .address import parse_address, zmq_endpoint
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 from .ratelog import RateLimitedLog
-from .security.zap import Door, configure_null_server
+from .security.keys import KeyPair
+from .security.zap import (JOINER_USER_ID, Door, configure_curve_client, configure_curve_server,
+                           configure_null_server, user_id_of)
 
 log = logging.getLogger("wire.peer")
 _ratelog = RateLimitedLog(log)
@@ -61,6 +63,8 @@ def max_peer_message(max_batch: int, max_key: int, max_value: int) -> int:
     entry = max_key + 2 * max_value + _ENTRY_ENVELOPE
     return max(max_batch * entry, _SNAPSHOT_CHUNK) + _ENVELOPE
 _DRAIN_EVERY = 0.05  # seconds between reads of the configured DEALERs (see _drain_dealers)
+_REDIAL_MIN_S = 0.5  # first wait before redialling a peer whose door refused our key
+_REDIAL_MAX_S = 5.0  # the wait doubles up to this
 
 
 # The old name of wire.address.zmq_endpoint, kept for importers.
@@ -80,10 +84,14 @@ class PeerTransport(IoThread):
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
                  on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1,
-                 zap_door: Optional[Door] = None) -> None:
+                 zap_door: Optional[Door] = None, curve: Optional[tuple[KeyPair, KeyPair]] = None) -> None:
         """``max_message``: the longest frame read on any peer socket (:func:`max_peer_message`);
         -1: no limit. ``zap_door``: ask the node's ZAP handler about every connection
-        (loopback-only mode)."""
+        (loopback-only mode). ``curve``: ``(cluster key, node key)`` on a secure cluster (issue
+        11): the ROUTER is a CURVE server with the cluster key (the node's ZAP handler admits the
+        configuration's member keys), every DEALER a CURVE client with this node's key, and each
+        received message must come from the member its connection's key belongs to
+        (``allowed_senders``, set by the node from the latest configuration)."""
         self.node_id = node_id
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
@@ -96,7 +104,12 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.SNDHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        if zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
+        self.curve = curve
+        # Secure clusters: the member ids a message may come from (None: no check, insecure).
+        self.allowed_senders: Optional[frozenset] = None
+        if curve is not None:
+            configure_curve_server(self._router, curve[0], Door.PEER)
+        elif zap_door is not None:  # loopback-only mode: the node's ZAP handler vets every connection
             configure_null_server(self._router, zap_door)
         self._router.bind(zmq_endpoint(bind_addr))  # raises ZMQError(EADDRINUSE) before anything starts
         super().__init__(ctx, f"peer-io-{node_id}")
@@ -114,6 +127,12 @@ class PeerTransport(IoThread):
         self._monitors: dict = {}  # monitor socket -> peer id
         self._monitors_new: list = []  # (monitor socket, peer id)
         self._monitors_old: list = []  # monitor sockets of closed DEALERs
+        # Secure clusters: peers whose door refused our key (its configuration is behind ours):
+        # libzmq never retries such a connection, so the I/O thread redials them (pid -> due, wait).
+        self._redial: dict[str, tuple[float, float]] = {}
+        self._monitor_events = zmq.EVENT_DISCONNECTED
+        if curve is not None:
+            self._monitor_events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
     # ------------------------------------------------------------ called from any thread
 
@@ -169,7 +188,7 @@ class PeerTransport(IoThread):
                     sock = self._new_dealer(addr)
                     # A crashed peer's kernel closes its connections at once: the node may take
                     # that as a hint (RaftCore.peer_unreachable) instead of waiting for silence.
-                    mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                    mon = sock.get_monitor_socket(self._monitor_events)
                     self._dealers[pid] = (addr, sock, mon)
                     self._monitors_new.append((mon, pid))
                     changed = True
@@ -190,6 +209,8 @@ class PeerTransport(IoThread):
         # ZeroMQ heartbeats notice a dead TCP peer (a kill -9'd host never sends FIN).
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if self.curve is not None:
+            configure_curve_client(s, self.curve[0].public, self.curve[1])
         s.connect(self._connect_endpoint(addr))
         return s
 
@@ -205,6 +226,13 @@ class PeerTransport(IoThread):
 
     def _addr_dealer(self, addr: str) -> zmq.Socket:
         s = self._addr_dealers.get(addr)
+        if s is not None and self.curve is not None:
+            # A member whose configuration does not list us yet refuses our key, for good on that
+            # socket (libzmq does not retry): each join attempt dials anew.
+            self._poller.unregister(s)
+            s.close(linger=0)
+            del self._addr_dealers[addr]
+            s = None
         if s is None:
             if len(self._addr_dealers) >= MAX_ADDR_DEALERS:  # the addresses come from peers' hints
                 old = self._addr_dealers.pop(next(iter(self._addr_dealers)))
@@ -247,9 +275,44 @@ class PeerTransport(IoThread):
                 ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if pid is not None and ev["event"] == zmq.EVENT_DISCONNECTED:
+            if pid is None:
+                continue
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
                 log.debug("%s: connection to %s dropped", self.node_id, pid)
                 self.on_lost(pid)
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                wait = min(self._redial.get(pid, (0.0, _REDIAL_MIN_S / 2))[1] * 2, _REDIAL_MAX_S)
+                self._redial[pid] = (time.monotonic() + wait, wait)
+                _ratelog.warn("peer-auth:" + pid, "%s: %s refused our key (its configuration may not list us "
+                              "yet); redialling in %.1fs", self.node_id, pid, wait)
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._redial.pop(pid, None)
+
+    def _redial_refused(self) -> None:
+        """Replace the DEALER of each peer whose door refused our key once its wait is over
+        (libzmq never retries a handshake refused by ZAP); I/O thread."""
+        now = time.monotonic()
+        for pid, (due, wait) in list(self._redial.items()):
+            if due > now:
+                continue
+            self._redial[pid] = (float("inf"), wait)  # until this socket's own outcome is known
+            with self._lock:
+                d = self._dealers.get(pid)
+                if d is None or self._stop.is_set():
+                    self._redial.pop(pid, None)
+                    continue
+                addr, sock, mon = d
+                # (its monitor may not be registered yet: then it must never be)
+                self._monitors_new = [(m, p) for m, p in self._monitors_new if m is not mon]
+                sock.close(linger=0)
+                new = self._new_dealer(addr)
+                new_mon = new.get_monitor_socket(self._monitor_events)
+                self._dealers[pid] = (addr, new, new_mon)
+            if self._monitors.pop(mon, None) is not None:
+                self._poller.unregister(mon)
+            mon.close(linger=0)
+            self._monitors[new_mon] = pid
+            self._poller.register(new_mon, zmq.POLLIN)
 
     def _drain_dealers(self, batch: list) -> None:
         """Read what arrived on the configured DEALERs: a peer answers through them only while it
@@ -278,7 +341,9 @@ class PeerTransport(IoThread):
                 # decides whether to adopt it.
                 return f.sender, f.msg, route, f.cluster_id
             if isinstance(f.msg, JoinRequest) and f.cluster_id == "":
-                return f.sender, f.msg, route, None
+                # A joiner that does not know the cluster id yet: the node refuses the request and
+                # answers with the id (offered "" marks it), so only a request naming us can join.
+                return f.sender, f.msg, route, ""
             if isinstance(f.msg, JoinReply):
                 return f.sender, f.msg, route, f.cluster_id
             _ratelog.warn("peer-cluster", "%s: dropped messages from %r of cluster %r (this is %r)", self.node_id,
@@ -289,15 +354,31 @@ class PeerTransport(IoThread):
     def _read_router(self, batch: list) -> None:
         router = self._router
         routes = self._routes
+        secure = self.curve is not None
         for _ in range(_MAX_BATCH):
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
+                if secure:
+                    raw = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                else:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
+            if secure:
+                if len(raw) != 2:
+                    _ratelog.warn("peer-frames", "%s: dropped a peer message of %d frames", self.node_id, len(raw))
+                    continue
+                uid = user_id_of(raw[1])
+                frames = [raw[0].bytes, raw[1].bytes]
+            elif len(frames) != 2:
                 _ratelog.warn("peer-frames", "%s: dropped a peer message of %d frames", self.node_id, len(frames))
                 continue
             item = self._decode(frames[0], frames[1])
+            if item is not None and secure:
+                if not self._sender_ok(uid, item):
+                    continue
+                if uid == JOINER_USER_ID:  # answered on its route directly; never a member's route
+                    batch.append(item)
+                    continue
             if item is not None:
                 sender = item[0]
                 if routes.pop(sender, None) is None and len(routes) >= MAX_ROUTES:
@@ -306,6 +387,25 @@ class PeerTransport(IoThread):
                                   "forgetting the least recently heard", self.node_id, MAX_ROUTES)
                 routes[sender] = frames[0]
                 batch.append(item)
+
+    def _sender_ok(self, uid: Optional[str], item: tuple) -> bool:
+        """Secure clusters: whether a message received on the ROUTER may be handed on. ZAP only
+        vets a connection when it is made, so each message is checked against the current
+        configuration too (a member removed since keeps its open connection)."""
+        sender, msg = item[0], item[1]
+        if uid == JOINER_USER_ID:
+            if isinstance(msg, JoinRequest) and msg.member.id == sender:  # it may only ask to join, as itself
+                return True
+            _ratelog.warn("peer-joiner", "%s: dropped a %s from a join-token connection (only JoinRequest "
+                          "is accepted there)", self.node_id, type(msg).__name__)
+            return False
+        allowed = self.allowed_senders
+        if uid is not None and uid == sender and allowed is not None and sender in allowed:
+            return True
+        _ratelog.warn("peer-forged", "%s: dropped a %s claiming to come from %r on the connection of %r "
+                      "(not that member, or no longer a member)", self.node_id, type(msg).__name__,
+                      sender[:64], (uid or "")[:64])
+        return False
 
     def _read_dealer(self, sock: zmq.Socket, batch: list) -> None:
         for _ in range(_MAX_BATCH):
@@ -340,6 +440,8 @@ class PeerTransport(IoThread):
                         self._read_monitor(sock)
                     else:
                         self._read_dealer(sock, batch)
+                if self._redial:
+                    self._redial_refused()
                 now = time.monotonic()
                 if now - self._drained >= _DRAIN_EVERY:
                     self._drained = now

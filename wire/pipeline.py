@@ -51,6 +51,8 @@ class Pipeline:
     forget_leader: Callable[[], None]
     timeout: float
     per_attempt: float
+    # Set-up of each socket before it connects (a secure cluster's CURVE client keys, issue 11).
+    configure: Callable[[zmq.Socket], None] = lambda sock: None
 
     def run(self, reqs: list, window: int) -> list:
         """Send ``reqs`` (ClientRequests, writes already tagged with their session) with at most
@@ -86,6 +88,7 @@ class Pipeline:
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.SNDHWM, 0)
                     sock.setsockopt(zmq.RCVHWM, 0)
+                    self.configure(sock)
                     sock.connect(f"tcp://{leader}")
                 while todo and len(inflight) < window:
                     i = todo.popleft()

@@ -6,11 +6,13 @@
     kvclient put KEY --file value.bin         # the value from a file (any size the cluster takes)
 
 Exit status: 0 done; 1 key not found or CAS did not match; 2 usage or input error;
-3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error).
+3 cluster unavailable (no leader, timeout, no reachable server, or an unexpected server error);
+4 not authorized (a secure cluster: no token, an unknown or revoked one, or a role without the right).
 Errors go to stderr as one line (a JSON object {"error", "code"} with --json). A REPL reading
 a pipe (not a terminal) exits with the status of its last failed command, 0 if none failed.
 
---json output: get prints {"key", "value"}; list prints a list of those; a value that is not
+--json output: get prints {"key", "value"} with the key's "create_revision", "mod_revision",
+"version" and the "revision" the read reflects; list prints a list of {"key", "value"}; a value that is not
 valid UTF-8 is base64-encoded and the object carries "value_b64": true (absent otherwise).
 Writes print {"ok": true}; status and members print the server's JSON; admin commands print
 {"ok": true, "info": ..., "node": ID, "node_state": STATE} (the node that did it).
@@ -31,15 +33,17 @@ import click
 
 from raftkv import __version__
 from raftkv.cli.render import STATUS_ORDER, member_line, status_text  # noqa: F401 (re-exported)
+from raftkv.cli.txn_script import ScriptError, parse_script
 from raftkv.wire.client import (
-    Client, ClientError, InvalidRequest, NotFound, Refused, Unavailable, json_item,
+    Client, ClientError, InvalidRequest, NotAuthorized, NotFound, Refused, Unavailable, json_item,
 )
 
 DEFAULT_SERVERS = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003"
 DEFAULT_TIMEOUT = 5.0
 HISTORY = Path("~/.kvclient_history").expanduser()
 
-EXIT_MISS, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_MISS, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_NOT_AUTHORIZED = 1, 2, 3, 4
+NOT_AUTHORIZED = "not authorized"
 
 
 class Failure(click.ClickException):
@@ -59,14 +63,17 @@ class State:
         self.json = False
         self.repl_json = False  # --json given when the REPL started: the default of every line
         self.in_repl = False
+        self.token: Optional[str] = None  # --token or $KV_TOKEN; a REPL keeps it for every line
         self._client: Optional[Client] = None
 
     def client(self) -> Client:
         if self._client is None:
             try:
-                self._client = Client(self.servers or default_servers(), timeout=self.timeout)
+                self._client = Client(self.servers or default_servers(), timeout=self.timeout, token=self.token)
             except InvalidRequest as e:
                 raise Failure(str(e), EXIT_INPUT) from None
+            except (NotAuthorized, ValueError) as e:  # a damaged or wrong-kind token (TokenError)
+                raise not_authorized(e) from None
         return self._client
 
     def close(self) -> None:
@@ -117,10 +124,20 @@ def state_of(ctx: click.Context) -> State:
     return ctx.ensure_object(State)
 
 
+def not_authorized(e: Exception) -> Failure:
+    """Exit status 4 with one line that starts "not authorized: " (whatever part said it)."""
+    text = str(e)
+    if not text.startswith(NOT_AUTHORIZED):
+        text = f"{NOT_AUTHORIZED}: {text}"
+    return Failure(text, EXIT_NOT_AUTHORIZED)
+
+
 def run(ctx: click.Context, fn: Callable[[Client], Any]) -> Any:
     """Call the library, turning its exceptions into exit statuses."""
     try:
         return fn(state_of(ctx).client())
+    except NotAuthorized as e:
+        raise not_authorized(e) from None
     except (NotFound, Refused) as e:
         raise Failure(str(e), EXIT_MISS) from None
     except InvalidRequest as e:
@@ -159,18 +176,22 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help=f"Deadline of one command, retries included [default: {DEFAULT_TIMEOUT:g}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--token", metavar="TOKEN", envvar="KV_TOKEN", show_envvar=True,
+              help="Client token of a secure cluster (kvt1_...) [default: $KV_TOKEN].")
 @click.pass_context
-def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as_json: bool) -> None:
+def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as_json: bool,
+        token: Optional[str]) -> None:
     """Talk to a Raft key-value cluster. With no command, start an interactive REPL."""
     state = state_of(ctx)
     if state.in_repl:
         # One line of the REPL: the connection is already set up; --json may vary per line.
         state.json = state.repl_json or as_json
-        if servers or timeout:
-            raise click.UsageError("--servers and --timeout are set when the REPL starts")
+        if servers or timeout or (token and token.strip() != state.token):
+            raise click.UsageError("--servers, --timeout and --token are set when the REPL starts")
         return
     state.servers = servers
     state.timeout = timeout or DEFAULT_TIMEOUT
+    state.token = token.strip() if token and token.strip() else None
     state.json = as_json
     ctx.call_on_close(state.close)
     if ctx.invoked_subcommand is None:
@@ -187,11 +208,11 @@ def cli(ctx: click.Context, servers: Optional[str], timeout: Optional[float], as
 def get(ctx: click.Context, key: str, stale: bool, consistency: Optional[str]) -> None:
     """Print the value of KEY (raw bytes and a newline)."""
     level = "stale" if stale else (consistency or "linearizable")
+    if state_of(ctx).json:  # with the key's revisions and the read's (issue 14)
+        emit_json(run(ctx, lambda kv: kv.get_meta(key, consistency=level)).as_json())
+        return
     value = run(ctx, lambda kv: kv.get(key, consistency=level))
-    if state_of(ctx).json:
-        emit_json(json_item(key, value))
-    else:
-        write_out(value + b"\n")
+    write_out(value + b"\n")
 
 
 STDIN_VALUE = "-"
@@ -223,22 +244,26 @@ def read_value(ctx: click.Context, value: Optional[str], path: Optional[str]) ->
 @click.argument("key")
 @click.argument("value", required=False)
 @click.option("--file", "path", metavar="PATH", help="Read the value from this file (raw bytes).")
+@click.option("--lease", "lease_id", type=click.IntRange(min=1), default=None, metavar="ID",
+              help="Attach KEY to lease ID (deleted when the lease ends).")
 @json_flag
 @click.pass_context
-def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str]) -> None:
+def put(ctx: click.Context, key: str, value: Optional[str], path: Optional[str], lease_id: Optional[int]) -> None:
     """Set KEY to VALUE ("-": read the value from stdin; or --file PATH)."""
     data = read_value(ctx, value, path)
-    run(ctx, lambda kv: kv.put(key, data))
+    run(ctx, lambda kv: kv.put(key, data, lease=lease_id or 0))
     write_done(ctx)
 
 
 @cli.command()
 @click.argument("key")
+@click.option("--if-value", "if_value", metavar="VALUE", help="Delete only if KEY holds VALUE (exit 1 if not).")
 @json_flag
 @click.pass_context
-def delete(ctx: click.Context, key: str) -> None:
+def delete(ctx: click.Context, key: str, if_value: Optional[str]) -> None:
     """Delete KEY."""
-    run(ctx, lambda kv: kv.delete(key))
+    if not run(ctx, lambda kv: kv.delete(key, expected=if_value)):
+        raise Failure(f"compare failed: {key} does not hold the expected value", EXIT_MISS)
     write_done(ctx)
 
 
@@ -402,6 +427,102 @@ def snapshot(ctx: click.Context) -> None:
     admin_done(ctx, info, who, text)
 
 
+@cli.command()
+@click.argument("prefix")
+@click.option("--rev", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Start at revision N (inclusive) [default: now, after every write acknowledged before].")
+@json_flag
+@click.pass_context
+def watch(ctx: click.Context, prefix: str, rev: Optional[int]) -> None:
+    """Print every change of the keys starting with PREFIX, one line each, until Ctrl-C.
+
+    A line is REVISION TYPE KEY [VALUE] (a value that is not UTF-8 as base64:..., newlines as \\n);
+    --json prints one JSON object per line. Resumes on another node if one fails, without a gap."""
+    from raftkv.wire.watch_client import event_json
+
+    as_json = state_of(ctx).json
+    try:
+        w = run(ctx, lambda kv: kv.watch(prefix, rev))
+        with w:
+            while True:
+                got = run(ctx, lambda _kv: w.poll())
+                for ev in got:
+                    if as_json:
+                        emit_json(event_json(ev))
+                    else:
+                        write_out(event_line(ev))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends: exit 0
+
+
+def event_line(ev: Any) -> str:
+    """One event as a line of text: REVISION TYPE KEY [VALUE]."""
+    parts = [str(ev.revision), ev.type, ev.key]
+    if ev.value is not None:
+        try:
+            text = ev.value.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            text = "base64:" + base64.b64encode(ev.value).decode("ascii")
+        parts.append(text.replace("\\", "\\\\").replace("\n", "\\n"))
+    return " ".join(parts) + "\n"
+
+
+@cli.group(context_settings=CONTEXT)
+def token() -> None:
+    """Client tokens of a secure cluster (admin): create, list, revoke."""
+
+
+ROLES = ("read", "write", "admin")
+
+
+@token.command("create")
+@click.option("--role", type=click.Choice(ROLES), required=True,
+              help="read: get, list, status, members; write: + put, delete, cas, create; admin: everything.")
+@click.option("--name", required=True, help="The token's name (1-64 of A-Z a-z 0-9 . _ -), unique in the cluster.")
+@json_flag
+@click.pass_context
+def token_create(ctx: click.Context, role: str, name: str) -> None:
+    """Make a new token and print it as the last word (shown once: the cluster keeps only a hash).
+
+    The token is made here, from your own admin token (which carries the cluster's id and key):
+    its secret never travels to a node."""
+    if state_of(ctx).token is None:
+        raise Failure("token create needs your admin token (--token or $KV_TOKEN): the new token is made "
+                      "from the cluster id and key it carries", EXIT_INPUT)
+    text = run(ctx, lambda kv: kv.token_create(name, role))
+    if state_of(ctx).json:
+        emit_json({"ok": True, "name": name, "role": role, "token": text})
+    else:
+        write_out(f"created {role} token {name!r} (keep it secret; it is not shown again): {text}\n")
+
+
+@token.command("list")
+@json_flag
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    """List the tokens: one "NAME<TAB>ROLE" a line (never a secret or hash)."""
+    items = run(ctx, lambda kv: kv.token_list())
+    if state_of(ctx).json:
+        emit_json(items)
+    else:
+        write_out("".join(f"{t['name']}\t{t['role']}\n" for t in items))
+
+
+@token.command("revoke")
+@click.argument("name")
+@json_flag
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke token NAME: refused on every node once the revocation is committed."""
+    run(ctx, lambda kv: kv.token_revoke(name))
+    if state_of(ctx).json:
+        emit_json({"ok": True, "name": name})
+    else:
+        write_out(f"revoked token {name!r}\n")
+
+
 # ------------------------------------------------------------------ errors and entry point
 
 
@@ -544,6 +665,146 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         state.close()
     return code
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@json_flag
+@click.pass_context
+def backup(ctx: click.Context, file: str) -> None:
+    """Save a consistent copy of the whole state (at one applied index, from the leader) to
+    FILE; restore it with 'kvnode restore FILE --id ID --data-dir DIR'."""
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="backup", file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        info = run(ctx, lambda kv: kv.backup(file, progress=progress))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if state_of(ctx).json:
+        emit_json({"ok": True, **info})
+    else:
+        n = info["members"]
+        write_out(f"saved the state of cluster {info['cluster_id']} at index {info['index']} (term {info['term']}, "
+                  f"{n} member{'' if n == 1 else 's'}) from {info['node']}: {info['bytes']} bytes in {info['path']}\n")
+
+
+@cli.command()
+@json_flag
+@click.pass_context
+def txn(ctx: click.Context) -> None:
+    """Apply a transaction read from stdin (etcdctl's syntax): compares, a blank line, the
+    success ops, a blank line, the failure ops. Prints SUCCESS or FAILURE, then one line per
+    op of the branch that ran (a get: key and value; a put: OK; a delete: 1 or 0)."""
+    if state_of(ctx).in_repl:
+        raise Failure("txn reads its script from stdin: run it outside the REPL", EXIT_INPUT)
+    try:
+        t = parse_script(sys.stdin.read())
+    except ScriptError as e:
+        raise Failure(str(e), EXIT_INPUT) from None
+    res = run(ctx, lambda kv: kv.txn(t.compare, t.success, t.failure))
+    if state_of(ctx).json:
+        out = []
+        for r in res.responses:
+            d = {"type": r.type, "key": r.key, "found": r.found}
+            if r.type == "get" and r.found:
+                d.update(json_item(r.key, r.value))
+            if r.found and r.type != "delete":
+                d.update(create_revision=r.create_revision, mod_revision=r.mod_revision, version=r.version)
+            out.append(d)
+        emit_json({"succeeded": res.succeeded, "revision": res.revision, "responses": out})
+        return
+    lines = [b"SUCCESS" if res.succeeded else b"FAILURE"]
+    for r in res.responses:
+        if r.type == "get":
+            if r.found:
+                lines += [r.key.encode(), r.value or b""]
+        elif r.type == "put":
+            lines.append(b"OK")
+        else:
+            lines.append(b"1" if r.found else b"0")
+    write_out(b"\n".join(lines) + b"\n")
+
+
+# ------------------------------------------------------------------ leases (issue 14)
+
+
+@cli.group()
+def lease() -> None:
+    """Leases: keys that disappear when their lease expires or is revoked."""
+
+
+@lease.command("grant")
+@click.argument("ttl", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_grant(ctx: click.Context, ttl: int) -> None:
+    """Grant a lease of TTL seconds; prints its id (the last word). Keep it alive with
+    'lease keepalive ID' more often than every TTL seconds."""
+    lid = run(ctx, lambda kv: kv.lease_grant(ttl))
+    if state_of(ctx).json:
+        emit_json({"id": lid, "ttl": ttl})
+    else:
+        write_out(f"lease granted with TTL {ttl}s: {lid}\n")
+
+
+@lease.command("keepalive")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_keepalive(ctx: click.Context, lease_id: int) -> None:
+    """Renew lease ID once, for its full TTL from now (exit 1 if it is gone)."""
+    ttl = run(ctx, lambda kv: kv.lease_keepalive(lease_id))
+    if state_of(ctx).json:
+        emit_json({"id": lease_id, "ttl": ttl})
+    else:
+        write_out(f"lease {lease_id} kept alive for {ttl}s\n")
+
+
+@lease.command("revoke")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_revoke(ctx: click.Context, lease_id: int) -> None:
+    """Revoke lease ID now: its keys are deleted (exit 1 if it is gone)."""
+    run(ctx, lambda kv: kv.lease_revoke(lease_id))
+    write_done(ctx)
+
+
+@lease.command("ttl")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+@json_flag
+@click.pass_context
+def lease_ttl(ctx: click.Context, lease_id: int) -> None:
+    """Remaining seconds of lease ID and its keys (exit 1 if it is gone)."""
+    info = run(ctx, lambda kv: kv.lease_ttl(lease_id))
+    if state_of(ctx).json:
+        emit_json(info)
+        return
+    keys = info.get("keys") or []
+    write_out(f"lease {lease_id}: ttl={info.get('ttl')}s remaining={info.get('remaining')}s "
+              f"keys={len(keys)}\n" + "".join(f"  {k}\n" for k in keys))
+
+
+@lease.command("list")
+@json_flag
+@click.pass_context
+def lease_list(ctx: click.Context) -> None:
+    """Every lease, with its TTL and remaining seconds."""
+    leases = run(ctx, lambda kv: kv.lease_list())
+    if state_of(ctx).json:
+        emit_json(leases)
+        return
+    write_out("".join(f"{x.get('id')} ttl={x.get('ttl')}s remaining={x.get('remaining')}s\n" for x in leases))
 
 
 if __name__ == "__main__":

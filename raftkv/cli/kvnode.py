@@ -5,6 +5,8 @@
     kvnode --id node1 --addr localhost:9001 --http :8001 --bootstrap
     kvnode --id node2 --addr localhost:9002 --http :8002 --join localhost:9001
     kvnode --config configs/cluster.yaml --all
+    kvnode --id node1 --addr 10.0.0.1:9001 --bootstrap --secure        (a secure cluster: issue 11)
+    kvnode --id node2 --addr 10.0.0.2:9001 --join 10.0.0.1:9001 --token "$(cat data/node1/join.token)"
     kvnode --version
 
 Logs go to stderr, one record a line naming its node (``--log-format json``: one JSON object
@@ -29,6 +31,7 @@ from typing import Any, Callable, Optional
 import click
 
 from raftkv import __version__
+from raftkv.cli.kvnode_admin import KvnodeCommand
 from raftkv.cli.node_logging import SUPERVISOR, UNKNOWN_NODE, LogFormat, level_number, setup_logging
 from raftkv.config import ConfigError, load_cluster, load_config
 
@@ -125,6 +128,8 @@ def bind_refusal_of(cfg) -> Optional[str]:
     from raftkv.wire.address import split_address
     from raftkv.wire.security.loopback import bind_refusal
 
+    if cfg.secure or cfg.join_token or (cfg.node_dir / "cluster.key").exists():
+        return None  # a secure node (the node checks its meta agrees): CURVE on every door
     for addr in (cfg.addr, cfg.client, cfg.http):
         if addr:
             why = bind_refusal(split_address(addr)[0], secure=False, insecure=cfg.insecure)
@@ -139,6 +144,11 @@ def _run_one(cfg, levels: LogLevelSource) -> None:
     why = bind_refusal_of(cfg)
     if why:
         _fail(EXIT_CONFIG, why)
+    if cfg.secure and not cfg.bootstrap and not cfg.join_token and not (cfg.node_dir / "raft").exists():
+        _fail(EXIT_CONFIG, "--secure makes a new cluster with --bootstrap; a node joins a secure cluster with "
+                           "--join ADDR --token JOIN_TOKEN")
+    if cfg.join_token and not cfg.join and not (cfg.node_dir / "raft").exists():
+        _fail(EXIT_CONFIG, "--token is the join token of --join ADDR: give both")
 
     inbox = SignalInbox()
     inbox.catch(signal.SIGHUP)  # before start: a HUP while starting must not kill the node
@@ -201,6 +211,9 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
             args += ["--log-level", overrides["log_level"]]
         if overrides.get("insecure"):
             args.append("--insecure")
+        for flag in ("tls_cert", "tls_key"):
+            if overrides.get(flag):
+                args += ["--" + flag.replace("_", "-"), overrides[flag]]
         return subprocess.Popen(args, start_new_session=True)
 
     for c in cfgs:
@@ -231,7 +244,7 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
     sys.exit(0)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=KvnodeCommand, context_settings={"help_option_names": ["-h", "--help"]})  # + restore, recover
 @click.version_option(__version__, "--version", prog_name="kvnode", message="%(prog)s %(version)s")
 @click.option("--config", "config", type=str, default=None, help="YAML file: one node's, or a whole cluster's.")
 @click.option("--id", "node_id", default=None, help="Node id (picks the node of a whole-cluster file).")
@@ -247,17 +260,28 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--insecure", is_flag=True, default=False,
               help="Lift loopback-only mode of a cluster made without --secure: every door accepts anyone "
                    "(logs a WARNING at every start).")
+@click.option("--secure", is_flag=True, default=False,
+              help="With --bootstrap: make a secure cluster (CURVE on the ZeroMQ doors, tokens, HTTPS); "
+                   "writes join.token and admin.token in the node's data directory.")
+@click.option("--token", "join_token", default=None, envvar="KV_JOIN_TOKEN", show_envvar=True,
+              help="With --join: the join token of the secure cluster (join.token of its bootstrap node).")
+@click.option("--tls-cert", default=None, metavar="PATH",
+              help="Certificate (PEM) of the HTTPS gateway of a secure node [default: DATA_DIR/ID/tls.crt, "
+                   "self-signed at bootstrap].")
+@click.option("--tls-key", default=None, metavar="PATH", help="Private key (PEM) of --tls-cert.")
 @click.option("--all", "run_all", is_flag=True, default=False,
               help="Run every node of a whole-cluster file as child processes.")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [INFO].")
 @click.option("--log-format", type=click.Choice([f.value for f in LogFormat]), default=LogFormat.TEXT.value,
               help="text: one line a record; json: one JSON object a line (time, level, node, logger, "
                    "message) [text].")
-def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, run_all,
-         log_level, log_format):
+def main(config, node_id, addr, client, http, data_dir, cluster_id, bootstrap, join, insecure, secure, join_token,
+         tls_cert, tls_key, run_all, log_level, log_format):
     """Run a node of the Raft-replicated key-value store."""
     overrides = {"addr": addr, "client": client, "http": http, "data_dir": data_dir, "cluster_id": cluster_id,
-                 "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure}
+                 "bootstrap": bootstrap, "join": join, "log_level": log_level, "insecure": insecure,
+                 "secure": secure, "join_token": join_token}
+    overrides.update(tls_cert=tls_cert, tls_key=tls_key)
     fmt = LogFormat(log_format)
     node_field = setup_logging(log_level or "INFO", fmt, node_id or UNKNOWN_NODE)
     _errors.fmt = fmt

@@ -39,6 +39,8 @@ __all__ = [
     "DEFAULT_DATA_DIR", "DEFAULT_CLUSTER_FILE", "LOG_LEVELS",
 ]
 
+DEFAULT_WATCH_HISTORY = 10_000  # watch.history_revisions (actors/watch_hub.py)
+
 DEFAULT_DATA_DIR = "./data"
 # kvclient's fallback for --servers (after KV_SERVERS): the repository's local cluster.
 DEFAULT_CLUSTER_FILE = Path("configs") / "cluster.yaml"  # relative to the working directory (a checkout)
@@ -98,6 +100,18 @@ class NodeConfig:
     storage_cache_mb: int = DEFAULT_CACHE_MB
     # Lift loopback-only mode (a cluster made without --secure): every door open to anyone.
     insecure: bool = False
+    # ``watch.history_revisions``: how many revisions back a node keeps watch events (issue 14).
+    watch_history_revisions: int = DEFAULT_WATCH_HISTORY
+    # Issue 11: ``secure: true`` / --secure makes a secure cluster at bootstrap; ``join_token``
+    # (--token, $KV_JOIN_TOKEN) is the join token a node joining a secure cluster proves.
+    secure: bool = False
+    join_token: Optional[str] = None
+    # The HTTPS gateway of a secure node: certificate and key files (PEM); None = the
+    # self-signed pair made at bootstrap in node_dir (tls.crt, tls.key).
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    # /metrics without a token on a secure node (a scraper inside a trusted network).
+    metrics_open: bool = False
 
     @property
     def node_dir(self) -> Path:
@@ -128,15 +142,22 @@ def _default_client(addr: str) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NODE_FILE_KEYS = ("id", "addr", "client", "http", "data_dir", "cluster_id", "bootstrap",
-                   "join", "raft", "log_level", "storage", "insecure")
-_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure")
+                   "join", "raft", "log_level", "storage", "insecure", "watch", "secure", "join_token")
+_CLUSTER_FILE_KEYS = ("cluster_id", "data_dir", "nodes", "raft", "log_level", "storage", "insecure", "watch")
+_WATCH_KEYS = ("history_revisions",)
 _STORAGE_KEYS = ("cache_mb",)
+# The HTTPS gateway's keys (issue 11), in both kinds of file; the two paths are also flags.
+_GATEWAY_KEYS = ("tls_cert", "tls_key", "metrics_open")
+_NODE_FILE_KEYS_ALL: tuple[str, ...] = _NODE_FILE_KEYS + _GATEWAY_KEYS
+_CLUSTER_FILE_KEYS_ALL: tuple[str, ...] = _CLUSTER_FILE_KEYS + _GATEWAY_KEYS
 _NODE_ENTRY_KEYS = ("id", "addr", "client", "http")
 _RAFT_KEYS = TUNING_KEYS
 # Override key -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {"id": "--id", "addr": "--addr", "client": "--client", "http": "--http",
           "data_dir": "--data-dir", "bootstrap": "--bootstrap", "join": "--join",
-          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure"}
+          "cluster_id": "--cluster-id", "log_level": "--log-level", "insecure": "--insecure",
+          "secure": "--secure", "join_token": "--token"}
+_FLAGS.update({"tls_cert": "--tls-cert", "tls_key": "--tls-key"})
 
 
 def _err(where: Optional[str], msg: str) -> ConfigError:
@@ -190,6 +211,19 @@ def _as_data_dir(v: Any, name: str, where: Optional[str]) -> str:
     return os.path.expanduser(_as_str(v, name, where))
 
 
+def _as_path(v: Any, name: str, where: Optional[str]) -> str:
+    return os.path.expanduser(_as_str(v, name, where))
+
+
+def _parse_gateway(data: dict, where: str, v: dict[str, Any]) -> None:
+    """The gateway's keys of a file (tls_cert, tls_key, metrics_open) into ``v``."""
+    for key in ("tls_cert", "tls_key"):
+        if key in data:
+            v[key] = _as_path(data[key], key, where)
+    if "metrics_open" in data:
+        v["metrics_open"] = _as_bool(data["metrics_open"], "metrics_open", where)
+
+
 def _as_log_level(v: Any, name: str, where: Optional[str]) -> str:
     s = _as_str(v, name, where).upper()
     s = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(s, s)
@@ -225,6 +259,19 @@ def _parse_storage(data: Any, where: str) -> int:
     return v
 
 
+def _parse_watch(data: Any, where: str) -> int:
+    """The ``watch:`` section: ``history_revisions``, a whole number of revisions, at least 1."""
+    if data is None:
+        return DEFAULT_WATCH_HISTORY
+    if not isinstance(data, dict):
+        raise _err(where, f"watch must be a mapping (got {_show(data)})")
+    _check_keys(data, _WATCH_KEYS, "watch.", where)
+    v = data.get("history_revisions", DEFAULT_WATCH_HISTORY)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100_000_000:
+        raise _err(where, f"watch.history_revisions must be a whole number in [1, 100000000] (got {_show(v)})")
+    return v
+
+
 def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """Validate flag values. None (and False for --bootstrap) means "flag not given":
     that is what click passes for an absent option, so it must not override the file."""
@@ -233,7 +280,7 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key not in _FLAGS:
             raise ConfigError(f"unknown override {key!r} (known: {', '.join(_FLAGS)})")
-        if v is None or (key in ("bootstrap", "insecure") and v is False):
+        if v is None or (key in ("bootstrap", "insecure", "secure") and v is False):
             continue
         flag = _FLAGS[key]
         if key == "id":
@@ -246,8 +293,12 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             v = _as_str(v, flag, None)
         elif key == "log_level":
             v = _as_log_level(v, flag, None)
-        elif key in ("bootstrap", "insecure"):
+        elif key in ("bootstrap", "insecure", "secure"):
             v = _as_bool(v, flag, None)
+        elif key in ("tls_cert", "tls_key"):
+            v = _as_path(v, flag, None)
+        elif key == "join_token":
+            v = _as_str(v, flag, None)
         out[key] = v
     if out.get("bootstrap") and out.get("join"):
         raise ConfigError("--bootstrap and --join are mutually exclusive "
@@ -322,7 +373,13 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
-                    insecure=bool(v.get("insecure")))
+                    insecure=bool(v.get("insecure")), secure=bool(v.get("secure")),
+                    join_token=v.get("join_token") or None,
+                    watch_history_revisions=v.get("watch_history_revisions", DEFAULT_WATCH_HISTORY))
+    me.tls_cert, me.tls_key = v.get("tls_cert"), v.get("tls_key")
+    me.metrics_open = bool(v.get("metrics_open"))
+    if (me.tls_cert is None) != (me.tls_key is None):
+        raise _err(where, "tls_cert and tls_key go together (--tls-cert and --tls-key): give both or neither")
     if group is not None:
         # This node's entry carries the flags' addresses, so that every address it seeds
         # the cluster with is the one it really binds.
@@ -356,7 +413,7 @@ def _apply_overrides(v: dict[str, Any], ov: dict[str, Any]) -> None:
 
 
 def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _NODE_FILE_KEYS, "", path)
+    _check_keys(data, _NODE_FILE_KEYS_ALL, "", path)
     v: dict[str, Any] = {}
     if "id" in data:
         v["id"] = _as_id(data["id"], "id", path)
@@ -373,11 +430,16 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    if "secure" in data:
+        v["secure"] = _as_bool(data["secure"], "secure", path)
+    v["join_token"] = _as_str(data.get("join_token"), "join_token", path, optional=True)
     if v["bootstrap"] and v["join"]:
         raise _err(path, "bootstrap and join are mutually exclusive "
                          "(bootstrap: true starts a new cluster, join: HOST:PORT joins one)")
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
+    v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)
     _apply_overrides(v, ov)
     for key in ("id", "addr"):
         if not v.get(key):
@@ -386,7 +448,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
 
 
 def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
-    _check_keys(data, _CLUSTER_FILE_KEYS, "", path, " in a whole-cluster file")
+    _check_keys(data, _CLUSTER_FILE_KEYS_ALL, "", path, " in a whole-cluster file")
     nodes = _parse_nodes(path, data)
     ids = ", ".join(n["id"] for n in nodes)
     if "id" not in ov:
@@ -406,8 +468,10 @@ def _from_cluster_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         v["log_level"] = _as_log_level(data["log_level"], "log_level", path)
     if "insecure" in data:
         v["insecure"] = _as_bool(data["insecure"], "insecure", path)
+    _parse_gateway(data, path, v)
     raft = _parse_raft(data.get("raft"), path)
     v["storage_cache_mb"] = _parse_storage(data.get("storage"), path)
+    v["watch_history_revisions"] = _parse_watch(data.get("watch"), path)
     # The listed nodes are the initial cluster: each of them bootstraps with the whole
     # list (bootstrap as a group), unless a --join flag says otherwise.
     v["bootstrap"] = True

@@ -12,7 +12,9 @@ times from its log).
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +32,18 @@ _RE_WRITTEN = r"snapshot at index (\d+) \(term \d+, (\d+) bytes\) described in (
 _RE_RESTORED = r"opened the key-value store at applied index (\d+) \(snapshot \d+\) in ([\d.]+) ?s"
 _RE_RECEIVED = r"received snapshot at index (\d+) \((\d+) bytes\) in ([\d.]+) ?s"
 _RE_FSM_RESTORED = r"fsm: restored the state at index (\d+) from a snapshot in ([\d.]+) ?s"
+# The leader's first chunk and the joiner's adoption, timed by their log lines (one clock): the
+# transfer end to end (after the sender has checked the checkpoint: that comes before its first chunk).
+_RE_SENDING = r"^(\S+ \S+) .*sending snapshot at index {index} .* to {node}"
+_RE_RECEIVED_AT = r"^(\S+ \S+) .*received snapshot at index {index} "
+
+
+def _log_time(cl: BenchCluster, nid: str, pattern: str) -> Optional[float]:
+    """The timestamp (seconds since the epoch) of the first log line of ``nid`` matching ``pattern``."""
+    m = re.search(pattern, cl.nodes[nid].log_text(), re.M)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def _rss_mb(pid: int) -> Optional[float]:
@@ -170,6 +184,10 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         # 5. A fourth node joins; it gets the leader's snapshot and becomes a voter once caught up.
         lst = cl.wait_leader_status(30)
         leader = lst["id"]
+        # The leader may have changed since step 3 (a node that never took a snapshot would send
+        # the joiner its whole log instead): have the current one take a snapshot first.
+        with Client([cl.nodes[leader].client], timeout=slow, attempt_timeout=slow) as c:
+            c.snapshot()
         joiner = "node4"
         cl.add_joiner(joiner, cl.nodes[leader].addr)
         t_j0 = time.monotonic()
@@ -217,6 +235,13 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         }
         if received and float(received[2]) > 0:
             res["join"]["transfer_mb_per_s"] = round(int(received[1]) / 1e6 / float(received[2]), 1)
+            sent_at = [t for nid in cl.ids if nid != joiner
+                       if (t := _log_time(cl, nid, _RE_SENDING.format(index=received[0], node=joiner))) is not None]
+            got_at = _log_time(cl, joiner, _RE_RECEIVED_AT.format(index=received[0]))
+            if sent_at and got_at is not None and got_at > max(sent_at):
+                e2e = got_at - max(sent_at)  # the last stream started (an earlier one may have been cut off)
+                res["join"]["transfer_end_to_end_s"] = round(e2e, 3)
+                res["join"]["end_to_end_mb_per_s"] = round(int(received[1]) / 1e6 / e2e, 1)
         out(f"{joiner} joined: voter after {t_voter - t_j0:.2f} s, caught up to index {target} after "
             f"{t_j1 - t_j0:.2f} s (snapshot received in {res['join']['snapshot_receive_s']} s)")
         time.sleep(0.5)
@@ -278,7 +303,9 @@ def _print_snapshot(res: dict) -> None:
         p(f"  {label:<27} {w['seconds']:>8.2f} {w['writes']:>7} {w['failed']:>6} {_fmt(w['writes_per_sec'], '.0f'):>7} "
           f"{_fmt(w['p50_ms'], '.2f'):>8} {_fmt(w['p99_ms'], '.2f'):>8} {_fmt(w['max_ms'], '.2f'):>8}")
     p(f"  background writes: {res['writes_ok']} acknowledged, {res['writes_failed']} failed or timed out")
-    p(f"  transfer to the joiner: {_fmt(j.get('transfer_mb_per_s'), '.1f')} MB/s")
+    p(f"  transfer to the joiner: {_fmt(j.get('transfer_mb_per_s'), '.1f')} MB/s as received (first chunk to "
+      f"checked and kept); {_fmt(j.get('end_to_end_mb_per_s'), '.1f')} MB/s end to end (leader's first chunk, "
+      f"after checking its checkpoint, to the joiner's adoption: {_fmt(j.get('transfer_end_to_end_s'), '.2f')} s)")
     lt = res["list_first_100"]
     p(f"  list {lt['prefix']!r} --limit 100 (linearizable, client side): p50 {lt['p50_ms']} ms, p99 {lt['p99_ms']} ms")
     for when in ("nodes_after_preload", "nodes_at_end"):

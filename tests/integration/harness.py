@@ -102,13 +102,14 @@ class NodeProc:
         return self.proc.poll() if self.proc is not None else None
 
     def status(self, timeout: float = 1.0) -> dict:
+        token = self.cluster.status_token()
         if not self.cluster.reuse_status_clients:
-            with Client([self.client], timeout=timeout) as c:
+            with Client([self.client], timeout=timeout, token=token) as c:
                 return c.status(self.client)
         c = self._status_client
         if c is None or c.timeout != timeout:
             self.close_status_client()
-            c = self._status_client = Client([self.client], timeout=timeout)
+            c = self._status_client = Client([self.client], timeout=timeout, token=token)
         return c.status(self.client)
 
     def close_status_client(self) -> None:
@@ -156,6 +157,10 @@ class Cluster:
     # One status Client per node, kept between polls (a benchmark polling every few ms), instead of a
     # new connection per call.
     reuse_status_clients = False
+
+    def status_token(self) -> Optional[str]:
+        """The client token status polls use (None: a cluster made without --secure)."""
+        return None
 
     def host_for(self, i: int) -> str:
         """The address node ``i`` binds (subclasses give each node its own, see tests/jepsen)."""
@@ -243,3 +248,84 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"===== {nid} =====\n{n.log_text()[-6000:]}" for nid, n in self.nodes.items())
+
+
+class SecureCluster(Cluster):
+    """A secure cluster made the way an operator makes one (issue 11): node1 with
+    ``--bootstrap --secure`` (flags, not the cluster file), the other nodes with
+    ``--join <node1> --token <join.token>``. Status polls and ``client()`` use the bootstrap's
+    admin token."""
+
+    def __init__(self, directory: Path, n: int = 3, raft: Optional[dict] = None) -> None:
+        super().__init__(directory, n=1, raft=raft)
+        first = self.nodes["node1"]
+        first.args = self._flag_args("node1", first.addr, first.client) + ["--bootstrap", "--secure"]
+        for i in range(2, n + 1):
+            self.add_secure_joiner(f"node{i}")
+
+    def _flag_args(self, node_id: str, addr: str, client: str) -> list:
+        args = []
+        if self.raft:
+            path = self.dir / f"{node_id}.yaml"
+            path.write_text(yaml.safe_dump({"raft": self.raft}))
+            args += ["--config", str(path)]
+        return args + ["--id", node_id, "--addr", addr, "--client", client, "--data-dir", str(self.data_dir)]
+
+    def add_secure_joiner(self, node_id: str, token: Optional[str] = None) -> NodeProc:
+        """A node (not started) that joins through node1 with ``--token`` (the join token by default,
+        read when it starts: the bootstrap writes it; "" for no --token)."""
+        host = self.host_for(len(self.nodes) + 1)
+        addr, client = f"{host}:{free_port()}", f"{host}:{free_port()}"
+        node = self.nodes[node_id] = _SecureJoiner(self, node_id, addr, client, None,
+                                                   args=self._flag_args(node_id, addr, client)
+                                                   + ["--join", self.nodes["node1"].addr])
+        node.token = token
+        return node
+
+    @property
+    def node_dir(self) -> Path:
+        return self.data_dir / "node1"
+
+    def token_file(self, name: str) -> str:
+        return (self.node_dir / name).read_text().strip()
+
+    @property
+    def admin_token(self) -> str:
+        return self.token_file("admin.token")
+
+    @property
+    def join_token(self) -> str:
+        return self.token_file("join.token")
+
+    def status_token(self) -> Optional[str]:
+        path = self.node_dir / "admin.token"
+        return path.read_text().strip() if path.exists() else None
+
+    def start(self) -> None:
+        """node1 first (it writes the tokens), then each joiner once the one before is a member."""
+        nodes = list(self.nodes.values())
+        nodes[0].start()
+        wait_until(lambda: (self.node_dir / "join.token").exists(), 30, what="join.token")
+        self.wait_leader(30)
+        for n in nodes[1:]:
+            n.start()
+            wait_until(lambda: any(m["id"] == n.id for m in self.leader_status()["members"]), 30,
+                       what=f"{n.id} admitted")
+
+    def client(self, timeout: float = 10.0, token: Optional[str] = None) -> Client:
+        return Client(self.servers, timeout=timeout, token=token or self.admin_token)
+
+
+class _SecureJoiner(NodeProc):
+    """A joiner of a SecureCluster: ``--token`` is added when it starts (``token``: None for the
+    cluster's join token, "" for none at all)."""
+
+    token: Optional[str] = None
+
+    def start(self, extra: tuple = ()) -> None:
+        cluster = self.cluster
+        assert isinstance(cluster, SecureCluster)
+        if self.token == "":
+            super().start(extra)
+        else:
+            super().start(("--token", self.token or cluster.join_token, *extra))

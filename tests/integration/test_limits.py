@@ -185,7 +185,7 @@ def test_slowloris_connection_is_closed_after_the_header_timeout(cluster):
 @pytest.mark.parametrize("method,path,word", [
     ("PUT", "/kv/q?ttl=5", "ttl"),
     ("GET", "/kv/warm?index=100&wait=5s", "index"),
-    ("DELETE", "/kv/warm?prev_value=nope", "prev_value is not supported on DELETE"),
+    ("DELETE", "/kv/warm?prev_exist=false", "prev_exist is not supported on DELETE"),
     ("GET", "/kv/?limit=1e23", "limit"),
     ("GET", "/kv/?limit=" + "1" * 30, "limit"),
     ("PUT", "/kv/warm?prev_value=%ff", "prev_value"),

@@ -8,6 +8,7 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 
 from raftkv.actors.metrics import METRIC_NAMES
+from raftkv.wire.client import Client
 
 from .harness import wait_until
 
@@ -129,3 +130,39 @@ def test_lost_quorum_is_warned_by_the_leader_and_its_return(make_cluster):
     wait_until(lambda: re.search(rf"WARNING.*{leader}: quorum regained in term \d+", lnode.log_text()),
                what="the quorum regained warning")
     assert len(lost.findall(lnode.log_text())) == 1
+
+
+def _histogram(s: dict, name: str, **labels: str) -> tuple[list, float, float]:
+    """(cumulative bucket counts in bound order, count, sum) of one labelled histogram."""
+    buckets = sorted(((float(lab["le"]), v) for lab, v in s.get(name + "_bucket", [])
+                      if all(lab.get(k) == w for k, w in labels.items())))
+    return [v for _, v in buckets], value(s, name + "_count", **labels), value(s, name + "_sum", **labels)
+
+
+def test_request_latency_histograms_by_op_at_the_client_door_and_the_gateway(make_cluster):
+    c = make_cluster(1, http=True)  # one node: each request is answered by the door it reached
+    c.wait_leader()
+    n = c.nodes["node1"]
+    sent = {"put": 3, "get": 2, "delete": 1, "cas": 2, "list": 1}
+    with Client([n.client], timeout=10) as kv:
+        for i in range(sent["put"]):
+            kv.put(f"k{i}", b"v")
+        for _ in range(sent["get"]):
+            assert kv.get("k0") == b"v"
+        kv.delete("k2")
+        assert kv.cas("k0", b"v", b"w") and not kv.cas("k0", b"nope", b"x")
+        assert len(kv.list("k")) == 2
+    for i in range(2):
+        assert http_request(n.http, "PUT", f"/kv/h{i}", b"x")[0] == 204
+    assert http_request(n.http, "GET", "/kv/h1") == (200, b"x")
+    assert http_request(n.http, "DELETE", "/kv/h0")[0] == 204
+    s = scrape(n.http)
+    for op, count in sent.items():
+        buckets, total, seconds = _histogram(s, "raftkv_client_request_duration_seconds", op=op)
+        assert total == count and buckets[-1] == count, (op, buckets, total)
+        assert buckets == sorted(buckets) and 0 < seconds < 10 * count, (op, buckets, seconds)
+    for op, count in {"put": 2, "get": 1, "delete": 1}.items():
+        buckets, total, seconds = _histogram(s, "raftkv_http_request_duration_seconds", op=op)
+        assert total == count and buckets[-1] == count and seconds > 0, (op, buckets, total)
+    # requests that went through the gateway are not counted again at the client door
+    assert _histogram(s, "raftkv_client_request_duration_seconds", op="put")[1] == sent["put"]

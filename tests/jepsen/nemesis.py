@@ -16,7 +16,15 @@ Faults
 ``partition-bridge``
     Two halves that cannot see each other plus one *bridge* node that sees both
     (the topology that breaks implementations electing on "I can reach a majority").
-Groups: ``kill``, ``pause``, ``partition`` (all four above), ``all``.
+``wipe-random``
+    ``kill -9`` a random node and delete its data directory; the heal restarts it with its
+    command line plus ``--join`` (a member's address: README, "A dead disk"). It comes back as a
+    new incarnation of its id, which the leader admits as a learner in place of the old record
+    and promotes once caught up; the old member's acknowledged writes must survive on the
+    others. Injected only while every member is a voter with a recorded incarnation (otherwise
+    skipped): wiping a second node before the first is re-admitted leaves no quorum to admit
+    either, and a record without an incarnation would take the wiped node for the old one.
+Groups: ``kill``, ``pause``, ``partition`` (all four above), ``wipe``, ``all``.
 
 Real network partitions
 -----------------------
@@ -50,22 +58,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, SecureCluster
 from raftkv.wire.client import Client, ClientError
 
 __all__ = [
     "NEMESES", "GROUPS", "PARTITIONS", "expand_nemeses", "NftUnavailable", "nft_problem",
-    "require_nft", "Firewall", "NemesisCluster", "Nemesis", "split_cut", "bridge_cut",
+    "require_nft", "Firewall", "NemesisCluster", "SecureNemesisCluster", "Nemesis", "split_cut", "bridge_cut",
 ]
 
 KILLS = ("kill-random", "kill-leader")
 PAUSES = ("pause-random", "pause-leader")
 PARTITIONS = ("partition-leader", "partition-follower", "partition-halves", "partition-bridge")
-NEMESES = KILLS + PAUSES + PARTITIONS
+WIPES = ("wipe-random",)
+NEMESES = KILLS + PAUSES + PARTITIONS + WIPES
 GROUPS = {
     "kill": KILLS,
     "pause": PAUSES,
     "partition": PARTITIONS,
+    "wipe": WIPES,
     "all": NEMESES,
 }
 
@@ -96,6 +106,9 @@ def expand_nemeses(names: Iterable[str] | str) -> List[str]:
         raise ValueError("no nemesis given")
     return out
 
+
+_RECORDED = re.compile(r"recording the incarnations of ([^\n]+)")
+_REPLACED = re.compile(r"replacing (\S+) \(incarnation .* by incarnation")
 
 # --------------------------------------------------------------------------- nftables
 
@@ -272,6 +285,11 @@ class NemesisCluster(Cluster):
     def host_for(self, i: int) -> str:
         return f"{self.subnet}.{i}"
 
+    @property
+    def client_token(self) -> Optional[str]:
+        """The token the run's clients use (None: a cluster made without --secure)."""
+        return None
+
     def quick_statuses(self, skip: Iterable[str] = (), timeout: float = 0.5) -> dict:
         """Status of every live node not in ``skip`` (e.g. paused ones), with a short timeout."""
         out = {}
@@ -279,7 +297,7 @@ class NemesisCluster(Cluster):
             if nid in skip or not n.alive():
                 continue
             try:
-                with Client([n.client], timeout=timeout, connect_timeout=0.1) as c:
+                with Client([n.client], timeout=timeout, connect_timeout=0.1, token=self.status_token()) as c:
                     out[nid] = c.status(n.client)
             except ClientError:
                 pass
@@ -292,6 +310,22 @@ class NemesisCluster(Cluster):
         if not leaders:
             return None
         return max(leaders, key=lambda s: s["term"])["id"]
+
+
+class SecureNemesisCluster(SecureCluster, NemesisCluster):
+    """A :class:`NemesisCluster` made as a secure cluster (issue 11): node1 ``--bootstrap
+    --secure``, the others ``--join --token``, so the nemesis also runs with CurveZMQ on both
+    doors, and clients and status polls use the bootstrap's admin token (``client_token``)."""
+
+    id_prefix = "jepsen-secure"
+
+    def __init__(self, directory: Path, n: int = 3, raft: Optional[dict] = None) -> None:
+        super().__init__(directory, n=n, raft=raft)  # SecureCluster, then NemesisCluster's subnet
+        self.ips = {nid: self.host_for(i) for i, nid in enumerate(self.nodes, start=1)}
+
+    @property
+    def client_token(self) -> Optional[str]:
+        return self.admin_token
 
 
 # --------------------------------------------------------------------------- the nemesis
@@ -316,6 +350,8 @@ class Nemesis:
         self.leader_wait = leader_wait
         self.paused: Set[str] = set()
         self.killed: Set[str] = set()
+        self.wiped: dict[str, str] = {}  # node -> the --join address it is restarted with since its wipe
+        self._readmitting: dict[str, int] = {}  # the last wiped node -> its replacements seen before the wipe
         self.current: Optional[str] = None
         self.events: List[Tuple[float, str]] = []
         self.counts: Counter = Counter()
@@ -370,7 +406,18 @@ class Nemesis:
                     self.skipped[kind] += 1
                     self._event(f"{kind}: skipped (no leader found)")
                     return None
-                if kind.startswith("kill"):
+                if kind.startswith("wipe"):
+                    join = self._wipe_join(target)
+                    if join is None:
+                        self.skipped[kind] += 1
+                        self._event(f"{kind}: skipped (a member is not yet a voter with a recorded incarnation)")
+                        return None
+                    self.cluster.nodes[target].kill(signal.SIGKILL)
+                    shutil.rmtree(self.cluster.data_dir / target)
+                    self.killed.add(target)
+                    self.wiped[target] = join
+                    desc = f"{kind}: kill -9 {target}, delete its data directory"
+                elif kind.startswith("kill"):
                     self.cluster.nodes[target].kill(signal.SIGKILL)
                     self.killed.add(target)
                     desc = f"{kind}: kill -9 {target}"
@@ -388,6 +435,43 @@ class Nemesis:
             self.counts[kind] += 1
             self._event(desc)
             return desc
+
+    def _wipe_join(self, target: str) -> Optional[str]:
+        """The peer address of a live member other than ``target`` to rejoin through, or None
+        if a wipe now could not be healed (see the module docstring)."""
+        others = [n for nid, n in self.cluster.nodes.items() if nid != target and nid not in self.paused
+                  and n.alive()]
+        if not others:
+            return None
+        try:
+            with Client([n.client for n in others], timeout=2.0) as c:
+                members = c.members()
+        except ClientError:
+            return None
+        ids = {m.get("id") for m in members}
+        if ids != set(self.cluster.nodes) or not all(m.get("voter") for m in members):
+            return None
+        recorded, replaced = self._incarnation_events()
+        if not set(self.cluster.nodes) <= recorded:
+            return None
+        if any(replaced[nid] <= seen for nid, seen in self._readmitting.items()):
+            return None  # the last wiped node's old record is still the one listed
+        self._readmitting = {target: replaced[target]}
+        return self.rng.choice(others).addr
+
+    def _incarnation_events(self) -> Tuple[Set[str], Counter]:
+        """From the nodes' logs (``members`` does not show incarnations): the members whose
+        incarnation a leader recorded ("recording the incarnations of A, B" after a whole-cluster
+        start, "replacing X ... by incarnation" when a wiped node is re-admitted), and how many
+        times each was replaced."""
+        recorded: Set[str] = set()
+        replaced: Counter = Counter()
+        for n in self.cluster.nodes.values():
+            text = n.log_text()
+            for names in _RECORDED.findall(text):
+                recorded.update(x.strip() for x in names.split(","))
+            replaced.update(_REPLACED.findall(text))
+        return recorded | set(replaced), replaced
 
     def _cut(self, node_pairs: Iterable[Tuple[str, str]]) -> None:
         ips = self.cluster.ips
@@ -413,8 +497,8 @@ class Nemesis:
             for nid in sorted(self.killed):
                 node = self.cluster.nodes[nid]
                 if not node.alive():
-                    node.start()
-                what.append(f"restart {nid}")
+                    node.start(extra=("--join", self.wiped[nid]) if nid in self.wiped else ())
+                what.append(f"restart {nid}" + (" with --join" if nid in self.wiped else ""))
             self.killed.clear()
             self.current = None
             self._event("heal: " + (", ".join(what) or "nothing to do"))

@@ -69,7 +69,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from tests.integration.harness import wait_until
 from tests.jepsen.checker import CheckTimeout, check
 from tests.jepsen.history import HistoryRecorder
-from tests.jepsen.nemesis import (PARTITIONS, Firewall, Nemesis, NemesisCluster, expand_nemeses,
+from tests.jepsen.nemesis import (PARTITIONS, Firewall, Nemesis, NemesisCluster, SecureNemesisCluster, expand_nemeses,
                                   require_nft)
 from raftkv.wire.client import Client, InvalidRequest, NotFound
 
@@ -158,8 +158,10 @@ class _Worker:
 
     def __init__(self, idx: int, n_workers: int, servers: List[str], rec: HistoryRecorder,
                  keys: int, seed: int, timeout: float, stop: threading.Event,
-                 known: Dict[str, Optional[bytes]], consistency: str = "linearizable") -> None:
+                 known: Dict[str, Optional[bytes]], consistency: str = "linearizable",
+                 token: Optional[str] = None) -> None:
         self.idx = idx
+        self.token = token  # a secure cluster's client token
         self.consistency = consistency
         self.n_workers = n_workers
         self.process = idx
@@ -183,7 +185,7 @@ class _Worker:
         # Start from a random node rather than the cached leader: a client that lands on a
         # deposed or cut-off leader is exactly what a linearizable read must survive.
         i = self.rng.randrange(len(self.servers))
-        return Client(self.servers[i:] + self.servers[:i], timeout=self.timeout)
+        return Client(self.servers[i:] + self.servers[:i], timeout=self.timeout, token=self.token)
 
     def _run(self) -> None:
         kv = None
@@ -317,12 +319,14 @@ def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 
         gap_s: Tuple[float, float] = (1.0, 2.0), hold_s: Tuple[float, float] = (1.0, 3.0),
         raft: Optional[dict] = None, directory: Optional[Path] = None,
         history_dir: Optional[Path] = None, keep: bool = False, check_timeout: float = 120.0,
-        read_consistency: str = "linearizable",
+        read_consistency: str = "linearizable", secure: bool = False,
         log: Optional[Callable[[str], None]] = None) -> RunResult:
     """One run: cluster + clients + nemesis for ``duration_s``, heal, quiet period, check.
 
     ``read_consistency``: the reads' level; "linearizable" (the default) is the contract under
     test; "stale" exists to check that the harness catches a violation (it must fail).
+    ``secure``: make the cluster with ``--bootstrap --secure`` and ``--join --token`` (CurveZMQ
+    doors; the clients use the admin token), as issue 11 asks the nemesis to run once.
 
     Raises :class:`tests.jepsen.nemesis.NftUnavailable` when a partition nemesis is chosen
     and nftables cannot be used (it never silently skips)."""
@@ -333,7 +337,7 @@ def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 
     res = RunResult(kinds, nodes, duration_s, seed, clients, keys)
     own_dir = directory is None
     cdir = Path(tempfile.mkdtemp(prefix=f"kvjepsen-seed{seed}-", dir="/tmp")) if own_dir else Path(directory)
-    cluster = NemesisCluster(cdir, n=nodes, raft=raft)
+    cluster = SecureNemesisCluster(cdir, n=nodes, raft=raft) if secure else NemesisCluster(cdir, n=nodes, raft=raft)
     firewall = Firewall() if any(k in PARTITIONS for k in kinds) else None
     rng = random.Random(seed)
     nem = Nemesis(cluster, rng, firewall, log=lambda s: say(f"[nemesis] {s}"))
@@ -344,17 +348,17 @@ def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 
     heal_time = None
     try:
         cluster.start()
-        say(f"cluster of {nodes} on {cluster.subnet}.* in {cdir}")
+        say(f"{'secure ' if secure else ''}cluster of {nodes} on {cluster.subnet}.* in {cdir}")
         try:
             wait_until(lambda: cluster.current_leader(), 30, what="a first leader")
-            with Client(cluster.servers, timeout=10) as kv:
+            with Client(cluster.servers, timeout=10, token=cluster.client_token) as kv:
                 wait_until(lambda: kv.put("_warmup", b"1") is None, 30, what="a first write")
         except AssertionError as e:
             raise AssertionError(f"{e}: the cluster did not start (node logs in {cdir})\n"
                                  f"{cluster.logs()}") from None
         known: Dict[str, Optional[bytes]] = {}
         workers = [_Worker(i, clients, cluster.servers, rec, keys, seed, client_timeout, stop_clients, known,
-                           read_consistency) for i in range(clients)]
+                           read_consistency, cluster.client_token) for i in range(clients)]
         t0 = time.monotonic()
         for w in workers:
             w.thread.start()
@@ -499,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.jepsen.runner",
                                 description="Jepsen-style fault run against real kvnode processes.")
     p.add_argument("--nemesis", default="all",
-                   help="comma-separated nemeses or groups (kill, pause, partition, all, "
+                   help="comma-separated nemeses or groups (kill, pause, partition, wipe, all, "
                         "kill-leader, partition-bridge, ...); default all")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
@@ -519,6 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--reads", default="linearizable", choices=("linearizable", "lease", "stale"),
                    help="consistency of the gets (stale: a sanity check that the checker fails)")
     p.add_argument("-q", "--quiet-log", action="store_true", help="no progress lines")
+    p.add_argument("--secure", action="store_true",
+                   help="a secure cluster (--bootstrap --secure, joins with --token; clients use the admin token)")
     a = p.parse_args(argv)
     # Stopping a soak (Ctrl-C, kill, or SIGINT to a background job, which starts out ignored)
     # must still run the cleanup: resume/kill the nodes, delete the nftables table.
@@ -531,7 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               gap_s=_range(a.gap), hold_s=_range(a.hold),
               raft=_parse_raft(a.raft), directory=Path(a.dir) if a.dir else None,
               history_dir=Path(a.history_dir), keep=a.keep, check_timeout=a.check_timeout,
-              read_consistency=a.reads, log=log)
+              read_consistency=a.reads, secure=a.secure, log=log)
     print(res.summary())
     return 0 if res.ok else 1
 

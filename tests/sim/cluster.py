@@ -126,6 +126,7 @@ from raftkv.wire.messages import Command, Entry, EntryKind, Member, encode_recor
 
 from .disk import DiskModel
 from .invariants import Invariants
+from . import txn_workload
 from .model import (DISK, FOLLOWER, LEADER, MSG, RESUME, SNAPRECV, SNAPSAVE, STOP, Node, SimFailure, Stats, default_nodes,
                     replay_command)
 from .network import NetworkModel
@@ -273,7 +274,8 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         self.snap_states: dict = {}  # index -> the first Snap taken at that index anywhere
         self.ids: dict = {(1, 1): (boot, 0)}  # (index, term) -> (Entry, previous entry's term)
         self.granted: dict = {}  # (term, voter) -> candidate
-        self.ops: dict = {}  # command data -> (key, value)
+        self.ops: dict = {}  # command data -> (key, value) of a put, or the Txn of a transaction
+        self.txn_rng = random.Random(seed ^ 0x74786E)  # tests/sim/txn_workload.py
         self.op_no = 0
         self.acked: list = []  # (index, data)
         self.reads: dict = {}  # handle -> (node index, committed at registration, acked index, at a follower)
@@ -362,8 +364,14 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         for _ in range(count):
             self.op_no += 1
             key, value = f"k{self.rng.randrange(8)}", b"v%d" % self.op_no
-            data = encode_record(Command("put", key, value, client_id="sim", seq=self.op_no))
-            self.ops[data] = (key, value)
+            if self.txn_rng.random() < txn_workload.TXN_SHARE:  # its own stream: the schedule stays the same
+                txn = txn_workload.make_txn(self.txn_rng, nd.kv)
+                data = encode_record(Command("txn", "", client_id="sim", seq=self.op_no, txn=txn))
+                self.ops[data] = txn
+                self.stats.txns += 1
+            else:
+                data = encode_record(Command("put", key, value, client_id="sim", seq=self.op_no))
+                self.ops[data] = (key, value)
             items.append((EntryKind.COMMAND, data))
         try:
             first, last = nd.core.propose(items)

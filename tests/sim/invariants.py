@@ -8,6 +8,7 @@ from typing import Any
 
 from raftkv.wire.messages import EntryKind
 
+from . import txn_workload
 from .model import CRASH, LEADER, STOP, Node, Snap, kv_digest
 
 
@@ -282,6 +283,18 @@ class Invariants:
                           f"of healing (nodes: {ls})")
             self.step()
 
+    def reference_state(self) -> dict:
+        """The KV state the committed history leads to (tests/sim/lease_model.py adds leases)."""
+        ref: dict = {}
+        for e in self.committed:
+            if e.kind == EntryKind.COMMAND:
+                for k, v in txn_workload.effects(ref, self.ops[e.data]):
+                    if v is None:
+                        ref.pop(k, None)
+                    else:
+                        ref[k] = v
+        return ref
+
     def check_converged(self) -> None:
         """Every member applies the same log to the same state, with every acknowledged write, and
         every learner is promoted, within a bound."""
@@ -325,11 +338,7 @@ class Invariants:
         self.check_pairwise()
         if c != len(self.committed):
             self.fail(f"the leader's commit {c} is not the committed history's end {len(self.committed)}")
-        ref = {}
-        for e in self.committed:
-            if e.kind == EntryKind.COMMAND:
-                k, v = self.ops[e.data]
-                ref[k] = v
+        ref = self.reference_state()
         for nd in mem:
             if nd.kv != ref:
                 self.fail(f"{nd.id}'s state differs from the committed history's")

@@ -68,6 +68,8 @@ class Stats:
     stale_installs: int = 0  # installs of a snapshot older than the log's base (core asks for another)
     wipes: int = 0  # members restarted on an empty data directory (a new incarnation that must rejoin)
     rejoins: int = 0  # wiped members re-admitted under their new incarnation
+    txns: int = 0  # transactions proposed (tests/sim/txn_workload.py)
+    txn_transfers: int = 0  # transactions applied whose success branch moved money (by the first node applying)
 
     def deep(self) -> bool:
         return self.elections >= 2 and self.crashes >= 1 and self.partitions >= 1

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from raftkv.actors.core import COMMIT_FLUSH_TICKS
 from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
+from . import txn_workload
 from .model import LEADER, RESUME, SNAPRECV, SNAPSAVE, Disk, Node, Snap, _h, decode_kv, kv_digest
 
 
@@ -106,12 +107,7 @@ class NodeModel:
             if idx != nd.applied + 1:
                 self.fail(f"{nd.id} applies index {idx} after {nd.applied}")
             if e.kind == EntryKind.COMMAND:
-                kv = self.ops.get(e.data)
-                if kv is None:
-                    self.fail(f"{nd.id} applies an unknown command at {idx}")
-                key, value = kv
-                nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
-                nd.kv[key] = value
+                self.apply_command(nd, idx, e.data)
             elif e.kind == EntryKind.CONFIG:
                 nd.fsm_members = decode_config(e.data)
             nd.applied = idx
@@ -147,6 +143,30 @@ class NodeModel:
                 self.check_commit_safe()
         if nd.applied - nd.last_snap >= self.snap_every and not nd.snapshotting:
             self.take_snapshot(nd)
+
+    def apply_command(self, nd: Node, idx: int, data: bytes) -> None:
+        """The FSM's effect of one committed command (tests/sim/lease_model.py adds lease commands)."""
+        op = self.ops.get(data)
+        if op is None:
+            self.fail(f"{nd.id} applies an unknown command at {idx}")
+        if type(op) is tuple:  # a put (the common case, inline)
+            key, value = op
+            nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
+            nd.kv[key] = value
+            return
+        # a transaction: every node evaluates it on its own state
+        changes = txn_workload.effects(nd.kv, op)
+        for key, value in changes:
+            nd.digest ^= _h(key, nd.kv.get(key)) ^ _h(key, value)
+            if value is None:
+                nd.kv.pop(key, None)
+            else:
+                nd.kv[key] = value
+        problem = txn_workload.total_problem(nd.kv)
+        if problem:
+            self.fail(f"Transaction atomicity: {nd.id} after index {idx}: {problem}")
+        if changes and idx > len(self.committed):
+            self.stats.txn_transfers += 1
 
     def node_reads(self, nd: Node, reads: list, failed: list) -> None:
         """Reads confirmed (or failed) by a node's core: at a leader, or at a follower with the

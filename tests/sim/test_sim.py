@@ -25,7 +25,7 @@ CHUNK = 100
 COVERAGE_FIELDS = ("snapshots", "compactions", "snapshot_streams", "installs", "fsm_rewinds", "stale_installs",
                    "snapshot_failed", "adds", "promotions", "removes", "leader_removes", "config_commits", "self_stops",
                    "operator_stops", "follower_reads_ok", "lease_reads", "transfers", "store_rejects", "wipes",
-                   "rejoins")
+                   "rejoins", "txns", "txn_transfers")
 TOTALS: collections.Counter = collections.Counter()  # field -> total; "seeds:<field>" -> seeds that saw it
 MIN_SHARE = 0.5  # of the seeds of a chunk that must see an install and a committed membership change
 
@@ -65,7 +65,7 @@ def test_seeds(lo: int, hi: int) -> None:
     # Simulation depth (docs/architecture.md section 8): most seeds see >= 2 elections, a crash and a partition.
     assert len(shallow) <= 0.1 * (hi - lo), "too many shallow seeds:\n" + "\n".join(shallow)
     # ... and the features of the issue: snapshots installed by followers, membership changes.
-    for f in ("installs", "config_commits"):
+    for f in ("installs", "config_commits", "txn_transfers"):
         assert seen[f] >= MIN_SHARE * ran, (f"only {seen[f]} of {ran} seeds saw {f}; coverage per chunk: "
                                             f"{dict(seen)}")
 

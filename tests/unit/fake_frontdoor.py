@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional, Union
 import zmq
 
 from raftkv.wire.messages import ClientReply, ClientRequest, decode_client, encode_client
+from raftkv.actors import kv_apply
+from raftkv.storage.kv_record import KeyRecord
 
 Scripted = Union[ClientReply, None, Callable[[ClientRequest], Optional[ClientReply]]]
 
@@ -140,6 +142,9 @@ class FakeFrontDoor:
                 return ClientReply("cas_failed", leader_id=self.leader_id)
             s[req.key] = req.value or b""
             return ClientReply("ok", leader_id=self.leader_id)
+        if op == "txn" and req.txn is not None:  # the node's own rules, on this dict (revisions unknown: 0)
+            ok, results = kv_apply.run_txn(_DictView(s), [], 0, req.txn)
+            return ClientReply("ok", leader_id=self.leader_id, succeeded=ok, responses=results)
         if op == "list":
             items = sorted((k, v) for k, v in s.items() if k.startswith(req.key))
             if req.limit:
@@ -150,3 +155,20 @@ class FakeFrontDoor:
         if op == "members":
             return ClientReply("ok", info=self.status_info()["members"], leader_id=self.leader_id)
         return ClientReply("ok", leader_id=self.leader_id)
+
+
+class _DictView:
+    """actors/kv_apply.py's RecordView over a plain dict of values."""
+
+    def __init__(self, d: dict) -> None:
+        self.d = d
+
+    def record(self, key: str) -> Optional[KeyRecord]:
+        v = self.d.get(key)
+        return None if v is None else KeyRecord(v, 0, 0, 1)
+
+    def put_record(self, key: str, rec: KeyRecord) -> None:
+        self.d[key] = rec.value
+
+    def delete_record(self, key: str) -> None:
+        del self.d[key]

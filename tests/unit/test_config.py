@@ -514,3 +514,14 @@ def test_insecure_defaults_to_false_and_comes_from_flag_or_files(tmp_path):
 def test_insecure_must_be_a_boolean(tmp_path):
     msg = error_of(write(tmp_path, NODE + "insecure: yes please\n"), None, {})
     assert "insecure must be true or false" in msg
+
+
+# --------------------------------------------------------------------------- watches (issue 14)
+
+def test_watch_history_revisions_defaults_and_is_checked(tmp_path):
+    assert load_config(write(tmp_path, NODE)).watch_history_revisions == 10_000
+    assert load_config(write(tmp_path, NODE + "watch: {history_revisions: 50}\n")).watch_history_revisions == 50
+    assert load_config(write(tmp_path, CLUSTER + "watch:\n  history_revisions: 7\n"), "a").watch_history_revisions == 7
+    assert "watch.history_revisions must be a whole number in [1, 100000000] (got 0)" in error_of(
+        write(tmp_path, NODE + "watch: {history_revisions: 0}\n"))
+    assert "unknown key 'watch.history'" in error_of(write(tmp_path, NODE + "watch: {history: 1}\n"))

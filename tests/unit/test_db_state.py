@@ -7,7 +7,7 @@ import random
 from raftkv.actors import fsm
 from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import KVState
-from raftkv.records import Member
+from raftkv.records import Compare, Member, Txn, TxnOp
 from raftkv.storage.kv_store import KvStore
 from raftkv.wire.messages import Command, EntryKind, encode_record
 
@@ -23,8 +23,13 @@ def _commands(rng: random.Random, n: int) -> list:
             seqs[cid] += 1
             seq = seqs[cid]
         key = f"k{rng.randint(0, 30)}"
-        op = rng.choice(["put", "put", "delete", "cas"])
-        if op == "cas":
+        op = rng.choice(["put", "put", "delete", "cas", "txn"])
+        if op == "txn":  # a results of its own shape in the session table (issue 14)
+            other = f"k{rng.randint(0, 30)}"
+            t = Txn([Compare("value", "=", key, rng.choice([b"v1", b"v2"]))],
+                    [TxnOp("put", other, b"t"), TxnOp("get", key)], [TxnOp("get", other), TxnOp("delete", key)])
+            c = Command("txn", "", client_id=cid, seq=seq, txn=t)
+        elif op == "cas":
             c = Command("cas", key, b"new", client_id=cid, seq=seq, expected=rng.choice([b"v1", b"new"]))
         else:
             c = Command(op, key, b"v%d" % rng.randint(0, 2) if op == "put" else None, client_id=cid, seq=seq)

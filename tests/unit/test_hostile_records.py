@@ -81,8 +81,11 @@ GOOD = {"int": ints_good, "bool": st.booleans(), "bytes": st.binary(max_size=16)
         "Optional[int]": st.one_of(st.none(), ints_good), "list[Entry]": st.lists(entry_good, max_size=6),
         "list[Member]": st.lists(member_good, max_size=4), "Member": member_good,
         "Optional[Member]": st.one_of(st.none(), member_good),
+        "Optional[list[Member]]": st.one_of(st.none(), st.lists(member_good, max_size=4)),
         "list[tuple[str, bytes]]": st.lists(st.tuples(names, st.binary(max_size=4)).map(list), max_size=3),
-        "Any": st.one_of(st.none(), ints_good, names)}
+        "Any": st.one_of(st.none(), ints_good, names),
+        "list[Event]": st.lists(st.tuples(ints_good, st.sampled_from(["put", "delete"]), names,
+                                          st.one_of(st.none(), st.binary(max_size=4))).map(list), max_size=3)}
 BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str": strs_bad,
        "Optional[str]": st.one_of(strs_bad, addrs_bad), "Optional[bytes]": st.sampled_from(BIG_BYTES),
        "Optional[int]": ints_bad,
@@ -91,9 +94,39 @@ BAD = {"int": ints_bad, "bool": wrong, "bytes": st.sampled_from(BIG_BYTES), "str
        "list[Member]": st.one_of(st.lists(st.one_of(member_good, member_bad), min_size=1, max_size=4),
                                  st.just([["n1", "h:1"]] * (MAX_MEMBERS + 1))),
        "Member": member_bad, "Optional[Member]": member_bad,
+       "Optional[list[Member]]": st.lists(st.one_of(member_good, member_bad), min_size=1, max_size=4),
        "list[tuple[str, bytes]]": st.lists(st.one_of(st.tuples(strs_bad, st.sampled_from(BIG_BYTES)).map(list),
                                                      wrong), min_size=1, max_size=3),
-       "Any": st.one_of(wrong, ints_bad)}
+       "Any": st.one_of(wrong, ints_bad),
+       "list[Event]": st.lists(st.one_of(st.tuples(ints_bad, st.one_of(names, strs_bad), strs_bad,
+                                                   st.sampled_from(BIG_BYTES)).map(list), wrong),
+                               min_size=1, max_size=3)}
+
+# Transactions (issue 14): NamedTuples packed as arrays inside Command, ClientRequest, ClientReply.
+_compare_good = st.tuples(st.sampled_from(["value", "version", "create", "mod"]), st.sampled_from(["=", "!=", "<", ">"]),
+                          names, st.one_of(st.none(), st.binary(max_size=4)), ints_good).map(list)
+_op_good = st.tuples(st.sampled_from(["get", "put", "delete"]), names,
+                     st.one_of(st.none(), st.binary(max_size=4))).map(list)
+_txn_good = st.tuples(st.lists(_compare_good, max_size=3), st.lists(_op_good, max_size=3),
+                      st.lists(_op_good, max_size=3)).map(list)
+_result_good = st.tuples(st.sampled_from(["get", "put", "delete"]), names, st.booleans(),
+                         st.one_of(st.none(), st.binary(max_size=4)), ints_good, ints_good, ints_good).map(list)
+_compare_bad = st.one_of(st.tuples(st.sampled_from(["exists", "", "VALUE"]), st.just("="), names).map(list),
+                         st.tuples(st.just("value"), st.sampled_from(["==", "<>", ""]), names).map(list),
+                         st.tuples(st.just("mod"), st.just("<"), strs_bad, st.none(), ints_bad).map(list),
+                         st.lists(wrong, max_size=2), wrong)
+_op_bad = st.one_of(st.tuples(st.sampled_from(["range", "", "PUT"]), names).map(list),
+                    st.tuples(st.just("put"), strs_bad, st.sampled_from(BIG_BYTES)).map(list), wrong)
+_txn_bad = st.one_of(st.tuples(st.lists(_compare_bad, min_size=1, max_size=2), st.just([]), st.just([])).map(list),
+                     st.tuples(st.just([]), st.lists(_op_bad, min_size=1, max_size=2), st.just([])).map(list),
+                     st.tuples(st.just([]), st.just([]), st.just([["get", "k"]] * 1025)).map(list),
+                     st.lists(wrong, max_size=2), wrong)
+GOOD["Optional[Txn]"] = st.one_of(st.none(), _txn_good)
+GOOD["list[TxnOpResult]"] = st.lists(_result_good, max_size=3)
+BAD["Optional[Txn]"] = _txn_bad
+BAD["list[TxnOpResult]"] = st.one_of(st.lists(st.one_of(
+    st.tuples(st.just("get"), names, wrong).map(list), st.tuples(st.just("get"), names, st.booleans(), st.none(),
+                                                                  ints_bad).map(list), wrong), min_size=1, max_size=2), wrong)
 
 ODDS = [True] + [False] * 9  # one in ten
 ALL_TYPES = list(PEER_TYPES) + [Command, Configuration, ClientRequest, ClientReply]
@@ -234,6 +267,12 @@ def assert_in_range(msg) -> None:
             assert _member_ok(v, strict=type(msg) is not ClientRequest), where
         elif f.type == "list[tuple[str, bytes]]":
             assert all(_text_ok(k, MAX_KEY_BYTES) and type(b) is bytes and len(b) <= MAX_VALUE_BYTES for k, b in v)
+        elif f.type == "list[Event]":
+            for e in v:
+                assert _int_ok(e.revision) and e.type in ("put", "delete") and _text_ok(e.key, MAX_KEY_BYTES), where
+                assert all(x is None or (type(x) is bytes and len(x) <= MAX_VALUE_BYTES)
+                           for x in (e.value, e.prev_value)), where
+                assert _int_ok(e.create_revision) and _int_ok(e.version), where
     if type(msg) is JoinReply and msg.ok:
         assert msg.cluster_id, "an accepting JoinReply names its cluster"
 

@@ -199,7 +199,9 @@ def test_connections_beyond_the_cap_are_closed_at_once(gw):
 @pytest.mark.parametrize("method,path,word", [
     ("PUT", "/kv/k?ttl=5", "ttl"),
     ("GET", "/kv/k?index=100&wait=5s", "index"),
-    ("DELETE", "/kv/k?prev_value=nope", "prev_value is not supported on DELETE"),
+    ("DELETE", "/kv/k?prev_exist=false", "prev_exist is not supported on DELETE"),
+    ("DELETE", "/kv/k?prev_value=%ff", "prev_value"),
+    ("GET", "/kv/k?meta=yes", "meta"),
     ("DELETE", "/kv/k?recursive=true", "recursive"),
     ("GET", "/kv/?limit=1e23", "limit"),
     ("GET", "/kv/?limit=" + "9" * 23, "limit"),
@@ -218,7 +220,14 @@ def test_bad_query_parameters_are_400_naming_them(gw, fd, node, method, path, wo
     assert status == 400, body
     assert word in body["error"]
     assert writes(fd, node) == []
-    assert fd.store["k"] == b"v"  # the DELETE ?prev_value=nope did not delete
+    assert fd.store["k"] == b"v"  # the DELETE ?prev_value=%ff did not delete
+
+
+def test_delete_with_prev_value_deletes_only_that_value(gw, fd):
+    assert call(gw, "DELETE", "/kv/k?prev_value=nope")[0] == 412  # compare failed, nothing deleted
+    assert fd.store["k"] == b"v"
+    assert call(gw, "DELETE", "/kv/k?prev_value=v")[0] == 204
+    assert "k" not in fd.store
 
 
 def test_valid_query_parameters_still_work(gw, fd):

@@ -57,9 +57,9 @@ def _has_members(msg):
 def _without_appended(values):
     """Member records (NamedTuples) cut to the previous release's five fields."""
     def cut(v):
-        if type(v) is list and v and type(v[0]) is list and len(v[0]) == 7:
+        if type(v) is list and v and type(v[0]) is list and len(v[0]) in (7, 8):
             return [m[:5] for m in v]
-        if type(v) is list and len(v) == 7 and type(v[4]) is bool:
+        if type(v) is list and len(v) in (7, 8) and type(v[4]) is bool:
             return v[:5]
         return v
     return [cut(v) for v in values]

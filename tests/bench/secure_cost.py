@@ -1,0 +1,170 @@
+"""The cost of security (issue 11): the same load on a secure and an insecure cluster, in one run.
+
+::
+
+    python -m tests.bench.secure_cost                      # 3 rounds of 8 s cells
+    python -m tests.bench.secure_cost --rounds 5 --duration 10 --cells put1,put64,get64,lib1
+
+Starts two 3-node clusters of real kvnode processes on 127.0.0.1, both with HTTP gateways: an
+insecure one (loopback-only mode, plain HTTP) and a secure one (``--bootstrap --secure`` plus two
+``--join --token``: CurveZMQ doors, HTTPS, bearer tokens; the load uses a ``write`` token made
+with ``token create``). 10,000 keys of 100 bytes are written to both first. Then, in rounds that
+interleave the two clusters cell by cell (so that drift of the shared machine hits both alike):
+
+- ``put1``, ``put64``, ``get64``: ``wrk -t1 -cN`` against the leader's gateway (PUT /kv/<random key>
+  with a 100-byte body, or GET of one), plain HTTP or HTTPS with ``Authorization: Bearer``;
+- ``lib1``: one library Client in this process writing in a closed loop for the cell's duration
+  (the client door: NULL against CURVE).
+
+Prints every run's requests/s and, per cell, the medians of both clusters and the secure one's
+difference. A benchmark, not a test: it asserts nothing and is not collected by pytest. Needs
+``wrk`` (built with OpenSSL, as Debian's) on the PATH.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from raftkv.wire.client import Client
+from tests.integration.harness import Cluster, SecureCluster, wait_until
+from tests.integration.secure_http import with_http
+
+CELLS = ("put1", "put64", "get64", "lib1")
+KEYS = 10_000
+VALUE = b"0123456789" * 10
+
+LUA = {
+    "put": """
+local paths = {}
+local value = string.rep("0123456789", 10)
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
+  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
+end
+function request() return wrk.format("PUT", paths[math.random(0, 9999)], nil, value) end
+""",
+    "get": """
+local paths = {}
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
+  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
+end
+function request() return wrk.format("GET", paths[math.random(0, 9999)]) end
+""",
+}
+
+
+class Side:
+    """One of the two clusters: how to reach its leader's gateway and its client door."""
+
+    def __init__(self, name: str, cluster: Cluster, scheme: str, token: Optional[str]) -> None:
+        self.name, self.cluster, self.scheme, self.token = name, cluster, scheme, token
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.cluster.servers, timeout=timeout, token=self.token)
+
+    def leader_http(self) -> str:
+        leader = self.cluster.wait_leader(30)
+        return self.cluster.nodes[leader].http
+
+    def wrk(self, op: str, conns: int, duration: float, script: Path) -> float:
+        url = f"{self.scheme}://{self.leader_http()}/"
+        args = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "-s", str(script), "--timeout", "5s"]
+        if self.token:
+            args += ["-H", f"Authorization: Bearer {self.token}"]
+        out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m is None:
+            raise RuntimeError(f"wrk printed no rate:\n{out}")
+        if bad:
+            print(f"    ({self.name} {op} c={conns}: {bad.group(1)} non-2xx answers)", flush=True)
+        return float(m.group(1))
+
+    def lib(self, duration: float) -> float:
+        with self.client() as kv:
+            n, end = 0, time.monotonic() + duration
+            while time.monotonic() < end:
+                kv.put(f"k{n % KEYS:015d}", VALUE)
+                n += 1
+        return n / duration
+
+
+def _start(base: Path, clusters: list) -> tuple[Side, Side]:
+    plain = Cluster(base / "insecure", n=3, http=True)
+    secure = with_http(SecureCluster(base / "secure", n=3))
+    clusters += [plain, secure]
+    plain.start()
+    secure.start()
+    with secure.client() as kv:
+        token = kv.token_create("bench", "write")
+    sides = (Side("insecure", plain, "http", None), Side("secure", secure, "https", token))
+    for side in sides:
+        side.cluster.wait_leader(30)
+        with side.client(30) as kv:
+            wait_until(lambda: kv.put("_warmup", b"1") is None, 30, what=f"a first write on {side.name}")
+            kv.put_many((f"k{i:015d}", VALUE) for i in range(KEYS))
+    return sides
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.secure_cost", description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"some of {','.join(CELLS)}")
+    p.add_argument("--keep", action="store_true", help="keep the clusters' directory (node logs)")
+    a = p.parse_args(argv)
+    cells = [c for c in a.cells.split(",") if c]
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        p.error(f"unknown cells {unknown}; pick from {','.join(CELLS)}")
+    if shutil.which("wrk") is None and any(c != "lib1" for c in cells):
+        p.error("wrk is not on the PATH")
+    base = Path(tempfile.mkdtemp(prefix="kvsecure-cost-"))
+    scripts = {}
+    for op, text in LUA.items():
+        scripts[op] = base / f"{op}.lua"
+        scripts[op].write_text(text)
+    clusters: list = []
+    try:
+        sides = _start(base, clusters)
+        runs: dict[tuple[str, str], list[float]] = {(c, s.name): [] for c in cells for s in sides}
+        for r in range(a.rounds):
+            for cell in cells:
+                order = sides if r % 2 == 0 else tuple(reversed(sides))
+                for side in order:
+                    fn: Callable[[], float]
+                    if cell == "lib1":
+                        fn = lambda side=side: side.lib(a.duration)  # noqa: E731
+                    else:
+                        op, conns = cell[:3], int(cell[3:])
+                        fn = lambda side=side, op=op, conns=conns: side.wrk(op, conns, a.duration, scripts[op])  # noqa: E731
+                    rate = fn()
+                    runs[(cell, side.name)].append(rate)
+                    print(f"round {r + 1} {cell:6} {side.name:8} {rate:10,.0f} req/s", flush=True)
+        print(f"\nmedians of {a.rounds} rounds, {a.duration:g} s per cell:")
+        print(f"{'cell':6} {'insecure':>12} {'secure':>12} {'secure vs insecure':>20}")
+        for cell in cells:
+            plain = statistics.median(runs[(cell, "insecure")])
+            sec = statistics.median(runs[(cell, "secure")])
+            print(f"{cell:6} {plain:12,.0f} {sec:12,.0f} {100 * (sec - plain) / plain:+19.1f} %")
+    finally:
+        for c in clusters:
+            c.stop()
+        if a.keep:
+            print(f"cluster directories kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
