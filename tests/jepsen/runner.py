@@ -41,6 +41,9 @@ Partition nemeses need root and nftables (``apt-get install -y nftables``)::
     # many seeds, stop at the first failure:
     for s in $(seq 1 50); do python -m tests.jepsen.runner --nemesis all --duration 60 --seed $s || break; done
 
+``--workload bank`` runs the transactions workload instead (``tests/jepsen/bank.py``: transfers
+between ``--keys`` accounts, default 5, and snapshot reads, checked by ``bank_checker.py``).
+
 Options: ``--clients`` (default 5), ``--keys`` (default 6: few keys = more contention, but
 the checker's cost grows with ops per key; keep ~100-300 ops per key per minute of run),
 ``--client-timeout`` (s per call, default 1.5), ``--recover`` (liveness deadline after
