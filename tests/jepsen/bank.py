@@ -68,8 +68,10 @@ class _BankWorker:
     RECONNECT = 0.02  # chance per op of a fresh Client starting at a random node
 
     def __init__(self, idx: int, n_workers: int, servers: List[str], rec: BankRecorder, accounts: int,
-                 seed: int, timeout: float, stop: threading.Event, token: Optional[str] = None) -> None:
+                 seed: int, timeout: float, stop: threading.Event, token: Optional[str] = None,
+                 compare: bool = True) -> None:
         self.idx = idx
+        self.compare = compare  # False: blind transfers (lost updates), to see the checker fail
         self.n_workers = n_workers
         self.process = idx
         self.servers = servers
@@ -138,7 +140,8 @@ class _BankWorker:
             op = BankOp(self.process, "transfer", client=self.idx, src=src, dst=dst, amount=amount)
             tok = self.rec.begin(op)
             try:
-                res = kv.txn(compare=[t.mod(account(src)) == mods[src], t.mod(account(dst)) == mods[dst]],
+                guard = [t.mod(account(src)) == mods[src], t.mod(account(dst)) == mods[dst]] if self.compare else []
+                res = kv.txn(compare=guard,
                              success=[t.put(account(src), str(bal[src] - amount)),
                                       t.put(account(dst), str(bal[dst] + amount))])
             except InvalidRequest:
@@ -224,10 +227,12 @@ def run_bank(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: i
              recover_s: float = 20.0, gap_s: Tuple[float, float] = (1.0, 2.0),
              hold_s: Tuple[float, float] = (1.0, 3.0), raft: Optional[dict] = None,
              directory: Optional[Path] = None, history_dir: Optional[Path] = None, keep: bool = False,
-             log: Optional[Callable[[str], None]] = None) -> BankRunResult:
+             compare: bool = True, log: Optional[Callable[[str], None]] = None) -> BankRunResult:
     """One bank run: cluster + transfer/read clients + nemesis for ``duration_s``, heal, quiet
     period, convergence, final read, check. Raises NftUnavailable for a partition nemesis
-    without nftables (never skips)."""
+    without nftables (never skips). ``compare=False`` makes the transfers blind (no compare
+    of what they read): concurrent ones then lose money, and the run must FAIL -- a check
+    that the checker is not vacuous."""
     if accounts < 2:
         raise ValueError("the bank workload needs at least 2 accounts")
     kinds = expand_nemeses(nemesis_names)
@@ -259,7 +264,7 @@ def run_bank(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: i
         except AssertionError as e:
             raise AssertionError(f"{e}: the cluster did not start (node logs in {cdir})\n{cluster.logs()}") from None
         workers = [_BankWorker(i, clients, cluster.servers, rec, accounts, seed, client_timeout, stop,
-                               cluster.client_token) for i in range(clients)]
+                               cluster.client_token, compare) for i in range(clients)]
         t0 = time.monotonic()
         for w in workers:
             w.thread.start()

@@ -24,6 +24,7 @@ with ``python -m tests.jepsen.bank_checker HISTORY.jsonl``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
 import os
@@ -162,19 +163,28 @@ def _move(op: BankOp, n: int) -> Delta:
     return tuple(d)
 
 
-def _reachable(target: Delta, moves: Sequence[Delta]) -> Optional[bool]:
-    """Whether ``target`` is the sum of some subset of ``moves`` (None: search too large)."""
-    zero = tuple(0 for _ in target)
-    if target == zero:
-        return True
-    states: Set[Delta] = {zero}
-    for m in moves:
-        states |= {tuple(a + b for a, b in zip(s, m)) for s in states}
-        if target in states:
+class _Subsets:
+    """The balance changes some subset of the indeterminate transfers can make, grown as more
+    of them (in invoke order) become possible: one set shared by every read, so each read's
+    question is a lookup. Past MAX_STATES the answer is None (inconclusive)."""
+
+    def __init__(self, unknowns: Sequence[BankOp], n: int) -> None:
+        self.moves = [(u.invoke, _move(u, n)) for u in sorted(unknowns, key=lambda o: o.invoke)]
+        self.used = 0
+        self.states: Optional[Set[Delta]] = {tuple(0 for _ in range(n))}
+
+    def reachable(self, target: Delta, before: float) -> Optional[bool]:
+        """Whether ``target`` is the sum of a subset of the transfers invoked before ``before``."""
+        while self.used < len(self.moves) and self.moves[self.used][0] < before:
+            m = self.moves[self.used][1]
+            self.used += 1
+            if self.states is not None:
+                self.states |= {tuple(a + b for a, b in zip(st, m)) for st in self.states}
+                if len(self.states) > MAX_STATES:
+                    self.states = None
+        if not any(target):
             return True
-        if len(states) > MAX_STATES:
-            return None
-    return False
+        return None if self.states is None else target in self.states
 
 
 def check_bank(ops: Iterable[BankOp], initial: Dict[int, int], total: int) -> BankCheckResult:
@@ -193,7 +203,15 @@ def check_bank(ops: Iterable[BankOp], initial: Dict[int, int], total: int) -> Ba
     if len(set(revs)) != len(revs):
         bad("two ok transfers have the same revision (one log entry acknowledged twice?)")
 
-    for r in sorted(reads, key=lambda o: o.revision):
+    # prefix[k]: the balances after the first k ok transfers in log order
+    prefix = [init]
+    for o in oks:
+        nxt = list(prefix[-1])
+        nxt[o.src] -= o.amount
+        nxt[o.dst] += o.amount
+        prefix.append(tuple(nxt))
+    subsets = _Subsets(unknowns, n)
+    for r in sorted(reads, key=lambda o: o.complete if o.complete is not None else float("inf")):
         bal = r.balances or {}
         what = r.describe()
         missing = [i for i in range(n) if i not in bal]
@@ -205,19 +223,13 @@ def check_bank(ops: Iterable[BankOp], initial: Dict[int, int], total: int) -> Ba
         if sum(bal[i] for i in range(n)) != total:
             bad(f"torn read: the balances sum to {sum(bal[i] for i in range(n))}, not {total}, in {what}")
         # What the ok transfers before this read in the log must have done.
-        expect = list(init)
-        for o in oks:
-            if o.revision >= r.revision:
-                break
-            expect[o.src] -= o.amount
-            expect[o.dst] += o.amount
-        target = tuple(bal[i] - expect[i] for i in range(n))
-        rc = r.complete if r.complete is not None else float("inf")
-        found = _reachable(target, [_move(u, n) for u in unknowns if u.invoke < rc])
+        k = bisect.bisect_left(revs, r.revision)
+        target = tuple(bal[i] - prefix[k][i] for i in range(n))
+        found = subsets.reachable(target, r.complete if r.complete is not None else float("inf"))
         if found is False:
             bad(f"lost or phantom transfer: {what} differs from the initial balances plus the "
-                f"{sum(1 for o in oks if o.revision < r.revision)} ok transfers before revision "
-                f"{r.revision} by {target}, which no subset of the indeterminate transfers explains")
+                f"{k} ok transfers before revision {r.revision} by {target}, which no subset of "
+                f"the indeterminate transfers explains")
         elif found is None:
             res.notes.append(f"inconclusive: too many indeterminate transfers to search for {what}")
 

@@ -31,3 +31,14 @@ def test_bank_transfers_under_kill_pause_partition(tmp_path):
     assert res.live, "the cluster did not recover after the final heal" + why
     assert not res.crashed, f"nodes exited on their own: {res.crashed}" + why
     assert res.final_balances is not None and sum(res.final_balances.values()) == 500
+
+
+def test_blind_transfers_are_caught(tmp_path):
+    """The harness is not vacuous: transfers without the compare (read, then blindly put both
+    balances) lose updates when they race, and the checker must say so."""
+    res = run_bank("kill-leader", nodes=3, duration_s=5, clients=5, accounts=3, seed=32,
+                   directory=tmp_path / "cluster", history_dir=tmp_path / "histories", compare=False)
+    print(res.summary())
+    assert res.check is not None and not res.check.ok, res.summary()
+    assert "torn read" in res.check.explanation or "lost or phantom" in res.check.explanation
+    assert res.history_path and res.cluster_dir  # a failing run keeps what is needed to replay it

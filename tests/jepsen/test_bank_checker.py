@@ -109,3 +109,40 @@ def test_saved_history_replays(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tests.jepsen.bank_checker", str(path)],
                          capture_output=True, text=True, cwd=root)
     assert out.returncode == 1 and "NOT CONSISTENT" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_subset_of_indeterminate_transfers_explains_a_read_but_not_a_later_one():
+    h = [transfer(0, 1, 1, 0, 0.0, None, outcome="unknown"),
+         transfer(1, 2, 2, 0, 0.1, None, outcome="unknown", p=5),
+         transfer(2, 0, 4, 0, 0.2, None, outcome="unknown", p=6),
+         read([10, 8, 12], 9, 1.0, 1.1),                     # only the second one happened
+         read([6, 8, 16], 10, 2.0, 2.1, final=True)]         # 0 -> 2 x4 was never invoked
+    res = check_bank(h, INIT, TOTAL)
+    assert not res.ok
+    assert len(res.problems) == 1 and "rev 10" in res.problems[0], res.explanation
+
+
+def test_a_long_history_checks_quickly():
+    import random
+    import time as _time
+    rng = random.Random(1)
+    init = {i: 100 for i in range(5)}
+    bal = [100] * 5
+    h, clock, rev = [], 0.0, 0
+    for i in range(20000):
+        clock += 1.0
+        rev += 1
+        if i % 500 == 0:  # indeterminate transfers that never happened
+            h.append(transfer(0, 1, rng.randint(1, 5), 0, clock, None, outcome="unknown", p=i))
+        elif i % 2:
+            s, d = rng.sample(range(5), 2)
+            a = rng.randint(0, min(5, bal[s]))
+            bal[s] -= a
+            bal[d] += a
+            h.append(transfer(s, d, a, rev, clock, clock + 0.5, p=i % 7))
+        else:
+            h.append(read(list(bal), rev, clock, clock + 0.5, client=i % 7, final=i == 19998))
+    start = _time.monotonic()
+    res = check_bank(h, init, 500)
+    assert res.ok and not res.notes, res.explanation
+    assert _time.monotonic() - start < 10
