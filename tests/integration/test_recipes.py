@@ -139,3 +139,29 @@ def test_the_first_campaigner_leads_and_a_second_takes_over_when_it_resigns(clus
         assert e1.leader() == b"node-2"
         e2.resign()
         assert e1.leader() is None
+
+
+def test_waiters_get_the_lock_in_the_order_they_queued(cluster):
+    cluster.wait_leader()
+    order: list = []
+    with cluster.client() as kv:
+        holder = kv.lock("fifo", ttl=5)
+        clients = [cluster.client() for _ in range(3)]
+        threads = []
+        try:
+            for i, c in enumerate(clients):
+                def take(i=i, c=c) -> None:
+                    with c.lock("fifo", ttl=5, timeout=30):
+                        order.append(i)
+
+                th = threading.Thread(target=take)
+                th.start()
+                threads.append(th)
+                wait_until(lambda i=i: len(kv.list("fifo/")) == i + 2, what=f"waiter {i} queued")
+            holder.release()
+            for th in threads:
+                th.join(timeout=30)
+        finally:
+            for c in clients:
+                c.close()
+    assert order == [0, 1, 2]
