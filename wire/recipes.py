@@ -58,7 +58,9 @@ def queue(kv: "Client", prefix: str) -> tuple[list[tuple[int, str, bytes]], int]
     revision, and the lowest revision at which they were read (watch from it + 1 to miss no
     delete). Keys come from a list, their revisions from read-only transactions (each an atomic
     snapshot, at most _GETS_PER_TXN gets)."""
-    keys = [k for k, _ in kv.list(prefix)]
+    # only "<prefix><lease id>": another key under the prefix (or a lock named "<name>/x") is not
+    # a contender
+    keys = [k for k, _ in kv.list(prefix) if k[len(prefix):].isdigit()]
     out: list[tuple[int, str, bytes]] = []
     rev = 0
     for i in range(0, len(keys), _GETS_PER_TXN):

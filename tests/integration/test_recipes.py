@@ -98,17 +98,28 @@ def test_a_holder_killed_with_sigkill_loses_the_lock_after_its_ttl(cluster):
         holder.wait()
 
 
+def _write_fenced(kv, lock, value: bytes) -> bool:
+    """The stored-token pattern (README): the write happens only if no later token was stored."""
+    mine = f"{lock.fencing_token:020d}"
+    return kv.txn([t.value("res-token") < f"{lock.fencing_token + 1:020d}"],
+                  [t.put("res-token", mine), t.put("res-ext", value)]).succeeded
+
+
 def test_a_txn_comparing_the_fencing_token_refuses_a_stale_holders_write(cluster):
     cluster.wait_leader()
     with cluster.client() as kv, cluster.client() as other:
+        kv.create("res-token", f"{0:020d}")
         lock = kv.lock("res", ttl=1)
         assert kv.txn([lock.is_owner()], [t.put("res-data", b"by holder 1")]).succeeded
+        assert _write_fenced(kv, lock, b"ext 1")
         other.lease_revoke(lock.lease.id)  # as the leader does when a paused holder's lease expires
         with other.lock("res", ttl=5, timeout=10) as lock2:
             assert lock2.fencing_token > lock.fencing_token
             # the first holder wakes up and writes as if it still held the lock: refused
             assert not kv.txn([lock.is_owner()], [t.put("res-data", b"stale")]).succeeded
             assert kv.get("res-data") == b"by holder 1"
+            assert _write_fenced(other, lock2, b"ext 2") and not _write_fenced(kv, lock, b"ext stale")
+            assert kv.get("res-ext") == b"ext 2"
             wait_until(lambda: lock.lost, timeout=5, what="the stale holder noticing its lease is gone")
             assert kv.txn([lock2.is_owner()], [t.put("res-data", b"by holder 2")]).succeeded
         lock.release()  # harmless after the loss

@@ -29,6 +29,7 @@ class FakeKV:
 def test_the_queue_is_in_create_revision_order_not_key_order_and_read_in_bounded_txns():
     keys = {f"l/{i}": (500 - i, b"v%d" % i) for i in range(250)}
     keys["other/1"] = (1, b"")
+    keys["l/x/1"] = keys["l/notes"] = (2, b"")  # a nested lock's key, a stray key: not contenders
     kv = FakeKV(keys)
     contenders, rev = queue(kv, "l/")
     assert [c[1] for c in contenders[:3]] == ["l/249", "l/248", "l/247"]
