@@ -8,7 +8,8 @@ its keys are deleted by that one entry, so watchers see every delete at one revi
 - ``lease_grant`` (Command.lease = TTL seconds): the new lease's id is the entry's log index,
   the same on every replica with no counter to keep.
 - a put or cas carrying ``lease`` attaches its key (moving it from its previous lease, if any);
-  a put without one, or a delete, detaches it (etcd's semantics). A write naming a lease that
+  a put without one, or a delete, detaches it (etcd's semantics). A transaction's puts likewise
+  (TxnOp.lease), in the order of the branch that ran. A write naming a lease that
   is not in the table (never granted, expired, revoked) is refused, nothing changed.
 - Bounds: at most MAX_LEASES leases and MAX_KEYS_PER_LEASE keys per lease; TTL in
   [1, MAX_TTL_SECONDS].
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 from enum import Enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Optional
 
-from raftkv.records import Op
+from raftkv.records import Op, TxnOpType
 
 if TYPE_CHECKING:
     from raftkv.records import ClientReply, Command
@@ -192,24 +193,59 @@ def execute_with_lease(table: LeaseTable, cmd: "Command", index: int, execute: C
     op = cmd.op
     if op in LEASE_WRITE_OPS:
         return table.apply(op, index, cmd.lease, delete_key)
+    if op == Op.TXN.value:
+        return _execute_txn(table, cmd, index, execute)
     if op != Op.DELETE.value:
         refused = table.check_write(cmd.lease, cmd.key, index)
         if refused is not None:
             return refused
     result = execute(cmd)
-    if op == Op.TXN.value:
-        # A transaction's puts carry no lease: each key it put or deleted leaves its lease (etcd's
-        # rule for a put without one).
-        if result[0] == "ok" and table.owner and len(result) > 3 and result[3] is not None:
-            for r in result[3][1]:
-                if r.type != "get" and r.key in table.owner:
-                    table.written(r.key, 0)
-        return result
     if result[0] == "ok" and (cmd.lease or cmd.key in table.owner):
         if op == Op.DELETE.value:
             table.deleted(cmd.key)
         else:
             table.written(cmd.key, cmd.lease)
+    return result
+
+
+def _check_txn_leases(table: LeaseTable, txn: Any, index: int) -> Optional[tuple]:
+    """The refusal of a txn whose puts (in either branch: which one runs is known only once it
+    ran) name a lease that is gone, or would take a lease past MAX_KEYS_PER_LEASE; or None."""
+    new_keys: dict[int, set[str]] = {}
+    for o in list(txn.success) + list(txn.failure):
+        if o.type != TxnOpType.PUT.value or not o.lease:
+            continue
+        refused = table.check_write(o.lease, o.key, index)
+        if refused is not None:
+            return refused
+        if o.key not in table.keys[o.lease]:
+            new_keys.setdefault(o.lease, set()).add(o.key)
+    for lid, ks in new_keys.items():
+        if len(table.keys[lid]) + len(ks) > MAX_KEYS_PER_LEASE:
+            return ("invalid", f"lease {lid} would have more than {MAX_KEYS_PER_LEASE} keys (the limit)".encode(),
+                    index, None)
+    return None
+
+
+def _execute_txn(table: LeaseTable, cmd: "Command", index: int, execute: Callable[["Command"], tuple]) -> tuple:
+    """A transaction: refused before anything changes if a put names a dead lease; after it ran,
+    each put of the branch that ran attaches its key to its lease (or, without one, detaches it:
+    etcd's rule), each delete that found its key detaches it, in the branch's order."""
+    txn = cmd.txn
+    if txn is not None:
+        refused = _check_txn_leases(table, txn, index)
+        if refused is not None:
+            return refused
+    result = execute(cmd)
+    if txn is None or result[0] != "ok" or len(result) < 4 or result[3] is None:
+        return result
+    succeeded, responses = result[3]
+    for o, r in zip(txn.success if succeeded else txn.failure, responses):
+        if o.type == TxnOpType.PUT.value:
+            if o.lease or o.key in table.owner:
+                table.written(o.key, o.lease)
+        elif o.type == TxnOpType.DELETE.value and r.found and o.key in table.owner:
+            table.deleted(o.key)
     return result
 
 

@@ -701,11 +701,13 @@ class Compare(NamedTuple):
 
 
 class TxnOp(NamedTuple):
-    """A get, put (with ``value``) or delete of ``key`` in a transaction branch."""
+    """A get, put (with ``value``) or delete of ``key`` in a transaction branch. A put's
+    ``lease`` (0: none) attaches its key to that lease, as Command.lease does."""
 
     type: str
     key: str
     value: Optional[bytes] = None
+    lease: int = 0
 
 
 class Txn(NamedTuple):
@@ -759,11 +761,14 @@ def _compare(v: Any) -> Compare:
 
 
 def _txn_op(v: Any) -> TxnOp:
-    f = _tuple_fields("txn op", v, 2, 3)
+    f = _tuple_fields("txn op", v, 2, 4)
     op = TxnOp(*f)
     if op.type not in _TXN_OP_TYPES:
         raise DecodeError(f"txn op: unknown type {_show(op.type)}")
-    return TxnOp(op.type, _key(op.key), _optional(_bytes)(op.value))
+    lease = _int(op.lease)
+    if lease and op.type != TxnOpType.PUT.value:
+        raise DecodeError(f"txn op: a {op.type} carries no lease")
+    return TxnOp(op.type, _key(op.key), _optional(_bytes)(op.value), lease)
 
 
 def _txn(v: Any) -> Txn:

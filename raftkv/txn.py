@@ -94,9 +94,13 @@ def mod(key: str) -> _Target:
     return _Target(CompareTarget.MOD, key)
 
 
-def put(key: str, val: Value) -> TxnOp:
-    """Set ``key`` to ``val`` (bytes, or str encoded as UTF-8)."""
-    return TxnOp(TxnOpType.PUT.value, _key(key), _b(val, "a value"))
+def put(key: str, val: Value, *, lease: int = 0) -> TxnOp:
+    """Set ``key`` to ``val`` (bytes, or str encoded as UTF-8); ``lease`` (a lease id, 0: none)
+    attaches the key to that lease, as ``Client.put(lease=)`` does (the txn is refused, nothing
+    changed, if the lease is gone)."""
+    if type(lease) is not int or not 0 <= lease < 2 ** 63:
+        raise TypeError("a put's lease is a lease id (a non-negative int; 0: none)")
+    return TxnOp(TxnOpType.PUT.value, _key(key), _b(val, "a value"), lease)
 
 
 def get(key: str) -> TxnOp:

@@ -43,6 +43,7 @@ from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_
 from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
 
 if TYPE_CHECKING:
+    from .recipes import Election, Lock
     from .watch_client import Watch
 
 __all__ = [
@@ -932,6 +933,28 @@ class Client:
         """Revoke token ``name`` (NotFound if there is none; Refused for the last admin token)."""
         _check_key(name, "token name")
         self._admin(ClientRequest(Op.TOKEN_REVOKE.value, key=name))
+
+    # ------------------------------------------------------------ locks and elections (wire/recipes.py)
+
+    def lock(self, name: str, ttl: int = 10, *, timeout: Optional[float] = None) -> "Lock":
+        """Acquire the lock ``name``, waiting (fairly: in the order of arrival, by revision) while
+        another process holds it; returns the held :class:`~raftkv.wire.recipes.Lock`, a context
+        manager (``with kv.lock("jobs", ttl=10) as lock: ...``) whose end releases it. Its lease
+        (``ttl`` seconds) is kept alive in the background, so a holder that dies loses the lock
+        within the TTL. ``lock.fencing_token`` (its key's create revision) and
+        ``lock.is_owner()`` let a txn refuse a stale holder's writes; ``lock.lost`` says the lease
+        ended. Raises Timeout after ``timeout`` seconds of waiting (None: no limit)."""
+        from .recipes import Lock
+
+        return Lock(self, name, ttl, timeout)
+
+    def election(self, name: str, ttl: int = 10) -> "Election":
+        """A leader election on ``name``: ``.campaign(value)`` blocks until this process leads,
+        ``.leader()`` is the leader's value (or None), ``.proclaim(value)``, ``.resign()``. See
+        :class:`~raftkv.wire.recipes.Election`."""
+        from .recipes import Election
+
+        return Election(self, name, ttl)
 
 
 class _Conn:

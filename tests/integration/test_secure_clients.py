@@ -12,10 +12,12 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from raftkv import txn
 from raftkv.wire.client import Client, NotAuthorized
 from raftkv.wire.security.tls import client_ssl_context
 from raftkv.wire.security.tokens import ClientToken, Role, new_client_token
@@ -182,6 +184,28 @@ def test_library_roles(sc):
     with Client(sc.servers, timeout=5, token=sc.tokens["admin"]) as kv:
         assert {t["name"] for t in kv.token_list()} >= {"t-read", "t-write", "t-admin"}
         assert kv.get("lib") == b"w2"
+
+
+
+def test_coordination_calls_carry_the_token(sc):
+    """A watch, a kept-alive lease and a transaction open Clients and sockets of their own: each
+    connects with the caller's token, and a read token may watch but not take a lease."""
+    with Client(sc.servers, timeout=5, token=sc.tokens["write"]) as kv:
+        with kv.watch("co/") as w:
+            with kv.lease(ttl=5) as lease:
+                kv.put("co/a", b"1", lease=lease.id)
+            got = []
+            deadline = time.monotonic() + 10
+            while len(got) < 2 and time.monotonic() < deadline:
+                got += w.poll()
+        assert [(e.type, e.key) for e in got[:2]] == [("put", "co/a"), ("delete", "co/a")]
+        r = kv.txn(compare=[txn.version("co/b") == 0], success=[txn.put("co/b", b"x")], failure=[])
+        assert r.succeeded
+    with Client(sc.servers, timeout=5, token=sc.tokens["read"]) as kv:
+        with kv.watch("co/") as w:
+            assert w.poll() == []  # a read token may watch
+        with pytest.raises(NotAuthorized):
+            kv.lease_grant(5)
 
 
 # ------------------------------------------------------------------ HTTPS

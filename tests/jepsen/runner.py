@@ -41,6 +41,9 @@ Partition nemeses need root and nftables (``apt-get install -y nftables``)::
     # many seeds, stop at the first failure:
     for s in $(seq 1 50); do python -m tests.jepsen.runner --nemesis all --duration 60 --seed $s || break; done
 
+``--workload bank`` runs the transactions workload instead (``tests/jepsen/bank.py``: transfers
+between ``--keys`` accounts, default 5, and snapshot reads, checked by ``bank_checker.py``).
+
 Options: ``--clients`` (default 5), ``--keys`` (default 6: few keys = more contention, but
 the checker's cost grows with ops per key; keep ~100-300 ops per key per minute of run),
 ``--client-timeout`` (s per call, default 1.5), ``--recover`` (liveness deadline after
@@ -295,6 +298,38 @@ def _converge(cluster: NemesisCluster, timeout: float) -> Tuple[bool, str]:
         time.sleep(0.2)
 
 
+def drive_nemesis(nem: Nemesis, kinds: List[str], rng: random.Random, t0: float, duration_s: float,
+                  gap_s: Tuple[float, float], hold_s: Tuple[float, float]) -> Optional[float]:
+    """The fault schedule (shared by every workload): wait, inject one fault, hold it, heal,
+    until ``t0 + duration_s``. Returns when the first fault was injected (None: never)."""
+    end = t0 + duration_s
+    order: List[str] = []
+    first_fault = None
+    while True:
+        gap = rng.uniform(*gap_s)
+        hold = rng.uniform(*hold_s)
+        # Run until the deadline, but past it (up to twice the duration) until every chosen
+        # kind has been injected once, so that a short run still covers each of them.
+        missing = [k for k in kinds if nem.counts[k] == 0 and nem.skipped[k] < 3]
+        limit = t0 + 2 * duration_s if missing else end
+        if time.monotonic() + gap + 0.5 > limit:
+            break
+        time.sleep(gap)
+        if not order:
+            order = list(kinds)
+            rng.shuffle(order)
+        kind = order.pop()
+        if missing and time.monotonic() > end and kind not in missing:
+            order.append(kind)
+            kind = missing[0]
+            order = [k for k in order if k != kind]
+        if nem.inject(kind) is not None and first_fault is None:
+            first_fault = time.monotonic()
+        time.sleep(max(0.0, min(hold, limit - time.monotonic())))
+        nem.heal()
+    return first_fault
+
+
 def _parse_raft(spec: Optional[str]) -> Optional[dict]:
     if not spec:
         return None
@@ -366,30 +401,7 @@ def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 
 
         # The nemesis runs in this thread: the clients are the other threads.
         end = t0 + duration_s
-        order: List[str] = []
-        first_fault = None
-        while True:
-            gap = rng.uniform(*gap_s)
-            hold = rng.uniform(*hold_s)
-            # Run until the deadline, but past it (up to twice the duration) until every chosen
-            # kind has been injected once, so that a short run still covers each of them.
-            missing = [k for k in kinds if nem.counts[k] == 0 and nem.skipped[k] < 3]
-            limit = t0 + 2 * duration_s if missing else end
-            if time.monotonic() + gap + 0.5 > limit:
-                break
-            time.sleep(gap)
-            if not order:
-                order = list(kinds)
-                rng.shuffle(order)
-            kind = order.pop()
-            if missing and time.monotonic() > end and kind not in missing:
-                order.append(kind)
-                kind = missing[0]
-                order = [k for k in order if k != kind]
-            if nem.inject(kind) is not None and first_fault is None:
-                first_fault = time.monotonic()
-            time.sleep(max(0.0, min(hold, limit - time.monotonic())))
-            nem.heal()
+        first_fault = drive_nemesis(nem, kinds, rng, t0, duration_s, gap_s, hold_s)
         time.sleep(max(0.0, end - time.monotonic()))
         nem.heal_all()
         heal_time = time.monotonic()
@@ -508,7 +520,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
     p.add_argument("--clients", type=int, default=5)
-    p.add_argument("--keys", type=int, default=6)
+    p.add_argument("--keys", type=int, default=None,
+                   help="register: keys (default 6); bank: accounts acct/0.. (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--client-timeout", type=float, default=1.5)
     p.add_argument("--quiet", type=float, default=3.0, help="minimum quiet period after the final heal")
@@ -525,6 +538,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("-q", "--quiet-log", action="store_true", help="no progress lines")
     p.add_argument("--secure", action="store_true",
                    help="a secure cluster (--bootstrap --secure, joins with --token; clients use the admin token)")
+    p.add_argument("--workload", default="register", choices=("register", "bank"),
+                   help="register: put/get/delete/cas checked for linearizability (default); bank: "
+                        "transfers between --keys accounts as txns, checked by tests/jepsen/bank_checker.py")
     a = p.parse_args(argv)
     # Stopping a soak (Ctrl-C, kill, or SIGINT to a background job, which starts out ignored)
     # must still run the cleanup: resume/kill the nodes, delete the nftables table.
@@ -532,7 +548,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
     log = None if a.quiet_log else (lambda s: print(f"{time.monotonic() - start:7.2f}s {s}", flush=True))
-    res = run(a.nemesis, nodes=a.nodes, duration_s=a.duration, clients=a.clients, keys=a.keys, seed=a.seed,
+    if a.workload == "bank":
+        if a.secure or a.reads != "linearizable":
+            p.error("--workload bank does not take --secure or --reads")
+        from tests.jepsen.bank import run_bank  # bank imports this module
+
+        bank = run_bank(a.nemesis, nodes=a.nodes, duration_s=a.duration, clients=a.clients,
+                        accounts=a.keys or 5, seed=a.seed, client_timeout=a.client_timeout,
+                        quiet_s=a.quiet, recover_s=a.recover, gap_s=_range(a.gap), hold_s=_range(a.hold),
+                        raft=_parse_raft(a.raft), directory=Path(a.dir) if a.dir else None,
+                        history_dir=Path(a.history_dir), keep=a.keep, log=log)
+        print(bank.summary())
+        return 0 if bank.ok else 1
+    res = run(a.nemesis, nodes=a.nodes, duration_s=a.duration, clients=a.clients, keys=a.keys or 6, seed=a.seed,
               client_timeout=a.client_timeout, quiet_s=a.quiet, recover_s=a.recover,
               gap_s=_range(a.gap), hold_s=_range(a.hold),
               raft=_parse_raft(a.raft), directory=Path(a.dir) if a.dir else None,
