@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Optional
 
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
 from raftkv.storage.kv_cache import ValueCache
@@ -26,7 +26,6 @@ from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, K
                                      TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
-from raftkv.records import UndecodableEntry
 from raftkv.wire.messages import ClientReply, Command
 
 from . import fsm as _fsm  # its limits are read at each use (tests change them)
@@ -40,7 +39,6 @@ log = logging.getLogger("actors.fsm")
 
 META_TERM = "term"
 META_MEMBERS = "members"
-_KEYED_OPS = frozenset(("put", "cas", "delete"))  # the writes that read one user key's record
 META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), never a user key
 
 
@@ -66,7 +64,6 @@ class DbState:
         self.store = store
         self._batch: Optional[KvBatch] = None
         self._touched: dict[str, int] = {}
-        self._decoded: dict[int, tuple[bytes, Command]] = {}  # index -> (payload, its command), see prefetch
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
         self.leases = LeaseTable(self._journal_lease)  # actors/lease_state.py; rows: storage/kv_lease.py
         self.cache = ValueCache()  # records for gets, never older than the DB's (storage/kv_cache.py)
@@ -103,8 +100,7 @@ class DbState:
         self.applied = index
         if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
-        ahead = self._decoded.pop(index, None)
-        cmd = ahead[1] if ahead is not None and ahead[0] is payload else committed_command(index, kind, payload)
+        cmd = committed_command(index, kind, payload)
         if cmd is None:
             return None
         cid = cmd.client_id
@@ -180,7 +176,6 @@ class DbState:
         if b is None:
             return
         self._batch = None
-        self._decoded = {}
         for cid, last in self._touched.items():
             b.add(TouchSession(cid, last))
         self._touched = {}
@@ -274,48 +269,9 @@ class DbState:
                 self.cache.clear()
         self._batch = None
         self._touched = {}
-        self._decoded = {}
         self._load()
         if self.applied != index:
             log.warning("fsm: installed checkpoint is at index %d, expected %d", self.applied, index)
         self.term = term
         self.members = list(members)
         return self
-
-    # ---------------------------------------------------------------- reading ahead (issue 15)
-
-    def prefetch(self, entries: Sequence[tuple[int, int, bytes]]) -> None:
-        """Before applying an ``Apply``'s entries ``(index, kind, payload)``: decode each command
-        once (apply() uses it, for that very payload) and read the records of every user key
-        they name with one multi-get into the open batch, so that each put's read of its key's
-        old record is a dict lookup. Changes no result: what is read is the DB's record, and the
-        batch's own writes are looked at first (KvBatch.record). An entry that does not decode
-        stops the reading ahead; apply() raises its error in order."""
-        if len(entries) < 2:
-            return  # nothing to read together
-        b = self._batch
-        if b is None:
-            b = self._batch = self.store.batch()
-        decoded = self._decoded
-        keys: list[str] = []
-        add = keys.append
-        for index, kind, payload in entries:
-            if index <= self.applied:
-                continue
-            try:
-                cmd = committed_command(index, kind, payload)
-            except UndecodableEntry:
-                break
-            if cmd is None:
-                continue
-            decoded[index] = (payload, cmd)
-            op = cmd.op
-            if op in _KEYED_OPS:
-                add(cmd.key)
-            elif op == "txn" and cmd.txn is not None:
-                txn = cmd.txn
-                keys.extend(c.key for c in txn.compare)
-                keys.extend(o.key for o in txn.success)
-                keys.extend(o.key for o in txn.failure)
-        if keys:
-            b.prefetch(keys)

@@ -345,9 +345,6 @@ class Fsm(SupervisedActor):
         replies = []
         waiters = msg.waiters
         config_applied = False
-        prefetch = getattr(st, "prefetch", None)  # DbState reads the keys ahead (issue 15)
-        if prefetch is not None:
-            prefetch([(index, e.kind, e.data) for index, e in msg.entries])
         for index, e in msg.entries:
             if index <= st.applied:
                 continue  # already in the snapshot the state was restored from

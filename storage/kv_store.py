@@ -70,8 +70,6 @@ _SEQ = struct.Struct(">Q")
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
 _HEADER_PACK = HEADER.pack  # kv_record's header, inlined on the write path
-_MULTI_GET_MIN = 3  # rocksdict: a multi-get of 1 key costs 1.0 us, a get 0.6; from 3-4 keys on, the same per key
-_HEADER_UNPACK = HEADER.unpack_from  # and on the read of the old record a put makes
 
 
 # ---------------------------------------------------------------- the operations of a batch
@@ -146,7 +144,6 @@ class KvBatch:
         self._store = store
         self.ops: list[KvOp] = []
         self._pending: dict[str, Optional[KeyRecord]] = {}
-        self._read: dict[str, Optional[KeyRecord]] = {}  # records as in the DB, read ahead (prefetch)
 
     def get(self, key: str) -> Optional[bytes]:
         """The value of ``key`` once this batch is applied (None: absent)."""
@@ -158,29 +155,7 @@ class KvBatch:
         pending = self._pending
         if key in pending:
             return pending[key]
-        read = self._read
-        if key in read:
-            return read[key]
-        # KvStore.get_record inlined: one read per put on the write path (issue 15)
-        raw = self._store._db.get(_DATA + key.encode())
-        if raw is None:
-            return None
-        c, m, v = _HEADER_UNPACK(raw)
-        return KeyRecord(raw[HEADER_BYTES:], c, m, v)
-
-    def prefetch(self, keys: Iterable[str]) -> None:
-        """Read the records of ``keys`` with one RocksDB multi-get, so that :meth:`record` of
-        each is a dict lookup (issue 15: every put reads its key's old record). What is read is
-        the DB's record, which nothing but this batch's own write changes, and :meth:`record`
-        looks at the batch's puts and deletes first: results are the same as without it."""
-        read, pending = self._read, self._pending
-        want = [k for k in dict.fromkeys(keys) if k not in read and k not in pending]
-        if len(want) < _MULTI_GET_MIN:
-            return  # record() reads these one by one: cheaper than a multi-get of one or two
-        raws = self._store._db.get([_DATA + k.encode() for k in want])
-        unpack = _HEADER_UNPACK
-        for k, raw in zip(want, raws):
-            read[k] = None if raw is None else KeyRecord(raw[HEADER_BYTES:], *unpack(raw))
+        return self._store.get_record(key)
 
     def put(self, key: str, value: bytes) -> None:
         """Set ``key`` to ``value`` (with the revisions of a key of unknown history)."""

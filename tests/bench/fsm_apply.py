@@ -34,10 +34,7 @@ def _payloads(n: int) -> list:
 def _apply_all(state: Any, payloads: list, batch: int) -> float:
     t0 = time.process_time()
     n = len(payloads)
-    prefetch = getattr(state, "prefetch", None)  # as the FSM does (actors/fsm.py _apply)
     for s in range(0, n, batch):
-        if prefetch is not None:
-            prefetch([(j + 1, _KIND, payloads[j]) for j in range(s, min(s + batch, n))])
         for j in range(s, min(s + batch, n)):
             state.apply(j + 1, _KIND, payloads[j])
         state.end_batch(1, None)
