@@ -586,10 +586,28 @@ class RaftCore:
             return False
         if not self.promotable() and type(msg) not in (RequestVote, TimeoutNow):
             return False
+        if self._maybe_unknown_voter(msg):
+            return False
         for m in members:
             if m.id == sender:
                 return not m.voter
         return True
+
+    def _maybe_unknown_voter(self, msg: Any) -> bool:
+        """Whether a vote request from a non-voter of our configuration may come from a voter
+        added (or promoted) in entries we lack. Its log is then more up-to-date than ours, and its
+        election may need our vote (a lagging voter in a quorum that lost another member): Raft
+        grants votes to candidates outside the latest configuration (dissertation 4.1), or a
+        cluster with a quorum up can stay leaderless for good. It may raise our term by one at
+        most: a lagging voter learns the current term from the voters it knows (their replies to
+        its pre-votes), so a real candidate campaigns in the next; a hostile outsider cannot
+        exhaust our terms, and the lease check in step still refuses disruptive elections. Only
+        with pre-vote: a real vote request then follows a pre-vote quorum, so a member stranded
+        outside the configuration (its promotion overwritten) cannot push terms up every timeout."""
+        if (not self.cfg.pre_vote or type(msg) is not RequestVote or msg.term != self.term + 1
+                or msg.last_log_term > msg.term):
+            return False
+        return (msg.last_log_term, msg.last_log_index) > (self.log.last_term(), self.log.last_index())
 
     def step(self, sender: str, msg: Any) -> None:
         """Handle one peer message."""

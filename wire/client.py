@@ -245,6 +245,11 @@ class Client:
         (value, create/mod revision, version, and the revision the read reflects) instead."""
         if meta:
             return self.get_meta(key, consistency)
+        reply = self._get_reply(key, consistency)
+        return reply.value if reply.value is not None else b""
+
+    def _get_reply(self, key: str, consistency: str) -> ClientReply:
+        """A get's ``ok`` reply (NotFound for an absent key)."""
         _check_key(key)
         if consistency not in CONSISTENCY_LEVELS:
             raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
@@ -252,7 +257,7 @@ class Client:
         if reply.status == Status.NOT_FOUND:
             raise NotFound(f"key not found: {key}")
         self._expect_ok(reply, "get")
-        return reply.value if reply.value is not None else b""
+        return reply
 
     def put(self, key: str, value: Value, *, lease: int = 0) -> None:
         """Set ``key`` to ``value`` (bytes, or str encoded as UTF-8); ``lease``: attach the key to
@@ -822,13 +827,7 @@ class Client:
     def get_meta(self, key: str, consistency: str = "linearizable") -> "KeyMeta":
         """``key``'s value, create/mod revision and version, and the revision the read
         reflects, as a :class:`raftkv.txn.KeyMeta`; raises :class:`NotFound` if absent."""
-        _check_key(key)
-        if consistency not in CONSISTENCY_LEVELS:
-            raise InvalidRequest(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
-        reply = self._call(ClientRequest(Op.GET.value, key=key, consistency=consistency))
-        if reply.status == Status.NOT_FOUND:
-            raise NotFound(f"key not found: {key}")
-        self._expect_ok(reply, "get")
+        reply = self._get_reply(key, consistency)
         return KeyMeta(key, reply.value if reply.value is not None else b"", reply.create_revision,
                        reply.mod_revision, reply.version, reply.revision)
 

@@ -42,7 +42,9 @@ Partition nemeses need root and nftables (``apt-get install -y nftables``)::
     for s in $(seq 1 50); do python -m tests.jepsen.runner --nemesis all --duration 60 --seed $s || break; done
 
 ``--workload bank`` runs the transactions workload instead (``tests/jepsen/bank.py``: transfers
-between ``--keys`` accounts, default 5, and snapshot reads, checked by ``bank_checker.py``).
+between ``--keys`` accounts, default 5, and snapshot reads, checked by ``bank_checker.py``);
+``--workload locks`` runs the lock workload (``tests/jepsen/locks.py``: fenced increments under
+``kv.lock``, checked by ``lock_checker.py``).
 
 Options: ``--clients`` (default 5), ``--keys`` (default 6: few keys = more contention, but
 the checker's cost grows with ops per key; keep ~100-300 ops per key per minute of run),
@@ -538,9 +540,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("-q", "--quiet-log", action="store_true", help="no progress lines")
     p.add_argument("--secure", action="store_true",
                    help="a secure cluster (--bootstrap --secure, joins with --token; clients use the admin token)")
-    p.add_argument("--workload", default="register", choices=("register", "bank"),
+    p.add_argument("--workload", default="register", choices=("register", "bank", "locks"),
                    help="register: put/get/delete/cas checked for linearizability (default); bank: "
-                        "transfers between --keys accounts as txns, checked by tests/jepsen/bank_checker.py")
+                        "transfers between --keys accounts as txns, checked by tests/jepsen/bank_checker.py; "
+                        "locks: fenced increments under kv.lock, checked by tests/jepsen/lock_checker.py")
     a = p.parse_args(argv)
     # Stopping a soak (Ctrl-C, kill, or SIGINT to a background job, which starts out ignored)
     # must still run the cleanup: resume/kill the nodes, delete the nftables table.
@@ -560,6 +563,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         history_dir=Path(a.history_dir), keep=a.keep, log=log)
         print(bank.summary())
         return 0 if bank.ok else 1
+    if a.workload == "locks":
+        if a.secure or a.reads != "linearizable" or a.keys is not None:
+            p.error("--workload locks does not take --secure, --reads or --keys")
+        from tests.jepsen.locks import run_locks  # locks imports this module
+
+        locks = run_locks(a.nemesis, nodes=a.nodes, duration_s=a.duration, clients=a.clients, seed=a.seed,
+                          client_timeout=a.client_timeout, quiet_s=a.quiet, recover_s=a.recover,
+                          gap_s=_range(a.gap), hold_s=_range(a.hold), raft=_parse_raft(a.raft),
+                          directory=Path(a.dir) if a.dir else None, history_dir=Path(a.history_dir),
+                          keep=a.keep, log=log)
+        print(locks.summary())
+        return 0 if locks.ok else 1
     res = run(a.nemesis, nodes=a.nodes, duration_s=a.duration, clients=a.clients, keys=a.keys or 6, seed=a.seed,
               client_timeout=a.client_timeout, quiet_s=a.quiet, recover_s=a.recover,
               gap_s=_range(a.gap), hold_s=_range(a.hold),

@@ -443,9 +443,12 @@ class NodeModel:
         if not any(m.id == nd.id and m.incarnation == nd.inc for m in conf):
             return
         # The others must keep a quorum without it (2 of 2 voters would be a lost quorum), in the
-        # committed configuration and in any a live node holds beyond it.
-        confs = [conf] + [o.core.members for o in self.nodes if o.alive]
-        if any(sum(1 for m in c if m.voter) < 3 for c in confs):
+        # committed configuration and in any a node holds beyond it: a live node's, and the newest
+        # on a crashed node's disk, which it comes back with (a leader that logged its own removal
+        # and crashed holds a 2-voter configuration; the others cannot elect without its vote).
+        confs = [conf] + [o.core.members if o.alive else self.disk_config(o.disk)
+                          for o in self.nodes if o.alive or (o.started and not o.stopped)]
+        if any(sum(1 for m in c if m.voter) < 3 for c in confs if c):
             return
         nd.disk = Disk()
         nd.gen += 1
@@ -454,6 +457,14 @@ class NodeModel:
         self.stats.wipes += 1
         if self.verbose:
             self.trace(f"!!! {nd.id}'s data directory is wiped: it restarts as incarnation {nd.inc}")
+
+    def disk_config(self, d: Disk) -> list:
+        """The configuration a node restarting from ``d`` holds: its log's newest CONFIG entry, or
+        else its snapshot's."""
+        for e in reversed(d.entries):
+            if e.kind == EntryKind.CONFIG:
+                return list(self.cm.decode_config(e.data))
+        return list(d.snap.members) if d.snap is not None else []
 
     def drive_joins(self) -> None:
         """kvnode's join loop for wiped nodes: ask the leader (every few ticks) until the node's

@@ -1,0 +1,64 @@
+"""Liveness around a wiped member (issue 13 item 1), seeds found outside CI's 0-999.
+
+* 1384, 1708, 1748: a leader logged its own removal (a 2-voter configuration), crashed, and then
+  another member of that configuration was wiped: a lost quorum of a configuration a node comes
+  back with. The fault model (NodeModel.maybe_wipe) now counts a crashed node's disk too.
+* 1732: four voters, one wiped; a lagging voter (its configuration predates the fourth voter's
+  addition) refused the vote request of the only candidate that could win, the added voter whose
+  log is more up-to-date, so no leader could ever be elected (RaftCore._maybe_unknown_voter).
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftkv.actors.core import CoreConfig, RaftCore
+from raftkv.actors.memlog import MemLog
+from raftkv.records import INDEX_LIMIT
+from raftkv.wire.messages import Entry, EntryKind, Member, RequestVote, VoteReply
+from tests.sim.cluster import default_nodes, run_seed
+
+
+@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748])
+def test_a_wiped_member_rejoins_and_the_cluster_stays_live(seed: int) -> None:
+    st = run_seed(seed, default_nodes(seed))
+    assert st.committed > 0
+
+
+def _lagging_voter(pre_vote: bool = True) -> RaftCore:
+    """n1 of {n1, n2, n3} at term 6 with a log to (12, term 3): it lacks the entries that added n4."""
+    ms = [Member(f"n{i}", f"127.0.0.1:{9000 + i}") for i in (1, 2, 3)]
+    cfg = CoreConfig(election_ticks_min=10, election_ticks_max=20, heartbeat_ticks=3, pre_vote=pre_vote)
+    log = MemLog(0, 0, [Entry(3, EntryKind.NOOP, b"") for _ in range(12)])
+    c = RaftCore("n1", cfg, term=6, log=log, members=ms, commit=12, rng=random.Random(1))
+    for _ in range(40):  # past any lease: no leader heard
+        c.tick()
+    c.take_ready()
+    return c
+
+
+def _replies(c: RaftCore) -> list:
+    r = c.take_ready()
+    return [m for _, m in list(r.send) + list(r.send_after_persist) if isinstance(m, VoteReply)]
+
+
+def test_a_lagging_voter_votes_for_a_more_up_to_date_voter_it_does_not_know_yet() -> None:
+    c = _lagging_voter()
+    c.step("n4", RequestVote(c.term + 1, 23, 5, pre_vote=True))
+    assert [(m.granted, m.pre_vote) for m in _replies(c)] == [(True, True)] and c.term == 6
+    c.step("n4", RequestVote(7, 23, 5))
+    assert [m.granted for m in _replies(c)] == [True] and c.term == 7 and c.vote == "n4"
+
+
+def test_an_unknown_candidate_still_cannot_jump_terms_or_win_with_a_stale_log() -> None:
+    c = _lagging_voter()
+    c.step("evil", RequestVote(INDEX_LIMIT - 1, 10**6, INDEX_LIMIT - 1))
+    c.step("evil", RequestVote(9, 10**6, 8))  # more than one term ahead
+    c.step("evil", RequestVote(7, 12, 3))  # not more up-to-date than ours
+    c.step("evil", RequestVote(7, 5, 8))  # a last term past its own term
+    assert c.term == 6 and c.vote is None and not _replies(c)
+    d = _lagging_voter(pre_vote=False)  # without pre-vote a candidate's term rises every timeout
+    t = d.term  # it campaigned itself meanwhile (no pre-vote)
+    d.step("n4", RequestVote(t + 1, 23, 5))
+    assert d.term == t and d.vote != "n4"
