@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.wire.client import Client
+from raftkv.wire.client import Client, ClientError
 
 from .harness import wait_until
 from .test_snapshots_membership import fill
@@ -92,9 +92,19 @@ def test_a_leader_with_a_damaged_newest_checkpoint_streams_a_fresh_one(make_clus
     damage(newest)
     node.start()
     wait_until(lambda: node.status()["applied_index"] >= commit, what=f"{streamer} back")
-    with cluster.client() as kv:
-        kv.transfer_leader(streamer)
-    wait_until(lambda: cluster.leader() == streamer, what=f"{streamer} leading")
+    # The leader may step down meanwhile (check-quorum while the streamer restarted) and the
+    # streamer may win the election itself: then there is nothing to transfer.
+    def streamer_leads() -> bool:
+        if cluster.leader() == streamer:
+            return True
+        try:
+            with cluster.client() as kv:
+                kv.transfer_leader(streamer)
+        except ClientError:  # a leader change raced the request: ask again
+            pass
+        return cluster.leader() == streamer
+
+    wait_until(streamer_leads, what=f"{streamer} leading")
     cluster.nodes[lagger].start()
     cluster.wait_applied(commit, nodes=[lagger], timeout=60)
     assert re.search(rf"snapshot {int(newest.name.split('-')[1])} cannot be streamed: .*corrupt", node.log_text())
