@@ -153,6 +153,10 @@ def test_a_node_fed_hostile_frames_keeps_running_and_its_data(cluster):
                 answered += 1
             assert target.alive(), f"{target.id} exited under fuzzing"
             time.sleep(0.05)  # pace: the point is hostile content, not volume
+        # On a loaded machine the answers may trail the last send: wait for at least one.
+        if answered == 0 and c.poll(10_000):
+            c.recv_multipart()
+            answered += 1
         assert sent > 2_000 and answered > 0  # frames actually went out (fewer on a loaded machine)
     finally:
         ctx.destroy(linger=0)
