@@ -1,12 +1,14 @@
 """kvbench snapshot: snapshot cost and write stall, restore time on restart, and join time.
 
 Starts its own 3-node cluster (raft.snapshot_threshold 10**9, so only requested snapshots
-happen), preloads KEYS keys (pipelined puts, rate reported), and while background writers keep
+happen), preloads KEYS keys (pipelined puts, rate reported; every node takes a snapshot each
+COMPACT_EVERY keys so that the in-memory logs stay bounded, as the threshold would), reports each
+node's RSS and disk use against the raw data, and ``list`` latency, and while background writers keep
 writing (each write's latency recorded): measures write latency in a baseline window, times a
 snapshot asked of the leader (request until durable) and the latency of the writes in flight
 meanwhile, has a follower take a snapshot, kill -9s and restarts it (time until it has caught up
-with the leader's commit index; the "restored snapshot" time from its log), and starts a 4th node
-that joins with --join (time until it is a voter and has caught up; snapshot transfer and load
+with the leader's commit index, and until it answers a linearizable get itself; the "restored
+snapshot" time from its log), and starts a 4th node that joins with --join (time until it is a voter and has caught up; snapshot transfer and load
 times from its log).
 """
 from __future__ import annotations
