@@ -14,6 +14,7 @@ times from its log).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime
@@ -58,6 +59,16 @@ def _rss_mb(pid: int) -> Optional[float]:
     except OSError:
         pass
     return None
+
+
+def _cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) a process has used, from /proc (Linux): on a machine shared
+    with other work, the part of a wall-clock time that is this process's own."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _disk_mb(path: Path) -> float:
@@ -212,6 +223,7 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         t_up = time.monotonic()
         _first_linearizable_get(cl.nodes[follower].client, KEY_FMT % 0, max(1.0, deadline - time.monotonic()))
         t_serving = time.monotonic()
+        serving_cpu = _cpu_s(cl.nodes[follower].proc.pid)
         target = cl.wait_leader_status(30)["commit_index"]
         cl.wait_for(f"{follower} to catch up to index {target}", follower, deadline,
               lambda: (s := cl.status_or_none(follower)) is not None and s.get("applied_index", -1) >= target)
@@ -220,6 +232,7 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         res["restart"] = {
             "node": follower, "answering_s": round(t_up - t_r0, 3), "caught_up_s": round(t_r1 - t_r0, 3),
             "serving_s": round(t_serving - t_r0, 3),
+            "serving_cpu_s": serving_cpu,  # the restarted process's own CPU time until then
             "caught_up_index": target,
             "restored_index": int(restored[0]) if restored else None,
             "restored_keys": None,
@@ -336,7 +349,7 @@ def _print_snapshot(res: dict) -> None:
     p(f"  {'snapshot on a follower':<26} {fs['seconds']:.3f} s (file written in {_fmt(fs['write_seconds'], '.2f')} s)")
     r = res["restart"]
     p(f"  {'restart (kill -9) of ' + r['node']:<26} answering after {r['answering_s']:.2f} s; a linearizable get "
-      f"after {r['serving_s']:.2f} s; snapshot restore "
+      f"after {r['serving_s']:.2f} s ({_fmt(r['serving_cpu_s'], '.2f')} s of its CPU); snapshot restore "
       f"{_fmt(r['restore_s'], '.2f')} s ({_fmt(r['restored_keys'], 'd')} keys); caught up to the leader's "
       f"commit after {r['caught_up_s']:.2f} s")
     j = res["join"]
