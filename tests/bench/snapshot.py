@@ -27,7 +27,7 @@ from raftkv.records import ClientRequest, Op
 from raftkv.wire.client import Client, ClientError
 
 from .cluster import BenchCluster
-from .common import KEY_FMT, BenchError, in_temp_dir, quiet_or_echo
+from .common import KEY_FMT, BenchError, in_temp_dir
 from .writers import LatencyWriteLoad, Preloader
 
 
@@ -132,17 +132,20 @@ def _list_timing(servers: list, prefix: str, runs: int = 50) -> dict:
 
 
 def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, trailing_logs: int,
-                    compact_every: int, as_json: bool, directory: Path) -> dict:
-    out = quiet_or_echo(as_json)
+                    compact_every: int, as_json: bool, directory: Path, res: dict) -> dict:
+    """The run; its figures go into ``res`` as they are measured (a stopped run keeps them)."""
+    # With --json, stdout is for the one JSON object: progress goes to stderr (a long run is
+    # followed there).
+    out = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     raft = {"snapshot_threshold": 10**9, "trailing_logs": trailing_logs}
     cl = BenchCluster(directory, n=3, raft=raft)
     load_: Optional[LatencyWriteLoad] = None
     # Deadlines grow with the data: a 1M-key snapshot is written, sent and loaded in many seconds.
     slow = 120.0 + keys / 1000.0
     raw_mb = keys * (len(KEY_FMT % 0) + value_size) / 1e6
-    res: dict = {"config": {"keys": keys, "value_size": value_size, "writers": writers, "baseline_s": baseline,
+    res.update({"config": {"keys": keys, "value_size": value_size, "writers": writers, "baseline_s": baseline,
                             "raft": raft, "nodes": 3, "compact_every": compact_every},
-                 "raw_data_mb": round(raw_mb, 1)}
+                 "raw_data_mb": round(raw_mb, 1)})
     try:
         t_start = time.monotonic()
         cl.start()
@@ -162,8 +165,15 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
                 compactions.append({"keys_done": done, "node": nid, "index": idx, "seconds": secs})
             out(f"  preload: every node took a snapshot at {done} keys: {compactions[-len(cl.ids):]}")
 
-        pre = Preloader(cl.servers, keys, value_size).run(
-            progress=out, every=(compact_every, compact) if compact_every else None)
+        preloader = Preloader(cl.servers, keys, value_size)
+        res["preload_progress"] = progress = []  # [seconds, keys done], every 10 s
+        t_pre = time.monotonic()
+
+        def progress_line(line: str) -> None:
+            progress.append([round(time.monotonic() - t_pre, 1), preloader.done])
+            out(line)
+
+        pre = preloader.run(progress=progress_line, every=(compact_every, compact) if compact_every else None)
         pre["snapshots"] = compactions
         res["preload"] = pre
         out(f"preloaded {pre['keys']} keys in {pre['seconds']:.1f} s: {pre['keys_per_sec']:.0f} keys/s")
@@ -406,9 +416,16 @@ def snapshot(keys, value_size, writers, baseline, trailing_logs, compact_every, 
     and has caught up)."""
     if trailing_logs is None:
         trailing_logs = min(5000, keys // 4)
-    res = in_temp_dir("kvbench-snapshot-", keep_dir,
-                       lambda d: _snapshot_bench(keys, value_size, writers, baseline, trailing_logs, compact_every,
-                                                       as_json, d))
+    partial: dict = {}
+    try:
+        res = in_temp_dir("kvbench-snapshot-", keep_dir,
+                          lambda d: _snapshot_bench(keys, value_size, writers, baseline, trailing_logs, compact_every,
+                                                    as_json, d, partial))
+    except SystemExit:
+        # Stopped or failed: with --json, what was measured until then (marked unfinished).
+        if as_json and partial.get("preload_progress"):
+            click.echo(json.dumps({**partial, "finished": False}))
+        raise
     if as_json:
         click.echo(json.dumps(res))
     else:
