@@ -26,7 +26,6 @@ import argparse
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,34 +33,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from raftkv.wire.client import Client
+from tests.bench_http_gateway import LUA, VALUE, wrk_output, wrk_rate
 from tests.integration.harness import Cluster, SecureCluster, wait_until
 from tests.integration.secure_http import with_http
 
 CELLS = ("put1", "put64", "get64", "lib1")
 KEYS = 10_000
-VALUE = b"0123456789" * 10
-
-LUA = {
-    "put": """
-local paths = {}
-local value = string.rep("0123456789", 10)
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
-end
-function request() return wrk.format("PUT", paths[math.random(0, 9999)], nil, value) end
-""",
-    "get": """
-local paths = {}
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
-end
-function request() return wrk.format("GET", paths[math.random(0, 9999)]) end
-""",
-}
-
-
 class Side:
     """One of the two clusters: how to reach its leader's gateway and its client door."""
 
@@ -77,17 +54,15 @@ class Side:
 
     def wrk(self, op: str, conns: int, duration: float, script: Path) -> float:
         url = f"{self.scheme}://{self.leader_http()}/"
-        args = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "-s", str(script), "--timeout", "5s"]
-        if self.token:
-            args += ["-H", f"Authorization: Bearer {self.token}"]
-        out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 60).stdout
-        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        extra = ["--timeout", "5s"] + (["-H", f"Authorization: Bearer {self.token}"] if self.token else [])
+        out = wrk_output(url, str(script), conns, duration, extra)
+        rate = wrk_rate(out)
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m is None:
+        if rate is None:
             raise RuntimeError(f"wrk printed no rate:\n{out}")
         if bad:
             print(f"    ({self.name} {op} c={conns}: {bad.group(1)} non-2xx answers)", flush=True)
-        return float(m.group(1))
+        return rate
 
     def lib(self, duration: float) -> float:
         with self.client() as kv:
