@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, StreamCheck, StreamReceiver
-from raftkv.storage.kv_checkpoint import CheckpointError
+from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint
 from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
@@ -154,6 +154,7 @@ class Snapshotter(SupervisedActor):
         self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
         try:
+            finish_checkpoint(m.state)  # its info file and rename: fsyncs the FSM did not wait for
             meta = self.store.describe(m.state, m.term, m.members)
         finally:
             self.fsm_done(m.index)

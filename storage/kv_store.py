@@ -502,13 +502,14 @@ class KvStore:
         waits for a small flush instead of a whole memtable (up to 64 MB)."""
         self._db.flush(False)
 
-    def checkpoint(self, directory: str) -> "CheckpointInfo":
+    def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
         """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
         exist): hard links to the immutable SST files plus a flush of the memtable, so its cost
         is bounded by the memtable size, not the data size (and by the entries applied since
         :meth:`prepare_checkpoint`, if it was called). The applied index (and meta) is in
-        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`."""
-        return take_checkpoint(self._db, self._applied, directory)
+        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`
+        (``finish=False``: by :func:`~.kv_checkpoint.finish_checkpoint`, later)."""
+        return take_checkpoint(self._db, self._applied, directory, finish)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see

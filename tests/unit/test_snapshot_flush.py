@@ -11,7 +11,7 @@ from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import Fsm
 from raftkv.actors.messages import Apply, TakeSnapshot
 from raftkv.actors.snapshot_flush import SMALL_MEMTABLE_BYTES
-from raftkv.storage.kv_checkpoint import checkpoint_name, read_info
+from raftkv.storage.kv_checkpoint import checkpoint_name, finish_checkpoint, read_info
 from raftkv.storage.kv_install import verify_db
 from raftkv.storage.kv_store import KvStore, Put
 from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
@@ -53,6 +53,8 @@ def test_snapshot_is_taken_at_an_applied_index_while_batches_go_on(tmp_path, cap
     finally:
         ref.stop()
     assert "before a snapshot" in caplog.text  # the memtable went to a helper thread
+    assert not os.path.exists(m.state.path)  # under .partial until the snapshotter finishes it
+    finish_checkpoint(m.state)
     assert asked_at <= m.index <= last
     assert m.state.applied_index == m.index == read_info(m.state.path).applied_index
     assert verify_db(m.state.path) == m.index
