@@ -255,7 +255,7 @@ class DbState:
             return CheckpointInfo(path, self.applied)
         if os.path.isdir(path):  # an undescribed leftover
             shutil.rmtree(path)
-        return self.store.checkpoint(path)
+        return self.store.checkpoint(path, finish=False)  # the snapshotter finishes it (fsyncs)
 
     def restored(self, checkpoint_dir: str, index: int, term: int, members: list) -> "DbState":
         """Replace the state by the checkpoint in ``checkpoint_dir`` (a verified snapshot),

@@ -35,9 +35,10 @@ import fcntl
 import logging
 import os
 import struct
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple, Optional, Union, cast
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -260,6 +261,7 @@ class KvStore:
         self.path = path
         self.cache_mb = cache_mb
         self._statistics = statistics
+        self._flusher: Optional[threading.Thread] = None  # see flush_in_background
         self._lock = self._take_lock(path)
         self._open()
 
@@ -500,13 +502,14 @@ class KvStore:
         waits for a small flush instead of a whole memtable (up to 64 MB)."""
         self._db.flush(False)
 
-    def checkpoint(self, directory: str) -> "CheckpointInfo":
+    def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
         """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
         exist): hard links to the immutable SST files plus a flush of the memtable, so its cost
         is bounded by the memtable size, not the data size (and by the entries applied since
         :meth:`prepare_checkpoint`, if it was called). The applied index (and meta) is in
-        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`."""
-        return take_checkpoint(self._db, self._applied, directory)
+        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`
+        (``finish=False``: by :func:`~.kv_checkpoint.finish_checkpoint`, later)."""
+        return take_checkpoint(self._db, self._applied, directory, finish)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see
@@ -527,6 +530,7 @@ class KvStore:
         disk), RocksDB refuses every later write until reopened; reopening recovers its WAL.
         Raises StorageError if it cannot be opened (yet); then the store stays closed and a
         later call may succeed."""
+        self.wait_background_flush()
         if not getattr(self, "_closed", True):
             self._closed = True
             try:
@@ -549,9 +553,44 @@ class KvStore:
             self._lock = None
 
     def _close_db(self) -> None:
+        self.wait_background_flush()
         if not getattr(self, "_closed", True):
             self._closed = True
             try:
                 self._db.flush_wal(True)
             finally:
                 self._db.close()
+
+    # ---------------------------------------------------------------- flushing off the applying thread
+
+    def memtable_bytes(self) -> int:
+        """Bytes in the active memtable: what a checkpoint taken now would flush first."""
+        return int(self._db.property_int_value("rocksdb.cur-size-active-mem-table") or 0)
+
+    def flush_in_background(self, done: Callable[[], None]) -> None:
+        """Write the memtable to disk on a helper thread and return at once; ``done()`` is
+        called from that thread when the flush is over (also if it failed: a checkpoint then
+        flushes what is left itself). RocksDB's flush is thread-safe and rocksdict's releases
+        the GIL, and the writes applied meanwhile go into a new memtable: the thread that
+        applies batches keeps applying, and its checkpoint later only flushes what it applied
+        since. Closing, reopening or swapping the DB waits for the flush first."""
+        self.wait_background_flush()
+        db = self._db
+
+        def run() -> None:
+            try:
+                db.flush(True)
+            except Exception as e:  # rocksdict raises a bare Exception for I/O errors
+                log.warning("background flush of the key-value store failed: %s", e)
+            finally:
+                done()
+
+        t = self._flusher = threading.Thread(target=run, name="kv-flush", daemon=True)
+        t.start()
+
+    def wait_background_flush(self) -> None:
+        """Wait until the flush :meth:`flush_in_background` started (if any) is over."""
+        t = getattr(self, "_flusher", None)
+        if t is not None and t is not threading.current_thread():
+            t.join()
+            self._flusher = None
