@@ -58,7 +58,7 @@ def test_a_node_added_by_add_node_then_started_with_join_is_that_member(make_clu
             wait_until(lambda: [m["voter"] for m in kv.members() if m["id"] == "node4"] == [True], timeout=60,
                        what="node4 promoted to voter")
         assert [m["voter"] for m in kv.members() if m["id"] == "node4"] == [not learner]
-    assert "is a member of cluster" in n4.log_text()
+    wait_until(lambda: "is a member of cluster" in n4.log_text(), timeout=30, what="node4 seeing itself a member")
     with Client([n4.client], timeout=10) as c:
         wait_until(lambda: c.get("before", consistency="stale") == b"1", timeout=30, what="node4 serving 'before'")
     # One record, no replacement, no second addition: only the changes needed.

@@ -56,6 +56,8 @@ def test_a_node_without_data_and_without_a_flag_exits_2_and_then_joins_with_join
     wait_until(lambda: _member_ids(cluster) == ["node1", "node2"], timeout=60, what="node2 a member")
     with cluster.client(timeout=20) as kv:
         kv.put("k", b"1")
+    with Client([n2.client], timeout=5) as c:  # it has data now (a configuration, the key)
+        wait_until(lambda: c.get("k", consistency="stale") == b"1", timeout=30, what="node2 serving k")
     n2.kill(signal.SIGTERM)
     assert n2.exit_status() == 0
     n2.args = no_flag  # a node with data restarts with no flag, as before
@@ -67,7 +69,9 @@ def test_a_node_without_data_and_without_a_flag_exits_2_and_then_joins_with_join
 
 def test_a_join_that_never_got_a_configuration_restarted_without_a_flag_exits_2(make_cluster):
     """A node started with --join while nothing listened there, stopped, then started with no
-    flag: it has no data to restart from, so it says so too; with --join it joins."""
+    flag: it has no data to restart from (no configuration: the same holds for a node admitted
+    by the leader that stopped before it received anything), so it says so too; with --join it
+    joins."""
     cluster = make_cluster(1)
     cluster.wait_leader()
     n1 = cluster.nodes["node1"]
