@@ -1129,7 +1129,9 @@ class RaftCore:
 
         A member's id with a different incarnation is a replacement (its data directory was
         wiped): the old record is replaced by a learner with the new incarnation (see
-        MembershipQueue.next_configuration), never answered as the old member."""
+        MembershipQueue.next_configuration), never answered as the old member. A member recorded
+        without an incarnation (``kvclient add-node``, a whole-cluster bootstrap) at the same
+        address is this node: it is answered now, and its incarnation recorded."""
         if self.role != LEADER:
             raise NotLeader(self.leader_id)
         incarnation = incarnation or member.incarnation
@@ -1141,6 +1143,12 @@ class RaftCore:
                 replaces = cur
                 member = member._replace(voter=cur.promote)  # a learner that stays one stays one
             elif cur.addr == member.addr:
+                # Added by add-node and now started with --join: it is that member. Record its
+                # incarnation if the configuration has none yet (the one IDENTITY entry replies
+                # would lead to anyway; a wiped disk is then told apart from the start); its
+                # voter or learner status stays as it is.
+                if not cur.incarnation and incarnation:
+                    self.learned_incs.setdefault(cur.id, incarnation)
                 return True
             else:
                 member = member._replace(incarnation=incarnation or cur.incarnation)

@@ -63,6 +63,21 @@ class NodeError(Exception):
     """The node cannot start (bad data directory, port in use...): one clear line for the operator."""
 
 
+class NoWayIn(NodeError):
+    """A node with no data, started with neither --bootstrap nor --join: it could only wait in
+    silence, so it says how to start and kvnode exits with status 2 (a bad configuration)."""
+
+    exit_status = 2
+
+
+def no_way_in(node_dir: Any) -> str:
+    """The one message for a node with no data and neither --bootstrap nor --join (kvnode checks
+    before anything is written, the node again once its storage shows no configuration)."""
+    return (f"no data in {node_dir} and neither --bootstrap nor --join given: start a new cluster with "
+            f"--bootstrap, or join one with --join ADDR (the peer address of any member; also after "
+            f"kvclient add-node)")
+
+
 @dataclass(frozen=True, slots=True)
 class RoleView:
     """The node's role, term, leader and configuration, published by the role actor (and only by
@@ -514,9 +529,11 @@ class Node:
         if cfg.join and admitted:
             log.info("%s: already has data and is a member; --join ignored", cfg.id)
         elif not admitted and not cfg.join and not cfg.bootstrap and not self.core.members:
-            log.warning("%s: has no configuration and neither --bootstrap nor --join: waiting to be added "
-                        "(kvclient add-node %s %s); start it with --join HOST:PORT to join by itself",
-                        cfg.id, cfg.id, cfg.spec.addr)
+            # A directory left by a join that never got a configuration: no data to restart
+            # from, and nothing would ever reach it (issue 13 item 2).
+            store.close()
+            self.kv.close()
+            raise NoWayIn(no_way_in(cfg.node_dir))
         self.needs_join = bool(cfg.join) and not admitted
         self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)

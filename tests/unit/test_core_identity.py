@@ -224,3 +224,33 @@ def test_a_leader_records_the_incarnations_a_whole_cluster_bootstrap_left_unknow
     # From now on a wiped n2 (another incarnation) is told apart.
     c.step("n2", AppendReply(c.term, True, match_index=index, from_incarnation="b2"))
     assert c.progress["n2"].match == last
+
+
+# ---------------------------------------------------------------- add-node, then kvnode --join
+
+
+def test_a_join_of_a_member_added_by_add_node_admits_it_and_records_its_incarnation_once():
+    """``kvclient add-node n4 ADDR [--learner]`` records n4 with no incarnation; n4 then started
+    with ``--join`` is that member: answered at once, its incarnation recorded in one IDENTITY
+    entry, its learner or voter-to-be status kept, no second record; a repeated join changes
+    nothing more, and another incarnation afterwards is the replacement path."""
+    for stay_learner in (True, False):
+        c = ileader()
+        c.request_change(MembershipChange(Member("n4", "127.0.0.1:9004", voter=not stay_learner), None, "r",
+                                          ChangeOrigin.CLIENT))
+        config_proposed(c)
+        ack_all(c, peers=["n2", "n3"])
+        before = c.member("n4")
+        assert before.incarnation == "" and not before.voter and before.promote is (not stay_learner)
+        assert c.join(Member("n4", "127.0.0.1:9004"), "join-route", "x4")
+        (change, _), = config_proposed(c)
+        assert change.origin is ChangeOrigin.IDENTITY and change.member_ids == ("n4",)
+        assert [m for m in c.members if m.id == "n4"] == [before._replace(incarnation="x4")]
+        ack_all(c, peers=["n2", "n3"])
+        assert c.join(Member("n4", "127.0.0.1:9004"), "join-route", "x4")
+        assert not config_proposed(c), "a repeated join is answered with no change"
+        assert not c.join(Member("n4", "127.0.0.1:9004"), "join-route", "y4")  # its disk wiped since
+        (change, _), = config_proposed(c)
+        assert change.origin is ChangeOrigin.JOIN and change.replaces.incarnation == "x4"
+        assert [(m.incarnation, m.voter, m.promote) for m in c.members if m.id == "n4"] == [
+            ("y4", False, not stay_learner)]
