@@ -119,8 +119,9 @@ def _attempt(ctx: zmq.Context, token: JoinToken, target: str, node_id: str, req:
 
 def _check_handshake(event: int, token: JoinToken, target: str) -> None:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        raise JoinRefused(f"the cluster at {target} refused this join token (wrong or revoked): ask its operator "
-                          "for the current one (join.token in the bootstrap node's data directory)")
+        raise JoinRefused(f"the cluster at {target} refused this join token (wrong, revoked or rotated): ask its "
+                          "operator for the current one (join.token in the bootstrap node's data directory, or the "
+                          "one kvclient join-token rotate printed)")
     if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
         raise JoinRefused(f"{target} does not hold the key of cluster {token.cluster_id} from this token: "
                           "wrong address, or not that cluster")
