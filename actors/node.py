@@ -400,9 +400,8 @@ class Node:
     def _join_secure(self) -> Any:
         """The one-shot CURVE join (wire/security/join_client.py) before any door of ours opens."""
         cfg = self.cfg
-        import socket
-
         from raftkv.wire.address import parse_address
+        from raftkv.wire.port_probe import check_bindable
         from raftkv.wire.security.join_client import JoinRefused, join_secure
         from raftkv.wire.security.tokens import JoinToken, TokenError
 
@@ -414,8 +413,7 @@ class Node:
         # cannot start).
         a = parse_address(cfg.addr, port_zero=True)
         try:
-            with socket.socket(socket.AF_INET6 if ":" in a.host.strip("[]") else socket.AF_INET) as probe:
-                probe.bind((a.host.strip("[]"), a.port))
+            check_bindable(a.host, a.port)  # as libzmq binds: a just-killed process's TIME_WAIT is not busy
         except OSError as e:
             raise NodeError(f"cannot listen on peer address {cfg.addr}: {e.strerror}") from None
         spec = cfg.spec
