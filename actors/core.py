@@ -28,7 +28,9 @@ from raftkv.records import INDEX_LIMIT
 
 from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners,
                          record_incarnations)
+from .config_guard import is_secure, keyless_config
 from .memlog import MemLog
+from .replacement_guard import MemberLive, live_refusal
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
 log = logging.getLogger(__name__)
@@ -171,9 +173,10 @@ class RemoteRead:
 class Progress:
     """The leader's view of one follower."""
 
-    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc")
+    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc",
+                 "heard")
 
-    def __init__(self, next_index: int, inc: str = "") -> None:
+    def __init__(self, next_index: int, inc: str = "", heard: int = 0) -> None:
         self.inc = inc  # the follower's incarnation this progress is about: a new one starts over
         self.next = next_index
         self.match = 0
@@ -183,6 +186,9 @@ class Progress:
         self.active = False  # heard from since the last check-quorum round
         self.acked_round = 0
         self.sent_commit = 0
+        # The tick of the last reply from this incarnation (from creation: a new leader counts
+        # every member as just heard): whether it is live (actors/replacement_guard.py).
+        self.heard = heard
 
     def __repr__(self) -> str:
         return f"Progress(next={self.next}, match={self.match}, {self.state})"
@@ -209,6 +215,8 @@ class RaftCore:
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
         self.misaddressed_warned_at: Optional[int] = None
+        self.keyless_logged_at: Optional[int] = None  # the last "configuration without keys" ERROR
+        self._secure_of: tuple = (None, False)  # (configuration, whether it carries CURVE keys)
         # A leader's record of the incarnations members without one in the configuration reply
         # with (a whole-cluster bootstrap knows none but its own): proposed into the configuration.
         self.learned_incs: dict = {}
@@ -446,7 +454,7 @@ class RaftCore:
         self.leader_id = self.id
         self.elapsed = 0
         self.hb_elapsed = 0
-        self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation) for m in self.members
+        self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation, self.now) for m in self.members
                          if m.id != self.id}
         self.confirmed_round = self.round  # rounds of an earlier term confirm nothing now
         # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
@@ -696,6 +704,8 @@ class RaftCore:
                                            conflict_index=log.first_index_of_term(m.prev_index),
                                            conflict_term=prev_term))
             return
+        if self._refuses_keyless_config(sender, m):
+            return
         # Skip entries we already hold; truncate at the first conflict (Figure 2, rules 3-4).
         idx = m.prev_index + 1
         ents = m.entries
@@ -715,6 +725,24 @@ class RaftCore:
         self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match,
                                                                   need_snapshot=self.want_snapshot)))
 
+    def _refuses_keyless_config(self, sender: str, m: AppendEntries) -> bool:
+        """A secure cluster's follower appends no configuration in which a member lacks a valid
+        CURVE key (actors/config_guard.py): the whole append is refused, unacknowledged, with one
+        ERROR per MISADDRESSED_WARN_TICKS."""
+        members = self.members
+        if members is not self._secure_of[0]:
+            self._secure_of = (members, is_secure(members))
+        if not self._secure_of[1] or not m.entries:
+            return False
+        why = keyless_config(members, m.entries, decode_config)
+        if why is None:
+            return False
+        if self.keyless_logged_at is None or self.now - self.keyless_logged_at >= MISADDRESSED_WARN_TICKS:
+            self.keyless_logged_at = self.now
+            log.error("%s: term %d: refusing an append from %s: %s (a leader never proposes one: %s is buggy "
+                      "or hostile)", self.id, self.term, sender, why, sender)
+        return True
+
     def _on_heartbeat(self, sender: str, m: Heartbeat) -> None:
         self._follow(sender)
         c = min(m.commit, self.log.last_index())
@@ -731,6 +759,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if m.need_snapshot and pr.state != SNAPSHOT:
             self._start_snapshot(sender)
             return
@@ -776,6 +805,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if m.round > pr.acked_round:
             pr.acked_round = m.round
             self._confirm_reads()
@@ -812,6 +842,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if pr.state != SNAPSHOT:
             return
         if m.done:
@@ -888,7 +919,7 @@ class RaftCore:
                 pr.inc = m.incarnation  # recorded from this follower's own replies: the same one
             elif pr is None or pr.inc != m.incarnation:
                 # A new member, or a new incarnation of one: what the old one held is not its.
-                self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation)
+                self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation, self.now)
                 self.snap_out.pop(i, None)
 
     def on_persisted(self, index: int, term: int) -> None:
@@ -1129,7 +1160,8 @@ class RaftCore:
 
         A member's id with a different incarnation is a replacement (its data directory was
         wiped): the old record is replaced by a learner with the new incarnation (see
-        MembershipQueue.next_configuration), never answered as the old member. A member recorded
+        MembershipQueue.next_configuration), never answered as the old member; it raises MemberLive
+        while the leader still hears from the member (actors/replacement_guard.py). A member recorded
         without an incarnation (``kvclient add-node``, a whole-cluster bootstrap) at the same
         address is this node: it is answered now, and its incarnation recorded."""
         if self.role != LEADER:
@@ -1140,6 +1172,11 @@ class RaftCore:
         replaces = None
         if cur is not None:
             if cur.incarnation and incarnation and cur.incarnation != incarnation:
+                pr = self.progress.get(cur.id)
+                refusal = live_refusal(cur.id, self.id, pr.heard if pr is not None else None, self.now,
+                                       self.cfg.election_ticks_max)
+                if refusal is not None:
+                    raise MemberLive(refusal)
                 replaces = cur
                 member = member._replace(voter=cur.promote)  # a learner that stays one stays one
             elif cur.addr == member.addr:

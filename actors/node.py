@@ -26,7 +26,9 @@ from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
+from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
 from raftkv.wire.peer import PeerTransport, max_peer_message
+from raftkv.wire.ratelog import RateLimitedLog
 from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.zap import Door, DoorAuthenticator
 
@@ -52,6 +54,7 @@ from .metrics import NodeMetrics
 from .watch_hub import WatchHub
 
 log = logging.getLogger("actors.node")
+_join_ratelog = RateLimitedLog(log, interval=5.0)  # the leader's "member is live" join refusals
 
 JOIN_WARN_AFTER_S = 5.0  # a join not done by then is worth a WARNING naming the address
 JOIN_WARN_EVERY_S = 30.0  # and another at most this often
@@ -412,9 +415,8 @@ class Node:
     def _join_secure(self) -> Any:
         """The one-shot CURVE join (wire/security/join_client.py) before any door of ours opens."""
         cfg = self.cfg
-        import socket
-
         from raftkv.wire.address import parse_address
+        from raftkv.wire.port_probe import check_bindable
         from raftkv.wire.security.join_client import JoinRefused, join_secure
         from raftkv.wire.security.tokens import JoinToken, TokenError
 
@@ -426,8 +428,7 @@ class Node:
         # cannot start).
         a = parse_address(cfg.addr, port_zero=True)
         try:
-            with socket.socket(socket.AF_INET6 if ":" in a.host.strip("[]") else socket.AF_INET) as probe:
-                probe.bind((a.host.strip("[]"), a.port))
+            check_bindable(a.host, a.port)  # as libzmq binds: a just-killed process's TIME_WAIT is not busy
         except OSError as e:
             raise NodeError(f"cannot listen on peer address {cfg.addr}: {e.strerror}") from None
         spec = cfg.spec
@@ -808,5 +809,9 @@ class Node:
             self.doors.seed(reply.members)  # a restarted joiner: let the members in before the config arrives
         if not reply.ok and reply.leader_addr:
             self._join_hints.put(reply.leader_addr)
+        elif reply.error and reply.error.startswith(JOIN_REFUSED_LIVE_MEMBER):
+            # A member runs as this id already (actors/replacement_guard.py): the join loop keeps
+            # retrying with backoff, so a wiped node gets in once its old process is really dead.
+            _join_ratelog.warn("live", "%s: join refused: %s", self.cfg.id, reply.error)
         elif reply.error:
             log.debug("%s: join: %s", self.cfg.id, reply.error)

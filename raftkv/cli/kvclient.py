@@ -808,5 +808,28 @@ def lease_list(ctx: click.Context) -> None:
                                         for x in leases))
 
 
+@cli.group("join-token", context_settings=CONTEXT)
+def join_token() -> None:
+    """The join token of a secure cluster (admin): rotate it."""
+
+
+@join_token.command("rotate")
+@json_flag
+@click.pass_context
+def join_token_rotate(ctx: click.Context) -> None:
+    """Make a new join token and print it as the last word (shown once: the cluster keeps only a
+    hash). Once committed, the old join token is refused (kvnode --join exits 1); members
+    already in are not affected. Use the printed token: join.token files still holding the old
+    one are renamed to join.token.rotated by their nodes."""
+    if state_of(ctx).token is None:
+        raise Failure("join-token rotate needs your admin token (--token or $KV_TOKEN): the new token is made "
+                      "from the cluster id and key it carries", EXIT_INPUT)
+    text = run(ctx, lambda kv: kv.join_token_rotate())
+    if state_of(ctx).json:
+        emit_json({"ok": True, "token": text})
+    else:
+        write_out(f"rotated the join token; the old one is refused from now on. New join token (keep it secret; "
+                  f"give it to kvnode --join ADDR --token): {text}\n")
+
 if __name__ == "__main__":
     sys.exit(main())

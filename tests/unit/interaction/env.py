@@ -68,6 +68,7 @@ from typing import Any, Optional
 from raftkv.actors.core import LEADER, CoreConfig, NotLeader, PersistBatch, RaftCore
 from raftkv.actors.membership import ChangeOrigin, MembershipChange
 from raftkv.actors.memlog import MemLog
+from raftkv.actors.replacement_guard import MemberLive
 from raftkv.actors.snapshot_transfer import SendChunk, SnapshotRef, StoreChunk
 from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
@@ -370,7 +371,12 @@ class InteractionEnv:
         """A joiner's JoinRequest, as actors/leader.py hands it to the core."""
         nd = self.one(args)
         joiner = node_id(self.positional(args)[1])
-        if nd.core.join(member(joiner), f"join:{joiner}", self.incs.get(joiner, "")):
+        try:
+            already = nd.core.join(member(joiner), f"join:{joiner}", self.incs.get(joiner, ""))
+        except MemberLive as e:
+            self.emit(f"{nd.id}: join of {joiner} refused: {e}")
+            return
+        if already:
             self.emit(f"{nd.id}: {joiner} is a member already")
         else:
             self.emit(f"{nd.id}: join of {joiner} queued")
