@@ -24,10 +24,10 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Optional
 
-from raftkv.records import Op, TxnOpType
+from raftkv.records import ClientReply, Op, TxnOpType
 
 if TYPE_CHECKING:
-    from raftkv.records import ClientReply, Command
+    from raftkv.records import Command
 
 MAX_LEASES = 10_000
 MAX_KEYS_PER_LEASE = 10_000
@@ -250,12 +250,10 @@ def _execute_txn(table: LeaseTable, cmd: "Command", index: int, execute: Callabl
     return result
 
 
-def result_reply(status: str, value: Optional[bytes], revision: int = 0) -> "ClientReply":
+def result_reply(status: str, value: Optional[bytes], revision: int = 0) -> ClientReply:
     """The reply to a writer from a command's result: a refusal's value is its message (a lease
     write refused at apply time); otherwise the value is the answer (the current value of a
     failed cas, a granted lease's id)."""
-    from raftkv.wire.messages import ClientReply
-
     if status == "invalid":
         return ClientReply(status, error=value.decode("utf-8", "replace") if value else None, revision=revision)
     return ClientReply(status, value=value, revision=revision)
