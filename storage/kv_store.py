@@ -71,6 +71,10 @@ _SEQ = struct.Struct(">Q")
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
 _HEADER_PACK = HEADER.pack  # kv_record's header, inlined on the write path
+# msgpack of ["ok", None]'s array header for three items and its first two: a plain "ok" result
+# with its revision is stored as this + the revision's msgpack, the bytes packb(["ok", None, rev])
+# gives (nearly every write's result; built without a list and a packb per write)
+_OK_RESULT_HEAD = b"\x93\xa2ok\xc0"
 
 
 # ---------------------------------------------------------------- the operations of a batch
@@ -295,6 +299,7 @@ class KvStore:
         self._closed = False
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = False
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # reused on the write path (this store's thread)
         self._data_ro = rocksdict.ReadOptions()
         self._data_ro.set_iterate_upper_bound(_DATA_END)
         try:
@@ -364,25 +369,30 @@ class KvStore:
             raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
+        pack_ = self._pack
         prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
             if type(op) is Put:
                 put(_DATA + op.key.encode(), _HEADER_PACK(op.create_revision, op.mod_revision, op.version) + op.value)
-            elif isinstance(op, Delete):
-                wb.delete(_DATA + op.key.encode())
-            elif isinstance(op, SaveResult):
+            elif isinstance(op, SaveResult):  # before the rarer kinds: one per write
                 # format version 1 stored [status, value]: kept when there is nothing more to say
-                res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
-                if op.revision and op.txn is None:
-                    res.append(op.revision)
+                if op.txn is None and op.value is None and op.revision and op.status == "ok":
+                    val = _OK_RESULT_HEAD + pack_(op.revision)
+                else:
+                    res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
+                    if op.revision and op.txn is None:
+                        res.append(op.revision)
+                    val = msgpack.packb(res, use_bin_type=True)
                 prefix = prefixes.get(op.client_id)
                 if prefix is None:
                     prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
-                put(prefix + _seq_bytes(op.seq), msgpack.packb(res, use_bin_type=True))
+                put(prefix + _seq_bytes(op.seq), val)
+            elif isinstance(op, Delete):
+                wb.delete(_DATA + op.key.encode())
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
-                put(_TOUCH + op.client_id.encode(), pack(op.last_index))
+                put(_TOUCH + op.client_id.encode(), pack_(op.last_index))
             elif isinstance(op, ExpireSession):
                 prefix = _client_prefix(op.client_id)
                 wb.delete_range(prefix, successor(prefix))
@@ -397,7 +407,7 @@ class KvStore:
         if meta:
             for name, value in meta.items():
                 put(_META_PREFIX + name.encode(), value)
-        put(K_APPLIED, pack(applied_index))
+        put(K_APPLIED, pack_(applied_index))
         self._db.write(wb, self._wo)
         self._applied = applied_index
 
