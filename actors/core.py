@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # another incarnation of a member (a reply the replaced one sent before it died).
 _ADDRESSED = frozenset({RequestVote, AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot, ReadIndexRequest})
 _REPLIES = frozenset({VoteReply, AppendReply, HeartbeatReply, InstallSnapshotReply, ReadIndexReply})
+_LEARNER_REPLIES = frozenset({AppendReply, HeartbeatReply, InstallSnapshotReply})  # see RaftCore._outsider
 # At most one "addressed as another incarnation" WARNING per this many ticks (10 s at 10 ms).
 MISADDRESSED_WARN_TICKS = 1000
 
@@ -614,7 +615,11 @@ class RaftCore:
         voter added since leads) learns the term from the voters it knows: their replies to its
         pre-votes carry it. A node that never campaigns (a learner, a new incarnation not yet
         re-admitted) has no such way, so it refuses only elections from outsiders and follows
-        a leader its stale configuration does not know yet."""
+        a leader its stale configuration does not know yet. A leader takes the higher term of a
+        learner's reply to its appends (Figure 2): a learner whose log still promotes it (the
+        promotion was overwritten) campaigns, and without pre-vote its term runs past the
+        leader's; it then refuses every append of the leader, which would never catch it up
+        (sim seed 1546). The new election, in a term past the learner's, makes it follow."""
         members = self.members
         if not members:
             return False
@@ -624,7 +629,7 @@ class RaftCore:
             return False
         for m in members:
             if m.id == sender:
-                return not m.voter
+                return not m.voter and not (self.role == LEADER and type(msg) in _LEARNER_REPLIES)
         return True
 
     def _maybe_unknown_voter(self, msg: Any) -> bool:

@@ -8,7 +8,7 @@ from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKN
 from raftkv.actors.memlog import MemLog
 from raftkv.wire.messages import AppendReply, Entry, EntryKind, Heartbeat, Member, RequestVote, VoteReply
 
-from tests.unit.test_core import E, EMAX, core, members, sent, sent_after
+from tests.unit.test_core import E, EMAX, core, elect, members, sent, sent_after
 
 
 def _conf(ms: list, term: int = 1) -> Entry:
@@ -172,3 +172,29 @@ def test_without_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log
 def test_a_learner_member_is_still_not_made_a_voter_by_any_of_this():
     c = _learner_ahead()
     assert not c.promotable() and Member("n4", "127.0.0.1:9004", voter=False) in c.members
+
+
+# ------------------------------------------------- a learner whose term ran past the leader's
+
+def test_a_leader_takes_the_higher_term_of_a_learners_reply_and_no_strangers():
+    """Sim seed 1546: a learner whose log still held its (overwritten) promotion campaigned
+    without pre-vote, its term ran past the leader's, and it refused every append of a leader
+    that ignored its replies: it never caught up."""
+    c = core(learners=1)
+    c.step("n9", AppendReply(50, False, reject_index=1))  # no member: noise, or hostile
+    assert c.term == 0
+    elect(c)
+    c.take_ready()
+    t = c.term
+    c.step("n9", AppendReply(t + 50, False, reject_index=1))
+    c.step("n2", VoteReply(t + 50, True, pre_vote=True))  # a granted pre-vote carries no newer leader
+    assert c.role == LEADER and c.term == t
+    c.step("n4", AppendReply(t + 50, False, reject_index=1))
+    assert c.role == FOLLOWER and c.term == t + 50
+    d = core("n2", learners=1)
+    for _ in range(3):
+        _time_out(d)  # past any lease
+    d.take_ready()
+    u = d.term
+    d.step("n4", RequestVote(u + 5, 1, u + 5))  # a learner's election is still refused
+    assert d.term == u
