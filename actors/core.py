@@ -637,17 +637,16 @@ class RaftCore:
         added (or promoted) in entries we lack. Its log is then more up-to-date than ours, and its
         election may need our vote (a lagging voter in a quorum that lost another member): Raft
         grants votes to candidates outside the latest configuration (dissertation 4.1), or a
-        cluster with a quorum up can stay leaderless for good. It may raise our term by one at
-        most: a lagging voter learns the current term from the voters it knows (their replies to
-        its pre-votes), so a real candidate campaigns in the next; a hostile outsider cannot
-        exhaust our terms, and the lease check in step still refuses disruptive elections. Only
-        with pre-vote: a real vote request then follows a pre-vote quorum, so a member stranded
-        outside the configuration (its promotion overwritten) cannot push terms up every timeout.
-        Without pre-vote the candidate's term rises every timeout while ours does not follow (we
-        drop its requests and it is no voter of ours to learn from), so it may be any number of
-        terms ahead up to UNKNOWN_CANDIDATE_MAX_JUMP (sim seed 2722): only its strictly more
-        up-to-date log admits it, which a stranded member stops having once a leader's entries
-        reach us, and the jump bound keeps a forged term from exhausting ours."""
+        cluster with a quorum up can stay leaderless for good. With pre-vote it may raise our
+        term by one at most: a lagging voter learns the current term from the voters it knows
+        (their replies to its pre-votes), so a real candidate campaigns in the next; a hostile
+        outsider cannot exhaust our terms, and the lease check in step still refuses disruptive
+        elections. Without pre-vote the candidate's term rises every timeout while ours does
+        not follow (we drop its requests and it is no voter of ours to learn from), so it may be
+        up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead (sim seed 2722): only its strictly more
+        up-to-date log admits it, which a member stranded outside the configuration (its
+        promotion overwritten) stops having once a leader's entries reach us, and the bound
+        keeps a forged term from exhausting ours."""
         if type(msg) is not RequestVote or msg.last_log_term > msg.term:
             return False
         if self.cfg.pre_vote:
