@@ -254,9 +254,12 @@ class RaftCore:
         self.lease_until = 0  # a leader may serve lease reads while now < lease_until
         # A follower's linearizable reads forwarded to the leader (thesis 6.4.1): request id ->
         # (deadline tick, handles). Ids are never reused in the core's lifetime, so a late reply
-        # to an earlier request can never answer a newer one.
+        # to an earlier request can never answer a newer one. Nor across a restart: ids start at
+        # a random point of each boot (sim seed 6494: a reply still in flight to the previous
+        # boot's request 1 answered the new boot's request 1 with a stale read index), drawn
+        # without consuming the core's rng, so simulated schedules are unchanged.
         self.forwarded: dict = {}
-        self.read_ids = 0
+        self.read_ids = random.Random(hash(self.rng.getstate()[1])).getrandbits(62)
         self.changes = MembershipQueue()  # the leader's queued membership changes
         self._learners_of: tuple = (None, False)  # (configuration, whether a learner awaits promotion)
         # Snapshot streams: the newest durable local snapshot, the leader's streams, the follower's

@@ -3,10 +3,13 @@ diverge, each found by the simulation as a cluster that could never elect a lead
 (tests/sim/test_election_liveness.py replays the seeds)."""
 from __future__ import annotations
 
-from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKNOWN_CANDIDATE_MAX_JUMP,
+import random
+
+from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKNOWN_CANDIDATE_MAX_JUMP, RaftCore,
                                 encode_config)
 from raftkv.actors.memlog import MemLog
-from raftkv.wire.messages import AppendReply, Entry, EntryKind, Heartbeat, Member, RequestVote, VoteReply
+from raftkv.wire.messages import (AppendReply, Entry, EntryKind, Heartbeat, Member, ReadIndexReply, ReadIndexRequest,
+                                  RequestVote, VoteReply)
 
 from tests.unit.test_core import E, EMAX, core, elect, members, sent, sent_after
 
@@ -198,3 +201,27 @@ def test_a_leader_takes_the_higher_term_of_a_learners_reply_and_no_strangers():
     u = d.term
     d.step("n4", RequestVote(u + 5, 1, u + 5))  # a learner's election is still refused
     assert d.term == u
+
+
+# ------------------------------------------------- forwarded reads across a restart
+
+def test_a_reply_to_the_previous_boots_forwarded_read_does_not_answer_the_new_boots():
+    """Sim seed 6494 (a safety bug, not liveness): a follower forwarded read request 1, restarted,
+    forwarded its new boot's request 1, and the leader's late reply to the old one (a stale
+    read index) confirmed the new read."""
+    def follower(boot: int) -> RaftCore:
+        cfg = core().cfg
+        c = RaftCore("n2", cfg, term=2, members=members(3), rng=random.Random(f"n2:{boot}"))  # a boot's randomness
+        c.step("n1", Heartbeat(2, 0, 1))
+        c.take_ready()
+        return c
+
+    old = follower(0)
+    old.read_index(["old read"])
+    (req_old,) = sent(old.take_ready(), ReadIndexRequest)
+    new = follower(1)
+    new.read_index(["new read"])
+    (req_new,) = sent(new.take_ready(), ReadIndexRequest)
+    assert req_new.req_id != req_old.req_id
+    new.step("n1", ReadIndexReply(2, req_old.req_id, 3, True))
+    assert not new.take_ready().reads, "the previous boot's answer confirms nothing now"
