@@ -264,6 +264,7 @@ class InteractionEnv:
             core = RaftCore(nid, cfg, term=term, log=MemLog(index, term), members=members, commit=index,
                             rng=random.Random(len(self.nodes) + 1), incarnation=self.incs.get(nid, ""))
             core.sync_clock(uptime)
+            core.read_ids = 0  # scenario files number a node's forwarded reads from 1
             nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index,
                       chunk_bytes=chunk_bytes)
             if index:
@@ -284,6 +285,7 @@ class InteractionEnv:
                         members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])),
                         incarnation=self.incs.get(nd.id, ""))
         core.sync_clock(int(self.opt(args, "uptime", "0")))
+        core.read_ids = 0  # scenario files number a node's forwarded reads from 1
         nd.core = core
         nd.partial = None  # a partial snapshot is a temporary file: gone with the process
         nd.applied = d.log.base_index
@@ -302,6 +304,7 @@ class InteractionEnv:
         self.incs[nd.id] = f"{nd.id}.{gen}"
         nd.core = RaftCore(nd.id, nd.cfg, rng=random.Random(int(nd.id[1:]) + 100 * gen), incarnation=self.incs[nd.id])
         nd.core.sync_clock(int(self.opt(args, "uptime", "0")))
+        nd.core.read_ids = 0  # scenario files number a node's forwarded reads from 1
         nd.disk = Disk(0, None, 0, MemLog())
         nd.members = []
         nd.snapshots = {}
