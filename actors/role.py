@@ -57,7 +57,7 @@ class RoleActor(SupervisedActor):
         self.ctx = ctx
         ctx.more_input = self._more_input
         # Observability, shared by every Role of this actor: the node's metrics and the health
-        # watch (WARNING lines), both run in this thread only.
+        # watch (WARNING lines), both run only with the door's lock held (see below).
         ctx.metrics = ctx.node.metrics
         ctx.metrics.bind(ctx.frontdoor, ctx.log_writer, lambda: getattr(ctx.node, "gateway", None))
         ctx.health = HealthWatch(ctx.node_id, 2 * ctx.tuning.election_timeout_ms[1] / 1000.0)
@@ -103,8 +103,9 @@ class RoleActor(SupervisedActor):
 class Role:
     """What Follower, Candidate and Leader share; one instance per stretch of one role class.
 
-    A plain object hosted by the :class:`RoleActor` and run in its thread only. ``ctx`` is the
-    node's NodeContext (owned by that same thread, apart from its wiring and published views).
+    A plain object hosted by the :class:`RoleActor` and run only with its door's lock held (in
+    its thread, or a read-path sender's: actors/role_door.py). ``ctx`` is the node's NodeContext
+    (owned by the same lock holder, apart from its wiring and published views).
     Once ``retired`` it receives no further input; ``successor`` is the Role that replaced it.
     """
 
