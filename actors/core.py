@@ -28,7 +28,9 @@ from raftkv.records import INDEX_LIMIT
 
 from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_promotable_learners,
                          record_incarnations)
+from .config_guard import is_secure, keyless_config
 from .memlog import MemLog
+from .replacement_guard import MemberLive, live_refusal
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 # another incarnation of a member (a reply the replaced one sent before it died).
 _ADDRESSED = frozenset({RequestVote, AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot, ReadIndexRequest})
 _REPLIES = frozenset({VoteReply, AppendReply, HeartbeatReply, InstallSnapshotReply, ReadIndexReply})
+_LEARNER_REPLIES = frozenset({AppendReply, HeartbeatReply, InstallSnapshotReply})  # see RaftCore._outsider
 # At most one "addressed as another incarnation" WARNING per this many ticks (10 s at 10 ms).
 MISADDRESSED_WARN_TICKS = 1000
 
@@ -83,6 +86,11 @@ class CoreConfig:
 
 # A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
 COMMIT_FLUSH_TICKS = 10
+# Without pre-vote, how many terms ahead of ours a candidate our configuration does not know yet
+# may be and still get our vote (RaftCore._maybe_unknown_voter): honest terms rise one per
+# election timeout, so this is a bound no honest gap reaches, and a forged request cannot raise
+# our term by more.
+UNKNOWN_CANDIDATE_MAX_JUMP = 1024
 
 
 @dataclass
@@ -171,9 +179,10 @@ class RemoteRead:
 class Progress:
     """The leader's view of one follower."""
 
-    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc")
+    __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc",
+                 "heard")
 
-    def __init__(self, next_index: int, inc: str = "") -> None:
+    def __init__(self, next_index: int, inc: str = "", heard: int = 0) -> None:
         self.inc = inc  # the follower's incarnation this progress is about: a new one starts over
         self.next = next_index
         self.match = 0
@@ -183,6 +192,9 @@ class Progress:
         self.active = False  # heard from since the last check-quorum round
         self.acked_round = 0
         self.sent_commit = 0
+        # The tick of the last reply from this incarnation (from creation: a new leader counts
+        # every member as just heard): whether it is live (actors/replacement_guard.py).
+        self.heard = heard
 
     def __repr__(self) -> str:
         return f"Progress(next={self.next}, match={self.match}, {self.state})"
@@ -209,6 +221,8 @@ class RaftCore:
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
         self.misaddressed_warned_at: Optional[int] = None
+        self.keyless_logged_at: Optional[int] = None  # the last "configuration without keys" ERROR
+        self._secure_of: tuple = (None, False)  # (configuration, whether it carries CURVE keys)
         # A leader's record of the incarnations members without one in the configuration reply
         # with (a whole-cluster bootstrap knows none but its own): proposed into the configuration.
         self.learned_incs: dict = {}
@@ -248,9 +262,12 @@ class RaftCore:
         self.lease_until = 0  # a leader may serve lease reads while now < lease_until
         # A follower's linearizable reads forwarded to the leader (thesis 6.4.1): request id ->
         # (deadline tick, handles). Ids are never reused in the core's lifetime, so a late reply
-        # to an earlier request can never answer a newer one.
+        # to an earlier request can never answer a newer one. Nor across a restart: ids start at
+        # a random point of each boot (sim seed 6494: a reply still in flight to the previous
+        # boot's request 1 answered the new boot's request 1 with a stale read index), drawn
+        # without consuming the core's rng, so simulated schedules are unchanged.
         self.forwarded: dict = {}
-        self.read_ids = 0
+        self.read_ids = random.Random(hash(self.rng.getstate()[1])).getrandbits(62)
         self.changes = MembershipQueue()  # the leader's queued membership changes
         self._learners_of: tuple = (None, False)  # (configuration, whether a learner awaits promotion)
         # Snapshot streams: the newest durable local snapshot, the leader's streams, the follower's
@@ -262,6 +279,9 @@ class RaftCore:
         # uncommitted one can be truncated), and only such a member can later be removed.
         self.was_member = self.member(self.id) is not None and self.config_index() <= self.commit
         self.removed = False
+        # A learner that refused a candidate because its own log is more up-to-date, since it last
+        # heard a leader: it may hold the only log a quorum can elect (see _may_campaign).
+        self.needed_learner = False
         self.ready = Ready()
 
     # ------------------------------------------------------------------ membership helpers
@@ -446,7 +466,8 @@ class RaftCore:
         self.leader_id = self.id
         self.elapsed = 0
         self.hb_elapsed = 0
-        self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation) for m in self.members
+        self.needed_learner = False
+        self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation, self.now) for m in self.members
                          if m.id != self.id}
         self.confirmed_round = self.round  # rounds of an earlier term confirm nothing now
         # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
@@ -455,7 +476,7 @@ class RaftCore:
 
     def campaign(self, transfer: bool = False) -> None:
         """Start an election (through pre-vote unless disabled or asked by TimeoutNow)."""
-        if not self.promotable() or self.role == LEADER:
+        if not self._may_campaign() or self.role == LEADER:
             return
         if self.term + 1 >= INDEX_LIMIT:
             # No peer decodes a term of 2^63 or more: campaigning would only crash or be refused.
@@ -467,6 +488,31 @@ class RaftCore:
             self._become_pre_candidate()
         else:
             self._become_candidate(transfer)
+
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a voter whose removal is pending (_removal_pending), and a
+        learner of this incarnation that is needed (needed_learner): its log has entries a
+        candidate it refused lacks, and the voters that hold them may all be gone (a leader that
+        replicated them to it, then lost its disk), so no voter may ever win again. Election
+        Safety holds for any candidate: it still needs a quorum of its configuration's voters,
+        its own vote uncounted when it is none, and a learner leads only until an entry of its
+        term commits (_maybe_commit), which brings the voters' logs up to its own."""
+        if self.promotable() or self._removal_pending():
+            return True
+        m = self.member(self.id)
+        return self.needed_learner and m is not None and not m.voter and self.is_me(m)
+
+    def _removal_pending(self) -> bool:
+        """Whether we are a voter whose removal our log holds but does not hold committed. Such a
+        server "might still be needed until the C_new entry is committed" (Raft dissertation 4.2.2):
+        a leader that logged its own removal and crashed may hold the only log a quorum of C_new
+        can elect (the others lag it, and refuse each other). It campaigns among C_new's voters
+        without counting its own vote (_tally counts voters only), leads only until its removal
+        commits (_maybe_commit steps it down), and a committed removal stops it (_check_removed)."""
+        if self.member(self.id) is not None or self.config_index() <= self.commit:
+            return False
+        prev = self.config_log[-2][1] if len(self.config_log) >= 2 else self.base_members
+        return any(m.id == self.id and m.voter and self.is_me(m) for m in prev)
 
     def _tally(self) -> None:
         granted = sum(1 for v in self.voters() if self.votes.get(v) is True)
@@ -580,7 +626,11 @@ class RaftCore:
         voter added since leads) learns the term from the voters it knows: their replies to its
         pre-votes carry it. A node that never campaigns (a learner, a new incarnation not yet
         re-admitted) has no such way, so it refuses only elections from outsiders and follows
-        a leader its stale configuration does not know yet."""
+        a leader its stale configuration does not know yet. A leader takes the higher term of a
+        learner's reply to its appends (Figure 2): a learner whose log still promotes it (the
+        promotion was overwritten) campaigns, and without pre-vote its term runs past the
+        leader's; it then refuses every append of the leader, which would never catch it up
+        (sim seed 1546). The new election, in a term past the learner's, makes it follow."""
         members = self.members
         if not members:
             return False
@@ -590,7 +640,7 @@ class RaftCore:
             return False
         for m in members:
             if m.id == sender:
-                return not m.voter
+                return not m.voter and not (self.role == LEADER and type(msg) in _LEARNER_REPLIES)
         return True
 
     def _maybe_unknown_voter(self, msg: Any) -> bool:
@@ -598,14 +648,22 @@ class RaftCore:
         added (or promoted) in entries we lack. Its log is then more up-to-date than ours, and its
         election may need our vote (a lagging voter in a quorum that lost another member): Raft
         grants votes to candidates outside the latest configuration (dissertation 4.1), or a
-        cluster with a quorum up can stay leaderless for good. It may raise our term by one at
-        most: a lagging voter learns the current term from the voters it knows (their replies to
-        its pre-votes), so a real candidate campaigns in the next; a hostile outsider cannot
-        exhaust our terms, and the lease check in step still refuses disruptive elections. Only
-        with pre-vote: a real vote request then follows a pre-vote quorum, so a member stranded
-        outside the configuration (its promotion overwritten) cannot push terms up every timeout."""
-        if (not self.cfg.pre_vote or type(msg) is not RequestVote or msg.term != self.term + 1
-                or msg.last_log_term > msg.term):
+        cluster with a quorum up can stay leaderless for good. With pre-vote it may raise our
+        term by one at most: a lagging voter learns the current term from the voters it knows
+        (their replies to its pre-votes), so a real candidate campaigns in the next; a hostile
+        outsider cannot exhaust our terms, and the lease check in step still refuses disruptive
+        elections. Without pre-vote the candidate's term rises every timeout while ours does
+        not follow (we drop its requests and it is no voter of ours to learn from), so it may be
+        up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead (sim seed 2722): only its strictly more
+        up-to-date log admits it, which a member stranded outside the configuration (its
+        promotion overwritten) stops having once a leader's entries reach us, and the bound
+        keeps a forged term from exhausting ours."""
+        if type(msg) is not RequestVote or msg.last_log_term > msg.term:
+            return False
+        if self.cfg.pre_vote:
+            if msg.term != self.term + 1:
+                return False
+        elif msg.pre_vote or not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
             return False
         return (msg.last_log_term, msg.last_log_index) > (self.log.last_term(), self.log.last_index())
 
@@ -648,6 +706,8 @@ class RaftCore:
 
     def _on_request_vote(self, sender: str, m: RequestVote) -> None:
         up_to_date = (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())
+        if not up_to_date and not self.promotable():
+            self.needed_learner = True  # sim seed 3699: see _may_campaign
         if m.pre_vote:
             can = m.term > self.term or self.vote in (None, sender) and self.leader_id is None
             self._send(sender, VoteReply(m.term if (can and up_to_date) else self.term, can and up_to_date, True))
@@ -674,6 +734,7 @@ class RaftCore:
             self.become_follower(self.term, sender)
         self.leader_id = sender
         self.elapsed = 0
+        self.needed_learner = False
 
     def _on_append(self, sender: str, m: AppendEntries) -> None:
         self._follow(sender)
@@ -696,6 +757,8 @@ class RaftCore:
                                            conflict_index=log.first_index_of_term(m.prev_index),
                                            conflict_term=prev_term))
             return
+        if self._refuses_keyless_config(sender, m):
+            return
         # Skip entries we already hold; truncate at the first conflict (Figure 2, rules 3-4).
         idx = m.prev_index + 1
         ents = m.entries
@@ -715,6 +778,24 @@ class RaftCore:
         self.ready.send_after_persist.append((sender, AppendReply(self.term, True, match_index=match,
                                                                   need_snapshot=self.want_snapshot)))
 
+    def _refuses_keyless_config(self, sender: str, m: AppendEntries) -> bool:
+        """A secure cluster's follower appends no configuration in which a member lacks a valid
+        CURVE key (actors/config_guard.py): the whole append is refused, unacknowledged, with one
+        ERROR per MISADDRESSED_WARN_TICKS."""
+        members = self.members
+        if members is not self._secure_of[0]:
+            self._secure_of = (members, is_secure(members))
+        if not self._secure_of[1] or not m.entries:
+            return False
+        why = keyless_config(members, m.entries, decode_config)
+        if why is None:
+            return False
+        if self.keyless_logged_at is None or self.now - self.keyless_logged_at >= MISADDRESSED_WARN_TICKS:
+            self.keyless_logged_at = self.now
+            log.error("%s: term %d: refusing an append from %s: %s (a leader never proposes one: %s is buggy "
+                      "or hostile)", self.id, self.term, sender, why, sender)
+        return True
+
     def _on_heartbeat(self, sender: str, m: Heartbeat) -> None:
         self._follow(sender)
         c = min(m.commit, self.log.last_index())
@@ -731,6 +812,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if m.need_snapshot and pr.state != SNAPSHOT:
             self._start_snapshot(sender)
             return
@@ -776,6 +858,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if m.round > pr.acked_round:
             pr.acked_round = m.round
             self._confirm_reads()
@@ -812,6 +895,7 @@ class RaftCore:
         if pr is None:
             return
         pr.active = True
+        pr.heard = self.now
         if pr.state != SNAPSHOT:
             return
         if m.done:
@@ -888,7 +972,7 @@ class RaftCore:
                 pr.inc = m.incarnation  # recorded from this follower's own replies: the same one
             elif pr is None or pr.inc != m.incarnation:
                 # A new member, or a new incarnation of one: what the old one held is not its.
-                self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation)
+                self.progress[i] = Progress(self.log.last_index() + 1, m.incarnation, self.now)
                 self.snap_out.pop(i, None)
 
     def on_persisted(self, index: int, term: int) -> None:
@@ -926,13 +1010,14 @@ class RaftCore:
             if self.reads_awaiting_noop:
                 handles, self.reads_awaiting_noop = self.reads_awaiting_noop, []
                 self.read_index(handles)
+            if self.config_index() <= n and not self.promotable():
+                # We removed ourselves and that is now committed, or we led as a needed learner
+                # (_may_campaign) and the voters now hold our log: tell the others first.
+                for pid in self.progress:
+                    self._send(pid, Heartbeat(self.term, min(self.progress[pid].match, self.commit), self.round))
+                self.become_follower(self.term, None)
+                return
             if self.config_log and self.config_log[-1][0] <= n:
-                if self.member(self.id) is None:
-                    # We removed ourselves and that is now committed; tell the others first.
-                    for pid in self.progress:
-                        self._send(pid, Heartbeat(self.term, min(self.progress[pid].match, self.commit), self.round))
-                    self.become_follower(self.term, None)
-                    return
                 self._on_config_changed()
 
     def _send_commit_hints(self) -> None:
@@ -1129,7 +1214,10 @@ class RaftCore:
 
         A member's id with a different incarnation is a replacement (its data directory was
         wiped): the old record is replaced by a learner with the new incarnation (see
-        MembershipQueue.next_configuration), never answered as the old member."""
+        MembershipQueue.next_configuration), never answered as the old member; it raises MemberLive
+        while the leader still hears from the member (actors/replacement_guard.py). A member recorded
+        without an incarnation (``kvclient add-node``, a whole-cluster bootstrap) at the same
+        address is this node: it is answered now, and its incarnation recorded."""
         if self.role != LEADER:
             raise NotLeader(self.leader_id)
         incarnation = incarnation or member.incarnation
@@ -1138,9 +1226,20 @@ class RaftCore:
         replaces = None
         if cur is not None:
             if cur.incarnation and incarnation and cur.incarnation != incarnation:
+                pr = self.progress.get(cur.id)
+                refusal = live_refusal(cur.id, self.id, pr.heard if pr is not None else None, self.now,
+                                       self.cfg.election_ticks_max)
+                if refusal is not None:
+                    raise MemberLive(refusal)
                 replaces = cur
                 member = member._replace(voter=cur.promote)  # a learner that stays one stays one
             elif cur.addr == member.addr:
+                # Added by add-node and now started with --join: it is that member. Record its
+                # incarnation if the configuration has none yet (the one IDENTITY entry replies
+                # would lead to anyway; a wiped disk is then told apart from the start); its
+                # voter or learner status stays as it is.
+                if not cur.incarnation and incarnation:
+                    self.learned_incs.setdefault(cur.id, incarnation)
                 return True
             else:
                 member = member._replace(incarnation=incarnation or cur.incarnation)

@@ -84,6 +84,7 @@ class DbState:
         self.expired: OrderedDict = table.expired
         raw = st.get_meta(META_TERM)
         self.term = decode_int(raw, "applied term") if raw is not None else 0
+        self._term_written: Optional[int] = self.term if raw is not None else None  # what the DB holds
         raw = st.get_meta(META_MEMBERS)
         self.members: list = decode_members(raw) if raw is not None else []
         self.leases.load(st.leases())
@@ -147,16 +148,20 @@ class DbState:
             del self.expired[cid]
             b.add(ForgetExpired(cid))
 
-    def _execute(self, cmd: Command, b: KvBatch) -> tuple:
-        return kv_apply.execute(b, self.events, self.applied, cmd)
+    def _execute(self, cmd: Command) -> tuple:
+        return kv_apply.execute(self._batch, self.events, self.applied, cmd)
+
+    def _delete_key(self, key: str) -> tuple:
+        return kv_apply.execute(self._batch, self.events, self.applied, Command("delete", key))
 
     def _leased(self, cmd: Command, b: KvBatch) -> tuple:
         # The lease table's hooks around _execute (see KVState._leased); token commands never
         # touch user keys or leases (actors/token_state.py: written as a meta key by end_batch).
+        # ``b`` is the open batch, which _execute and _delete_key write (bound methods: no
+        # closures built per applied write).
         if cmd.op in TOKEN_WRITE_OPS:
             return kv_apply.normalize_result(self.tokens.apply(cmd))
-        return execute_with_lease(self.leases, cmd, self.applied, lambda c: self._execute(c, b),
-                                  lambda key: self._execute(Command("delete", key), b))
+        return execute_with_lease(self.leases, cmd, self.applied, self._execute, self._delete_key)
 
     def _journal_lease(self, rec: LeaseOpRecord) -> None:
         """A change of the lease table goes into the open batch as its DB row."""
@@ -179,7 +184,10 @@ class DbState:
         for cid, last in self._touched.items():
             b.add(TouchSession(cid, last))
         self._touched = {}
-        meta = {META_TERM: pack(term)}
+        meta = {}
+        if term != self._term_written:  # the term changes once per election: not rewritten every batch
+            meta[META_TERM] = pack(term)
+            self._term_written = term
         self.term = term
         if members is not None:
             meta[META_MEMBERS] = encode_members(list(members))
@@ -255,7 +263,7 @@ class DbState:
             return CheckpointInfo(path, self.applied)
         if os.path.isdir(path):  # an undescribed leftover
             shutil.rmtree(path)
-        return self.store.checkpoint(path)
+        return self.store.checkpoint(path, finish=False)  # the snapshotter finishes it (fsyncs)
 
     def restored(self, checkpoint_dir: str, index: int, term: int, members: list) -> "DbState":
         """Replace the state by the checkpoint in ``checkpoint_dir`` (a verified snapshot),

@@ -6,12 +6,14 @@ from typing import Optional
 
 from raftkv.records import Op
 from raftkv.wire.messages import WRITE_OPS, ClientReply, Command, EntryKind, JoinReply, JoinRequest, encode_record
+from raftkv.wire.ratelog import RateLimitedLog
 
 from .backup_serving import BackupRead
 from .core import NotLeader
 from .lease_leader import LeaseDesk
 from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
+from .replacement_guard import MemberLive
 from .messages import Read, TakeSnapshot
 from .role import Role
 from .txn_check import validate_txn
@@ -19,6 +21,7 @@ from .txn_check import validate_txn
 TOKEN_OPS = frozenset({"token_create", "token_list", "token_revoke"})
 
 log = logging.getLogger("actors.leader")
+_ratelog = RateLimitedLog(log)  # refusals a join-token holder can trigger at will
 
 
 class Leader(Role):
@@ -273,6 +276,11 @@ class Leader(Role):
             member_already = ctx.core.join(req.member, route, req.incarnation)
         except NotLeader:
             super().on_join(req, route, sender)
+            return
+        except MemberLive as e:
+            _ratelog.warn(f"live:{req.member.id}", "%s: term %d: refused a join as %s (incarnation %s) from %s: %s",
+                          ctx.node_id, ctx.core.term, req.member.id, req.incarnation or "?", req.member.addr, e)
+            ctx.peer.reply_route(route, JoinReply(False, ctx.cluster_id or "", error=str(e)))
             return
         if member_already:
             ctx.peer.reply_route(route, self._join_reply())

@@ -24,10 +24,10 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Optional
 
-from raftkv.records import Op, TxnOpType
+from raftkv.records import ClientReply, Op, TxnOpType
 
 if TYPE_CHECKING:
-    from raftkv.records import ClientReply, Command
+    from raftkv.records import Command
 
 MAX_LEASES = 10_000
 MAX_KEYS_PER_LEASE = 10_000
@@ -37,6 +37,7 @@ LEASE_WRITE_OPS = frozenset({Op.LEASE_GRANT.value, Op.LEASE_REVOKE.value})  # op
 # answered by the leader from its clock and applied table, never logged
 LEASE_LEADER_OPS = frozenset({Op.LEASE_KEEPALIVE.value, Op.LEASE_TTL.value, Op.LEASE_LIST.value})
 LEASE_OPS = LEASE_WRITE_OPS | LEASE_LEADER_OPS
+_TXN, _DELETE = Op.TXN.value, Op.DELETE.value  # read per applied write: an enum's .value is a property call
 
 
 class LeaseChange(Enum):
@@ -193,15 +194,15 @@ def execute_with_lease(table: LeaseTable, cmd: "Command", index: int, execute: C
     op = cmd.op
     if op in LEASE_WRITE_OPS:
         return table.apply(op, index, cmd.lease, delete_key)
-    if op == Op.TXN.value:
+    if op == _TXN:
         return _execute_txn(table, cmd, index, execute)
-    if op != Op.DELETE.value:
+    if op != _DELETE:
         refused = table.check_write(cmd.lease, cmd.key, index)
         if refused is not None:
             return refused
     result = execute(cmd)
     if result[0] == "ok" and (cmd.lease or cmd.key in table.owner):
-        if op == Op.DELETE.value:
+        if op == _DELETE:
             table.deleted(cmd.key)
         else:
             table.written(cmd.key, cmd.lease)
@@ -249,12 +250,10 @@ def _execute_txn(table: LeaseTable, cmd: "Command", index: int, execute: Callabl
     return result
 
 
-def result_reply(status: str, value: Optional[bytes], revision: int = 0) -> "ClientReply":
+def result_reply(status: str, value: Optional[bytes], revision: int = 0) -> ClientReply:
     """The reply to a writer from a command's result: a refusal's value is its message (a lease
     write refused at apply time); otherwise the value is the answer (the current value of a
     failed cas, a granted lease's id)."""
-    from raftkv.wire.messages import ClientReply
-
     if status == "invalid":
         return ClientReply(status, error=value.decode("utf-8", "replace") if value else None, revision=revision)
     return ClientReply(status, value=value, revision=revision)

@@ -26,7 +26,9 @@ from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
+from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
 from raftkv.wire.peer import PeerTransport, max_peer_message
+from raftkv.wire.ratelog import RateLimitedLog
 from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.zap import Door, DoorAuthenticator
 
@@ -46,12 +48,14 @@ from .memlog import MemLog
 from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
                        TakeSnapshot, Tick)
 from .role import RoleActor
+from .role_door import RoleDoor, inline_client_batch, inline_peer_batch
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
 from .watch_hub import WatchHub
 
 log = logging.getLogger("actors.node")
+_join_ratelog = RateLimitedLog(log, interval=5.0)  # the leader's "member is live" join refusals
 
 JOIN_WARN_AFTER_S = 5.0  # a join not done by then is worth a WARNING naming the address
 JOIN_WARN_EVERY_S = 30.0  # and another at most this often
@@ -61,6 +65,21 @@ TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numb
 
 class NodeError(Exception):
     """The node cannot start (bad data directory, port in use...): one clear line for the operator."""
+
+
+class NoWayIn(NodeError):
+    """A node with no data, started with neither --bootstrap nor --join: it could only wait in
+    silence, so it says how to start and kvnode exits with status 2 (a bad configuration)."""
+
+    exit_status = 2
+
+
+def no_way_in(node_dir: Any) -> str:
+    """The one message for a node with no data and neither --bootstrap nor --join (kvnode checks
+    before anything is written, the node again once its storage shows no configuration)."""
+    return (f"no data in {node_dir} and neither --bootstrap nor --join given: start a new cluster with "
+            f"--bootstrap, or join one with --join ADDR (the peer address of any member; also after "
+            f"kvclient add-node)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +138,7 @@ class NodeContext:
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
         self.watch_hub = getattr(node, "watch_hub", None)  # serves watch requests (actors/watch_serving.py)
+        self.role_door: Optional[RoleDoor] = getattr(node, "role_door", None)  # wiring (actors/role_door.py)
         self.last_contact: dict[str, float] = {}
         core = self.core
         self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
@@ -397,9 +417,8 @@ class Node:
     def _join_secure(self) -> Any:
         """The one-shot CURVE join (wire/security/join_client.py) before any door of ours opens."""
         cfg = self.cfg
-        import socket
-
         from raftkv.wire.address import parse_address
+        from raftkv.wire.port_probe import check_bindable
         from raftkv.wire.security.join_client import JoinRefused, join_secure
         from raftkv.wire.security.tokens import JoinToken, TokenError
 
@@ -411,8 +430,7 @@ class Node:
         # cannot start).
         a = parse_address(cfg.addr, port_zero=True)
         try:
-            with socket.socket(socket.AF_INET6 if ":" in a.host.strip("[]") else socket.AF_INET) as probe:
-                probe.bind((a.host.strip("[]"), a.port))
+            check_bindable(a.host, a.port)  # as libzmq binds: a just-killed process's TIME_WAIT is not busy
         except OSError as e:
             raise NodeError(f"cannot listen on peer address {cfg.addr}: {e.strerror}") from None
         spec = cfg.spec
@@ -514,9 +532,11 @@ class Node:
         if cfg.join and admitted:
             log.info("%s: already has data and is a member; --join ignored", cfg.id)
         elif not admitted and not cfg.join and not cfg.bootstrap and not self.core.members:
-            log.warning("%s: has no configuration and neither --bootstrap nor --join: waiting to be added "
-                        "(kvclient add-node %s %s); start it with --join HOST:PORT to join by itself",
-                        cfg.id, cfg.id, cfg.spec.addr)
+            # A directory left by a join that never got a configuration: no data to restart
+            # from, and nothing would ever reach it (issue 13 item 2).
+            store.close()
+            self.kv.close()
+            raise NoWayIn(no_way_in(cfg.node_dir))
         self.needs_join = bool(cfg.join) and not admitted
         self.core_started = time.monotonic()
         self.metrics = NodeMetrics(cfg.id)
@@ -578,6 +598,7 @@ class Node:
         core = self.core
         servers = [cfg.spec.client] + [m.client for m in core.members if m.id != cfg.id and m.client]
         recovered = (core.term, core.log.first_index(), core.log.last_index(), core.commit)
+        self.role_door = RoleDoor()  # every input of the role actor passes it (actors/role_door.py)
         self.ctx = NodeContext(self)
         self.role_ref = RoleActor.start(self.ctx)
         self.peer.start()
@@ -685,6 +706,7 @@ class Node:
         Inputs are dropped only once the node is stopping (its actors are being stopped); a dead
         role actor otherwise is a failure, raised to the sender (whose supervision ends the
         process, as the role actor's own already did)."""
+        self.role_door.counted()
         try:
             self.role_ref.tell(msg)
         except pykka.ActorDeadError:
@@ -693,10 +715,18 @@ class Node:
             log.debug("%s: stopping; %s not delivered", self.cfg.id, type(msg).__name__)
 
     def _on_peer(self, batch: list) -> None:
-        self._tell_role(PeerBatch(batch))
+        msg = PeerBatch(batch)
+        if not (inline_peer_batch(msg) and self._run_inline(msg)):
+            self._tell_role(msg)
 
     def _on_clients(self, batch: list) -> None:
-        self._tell_role(ClientBatch(batch))
+        msg = ClientBatch(batch)
+        if not (inline_client_batch(msg) and self._run_inline(msg)):
+            self._tell_role(msg)
+
+    def _run_inline(self, msg: Any) -> bool:
+        """Handle a read-path input in this thread if the role actor is idle (actors/role_door.py)."""
+        return not self.stopping and self.role_door.try_run(msg)
 
     def _on_applied(self, view: AppliedView) -> None:
         # The FSM's publication: one reference assignment, so a reader sees an index and the
@@ -723,12 +753,13 @@ class Node:
     def status(self, timeout: float = 2.0) -> dict:
         """This node's status (``kvclient status``'s dict), built by the role actor, which owns
         what it reports; callable from any thread (the HTTP gateway's workers)."""
+        self.role_door.counted()
         return cast(dict, self.role_ref.ask(StatusQuery(), timeout=timeout))
 
     def submit_local(self, items: list) -> None:
         """Submit a batch ``[(route, ClientRequest)]`` in-process (the HTTP gateway's event loop);
         each route is answered with ``route.deliver(reply)`` from the actors' threads."""
-        self._tell_role(ClientBatch(items))
+        self._on_clients(items)
 
     def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
         """Submit a client request in-process (the HTTP gateway's path to its own node)."""
@@ -791,5 +822,9 @@ class Node:
             self.doors.seed(reply.members)  # a restarted joiner: let the members in before the config arrives
         if not reply.ok and reply.leader_addr:
             self._join_hints.put(reply.leader_addr)
+        elif reply.error and reply.error.startswith(JOIN_REFUSED_LIVE_MEMBER):
+            # A member runs as this id already (actors/replacement_guard.py): the join loop keeps
+            # retrying with backoff, so a wiped node gets in once its old process is really dead.
+            _join_ratelog.warn("live", "%s: join refused: %s", self.cfg.id, reply.error)
         elif reply.error:
             log.debug("%s: join: %s", self.cfg.id, reply.error)

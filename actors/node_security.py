@@ -16,6 +16,7 @@ the lock here only keeps two writers from interleaving their read-modify-write o
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -110,6 +111,8 @@ class NodeDoors:
         with self._lock:
             self._joiner_key = js.curve_public if js is not None else None
             self._refresh_peer_locked()
+        if js is not None:
+            retire_stale_join_token(self.node_id, self.node_dir, js.curve_public)
         log.info("%s: token table: %d token(s)%s", self.node_id, len(self.tokens),
                  ", join secret set" if js is not None else "")
 
@@ -125,3 +128,33 @@ class NodeDoors:
         if len(cache) < MAX_DECISIONS and (user_id is None or len(user_id) <= 64) and len(req.op) <= 64:
             cache[key] = out  # (a reply is never mutated after it is made: sharing one is safe)
         return out
+
+
+ROTATED_SUFFIX = ".rotated"
+
+
+def retire_stale_join_token(node_id: str, node_dir: Path, current_public: bytes) -> Optional[Path]:
+    """The join token was rotated (``kvclient join-token rotate``): a ``join.token`` file here that
+    holds another token would only get joiners refused, so it is renamed ``join.token.rotated``
+    with a WARNING (the token rotate printed is the one to use). Returns the new path, if any."""
+    from raftkv.wire.security.bootstrap import JOIN_TOKEN
+    from raftkv.wire.security.tokens import JoinToken, TokenError
+
+    path = Path(node_dir) / JOIN_TOKEN
+    try:
+        held = JoinToken.decode(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, TokenError):
+        return None  # not ours to judge: the operator's file, left as it is
+    if held.keypair().public == current_public:
+        return None
+    new = path.with_name(JOIN_TOKEN + ROTATED_SUFFIX)
+    try:
+        os.replace(path, new)
+    except OSError as e:
+        log.warning("%s: the join token in %s was rotated out, and renaming it failed: %s", node_id, path, e)
+        return None
+    log.warning("%s: the cluster's join token was rotated: %s held the old one, renamed %s (use the token "
+                "kvclient join-token rotate printed)", node_id, path, new)
+    return new

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, StreamReceiver
-from raftkv.storage.kv_checkpoint import CheckpointError
+from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, StreamCheck, StreamReceiver
+from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint
 from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
@@ -95,6 +95,7 @@ class _Window:
     acked: int
     sent_to: int
     rewound_at: float = 0.0
+    check: Optional[StreamCheck] = None  # the files' CRC-32s, summed as they are read for sending
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Snapshotter(SupervisedActor):
         self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
         try:
+            finish_checkpoint(m.state)  # its info file and rename: fsyncs the FSM did not wait for
             meta = self.store.describe(m.state, m.term, m.members)
         finally:
             self.fsm_done(m.index)
@@ -173,17 +175,23 @@ class Snapshotter(SupervisedActor):
                 log.warning("%s: snapshot %d is no longer here", self.node_id, index)
                 return None
             try:
-                self.store.open_verified(meta)  # never stream a damaged checkpoint
+                # Sizes only: the CRC-32s are checked as the files are read for sending
+                # (StreamCheck), not in a full pass before the first chunk.
+                self.store.check_sizes(meta)
             except CheckpointError as e:
-                # Never stream it; delete it and take a fresh checkpoint of the live state (the
-                # core streams that one once it is saved: SnapshotSaved).
-                log.warning("%s: snapshot %d cannot be streamed: %s; taking a fresh one", self.node_id, index, e)
-                self.store.remove(meta)
-                if self.take_snapshot is not None:
-                    self.take_snapshot()
+                self._damaged(meta, e)
                 return None
             self.sending = {index: meta}  # the core streams only its newest snapshot
         return meta
+
+    def _damaged(self, meta: CheckpointMeta, e: CheckpointError) -> None:
+        # Never stream it; delete it and take a fresh checkpoint of the live state (the core
+        # streams that one once it is saved: SnapshotSaved).
+        log.warning("%s: snapshot %d cannot be streamed: %s; taking a fresh one", self.node_id, meta.last_index, e)
+        self.sending.pop(meta.last_index, None)
+        self.store.remove(meta)
+        if self.take_snapshot is not None:
+            self.take_snapshot()
 
     def _send_chunk(self, c: SendChunk) -> None:
         meta = self._meta(c.index, c.offset)
@@ -194,7 +202,7 @@ class Snapshotter(SupervisedActor):
         w = self.windows.get(c.peer)
         now = time.monotonic()
         if w is None or (w.index, w.term) != (c.index, c.term) or c.offset == 0 and w.acked != 0:
-            w = self.windows[c.peer] = _Window(c.index, c.term, c.offset, c.offset, now)
+            w = self.windows[c.peer] = _Window(c.index, c.term, c.offset, c.offset, now, StreamCheck(meta))
             log.info("%s: sending snapshot at index %d (%d bytes) to %s from offset %d", self.node_id,
                      meta.last_index, meta.size, c.peer, c.offset)
         elif c.offset > w.acked:  # progress: slide the window
@@ -209,6 +217,8 @@ class Snapshotter(SupervisedActor):
                 data = self.store.read(meta, w.sent_to, CHUNK_BYTES)
                 if not data:
                     raise OSError(f"nothing to read at offset {w.sent_to}")
+                if w.check is not None:
+                    w.check.check(w.sent_to, data)  # before the chunk with a damaged file's end goes out
                 done = w.sent_to + len(data) >= meta.size
                 # sent at once: the follower starts on the first chunk while the next are read
                 self.send(c.peer, InstallSnapshot(c.term, meta.last_index, meta.last_term, w.sent_to, data, done,
@@ -216,6 +226,10 @@ class Snapshotter(SupervisedActor):
                 if w.sent_to % (16 * CHUNK_BYTES) < len(data) and w.sent_to:
                     log.info("%s: snapshot to %s: %d of %d bytes", self.node_id, c.peer, w.sent_to, meta.size)
                 w.sent_to += len(data)
+        except CheckpointError as e:
+            self._damaged(meta, e)
+            self.windows.pop(c.peer, None)
+            self.tell_role(SnapshotSendFailed(c.peer))
         except OSError as e:  # pruned under us by a newer snapshot: the core starts over
             log.info("%s: snapshot %d for %s went away (%s)", self.node_id, c.index, c.peer, e)
             self.sending.pop(c.index, None)

@@ -85,7 +85,14 @@ class TokenState:
     # ------------------------------------------------------------ checks (the leader, before proposing)
 
     def check_create(self, name: str, value: Optional[bytes]) -> Optional[str]:
-        """Why a ``token_create`` request cannot be proposed, or None."""
+        """Why a ``token_create`` request cannot be proposed, or None. The join secret's key is the
+        join-token rotation (``kvclient join-token rotate``): a new ``[hash, public key]``."""
+        if name == JOIN_SECRET_KEY:
+            try:
+                parse_join_secret(msgpack.unpackb(value or b"", raw=False, max_bin_len=256, max_array_len=8))
+            except Exception as e:  # msgpack raises several types for garbage
+                return f"join secret: {e}"
+            return None
         try:
             parse_stored_token(name, value)
         except ValueError as e:

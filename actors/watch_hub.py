@@ -105,6 +105,11 @@ class WatchHub:
         self._events: list[WatchEvent] = []
         self._revs: list[int] = []  # the events' revisions, for bisect
         self._sizes: list[int] = []
+        # Trimmed events are dropped from the front of the three lists in bulk, not at every
+        # publish (a delete from a list's front moves all of it: 5 us per batch at 10,000 events):
+        # the first ``_dead`` slots are outside the window (events cleared to None), every
+        # revision there is at or below ``floor``, so bisects for revisions above it pass them.
+        self._dead = 0
         self._bytes = 0
         self.floor = start_index  # every event of a revision above it is kept
         self.current = start_index  # the applied index
@@ -159,7 +164,7 @@ class WatchHub:
         unknown here, so the history restarts there; waiting watchers are re-examined (those
         behind the snapshot are told COMPACTED)."""
         with self._cond:
-            self._events, self._revs, self._sizes, self._bytes = [], [], [], 0
+            self._events, self._revs, self._sizes, self._bytes, self._dead = [], [], [], 0, 0
             self.floor = self.current = index
             self._fresh = True
             self._cond.notify()
@@ -168,24 +173,29 @@ class WatchHub:
     def _trim(self) -> None:
         """Drop what is outside the window (lock held); moves ``floor`` up to what was dropped."""
         revs = self._revs
+        dead = self._dead
         floor = max(self.floor, self.current - self.history_revisions)
-        cut = bisect.bisect_right(revs, floor) if revs and revs[0] <= floor else 0
+        cut = bisect.bisect_right(revs, floor, dead) if len(revs) > dead and revs[dead] <= floor else dead
         if self._bytes > self.history_bytes:
             total, sizes, n = self._bytes, self._sizes, len(revs)
             i = cut
-            total -= sum(sizes[:cut])
+            total -= sum(sizes[dead:cut])
             while i < n and total > self.history_bytes:
                 total -= sizes[i]
                 i += 1
-            while 0 < i < n and revs[i] == revs[i - 1]:  # a revision goes whole
+            while dead < i < n and revs[i] == revs[i - 1]:  # a revision goes whole
                 total -= sizes[i]
                 i += 1
             if i > cut:
                 floor = max(floor, revs[i - 1])
                 cut = i
-        if cut:
-            self._bytes -= sum(self._sizes[:cut])
-            del self._events[:cut], revs[:cut], self._sizes[:cut]
+        if cut > dead:
+            self._bytes -= sum(self._sizes[dead:cut])
+            self._events[dead:cut] = [None] * (cut - dead)  # values freed now
+            self._dead = dead = cut
+            if dead * 2 >= len(revs):  # compact: amortised O(1) per event
+                del self._events[:dead], revs[:dead], self._sizes[:dead]
+                self._dead = 0
         self.floor = floor
 
     # ------------------------------------------------------------------ requests
@@ -204,7 +214,7 @@ class WatchHub:
     def stats(self) -> dict:
         """The window and the waiters, for logs and tests."""
         with self._cond:
-            return {"floor": self.floor, "current": self.current, "events": len(self._events),
+            return {"floor": self.floor, "current": self.current, "events": len(self._events) - self._dead,
                     "bytes": self._bytes, "waiters": len(self._waiters)}
 
     def _scan(self, prefix: str, start: int, limit: int) -> tuple[ClientReply, bool]:

@@ -605,6 +605,11 @@ class JoinReply:
     members: Optional[list[Member]] = None
 
 
+# The start of a JoinReply's error when the leader refuses to replace a member it still hears
+# from (actors/replacement_guard.py): the joiner logs it as such and keeps retrying.
+JOIN_REFUSED_LIVE_MEMBER = "refused: the member is live"
+
+
 @record(10, data=_bytes_at_most(MAX_CHUNK_BYTES))
 class InstallSnapshot:
     """One chunk of a snapshot streamed from the leader."""

@@ -21,6 +21,7 @@ msgpack and the record schema: the client library imports it to write a backup.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import time
@@ -207,6 +208,19 @@ def read_header(f: BinaryIO) -> tuple[BackupHeader, int]:
     if len(blob) < hlen:
         raise BackupError("backup is truncated (inside its header)")
     return BackupHeader.from_bytes(blob), _PREFIX.size + hlen
+
+
+def header_of_start(data: Union[bytes, bytearray]) -> Optional[tuple[BackupHeader, int]]:
+    """The header and the whole file's size of a backup file whose first bytes are ``data``
+    (what a stream of it has sent so far), or None while ``data`` does not hold the whole header
+    yet. Raises BackupError for bytes that do not start a backup this build reads."""
+    if len(data) < _PREFIX.size:
+        return None
+    _, _, hlen = _PREFIX.unpack_from(data)
+    if hlen <= MAX_HEADER_BYTES and len(data) < _PREFIX.size + hlen:
+        return None
+    header, start = read_header(io.BytesIO(bytes(data[:_PREFIX.size + min(hlen, MAX_HEADER_BYTES)])))
+    return header, start + header.stream_bytes + TRAILER_BYTES
 
 
 def verify(path: str) -> BackupHeader:

@@ -172,6 +172,21 @@ class CheckpointStore:
                                       "match its checksum")
         return meta.path
 
+    def check_sizes(self, meta: CheckpointMeta) -> str:
+        """Check that every file of ``meta`` is there with its manifest's size (no read; the
+        CRC-32s are checked as the stream is read: :class:`StreamCheck`); return its
+        directory. Raises CheckpointError."""
+        manifest = CheckpointManifest.from_bytes(meta.manifest)
+        for fi in manifest.files:
+            try:
+                size = os.stat(os.path.join(meta.path, fi.name)).st_size
+            except OSError as e:
+                raise CheckpointError(f"snapshot {os.path.basename(meta.path)}: {e}") from None
+            if size != fi.size:
+                raise CheckpointError(f"snapshot {os.path.basename(meta.path)} is corrupt: {fi.name} has "
+                                      f"{size} bytes, its manifest says {fi.size}")
+        return meta.path
+
     def remove(self, meta: CheckpointMeta) -> None:
         """Delete a damaged checkpoint (sidecar first: a half-deleted one is never listed)."""
         log.warning("deleting damaged snapshot %s", os.path.basename(meta.path))
@@ -222,6 +237,53 @@ class CheckpointStore:
             parts.append(data)
             got += want
         return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" past the end
+
+
+class StreamCheck:
+    """The sender's check of a checkpoint as its stream is read: each file's CRC-32 is summed
+    from the bytes read for sending, and compared with the manifest's before the chunk that
+    holds the file's last byte goes out; so a damaged checkpoint is never streamed whole,
+    without a full pass over it before the first chunk. Reads behind what was checked (a
+    resend) are not summed again; a read beyond it (a stream resumed mid-way) has the gap read
+    from the files first."""
+
+    def __init__(self, meta: CheckpointMeta) -> None:
+        self.meta = meta
+        self.upto = _HEAD.size + len(meta.manifest)  # stream offset checked so far
+        self._crc = 0  # of the current file's bytes before ``upto``
+        self._crcs = {fi.name: fi.crc32 for fi in CheckpointManifest.from_bytes(meta.manifest).files}
+
+    def check(self, offset: int, data: bytes) -> None:
+        """Check the stream's bytes ``data`` at ``offset`` (just read, about to be sent).
+        Raises CheckpointError for a file that does not match its manifest, OSError if one
+        went away."""
+        while self.upto < offset:  # a gap: read it (bounded pieces)
+            gap = CheckpointStore.read(self.meta, self.upto, min(offset - self.upto, 4 << 20))
+            if not gap:
+                raise OSError(f"nothing to read at offset {self.upto}")
+            self._feed(memoryview(gap))
+        end = offset + len(data)
+        if end > self.upto:
+            self._feed(memoryview(data)[self.upto - offset:])
+
+    def _feed(self, data: memoryview) -> None:
+        pos, i = self.upto, 0
+        for start, end, name in self.meta._layout:
+            if end < pos or (end == pos and start < pos):
+                continue  # a file checked already
+            take = min(end - pos, len(data) - i)
+            if take > 0:
+                self._crc = zlib.crc32(data[i:i + take], self._crc)
+                i += take
+                pos += take
+            if pos == end:  # the file is whole: compare
+                if self._crc != self._crcs[name]:
+                    raise CheckpointError(f"snapshot {os.path.basename(self.meta.path)} is corrupt: {name} does "
+                                          "not match its checksum")
+                self._crc = 0
+            if i >= len(data):
+                break
+        self.upto = pos
 
 
 class StreamReceiver:
@@ -285,8 +347,15 @@ class StreamReceiver:
         info, manifest = self.finish()
         dest = store.path_for(info.applied_index)
         if store.has(dest):  # we already hold this snapshot (taken here, or received before)
-            self.discard()
-            return next(m for m in store.list() if m.path == dest)
+            held = next((m for m in store.list() if m.path == dest), None)
+            try:  # what we return is used as checked (the role actor does not read it again)
+                if held is not None:
+                    store.open_verified(held)
+                    self.discard()
+                    return held
+            except CheckpointError as e:
+                log.warning("%s; keeping the one just received instead", e)
+                store.remove(held)
         if os.path.isdir(dest):
             shutil.rmtree(dest)
         os.rename(info.path, dest)

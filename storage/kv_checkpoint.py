@@ -107,7 +107,7 @@ def checkpoint_name(applied_index: int) -> str:
     return f"ckpt-{applied_index:020d}"
 
 
-def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str) -> CheckpointInfo:
+def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str, finish: bool = True) -> CheckpointInfo:
     """Checkpoint the open DB ``db``, whose applied index is ``applied_index``, into
     ``directory`` (must not exist). Call it from the thread that applies batches, so that no
     batch lands between reading the index and taking the checkpoint.
@@ -115,7 +115,11 @@ def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str) -
     When this returns, the checkpoint is durable, and so is the live DB up to
     ``applied_index``: the flush wrote and synced its SST files and MANIFEST. So even though
     batches are never synced, a power cut can no longer take the live DB below this index, and
-    the Raft log may drop its prefix up to it."""
+    the Raft log may drop its prefix up to it.
+
+    With ``finish=False`` the checkpoint is left under ``<directory>.partial``: the caller has
+    another thread call :func:`finish_checkpoint` (a few fsyncs the applying thread need not
+    wait for)."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(directory)
@@ -129,14 +133,27 @@ def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str) -
     # calling thread writes, so nothing reaches the memtable in between.
     db.flush(True)
     rocksdict.Checkpoint(db).create_checkpoint(partial)
+    info = CheckpointInfo(directory, applied_index)
+    if finish:
+        finish_checkpoint(info)
+    return info
+
+
+def finish_checkpoint(info: CheckpointInfo) -> None:
+    """Write the info file of a checkpoint taken with ``finish=False`` and move it from
+    ``.partial`` to its name, durably (a crash before leaves a ``.partial``, deleted at
+    start-up). Does nothing if it is in place already."""
+    directory = os.path.abspath(info.path)
+    partial = directory + _PARTIAL
+    if os.path.isdir(directory) or not os.path.isdir(partial):
+        return
     with open(os.path.join(partial, INFO_FILE), "wb") as f:
-        f.write(msgpack.packb({"applied_index": applied_index, "format": KV_FORMAT_VERSION}))
+        f.write(msgpack.packb({"applied_index": info.applied_index, "format": KV_FORMAT_VERSION}))
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(partial)
     os.rename(partial, directory)
     fsync_dir(os.path.dirname(directory))
-    return CheckpointInfo(directory, applied_index)
 
 
 def read_info(directory: str) -> CheckpointInfo:

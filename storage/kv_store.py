@@ -35,9 +35,10 @@ import fcntl
 import logging
 import os
 import struct
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple, Optional, Union, cast
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -70,6 +71,10 @@ _SEQ = struct.Struct(">Q")
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
 _HEADER_PACK = HEADER.pack  # kv_record's header, inlined on the write path
+# msgpack of ["ok", None]'s array header for three items and its first two: a plain "ok" result
+# with its revision is stored as this + the revision's msgpack, the bytes packb(["ok", None, rev])
+# gives (nearly every write's result; built without a list and a packb per write)
+_OK_RESULT_HEAD = b"\x93\xa2ok\xc0"
 
 
 # ---------------------------------------------------------------- the operations of a batch
@@ -260,6 +265,7 @@ class KvStore:
         self.path = path
         self.cache_mb = cache_mb
         self._statistics = statistics
+        self._flusher: Optional[threading.Thread] = None  # see flush_in_background
         self._lock = self._take_lock(path)
         self._open()
 
@@ -293,6 +299,7 @@ class KvStore:
         self._closed = False
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = False
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # reused on the write path (this store's thread)
         self._data_ro = rocksdict.ReadOptions()
         self._data_ro.set_iterate_upper_bound(_DATA_END)
         try:
@@ -362,25 +369,30 @@ class KvStore:
             raise ValueError(f"applied index {applied_index} is below the store's {self._applied}")
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
+        pack_ = self._pack
         prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
             if type(op) is Put:
                 put(_DATA + op.key.encode(), _HEADER_PACK(op.create_revision, op.mod_revision, op.version) + op.value)
-            elif isinstance(op, Delete):
-                wb.delete(_DATA + op.key.encode())
-            elif isinstance(op, SaveResult):
+            elif isinstance(op, SaveResult):  # before the rarer kinds: one per write
                 # format version 1 stored [status, value]: kept when there is nothing more to say
-                res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
-                if op.revision and op.txn is None:
-                    res.append(op.revision)
+                if op.txn is None and op.value is None and op.revision and op.status == "ok":
+                    val = _OK_RESULT_HEAD + pack_(op.revision)
+                else:
+                    res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
+                    if op.revision and op.txn is None:
+                        res.append(op.revision)
+                    val = msgpack.packb(res, use_bin_type=True)
                 prefix = prefixes.get(op.client_id)
                 if prefix is None:
                     prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
-                put(prefix + _seq_bytes(op.seq), msgpack.packb(res, use_bin_type=True))
+                put(prefix + _seq_bytes(op.seq), val)
+            elif isinstance(op, Delete):
+                wb.delete(_DATA + op.key.encode())
             elif isinstance(op, DropResult):
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
-                put(_TOUCH + op.client_id.encode(), pack(op.last_index))
+                put(_TOUCH + op.client_id.encode(), pack_(op.last_index))
             elif isinstance(op, ExpireSession):
                 prefix = _client_prefix(op.client_id)
                 wb.delete_range(prefix, successor(prefix))
@@ -395,7 +407,7 @@ class KvStore:
         if meta:
             for name, value in meta.items():
                 put(_META_PREFIX + name.encode(), value)
-        put(K_APPLIED, pack(applied_index))
+        put(K_APPLIED, pack_(applied_index))
         self._db.write(wb, self._wo)
         self._applied = applied_index
 
@@ -500,13 +512,14 @@ class KvStore:
         waits for a small flush instead of a whole memtable (up to 64 MB)."""
         self._db.flush(False)
 
-    def checkpoint(self, directory: str) -> "CheckpointInfo":
+    def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
         """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
         exist): hard links to the immutable SST files plus a flush of the memtable, so its cost
         is bounded by the memtable size, not the data size (and by the entries applied since
         :meth:`prepare_checkpoint`, if it was called). The applied index (and meta) is in
-        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`."""
-        return take_checkpoint(self._db, self._applied, directory)
+        the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`
+        (``finish=False``: by :func:`~.kv_checkpoint.finish_checkpoint`, later)."""
+        return take_checkpoint(self._db, self._applied, directory, finish)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see
@@ -527,6 +540,7 @@ class KvStore:
         disk), RocksDB refuses every later write until reopened; reopening recovers its WAL.
         Raises StorageError if it cannot be opened (yet); then the store stays closed and a
         later call may succeed."""
+        self.wait_background_flush()
         if not getattr(self, "_closed", True):
             self._closed = True
             try:
@@ -549,9 +563,44 @@ class KvStore:
             self._lock = None
 
     def _close_db(self) -> None:
+        self.wait_background_flush()
         if not getattr(self, "_closed", True):
             self._closed = True
             try:
                 self._db.flush_wal(True)
             finally:
                 self._db.close()
+
+    # ---------------------------------------------------------------- flushing off the applying thread
+
+    def memtable_bytes(self) -> int:
+        """Bytes in the active memtable: what a checkpoint taken now would flush first."""
+        return int(self._db.property_int_value("rocksdb.cur-size-active-mem-table") or 0)
+
+    def flush_in_background(self, done: Callable[[], None]) -> None:
+        """Write the memtable to disk on a helper thread and return at once; ``done()`` is
+        called from that thread when the flush is over (also if it failed: a checkpoint then
+        flushes what is left itself). RocksDB's flush is thread-safe and rocksdict's releases
+        the GIL, and the writes applied meanwhile go into a new memtable: the thread that
+        applies batches keeps applying, and its checkpoint later only flushes what it applied
+        since. Closing, reopening or swapping the DB waits for the flush first."""
+        self.wait_background_flush()
+        db = self._db
+
+        def run() -> None:
+            try:
+                db.flush(True)
+            except Exception as e:  # rocksdict raises a bare Exception for I/O errors
+                log.warning("background flush of the key-value store failed: %s", e)
+            finally:
+                done()
+
+        t = self._flusher = threading.Thread(target=run, name="kv-flush", daemon=True)
+        t.start()
+
+    def wait_background_flush(self) -> None:
+        """Wait until the flush :meth:`flush_in_background` started (if any) is over."""
+        t = getattr(self, "_flusher", None)
+        if t is not None and t is not threading.current_thread():
+            t.join()
+            self._flusher = None

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,13 +98,26 @@ def load_gateway(impl: str):
     return mod.HttpGateway
 
 
-def wrk(port: int, script: str, conns: int, duration: int) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", script,
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+def wrk_output(url: str, script: str, conns: int, duration: float, extra: Sequence[str] = ()) -> str:
+    """What ``wrk -t1 -cCONNS`` printed after ``duration`` seconds against ``url`` with the Lua
+    ``script`` (``extra``: more wrk arguments, e.g. ``-H`` headers). Also used by
+    tests/bench/secure_cost.py."""
+    return subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "-s", script, *extra, url],
+                          capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+
+
+def wrk_rate(out: str) -> Optional[float]:
+    """The requests/s of a wrk output; None if it printed none."""
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or "Non-2xx" in out or "Socket errors" in out:
+    return float(m.group(1)) if m else None
+
+
+def wrk(port: int, script: str, conns: int, duration: int) -> float:
+    out = wrk_output(f"http://127.0.0.1:{port}", script, conns, duration)
+    rate = wrk_rate(out)
+    if rate is None or "Non-2xx" in out or "Socket errors" in out:
         print(out, file=sys.stderr)
-    return float(m.group(1)) if m else 0.0
+    return rate if rate is not None else 0.0
 
 
 def start(impl: str):

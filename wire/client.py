@@ -955,6 +955,25 @@ class Client:
 
         return Election(self, name, ttl)
 
+    def join_token_rotate(self) -> str:
+        """Make a new join token for the cluster and return it (``kvclient join-token rotate``,
+        admin): once committed the old one is refused for joins; members already in are not
+        affected. Like token_create, the secret is made here from this Client's own token (which
+        names the cluster and its key) and only its hash and derived public key are sent."""
+        import msgpack
+
+        from .security.tokens import hash_secret, new_join_token
+        from .security.zap import JOINER_USER_ID
+
+        own = self._token
+        if own is None:
+            raise InvalidRequest("join_token_rotate needs a Client made with an admin token (token=...)")
+        t = new_join_token(own.cluster_id, own.server_public_key)
+        stored = [hash_secret(t.secret), t.keypair().public]
+        self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=JOINER_USER_ID,
+                                  value=msgpack.packb(stored, use_bin_type=True)))
+        return t.encode()
+
 
 class _Conn:
     """One REQ socket to one server, and a monitor that reports when its TCP connection drops."""

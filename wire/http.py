@@ -10,6 +10,7 @@
                                              with "value_b64": true, as kvclient --json)
     GET    /status  -> the node's status JSON     GET /health -> 200 {"leader": id} | 503
     GET    /metrics -> Prometheus text (404 when the node gave no metrics function)
+    GET    /backup  -> the backup file ``kvclient backup`` writes, streamed (wire/http_backup.py)
 
 Errors are JSON ``{"error": "...", "leader": id-or-null}``: 400 bad key or input, 413 value (or
 key) too large, 412 compare failed, 503 no leader, no quorum or timeout (a timed-out write may
@@ -48,6 +49,7 @@ from typing import Any, Callable, Iterable, Optional
 from .address import parse_bind
 from .client import Client, parse_servers
 from .http_auth import GatewayAuth
+from .http_backup import HttpBackups
 from .http_engine import REMOTE_LEADER_HINT, SESSION_CHUNK, RequestEngine
 from .http_routes import _key, _split, handle
 from .http_watch import HttpWatches
@@ -136,6 +138,7 @@ class HttpGateway:
             self.server.authorize = self.auth.check
         self.engine.attach(self.server)
         self.watches = self.engine.watches = HttpWatches(self.server, self.engine.new_client, _split, _key)
+        self.backups = self.engine.backups = HttpBackups(self.server, self.engine.new_client)
         self.host = self.server.host
 
     @property
@@ -151,6 +154,7 @@ class HttpGateway:
     def stop(self) -> None:
         """Stop listening, end open connections and close the pooled clients."""
         self.watches.stopped = True
+        self.backups.stopped = True
         self.server.stop()
         self.engine.stop()
 

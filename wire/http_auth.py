@@ -30,7 +30,7 @@ OPEN = ""  # the op of a route anyone may ask (/health)
 _CACHE_MAX = 1024  # distinct header values remembered; the cache is emptied when full
 _ADMIN = "admin"  # stands for any route not listed: closed to all but admin tokens
 
-_NODE_OPS = {"/health": OPEN, "/status": "status", "/members": "members"}
+_NODE_OPS = {"/health": OPEN, "/status": "status", "/members": "members", "/backup": "backup"}
 _KV_OPS = {"GET": "get", "HEAD": "get", "PUT": "put", "DELETE": "delete"}
 
 

@@ -144,6 +144,7 @@ class RequestEngine:
         # read by the node's metrics at scrape time).
         self.stats = RequestStats()
         self.watches: Any = None  # the watch routes (wire/http_watch.py), set by the gateway
+        self.backups: Any = None  # GET /backup (wire/http_backup.py), set by the gateway
 
     def attach(self, server: HttpServer) -> None:
         self.server = server
@@ -167,6 +168,10 @@ class RequestEngine:
         watches = self.watches
         if watches is not None and watches.claims(r):  # the watch routes (wire/http_watch.py)
             watches.dispatch(r)
+            return
+        backups = self.backups
+        if backups is not None and backups.claims(r):  # GET /backup (wire/http_backup.py)
+            backups.dispatch(r)
             return
         try:
             if self.submit is not None and self._fast(r):

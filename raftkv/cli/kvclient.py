@@ -743,69 +743,93 @@ def lease() -> None:
     """Leases: keys that disappear when their lease expires or is revoked."""
 
 
-@lease.command("grant")
-@click.argument("ttl", type=click.IntRange(min=1))
-@json_flag
-@click.pass_context
+_LEASE_ID = click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
+
+
+def _lease_command(name: str, argument: Optional[Callable] = _LEASE_ID) -> Callable:
+    """Register a ``lease NAME [ARGUMENT] [--json]`` subcommand (the context passed first)."""
+    def register(f: Callable) -> Callable:
+        f = json_flag(click.pass_context(f))
+        return lease.command(name)(argument(f) if argument is not None else f)
+    return register
+
+
+def _lease_reply(ctx: click.Context, call: Callable, as_json: Callable[[Any], Any],
+                 as_text: Callable[[Any], str]) -> None:
+    """Make ``call(kv)`` and print what it returned: ``as_json(result)`` as JSON with --json,
+    else ``as_text(result)``."""
+    res = run(ctx, call)
+    if state_of(ctx).json:
+        emit_json(as_json(res))
+    else:
+        write_out(as_text(res))
+
+
+@_lease_command("grant", click.argument("ttl", type=click.IntRange(min=1)))
 def lease_grant(ctx: click.Context, ttl: int) -> None:
     """Grant a lease of TTL seconds; prints its id (the last word). Keep it alive with
     'lease keepalive ID' more often than every TTL seconds."""
-    lid = run(ctx, lambda kv: kv.lease_grant(ttl))
-    if state_of(ctx).json:
-        emit_json({"id": lid, "ttl": ttl})
-    else:
-        write_out(f"lease granted with TTL {ttl}s: {lid}\n")
+    _lease_reply(ctx, lambda kv: kv.lease_grant(ttl), lambda lid: {"id": lid, "ttl": ttl},
+                 lambda lid: f"lease granted with TTL {ttl}s: {lid}\n")
 
 
-@lease.command("keepalive")
-@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
-@json_flag
-@click.pass_context
+@_lease_command("keepalive")
 def lease_keepalive(ctx: click.Context, lease_id: int) -> None:
     """Renew lease ID once, for its full TTL from now (exit 1 if it is gone)."""
-    ttl = run(ctx, lambda kv: kv.lease_keepalive(lease_id))
-    if state_of(ctx).json:
-        emit_json({"id": lease_id, "ttl": ttl})
-    else:
-        write_out(f"lease {lease_id} kept alive for {ttl}s\n")
+    _lease_reply(ctx, lambda kv: kv.lease_keepalive(lease_id), lambda ttl: {"id": lease_id, "ttl": ttl},
+                 lambda ttl: f"lease {lease_id} kept alive for {ttl}s\n")
 
 
-@lease.command("revoke")
-@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
-@json_flag
-@click.pass_context
+@_lease_command("revoke")
 def lease_revoke(ctx: click.Context, lease_id: int) -> None:
     """Revoke lease ID now: its keys are deleted (exit 1 if it is gone)."""
     run(ctx, lambda kv: kv.lease_revoke(lease_id))
     write_done(ctx)
 
 
-@lease.command("ttl")
-@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
-@json_flag
-@click.pass_context
+def _lease_ttl_text(lease_id: int, info: dict) -> str:
+    keys = info.get("keys") or []
+    return (f"lease {lease_id}: ttl={info.get('ttl')}s remaining={info.get('remaining')}s "
+            f"keys={len(keys)}\n" + "".join(f"  {k}\n" for k in keys))
+
+
+@_lease_command("ttl")
 def lease_ttl(ctx: click.Context, lease_id: int) -> None:
     """Remaining seconds of lease ID and its keys (exit 1 if it is gone)."""
-    info = run(ctx, lambda kv: kv.lease_ttl(lease_id))
-    if state_of(ctx).json:
-        emit_json(info)
-        return
-    keys = info.get("keys") or []
-    write_out(f"lease {lease_id}: ttl={info.get('ttl')}s remaining={info.get('remaining')}s "
-              f"keys={len(keys)}\n" + "".join(f"  {k}\n" for k in keys))
+    _lease_reply(ctx, lambda kv: kv.lease_ttl(lease_id), lambda info: info,
+                 lambda info: _lease_ttl_text(lease_id, info))
 
 
-@lease.command("list")
-@json_flag
-@click.pass_context
+@_lease_command("list", None)
 def lease_list(ctx: click.Context) -> None:
     """Every lease, with its TTL and remaining seconds."""
-    leases = run(ctx, lambda kv: kv.lease_list())
-    if state_of(ctx).json:
-        emit_json(leases)
-        return
-    write_out("".join(f"{x.get('id')} ttl={x.get('ttl')}s remaining={x.get('remaining')}s\n" for x in leases))
+    _lease_reply(ctx, lambda kv: kv.lease_list(), lambda leases: leases,
+                 lambda leases: "".join(f"{x.get('id')} ttl={x.get('ttl')}s remaining={x.get('remaining')}s\n"
+                                        for x in leases))
 
+
+@cli.group("join-token", context_settings=CONTEXT)
+def join_token() -> None:
+    """The join token of a secure cluster (admin): rotate it."""
+
+
+@join_token.command("rotate")
+@json_flag
+@click.pass_context
+def join_token_rotate(ctx: click.Context) -> None:
+    """Make a new join token and print it as the last word (shown once: the cluster keeps only a
+    hash). Once committed, the old join token is refused (kvnode --join exits 1); members
+    already in are not affected. Use the printed token: join.token files still holding the old
+    one are renamed to join.token.rotated by their nodes."""
+    if state_of(ctx).token is None:
+        raise Failure("join-token rotate needs your admin token (--token or $KV_TOKEN): the new token is made "
+                      "from the cluster id and key it carries", EXIT_INPUT)
+    text = run(ctx, lambda kv: kv.join_token_rotate())
+    if state_of(ctx).json:
+        emit_json({"ok": True, "token": text})
+    else:
+        write_out(f"rotated the join token; the old one is refused from now on. New join token (keep it secret; "
+                  f"give it to kvnode --join ADDR --token): {text}\n")
 
 if __name__ == "__main__":
     sys.exit(main())

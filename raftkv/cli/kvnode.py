@@ -13,9 +13,10 @@ Logs go to stderr, one record a line naming its node (``--log-format json``: one
 a line). SIGHUP re-reads ``log_level`` from the configuration file and applies it (a
 ``--log-level`` flag still wins); with ``--all`` it is passed on to every node.
 
-Exit status: 0 after a clean shutdown (SIGTERM/SIGINT); 2 for a bad configuration; 1 when the
-node cannot start (port in use, data directory of another node or cluster); 70 when an
-internal actor failed (the node stops rather than run half-alive).
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT); 2 for a bad configuration (also a node
+with no data started with neither --bootstrap nor --join); 1 when the node cannot start (port
+in use, data directory of another node or cluster); 70 when an internal actor failed (the node
+stops rather than run half-alive).
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def bind_refusal_of(cfg) -> Optional[str]:
 
 
 def _run_one(cfg, levels: LogLevelSource) -> None:
-    from raftkv.actors.node import Node, NodeError
+    from raftkv.actors.node import Node, NodeError, no_way_in
 
     why = bind_refusal_of(cfg)
     if why:
@@ -149,6 +150,8 @@ def _run_one(cfg, levels: LogLevelSource) -> None:
                            "--join ADDR --token JOIN_TOKEN")
     if cfg.join_token and not cfg.join and not (cfg.node_dir / "raft").exists():
         _fail(EXIT_CONFIG, "--token is the join token of --join ADDR: give both")
+    if not cfg.bootstrap and not cfg.join and not (cfg.node_dir / "raft").exists():
+        _fail(EXIT_CONFIG, no_way_in(cfg.node_dir))  # before anything is written: a --join start then works
 
     inbox = SignalInbox()
     inbox.catch(signal.SIGHUP)  # before start: a HUP while starting must not kill the node
@@ -156,7 +159,7 @@ def _run_one(cfg, levels: LogLevelSource) -> None:
     try:
         node.start()
     except NodeError as e:
-        _fail(EXIT_START, str(e))
+        _fail(getattr(e, "exit_status", EXIT_START), str(e))
     inbox.catch(*STOP_SIGNALS)
     while True:
         signum = inbox.next(1.0)

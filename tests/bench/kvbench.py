@@ -8,7 +8,8 @@ snapshot.py, elections.py); the local clusters are the integration tests' harnes
                  [--keys K] [--value-size B] [--consistency linearizable|lease|stale]
                  [--pipeline N] [--json] [--plot FILE.png]
     kvbench failover [--nodes 3] [--reps 10] [--json] [--keep-dir]
-    kvbench snapshot [--keys 100000] [--value-size 100] [--writers 4] [--json] [--keep-dir]
+    kvbench snapshot [--keys 100000] [--value-size 100] [--writers 4] [--compact-every 1000000]
+                     [--json] [--keep-dir]
     kvbench elections [--duration 600] [--writers 0] [--json] [--keep-dir]
 
 ``load`` drives a running cluster through raftkv.wire.client with C closed-loop clients, each in
@@ -27,13 +28,17 @@ time from the kill until the first write started after the kill is acknowledged,
 killed node with the same command and wait until it has caught up.
 
 ``snapshot`` starts its own 3-node cluster (raft.snapshot_threshold 10**9, so only requested
-snapshots happen), preloads KEYS keys (pipelined puts, rate reported), and while background
+snapshots happen), preloads KEYS keys (pipelined puts, rate reported; every node takes a snapshot each
+COMPACT_EVERY keys, so the in-memory logs stay bounded), reports each node's RSS and disk use
+(against the raw data, KEYS x (16 + value size) bytes) and the latency of ``list`` of the first
+100 keys, and while background
 writers keep writing (each write's latency recorded): measures write latency in a baseline
 window, times a snapshot asked of the leader (request until durable) and the latency of the
 writes in flight meanwhile, has a follower take a snapshot, kill -9s and restarts it (time
 until it has caught up with the leader's commit index; the "restored snapshot" time from its
-log), and starts a 4th node that joins with --join (time until it is a voter and has caught up;
-snapshot transfer and load times from its log).
+log; and until it answers a linearizable get itself), and starts a 4th node that joins with
+--join (time until it is a voter and has caught up; snapshot transfer and load times from its
+log); last, every node takes a snapshot and RSS and disk are taken again.
 
 ``elections`` starts its own local cluster and watches it (idle, or under background writers)
 for DURATION seconds: term and leader changes seen by polling every node's status, and

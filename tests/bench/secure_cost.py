@@ -17,56 +17,39 @@ interleave the two clusters cell by cell (so that drift of the shared machine hi
   (the client door: NULL against CURVE).
 
 Prints every run's requests/s and, per cell, the medians of both clusters and the secure one's
-difference. A benchmark, not a test: it asserts nothing and is not collected by pytest. Needs
+difference; then, for the wrk cells, where the CPU went: microseconds of CPU per request of the
+leader, of the two followers together and of wrk itself (from /proc/<pid>/stat and wrk's
+rusage, over the cell), medians per cluster. On a shared machine where the clusters get a fixed
+share of the CPU, requests/s follow the total. A benchmark, not a test: it asserts nothing and is not collected by pytest. Needs
 ``wrk`` (built with OpenSSL, as Debian's) on the PATH.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from raftkv.wire.client import Client
+from tests.bench_http_gateway import LUA, VALUE, wrk_output, wrk_rate
 from tests.integration.harness import Cluster, SecureCluster, wait_until
 from tests.integration.secure_http import with_http
 
 CELLS = ("put1", "put64", "get64", "lib1")
 KEYS = 10_000
-VALUE = b"0123456789" * 10
-
-LUA = {
-    "put": """
-local paths = {}
-local value = string.rep("0123456789", 10)
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
-end
-function request() return wrk.format("PUT", paths[math.random(0, 9999)], nil, value) end
-""",
-    "get": """
-local paths = {}
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  for i = 0, 9999 do paths[i] = string.format("/kv/k%015d", i) end
-end
-function request() return wrk.format("GET", paths[math.random(0, 9999)]) end
-""",
-}
-
-
 class Side:
     """One of the two clusters: how to reach its leader's gateway and its client door."""
 
     def __init__(self, name: str, cluster: Cluster, scheme: str, token: Optional[str]) -> None:
         self.name, self.cluster, self.scheme, self.token = name, cluster, scheme, token
+        self.last_cpu: tuple = ()  # the last wrk cell's CPU us per request: leader, followers, wrk
 
     def client(self, timeout: float = 10.0) -> Client:
         return Client(self.cluster.servers, timeout=timeout, token=self.token)
@@ -76,18 +59,36 @@ class Side:
         return self.cluster.nodes[leader].http
 
     def wrk(self, op: str, conns: int, duration: float, script: Path) -> float:
-        url = f"{self.scheme}://{self.leader_http()}/"
-        args = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "-s", str(script), "--timeout", "5s"]
-        if self.token:
-            args += ["-H", f"Authorization: Bearer {self.token}"]
-        out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 60).stdout
-        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        leader = self.cluster.wait_leader(30)
+        url = f"{self.scheme}://{self.cluster.nodes[leader].http}/"
+        extra = ["--timeout", "5s"] + (["-H", f"Authorization: Bearer {self.token}"] if self.token else [])
+        before = self._cpu(leader)
+        out = wrk_output(url, str(script), conns, duration, extra)
+        after = self._cpu(leader)
+        rate = wrk_rate(out)
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m is None:
+        if rate is None:
             raise RuntimeError(f"wrk printed no rate:\n{out}")
         if bad:
             print(f"    ({self.name} {op} c={conns}: {bad.group(1)} non-2xx answers)", flush=True)
-        return float(m.group(1))
+        n = rate * duration
+        if n > 0:
+            self.last_cpu = tuple((b - a) * 1e6 / n for a, b in zip(before, after))
+        return rate
+
+    def _cpu(self, leader: str) -> tuple:
+        """CPU seconds so far: the leader, the other nodes together, this process's finished children."""
+        def node(p: Any) -> float:
+            if p.proc is None:
+                return 0.0
+            try:
+                f = Path(f"/proc/{p.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return 0.0
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        others = sum(node(p) for k, p in self.cluster.nodes.items() if k != leader)
+        return node(self.cluster.nodes[leader]), others, ru.ru_utime + ru.ru_stime
 
     def lib(self, duration: float) -> float:
         with self.client() as kv:
@@ -137,6 +138,7 @@ def main(argv: Optional[list] = None) -> int:
     try:
         sides = _start(base, clusters)
         runs: dict[tuple[str, str], list[float]] = {(c, s.name): [] for c in cells for s in sides}
+        cpu: dict[tuple[str, str], list[tuple]] = {(c, s.name): [] for c in cells for s in sides}
         for r in range(a.rounds):
             for cell in cells:
                 order = sides if r % 2 == 0 else tuple(reversed(sides))
@@ -147,8 +149,11 @@ def main(argv: Optional[list] = None) -> int:
                     else:
                         op, conns = cell[:3], int(cell[3:])
                         fn = lambda side=side, op=op, conns=conns: side.wrk(op, conns, a.duration, scripts[op])  # noqa: E731
+                    side.last_cpu = ()
                     rate = fn()
                     runs[(cell, side.name)].append(rate)
+                    if side.last_cpu:
+                        cpu[(cell, side.name)].append(side.last_cpu)
                     print(f"round {r + 1} {cell:6} {side.name:8} {rate:10,.0f} req/s", flush=True)
         print(f"\nmedians of {a.rounds} rounds, {a.duration:g} s per cell:")
         print(f"{'cell':6} {'insecure':>12} {'secure':>12} {'secure vs insecure':>20}")
@@ -156,6 +161,13 @@ def main(argv: Optional[list] = None) -> int:
             plain = statistics.median(runs[(cell, "insecure")])
             sec = statistics.median(runs[(cell, "secure")])
             print(f"{cell:6} {plain:12,.0f} {sec:12,.0f} {100 * (sec - plain) / plain:+19.1f} %")
+        if any(cpu.values()):
+            print("\nCPU us per request (medians): leader, followers (both), wrk, total")
+            for (cell, name), rows in cpu.items():
+                if rows:
+                    med = [statistics.median(col) for col in zip(*rows)]
+                    print(f"{cell:6} {name:8} leader {med[0]:6.1f}  followers {med[1]:6.1f}  wrk {med[2]:6.1f}"
+                          f"  total {sum(med):6.1f}")
     finally:
         for c in clusters:
             c.stop()

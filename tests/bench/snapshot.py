@@ -1,17 +1,20 @@
 """kvbench snapshot: snapshot cost and write stall, restore time on restart, and join time.
 
 Starts its own 3-node cluster (raft.snapshot_threshold 10**9, so only requested snapshots
-happen), preloads KEYS keys (pipelined puts, rate reported), and while background writers keep
+happen), preloads KEYS keys (pipelined puts, rate reported; every node takes a snapshot each
+COMPACT_EVERY keys so that the in-memory logs stay bounded, as the threshold would), reports each
+node's RSS and disk use against the raw data, and ``list`` latency, and while background writers keep
 writing (each write's latency recorded): measures write latency in a baseline window, times a
 snapshot asked of the leader (request until durable) and the latency of the writes in flight
 meanwhile, has a follower take a snapshot, kill -9s and restarts it (time until it has caught up
-with the leader's commit index; the "restored snapshot" time from its log), and starts a 4th node
-that joins with --join (time until it is a voter and has caught up; snapshot transfer and load
+with the leader's commit index, and until it answers a linearizable get itself; the "restored
+snapshot" time from its log), and starts a 4th node that joins with --join (time until it is a voter and has caught up; snapshot transfer and load
 times from its log).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime
@@ -20,10 +23,11 @@ from typing import Any, Optional
 
 import click
 
+from raftkv.records import ClientRequest, Op
 from raftkv.wire.client import Client, ClientError
 
 from .cluster import BenchCluster
-from .common import KEY_FMT, BenchError, in_temp_dir, quiet_or_echo
+from .common import KEY_FMT, BenchError, in_temp_dir
 from .writers import LatencyWriteLoad, Preloader
 
 
@@ -57,6 +61,16 @@ def _rss_mb(pid: int) -> Optional[float]:
     return None
 
 
+def _cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) a process has used, from /proc (Linux): on a machine shared
+    with other work, the part of a wall-clock time that is this process's own."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _disk_mb(path: Path) -> float:
     """Bytes under ``path`` (files counted once per inode: checkpoints hard-link the DB's files)."""
     seen, total = set(), 0
@@ -71,9 +85,36 @@ def _disk_mb(path: Path) -> float:
     return round(total / 1e6, 1)
 
 
-def _node_figures(cl: BenchCluster) -> dict:
-    return {nid: {"rss_mb": _rss_mb(cl.nodes[nid].proc.pid), "disk_mb": _disk_mb(cl.data_dir / nid)}
-            for nid in cl.ids}
+def _node_figures(cl: BenchCluster, raw_mb: float) -> dict:
+    """RSS and disk use of every node; ``disk_ratio``: its data dir against the raw data."""
+    out = {}
+    for nid in cl.ids:
+        disk = _disk_mb(cl.data_dir / nid)
+        out[nid] = {"rss_mb": _rss_mb(cl.nodes[nid].proc.pid), "disk_mb": disk,
+                    "disk_ratio": round(disk / raw_mb, 2) if raw_mb > 0 else None}
+    return out
+
+
+def _snapshot_every_node(cl: BenchCluster, timeout: float) -> list:
+    """Ask every node (directly: a follower snapshots its own copy) for a snapshot, which also
+    compacts its in-memory log to ``trailing_logs`` entries; [(node, index, seconds)]."""
+    done = []
+    for nid in cl.ids:
+        with Client([cl.nodes[nid].client], timeout=timeout, attempt_timeout=timeout) as c:
+            t0 = time.monotonic()
+            info = c.snapshot()
+            done.append((nid, info.get("index") if isinstance(info, dict) else None,
+                         round(time.monotonic() - t0, 3)))
+    return done
+
+
+def _first_linearizable_get(addr: str, key: str, timeout: float) -> None:
+    """Return once the node at ``addr`` itself answers a linearizable get of ``key`` (found or
+    not): no redirect is followed, so the answer is that node's (a follower's is a ReadIndex
+    round with the leader and waits until it has applied that index)."""
+    with Client([addr], timeout=timeout, attempt_timeout=0.5) as c:
+        # The public get follows redirects to the leader; the fixed-target form of the call does not.
+        c._call(ClientRequest(Op.GET.value, key=key, consistency="linearizable"), targets=[addr])
 
 
 def _list_timing(servers: list, prefix: str, runs: int = 50) -> dict:
@@ -91,15 +132,20 @@ def _list_timing(servers: list, prefix: str, runs: int = 50) -> dict:
 
 
 def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, trailing_logs: int,
-                    as_json: bool, directory: Path) -> dict:
-    out = quiet_or_echo(as_json)
+                    compact_every: int, as_json: bool, directory: Path, res: dict) -> dict:
+    """The run; its figures go into ``res`` as they are measured (a stopped run keeps them)."""
+    # With --json, stdout is for the one JSON object: progress goes to stderr (a long run is
+    # followed there).
+    out = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     raft = {"snapshot_threshold": 10**9, "trailing_logs": trailing_logs}
     cl = BenchCluster(directory, n=3, raft=raft)
     load_: Optional[LatencyWriteLoad] = None
     # Deadlines grow with the data: a 1M-key snapshot is written, sent and loaded in many seconds.
     slow = 120.0 + keys / 1000.0
-    res: dict = {"config": {"keys": keys, "value_size": value_size, "writers": writers, "baseline_s": baseline,
-                            "raft": raft, "nodes": 3}}
+    raw_mb = keys * (len(KEY_FMT % 0) + value_size) / 1e6
+    res.update({"config": {"keys": keys, "value_size": value_size, "writers": writers, "baseline_s": baseline,
+                            "raft": raft, "nodes": 3, "compact_every": compact_every},
+                 "raw_data_mb": round(raw_mb, 1)})
     try:
         t_start = time.monotonic()
         cl.start()
@@ -109,10 +155,29 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
 
         # 1. Preload.
         out(f"preloading {keys} keys of {value_size} B ...")
-        pre = Preloader(cl.servers, keys, value_size).run(progress=out)
+        # Only requested snapshots happen (threshold 10**9), so without these the in-memory logs
+        # would hold every preloaded entry: every COMPACT_EVERY keys, each node takes one, as the
+        # threshold would in a running cluster (the last COMPACT_EVERY keys stay in the log).
+        compactions: list = []
+
+        def compact(done: int) -> None:
+            for nid, idx, secs in _snapshot_every_node(cl, slow):
+                compactions.append({"keys_done": done, "node": nid, "index": idx, "seconds": secs})
+            out(f"  preload: every node took a snapshot at {done} keys: {compactions[-len(cl.ids):]}")
+
+        preloader = Preloader(cl.servers, keys, value_size)
+        res["preload_progress"] = progress = []  # [seconds, keys done], every 10 s
+        t_pre = time.monotonic()
+
+        def progress_line(line: str) -> None:
+            progress.append([round(time.monotonic() - t_pre, 1), preloader.done])
+            out(line)
+
+        pre = preloader.run(progress=progress_line, every=(compact_every, compact) if compact_every else None)
+        pre["snapshots"] = compactions
         res["preload"] = pre
         out(f"preloaded {pre['keys']} keys in {pre['seconds']:.1f} s: {pre['keys_per_sec']:.0f} keys/s")
-        res["nodes_after_preload"] = _node_figures(cl)
+        res["nodes_after_preload"] = _node_figures(cl, raw_mb)
         out(f"nodes after the preload: {res['nodes_after_preload']}")
         res["list_first_100"] = _list_timing(cl.servers, KEY_FMT.split("%")[0])
         out(f"list of the first 100 keys under a prefix: {res['list_first_100']}")
@@ -166,6 +231,9 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         deadline = t_r0 + slow
         cl.wait_for(f"{follower} to answer after its restart", follower, deadline, lambda: cl.status_or_none(follower))
         t_up = time.monotonic()
+        _first_linearizable_get(cl.nodes[follower].client, KEY_FMT % 0, max(1.0, deadline - time.monotonic()))
+        t_serving = time.monotonic()
+        serving_cpu = _cpu_s(cl.nodes[follower].proc.pid)
         target = cl.wait_leader_status(30)["commit_index"]
         cl.wait_for(f"{follower} to catch up to index {target}", follower, deadline,
               lambda: (s := cl.status_or_none(follower)) is not None and s.get("applied_index", -1) >= target)
@@ -173,12 +241,15 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
         restored = cl.log_find(follower, since, _RE_RESTORED)
         res["restart"] = {
             "node": follower, "answering_s": round(t_up - t_r0, 3), "caught_up_s": round(t_r1 - t_r0, 3),
+            "serving_s": round(t_serving - t_r0, 3),
+            "serving_cpu_s": serving_cpu,  # the restarted process's own CPU time until then
             "caught_up_index": target,
             "restored_index": int(restored[0]) if restored else None,
             "restored_keys": None,
             "restore_s": float(restored[1]) if restored else None,
         }
-        out(f"{follower} killed -9 and restarted: answering after {t_up - t_r0:.2f} s, caught up to index "
+        out(f"{follower} killed -9 and restarted: answering after {t_up - t_r0:.2f} s, a linearizable get "
+            f"after {t_serving - t_r0:.2f} s, caught up to index "
             f"{target} after {t_r1 - t_r0:.2f} s (snapshot restore {res['restart']['restore_s']} s)")
 
         # 5. A fourth node joins; it gets the leader's snapshot and becomes a voter once caught up.
@@ -255,7 +326,10 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             "during_join": load_.window(t_j0, t_j1, overlap=True),
         }
         res["writes_ok"], res["writes_failed"] = load_.ok, load_.failed
-        res["nodes_at_end"] = _node_figures(cl)
+        # RSS with the same keys once every node's log is compacted (the figure that depends on
+        # the cache, not on how many entries the benchmark left in the logs).
+        res["final_snapshots"] = _snapshot_every_node(cl, slow)
+        res["nodes_at_end"] = _node_figures(cl, raw_mb)
         return res
     finally:
         if load_ is not None:
@@ -284,7 +358,8 @@ def _print_snapshot(res: dict) -> None:
       f"{_fmt(ls['write_seconds'], '.2f')} s; index {ls['index']}{size})")
     p(f"  {'snapshot on a follower':<26} {fs['seconds']:.3f} s (file written in {_fmt(fs['write_seconds'], '.2f')} s)")
     r = res["restart"]
-    p(f"  {'restart (kill -9) of ' + r['node']:<26} answering after {r['answering_s']:.2f} s; snapshot restore "
+    p(f"  {'restart (kill -9) of ' + r['node']:<26} answering after {r['answering_s']:.2f} s; a linearizable get "
+      f"after {r['serving_s']:.2f} s ({_fmt(r['serving_cpu_s'], '.2f')} s of its CPU); snapshot restore "
       f"{_fmt(r['restore_s'], '.2f')} s ({_fmt(r['restored_keys'], 'd')} keys); caught up to the leader's "
       f"commit after {r['caught_up_s']:.2f} s")
     j = res["join"]
@@ -309,7 +384,9 @@ def _print_snapshot(res: dict) -> None:
     lt = res["list_first_100"]
     p(f"  list {lt['prefix']!r} --limit 100 (linearizable, client side): p50 {lt['p50_ms']} ms, p99 {lt['p99_ms']} ms")
     for when in ("nodes_after_preload", "nodes_at_end"):
-        p(f"  {when}: " + "; ".join(f"{n} RSS {v['rss_mb']} MB, disk {v['disk_mb']} MB" for n, v in res[when].items()))
+        p(f"  {when}: " + "; ".join(f"{n} RSS {v['rss_mb']} MB, disk {v['disk_mb']} MB ({v['disk_ratio']}x raw)"
+                                    for n, v in res[when].items()))
+    p(f"  raw data: {res['raw_data_mb']} MB; nodes_at_end is after every node took a snapshot (logs compacted)")
 
 
 @click.command()
@@ -323,9 +400,12 @@ def _print_snapshot(res: dict) -> None:
               help="Seconds of background writes measured before any snapshot.")
 @click.option("--trailing-logs", type=click.IntRange(0, None), default=None,
               help="raft.trailing_logs of the cluster [min(5000, KEYS/4): the joiner needs the snapshot].")
+@click.option("--compact-every", type=click.IntRange(0, None), default=1000000, show_default=True,
+              help="During the preload, every node takes a snapshot (compacting its log) each time this "
+                   "many more keys are written; 0: never.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 @click.option("--keep-dir", is_flag=True, default=False, help="Keep the temporary directory (config, data, logs).")
-def snapshot(keys, value_size, writers, baseline, trailing_logs, as_json, keep_dir) -> None:
+def snapshot(keys, value_size, writers, baseline, trailing_logs, compact_every, as_json, keep_dir) -> None:
     """Snapshot time and write stall, restore time on restart, and join time, on a local cluster.
 
     Starts 3 kvnode processes (raft.snapshot_threshold 10**9: only requested snapshots), preloads
@@ -336,8 +416,16 @@ def snapshot(keys, value_size, writers, baseline, trailing_logs, as_json, keep_d
     and has caught up)."""
     if trailing_logs is None:
         trailing_logs = min(5000, keys // 4)
-    res = in_temp_dir("kvbench-snapshot-", keep_dir,
-                       lambda d: _snapshot_bench(keys, value_size, writers, baseline, trailing_logs, as_json, d))
+    partial: dict = {}
+    try:
+        res = in_temp_dir("kvbench-snapshot-", keep_dir,
+                          lambda d: _snapshot_bench(keys, value_size, writers, baseline, trailing_logs, compact_every,
+                                                    as_json, d, partial))
+    except SystemExit:
+        # Stopped or failed: with --json, what was measured until then (marked unfinished).
+        if as_json and partial.get("preload_progress"):
+            click.echo(json.dumps({**partial, "finished": False}))
+        raise
     if as_json:
         click.echo(json.dumps(res))
     else:

@@ -176,9 +176,14 @@ class Preloader:
                 self.error = self.error or f"{type(e).__name__}: {e}"
             self.stop.set()
 
-    def run(self, progress: Optional[Callable[[str], Any]] = None) -> dict:
-        """Write every key; returns {keys, seconds, keys_per_sec, resent_blocks}."""
+    def run(self, progress: Optional[Callable[[str], Any]] = None,
+            every: Optional[tuple[int, Callable[[int], Any]]] = None) -> dict:
+        """Write every key; returns {keys, seconds, keys_per_sec, resent_blocks}.
+
+        ``every=(n, hook)``: call ``hook(done)`` from this thread (the writers go on meanwhile)
+        each time another ``n`` keys have been written, short of the last ``n``."""
         t0 = time.monotonic()
+        next_hook = every[0] if every else None
         threads = [threading.Thread(target=self._run, daemon=True, name=f"preload-{i}") for i in range(self.workers)]
         try:
             for t in threads:
@@ -187,6 +192,12 @@ class Preloader:
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(timeout=0.5)
+                if every is not None and next_hook is not None and next_hook < self.keys:
+                    with self.lock:
+                        done = self.done
+                    if done >= next_hook:
+                        next_hook = (done // every[0] + 1) * every[0]
+                        every[1](done)
                 if progress is not None and time.monotonic() - last >= 10:
                     last = time.monotonic()
                     with self.lock:

@@ -1,7 +1,10 @@
-"""Learners on real processes: a node added with ``kvclient add-node --learner`` stays a learner."""
+"""Learners on real processes: a node added with ``kvclient add-node --learner`` stays a learner;
+a node added with ``kvclient add-node`` and then started with ``--join`` is that member (issue 13
+item 2: a node with no data needs ``--bootstrap`` or ``--join``)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,40 +12,61 @@ import pytest
 
 from raftkv.wire.client import Client
 
-from .harness import KVCLIENT, KVNODE, ROOT, NodeProc, free_port, wait_until
+from .harness import KVCLIENT, ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_node_added_as_a_learner_stays_a_learner(make_cluster):
-    """``kvclient add-node ID ADDR --learner``: the node catches up and serves stale reads but is
-    never promoted, so it never counts for quorums (a join, by contrast, is promoted)."""
+def _membership_changes(cluster, node_id: str) -> list:
+    """The membership changes about ``node_id`` every leader logged, without their index/term."""
+    out = []
+    for n in cluster.nodes.values():
+        for line in n.log_text().splitlines():
+            m = re.search(r"membership change at index \d+ in term \d+: (.*)", line)
+            if m and node_id in m.group(1):
+                out.append(m.group(1))
+    return out
+
+
+@pytest.mark.parametrize("learner", [True, False], ids=["learner", "voter"])
+def test_a_node_added_by_add_node_then_started_with_join_is_that_member(make_cluster, learner):
+    """``kvclient add-node node4 ADDR [--learner]``, then ``kvnode --id node4 ... --join <a
+    follower>``: node4 catches up and serves stale reads; it is listed once, with its incarnation
+    recorded by one change; added with ``--learner`` it is never promoted (it never counts for
+    quorums), added without it is promoted to voter."""
     cluster = make_cluster(3)
-    cluster.wait_leader()
+    leader = cluster.wait_leader()
     with cluster.client(timeout=20) as kv:
         kv.put("before", b"1")
-    n4 = NodeProc(cluster, "node4", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", None)
-    cluster.nodes["node4"] = n4
+    follower = next(n for n in cluster.nodes.values() if n.id != leader)
+    n4 = cluster.add_joiner("node4", follower.addr)  # through any member: a follower forwards it
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(n4.log_path, "ab") as logf:
-        # a fresh node with neither --bootstrap nor --join waits to be added
-        n4.proc = subprocess.Popen([sys.executable, str(KVNODE), "--id", "node4", "--addr", n4.addr, "--client",
-                                    n4.client, "--data-dir", str(cluster.data_dir)],
-                                   stdout=logf, stderr=subprocess.STDOUT, env=env)
     servers = ",".join(n.client for n in cluster.nodes.values() if n.id != "node4")
     cli = [sys.executable, str(KVCLIENT), "--servers", servers]
-    r = subprocess.run([*cli, "add-node", "node4", n4.addr, "--client", n4.client, "--learner"],
+    r = subprocess.run([*cli, "add-node", "node4", n4.addr, "--client", n4.client, *(["--learner"] * learner)],
                        capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+    n4.start()
     with cluster.client(timeout=20) as kv:
-        wait_until(lambda: any(m["id"] == "node4" for m in kv.members()), what="node4 in the configuration")
-        commit = kv.status(cluster.nodes[cluster.leader()].client)["commit_index"]
-        cluster.wait_applied(commit, nodes=["node4"], timeout=60)  # caught up: a voter-to-be is promoted by now
-        kv.put("after", b"2")  # and the leader has handled node4's acknowledgements since
-        assert [m["voter"] for m in kv.members() if m["id"] == "node4"] == [False]
+        wait_until(lambda: any(c.startswith("recording the incarnations of") for c in
+                               _membership_changes(cluster, "node4")), timeout=60, what="node4's incarnation recorded")
+        if learner:
+            commit = kv.status(cluster.nodes[cluster.leader()].client)["commit_index"]
+            cluster.wait_applied(commit, nodes=["node4"], timeout=60)  # caught up: a voter-to-be is promoted by now
+            kv.put("after", b"2")  # and the leader has handled node4's acknowledgements since
+        else:
+            wait_until(lambda: [m["voter"] for m in kv.members() if m["id"] == "node4"] == [True], timeout=60,
+                       what="node4 promoted to voter")
+        assert [m["voter"] for m in kv.members() if m["id"] == "node4"] == [not learner]
+    wait_until(lambda: "is a member of cluster" in n4.log_text(), timeout=30, what="node4 seeing itself a member")
     with Client([n4.client], timeout=10) as c:
-        assert c.get("before", consistency="stale") == b"1"
+        wait_until(lambda: c.get("before", consistency="stale") == b"1", timeout=30, what="node4 serving 'before'")
+    # One record, no replacement, no second addition: only the changes needed.
+    kinds = [c.split(" ")[0] for c in _membership_changes(cluster, "node4")]
+    assert sorted(kinds) == sorted(["adding", "recording"] + ([] if learner else ["promoting"])), \
+        _membership_changes(cluster, "node4")
     r = subprocess.run([*cli, "members"], capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     line, = [x for x in r.stdout.splitlines() if "node4" in x]
-    assert "learner" in line and "voter" not in line
+    assert ("learner" in line and "voter" not in line) if learner else "voter" in line
+    assert cluster.exited() == {}

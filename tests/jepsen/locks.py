@@ -10,7 +10,7 @@ has the lock, and only then makes its increment, from the value it read before t
 the fencing compare the cluster refuses it; ``fenced=False`` leaves the compare out, and the
 stale write then loses an update the checker must catch.
 
-The node faults are the register workload's schedule (``runner.drive_nemesis``). After the heal
+The node faults and the run are every workload's (``workload.run_workload``). After the heal
 and a quiet period the clients stop, the cluster must converge, and a final read takes the
 counter and the log keys; :func:`tests.jepsen.lock_checker.check_locks` checks the history and
 reports how often two clients believed they held the lock at the same time.
@@ -20,9 +20,6 @@ Run it: ``python -m tests.jepsen.runner --workload locks --nemesis kill,pause,pa
 """
 from __future__ import annotations
 
-import random
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,10 +30,9 @@ from typing import Callable, List, Optional, Tuple
 from raftkv import txn as t
 from raftkv.wire.client import Client, InvalidRequest
 from raftkv.wire.recipes import Lock
-from tests.integration.harness import wait_until
 from tests.jepsen.lock_checker import Hold, LockCheckResult, LockOp, LockRecorder, check_locks
-from tests.jepsen.nemesis import PARTITIONS, Firewall, Nemesis, NemesisCluster, expand_nemeses, require_nft
-from tests.jepsen.runner import _converge, _short, drive_nemesis, longest_gap
+from tests.jepsen.nemesis import NemesisCluster
+from tests.jepsen.workload import ClientThread, Workload, WorkloadResult, read_until, run_workload
 
 LOCK = "jl"
 COUNTER = "jl-counter"
@@ -48,33 +44,18 @@ def _read_counter(kv: Client) -> int:
     return int(r.value) if r.found and r.value is not None else 0
 
 
-class _LockWorker:
+class _LockWorker(ClientThread):
     """One client thread: take the lock, make fenced increments, let it go; sometimes pause."""
 
     def __init__(self, idx: int, n_workers: int, servers: List[str], rec: LockRecorder, seed: int,
                  timeout: float, ttl: int, pause_p: float, stop: threading.Event, token: Optional[str],
                  fenced: bool) -> None:
-        self.idx = idx
-        self.n_workers = n_workers
-        self.process = idx
-        self.servers = servers
-        self.rec = rec
-        self.rng = random.Random(seed * 7919 + idx)
-        self.timeout = timeout
+        super().__init__(idx, n_workers, servers, rec, seed, timeout, stop, token, "jepsen-locks")
         self.ttl = ttl
         self.pause_p = pause_p
-        self.stop = stop
-        self.token = token
         self.fenced = fenced
         self.seq = 0
         self.pauses = 0
-        self.last_ok = 0.0
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(target=self._run, name=f"jepsen-locks-{idx}", daemon=True)
-
-    def _client(self) -> Client:
-        i = self.rng.randrange(len(self.servers))
-        return Client(self.servers[i:] + self.servers[:i], timeout=self.timeout, token=self.token)
 
     def _run(self) -> None:
         try:
@@ -157,68 +138,97 @@ def _safe(f: Callable[[], object]) -> object:
 
 
 @dataclass
-class LockRunResult:
-    """What a lock run did and found (the fields mirror runner.RunResult)."""
+class LockRunResult(WorkloadResult):
+    """What a lock run did and found."""
 
-    nemeses: List[str]
-    nodes: int
-    duration: float
-    seed: int
-    clients: int
     fenced: bool
     ops: Counter = field(default_factory=Counter)  # outcome -> count
-    ops_during_faults: int = 0
     pauses: int = 0
-    faults: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
     check: Optional[LockCheckResult] = None
     final_counter: Optional[int] = None
-    longest_unavailable: float = 0.0
-    live: bool = False
-    liveness: str = ""
-    crashed: dict = field(default_factory=dict)
-    events: List[Tuple[float, str]] = field(default_factory=list)
-    history_path: Optional[str] = None
-    cluster_dir: Optional[str] = None
-    log_tail: str = ""
 
     @property
     def consistent(self) -> bool:
         return self.check is not None and self.check.ok
 
-    @property
-    def ok(self) -> bool:
-        return self.consistent and self.live and not self.crashed
+    def replay(self, path: str) -> str:
+        return f"python -m tests.jepsen.lock_checker {path}"
 
     def summary(self) -> str:
-        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"
         c = self.check
         lines = [
-            f"locks{'' if self.fenced else ' (UNFENCED)'} | nemesis {','.join(self.nemeses)} | {self.nodes} nodes "
-            f"| {self.duration:g}s | seed {self.seed} | {self.clients} clients",
+            self.run_line(f"locks{'' if self.fenced else ' (UNFENCED)'} | "),
             "  increments: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
             + f"; ok during faults: {self.ops_during_faults}; client pauses past the TTL: {self.pauses}",
-            f"  faults: {faults}" + (f"; skipped: {dict(self.skipped)}" if self.skipped else ""),
+            self.faults_line(),
             f"  final counter: {self.final_counter}",
-            "  checker: " + ("no verdict" if c is None else
-                             f"{'consistent' if c.ok else 'NOT CONSISTENT'} ({c.increments_ok} ok increments, "
-                             f"{c.increments_fail} refused, {c.increments_unknown} indeterminate)"),
+            self.checker_line(None if c is None else c.ok, "" if c is None else (
+                f"{c.increments_ok} ok increments, {c.increments_fail} refused, {c.increments_unknown} indeterminate")),
             "  overlapping holds (two clients believed they held the lock at once; fencing makes them "
             f"harmless): {'-' if c is None else c.overlaps} of {'-' if c is None else c.holds} holds",
-            f"  longest unavailability (no ok increment): {self.longest_unavailable:.2f}s",
-            f"  liveness after heal: {'OK' if self.live else 'FAILED'} ({self.liveness})",
-        ]
-        if self.crashed:
-            lines.append(f"  CRASHED nodes (exited on their own): {self.crashed}")
-        if c is not None and c.problems:
-            lines.append("  " + c.explanation.replace("\n", "\n  "))
-        if self.history_path:
-            lines.append(f"  history saved: {self.history_path}  (replay: python -m tests.jepsen.lock_checker "
-                         f"{self.history_path})")
-        if self.cluster_dir:
-            lines.append(f"  cluster dir (node logs): {self.cluster_dir}")
-        lines.append(f"  RESULT: {'PASS' if self.ok else 'FAIL'}")
-        return "\n".join(lines)
+        ] + self.availability_lines("increment")
+        return "\n".join(lines + self.tail_lines(c.explanation if c is not None and c.problems else None))
+
+
+class LockWorkload(Workload):
+    """Fenced increments under kv.lock, some clients pausing past their TTL, checked by lock_checker."""
+
+    tag = "locks-"
+    clients_word = "lock clients"
+    ops_word = "increments"
+    history_suffix = ".json"
+
+    def __init__(self, clients: int, seed: int, client_timeout: float, ttl: int, pause_p: float,
+                 fenced: bool) -> None:
+        self.n_clients, self.seed, self.client_timeout = clients, seed, client_timeout
+        self.ttl, self.pause_p, self.fenced = ttl, pause_p, fenced
+        self.join_extra = 6 * ttl + 5  # a paused holder waits out a few TTLs
+        self.rec = LockRecorder()
+        self.log_keys: Optional[List[str]] = None
+
+    def workers(self, cluster: NemesisCluster, stop: threading.Event) -> list:
+        return [_LockWorker(i, self.n_clients, cluster.servers, self.rec, self.seed, self.client_timeout, self.ttl,
+                            self.pause_p, stop, cluster.client_token, self.fenced) for i in range(self.n_clients)]
+
+    def ops(self) -> list:
+        return self.rec.ops()
+
+    def recovered(self, heal: float, workers: list) -> bool:
+        return any(o.outcome == "ok" and o.invoke >= heal for o in self.rec.ops())
+
+    def final(self, cluster: NemesisCluster, res: WorkloadResult, recover_s: float) -> bool:
+        # The final read, clients stopped and cluster healed: the counter and the log, in one
+        # snapshot would be nicer, but no client writes any more, so two reads agree.
+        assert isinstance(res, LockRunResult)
+        def final_read(kv: Client) -> bool:
+            try:
+                res.final_counter = _read_counter(kv)
+                self.log_keys = [k for k, _ in kv.list(LOG_PREFIX)]
+            except Exception:
+                return False
+            return True
+        return read_until(cluster, recover_s, final_read)
+
+    def ok_times(self, ops: list) -> List[float]:
+        return [o.complete for o in ops if o.outcome == "ok" and o.complete is not None]
+
+    def tally(self, res: WorkloadResult, ops: list, workers: list, heal: float) -> None:
+        assert isinstance(res, LockRunResult)
+        res.ops = Counter(o.outcome for o in ops)
+        res.pauses = sum(w.pauses for w in workers)
+
+    def liveness(self, res: WorkloadResult, live: bool, ops: list, workers: list, heal: float,
+                 end: float, recover_s: float) -> Tuple[bool, str]:
+        return live, ("an ok increment after the heal" if live else
+                      f"no ok increment or final read within {recover_s:g}s of the heal")
+
+    def check(self, res: WorkloadResult, ops: list) -> None:
+        assert isinstance(res, LockRunResult)
+        res.check = check_locks(ops, self.rec.holds(), res.final_counter, self.log_keys)
+
+    def save(self, path: Path, res: WorkloadResult) -> None:
+        assert isinstance(res, LockRunResult)
+        self.rec.save(path, res.final_counter, self.log_keys)
 
 
 def run_locks(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 4, seed: int = 0, *,
@@ -231,114 +241,10 @@ def run_locks(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: 
     convergence, final read, check. Raises NftUnavailable for a partition nemesis without
     nftables (never skips). ``fenced=False`` drops the fencing compare: a paused holder's stale
     increment then loses an update, and the run must FAIL (the checker is not vacuous)."""
-    kinds = expand_nemeses(nemesis_names)
-    say = log or (lambda s: None)
-    if any(k in PARTITIONS for k in kinds):
-        require_nft()
-    res = LockRunResult(kinds, nodes, duration_s, seed, clients, fenced)
-    own_dir = directory is None
-    cdir = Path(tempfile.mkdtemp(prefix=f"kvjepsen-locks-seed{seed}-", dir="/tmp")) if own_dir else Path(directory)
-    cluster = NemesisCluster(cdir, n=nodes, raft=raft)
-    firewall = Firewall() if any(k in PARTITIONS for k in kinds) else None
-    rng = random.Random(seed)
-    nem = Nemesis(cluster, rng, firewall, log=lambda s: say(f"[nemesis] {s}"))
-    rec = LockRecorder()
-    stop = threading.Event()
-    workers: List[_LockWorker] = []
-    log_keys: Optional[List[str]] = None
-    t0 = time.monotonic()
-    try:
-        cluster.start()
-        say(f"cluster of {nodes} on {cluster.subnet}.* in {cdir}")
-        try:
-            wait_until(lambda: cluster.current_leader(), 30, what="a first leader")
-        except AssertionError as e:
-            raise AssertionError(f"{e}: the cluster did not start (node logs in {cdir})\n{cluster.logs()}") from None
-        workers = [_LockWorker(i, clients, cluster.servers, rec, seed, client_timeout, ttl, pause_p, stop,
-                               cluster.client_token, fenced) for i in range(clients)]
-        t0 = time.monotonic()
-        for w in workers:
-            w.thread.start()
-        say(f"{clients} lock clients started; nemesis {','.join(kinds)} for {duration_s:g}s")
-        end = t0 + duration_s
-        first_fault = drive_nemesis(nem, kinds, rng, t0, duration_s, gap_s, hold_s)
-        time.sleep(max(0.0, end - time.monotonic()))
-        nem.heal_all()
-        heal = time.monotonic()
-        say("healed; quiet period")
-
-        def recovered() -> bool:
-            return any(o.outcome == "ok" and o.invoke >= heal for o in rec.ops())
-
-        deadline = heal + recover_s
-        while time.monotonic() < deadline and not (recovered() and time.monotonic() >= heal + quiet_s):
-            time.sleep(0.1)
-        stop.set()
-        for w in workers:
-            w.thread.join(timeout=client_timeout + 6 * ttl + 5)
-        live = recovered()
-        conv_ok, conv_detail = _converge(cluster, recover_s)
-
-        # The final read, clients stopped and cluster healed: the counter and the log, in one
-        # snapshot would be nicer, but no client writes any more, so two reads agree.
-        with Client(cluster.servers, timeout=5, token=cluster.client_token) as kv:
-            def final_read() -> bool:
-                nonlocal log_keys
-                try:
-                    res.final_counter = _read_counter(kv)
-                    log_keys = [k for k, _ in kv.list(LOG_PREFIX)]
-                except Exception:
-                    return False
-                return True
-            try:
-                wait_until(final_read, recover_s, what="a final read")
-            except AssertionError:
-                live = False
-
-        for nid, n in cluster.nodes.items():
-            if not n.alive():
-                res.crashed[nid] = n.proc.returncode if n.proc is not None else None
-        ops = rec.ops()
-        res.ops = Counter(o.outcome for o in ops)
-        res.pauses = sum(w.pauses for w in workers)
-        if first_fault is not None:
-            res.ops_during_faults = sum(1 for o in ops if o.outcome == "ok" and o.complete is not None
-                                        and first_fault <= o.complete <= heal)
-        oks = [o.complete for o in ops if o.outcome == "ok" and o.complete is not None]
-        res.longest_unavailable = longest_gap(oks, t0, heal)[0]
-        errors = [f"client {w.idx}: {w.error!r}" for w in workers if w.error is not None]
-        hung = [w.idx for w in workers if w.thread.is_alive()]
-        res.live = live and conv_ok and not errors and not hung
-        res.liveness = (("an ok increment after the heal" if live else
-                         f"no ok increment or final read within {recover_s:g}s of the heal")
-                        + (f"; client thread errors: {errors}; hung: {hung}" if errors or hung else "")
-                        + "; " + conv_detail)
-        res.faults = Counter(nem.counts)
-        res.skipped = Counter(nem.skipped)
-        res.events = [(tm - t0, s) for tm, s in nem.events]
-        say(f"checking {len(ops)} increments")
-        res.check = check_locks(ops, rec.holds(), res.final_counter, log_keys)
-    finally:
-        stop.set()
-        try:
-            nem.close()
-        finally:
-            cluster.stop()
-    if not res.ok:
-        res.log_tail = cluster.logs()
-        hdir = Path(history_dir or "/tmp")
-        hdir.mkdir(parents=True, exist_ok=True)
-        name = f"kvjepsen-locks-{'+'.join(_short(kinds))}-n{nodes}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        hpath = hdir / f"{name}.json"
-        rec.save(hpath, res.final_counter, log_keys)
-        with open(hdir / f"{name}.nemesis.txt", "w") as f:
-            for tm, s in res.events:
-                f.write(f"+{tm:8.3f}s  {s}\n")
-            f.write("\n" + res.summary() + "\n")
-        res.history_path = str(hpath)
-        res.cluster_dir = str(cdir)
-    elif own_dir and not keep:
-        shutil.rmtree(cdir, ignore_errors=True)
-    else:
-        res.cluster_dir = str(cdir)
+    wl = LockWorkload(clients, seed, client_timeout, ttl, pause_p, fenced)
+    res = run_workload(wl, lambda kinds: LockRunResult(kinds, nodes, duration_s, seed, clients, fenced),
+                       nemesis_names, nodes, duration_s, seed, client_timeout=client_timeout, quiet_s=quiet_s,
+                       recover_s=recover_s, gap_s=gap_s, hold_s=hold_s, raft=raft, directory=directory,
+                       history_dir=history_dir, keep=keep, log=log)
+    assert isinstance(res, LockRunResult)
     return res

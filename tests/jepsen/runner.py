@@ -59,11 +59,8 @@ schedule (which fault, which random node, hold times), not in its timing.
 from __future__ import annotations
 
 import argparse
-import random
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -74,43 +71,31 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from tests.integration.harness import wait_until
 from tests.jepsen.checker import CheckTimeout, check
 from tests.jepsen.history import HistoryRecorder
-from tests.jepsen.nemesis import (PARTITIONS, Firewall, Nemesis, NemesisCluster, SecureNemesisCluster, expand_nemeses,
-                                  require_nft)
+from tests.jepsen.nemesis import NemesisCluster, SecureNemesisCluster
+from tests.jepsen.workload import ClientThread, Workload, WorkloadResult, run_workload
 from raftkv.wire.client import Client, InvalidRequest, NotFound
 
 WRITES = ("put", "delete", "cas")
 
 
 @dataclass
-class RunResult:
-    nemeses: List[str]
-    nodes: int
-    duration: float
-    seed: int
-    clients: int
+class RunResult(WorkloadResult):
+    """What a register run did and found."""
+
     keys: int
     ops: Counter = field(default_factory=Counter)  # outcome -> count
     ops_by_kind: Dict[str, Counter] = field(default_factory=dict)  # kind -> outcome -> count
-    ops_during_faults: int = 0  # ok ops completed between the first fault and the final heal
-    faults: Counter = field(default_factory=Counter)  # nemesis kind -> injected
-    skipped: Counter = field(default_factory=Counter)  # nemesis kind -> could not inject
     linearizable: Optional[bool] = None  # None: the checker gave no verdict in time
     explanation: str = ""
     check_seconds: float = 0.0
-    longest_unavailable: float = 0.0  # seconds with no successful write, during the run
-    unavailable_at: Tuple[float, float] = (0.0, 0.0)  # that window, seconds since the start
     recovered_after: Optional[float] = None  # final heal -> first ok write (s); None: never
-    live: bool = False
-    liveness: str = ""
-    crashed: Dict[str, Optional[int]] = field(default_factory=dict)  # node -> exit code
-    events: List[Tuple[float, str]] = field(default_factory=list)  # (s since start, text)
-    history_path: Optional[str] = None
-    cluster_dir: Optional[str] = None
-    log_tail: str = ""  # the end of every node's log, kept when the run fails
 
     @property
-    def ok(self) -> bool:
-        return bool(self.linearizable) and self.live and not self.crashed
+    def consistent(self) -> bool:
+        return bool(self.linearizable)
+
+    def replay(self, path: str) -> str:
+        return f"python -m tests.jepsen.checker {path}"
 
     def verdict(self) -> str:
         if self.linearizable is None:
@@ -118,32 +103,17 @@ class RunResult:
         return "linearizable" if self.linearizable else "NOT LINEARIZABLE"
 
     def summary(self) -> str:
-        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"
         lines = [
-            f"nemesis {','.join(self.nemeses)} | {self.nodes} nodes | {self.duration:g}s | "
-            f"seed {self.seed} | {self.clients} clients | {self.keys} keys",
+            self.run_line("") + f" | {self.keys} keys",
             f"  ops: {sum(self.ops.values())} (ok {self.ops['ok']}, fail {self.ops['fail']}, "
             f"unknown {self.ops['unknown']}); ok during faults: {self.ops_during_faults}",
             "  by kind: " + ", ".join(
                 f"{k} {c['ok']}/{c['fail']}/{c['unknown']}" for k, c in sorted(self.ops_by_kind.items()))
             + " (ok/fail/unknown)",
-            f"  faults: {faults}" + (f"; skipped: {dict(self.skipped)}" if self.skipped else ""),
+            self.faults_line(),
             f"  checker: {self.verdict()} ({self.check_seconds:.2f}s)",
-            f"  longest unavailability (no ok write): {self.longest_unavailable:.2f}s "
-            f"at t={self.unavailable_at[0]:.1f}..{self.unavailable_at[1]:.1f}s",
-            f"  liveness after heal: {'OK' if self.live else 'FAILED'} ({self.liveness})",
-        ]
-        if self.crashed:
-            lines.append(f"  CRASHED nodes (exited on their own): {self.crashed}")
-        if not self.linearizable and self.explanation:
-            lines.append("  " + self.explanation.replace("\n", "\n  "))
-        if self.history_path:
-            lines.append(f"  history saved: {self.history_path}  "
-                         f"(replay: python -m tests.jepsen.checker {self.history_path})")
-        if self.cluster_dir:
-            lines.append(f"  cluster dir (node logs): {self.cluster_dir}")
-        lines.append(f"  RESULT: {'PASS' if self.ok else 'FAIL'}")
-        return "\n".join(lines)
+        ] + self.availability_lines("write", when=True)
+        return "\n".join(lines + self.tail_lines(self.explanation if not self.linearizable else None))
 
     def table_row(self) -> str:
         faults = ",".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
@@ -156,58 +126,24 @@ class RunResult:
 # --------------------------------------------------------------------------- clients
 
 
-class _Worker:
+class _Worker(ClientThread):
     """One client thread: a Client of its own, random ops on the shared key space."""
-
-    RECONNECT = 0.02  # chance per op of a fresh Client whose first server is a random node
 
     def __init__(self, idx: int, n_workers: int, servers: List[str], rec: HistoryRecorder,
                  keys: int, seed: int, timeout: float, stop: threading.Event,
                  known: Dict[str, Optional[bytes]], consistency: str = "linearizable",
                  token: Optional[str] = None) -> None:
-        self.idx = idx
-        self.token = token  # a secure cluster's client token
+        super().__init__(idx, n_workers, servers, rec, seed, timeout, stop, token, "jepsen-client")
         self.consistency = consistency
-        self.n_workers = n_workers
-        self.process = idx
-        self.servers = servers
-        self.rec = rec
         self.keys = keys
-        self.rng = random.Random(seed * 7919 + idx)
-        self.timeout = timeout
-        self.stop = stop
         self.known = known  # key -> a value recently seen (cas expectations)
         self.counter = 0
-        self.last_ok = 0.0  # time.monotonic() of this thread's last ok op
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(target=self._run, name=f"jepsen-client-{idx}", daemon=True)
 
     def _value(self) -> bytes:
         self.counter += 1
         return f"{self.process}-{self.counter}".encode()
 
-    def _client(self) -> Client:
-        # Start from a random node rather than the cached leader: a client that lands on a
-        # deposed or cut-off leader is exactly what a linearizable read must survive.
-        i = self.rng.randrange(len(self.servers))
-        return Client(self.servers[i:] + self.servers[:i], timeout=self.timeout, token=self.token)
-
-    def _run(self) -> None:
-        kv = None
-        try:
-            kv = self._client()
-            while not self.stop.is_set():
-                if self.rng.random() < self.RECONNECT:
-                    kv.close()
-                    kv = self._client()
-                self._one(kv)
-        except BaseException as e:  # reported by the runner
-            self.error = e
-        finally:
-            if kv is not None:
-                kv.close()
-
-    def _one(self, kv: Client) -> None:
+    def step(self, kv: Client) -> None:
         rng, rec = self.rng, self.rec
         key = f"k{rng.randrange(self.keys)}"
         r = rng.random()
@@ -266,72 +202,6 @@ class _Worker:
 # --------------------------------------------------------------------------- analysis
 
 
-def longest_gap(times: Sequence[float], start: float, end: float) -> Tuple[float, float, float]:
-    """The longest interval inside [start, end] containing none of ``times``: (len, from, to)."""
-    pts = [start] + sorted(t for t in times if start <= t <= end) + [end]
-    best = (0.0, start, start)
-    for a, b in zip(pts, pts[1:]):
-        if b - a > best[0]:
-            best = (b - a, a, b)
-    return best
-
-
-def _converge(cluster: NemesisCluster, timeout: float) -> Tuple[bool, str]:
-    """Wait until every node names the same leader, which leads, and every node has applied
-    the leader's commit index. (ok, description)."""
-    start = time.monotonic()
-    last: dict = {}
-    while True:
-        st = cluster.quick_statuses(timeout=1.0)
-        last = st
-        ids = {s.get("leader_id") for s in st.values()}
-        if len(st) == len(cluster.nodes) and len(ids) == 1:
-            lead = st.get(next(iter(ids)))
-            if lead is not None and lead.get("state") == "leader" and \
-                    all(s["applied_index"] >= lead["commit_index"] for s in st.values()):
-                return True, (f"all {len(st)} nodes converged on leader {lead['id']} at index "
-                              f"{lead['commit_index']} in {time.monotonic() - start:.1f}s")
-        if time.monotonic() - start > timeout:
-            view = {nid: (s.get("state"), s.get("term"), s.get("leader_id"), s.get("commit_index"),
-                          s.get("applied_index")) for nid, s in sorted(last.items())}
-            missing = sorted(set(cluster.nodes) - set(last))
-            return False, (f"NOT CONVERGED after {timeout:g}s: (state, term, leader, commit, applied) "
-                           f"= {view}" + (f"; not answering: {missing}" if missing else ""))
-        time.sleep(0.2)
-
-
-def drive_nemesis(nem: Nemesis, kinds: List[str], rng: random.Random, t0: float, duration_s: float,
-                  gap_s: Tuple[float, float], hold_s: Tuple[float, float]) -> Optional[float]:
-    """The fault schedule (shared by every workload): wait, inject one fault, hold it, heal,
-    until ``t0 + duration_s``. Returns when the first fault was injected (None: never)."""
-    end = t0 + duration_s
-    order: List[str] = []
-    first_fault = None
-    while True:
-        gap = rng.uniform(*gap_s)
-        hold = rng.uniform(*hold_s)
-        # Run until the deadline, but past it (up to twice the duration) until every chosen
-        # kind has been injected once, so that a short run still covers each of them.
-        missing = [k for k in kinds if nem.counts[k] == 0 and nem.skipped[k] < 3]
-        limit = t0 + 2 * duration_s if missing else end
-        if time.monotonic() + gap + 0.5 > limit:
-            break
-        time.sleep(gap)
-        if not order:
-            order = list(kinds)
-            rng.shuffle(order)
-        kind = order.pop()
-        if missing and time.monotonic() > end and kind not in missing:
-            order.append(kind)
-            kind = missing[0]
-            order = [k for k in order if k != kind]
-        if nem.inject(kind) is not None and first_fault is None:
-            first_fault = time.monotonic()
-        time.sleep(max(0.0, min(hold, limit - time.monotonic())))
-        nem.heal()
-    return first_fault
-
-
 def _parse_raft(spec: Optional[str]) -> Optional[dict]:
     if not spec:
         return None
@@ -351,6 +221,83 @@ def _parse_raft(spec: Optional[str]) -> Optional[dict]:
 # --------------------------------------------------------------------------- the run
 
 
+class RegisterWorkload(Workload):
+    """put / get / delete / cas with unique values on a few keys, checked for linearizability."""
+
+    def __init__(self, clients: int, keys: int, seed: int, client_timeout: float, check_timeout: float,
+                 read_consistency: str, secure: bool) -> None:
+        self.n_clients, self.keys, self.seed = clients, keys, seed
+        self.client_timeout, self.check_timeout = client_timeout, check_timeout
+        self.read_consistency, self.secure = read_consistency, secure
+        self.rec = HistoryRecorder()
+
+    def cluster(self, cdir: Path, nodes: int, raft: Optional[dict]) -> NemesisCluster:
+        return (SecureNemesisCluster if self.secure else NemesisCluster)(cdir, n=nodes, raft=raft)
+
+    def started(self, cluster: NemesisCluster, nodes: int, cdir: Path) -> str:
+        return f"{'secure ' if self.secure else ''}cluster of {nodes} on {cluster.subnet}.* in {cdir}"
+
+    def setup(self, cluster: NemesisCluster) -> None:
+        with Client(cluster.servers, timeout=10, token=cluster.client_token) as kv:
+            wait_until(lambda: kv.put("_warmup", b"1") is None, 30, what="a first write")
+
+    def workers(self, cluster: NemesisCluster, stop: threading.Event) -> list:
+        known: Dict[str, Optional[bytes]] = {}
+        return [_Worker(i, self.n_clients, cluster.servers, self.rec, self.keys, self.seed, self.client_timeout,
+                        stop, known, self.read_consistency, cluster.client_token) for i in range(self.n_clients)]
+
+    def ops(self) -> list:
+        return self.rec.ops()
+
+    def recovered(self, heal: float, workers: list) -> bool:
+        # Writes and reads again, to every client.
+        ops = self.rec.ops()
+        w = any(o.outcome == "ok" and o.kind in WRITES and o.invoke >= heal for o in ops)
+        r = any(o.outcome == "ok" and o.kind == "get" and o.invoke >= heal for o in ops)
+        return w and r and all(wk.last_ok > heal for wk in workers)
+
+    def ok_times(self, ops: list) -> List[float]:
+        return [o.complete for o in ops if o.outcome == "ok" and o.kind in WRITES]
+
+    def tally(self, res: WorkloadResult, ops: list, workers: list, heal: float) -> None:
+        assert isinstance(res, RunResult)
+        for o in ops:
+            res.ops[o.outcome] += 1
+            res.ops_by_kind.setdefault(o.kind, Counter())[o.outcome] += 1
+        after = [t for t in self.ok_times(ops) if t >= heal]
+        res.recovered_after = (min(after) - heal) if after else None
+
+    def liveness(self, res: WorkloadResult, live: bool, ops: list, workers: list, heal: float,
+                 end: float, recover_s: float) -> Tuple[bool, str]:
+        assert isinstance(res, RunResult)
+        if live:
+            text = (f"first ok write {res.recovered_after:.2f}s after the final heal; "
+                    f"{sum(1 for o in ops if o.outcome == 'ok' and o.invoke >= heal)} ok ops "
+                    f"in {end - heal:.1f}s")
+        else:
+            text = f"no ok write and read within {recover_s:g}s of the final heal"
+        if not all(wk.last_ok > heal for wk in workers):
+            live = False
+            text += "; clients without an ok op after the heal: " + \
+                str([wk.idx for wk in workers if wk.last_ok <= heal])
+        return live, text
+
+    def check(self, res: WorkloadResult, ops: list) -> None:
+        assert isinstance(res, RunResult)
+        t_check = time.monotonic()
+        try:
+            cr = check(ops, timeout=self.check_timeout)
+            res.linearizable = cr.ok
+            res.explanation = cr.explanation
+        except CheckTimeout as e:
+            res.linearizable = None
+            res.explanation = str(e)
+        res.check_seconds = time.monotonic() - t_check
+
+    def save(self, path: Path, res: WorkloadResult) -> None:
+        self.rec.save(path)
+
+
 def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 5, keys: int = 6,
         seed: int = 0, *, client_timeout: float = 1.5, quiet_s: float = 3.0, recover_s: float = 20.0,
         gap_s: Tuple[float, float] = (1.0, 2.0), hold_s: Tuple[float, float] = (1.0, 3.0),
@@ -367,145 +314,13 @@ def run(nemesis_names, nodes: int = 3, duration_s: float = 30.0, clients: int = 
 
     Raises :class:`tests.jepsen.nemesis.NftUnavailable` when a partition nemesis is chosen
     and nftables cannot be used (it never silently skips)."""
-    kinds = expand_nemeses(nemesis_names)
-    say = log or (lambda s: None)
-    if any(k in PARTITIONS for k in kinds):
-        require_nft()
-    res = RunResult(kinds, nodes, duration_s, seed, clients, keys)
-    own_dir = directory is None
-    cdir = Path(tempfile.mkdtemp(prefix=f"kvjepsen-seed{seed}-", dir="/tmp")) if own_dir else Path(directory)
-    cluster = SecureNemesisCluster(cdir, n=nodes, raft=raft) if secure else NemesisCluster(cdir, n=nodes, raft=raft)
-    firewall = Firewall() if any(k in PARTITIONS for k in kinds) else None
-    rng = random.Random(seed)
-    nem = Nemesis(cluster, rng, firewall, log=lambda s: say(f"[nemesis] {s}"))
-    rec = HistoryRecorder()
-    stop_clients = threading.Event()
-    workers: List[_Worker] = []
-    t0 = time.monotonic()
-    heal_time = None
-    try:
-        cluster.start()
-        say(f"{'secure ' if secure else ''}cluster of {nodes} on {cluster.subnet}.* in {cdir}")
-        try:
-            wait_until(lambda: cluster.current_leader(), 30, what="a first leader")
-            with Client(cluster.servers, timeout=10, token=cluster.client_token) as kv:
-                wait_until(lambda: kv.put("_warmup", b"1") is None, 30, what="a first write")
-        except AssertionError as e:
-            raise AssertionError(f"{e}: the cluster did not start (node logs in {cdir})\n"
-                                 f"{cluster.logs()}") from None
-        known: Dict[str, Optional[bytes]] = {}
-        workers = [_Worker(i, clients, cluster.servers, rec, keys, seed, client_timeout, stop_clients, known,
-                           read_consistency, cluster.client_token) for i in range(clients)]
-        t0 = time.monotonic()
-        for w in workers:
-            w.thread.start()
-        say(f"{clients} clients started; nemesis {','.join(kinds)} for {duration_s:g}s")
-
-        # The nemesis runs in this thread: the clients are the other threads.
-        end = t0 + duration_s
-        first_fault = drive_nemesis(nem, kinds, rng, t0, duration_s, gap_s, hold_s)
-        time.sleep(max(0.0, end - time.monotonic()))
-        nem.heal_all()
-        heal_time = time.monotonic()
-        say("healed; quiet period")
-
-        # Quiet period: the cluster must serve writes and reads again, to every client.
-        def recovered() -> bool:
-            ops = rec.ops()
-            w = any(o.outcome == "ok" and o.kind in WRITES and o.invoke >= heal_time for o in ops)
-            r = any(o.outcome == "ok" and o.kind == "get" and o.invoke >= heal_time for o in ops)
-            return w and r and all(wk.last_ok > heal_time for wk in workers)
-
-        deadline = heal_time + recover_s
-        while time.monotonic() < deadline and not (recovered() and time.monotonic() >= heal_time + quiet_s):
-            time.sleep(0.1)
-        stop_clients.set()
-        for w in workers:
-            w.thread.join(timeout=client_timeout + 5)
-        end_time = time.monotonic()
-        # Convergence: with the clients stopped, every node must follow one leader and apply
-        # everything it committed (a node that never catches up is a liveness bug too).
-        conv_ok, conv_detail = _converge(cluster, recover_s)
-
-        # Crashes: after heal_all every node must be running.
-        for nid, n in cluster.nodes.items():
-            if not n.alive():
-                res.crashed[nid] = n.proc.returncode if n.proc is not None else None
-        errors = [f"client {w.idx}: {w.error!r}" for w in workers if w.error is not None]
-        hung = [w.idx for w in workers if w.thread.is_alive()]
-
-        ops = rec.ops()
-        for o in ops:
-            res.ops[o.outcome] += 1
-            res.ops_by_kind.setdefault(o.kind, Counter())[o.outcome] += 1
-        ok_writes = [o.complete for o in ops if o.outcome == "ok" and o.kind in WRITES]
-        if first_fault is not None:
-            res.ops_during_faults = sum(1 for o in ops if o.outcome == "ok" and first_fault <= o.complete <= heal_time)
-        gap, a, b = longest_gap(ok_writes, t0, heal_time)
-        res.longest_unavailable, res.unavailable_at = gap, (a - t0, b - t0)
-        after = [t for t in ok_writes if t >= heal_time]
-        res.recovered_after = (min(after) - heal_time) if after else None
-        if recovered():
-            res.live = True
-            res.liveness = (f"first ok write {res.recovered_after:.2f}s after the final heal; "
-                            f"{sum(1 for o in ops if o.outcome == 'ok' and o.invoke >= heal_time)} ok ops "
-                            f"in {end_time - heal_time:.1f}s")
-        else:
-            res.liveness = f"no ok write and read within {recover_s:g}s of the final heal"
-        if not all(wk.last_ok > heal_time for wk in workers):
-            res.live = False
-            res.liveness += "; clients without an ok op after the heal: " + \
-                str([wk.idx for wk in workers if wk.last_ok <= heal_time])
-        if errors or hung:
-            res.live = False
-            res.liveness += f"; client thread errors: {errors}; hung: {hung}"
-        res.liveness += "; " + conv_detail
-        if not conv_ok:
-            res.live = False
-        res.faults = Counter(nem.counts)
-        res.skipped = Counter(nem.skipped)
-        res.events = [(t - t0, s) for t, s in nem.events]
-
-        say(f"checking {len(ops)} ops")
-        t_check = time.monotonic()
-        try:
-            cr = check(ops, timeout=check_timeout)
-            res.linearizable = cr.ok
-            res.explanation = cr.explanation
-        except CheckTimeout as e:
-            res.linearizable = None
-            res.explanation = str(e)
-        res.check_seconds = time.monotonic() - t_check
-    finally:
-        stop_clients.set()
-        try:
-            nem.close()
-        finally:
-            cluster.stop()
-    if not res.ok:
-        res.log_tail = cluster.logs()
-        hdir = Path(history_dir or "/tmp")
-        hdir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"kvjepsen-{'+'.join(_short(kinds))}-n{nodes}-seed{seed}-{stamp}"
-        hpath = hdir / f"{name}.jsonl"
-        rec.save(hpath)
-        with open(hdir / f"{name}.nemesis.txt", "w") as f:
-            f.write(f"# t0 = {t0!r} (history times are time.monotonic(); event = t0 + offset)\n")
-            for t, s in res.events:
-                f.write(f"{t0 + t:.6f}  +{t:8.3f}s  {s}\n")
-            f.write("\n" + res.summary() + "\n")
-        res.history_path = str(hpath)
-        res.cluster_dir = str(cdir)
-    elif own_dir and not keep:
-        shutil.rmtree(cdir, ignore_errors=True)
-    else:
-        res.cluster_dir = str(cdir)
+    wl = RegisterWorkload(clients, keys, seed, client_timeout, check_timeout, read_consistency, secure)
+    res = run_workload(wl, lambda kinds: RunResult(kinds, nodes, duration_s, seed, clients, keys), nemesis_names,
+                       nodes, duration_s, seed, client_timeout=client_timeout, quiet_s=quiet_s,
+                       recover_s=recover_s, gap_s=gap_s, hold_s=hold_s, raft=raft, directory=directory,
+                       history_dir=history_dir, keep=keep, log=log)
+    assert isinstance(res, RunResult)
     return res
-
-
-def _short(kinds: List[str]) -> List[str]:
-    return [k.replace("partition-", "p-") for k in kinds][:4] + (["more"] if len(kinds) > 4 else [])
 
 
 def _range(spec: str) -> Tuple[float, float]:

@@ -485,8 +485,8 @@ class NodeModel:
                 continue
             try:
                 ld.core.join(Member(nd.id, nd.addr, incarnation=nd.inc), None, nd.inc)
-            except self.cm.NotLeader:
-                pass
+            except (self.cm.NotLeader, self.cm.MemberLive):
+                pass  # no leader here, or the old incarnation answered it lately (replacement_guard): retry
             self.after_input(ld)
 
     def restart(self, nd: Node) -> None:

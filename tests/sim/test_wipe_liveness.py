@@ -58,7 +58,12 @@ def test_an_unknown_candidate_still_cannot_jump_terms_or_win_with_a_stale_log() 
     c.step("evil", RequestVote(7, 12, 3))  # not more up-to-date than ours
     c.step("evil", RequestVote(7, 5, 8))  # a last term past its own term
     assert c.term == 6 and c.vote is None and not _replies(c)
-    d = _lagging_voter(pre_vote=False)  # without pre-vote a candidate's term rises every timeout
+    # Without pre-vote a candidate's term rises every timeout: a lagging voter admits one that is
+    # a bounded number of terms ahead (seed 2722, tests/unit/test_core_election_liveness.py).
+    d = _lagging_voter(pre_vote=False)
     t = d.term  # it campaigned itself meanwhile (no pre-vote)
-    d.step("n4", RequestVote(t + 1, 23, 5))
-    assert d.term == t and d.vote != "n4"
+    d.step("evil", RequestVote(INDEX_LIMIT - 1, 10**6, INDEX_LIMIT - 1))
+    d.step("evil", RequestVote(t + 1, 12, 3))
+    assert d.term == t and d.vote == "n1" and not _replies(d)
+    d.step("n4", RequestVote(t + 3, 23, 5))
+    assert d.term == t + 3 and d.vote == "n4"

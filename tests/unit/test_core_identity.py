@@ -7,8 +7,11 @@ from __future__ import annotations
 import logging
 import random
 
+import pytest
+
 from raftkv.actors.core import CANDIDATE, FOLLOWER, LEADER, CoreConfig, RaftCore
 from raftkv.actors.membership import ChangeOrigin, MembershipChange
+from raftkv.actors.replacement_guard import MemberLive
 from raftkv.records import INDEX_LIMIT
 from raftkv.wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, Heartbeat, HeartbeatReply, Member,
                                   RequestVote, TimeoutNow, VoteReply)
@@ -26,6 +29,19 @@ def icore(node="n1", inc="", ms=None, term=0, log=None, commit=0):
     return RaftCore(node, cfg, term=term, log=log, members=ms if ms is not None else incs_members(n1="a1", n2="a2",
                                                                                                    n3="a3"),
                     commit=commit, rng=random.Random(7), incarnation=inc)
+
+
+def silence(c, dead):
+    """Run the leader ``c`` for one election timeout in which ``dead`` never answers while the
+    other members answer every heartbeat: ``dead`` is no longer live (replacement_guard)."""
+    for _ in range(EMAX):
+        c.tick()
+        r = c.take_ready()
+        for to, m in r.send:
+            if to != dead and type(m) is Heartbeat:
+                c.step(to, HeartbeatReply(c.term, m.round, c.log.last_index()))
+    c.take_ready()
+    assert c.role == LEADER
 
 
 def ileader():
@@ -98,6 +114,7 @@ def test_a_node_listed_under_another_incarnation_never_campaigns():
 def test_a_join_with_another_incarnation_replaces_the_voter_by_a_learner_in_one_entry():
     c = ileader()
     voters_before = set(c.voters())
+    silence(c, "n2")  # the old node2 is dead (its disk was replaced)
     assert not c.join(Member("n2", "127.0.0.1:9002"), "route", "b2")
     (change, index), = config_proposed(c)
     assert change.origin is ChangeOrigin.JOIN and change.replaces.incarnation == "a2"
@@ -137,6 +154,7 @@ def test_a_replaced_stay_learner_stays_a_learner():
     elect(c)
     commit_noop(c)
     c.take_ready()
+    silence(c, "n4")
     assert not c.join(Member("n4", "127.0.0.1:9004"), "route", "b4")
     config_proposed(c)
     assert c.member("n4").incarnation == "b4" and not c.member("n4").promote
@@ -224,3 +242,87 @@ def test_a_leader_records_the_incarnations_a_whole_cluster_bootstrap_left_unknow
     # From now on a wiped n2 (another incarnation) is told apart.
     c.step("n2", AppendReply(c.term, True, match_index=index, from_incarnation="b2"))
     assert c.progress["n2"].match == last
+
+
+# ---------------------------------------------------------------- add-node, then kvnode --join
+
+
+def test_a_join_of_a_member_added_by_add_node_admits_it_and_records_its_incarnation_once():
+    """``kvclient add-node n4 ADDR [--learner]`` records n4 with no incarnation; n4 then started
+    with ``--join`` is that member: answered at once, its incarnation recorded in one IDENTITY
+    entry, its learner or voter-to-be status kept, no second record; a repeated join changes
+    nothing more, and another incarnation afterwards is the replacement path."""
+    for stay_learner in (True, False):
+        c = ileader()
+        c.request_change(MembershipChange(Member("n4", "127.0.0.1:9004", voter=not stay_learner), None, "r",
+                                          ChangeOrigin.CLIENT))
+        config_proposed(c)
+        ack_all(c, peers=["n2", "n3"])
+        before = c.member("n4")
+        assert before.incarnation == "" and not before.voter and before.promote is (not stay_learner)
+        assert c.join(Member("n4", "127.0.0.1:9004"), "join-route", "x4")
+        (change, _), = config_proposed(c)
+        assert change.origin is ChangeOrigin.IDENTITY and change.member_ids == ("n4",)
+        assert [m for m in c.members if m.id == "n4"] == [before._replace(incarnation="x4")]
+        ack_all(c, peers=["n2", "n3"])
+        assert c.join(Member("n4", "127.0.0.1:9004"), "join-route", "x4")
+        assert not config_proposed(c), "a repeated join is answered with no change"
+        silence(c, "n4")  # the old process is dead: a live member is never replaced
+        assert not c.join(Member("n4", "127.0.0.1:9004"), "join-route", "y4")  # its disk wiped since
+        (change, _), = config_proposed(c)
+        assert change.origin is ChangeOrigin.JOIN and change.replaces.incarnation == "x4"
+        assert [(m.incarnation, m.voter, m.promote) for m in c.members if m.id == "n4"] == [
+            ("y4", False, not stay_learner)]
+# ---------------------------------------------------------------- a live member is not replaced
+
+
+def test_a_join_cannot_replace_a_member_the_leader_still_hears_from():
+    """A join-token holder sending a JoinRequest under a running member's id with a new
+    incarnation: refused while the member answered within the last election timeout."""
+    c = ileader()
+    before = list(c.members)
+    for _ in range(EMAX - 1):  # node2 keeps answering heartbeats
+        c.tick()
+        for to, m in c.take_ready().send:
+            if type(m) is Heartbeat:
+                c.step(to, HeartbeatReply(c.term, m.round, c.log.last_index(), from_incarnation="a2"))
+    with pytest.raises(MemberLive, match="refused: the member is live: n2"):
+        c.join(Member("n2", "127.0.0.1:9999"), "route", "evil")
+    assert c.members == before and not c.changes.queued("n2")
+    assert not config_proposed(c)
+    assert c.progress["n2"].inc == "a2"
+
+
+def test_a_reply_from_another_incarnation_does_not_keep_a_member_live():
+    c = ileader()
+    for _ in range(EMAX):
+        c.tick()
+        for to, m in c.take_ready().send:
+            if type(m) is Heartbeat:
+                inc = "b2" if to == "n2" else ""  # the wiped node2 answers as its new incarnation
+                c.step(to, HeartbeatReply(c.term, m.round, c.log.last_index(), from_incarnation=inc))
+    assert not c.join(Member("n2", "127.0.0.1:9002"), "route", "b2")
+    (change, _), = config_proposed(c)
+    assert change.replaces.incarnation == "a2"
+
+
+def test_the_leaders_own_id_is_never_replaced():
+    c = ileader()
+    silence(c, "n2")
+    with pytest.raises(MemberLive, match="the leader itself"):
+        c.join(Member("n1", "127.0.0.1:9001"), "route", "b1")
+    assert c.member("n1").incarnation == "a1"
+
+
+def test_a_new_leader_counts_every_member_as_just_heard():
+    """A leader elected a moment ago has not had time to hear from anyone: it waits one election
+    timeout before it believes a member dead."""
+    c = icore("n1", "a1")
+    elect(c)  # votes only: no reply from n3 yet
+    with pytest.raises(MemberLive):
+        c.join(Member("n3", "127.0.0.1:9003"), "route", "b3")
+    commit_noop(c)
+    silence(c, "n3")
+    assert not c.join(Member("n3", "127.0.0.1:9003"), "route", "b3")
+    config_proposed(c)
+    assert c.member("n3").incarnation == "b3" and not c.member("n3").voter

@@ -8,6 +8,7 @@ import threading
 
 from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import KVState
+from raftkv.storage.kv_checkpoint import finish_checkpoint
 from raftkv.storage.kv_cache import MAX_CACHED_VALUE, ValueCache
 from raftkv.storage.kv_record import KeyRecord
 from raftkv.storage.kv_store import KvStore
@@ -81,7 +82,7 @@ def test_cache_is_emptied_by_a_snapshot_install(tmp_path):
     other.apply(1, EntryKind.COMMAND, _put("k", b"theirs"))
     other.end_batch(1, None)
     ckpt = str(tmp_path / "ckpt")
-    other.snapshot_payload(ckpt)
+    finish_checkpoint(other.snapshot_payload(ckpt))  # the snapshotter's part
     other.store.close()
     db = DbState(KvStore(str(tmp_path / "kv")))
     db.apply(1, EntryKind.COMMAND, _put("k", b"ours"))

@@ -463,3 +463,17 @@ def test_a_prefix_scan_visits_at_most_limit_plus_one_keys_of_a_million(tmp_path)
         assert s.ticker("rocksdb.number.db.next") - nexts <= 101
     finally:
         s.close()
+
+
+def test_a_plain_ok_result_is_stored_as_the_same_msgpack_as_any_result(store):
+    # The write path builds an "ok" result's bytes without packb: they must be packb's bytes,
+    # so that older builds (and session_result) read them as before.
+    revs = [1, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**63 - 1]
+    store.apply_batch([SaveResult("c", i, "ok", None, rev) for i, rev in enumerate(revs)]
+                      + [SaveResult("c", 100, "ok", None, 0), SaveResult("c", 101, "cas_failed", b"v", 7)], 1)
+    for i, rev in enumerate(revs):
+        key = b"s" + len(b"c").to_bytes(2, "big") + b"c" + (i + (1 << 63)).to_bytes(8, "big")
+        assert store._db.get(key) == msgpack.packb(["ok", None, rev], use_bin_type=True)
+        assert store.session_result("c", i) == ("ok", None, rev)
+    assert store.session_result("c", 100) == ("ok", None)
+    assert store.session_result("c", 101) == ("cas_failed", b"v", 7)

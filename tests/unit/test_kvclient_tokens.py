@@ -88,3 +88,9 @@ def test_token_create_needs_the_callers_admin_token(fd):
 def test_token_usage_errors_exit_2(fd, args):
     r = kv(*args, servers=fd.address)
     assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
+
+
+def test_join_token_rotate_needs_the_callers_admin_token(fd):
+    r = kv("join-token", "rotate", servers=fd.address)
+    assert r.returncode == 2 and b"needs your admin token" in r.stderr
+    assert fd.requests("token_create") == []

@@ -58,9 +58,11 @@ def test_what_a_token_create_request_must_carry():
     assert ts.check_create("app", None) is not None
     assert ts.check_create("app", b"\xc1") is not None  # not msgpack
     assert ts.check_create("app", msgpack.packb(["app", "root", b"x" * 32, SERVER])) is not None  # no such role
-    # the join secret's reserved name is not a token name
+    # the join secret's reserved name is not a token name: under it only a join secret (the
+    # join-token rotation, admin only) is accepted, never a client token
     js = msgpack.packb([b"h" * 32, SERVER])
-    assert ts.check_create(JOIN_SECRET_KEY, js) is not None
+    assert ts.check_create(JOIN_SECRET_KEY, js) is None
+    assert ts.check_create(JOIN_SECRET_KEY, good) is not None
     # a malformed committed command is answered invalid and changes nothing
     assert ts.apply(Command("token_create", "app", b"\xc1")) == ("invalid", None)
     assert ts.tokens == {}

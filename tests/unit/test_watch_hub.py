@@ -7,7 +7,7 @@ import time
 import pytest
 
 from raftkv.actors.watch_events import EventType, WatchEvent
-from raftkv.actors.watch_hub import MAX_EVENTS_PER_REPLY, WatchHub
+from raftkv.actors.watch_hub import MAX_EVENTS_PER_REPLY, WatchHub, event_size
 from raftkv.records import ClientReply, ClientRequest, Status
 
 
@@ -208,3 +208,20 @@ def test_the_fsm_hands_each_batch_s_events_to_the_hub_and_a_restore_restarts_the
         snap.apply(i, EntryKind.COMMAND, cmd("put", "b", b"y", seq=i))
     actor.on_receive(Restore(list(snap.chunks()), 10, 1, []))
     assert hub.floor == 10 and hub.answer_now(watch("", 5)).status == Status.COMPACTED
+
+
+def test_the_window_stays_exact_while_trimmed_events_are_dropped_in_bulk():
+    # The hub drops trimmed events from its lists in bulk, not at every publish: whatever the
+    # moment, an answer holds exactly the window, and the byte count only what it holds.
+    hub = WatchHub(Replies(), 0, history_revisions=10, history_bytes=10_000)
+    published: list = []
+    for rev in range(1, 200):
+        evs = [put(rev, f"k{rev}", b"x" * (rev % 7)) for _ in range(1 + rev % 3)]
+        hub.publish(evs, rev)
+        published += evs
+        assert hub.stats()["bytes"] == sum(event_size(e) for e in published if e.revision > rev - 10)
+        assert hub.floor == max(0, rev - 10)
+        got = hub.answer_now(watch("", hub.floor + 1)).events
+        assert [e[0] for e in got] == [r for r in range(max(1, rev - 9), rev + 1) for _ in range(1 + r % 3)]
+        assert hub.stats()["events"] == len(got)
+        assert hub.answer_now(watch("", hub.floor)).status == Status.COMPACTED

@@ -25,6 +25,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..address import zmq_endpoint
+from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
+
 from ..messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 from .tokens import JoinToken
 from .zap import configure_curve_client
@@ -32,7 +34,8 @@ from .zap import configure_curve_client
 log = logging.getLogger("raftkv.security")
 
 ATTEMPT_S = 3.0  # wait for an answer to one request before asking again
-RETRY_S = 0.5  # between attempts when the member has no leader yet
+RETRY_S = 0.5  # between attempts when the member has no leader yet (growing by half up to MAX_RETRY_S)
+MAX_RETRY_S = 5.0
 _EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
@@ -48,6 +51,7 @@ def join_secure(ctx: zmq.Context, token: JoinToken, addr: str, node_id: str, req
     deadline = time.monotonic() + timeout
     target = addr
     last = f"no answer from {addr}"
+    delay = RETRY_S
     while time.monotonic() < deadline:
         reply = _attempt(ctx, token, target, node_id, req, min(ATTEMPT_S, max(0.1, deadline - time.monotonic())))
         if reply is None:
@@ -64,8 +68,14 @@ def join_secure(ctx: zmq.Context, token: JoinToken, addr: str, node_id: str, req
             target = reply.leader_addr
             continue
         last = reply.error or "refused"
-        log.info("%s: join through %s: %s; retrying", node_id, target, last)
-        time.sleep(RETRY_S)
+        if last.startswith(JOIN_REFUSED_LIVE_MEMBER):
+            # Someone runs as this id already (actors/replacement_guard.py): the operator must know,
+            # and a wiped node whose old process is really dead gets in on a later attempt.
+            log.warning("%s: join through %s: %s; retrying in %.1fs", node_id, target, last, delay)
+        else:
+            log.info("%s: join through %s: %s; retrying", node_id, target, last)
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, MAX_RETRY_S)
         target = addr
     raise JoinRefused(f"could not join through {addr} within {timeout:.0f}s ({last})")
 
@@ -109,8 +119,9 @@ def _attempt(ctx: zmq.Context, token: JoinToken, target: str, node_id: str, req:
 
 def _check_handshake(event: int, token: JoinToken, target: str) -> None:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        raise JoinRefused(f"the cluster at {target} refused this join token (wrong or revoked): ask its operator "
-                          "for the current one (join.token in the bootstrap node's data directory)")
+        raise JoinRefused(f"the cluster at {target} refused this join token (wrong, revoked or rotated): ask its "
+                          "operator for the current one (join.token in the bootstrap node's data directory, or the "
+                          "one kvclient join-token rotate printed)")
     if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
         raise JoinRefused(f"{target} does not hold the key of cluster {token.cluster_id} from this token: "
                           "wrong address, or not that cluster")

@@ -68,6 +68,7 @@ from typing import Any, Optional
 from raftkv.actors.core import LEADER, CoreConfig, NotLeader, PersistBatch, RaftCore
 from raftkv.actors.membership import ChangeOrigin, MembershipChange
 from raftkv.actors.memlog import MemLog
+from raftkv.actors.replacement_guard import MemberLive
 from raftkv.actors.snapshot_transfer import SendChunk, SnapshotRef, StoreChunk
 from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
@@ -263,6 +264,7 @@ class InteractionEnv:
             core = RaftCore(nid, cfg, term=term, log=MemLog(index, term), members=members, commit=index,
                             rng=random.Random(len(self.nodes) + 1), incarnation=self.incs.get(nid, ""))
             core.sync_clock(uptime)
+            core.read_ids = 0  # scenario files number a node's forwarded reads from 1
             nd = Node(nid, core, cfg, list(members), Disk(term, None, index, MemLog(index, term)), applied=index,
                       chunk_bytes=chunk_bytes)
             if index:
@@ -283,6 +285,7 @@ class InteractionEnv:
                         members=list(members), commit=d.commit, rng=random.Random(int(nd.id[1:])),
                         incarnation=self.incs.get(nd.id, ""))
         core.sync_clock(int(self.opt(args, "uptime", "0")))
+        core.read_ids = 0  # scenario files number a node's forwarded reads from 1
         nd.core = core
         nd.partial = None  # a partial snapshot is a temporary file: gone with the process
         nd.applied = d.log.base_index
@@ -301,6 +304,7 @@ class InteractionEnv:
         self.incs[nd.id] = f"{nd.id}.{gen}"
         nd.core = RaftCore(nd.id, nd.cfg, rng=random.Random(int(nd.id[1:]) + 100 * gen), incarnation=self.incs[nd.id])
         nd.core.sync_clock(int(self.opt(args, "uptime", "0")))
+        nd.core.read_ids = 0  # scenario files number a node's forwarded reads from 1
         nd.disk = Disk(0, None, 0, MemLog())
         nd.members = []
         nd.snapshots = {}
@@ -370,7 +374,12 @@ class InteractionEnv:
         """A joiner's JoinRequest, as actors/leader.py hands it to the core."""
         nd = self.one(args)
         joiner = node_id(self.positional(args)[1])
-        if nd.core.join(member(joiner), f"join:{joiner}", self.incs.get(joiner, "")):
+        try:
+            already = nd.core.join(member(joiner), f"join:{joiner}", self.incs.get(joiner, ""))
+        except MemberLive as e:
+            self.emit(f"{nd.id}: join of {joiner} refused: {e}")
+            return
+        if already:
             self.emit(f"{nd.id}: {joiner} is a member already")
         else:
             self.emit(f"{nd.id}: join of {joiner} queued")

@@ -1,0 +1,227 @@
+"""RaftCore's rules for who may campaign and whose vote request counts when configurations
+diverge, each found by the simulation as a cluster that could never elect a leader again
+(tests/sim/test_election_liveness.py replays the seeds)."""
+from __future__ import annotations
+
+import random
+
+from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKNOWN_CANDIDATE_MAX_JUMP, RaftCore,
+                                encode_config)
+from raftkv.actors.memlog import MemLog
+from raftkv.wire.messages import (AppendReply, Entry, EntryKind, Heartbeat, Member, ReadIndexReply, ReadIndexRequest,
+                                  RequestVote, VoteReply)
+
+from tests.unit.test_core import E, EMAX, core, elect, members, sent, sent_after
+
+
+def _conf(ms: list, term: int = 1) -> Entry:
+    return Entry(term, EntryKind.CONFIG, encode_config(ms))
+
+
+def _time_out(c) -> None:
+    for _ in range(EMAX + 1):
+        c.tick()
+
+
+def _vote_requests(rd) -> dict:
+    return {t: m for t, m in list(rd.send) + list(rd.send_after_persist) if type(m) is RequestVote}
+
+
+# ------------------------------------------------- a voter whose removal is not committed yet
+
+def _removed_leader_after_restart(pre_vote: bool = False):
+    """n3 led {n1, n2, n3}, logged its own removal at 3 and a command at 4, and restarted: the
+    removal is not committed (commit 2), and n1 and n2 lag it."""
+    log = MemLog(0, 0, [_conf(members(3)), E(2), _conf(members(2), 2), E(2)])
+    c = core("n3", pre_vote=pre_vote, term=2, vote="n3", log=log, commit=2, ms=[])
+    c.take_ready()
+    return c
+
+
+def test_a_voter_whose_removal_is_uncommitted_campaigns_without_counting_itself():
+    """Dissertation 4.2.2: it may still be needed until C_new commits (sim seeds 2819, 3333: the
+    leader that removed itself crashed; one of the remaining voters was wiped; the others lag)."""
+    c = _removed_leader_after_restart()
+    _time_out(c)
+    rd = c.take_ready()
+    assert c.role == CANDIDATE and set(_vote_requests(rd)) == {"n1", "n2"}, "it asks C_new's voters"
+    c.step("n1", VoteReply(c.term, True))
+    assert c.role == CANDIDATE, "one of C_new's two voters is no quorum: its own vote does not count"
+    c.step("n2", VoteReply(c.term, True))
+    assert c.role == LEADER
+    c.take_ready()
+    c.on_persisted(c.log.last_index(), c.log.last_term())
+    c.step("n1", AppendReply(c.term, True, match_index=c.log.last_index()))
+    assert c.role == LEADER, "n1 alone is no quorum of C_new"
+    c.step("n2", AppendReply(c.term, True, match_index=c.log.last_index()))
+    rd = c.take_ready()
+    assert c.role == FOLLOWER and c.commit == 5, "it steps down once its removal commits"
+    assert {t for t, m in rd.send if type(m) is Heartbeat} == {"n1", "n2"}
+
+
+def test_a_voter_whose_removal_is_uncommitted_campaigns_with_pre_vote_too():
+    c = _removed_leader_after_restart(pre_vote=True)
+    _time_out(c)
+    assert c.role == PRE_CANDIDATE and set(_vote_requests(c.take_ready())) == {"n1", "n2"}
+
+
+def test_a_removed_node_does_not_campaign_once_its_removal_is_committed_or_if_never_a_voter():
+    c = _removed_leader_after_restart()
+    c.step("n1", Heartbeat(3, 4, 1))  # the removal (3) is committed: nothing left to do here
+    c.take_ready()
+    for _ in range(5):
+        _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready())
+    # a learner removed before it was promoted was never needed
+    log = MemLog(0, 0, [_conf(members(3, learners=1)), _conf(members(3), 2)])
+    d = core("n4", pre_vote=False, term=2, log=log, commit=1, ms=[])
+    _time_out(d)
+    assert d.role == FOLLOWER and not _vote_requests(d.take_ready())
+
+
+# ------------------------------------------------- a learner holding the only electable log
+
+def _learner_ahead():
+    """n4, a learner of {n1, n2, n3} (committed), holds entries 3-4 of term 3 that n1 (now wiped)
+    replicated to it before it crashed; n3 holds its own term-2 promotion of n4 at 3 instead, so
+    n3 needs n4's vote, and n2 lags both."""
+    log = MemLog(0, 0, [_conf(members(3, learners=1)), E(2), E(3), E(3)])
+    c = core("n4", term=3, log=log, commit=2, ms=[])
+    c.take_ready()
+    return c
+
+
+def test_a_learner_campaigns_only_after_refusing_a_candidate_its_log_is_ahead_of():
+    """Sim seed 3699: n3 could not win without n4, n4 refused it (its log is ahead) and, a learner,
+    never campaigned: no leader ever again."""
+    c = _learner_ahead()
+    for _ in range(5):
+        _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready()), "a learner does not campaign by itself"
+    c.step("n3", RequestVote(4, 3, 2, pre_vote=True))
+    assert [m.granted for m in sent(c.take_ready(), VoteReply)] == [False]
+    _time_out(c)
+    assert c.role == PRE_CANDIDATE and set(_vote_requests(c.take_ready())) == {"n1", "n2", "n3"}
+    c.step("n2", VoteReply(4, True, pre_vote=True))
+    assert c.role == PRE_CANDIDATE, "its own (learner's) pre-vote does not count"
+    c.step("n3", VoteReply(4, True, pre_vote=True))
+    assert c.role == CANDIDATE and c.term == 4
+    c.step("n2", VoteReply(4, True))
+    assert c.role == CANDIDATE
+    c.step("n3", VoteReply(4, True))
+    assert c.role == LEADER
+    c.take_ready()
+    noop = c.log.last_index()
+    c.on_persisted(noop, 4)
+    c.step("n3", AppendReply(4, True, match_index=noop))
+    assert c.role == LEADER and c.commit == 2, "the learner's own entries never count"
+    c.step("n2", AppendReply(4, True, match_index=noop))
+    rd = c.take_ready()
+    assert c.role == FOLLOWER and c.commit == noop and not rd.removed, "it hands over once the voters hold its log"
+    assert {t for t, m in rd.send if type(m) is Heartbeat} >= {"n2", "n3"}
+    c.step("n2", Heartbeat(5, noop, 1))  # a voter leads: the learner is not needed any more
+    for _ in range(5):
+        _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready())
+
+
+def test_a_learner_that_refused_a_candidate_stops_being_needed_when_a_leader_speaks():
+    c = _learner_ahead()
+    c.step("n3", RequestVote(4, 3, 2, pre_vote=True))
+    c.step("n1", Heartbeat(3, 2, 1))
+    c.take_ready()
+    for _ in range(5):
+        _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready())
+
+
+# ------------------------------------------------- a lagging voter, without pre-vote
+
+def _lagging_voter():
+    """n1 of {n1, n2, n3} without pre-vote, with a log to (4, term 3), past any lease and
+    campaigning in vain: it lacks the entries that added n4, whose log is ahead."""
+    log = MemLog(0, 0, [_conf(members(3))] + [E(3) for _ in range(3)])
+    c = core("n1", pre_vote=False, term=6, log=log, commit=4, ms=[])
+    _time_out(c)
+    c.take_ready()
+    assert c.role == CANDIDATE and c.vote == "n1"
+    return c
+
+
+def test_without_pre_vote_a_lagging_voter_votes_for_an_unknown_candidate_several_terms_ahead():
+    """Sim seed 2722: without pre-vote the unknown candidate's term ran ahead of the lagging
+    voter's every timeout, so the one-term rule of the pre-vote case never admitted it."""
+    c = _lagging_voter()
+    t = c.term + 5
+    c.step("n4", RequestVote(t, 9, 5))
+    assert c.term == t and c.vote == "n4" and c.role == FOLLOWER
+    assert [m.granted for m in sent_after(c.take_ready(), VoteReply)] == [True]
+
+
+def test_without_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log_and_a_bounded_jump():
+    c = _lagging_voter()
+    t = c.term
+    c.step("n4", RequestVote(t + 3, 4, 3))  # as up-to-date as ours, not more
+    c.step("n4", RequestVote(t + 3, 9, t + 4))  # a last log term past its own term
+    c.step("n4", RequestVote(t + 1 + UNKNOWN_CANDIDATE_MAX_JUMP, 9, 5))  # too far ahead
+    c.step("n4", RequestVote(t + 3, 9, 5, pre_vote=True))  # pre-vote is off here: not a request we know
+    assert c.term == t and c.vote == "n1"
+    rd = c.take_ready()
+    assert not sent(rd, VoteReply) and not sent_after(rd, VoteReply)
+    c.step("n4", RequestVote(t + UNKNOWN_CANDIDATE_MAX_JUMP, 9, 5))  # the bound itself is allowed
+    assert c.term == t + UNKNOWN_CANDIDATE_MAX_JUMP and c.vote == "n4"
+
+
+def test_a_learner_member_is_still_not_made_a_voter_by_any_of_this():
+    c = _learner_ahead()
+    assert not c.promotable() and Member("n4", "127.0.0.1:9004", voter=False) in c.members
+
+
+# ------------------------------------------------- a learner whose term ran past the leader's
+
+def test_a_leader_takes_the_higher_term_of_a_learners_reply_and_no_strangers():
+    """Sim seed 1546: a learner whose log still held its (overwritten) promotion campaigned
+    without pre-vote, its term ran past the leader's, and it refused every append of a leader
+    that ignored its replies: it never caught up."""
+    c = core(learners=1)
+    c.step("n9", AppendReply(50, False, reject_index=1))  # no member: noise, or hostile
+    assert c.term == 0
+    elect(c)
+    c.take_ready()
+    t = c.term
+    c.step("n9", AppendReply(t + 50, False, reject_index=1))
+    c.step("n2", VoteReply(t + 50, True, pre_vote=True))  # a granted pre-vote carries no newer leader
+    assert c.role == LEADER and c.term == t
+    c.step("n4", AppendReply(t + 50, False, reject_index=1))
+    assert c.role == FOLLOWER and c.term == t + 50
+    d = core("n2", learners=1)
+    for _ in range(3):
+        _time_out(d)  # past any lease
+    d.take_ready()
+    u = d.term
+    d.step("n4", RequestVote(u + 5, 1, u + 5))  # a learner's election is still refused
+    assert d.term == u
+
+
+# ------------------------------------------------- forwarded reads across a restart
+
+def test_a_reply_to_the_previous_boots_forwarded_read_does_not_answer_the_new_boots():
+    """Sim seed 6494 (a safety bug, not liveness): a follower forwarded read request 1, restarted,
+    forwarded its new boot's request 1, and the leader's late reply to the old one (a stale
+    read index) confirmed the new read."""
+    def follower(boot: int) -> RaftCore:
+        cfg = core().cfg
+        c = RaftCore("n2", cfg, term=2, members=members(3), rng=random.Random(f"n2:{boot}"))  # a boot's randomness
+        c.step("n1", Heartbeat(2, 0, 1))
+        c.take_ready()
+        return c
+
+    old = follower(0)
+    old.read_index(["old read"])
+    (req_old,) = sent(old.take_ready(), ReadIndexRequest)
+    new = follower(1)
+    new.read_index(["new read"])
+    (req_new,) = sent(new.take_ready(), ReadIndexRequest)
+    assert req_new.req_id != req_old.req_id
+    new.step("n1", ReadIndexReply(2, req_old.req_id, 3, True))
+    assert not new.take_ready().reads, "the previous boot's answer confirms nothing now"

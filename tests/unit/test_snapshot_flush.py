@@ -1,0 +1,83 @@
+"""A snapshot of the RocksDB state: its memtable is flushed by a helper thread while the FSM
+keeps applying, and the checkpoint is still taken at an applied index (a prefix of the log)."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+
+from raftkv.actors.db_state import DbState
+from raftkv.actors.fsm import Fsm
+from raftkv.actors.messages import Apply, TakeSnapshot
+from raftkv.actors.snapshot_flush import SMALL_MEMTABLE_BYTES
+from raftkv.storage.kv_checkpoint import checkpoint_name, finish_checkpoint, read_info
+from raftkv.storage.kv_install import verify_db
+from raftkv.storage.kv_store import KvStore, Put
+from raftkv.wire.messages import Command, Entry, EntryKind, encode_record
+
+VALUE = b"v" * 100
+
+
+def _key(i: int) -> str:
+    return f"k{i:09d}"
+
+
+def test_snapshot_is_taken_at_an_applied_index_while_batches_go_on(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="actors.fsm")
+    store = KvStore(str(tmp_path / "kv"))
+    saved: queue.SimpleQueue = queue.SimpleQueue()
+    snaps = tmp_path / "snapshots"
+    ref = Fsm.start(lambda r: None, lambda v: None, saved.put, snapshot_threshold=10**9, state=DbState(store),
+                    checkpoint_path=lambda i: str(snaps / checkpoint_name(i)))
+    last = 0
+
+    def apply(n: int) -> None:
+        nonlocal last
+        entries = [(i, Entry(1, EntryKind.COMMAND, encode_record(Command("put", _key(i), VALUE))))
+                   for i in range(last + 1, last + n + 1)]
+        last += n
+        ref.tell(Apply(entries))
+
+    try:
+        for _ in range(50):
+            apply(200)
+        ref.ask(Apply([]))  # every batch above is applied
+        assert store.memtable_bytes() > SMALL_MEMTABLE_BYTES
+        asked_at = last
+        ref.tell(TakeSnapshot(None))
+        for _ in range(20):  # applied while the memtable is written
+            apply(200)
+        m = saved.get(timeout=60)
+        ref.ask(Apply([]))
+    finally:
+        ref.stop()
+    assert "before a snapshot" in caplog.text  # the memtable went to a helper thread
+    assert not os.path.exists(m.state.path)  # under .partial until the snapshotter finishes it
+    finish_checkpoint(m.state)
+    assert asked_at <= m.index <= last
+    assert m.state.applied_index == m.index == read_info(m.state.path).applied_index
+    assert verify_db(m.state.path) == m.index
+    os.unlink(os.path.join(m.state.path, "RAFTKV-CHECKPOINT"))
+    ckpt = KvStore(m.state.path)
+    try:  # exactly the entries up to its index: a prefix of the log
+        assert ckpt.get(_key(m.index)) == VALUE
+        assert ckpt.get(_key(m.index + 1)) is None
+    finally:
+        ckpt.close()
+    assert store.applied_index() == last
+    store.close()
+
+
+def test_closing_the_store_waits_for_a_background_flush(tmp_path):
+    store = KvStore(str(tmp_path / "kv"))
+    store.apply_batch([Put(_key(i), VALUE) for i in range(20_000)], 1)
+    done = threading.Event()
+    store.flush_in_background(done.set)
+    store.close()  # must not close the DB under the flush
+    assert done.is_set()
+    store = KvStore(str(tmp_path / "kv"))
+    try:
+        assert store.applied_index() == 1 and store.get(_key(19_999)) == VALUE
+    finally:
+        store.close()
