@@ -33,6 +33,7 @@ import msgpack
 from raftkv.records import MAX_CLUSTER_ID_BYTES, MAX_ID_BYTES, INDEX_LIMIT, Member
 
 from .format import FormatError, decode_members, encode_members
+from .kv_install import fsync_dir
 
 MAGIC = b"RAFTKVBK"
 TRAILER_MAGIC = b"RKVBKEND"
@@ -166,7 +167,7 @@ class BackupWriter:
             self._own = None
             assert self.tmp is not None and self.path is not None
             os.replace(self.tmp, self.path)
-            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         return self.bytes
 
     def abort(self) -> None:
@@ -179,14 +180,6 @@ class BackupWriter:
                     os.unlink(self.tmp)
                 except FileNotFoundError:
                     pass
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_header(f: BinaryIO) -> tuple[BackupHeader, int]:
