@@ -1,6 +1,6 @@
 """One node's configuration (:class:`NodeConfig`, :class:`NodeSpec`), loaded from a YAML file and flags.
 
-Three ways to describe a node (docs/architecture.md section 6, "kvnode" and "Config (YAML)"):
+Three ways to describe a node (README, "Configuration"; docs/architecture.md 6):
 
 - a per-node file: one node's keys plus ``bootstrap: true`` or ``join: HOST:PORT``;
 - a whole-cluster file: ``cluster_id``, ``data_dir`` and ``nodes`` (each ``id``, ``addr``,
