@@ -98,8 +98,9 @@ class _Stream:
 class HttpWatches(LongRoutes):
     """The watch routes of one gateway (module docstring).
 
-    ``server``: the HTTP server (its loop writes the streams). ``make_client()``: a new Client
-    to the cluster (the gateway's servers, and the in-process path to its node).
+    ``server``: the HTTP server (its loop writes the streams). ``make_client(token)``: a new
+    Client to the cluster (the gateway's servers, and the in-process path to its node), connecting
+    as ``token``.
     ``split(url) -> (path, query)`` and ``key(raw) -> str``: the routes' URL parsing, so every
     route decodes alike.
     """
