@@ -1282,7 +1282,7 @@ class RaftCore:
         return self._learners_of[1]
 
     def _check_removed(self) -> None:
-        """The removal rule (docs/architecture.md 6): a member whose removal is committed stops for good.
+        """The removal rule (docs/architecture.md 3): a member whose removal is committed stops for good.
         A removed node keeps getting appends until it holds its removal (see _release_removed);
         a leader that removed itself steps down once that commits (see _maybe_commit)."""
         if self.removed:

@@ -43,7 +43,7 @@ META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), nev
 
 
 class _Session:
-    """One client's recent results (seq -> (status, value)) and the index of its last request."""
+    """One client's recent results (seq -> (status, value, revision, txn)) and the index of its last request."""
 
     __slots__ = ("results", "last_index", "ordered")
 

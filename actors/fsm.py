@@ -98,7 +98,8 @@ class KVState:
         return ev
 
     def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
-        """Apply one committed entry; returns (status, value) for a command, None otherwise.
+        """Apply one committed entry; returns a command's result (actors/kv_apply.py's
+        ``(status, value, revision, txn)``), None for any other entry.
 
         Raises UndecodableEntry for an entry this build cannot decode: never skipped, since a
         node that can decode it applies it (the states would diverge silently)."""

@@ -1,6 +1,6 @@
 """A node: opens the storage, rebuilds the core, starts and wires the actors, transports and timers.
 
-Start-up order follows "persistence before speech" (docs/architecture.md 8): the data directory is checked
+Start-up order follows "persistence before speech" (docs/architecture.md 7): the data directory is checked
 (format, node id, cluster id), a brand-new node's bootstrap configuration is synced, and only
 then do the ports open.
 """
@@ -98,8 +98,9 @@ class NodeContext:
 
     * Wiring, set at construction and never reassigned: ``node``, ``node_id``, ``tuning``, the
       actor refs and transports (``fsm``, ``log_manager``, ``log_writer``, ``snapshotter``,
-      ``peer``, ``frontdoor``), ``snapshot_store``, ``role_classes``, ``started``, and
-      ``more_input`` (set once by the RoleActor).
+      ``peer``, ``frontdoor``, ``watch_hub``), ``snapshot_store``, ``role_classes``, ``started``,
+      the security wiring (``secure``, ``doors``, ``cluster_key``, and ``tokens``: one table
+      whose contents the FSM's thread swaps whole), and ``more_input`` (set once by the RoleActor).
     * The role actor's own state, read and written only in its thread: ``core`` (the RaftCore),
       the persist buffer (``persist_buffer``, ``persist_after``, ``persist_in_flight``),
       ``ticks``, ``cluster_id``, ``snapshot_index``, ``last_contact`` (recorded as
@@ -755,7 +756,7 @@ class Node:
         return route.wait(wait)
 
     def on_removed(self) -> None:
-        """This node's removal from the cluster committed: record it and stop (docs/architecture.md 6)."""
+        """This node's removal from the cluster committed: record it and stop (docs/architecture.md 3)."""
         log.warning("%s: removed from cluster %s; recording it and stopping", self.cfg.id, self.cluster_id)
         self.log_ref.tell(SetMeta({"removed": "true"}))
         os.kill(os.getpid(), signal.SIGTERM)  # the process's main thread performs the clean stop

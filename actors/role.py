@@ -12,7 +12,7 @@ node's whole life and none is ever forwarded, reordered or lost across a role ch
 changes with the role is the :class:`Role` object it hosts (Follower, Candidate or Leader). On
 a role change the old Role cleans up (``on_retire``: its waiting clients are answered) and is
 marked retired inside the same message handling, before the next input is taken from the inbox:
-queued inputs and timer ticks then act on the new Role only (docs/architecture.md 8, "Actors"). Ticks are
+queued inputs and timer ticks then act on the new Role only (docs/architecture.md 3). Ticks are
 the core's logical clock, not a role's timer, so a queued one drives the new role's core as
 it would have driven the old one.
 """
@@ -71,7 +71,7 @@ class RoleActor(SupervisedActor):
         result = None
         if type(msg) is StatusQuery:
             # Asked, not told: Pykka hands an exception raised here to the asker and keeps the
-            # actor running, so supervise it ourselves (docs/architecture.md 8: a crash, never a zombie).
+            # actor running, so supervise it ourselves (docs/architecture.md 3: a crash, never a zombie).
             try:
                 result = self.ctx.status()
                 role.after_query()

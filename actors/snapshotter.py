@@ -3,7 +3,7 @@
 Taking a snapshot: the FSM takes a checkpoint of its key-value store (hard links after a
 memtable flush: constant time, on its own thread); here its files are summed up (manifest with
 sizes and CRC-32s) and the sidecar written, off the FSM's and the leader's critical path. Only
-then does the role actor compact the log (docs/architecture.md 8); the checkpoint's flush made the live
+then does the role actor compact the log (docs/architecture.md 7); the checkpoint's flush made the live
 state durable up to the snapshot's index.
 
 Streaming: every decision (which snapshot, which offset next, resend, give up, which chunks a

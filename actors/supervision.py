@@ -1,7 +1,7 @@
 """Supervision: an actor that fails ends the process.
 
 Pykka stops an actor whose ``on_receive`` raised on a ``tell`` and lets the process live on
-(docs/architecture.md 8). A Raft node with a dead actor is a zombie that may still answer heartbeats; a
+(docs/architecture.md 3). A Raft node with a dead actor is a zombie that may still answer heartbeats; a
 crashed node is safe (it restarts from its synced state). So every actor of the node derives
 from :class:`SupervisedActor`, whose failure hook logs the reason and exits the process.
 """

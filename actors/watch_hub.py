@@ -18,7 +18,8 @@ Watch requests (ClientRequest op "watch", key = prefix, ``start_revision``, ``wa
 handed over by the role actor (:meth:`submit`) and served in the hub's own thread, so that
 neither the role actor nor the FSM ever scans the history. An answer holds the matching events
 of revisions ``start_revision ..`` in revision order, cut only between revisions (never inside a
-transaction's set of changes), at most ``max_events`` events or about ``MAX_REPLY_BYTES``, and
+transaction's set of changes), at most ``MAX_EVENTS_PER_REPLY`` events (fewer if the request's
+``limit`` asks) or about ``MAX_REPLY_BYTES``, and
 ``revision``: the revision the answer is complete up to (the client resumes after it, or
 at its own start if that is later: a start beyond the node's current revision waits for it).
 With nothing matching, the request waits up to ``wait_ms`` for an event, then gets an empty

@@ -71,7 +71,7 @@ class Entry(NamedTuple):
 class Member(NamedTuple):
     """One cluster member: its id and addresses; ``voter`` is False for a learner.
 
-    ``incarnation`` is the random id of the member's data directory as admitted (docs/architecture.md 7:
+    ``incarnation`` is the random id of the member's data directory as admitted (docs/architecture.md 8:
     a node's identity is its id plus its incarnation); "" is unknown (a legacy record or a
     whole-cluster bootstrap), which every incarnation matches, as before. ``promote`` False
     marks a learner that stays one (``add-node --learner``): every leader honours it.

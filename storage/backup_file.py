@@ -30,10 +30,10 @@ from typing import IO, Any, BinaryIO, Iterator, Optional, Union
 
 import msgpack
 
+from raftkv.fsync import fsync_dir
 from raftkv.records import MAX_CLUSTER_ID_BYTES, MAX_ID_BYTES, INDEX_LIMIT, Member
 
 from .format import FormatError, decode_members, encode_members
-from .kv_install import fsync_dir
 
 MAGIC = b"RAFTKVBK"
 TRAILER_MAGIC = b"RKVBKEND"

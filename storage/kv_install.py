@@ -28,6 +28,8 @@ import os
 import shutil
 from enum import Enum
 
+from raftkv.fsync import fsync_dir
+
 from .kv_db import kv_options, open_db, read_header
 
 log = logging.getLogger("storage.kv")
@@ -45,15 +47,6 @@ class SwapStep(str, Enum):
 
 def _crash_point(step: SwapStep) -> None:
     """Called between the steps of a swap; tests replace it to simulate a crash there."""
-
-
-def fsync_dir(directory: str) -> None:
-    """Make renames, creations and deletions in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _paths(path: str) -> tuple[str, str, str, str]:

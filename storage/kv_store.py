@@ -97,7 +97,8 @@ class Delete(NamedTuple):
 
 
 class SaveResult(NamedTuple):
-    """Record the result ``(status, value)`` of the client's request number ``seq``."""
+    """Record the result of the client's request number ``seq``: ``status`` and ``value``, and
+    when known the write's ``revision`` and a transaction's ``txn`` (actors/kv_apply.py's shape)."""
 
     client_id: str
     seq: int
@@ -455,7 +456,9 @@ class KvStore:
         return self._db.get(_META_PREFIX + name.encode())
 
     def session_result(self, client_id: str, seq: int) -> Optional[tuple]:
-        """One stored result ``(status, value)`` of the session table, or None."""
+        """One stored result of the session table as stored: ``(status, value)``, ``(status, value,
+        revision)`` or ``(status, value, revision, txn)`` (``kv_apply.normalize_result`` takes each);
+        None if there is none."""
         raw = self._db.get(_result_key(client_id, seq))
         return None if raw is None else tuple(msgpack.unpackb(raw, raw=False))
 

@@ -13,7 +13,7 @@ All integers are big-endian; the members' encoding is :mod:`raftkv.storage.forma
 damaged header is told apart from a damaged body. The body is streamed: the header is
 written with a zero length and checksum first and rewritten once the body is complete.
 
-Durability order (docs/architecture.md section 8): write the temp file, fsync it, rename it, fsync the
+Durability order (docs/architecture.md section 7): write the temp file, fsync it, rename it, fsync the
 directory. Only then is the snapshot durable, and only then may the log prefix it covers
 be dropped.
 """

@@ -426,11 +426,7 @@ class Client:
             expect_absent=bool(expect_absent),
             lease=_lease_id(lease, allow_none=True),
         )
-        if client_id is None:
-            with self._lock:
-                req.client_id, req.seq = self._session.next()
-        else:
-            req.client_id, req.seq = client_id, seq
+        self._stamp(req, client_id, seq)
         return self._call(req, write=True)
 
     # ------------------------------------------------------------ admin API
@@ -776,8 +772,7 @@ class Client:
         if type(ttl) is not int or ttl <= 0:
             raise InvalidRequest("a lease TTL is a positive number of seconds")
         req = ClientRequest(Op.LEASE_GRANT.value, lease=ttl)
-        with self._lock:
-            req.client_id, req.seq = self._session.next()  # a retried grant returns the same id
+        self._stamp(req)  # a retried grant returns the same id
         reply = self._call(req, write=True)
         self._expect_ok(reply, "lease_grant")
         return lease_id_of(reply.value)
@@ -791,8 +786,7 @@ class Client:
     def lease_revoke(self, lease_id: int) -> None:
         """End a lease now: its keys are deleted (one entry). NotFound if it is already gone."""
         req = ClientRequest(Op.LEASE_REVOKE.value, lease=_lease_id(lease_id))
-        with self._lock:
-            req.client_id, req.seq = self._session.next()
+        self._stamp(req)
         self._lease_found(self._call(req, write=True), lease_id)
 
     def lease_ttl(self, lease_id: int) -> dict:
@@ -846,11 +840,7 @@ class Client:
         if (client_id is None) != (seq is None):
             raise InvalidRequest("client_id and seq go together")
         req = ClientRequest(Op.TXN.value, txn=t)
-        if client_id is None:
-            with self._lock:
-                req.client_id, req.seq = self._session.next()
-        else:
-            req.client_id, req.seq = client_id, seq
+        self._stamp(req, client_id, seq)
         reply = self._call(req, write=True)
         self._expect_ok(reply, "txn")
         return TxnResult(reply.succeeded, list(reply.responses), reply.revision)
@@ -973,6 +963,15 @@ class Client:
         self._admin(ClientRequest(Op.TOKEN_CREATE.value, key=JOINER_USER_ID,
                                   value=msgpack.packb(stored, use_bin_type=True)))
         return t.encode()
+
+    def _stamp(self, req: ClientRequest, client_id: Optional[str] = None, seq: Optional[int] = None) -> None:
+        """Give the write ``req`` its session pair: the caller's ``(client_id, seq)`` when it names
+        one (a resend of a write it numbered itself), else the next of this Client's session."""
+        if client_id is None:
+            with self._lock:
+                req.client_id, req.seq = self._session.next()
+        else:
+            req.client_id, req.seq = client_id, seq
 
 
 class _Conn:

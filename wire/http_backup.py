@@ -36,13 +36,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from raftkv.storage.backup_file import BackupError, header_of_start
 
 from .client import Client
 from .errors import ClientError, InvalidRequest, NotAuthorized
-from .http_server import WORKER, AsyncRoute, HttpError, HttpServer
+from .http_long_routes import LongRoutes, live_transport
+from .http_server import AsyncRoute, HttpError, HttpServer
 
 __all__ = ["HttpBackups", "MAX_BACKUPS", "LOW_WATER", "STALL_S"]
 
@@ -116,7 +117,7 @@ class _ConnectionFile:
         self.sent += len(data)
 
 
-class HttpBackups:
+class HttpBackups(LongRoutes):
     """The backup route of one gateway (module docstring).
 
     ``server``: the HTTP server (its loop writes the streams). ``make_client(token)``: a new
@@ -124,13 +125,11 @@ class HttpBackups:
     connecting as ``token``.
     """
 
+    thread_name = "http-backup"
+
     def __init__(self, server: HttpServer, make_client: Callable[[Optional[str]], Client],
                  max_backups: int = MAX_BACKUPS) -> None:
-        self.server = server
-        self.make_client = make_client
-        self.max_backups = max_backups
-        self.active = 0  # loop thread only
-        self.stopped = False
+        super().__init__(server, make_client, max_backups)
 
     # ------------------------------------------------------------------ the loop side
 
@@ -140,44 +139,32 @@ class HttpBackups:
         url = r.url
         return url.startswith(PATH) and url[len(PATH):len(PATH) + 1] in (b"", b"?", b"#")
 
-    def dispatch(self, r: AsyncRoute) -> None:
-        """Serve a claimed request (loop thread): a 4xx/503 at once, or a thread of its own."""
-        try:
-            if r.method != "GET":
-                raise HttpError(405, f"{r.method} not allowed on /backup", allow="GET")
-            url = r.url.decode("latin-1").split("#", 1)[0]
-            if "?" in url and url.split("?", 1)[1]:
-                name = url.split("?", 1)[1].split("&", 1)[0].split("=", 1)[0]
-                raise HttpError(400, f"unknown query parameter {name[:64]!r} for GET /backup (it takes none)")
-            if self.active >= self.max_backups:
-                raise HttpError(503, f"{self.max_backups} backups are streaming from this gateway (the limit); "
-                                     "retry when one is done or ask another node")
-        except HttpError as e:
-            self.server.finish(r, e.answer())
-            r.conn.flush()
-            return
-        r.state = WORKER
-        self.active += 1
-        threading.Thread(target=self._run, args=(r,), name="http-backup", daemon=True).start()
+    def prepare(self, r: AsyncRoute) -> None:
+        """Refuse a claimed request that is not a plain ``GET /backup`` (loop thread)."""
+        if r.method != "GET":
+            raise HttpError(405, f"{r.method} not allowed on /backup", allow="GET")
+        url = r.url.decode("latin-1").split("#", 1)[0]
+        if "?" in url and url.split("?", 1)[1]:
+            name = url.split("?", 1)[1].split("&", 1)[0].split("=", 1)[0]
+            raise HttpError(400, f"unknown query parameter {name[:64]!r} for GET /backup (it takes none)")
+
+    def busy(self) -> str:
+        return (f"{self.max_active} backups are streaming from this gateway (the limit); "
+                "retry when one is done or ask another node")
 
     def write(self, st: _Stream, data: bytes, head: Optional[tuple]) -> None:
         """Send the next bytes of a backup (loop thread); ``head``: ``(file size, index)``,
         send the answer's head first."""
         r = st.r
-        conn = r.conn
-        t = conn.transport
-        if st.gone or t is None or t.is_closing():
+        t = live_transport(r)
+        if st.gone or t is None:
             self._gone(st)
             return
         if head is not None:
-            if not conn.slots or conn.slots[0] is not r:
-                st.gone = True  # pipelined behind other requests: refused (module docstring)
-                st.why = "a backup cannot be pipelined behind other requests"
-                self.server.finish(r, HttpError(400, st.why, close=True).answer())
-                conn.flush()
-                st.drained.set()
+            if not self.take_over(r, "a backup"):
+                st.why = "the connection could not carry the backup (gone, or pipelined behind other requests)"
+                self._gone(st)
                 return
-            conn.closing = True  # read nothing more: the connection carries the backup
             size, index = head
             t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
                     b"Content-Disposition: attachment; filename=\"raftkv-%d.bak\"\r\nX-Raft-Revision: %d\r\n"
@@ -187,8 +174,8 @@ class HttpBackups:
         self._wait_drained(st)
 
     def _wait_drained(self, st: _Stream) -> None:
-        t = st.r.conn.transport
-        if st.gone or t is None or t.is_closing():
+        t = live_transport(st.r)
+        if st.gone or t is None:
             self._gone(st)
         elif t.get_write_buffer_size() <= LOW_WATER:
             st.drained.set()
@@ -212,23 +199,10 @@ class HttpBackups:
         if t is not None:
             t.abort()
 
-    def post(self, fn: Callable[..., None], *args: Any) -> bool:
-        """Run ``fn(*args)`` on the loop (any thread); False when the gateway stopped."""
-        loop = self.server.loop
-        if self.stopped or loop is None:
-            return False
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-            return True
-        except RuntimeError:  # the loop is closed: the gateway stopped
-            return False
-
-    def _done(self) -> None:
-        self.active -= 1
-
     # ------------------------------------------------------------------ the backup threads
 
-    def _run(self, r: AsyncRoute) -> None:
+    def serve(self, r: AsyncRoute, job: None) -> None:
+        """Take the backup and stream it to ``r``'s connection (the request's thread)."""
         st = _Stream(r)
         f = _ConnectionFile(self, st)
         kv = self.make_client(r.token)
@@ -243,7 +217,6 @@ class HttpBackups:
                      f.sent, time.monotonic() - t0)
         finally:
             kv.close()
-            self.post(self._done)
 
     def _failed(self, st: _Stream, f: _ConnectionFile, e: Exception) -> None:
         if st.sent_head or f.sent:

@@ -32,13 +32,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from typing import Any, Callable, Optional
 
 from .client import Client
 from .errors import ClientError, Compacted, InvalidRequest, NotFound, Unavailable
-from .http_server import JSON, OCTETS, WORKER, AsyncRoute, HttpError, HttpServer, json_body
+from .http_long_routes import LongRoutes, live_transport
+from .http_server import JSON, OCTETS, AsyncRoute, HttpError, HttpServer, json_body
 from .watch_client import Watch, event_json
 
 __all__ = ["HttpWatches", "MAX_WATCHES", "parse_timeout"]
@@ -95,24 +95,23 @@ class _Stream:
         self.chunked = not r.http10
 
 
-class HttpWatches:
+class HttpWatches(LongRoutes):
     """The watch routes of one gateway (module docstring).
 
-    ``server``: the HTTP server (its loop writes the streams). ``make_client()``: a new Client
-    to the cluster (the gateway's servers, and the in-process path to its node).
+    ``server``: the HTTP server (its loop writes the streams). ``make_client(token)``: a new
+    Client to the cluster (the gateway's servers, and the in-process path to its node), connecting
+    as ``token``.
     ``split(url) -> (path, query)`` and ``key(raw) -> str``: the routes' URL parsing, so every
     route decodes alike.
     """
 
+    thread_name = "http-watch"
+
     def __init__(self, server: HttpServer, make_client: Callable[[Optional[str]], Client],
                  split: Callable[[str], tuple], key: Callable[[str], str], max_watches: int = MAX_WATCHES) -> None:
-        self.server = server
-        self.make_client = make_client
+        super().__init__(server, make_client, max_watches)
         self.split = split
         self.key = key
-        self.max_watches = max_watches
-        self.active = 0  # loop thread only
-        self.stopped = False
 
     # ------------------------------------------------------------------ the loop side
 
@@ -125,22 +124,11 @@ class HttpWatches:
         return (url.startswith(b"/kv/") and b"?" in url and r.method in ("GET", "HEAD")
                 and (b"wait_rev" in url or b"timeout" in url))
 
-    def dispatch(self, r: AsyncRoute) -> None:
-        """Serve a claimed request (loop thread): a 4xx/503 at once, or a thread of its own."""
-        try:
-            job = self._job(r)
-            if self.active >= self.max_watches:
-                raise HttpError(503, f"{self.max_watches} watches are open on this gateway (the limit); retry "
-                                     "later or ask another node")
-        except HttpError as e:
-            self.server.finish(r, e.answer())
-            r.conn.flush()
-            return
-        r.state = WORKER
-        self.active += 1
-        threading.Thread(target=self._run, args=(r, job), name="http-watch", daemon=True).start()
+    def busy(self) -> str:
+        return f"{self.max_active} watches are open on this gateway (the limit); retry later or ask another node"
 
-    def _job(self, r: AsyncRoute) -> Callable[[AsyncRoute], Any]:
+    def prepare(self, r: AsyncRoute) -> Callable[[AsyncRoute], Any]:
+        """What a claimed request asks (loop thread): the job its thread runs; HttpError if bad."""
         path, q = self.split(r.url.decode("latin-1"))
         if path == "/watch" or path.startswith("/watch/"):
             if r.method != "GET":
@@ -159,32 +147,21 @@ class HttpWatches:
         timeout = parse_timeout(q["timeout"]) if "timeout" in q else DEFAULT_TIMEOUT
         return lambda route: self._long_poll(route, key, wait_rev, timeout)
 
-    def _done(self) -> None:
-        self.active -= 1
-
     def _open(self, st: _Stream) -> None:
         """Send the stream's head (loop thread); the connection is the stream's from now on."""
         r = st.r
-        conn = r.conn
-        t = conn.transport
-        if t is None or t.is_closing() or not conn.slots:
+        t = live_transport(r)
+        if t is None or not self.take_over(r, "a watch stream"):
             st.gone = True
             return
-        if conn.slots[0] is not r:
-            st.gone = True  # pipelined behind other requests: refused (module docstring)
-            self.server.finish(r, HttpError(400, "a watch stream cannot be pipelined behind other requests",
-                                            close=True).answer())
-            conn.flush()
-            return
-        conn.closing = True  # read nothing more: the connection carries the stream
         head = [b"HTTP/1.1 200 OK\r\nContent-Type: " + _NDJSON.encode() + b"\r\nCache-Control: no-cache\r\n"]
         head.append(b"Transfer-Encoding: chunked\r\n\r\n" if st.chunked else b"Connection: close\r\n\r\n")
         t.write(b"".join(head))
 
     def _write(self, st: _Stream, data: bytes, end: bool) -> None:
         """Send part of a stream (loop thread); ``end``: and finish it."""
-        t = st.r.conn.transport
-        if st.gone or t is None or t.is_closing():
+        t = live_transport(st.r)
+        if st.gone or t is None:
             st.gone = True
             return
         if t.get_write_buffer_size() > MAX_BUFFERED:
@@ -201,23 +178,15 @@ class HttpWatches:
                 t.write(b"0\r\n\r\n")
             t.close()
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> bool:
-        try:
-            self.server.loop.call_soon_threadsafe(fn, *args)
-            return True
-        except (RuntimeError, AttributeError):  # the loop is closed: the gateway stopped
-            return False
-
     # ------------------------------------------------------------------ the watch threads
 
-    def _run(self, r: AsyncRoute, job: Callable[[AsyncRoute], Any]) -> None:
+    def serve(self, r: AsyncRoute, job: Callable[[AsyncRoute], Any]) -> None:
+        """Run the stream or long poll ``job`` for ``r`` (the request's thread)."""
         try:
             job(r)
         except Exception:
             log.exception("HTTP watch failed")
             self.server.post(r, HttpError(500, "internal error", close=True).answer())
-        finally:
-            self._post(self._done)
 
     def _stream(self, r: AsyncRoute, prefix: str, rev: Optional[int]) -> None:
         kv = self.make_client(r.token)
@@ -235,21 +204,21 @@ class HttpWatches:
                 self.server.post(r, HttpError(503, "no node served the watch", detail=str(e)).answer())
                 return
             st = _Stream(r)
-            if not self._post(self._open, st):
+            if not self.post(self._open, st):
                 return
             w.wait = STREAM_POLL
             got = first
             while True:
                 if got:
                     data = b"".join(json_body(event_json(ev)) + b"\n" for ev in got)
-                    self._post(self._write, st, data, False)
+                    self.post(self._write, st, data, False)
                 if st.gone or self.stopped:
                     return
                 try:
                     got = w.poll()
                 except (Compacted, Unavailable) as e:
                     end = {"error": str(e), "revision": e.revision if isinstance(e, Compacted) else w.next_revision}
-                    self._post(self._write, st, json.dumps(end).encode() + b"\n", True)
+                    self.post(self._write, st, json.dumps(end).encode() + b"\n", True)
                     return
         finally:
             w.close()

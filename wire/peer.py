@@ -337,8 +337,8 @@ class PeerTransport(IoThread):
             return None
         if f.cluster_id != (self.cluster_id or ""):
             if self.cluster_id is None and f.cluster_id:
-                # A joining node learns the cluster id from the leader (docs/architecture.md 6); the node
-                # decides whether to adopt it.
+                # A joining node learns the cluster id from the leader's messages; the node decides
+                # whether to adopt it.
                 return f.sender, f.msg, route, f.cluster_id
             if isinstance(f.msg, JoinRequest) and f.cluster_id == "":
                 # A joiner that does not know the cluster id yet: the node refuses the request and

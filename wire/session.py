@@ -1,7 +1,7 @@
 """The session and retry engine shared by the client library, the pipeline and the HTTP gateway.
 
 - **What a reply means**: :func:`outcome` reads the one table of reply statuses
-  (``STATUS_CLASS`` in wire/messages.py): FINAL is the answer, REJECTED is raised and never
+  (``STATUS_CLASS`` in raftkv/records.py): FINAL is the answer, REJECTED is raised and never
   retried, RETRY asks again (the leader, or later), NEW_SESSION means the cluster forgot the
   write's session (see :func:`may_renew`). Nothing in wire/ classifies a status otherwise.
 - **Sessions**: writes carry ``(client_id, seq)`` and every resend reuses the pair, so the

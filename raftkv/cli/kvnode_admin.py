@@ -38,6 +38,7 @@ import msgpack
 
 from raftkv.cli.node_logging import LogFormat, setup_logging
 from raftkv.config import ConfigError, load_config
+from raftkv.fsync import fsync_dir
 from raftkv.records import DecodeError, Entry, EntryKind, Member
 
 ADMIN_COMMANDS = ("restore", "recover")
@@ -53,14 +54,6 @@ class AdminError(Exception):
 def _fail(code: int, msg: str) -> None:
     click.echo(f"kvnode: error: {msg}", err=True)
     sys.exit(code)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(str(directory), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ restore
@@ -140,7 +133,7 @@ def restore_backup(path: str, cfg: Any, cluster_id: Optional[str] = None) -> Res
         if node_dir.exists():
             node_dir.rmdir()  # empty (checked above)
         os.rename(work, node_dir)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except StorageError as e:
         raise AdminError(f"cannot write {node_dir}: {e}") from None
     except OSError as e:

@@ -1,6 +1,6 @@
 """One node's configuration (:class:`NodeConfig`, :class:`NodeSpec`), loaded from a YAML file and flags.
 
-Three ways to describe a node (docs/architecture.md section 6, "kvnode" and "Config (YAML)"):
+Three ways to describe a node (README, "Configuration"; docs/architecture.md 6):
 
 - a per-node file: one node's keys plus ``bootstrap: true`` or ``join: HOST:PORT``;
 - a whole-cluster file: ``cluster_id``, ``data_dir`` and ``nodes`` (each ``id``, ``addr``,
@@ -248,27 +248,28 @@ def _parse_raft(data: Any, where: str) -> RaftTuning:
 
 def _parse_storage(data: Any, where: str) -> int:
     """The ``storage:`` section: ``cache_mb``, a whole number of MB, at least 1."""
-    if data is None:
-        return DEFAULT_CACHE_MB
-    if not isinstance(data, dict):
-        raise _err(where, f"storage must be a mapping (got {_show(data)})")
-    _check_keys(data, _STORAGE_KEYS, "storage.", where)
-    v = data.get("cache_mb", DEFAULT_CACHE_MB)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise _err(where, f"storage.cache_mb must be a whole number of MB, at least 1 (got {_show(v)})")
-    return v
+    return _whole_number_section(data, where, "storage", _STORAGE_KEYS, "cache_mb", DEFAULT_CACHE_MB,
+                                 None, "a whole number of MB, at least 1")
 
 
 def _parse_watch(data: Any, where: str) -> int:
     """The ``watch:`` section: ``history_revisions``, a whole number of revisions, at least 1."""
+    return _whole_number_section(data, where, "watch", _WATCH_KEYS, "history_revisions", DEFAULT_WATCH_HISTORY,
+                                 100_000_000, "a whole number in [1, 100000000]")
+
+
+def _whole_number_section(data: Any, where: str, section: str, keys: tuple, key: str, default: int,
+                          most: Optional[int], must_be: str) -> int:
+    """A section holding one setting ``key``, a whole number from 1 to ``most`` (None: no upper
+    bound), ``default`` when the section or the key is absent; ``must_be`` words the rule."""
     if data is None:
-        return DEFAULT_WATCH_HISTORY
+        return default
     if not isinstance(data, dict):
-        raise _err(where, f"watch must be a mapping (got {_show(data)})")
-    _check_keys(data, _WATCH_KEYS, "watch.", where)
-    v = data.get("history_revisions", DEFAULT_WATCH_HISTORY)
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100_000_000:
-        raise _err(where, f"watch.history_revisions must be a whole number in [1, 100000000] (got {_show(v)})")
+        raise _err(where, f"{section} must be a mapping (got {_show(data)})")
+    _check_keys(data, keys, f"{section}.", where)
+    v = data.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1 or (most is not None and v > most):
+        raise _err(where, f"{section}.{key} must be {must_be} (got {_show(v)})")
     return v
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import socket
 import threading
 from pathlib import Path
 
@@ -132,3 +133,81 @@ def test_backup_route_of_a_secure_cluster_wants_an_admin_token(make_cluster, tmp
         raise
     finally:
         sc.stop()
+
+
+def _read_head(s: socket.socket) -> tuple:
+    """The answer's status line and headers (lower-case names) and the body bytes read with them."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        got = s.recv(65536)
+        assert got, f"the connection ended inside the answer's head: {buf!r}"
+        buf += got
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    return lines[0], {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}, body
+
+
+def test_a_backup_cut_short_by_the_serving_node_dying_is_refused_by_restore(make_cluster, tmp_path):
+    # The serving node (the leader: its gateway streams, its state is checkpointed) is SIGKILLed
+    # mid-stream. The client is left with fewer bytes than Content-Length, `kvnode restore`
+    # refuses the file and writes nothing, and the cluster keeps its data and members.
+    cluster = make_cluster(3, http=True)
+    leader = cluster.nodes[cluster.wait_leader()]
+    # Random values (RocksDB cannot compress them): a backup far larger than what the gateway
+    # and both kernels' socket buffers can hold ahead of a client that stops reading (about 5 MiB).
+    items = [(f"k{i:04d}", os.urandom(32 * 1024)) for i in range(768)]
+    with cluster.client(timeout=60) as kv:
+        for lo in range(0, len(items), 64):
+            kv.put_many(items[lo:lo + 64])
+        members = sorted(m["id"] for m in kv.members())
+
+    host, port = leader.http.rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect: a small window
+    s.settimeout(60)
+    try:
+        s.connect((host, int(port)))
+        s.sendall(b"GET /backup HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _read_head(s)
+        assert status.startswith("HTTP/1.1 200 "), status
+        size = int(headers["content-length"])
+        assert size > 20 * 1024 * 1024
+        while len(body) < 256 * 1024:  # the stream is under way
+            got = s.recv(65536)
+            assert got, "the backup ended early before the node was killed"
+            body += got
+        leader.kill()  # SIGKILL, mid-stream
+        while True:
+            try:
+                got = s.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            body += got
+    finally:
+        s.close()
+    assert len(body) < size, "the whole backup arrived although its node died half-way"
+    short = tmp_path / "short.bak"
+    short.write_bytes(body)
+
+    target = tmp_path / "restored"
+    r = subprocess.run([sys.executable, str(KVNODE), "restore", str(short), "--id", "r1", "--data-dir",
+                        str(target), "--addr", f"127.0.0.1:{free_port()}", "--client", f"127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "truncated" in r.stderr, r.stderr
+    assert not target.exists() or not any(target.iterdir()), "restore wrote something from a short backup"
+
+    # The survivors elect a leader and hold exactly what was written; the membership is unchanged.
+    survivors = [n for n in cluster.nodes if n != leader.id]
+    cluster.wait_leader(timeout=30, among=survivors)
+    with Client([cluster.nodes[n].client for n in survivors], timeout=30) as kv:
+        assert kv.list("k", 1000) == items
+        assert sorted(m["id"] for m in kv.members()) == members
+        kv.put("after", b"ok")  # and it takes writes
+    # The killed node comes back with its data and catches up.
+    leader.start()
+    with Client([leader.client], timeout=30) as kv:
+        wait_until(lambda: kv.get("after", consistency="stale") == b"ok", timeout=60,
+                   what="the killed node rejoined and caught up")

@@ -62,7 +62,7 @@ def test_seeds(lo: int, hi: int) -> None:
         if not st.deep():
             shallow.append(f"{seed}: elections={st.elections} crashes={st.crashes} partitions={st.partitions}")
     assert not failures, f"{len(failures)} failing seed(s):\n" + "\n".join(failures)
-    # Simulation depth (docs/architecture.md section 8): most seeds see >= 2 elections, a crash and a partition.
+    # Simulation depth (docs/architecture.md section 10): most seeds see >= 2 elections, a crash and a partition.
     assert len(shallow) <= 0.1 * (hi - lo), "too many shallow seeds:\n" + "\n".join(shallow)
     # ... and the features of the issue: snapshots installed by followers, membership changes.
     for f in ("installs", "config_commits", "txn_transfers"):

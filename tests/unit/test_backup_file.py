@@ -149,3 +149,14 @@ def test_writer_refuses_more_or_less_than_announced(tmp_path):
         w.finish()
     w.abort()
     assert not path.exists() and not os.path.exists(str(path) + ".tmp")
+
+
+def test_the_client_library_can_write_a_backup_without_the_node_dependencies():
+    # Client.backup writes through this module: a client-only install has no rocksdict or pykka.
+    import subprocess
+    import sys
+
+    code = ("import sys, raftkv.storage.backup_file; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rocksdict', 'pykka')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""RaftCore's identity rules (docs/architecture.md 7, 8 "Identity"): a node answers only messages addressed
+"""RaftCore's identity rules (docs/architecture.md 8, "Identity"): a node answers only messages addressed
 to its own incarnation; a join by a member's id with another incarnation replaces the record by
 a learner; a learner that stays one says so in the configuration; a higher term from a non-voter
 is refused; no campaign past the largest term."""

@@ -536,3 +536,13 @@ def test_mailbox_wakes_the_loop_once_per_burst():
     box.q.clear()
     box.put(100, "reply")
     assert Loop.calls == 2
+
+
+def test_watches_beyond_the_cap_get_503_and_bad_ones_400_first(gw, conn):
+    # The cap is wire/http_long_routes.py's, shared with GET /backup.
+    gw.watches.max_active = 0
+    r, data = call(conn, "GET", "/watch/a?rev=1")
+    assert r.status == 503 and "0 watches are open" in json.loads(data)["error"]
+    r, data = call(conn, "GET", "/watch/a?rev=x")  # a bad request is told so, cap or not
+    assert r.status == 400 and "rev" in json.loads(data)["error"]
+    assert gw.watches.active == 0

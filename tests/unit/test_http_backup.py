@@ -17,7 +17,7 @@ from raftkv.wire.errors import NotAuthorized, Unavailable
 from raftkv.wire.http_auth import route_op
 from raftkv.wire.security.tokens import Role, required_role
 from tests.unit.fake_frontdoor import FakeFrontDoor
-from tests.unit.test_http import make_gateway
+from tests.unit.test_http import call, make_gateway
 
 MiB = 1 << 20
 
@@ -149,3 +149,29 @@ def test_query_parameters_and_methods_are_refused_before_any_backup(gw):
 def test_the_route_needs_an_admin_token_on_a_secure_gateway():
     assert route_op("GET", "/backup", False) == "backup"
     assert required_role("backup") is Role.ADMIN
+
+
+def test_backups_beyond_the_cap_get_503_until_one_is_over(gw):
+    # The cap and the slot bookkeeping are wire/http_long_routes.py's, shared with the watch routes.
+    gw.backups.max_active = 1
+    slow = FakeBackupClient(256 * MiB)  # its client reads nothing: it streams until the client leaves
+    gw.backups.make_client = lambda token: slow
+    s = _get_raw(gw.port)
+    deadline = time.monotonic() + 10
+    while slow.written < MiB and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gw.backups.active == 1
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        r, body = call(c, "GET", "/backup")
+        assert r.status == 503 and "1 backups are streaming" in json.loads(body)["error"]
+        s.close()  # the first client leaves: its slot is free again
+        deadline = time.monotonic() + 10
+        while gw.backups.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gw.backups.make_client = lambda token: FakeBackupClient(MiB)
+        c.close()
+        r, body = call(c, "GET", "/backup")  # http.client reconnects
+        assert r.status == 200 and len(body) > MiB
+    finally:
+        c.close()

@@ -1,4 +1,4 @@
-"""An exception inside an actor ends the process with a logged reason (docs/architecture.md 8)."""
+"""An exception inside an actor ends the process with a logged reason (docs/architecture.md 3)."""
 from __future__ import annotations
 
 import subprocess

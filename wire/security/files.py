@@ -13,6 +13,8 @@ import stat
 from pathlib import Path
 from typing import Union
 
+from raftkv.fsync import fsync_dir
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 PRIVATE_MODE = 0o600
@@ -20,14 +22,6 @@ PRIVATE_MODE = 0o600
 
 class PrivateFileError(Exception):
     """A private file that cannot be used: loose permissions, not a regular file, or unreadable."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_temp(directory: Path, data: bytes) -> Path:
@@ -72,7 +66,7 @@ def write_private_file(path: PathLike, data: bytes, *, overwrite: bool = True) -
             os.link(tmp, path)  # fails with FileExistsError instead of replacing
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 
