@@ -48,6 +48,7 @@ from .memlog import MemLog
 from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
                        TakeSnapshot, Tick)
 from .role import RoleActor
+from .role_door import RoleDoor, inline_client_batch, inline_peer_batch
 from .snapshot_transfer import SnapshotRef
 from .snapshotter import Snapshotter
 from .metrics import NodeMetrics
@@ -138,6 +139,7 @@ class NodeContext:
         self.snapshot_store = node.snapshots
         self.snapshot_index = node.snapshot_index
         self.watch_hub = getattr(node, "watch_hub", None)  # serves watch requests (actors/watch_serving.py)
+        self.role_door: Optional[RoleDoor] = getattr(node, "role_door", None)  # wiring (actors/role_door.py)
         self.last_contact: dict[str, float] = {}
         core = self.core
         self.role_view = RoleView(core.role, core.term, core.leader_id, core.members)
@@ -597,6 +599,7 @@ class Node:
         core = self.core
         servers = [cfg.spec.client] + [m.client for m in core.members if m.id != cfg.id and m.client]
         recovered = (core.term, core.log.first_index(), core.log.last_index(), core.commit)
+        self.role_door = RoleDoor()  # every input of the role actor passes it (actors/role_door.py)
         self.ctx = NodeContext(self)
         self.role_ref = RoleActor.start(self.ctx)
         self.peer.start()
@@ -704,6 +707,7 @@ class Node:
         Inputs are dropped only once the node is stopping (its actors are being stopped); a dead
         role actor otherwise is a failure, raised to the sender (whose supervision ends the
         process, as the role actor's own already did)."""
+        self.role_door.counted()
         try:
             self.role_ref.tell(msg)
         except pykka.ActorDeadError:
@@ -712,10 +716,18 @@ class Node:
             log.debug("%s: stopping; %s not delivered", self.cfg.id, type(msg).__name__)
 
     def _on_peer(self, batch: list) -> None:
-        self._tell_role(PeerBatch(batch))
+        msg = PeerBatch(batch)
+        if not (inline_peer_batch(msg) and self._run_inline(msg)):
+            self._tell_role(msg)
 
     def _on_clients(self, batch: list) -> None:
-        self._tell_role(ClientBatch(batch))
+        msg = ClientBatch(batch)
+        if not (inline_client_batch(msg) and self._run_inline(msg)):
+            self._tell_role(msg)
+
+    def _run_inline(self, msg: Any) -> bool:
+        """Handle a read-path input in this thread if the role actor is idle (actors/role_door.py)."""
+        return not self.stopping and self.role_door.try_run(msg)
 
     def _on_applied(self, view: AppliedView) -> None:
         # The FSM's publication: one reference assignment, so a reader sees an index and the
@@ -742,12 +754,13 @@ class Node:
     def status(self, timeout: float = 2.0) -> dict:
         """This node's status (``kvclient status``'s dict), built by the role actor, which owns
         what it reports; callable from any thread (the HTTP gateway's workers)."""
+        self.role_door.counted()
         return cast(dict, self.role_ref.ask(StatusQuery(), timeout=timeout))
 
     def submit_local(self, items: list) -> None:
         """Submit a batch ``[(route, ClientRequest)]`` in-process (the HTTP gateway's event loop);
         each route is answered with ``route.deliver(reply)`` from the actors' threads."""
-        self._tell_role(ClientBatch(items))
+        self._on_clients(items)
 
     def local_call(self, req: Any, wait: float) -> Optional[ClientReply]:
         """Submit a client request in-process (the HTTP gateway's path to its own node)."""

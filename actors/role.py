@@ -34,6 +34,7 @@ from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerLo
 from .snapshot_transfer import SnapshotRef
 from .metrics import PEER_EVERY_TICKS
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
+from .role_door import RoleDoor
 from .supervision import SupervisedActor, die
 from .watch_serving import take_watches
 
@@ -56,17 +57,30 @@ class RoleActor(SupervisedActor):
         self.ctx = ctx
         ctx.more_input = self._more_input
         # Observability, shared by every Role of this actor: the node's metrics and the health
-        # watch (WARNING lines), both run in this thread only.
+        # watch (WARNING lines), both run only with the door's lock held (see below).
         ctx.metrics = ctx.node.metrics
         ctx.metrics.bind(ctx.frontdoor, ctx.log_writer, lambda: getattr(ctx.node, "gateway", None))
         ctx.health = HealthWatch(ctx.node_id, 2 * ctx.tuning.election_timeout_ms[1] / 1000.0)
         self.role: Role = ctx.role_classes[ctx.core.role](ctx)
+        # Inputs reach us through the node's RoleDoor, which may run a read-path input in its
+        # sender's thread while we are idle (actors/role_door.py): the door's lock is what makes
+        # one thread at a time the core's owner.
+        self.door: RoleDoor = getattr(ctx, "role_door", None) or RoleDoor()
+        self.door.actor = self
 
     def _more_input(self) -> bool:
         # ``actor_inbox`` is Pykka's documented attribute; only peeked at, never drained.
         return not self.actor_inbox.empty()
 
     def on_receive(self, msg: Any) -> Any:
+        door = self.door
+        with door.lock:
+            door.begin()
+            return self.handle(msg)
+
+    def handle(self, msg: Any) -> Any:
+        """Handle one input (with the door's lock held: in this actor's thread, or in the
+        thread of a read-path input's sender while this actor is idle)."""
         role = self.role
         result = None
         if type(msg) is StatusQuery:
@@ -89,8 +103,9 @@ class RoleActor(SupervisedActor):
 class Role:
     """What Follower, Candidate and Leader share; one instance per stretch of one role class.
 
-    A plain object hosted by the :class:`RoleActor` and run in its thread only. ``ctx`` is the
-    node's NodeContext (owned by that same thread, apart from its wiring and published views).
+    A plain object hosted by the :class:`RoleActor` and run only with its door's lock held (in
+    its thread, or a read-path sender's: actors/role_door.py). ``ctx`` is the node's NodeContext
+    (owned by the same lock holder, apart from its wiring and published views).
     Once ``retired`` it receives no further input; ``successor`` is the Role that replaced it.
     """
 

@@ -618,8 +618,11 @@ class HttpServer:
             parts.append(b"Content-Length: %d\r\n" % len(body))
             if body:
                 parts.append(b"Content-Type: %s\r\n" % ctype.encode("latin-1"))
-        for k, v in headers:
-            parts.append(f"{k}: {v}\r\n".encode("latin-1"))
+        if type(headers) is bytes:  # already rendered (a GET's revision headers: one % per answer)
+            parts.append(headers)
+        else:
+            for k, v in headers:
+                parts.append(f"{k}: {v}\r\n".encode("latin-1"))
         if not r.keep_alive:
             parts.append(b"Connection: close\r\n")
             r.close = True

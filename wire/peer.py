@@ -206,9 +206,17 @@ class PeerTransport(IoThread):
         s.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-        # ZeroMQ heartbeats notice a dead TCP peer (a kill -9'd host never sends FIN).
-        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        # A dead TCP peer (a host that died never sends FIN) is noticed by the kernel, not by
+        # ZeroMQ heartbeats: a ZMTP PING queued behind a peer's stalled input on a connection
+        # that then resets aborts libzmq 4.3.5 (``!_io_error``, stream_engine_base.cpp:310;
+        # docs/architecture.md 8), and our DEALERs were the only senders of PINGs. Keepalive
+        # probes check an idle connection after 1 s, and data unacknowledged for 3 s (TCP
+        # user timeout) drops a busy one: about what HEARTBEAT_IVL 1000 / TIMEOUT 3000 did.
+        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, 2)
+        s.setsockopt(zmq.TCP_MAXRT, 3000)
         if self.curve is not None:
             configure_curve_client(s, self.curve[0].public, self.curve[1])
         s.connect(self._connect_endpoint(addr))

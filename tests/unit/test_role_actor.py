@@ -19,6 +19,7 @@ from raftkv.actors.messages import (Apply, ClientBatch, DiskState, Persisted, Pe
                                     Tick)
 from raftkv.actors.node import Node, NodeContext
 from raftkv.actors.role import RoleActor
+from raftkv.actors.role_door import RoleDoor
 from raftkv.config import RaftTuning
 from raftkv.wire.messages import ClientRequest, Member
 
@@ -162,7 +163,7 @@ def test_inputs_are_refused_only_while_the_node_stops():
                                           node=SimpleNamespace(metrics=NodeMetrics("n1")), frontdoor=None,
                                           log_writer=None))
     ref.stop()
-    fake = SimpleNamespace(role_ref=ref, stopping=False, cfg=SimpleNamespace(id="n1"))
+    fake = SimpleNamespace(role_ref=ref, stopping=False, cfg=SimpleNamespace(id="n1"), role_door=RoleDoor())
     with pytest.raises(pykka.ActorDeadError):
         Node._tell_role(fake, Tick())  # a dead role actor is a failure, never a silent drop
     fake.stopping = True

@@ -1,0 +1,140 @@
+"""Peer connections carry no ZMTP PING, because libzmq 4.3.5 (bundled by pyzmq 27) aborts the
+whole process when a PING waits behind a stalled input on a connection that then resets.
+
+The abort (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``) took a node of
+the 5-node Jepsen mix in CI. The path in libzmq: a connection delivers more messages than the
+receiving socket's RCVHWM while the application does not read (a paused node resuming, a busy
+reader), so the engine stops its input and keeps the rest of its read buffer; the connection
+resets, so the engine marks an I/O error; the application then reads, the engine restarts its
+input and decodes the buffered PING, whose PONG is sent through ``out_event``, which asserts that
+no I/O error happened. One thread and one socket suffice (the second test), so no use of a socket
+from two threads is involved. Our peer DEALERs' ZeroMQ heartbeats were the only PINGs any node
+sent; the DEALERs now rely on TCP keepalive and the TCP user timeout instead (wire/peer.py).
+"""
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import zmq
+
+from raftkv.wire.peer import PeerTransport
+
+# The 64-byte ZMTP 3.1 greeting (NULL mechanism, not as-server) and a READY command.
+GREETING = b"\xff" + b"\x00" * 8 + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+
+
+def ready(socket_type: bytes) -> bytes:
+    body = b"\x05READY" + bytes([11]) + b"Socket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    return bytes([0x04, len(body)]) + body
+
+
+def frames(data: bytes) -> list[tuple[bool, bytes]]:
+    """(is_command, body) of each complete ZMTP 3 frame in ``data`` (after the greeting)."""
+    out, i = [], 0
+    while i < len(data):
+        flags = data[i]
+        if flags & 0x02:  # long frame: 8-byte size
+            if i + 9 > len(data):
+                break
+            size, start = struct.unpack(">Q", data[i + 1:i + 9])[0], i + 9
+        else:
+            if i + 2 > len(data):
+                break
+            size, start = data[i + 1], i + 2
+        if start + size > len(data):
+            break
+        out.append((bool(flags & 0x04), data[start:start + size]))
+        i = start + size
+    return out
+
+
+def test_a_peer_dealer_sends_no_zmtp_ping_on_an_idle_connection():
+    """Listen where a peer would, complete the handshake as a ROUTER, and watch the connection
+    stay idle for well past the old heartbeat interval (1 s): only the READY command comes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    ctx = zmq.Context()
+    pt = PeerTransport(ctx, "n1", "127.0.0.1:0", lambda batch: None, "c1")
+    pt.start()
+    try:
+        pt.set_peers({"n2": f"127.0.0.1:{srv.getsockname()[1]}"})
+        srv.settimeout(5)
+        conn, _ = srv.accept()
+        conn.sendall(GREETING + ready(b"ROUTER"))
+        data = b""
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert data[:1] == b"\xff" and len(data) >= 64, data
+        commands = [body for is_command, body in frames(data[64:]) if is_command]
+        assert commands and commands[0].startswith(b"\x05READY")
+        assert not [c for c in commands if c[1:5] in (b"PING", b"PONG")], commands
+        conn.close()
+    finally:
+        pt.stop()
+        srv.close()
+        ctx.term()
+
+
+_CHILD = r"""
+import socket, struct, sys, time
+import zmq
+sys.path.insert(0, sys.argv[1])
+from test_peer_no_ping import GREETING, ready
+HWM = 1000  # wire/peer.py's HWM
+ping = sys.argv[2] == "ping"
+ctx = zmq.Context()
+router = ctx.socket(zmq.ROUTER)
+router.setsockopt(zmq.RCVHWM, HWM)
+router.setsockopt(zmq.LINGER, 0)
+port = router.bind_to_random_port("tcp://127.0.0.1")
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(GREETING + ready(b"DEALER"))
+time.sleep(0.3)  # a real peer sends messages only once the ROUTER's READY is in
+burst = b""
+for i in range(HWM + 20):
+    burst += bytes([0, 5]) + b"m%04d" % i
+    if ping and i == HWM + 5:
+        burst += bytes([0x04, 7]) + b"\x04PING\x00\x00"
+s.sendall(burst)  # one read of the ROUTER's engine: the pipe fills, the input stops
+time.sleep(0.3)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()  # reset: the engine records an I/O error
+time.sleep(0.3)
+got = 0
+deadline = time.monotonic() + 1.0
+while time.monotonic() < deadline:  # the application catches up: the engine restarts its input
+    try:
+        router.recv_multipart(zmq.NOBLOCK)
+        got += 1
+    except zmq.Again:
+        time.sleep(0.01)
+print("read", got)
+"""
+
+
+def test_libzmq_aborts_on_a_ping_behind_a_stalled_input_and_a_reset():
+    """Why peer connections carry no PING: the same burst, stall and reset with one PING in it
+    aborts the process (one thread, one ROUTER); without the PING the process lives on. If a
+    future pyzmq bundles a libzmq where this passes, ZeroMQ heartbeats could come back."""
+    here = str(__import__("pathlib").Path(__file__).parent)
+    runs = {}
+    for kind in ("ping", "none"):
+        r = subprocess.run([sys.executable, "-c", _CHILD, here, kind], capture_output=True, text=True, timeout=60)
+        runs[kind] = r
+    assert runs["none"].returncode == 0 and int(runs["none"].stdout.split()[1]) >= 1000, runs["none"]
+    assert runs["ping"].returncode == -signal.SIGABRT, runs["ping"]
+    assert "!_io_error" in runs["ping"].stderr and "stream_engine_base.cpp" in runs["ping"].stderr
