@@ -44,11 +44,12 @@ import msgpack
 import rocksdict
 
 from .format import pack
-from .kv_checkpoint import CheckpointInfo, take_checkpoint
+from .kv_checkpoint import CheckpointError, CheckpointInfo, PendingCheckpoint, take_checkpoint
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
                     read_format, read_header)
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
+from .kv_live_checkpoint import link_checkpoint, newest_wal
 from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
                        write_lease_row)
 from .log_store import StorageError
@@ -254,6 +255,9 @@ class KvStore:
     (:func:`raftkv.storage.kv_install.recover`), then opens the DB.
     """
 
+    # begin_checkpoint leaves the flush and the files to another thread (actors/snapshot_flush.py)
+    CHECKPOINTS_OFF_THREAD = True
+
     def __init__(self, path: str, cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> None:
         """Open (creating if needed) the store at ``path``.
 
@@ -266,6 +270,11 @@ class KvStore:
         self.cache_mb = cache_mb
         self._statistics = statistics
         self._flusher: Optional[threading.Thread] = None  # see flush_in_background
+        # Held while another thread assembles a checkpoint from the live files (begin_checkpoint)
+        # and while the DB is closed or reopened; the generation counts the opens, so that a
+        # checkpoint begun before a swap is not built from the new DB.
+        self._files_lock = threading.Lock()
+        self._generation = 0
         self._lock = self._take_lock(path)
         self._open()
 
@@ -297,6 +306,7 @@ class KvStore:
             self.close()  # releases the lock
             raise
         self._closed = False
+        self._generation += 1
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = False
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused on the write path (this store's thread)
@@ -521,6 +531,31 @@ class KvStore:
         (``finish=False``: by :func:`~.kv_checkpoint.finish_checkpoint`, later)."""
         return take_checkpoint(self._db, self._applied, directory, finish)
 
+    def begin_checkpoint(self, directory: str) -> PendingCheckpoint:
+        """Fix a checkpoint of the current state (at the applied index) for ``directory`` (which
+        must not exist) and return at once: only the memtable is switched here (RocksDB flushes
+        the old one in its background). Another thread builds its files without the GIL held
+        (:func:`~.kv_checkpoint.finish_checkpoint`, see :mod:`.kv_live_checkpoint`); that
+        raises CheckpointError if the state was replaced or its memtable switched again first.
+        Once built, the checkpoint and the live DB up to this index are durable, as with
+        :meth:`checkpoint`. Call it from the thread that applies batches."""
+        directory = os.path.abspath(directory)
+        if os.path.exists(directory):
+            raise FileExistsError(directory)
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        self._db.flush(False)  # the memtable switch happens in this call; its flush does not
+        wal = newest_wal(self.path)
+        generation = self._generation
+
+        def build(partial: str) -> None:
+            with self._files_lock:
+                if self._closed or self._generation != generation:
+                    raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
+                                          "before its checkpoint was built")
+                link_checkpoint(self._db, self.path, partial, wal)
+
+        return PendingCheckpoint(directory, self._applied, build)
+
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see
         :func:`raftkv.storage.kv_install.install`), atomically, and reopen; returns the new
@@ -541,14 +576,16 @@ class KvStore:
         Raises StorageError if it cannot be opened (yet); then the store stays closed and a
         later call may succeed."""
         self.wait_background_flush()
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                self._db.close()
-            except Exception:  # closing a DB in an error state may fail too
-                pass
-        self._db = open_db(self.path, self._opts)
-        self._closed = False
+        with self._files_lock:
+            if not getattr(self, "_closed", True):
+                self._closed = True
+                try:
+                    self._db.close()
+                except Exception:  # closing a DB in an error state may fail too
+                    pass
+            self._db = open_db(self.path, self._opts)
+            self._closed = False
+            self._generation += 1
         self._applied = read_header(self._db, self.path)
 
     def close(self) -> None:
@@ -564,12 +601,13 @@ class KvStore:
 
     def _close_db(self) -> None:
         self.wait_background_flush()
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                self._db.flush_wal(True)
-            finally:
-                self._db.close()
+        with self._files_lock:
+            if not getattr(self, "_closed", True):
+                self._closed = True
+                try:
+                    self._db.flush_wal(True)
+                finally:
+                    self._db.close()
 
     # ---------------------------------------------------------------- flushing off the applying thread
 
