@@ -275,6 +275,7 @@ class KvStore:
         # checkpoint begun before a swap is not built from the new DB.
         self._files_lock = threading.Lock()
         self._generation = 0
+        self._building: set = set()  # tokens of the checkpoints begun and not built yet
         self._lock = self._take_lock(path)
         self._open()
 
@@ -519,7 +520,11 @@ class KvStore:
         """Start writing the memtable to disk in the background and return at once. Calling it
         a little before :meth:`checkpoint` (e.g. some entries before the snapshot threshold)
         leaves the checkpoint only the entries applied since to flush, so the calling thread
-        waits for a small flush instead of a whole memtable (up to 64 MB)."""
+        waits for a small flush instead of a whole memtable (up to 64 MB). Does nothing while a
+        checkpoint begun by :meth:`begin_checkpoint` is not built: a switch now would flush the
+        entries applied since its index, and its state would be gone."""
+        if self._building:
+            return
         self._db.flush(False)
 
     def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
@@ -546,13 +551,18 @@ class KvStore:
         self._db.flush(False)  # the memtable switch happens in this call; its flush does not
         wal = newest_wal(self.path)
         generation = self._generation
+        token = object()
+        self._building.add(token)  # set.add/discard: atomic for the two threads
 
         def build(partial: str) -> None:
-            with self._files_lock:
-                if self._closed or self._generation != generation:
-                    raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
-                                          "before its checkpoint was built")
-                link_checkpoint(self._db, self.path, partial, wal)
+            try:
+                with self._files_lock:
+                    if self._closed or self._generation != generation:
+                        raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
+                                              "before its checkpoint was built")
+                    link_checkpoint(self._db, self.path, partial, wal)
+            finally:
+                self._building.discard(token)
 
         return PendingCheckpoint(directory, self._applied, build)
 

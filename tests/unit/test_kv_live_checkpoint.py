@@ -92,3 +92,16 @@ def test_closing_waits_for_a_checkpoint_being_built(tmp_path):
     assert not t.is_alive()
     if not errors:
         assert verify_db(pending.path) == pending.applied_index
+
+
+def test_preparing_the_next_snapshot_waits_until_the_checkpoint_is_built(tmp_path):
+    store = KvStore(str(tmp_path / "kv"))
+    try:
+        _fill(store, 0, 10_000)
+        pending = store.begin_checkpoint(str(tmp_path / "snaps" / "ckpt"))
+        _fill(store, 10_000, 1_000)
+        store.prepare_checkpoint()  # the FSM nearing its next threshold: must not flush past the index
+        finish_checkpoint(pending)
+        assert verify_db(pending.path) == pending.applied_index
+    finally:
+        store.close()
