@@ -257,13 +257,15 @@ class DbState:
         self.store.prepare_checkpoint()
 
     def snapshot_payload(self, path: str) -> CheckpointInfo:
-        """Take a checkpoint at the applied index into ``path`` (this thread applies batches);
-        one already there at this index (described) is reused."""
+        """Fix a checkpoint at the applied index for ``path`` (this thread applies batches: only
+        the memtable is switched here); the snapshotter builds its files and finishes it, off
+        this thread (storage/kv_live_checkpoint.py). One already there at this index
+        (described) is reused."""
         if CheckpointStore.has(path):
             return CheckpointInfo(path, self.applied)
         if os.path.isdir(path):  # an undescribed leftover
             shutil.rmtree(path)
-        return self.store.checkpoint(path, finish=False)  # the snapshotter finishes it (fsyncs)
+        return self.store.begin_checkpoint(path)
 
     def restored(self, checkpoint_dir: str, index: int, term: int, members: list) -> "DbState":
         """Replace the state by the checkpoint in ``checkpoint_dir`` (a verified snapshot),

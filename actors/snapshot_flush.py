@@ -9,6 +9,10 @@ helper thread (RocksDB's flush is thread-safe and releases the GIL; the batches 
 meanwhile go into a new memtable), keeps applying, and takes the checkpoint when told the flush
 is over: then only what it applied in between is left to flush. A few rounds at most, in case
 the writes keep the memtable large.
+
+Superseded for the RocksDB state (``KvStore.CHECKPOINTS_OFF_THREAD``): its snapshot only switches
+the memtable on the FSM's thread and the snapshotter builds the checkpoint from the files once
+RocksDB flushed it (storage/kv_live_checkpoint.py), so nothing is flushed first here.
 """
 from __future__ import annotations
 
@@ -41,7 +45,9 @@ def flush_first(state: Any, fsm: "pykka.ActorRef", route: Optional[list], rounds
     this snapshot, start one in the background and return True (``fsm`` receives
     SnapshotFlushed(route, rounds + 1) when it is over); else False: checkpoint now."""
     store = getattr(state, "store", None)
-    if store is None or rounds >= MAX_ROUNDS or store.memtable_bytes() <= SMALL_MEMTABLE_BYTES:
+    if store is None or getattr(store, "CHECKPOINTS_OFF_THREAD", False):
+        return False  # the store's checkpoint only switches the memtable on this thread
+    if rounds >= MAX_ROUNDS or store.memtable_bytes() <= SMALL_MEMTABLE_BYTES:
         return False
     log.debug("fsm: flushing %d bytes of memtable before a snapshot (round %d)", store.memtable_bytes(), rounds + 1)
 

@@ -153,11 +153,19 @@ class Snapshotter(SupervisedActor):
         # to m.index, so the log may be compacted below it.
         self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
+        done = 0  # the FSM's last snapshot stays where it was unless this one is kept
         try:
-            finish_checkpoint(m.state)  # its info file and rename: fsyncs the FSM did not wait for
+            # its files (storage/kv_live_checkpoint.py), info file and rename: off the FSM's thread
+            finish_checkpoint(m.state)
             meta = self.store.describe(m.state, m.term, m.members)
+            done = m.index
+        except CheckpointError as e:  # its state was replaced or flushed past meanwhile: rare
+            log.warning("%s: snapshot at index %d not taken: %s", self.node_id, m.index, e)
+            if m.route is not None:
+                self.reply_many([(m.route, ClientReply("unavailable", error=f"snapshot not taken: {e}; retry"))])
+            return
         finally:
-            self.fsm_done(m.index)
+            self.fsm_done(done)
         seconds = time.monotonic() - t0
         log.info("%s: snapshot at index %d (term %d, %d bytes) described in %.2fs", self.node_id, m.index, m.term,
                  meta.size, seconds)

@@ -21,7 +21,7 @@ import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import msgpack
 import rocksdict
@@ -52,6 +52,15 @@ class CheckpointInfo:
 
     path: str
     applied_index: int
+
+
+@dataclass
+class PendingCheckpoint(CheckpointInfo):
+    """A checkpoint whose state is fixed (the applying thread switched the memtable at
+    ``applied_index``) but whose files are still to be assembled by ``build(partial_dir)``, off
+    the applying thread (storage/kv_live_checkpoint.py); :func:`finish_checkpoint` does it."""
+
+    build: Optional[Callable[[str], None]] = None
 
 
 @dataclass
@@ -140,11 +149,14 @@ def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str, f
 
 
 def finish_checkpoint(info: CheckpointInfo) -> None:
-    """Write the info file of a checkpoint taken with ``finish=False`` and move it from
-    ``.partial`` to its name, durably (a crash before leaves a ``.partial``, deleted at
-    start-up). Does nothing if it is in place already."""
+    """Assemble a :class:`PendingCheckpoint`'s files, write the info file of a checkpoint taken
+    with ``finish=False`` and move it from ``.partial`` to its name, durably (a crash before
+    leaves a ``.partial``, deleted at start-up). Does nothing if it is in place already."""
     directory = os.path.abspath(info.path)
     partial = directory + _PARTIAL
+    if isinstance(info, PendingCheckpoint) and info.build is not None and not os.path.isdir(directory):
+        build, info.build = info.build, None
+        build(partial)  # raises CheckpointError if the state at the index is gone
     if os.path.isdir(directory) or not os.path.isdir(partial):
         return
     with open(os.path.join(partial, INFO_FILE), "wb") as f:

@@ -44,11 +44,12 @@ import msgpack
 import rocksdict
 
 from .format import pack
-from .kv_checkpoint import CheckpointInfo, take_checkpoint
+from .kv_checkpoint import CheckpointError, CheckpointInfo, PendingCheckpoint, take_checkpoint
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
                     read_format, read_header)
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
+from .kv_live_checkpoint import link_checkpoint, newest_wal
 from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
                        write_lease_row)
 from .log_store import StorageError
@@ -255,6 +256,9 @@ class KvStore:
     (:func:`raftkv.storage.kv_install.recover`), then opens the DB.
     """
 
+    # begin_checkpoint leaves the flush and the files to another thread (actors/snapshot_flush.py)
+    CHECKPOINTS_OFF_THREAD = True
+
     def __init__(self, path: str, cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> None:
         """Open (creating if needed) the store at ``path``.
 
@@ -267,6 +271,12 @@ class KvStore:
         self.cache_mb = cache_mb
         self._statistics = statistics
         self._flusher: Optional[threading.Thread] = None  # see flush_in_background
+        # Held while another thread assembles a checkpoint from the live files (begin_checkpoint)
+        # and while the DB is closed or reopened; the generation counts the opens, so that a
+        # checkpoint begun before a swap is not built from the new DB.
+        self._files_lock = threading.Lock()
+        self._generation = 0
+        self._building: set = set()  # tokens of the checkpoints begun and not built yet
         self._lock = self._take_lock(path)
         self._open()
 
@@ -298,6 +308,7 @@ class KvStore:
             self.close()  # releases the lock
             raise
         self._closed = False
+        self._generation += 1
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = False
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused on the write path (this store's thread)
@@ -512,7 +523,11 @@ class KvStore:
         """Start writing the memtable to disk in the background and return at once. Calling it
         a little before :meth:`checkpoint` (e.g. some entries before the snapshot threshold)
         leaves the checkpoint only the entries applied since to flush, so the calling thread
-        waits for a small flush instead of a whole memtable (up to 64 MB)."""
+        waits for a small flush instead of a whole memtable (up to 64 MB). Does nothing while a
+        checkpoint begun by :meth:`begin_checkpoint` is not built: a switch now would flush the
+        entries applied since its index, and its state would be gone."""
+        if self._building:
+            return
         self._db.flush(False)
 
     def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
@@ -523,6 +538,36 @@ class KvStore:
         the checkpoint's own DB; it is also written beside it, see :mod:`.kv_checkpoint`
         (``finish=False``: by :func:`~.kv_checkpoint.finish_checkpoint`, later)."""
         return take_checkpoint(self._db, self._applied, directory, finish)
+
+    def begin_checkpoint(self, directory: str) -> PendingCheckpoint:
+        """Fix a checkpoint of the current state (at the applied index) for ``directory`` (which
+        must not exist) and return at once: only the memtable is switched here (RocksDB flushes
+        the old one in its background). Another thread builds its files without the GIL held
+        (:func:`~.kv_checkpoint.finish_checkpoint`, see :mod:`.kv_live_checkpoint`); that
+        raises CheckpointError if the state was replaced or its memtable switched again first.
+        Once built, the checkpoint and the live DB up to this index are durable, as with
+        :meth:`checkpoint`. Call it from the thread that applies batches."""
+        directory = os.path.abspath(directory)
+        if os.path.exists(directory):
+            raise FileExistsError(directory)
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        self._db.flush(False)  # the memtable switch happens in this call; its flush does not
+        wal = newest_wal(self.path)
+        generation = self._generation
+        token = object()
+        self._building.add(token)  # set.add/discard: atomic for the two threads
+
+        def build(partial: str) -> None:
+            try:
+                with self._files_lock:
+                    if self._closed or self._generation != generation:
+                        raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
+                                              "before its checkpoint was built")
+                    link_checkpoint(self._db, self.path, partial, wal)
+            finally:
+                self._building.discard(token)
+
+        return PendingCheckpoint(directory, self._applied, build)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see
@@ -544,14 +589,16 @@ class KvStore:
         Raises StorageError if it cannot be opened (yet); then the store stays closed and a
         later call may succeed."""
         self.wait_background_flush()
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                self._db.close()
-            except Exception:  # closing a DB in an error state may fail too
-                pass
-        self._db = open_db(self.path, self._opts)
-        self._closed = False
+        with self._files_lock:
+            if not getattr(self, "_closed", True):
+                self._closed = True
+                try:
+                    self._db.close()
+                except Exception:  # closing a DB in an error state may fail too
+                    pass
+            self._db = open_db(self.path, self._opts)
+            self._closed = False
+            self._generation += 1
         self._applied = read_header(self._db, self.path)
 
     def close(self) -> None:
@@ -567,12 +614,13 @@ class KvStore:
 
     def _close_db(self) -> None:
         self.wait_background_flush()
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                self._db.flush_wal(True)
-            finally:
-                self._db.close()
+        with self._files_lock:
+            if not getattr(self, "_closed", True):
+                self._closed = True
+                try:
+                    self._db.flush_wal(True)
+                finally:
+                    self._db.close()
 
     # ---------------------------------------------------------------- flushing off the applying thread
 
