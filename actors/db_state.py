@@ -93,15 +93,17 @@ class DbState:
 
     # ---------------------------------------------------------------- applying
 
-    def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
-        """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
+    def apply(self, index: int, kind: int, payload: bytes, cmd: Optional[Command] = None) -> Optional[tuple]:
+        """Apply one committed entry into the open batch (see KVState.apply for the rules and
+        ``cmd``)."""
         b = self._batch
         if b is None:
             b = self._batch = self.store.batch()
         self.applied = index
         if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
-        cmd = committed_command(index, kind, payload)
+        if cmd is None:
+            cmd = committed_command(index, kind, payload)
         if cmd is None:
             return None
         cid = cmd.client_id
