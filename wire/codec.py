@@ -52,10 +52,10 @@ _LAYOUT: dict[type, tuple[int, Callable[[Any], tuple]]] = {}
 
 def _layout(cls: type) -> tuple[int, Callable[[Any], tuple]]:
     spec = spec_of(cls)  # KeyError for a type that is not a record, as type_code
-    get = operator.attrgetter(*spec.names)
-    if len(spec.names) == 1:
-        one = get
-        get = lambda m: (one(m),)  # noqa: E731  (attrgetter of one name returns the value itself)
+    many = operator.attrgetter(*spec.names)
+    get: Callable[[Any], tuple] = many
+    if len(spec.names) == 1:  # attrgetter of one name returns the value itself
+        get = lambda m: (many(m),)  # noqa: E731
     lay = _LAYOUT[cls] = (spec.code, get)
     return lay
 
