@@ -22,7 +22,7 @@ def test_results_and_records_match_the_in_memory_state_through_evictions(tmp_pat
     db, mem = DbState(KvStore(str(tmp_path / "kv"))), KVState()
     db.recent = RecentRecords(db.store, max_keys=4, max_bytes=3 * MAX_VALUE)  # tiny: evicts all the time
     index = 0
-    for batch in range(300):
+    for _batch in range(300):
         for _ in range(rng.randint(1, 8)):
             index += 1
             key = f"k{rng.randint(0, 9)}"
