@@ -32,6 +32,7 @@ from . import fsm as _fsm  # its limits are read at each use (tests change them)
 from . import kv_apply
 from .fsm import committed_command
 from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
+from .recent_records import RecentRecords
 from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
@@ -67,6 +68,7 @@ class DbState:
         self.events: list[WatchEvent] = []  # changes applied since the last take_events()
         self.leases = LeaseTable(self._journal_lease)  # actors/lease_state.py; rows: storage/kv_lease.py
         self.cache = ValueCache()  # records for gets, never older than the DB's (storage/kv_cache.py)
+        self.recent = RecentRecords(store)  # the records this thread wrote lately (actors/recent_records.py)
         self._load()
 
     def take_events(self) -> list[WatchEvent]:
@@ -93,15 +95,18 @@ class DbState:
 
     # ---------------------------------------------------------------- applying
 
-    def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
-        """Apply one committed entry into the open batch (see KVState.apply for the rules)."""
+    def apply(self, index: int, kind: int, payload: bytes, cmd: Optional[Command] = None) -> Optional[tuple]:
+        """Apply one committed entry into the open batch (see KVState.apply for the rules and
+        ``cmd``)."""
         b = self._batch
         if b is None:
-            b = self._batch = self.store.batch()
+            # a put's old record comes from the records written lately before the DB
+            b = self._batch = KvBatch(self.recent)  # type: ignore[arg-type]  # reads get_record only
         self.applied = index
         if index % _fsm.SWEEP_EVERY == 0:
             self._expire(index, b)
-        cmd = committed_command(index, kind, payload)
+        if cmd is None:
+            cmd = committed_command(index, kind, payload)
         if cmd is None:
             return None
         cid = cmd.client_id
@@ -208,6 +213,7 @@ class DbState:
                     self.store.apply_batch(ops, self.applied, meta)
                     if b is not None:
                         self.cache.written(b.written())
+                        self.recent.written(b.records())
                 if attempt:
                     log.warning("fsm: the key-value state is written again (index %d)", self.applied)
                 return
@@ -277,6 +283,7 @@ class DbState:
                 self.store.install(staged)
             finally:
                 self.cache.clear()
+                self.recent.clear()
         self._batch = None
         self._touched = {}
         self._load()

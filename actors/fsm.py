@@ -25,6 +25,7 @@ from .backup_serving import take_backup
 from .core import decode_config
 from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result_reply
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
+from .own_commands import own_command
 from .snapshotter import SaveSnapshot
 from .snapshot_flush import SnapshotFlushed, flush_first
 from .supervision import SupervisedActor, die
@@ -97,16 +98,19 @@ class KVState:
         ev, self.events = self.events, []
         return ev
 
-    def apply(self, index: int, kind: int, payload: bytes) -> Optional[tuple]:
+    def apply(self, index: int, kind: int, payload: bytes, cmd: Optional[Command] = None) -> Optional[tuple]:
         """Apply one committed entry; returns a command's result (actors/kv_apply.py's
-        ``(status, value, revision, txn)``), None for any other entry.
+        ``(status, value, revision, txn)``), None for any other entry. ``cmd``: the Command
+        decoding ``payload`` gives, when the caller has it already (the leader's own proposal,
+        actors/own_commands.py).
 
         Raises UndecodableEntry for an entry this build cannot decode: never skipped, since a
         node that can decode it applies it (the states would diverge silently)."""
         self.applied = index
         if index % SWEEP_EVERY == 0:
             self._expire(index)
-        cmd = committed_command(index, kind, payload)
+        if cmd is None:
+            cmd = committed_command(index, kind, payload)
         if cmd is None:
             return None
         cid = cmd.client_id
@@ -356,17 +360,18 @@ class Fsm(SupervisedActor):
                 # Never apply across a gap: the core holds entries back until a snapshot fills it.
                 log.error("fsm: entry %d does not follow applied index %d; not applied", index, st.applied)
                 break
+            w = waiters.get(index) if waiters else None
             try:
-                res = st.apply(index, e.kind, e.data)
+                # the leader's own Command when this entry holds the bytes it encoded from it
+                res = st.apply(index, e.kind, e.data, own_command(w, e.data))
             except UndecodableEntry as err:
                 die(str(err))  # one CRITICAL line naming the index, then a non-zero exit
             self.applied_term = e.term
             if e.kind == EntryKind.CONFIG:
                 self.members = decode_config(e.data)
                 config_applied = True
-            w = waiters.get(index) if waiters else None
             if w is not None:
-                term, route = w
+                term, route = w[0], w[1]
                 if term != e.term:
                     # our proposal at this index was overwritten: it may exist elsewhere, retry it
                     replies.append((route, ClientReply("timeout", error="leadership changed; retry")))

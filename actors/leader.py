@@ -13,6 +13,7 @@ from .core import NotLeader
 from .lease_leader import LeaseDesk
 from .lease_state import LEASE_LEADER_OPS, LEASE_WRITE_OPS
 from .membership import ChangeOrigin, MembershipChange
+from .own_commands import round_trips
 from .replacement_guard import MemberLive
 from .messages import Read, TakeSnapshot
 from .role import Role
@@ -31,7 +32,9 @@ class Leader(Role):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.waiters: dict = {}  # log index -> (term, route) of the client waiting for it
+        # log index -> (term, route) of the client waiting for it, or (term, route, cmd, payload)
+        # when the FSM may apply ``cmd`` instead of decoding ``payload`` (actors/own_commands.py)
+        self.waiters: dict = {}
         self.leases = LeaseDesk(ctx)  # lease requests and expiry (actors/lease_leader.py)
 
     # ------------------------------------------------------------------ clients
@@ -60,6 +63,7 @@ class Leader(Role):
         replies: list = []
         props: list = []
         routes: list = []
+        own: dict = {}  # position in props -> the Command encoded there, if it round-trips
         reads: list = []
         lease: list = []
         stale: list = []
@@ -75,7 +79,10 @@ class Leader(Role):
                     continue
                 cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
                               lease=req.lease, txn=req.txn)
-                props.append((EntryKind.COMMAND, encode_record(cmd)))
+                payload = encode_record(cmd)
+                if round_trips(cmd):
+                    own[len(props)] = (cmd, payload)
+                props.append((EntryKind.COMMAND, payload))
                 routes.append(route)
             elif op in LEASE_WRITE_OPS or op in LEASE_LEADER_OPS:
                 err = self.leases.validate(req) if op in LEASE_WRITE_OPS else None
@@ -154,7 +161,8 @@ class Leader(Role):
                 term = core.term
                 w = self.waiters
                 for i, r in enumerate(routes):
-                    w[first + i] = (term, r)
+                    o = own.get(i) if own else None
+                    w[first + i] = (term, r) if o is None else (term, r, o[0], o[1])
         if reads:
             try:
                 core.read_index(reads)
@@ -304,6 +312,6 @@ class Leader(Role):
         if self.waiters:
             # These may still commit under the next leader: the client retries with the same
             # (client id, sequence), which the FSM deduplicates.
-            ctx.frontdoor.reply_many([(r, ClientReply("timeout", error="leadership lost; retry"))
-                                      for _, r in self.waiters.values()])
+            ctx.frontdoor.reply_many([(w[1], ClientReply("timeout", error="leadership lost; retry"))
+                                      for w in self.waiters.values()])
             self.waiters = {}

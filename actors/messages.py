@@ -51,7 +51,8 @@ class Persisted:
 
 @dataclass(slots=True)
 class Apply:
-    """Committed entries ``(index, Entry)`` in order; ``waiters`` maps index -> (term, route)."""
+    """Committed entries ``(index, Entry)`` in order; ``waiters`` maps index -> (term, route), or
+    (term, route, cmd, payload) for a leader's own proposal (actors/own_commands.py)."""
 
     entries: list
     waiters: dict = field(default_factory=dict)

@@ -38,7 +38,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Union, cast
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -191,6 +191,10 @@ class KvBatch:
     def written(self) -> Iterable[str]:
         """Every key this batch puts or deletes."""
         return self._pending.keys()
+
+    def records(self) -> Mapping[str, Optional[KeyRecord]]:
+        """Every key this batch puts or deletes, with its record once applied (None: deleted)."""
+        return self._pending
 
 
 # ---------------------------------------------------------------- the session table, as loaded
