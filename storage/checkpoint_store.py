@@ -30,7 +30,7 @@ from raftkv.records import Member
 
 from .format import FormatError, decode_members, encode_members
 from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest, CheckpointReceiver, FileChunk,
-                            build_manifest, checkpoint_name, list_checkpoints)
+                            build_manifest, checkpoint_name, file_key, list_checkpoints, reusable)
 from .kv_install import fsync_dir
 
 log = logging.getLogger("storage.snapshot")
@@ -103,9 +103,10 @@ class CheckpointStore:
 
     def describe(self, info: CheckpointInfo, term: int, members: list, manifest: Optional[CheckpointManifest] = None
                  ) -> CheckpointMeta:
-        """Compute the manifest of a taken checkpoint (reads its files once) unless given, write
-        the sidecar durably, prune the oldest, and return its meta."""
-        manifest = manifest or build_manifest(info.path)
+        """Compute the manifest of a taken checkpoint unless given (reads only the files that no
+        described checkpoint shares with it: see :meth:`known_crcs`), write the sidecar durably,
+        prune the oldest, and return its meta."""
+        manifest = manifest or build_manifest(info.path, self.known_crcs(exclude=info.path))
         blob = manifest.to_bytes()
         side = msgpack.packb({"term": term, "members": encode_members(list(members)), "manifest": blob},
                              use_bin_type=True)
@@ -120,6 +121,26 @@ class CheckpointStore:
         log.info("saved snapshot %s (%d bytes, %d members)", os.path.basename(info.path), meta.size, len(members))
         self._prune(keep_path=info.path)
         return meta
+
+    def known_crcs(self, exclude: str = "") -> dict:
+        """:func:`~.kv_checkpoint.file_key` -> CRC-32 of the SST files of every described
+        checkpoint (but ``exclude``), from their manifests: a new checkpoint hard-links most of
+        them, and need not read them again. Only files still there with their manifest's size
+        count (a stat each; the sidecars are a few kB)."""
+        known: dict = {}
+        for meta in self.list():
+            if meta.path == exclude:
+                continue
+            for fi in CheckpointManifest.from_bytes(meta.manifest).files:
+                if not reusable(fi.name):
+                    continue
+                try:
+                    st = os.stat(os.path.join(meta.path, fi.name))
+                except OSError:
+                    continue
+                if st.st_size == fi.size:
+                    known[file_key(st)] = fi.crc32
+        return known
 
     def _prune(self, keep_path: str) -> None:
         for info in list_checkpoints(self.directory)[self.keep:]:

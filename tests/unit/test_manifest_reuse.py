@@ -1,0 +1,67 @@
+"""A new checkpoint's manifest carries over the CRC-32s of the SST files it shares (hard links)
+with a described one, instead of reading them again, and a damaged file is still caught."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from raftkv.records import Member
+from raftkv.storage import kv_checkpoint
+from raftkv.storage.checkpoint_store import CheckpointStore, StreamCheck
+from raftkv.storage.kv_checkpoint import CheckpointError, CheckpointManifest, build_manifest
+from raftkv.storage.kv_store import KvStore, Put
+
+MEMBERS = [Member("n1", "127.0.0.1:1", "127.0.0.1:2", "", True)]
+
+
+def _two_checkpoints(tmp_path):
+    kv = KvStore(str(tmp_path / "kv"))
+    kv.apply_batch([Put(f"k{i:05d}", os.urandom(100)) for i in range(5000)], 7)
+    store = CheckpointStore(str(tmp_path / "snaps"), keep=3)
+    first = store.describe(kv.checkpoint(store.path_for(7)), 3, MEMBERS)
+    kv.apply_batch([Put("x", b"new")], 8)
+    return kv, store, first
+
+
+def _ssts(meta) -> dict:
+    return {f.name: f for f in CheckpointManifest.from_bytes(meta.manifest).files if f.name.endswith(".sst")}
+
+
+def test_shared_sst_files_are_not_read_again(tmp_path, monkeypatch):
+    kv, store, first = _two_checkpoints(tmp_path)
+    read = []
+    real_open = open
+
+    def counting_open(path, *a, **k):
+        read.append(os.path.basename(str(path)))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(kv_checkpoint, "open", counting_open, raising=False)
+    second = store.describe(kv.checkpoint(store.path_for(8)), 3, MEMBERS)
+    old, new = _ssts(first), _ssts(second)
+    shared = set(old) & set(new)
+    assert shared and set(new) - set(old)  # the first's file, and the flush of "x"
+    assert not shared & set(read)  # shared files: carried over, not read
+    assert set(new) - set(old) <= set(read)  # new files: summed
+    # and the carried-over CRC-32s are the files' own (the manifest a full read builds)
+    monkeypatch.undo()
+    assert build_manifest(second.path) == CheckpointManifest.from_bytes(second.manifest)
+    kv.close()
+
+
+def test_a_shared_file_damaged_since_is_caught_before_it_is_streamed(tmp_path):
+    kv, store, first = _two_checkpoints(tmp_path)
+    name = sorted(_ssts(first))[0]
+    with open(os.path.join(first.path, name), "r+b") as f:  # the same inode as the live DB's file
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    second = store.describe(kv.checkpoint(store.path_for(8)), 3, MEMBERS)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        store.open_verified(second)
+    check = StreamCheck(second)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        check.check(0, store.read(second, 0, second.size))
+    kv.close()
