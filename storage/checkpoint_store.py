@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import msgpack
 
@@ -31,6 +31,7 @@ from raftkv.records import Member
 from .format import FormatError, decode_members, encode_members
 from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest, CheckpointReceiver, FileChunk,
                             build_manifest, checkpoint_name, file_key, list_checkpoints, reusable)
+from .crc_warmer import CrcWarmer
 from .kv_install import fsync_dir
 
 log = logging.getLogger("storage.snapshot")
@@ -79,6 +80,7 @@ class CheckpointStore:
             raise ValueError("keep must be at least 1")
         self.directory = os.path.abspath(directory)
         self.keep = keep
+        self.warmer: Optional[CrcWarmer] = None  # see warm_from
         os.makedirs(self.directory, exist_ok=True)
         for info in list_checkpoints(self.directory):  # also removes .partial leftovers
             if not os.path.exists(info.path + _SIDECAR):
@@ -127,6 +129,11 @@ class CheckpointStore:
         checkpoint (but ``exclude``), from their manifests: a new checkpoint hard-links most of
         them, and need not read them again. Only files still there with their manifest's size
         count (a stat each; the sidecars are a few kB)."""
+        known: dict = dict(self.warmer.known()) if self.warmer is not None else {}
+        known.update(self._manifest_crcs(exclude))
+        return known
+
+    def _manifest_crcs(self, exclude: str = "") -> dict:
         known: dict = {}
         for meta in self.list():
             if meta.path == exclude:
@@ -141,6 +148,20 @@ class CheckpointStore:
                 if st.st_size == fi.size:
                     known[file_key(st)] = fi.crc32
         return known
+
+    def warm_from(self, live_dir: str, list_files: Callable[[], list]) -> None:
+        """Sum the SST files of the live DB in ``live_dir`` in the background as they appear
+        (``list_files``: RocksDB's live files as (name, size), ``KvStore.sst_files``), so that
+        :meth:`describe` finds them known (storage/crc_warmer.py). :meth:`close` stops it."""
+        if self.warmer is None:
+            self.warmer = CrcWarmer(live_dir, list_files, self._manifest_crcs)
+            self.warmer.start()
+
+    def close(self) -> None:
+        """Stop the background summing, if :meth:`warm_from` started it."""
+        if self.warmer is not None:
+            self.warmer.stop()
+            self.warmer = None
 
     def _prune(self, keep_path: str) -> None:
         for info in list_checkpoints(self.directory)[self.keep:]:

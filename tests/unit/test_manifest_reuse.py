@@ -9,6 +9,7 @@ import pytest
 from raftkv.records import Member
 from raftkv.storage import kv_checkpoint
 from raftkv.storage.checkpoint_store import CheckpointStore, StreamCheck
+from raftkv.storage.crc_warmer import CrcWarmer
 from raftkv.storage.kv_checkpoint import CheckpointError, CheckpointManifest, build_manifest
 from raftkv.storage.kv_store import KvStore, Put
 
@@ -64,4 +65,40 @@ def test_a_shared_file_damaged_since_is_caught_before_it_is_streamed(tmp_path):
     check = StreamCheck(second)
     with pytest.raises(CheckpointError, match="corrupt"):
         check.check(0, store.read(second, 0, second.size))
+    kv.close()
+
+
+def test_files_summed_in_the_background_are_not_read_by_the_snapshot(tmp_path, monkeypatch):
+    kv = KvStore(str(tmp_path / "kv"))
+    store = CheckpointStore(str(tmp_path / "snaps"), keep=3)
+    store.warmer = CrcWarmer(kv.path, kv.sst_files, store._manifest_crcs)  # not started: stepped by hand
+    kv.apply_batch([Put(f"k{i:05d}", os.urandom(100)) for i in range(5000)], 7)
+    kv._db.flush(True)
+    assert store.warmer.scan_once() >= 1
+    live = {name for name, _ in kv.sst_files()}
+    assert store.warmer.scan_once() == 0  # summed once only
+    read = []
+    real_open = open
+
+    def counting_open(path, *a, **k):
+        read.append(os.path.basename(str(path)))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(kv_checkpoint, "open", counting_open, raising=False)
+    meta = store.describe(kv.checkpoint(store.path_for(7)), 3, MEMBERS)
+    assert live and not live & set(read)
+    monkeypatch.undo()
+    assert build_manifest(meta.path) == CheckpointManifest.from_bytes(meta.manifest)
+    kv.close()
+
+
+def test_a_file_whose_size_is_not_rocksdbs_yet_is_not_summed(tmp_path):
+    kv = KvStore(str(tmp_path / "kv"))
+    kv.apply_batch([Put("a", b"1")], 1)
+    kv._db.flush(True)
+    files = kv.sst_files()
+    growing = CrcWarmer(kv.path, lambda: [(n, s + 1) for n, s in files], dict)
+    assert growing.scan_once() == 0 and growing.known() == {}
+    whole = CrcWarmer(kv.path, lambda: files, dict)
+    assert whole.scan_once() == len(files)
     kv.close()
