@@ -2,7 +2,7 @@
 
 A snapshot's manifest holds each checkpoint file's CRC-32 (storage/kv_checkpoint.py). A
 checkpoint hard-links the live DB's SST files, so a CRC-32 known for a live file (same inode and
-size: :func:`~.kv_checkpoint.file_key`) is that checkpoint file's too. Files a previous
+size and time: :func:`~.kv_checkpoint.file_key`) is that checkpoint file's too. Files a previous
 checkpoint shares are carried over from its manifest; the ones compactions wrote since are
 summed here, a few seconds after they appear, on a low-priority thread (reads and zlib.crc32
 release the GIL), so that describing a snapshot reads only what its own flush wrote.
@@ -28,13 +28,17 @@ SCAN_EVERY = 3.0  # seconds between looks at the live DB's files
 NICE = 10  # the summing thread's nice increment (Linux sets it per thread)
 
 
-def sum_file(path: str, size: int, stop: Optional[threading.Event] = None) -> Optional[int]:
-    """CRC-32 of the file's first ``size`` bytes; None if it is not ``size`` bytes long or
-    ``stop`` is set meanwhile."""
+def sum_file(path: str, size: int, stop: Optional[threading.Event] = None) -> Optional[tuple]:
+    """(:func:`~.kv_checkpoint.file_key`, CRC-32) of the file at ``path``, keyed by the file
+    actually opened (not a second lookup of the name); None if it is not ``size`` bytes long,
+    changed while read, or ``stop`` is set meanwhile."""
     crc, got = 0, 0
     buf = bytearray(CHUNK_SIZE)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
+        key = file_key(os.fstat(f.fileno()))
+        if key[2] != size:
+            return None
         while True:
             n = f.readinto(buf)
             if not n:
@@ -43,7 +47,9 @@ def sum_file(path: str, size: int, stop: Optional[threading.Event] = None) -> Op
             got += n
             if stop is not None and stop.is_set():
                 return None
-    return crc if got == size else None
+        if got != size or file_key(os.fstat(f.fileno())) != key:
+            return None
+    return key, crc
 
 
 class CrcWarmer:
@@ -117,13 +123,14 @@ class CrcWarmer:
                 crc = seed.get(key)
             if crc is None:
                 try:
-                    crc = sum_file(path, size, self._stop)
+                    got = sum_file(path, size, self._stop)
                 except OSError:
-                    crc = None
-                if crc is None:
+                    got = None
+                if got is None:
                     if self._stop.is_set():
                         break
                     continue
+                key, crc = got
                 summed += 1
             new[key] = crc
         self._known = new

@@ -194,13 +194,15 @@ def prune_checkpoints(parent: str, keep: int) -> None:
 # ---------------------------------------------------------------- sending
 
 
-FileKey = tuple  # (st_dev, st_ino, st_size) of a file: see build_manifest's ``known``
+FileKey = tuple  # (st_dev, st_ino, st_size, st_mtime_ns) of a file: see build_manifest's ``known``
 
 
 def file_key(st: os.stat_result) -> FileKey:
-    """What identifies one immutable file on this machine while it is linked somewhere: its
-    inode (hard links share it; an inode is not reused while a link to it exists) and size."""
-    return (st.st_dev, st.st_ino, st.st_size)
+    """What identifies one immutable file on this machine: its inode (hard links share it) with
+    its size and modification time. The time matters for a key taken earlier (the background
+    summing, storage/crc_warmer.py): once that file is deleted its inode may be reused, but not
+    with the same modification time to the nanosecond."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def reusable(name: str) -> bool:
