@@ -134,15 +134,29 @@ class CheckpointStore:
         return known
 
     def _manifest_crcs(self, exclude: str = "") -> dict:
+        # Reads the sidecars directly, not through list(): listing checkpoints deletes
+        # ``.partial`` leftovers, and this runs while the FSM may be taking the next checkpoint
+        # (a ``.partial`` until the snapshotter finishes it) and on the background thread.
         known: dict = {}
-        for meta in self.list():
-            if meta.path == exclude:
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return known
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if not name.endswith(_SIDECAR) or path[:-len(_SIDECAR)] == exclude:
                 continue
-            for fi in CheckpointManifest.from_bytes(meta.manifest).files:
+            ckpt = path[:-len(_SIDECAR)]
+            try:
+                with open(path, "rb") as f:
+                    files = CheckpointManifest.from_bytes(msgpack.unpackb(f.read(), raw=False)["manifest"]).files
+            except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+                continue  # being written or deleted: its files are summed again if needed
+            for fi in files:
                 if not reusable(fi.name):
                     continue
                 try:
-                    st = os.stat(os.path.join(meta.path, fi.name))
+                    st = os.stat(os.path.join(ckpt, fi.name))
                 except OSError:
                     continue
                 if st.st_size == fi.size:

@@ -102,3 +102,18 @@ def test_a_file_whose_size_is_not_rocksdbs_yet_is_not_summed(tmp_path):
     whole = CrcWarmer(kv.path, lambda: files, dict)
     assert whole.scan_once() == len(files)
     kv.close()
+
+
+def test_the_background_pass_leaves_a_checkpoint_being_taken_alone(tmp_path):
+    kv, store, first = _two_checkpoints(tmp_path)
+    info = kv.checkpoint(store.path_for(8), finish=False)  # the FSM's: a .partial until finished
+    partial = info.path + ".partial"
+    assert os.path.isdir(partial)
+    warmer = CrcWarmer(kv.path, kv.sst_files, store._manifest_crcs)
+    warmer.scan_once()
+    store.known_crcs(exclude=info.path)
+    assert os.path.isdir(partial)
+    kv_checkpoint.finish_checkpoint(info)
+    second = store.describe(info, 3, MEMBERS)
+    assert set(_ssts(second)) and build_manifest(second.path) == CheckpointManifest.from_bytes(second.manifest)
+    kv.close()
