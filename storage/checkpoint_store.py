@@ -178,7 +178,7 @@ class CheckpointStore:
             self.warmer = None
 
     def _prune(self, keep_path: str) -> None:
-        for info in list_checkpoints(self.directory)[self.keep:]:
+        for info in list_checkpoints(self.directory, clean=False)[self.keep:]:
             if info.path != keep_path:
                 log.info("deleting old snapshot %s", os.path.basename(info.path))
                 try:
@@ -190,7 +190,7 @@ class CheckpointStore:
     def list(self) -> list[CheckpointMeta]:
         """Every described checkpoint, newest first (an unreadable sidecar is logged, left out)."""
         out = []
-        for info in list_checkpoints(self.directory):
+        for info in list_checkpoints(self.directory, clean=False):
             try:
                 with open(info.path + _SIDECAR, "rb") as f:
                     side = msgpack.unpackb(f.read(), raw=False)

@@ -167,15 +167,18 @@ def read_info(directory: str) -> CheckpointInfo:
         raise CheckpointError(f"checkpoint {directory}: unreadable {INFO_FILE}: {e}") from None
 
 
-def list_checkpoints(parent: str) -> list[CheckpointInfo]:
+def list_checkpoints(parent: str, clean: bool = True) -> list[CheckpointInfo]:
     """The checkpoints in ``parent``, newest (highest index) first; deletes leftovers of a
-    checkpoint a crash interrupted."""
+    checkpoint a crash interrupted unless ``clean`` is False (a running node lists with False:
+    a ``.partial`` there may be the checkpoint its FSM is taking right now)."""
     found: list = []
     if not os.path.isdir(parent):
         return found
     for name in os.listdir(parent):
         path = os.path.join(parent, name)
         if name.endswith(_PARTIAL):
+            if not clean:
+                continue
             log.info("removing leftover partial checkpoint %s", name)
             shutil.rmtree(path, ignore_errors=True)
         elif _NAME.match(name):

@@ -117,3 +117,12 @@ def test_the_background_pass_leaves_a_checkpoint_being_taken_alone(tmp_path):
     second = store.describe(info, 3, MEMBERS)
     assert set(_ssts(second)) and build_manifest(second.path) == CheckpointManifest.from_bytes(second.manifest)
     kv.close()
+
+
+def test_listing_snapshots_while_the_fsm_takes_one_leaves_it_alone(tmp_path):
+    kv, store, first = _two_checkpoints(tmp_path)
+    info = kv.checkpoint(store.path_for(8), finish=False)
+    assert [m.last_index for m in store.list()] == [7]  # e.g. the snapshotter sending snapshot 7
+    kv_checkpoint.finish_checkpoint(info)
+    assert store.describe(info, 3, MEMBERS).last_index == 8
+    kv.close()
