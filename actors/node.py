@@ -592,6 +592,8 @@ class Node:
         self.fsm_state = None  # the FSM owns it now
         self.log_writer = LogWriter(store, self.peer.send_many, self._tell_role, cfg.id)
         self.log_ref = LogManager.start(self.log_writer)
+        # New SST files are summed in the background: a snapshot's manifest then reads only its flush.
+        self.snapshots.warm_from(self.kv.path, self.kv.sst_files)
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,
                                           lambda: self.fsm_ref.tell(TakeSnapshot(None)))
@@ -697,6 +699,7 @@ class Node:
         except Exception:  # already closed by a disk-fault reopen
             pass
         self._stop_door_guard()
+        self.snapshots.close()
         self.kv.close()
         self.zctx.destroy(linger=0)
 

@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import msgpack
 
@@ -30,7 +30,8 @@ from raftkv.records import Member
 
 from .format import FormatError, decode_members, encode_members
 from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest, CheckpointReceiver, FileChunk,
-                            build_manifest, checkpoint_name, list_checkpoints)
+                            build_manifest, checkpoint_name, file_key, list_checkpoints, reusable)
+from .crc_warmer import CrcWarmer
 from .kv_install import fsync_dir
 
 log = logging.getLogger("storage.snapshot")
@@ -79,6 +80,7 @@ class CheckpointStore:
             raise ValueError("keep must be at least 1")
         self.directory = os.path.abspath(directory)
         self.keep = keep
+        self.warmer: Optional[CrcWarmer] = None  # see warm_from
         os.makedirs(self.directory, exist_ok=True)
         for info in list_checkpoints(self.directory):  # also removes .partial leftovers
             if not os.path.exists(info.path + _SIDECAR):
@@ -103,9 +105,10 @@ class CheckpointStore:
 
     def describe(self, info: CheckpointInfo, term: int, members: list, manifest: Optional[CheckpointManifest] = None
                  ) -> CheckpointMeta:
-        """Compute the manifest of a taken checkpoint (reads its files once) unless given, write
-        the sidecar durably, prune the oldest, and return its meta."""
-        manifest = manifest or build_manifest(info.path)
+        """Compute the manifest of a taken checkpoint unless given (reads only the files that no
+        described checkpoint shares with it: see :meth:`known_crcs`), write the sidecar durably,
+        prune the oldest, and return its meta."""
+        manifest = manifest or build_manifest(info.path, self.known_crcs(exclude=info.path))
         blob = manifest.to_bytes()
         side = msgpack.packb({"term": term, "members": encode_members(list(members)), "manifest": blob},
                              use_bin_type=True)
@@ -121,8 +124,61 @@ class CheckpointStore:
         self._prune(keep_path=info.path)
         return meta
 
+    def known_crcs(self, exclude: str = "") -> dict:
+        """:func:`~.kv_checkpoint.file_key` -> CRC-32 of the SST files of every described
+        checkpoint (but ``exclude``), from their manifests: a new checkpoint hard-links most of
+        them, and need not read them again. Only files still there with their manifest's size
+        count (a stat each; the sidecars are a few kB)."""
+        known: dict = dict(self.warmer.known()) if self.warmer is not None else {}
+        known.update(self._manifest_crcs(exclude))
+        return known
+
+    def _manifest_crcs(self, exclude: str = "") -> dict:
+        # Reads the sidecars directly, not through list(): listing checkpoints deletes
+        # ``.partial`` leftovers, and this runs while the FSM may be taking the next checkpoint
+        # (a ``.partial`` until the snapshotter finishes it) and on the background thread.
+        known: dict = {}
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return known
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if not name.endswith(_SIDECAR) or path[:-len(_SIDECAR)] == exclude:
+                continue
+            ckpt = path[:-len(_SIDECAR)]
+            try:
+                with open(path, "rb") as f:
+                    files = CheckpointManifest.from_bytes(msgpack.unpackb(f.read(), raw=False)["manifest"]).files
+            except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+                continue  # being written or deleted: its files are summed again if needed
+            for fi in files:
+                if not reusable(fi.name):
+                    continue
+                try:
+                    st = os.stat(os.path.join(ckpt, fi.name))
+                except OSError:
+                    continue
+                if st.st_size == fi.size:
+                    known[file_key(st)] = fi.crc32
+        return known
+
+    def warm_from(self, live_dir: str, list_files: Callable[[], list]) -> None:
+        """Sum the SST files of the live DB in ``live_dir`` in the background as they appear
+        (``list_files``: RocksDB's live files as (name, size), ``KvStore.sst_files``), so that
+        :meth:`describe` finds them known (storage/crc_warmer.py). :meth:`close` stops it."""
+        if self.warmer is None:
+            self.warmer = CrcWarmer(live_dir, list_files, self._manifest_crcs)
+            self.warmer.start()
+
+    def close(self) -> None:
+        """Stop the background summing, if :meth:`warm_from` started it."""
+        if self.warmer is not None:
+            self.warmer.stop()
+            self.warmer = None
+
     def _prune(self, keep_path: str) -> None:
-        for info in list_checkpoints(self.directory)[self.keep:]:
+        for info in list_checkpoints(self.directory, clean=False)[self.keep:]:
             if info.path != keep_path:
                 log.info("deleting old snapshot %s", os.path.basename(info.path))
                 try:
@@ -134,7 +190,7 @@ class CheckpointStore:
     def list(self) -> list[CheckpointMeta]:
         """Every described checkpoint, newest first (an unreadable sidecar is logged, left out)."""
         out = []
-        for info in list_checkpoints(self.directory):
+        for info in list_checkpoints(self.directory, clean=False):
             try:
                 with open(info.path + _SIDECAR, "rb") as f:
                     side = msgpack.unpackb(f.read(), raw=False)

@@ -517,6 +517,11 @@ class KvStore:
                 return int(line.rsplit(":", 1)[1])
         return 0
 
+    def sst_files(self) -> list[tuple[str, int]]:
+        """(name, size) of the live SST files, as RocksDB records them (whole files of the current
+        version only; names without a directory part)."""
+        return [(f["name"].lstrip("/"), int(f["size"])) for f in self._db.live_files()]
+
     def disk_bytes(self) -> int:
         """Bytes of the live SST files (RocksDB's own count; WAL and MANIFEST excluded)."""
         return sum(f["size"] for f in self._db.live_files())

@@ -1,0 +1,137 @@
+"""Summing the live key-value DB's SST files in the background, so that a snapshot need not.
+
+A snapshot's manifest holds each checkpoint file's CRC-32 (storage/kv_checkpoint.py). A
+checkpoint hard-links the live DB's SST files, so a CRC-32 known for a live file (same inode and
+size and time: :func:`~.kv_checkpoint.file_key`) is that checkpoint file's too. Files a previous
+checkpoint shares are carried over from its manifest; the ones compactions wrote since are
+summed here, a few seconds after they appear, on a low-priority thread (reads and zlib.crc32
+release the GIL), so that describing a snapshot reads only what its own flush wrote.
+
+Only files RocksDB lists as live (whole, part of the current version) with the size it records
+are summed: a compaction output still being written is not. A CRC-32 computed here is what a
+describe would have computed from the same inode: the same guarantee (a file damaged later is
+caught when it is streamed or restored: StreamCheck, CheckpointStore.open_verified).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import zlib
+from typing import Callable, Optional
+
+from .kv_checkpoint import CHUNK_SIZE, file_key, reusable
+
+log = logging.getLogger("storage.snapshot")
+
+SCAN_EVERY = 3.0  # seconds between looks at the live DB's files
+NICE = 10  # the summing thread's nice increment (Linux sets it per thread)
+
+
+def sum_file(path: str, size: int, stop: Optional[threading.Event] = None) -> Optional[tuple]:
+    """(:func:`~.kv_checkpoint.file_key`, CRC-32) of the file at ``path``, keyed by the file
+    actually opened (not a second lookup of the name); None if it is not ``size`` bytes long,
+    changed while read, or ``stop`` is set meanwhile."""
+    crc, got = 0, 0
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        key = file_key(os.fstat(f.fileno()))
+        if key[2] != size:
+            return None
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            crc = zlib.crc32(view[:n], crc)
+            got += n
+            if stop is not None and stop.is_set():
+                return None
+        if got != size or file_key(os.fstat(f.fileno())) != key:
+            return None
+    return key, crc
+
+
+class CrcWarmer:
+    """Keeps :meth:`known` (file key -> CRC-32) up to date for the SST files of the live DB in
+    ``live_dir``; ``list_files()`` gives RocksDB's live files as (name, size) (may raise while
+    the store is closed or swapped: that round is skipped); ``seed()`` gives CRC-32s known
+    already (the described checkpoints' manifests), which are not summed again."""
+
+    def __init__(self, live_dir: str, list_files: Callable[[], list], seed: Callable[[], dict],
+                 every: float = SCAN_EVERY) -> None:
+        self.live_dir = live_dir
+        self._list_files = list_files
+        self._seed = seed
+        self._every = every
+        self._known: dict = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def known(self) -> dict:
+        """The CRC-32s summed so far (a dict replaced whole: safe to read from any thread)."""
+        return self._known
+
+    def start(self) -> None:
+        """Start the background thread (a daemon; :meth:`stop` ends it)."""
+        self._thread = threading.Thread(target=self._run, name="kv-crc", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the background thread (waits for the file being summed, at most a chunk)."""
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except (OSError, AttributeError):
+            pass  # not Linux: the thread keeps the process's priority
+        while not self._stop.wait(self._every):
+            try:
+                self.scan_once()
+            except Exception as e:  # never let a bad round end the thread; the next may work
+                log.debug("summing the live DB's files: %s", e)
+
+    def scan_once(self) -> int:
+        """Sum the live SST files not known yet; returns how many were summed."""
+        try:
+            files = self._list_files()
+        except Exception:  # rocksdict raises a bare Exception on a closed DB (a swap going on)
+            return 0
+        old, seed = self._known, None
+        new: dict = {}
+        summed = 0
+        for name, size in files:
+            name = name.lstrip("/")
+            if not reusable(name):
+                continue
+            path = os.path.join(self.live_dir, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # compacted away meanwhile
+            if st.st_size != size:
+                continue
+            key = file_key(st)
+            crc = old.get(key)
+            if crc is None:
+                if seed is None:
+                    seed = self._seed()
+                crc = seed.get(key)
+            if crc is None:
+                try:
+                    got = sum_file(path, size, self._stop)
+                except OSError:
+                    got = None
+                if got is None:
+                    if self._stop.is_set():
+                        break
+                    continue
+                key, crc = got
+                summed += 1
+            new[key] = crc
+        self._known = new
+        return summed
