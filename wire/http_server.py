@@ -38,7 +38,6 @@ from typing import Any, Callable, Optional
 import httptools
 
 from .address import parse_bind
-from .http_tls_read import BufferedTls
 from .messages import ClientReply, ClientRequest
 from .ratelog import RateLimitedLog
 
@@ -497,10 +496,8 @@ class HttpServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                # HTTPS: decrypted bytes are read into a buffer of ours (wire/http_tls_read.py says why).
-                factory = (lambda: Connection(self)) if self.ssl is None else (lambda: BufferedTls(Connection(self)))
                 self._server = loop.run_until_complete(
-                    loop.create_server(factory, sock=self._sock, backlog=1024, ssl=self.ssl))
+                    loop.create_server(lambda: Connection(self), sock=self._sock, backlog=1024, ssl=self.ssl))
             except BaseException as e:  # reported to start()
                 failed.append(e)
                 ready.set()
