@@ -157,3 +157,51 @@ def test_tls13_or_tls12_with_forward_secret_aead_suites_only(cert):
     finally:
         server.close()
     assert server_ssl_context(*cert).options & ssl.OP_NO_RENEGOTIATION
+
+
+def _bio_pair(cert):
+    """A server SSLObject from the gateway's context and a client one, over memory BIOs, handshaken."""
+    si, so, ci, co = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ssl_context(*cert).wrap_bio(si, so, server_side=True)
+    client = client_ssl_context(cert[0]).wrap_bio(ci, co, server_hostname="localhost")
+    for _ in range(10):
+        for end in (client, server):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        si.write(co.read())
+        ci.write(so.read())
+    return server, client, si, co
+
+
+def test_pending_after_short_reads_matches_openssl(cert):
+    """The gateway's SSLObject answers pending() itself after a short read (uvloop asks after
+    every record); its answer must be OpenSSL's in every case."""
+    server, client, si, co = _bio_pair(cert)
+    assert server.version() == "TLSv1.3"
+
+    def check():
+        assert server.pending() == ssl.SSLObject.pending(server)
+
+    client.write(b"a" * 1000)
+    si.write(co.read())
+    assert server.read(100) == b"a" * 100  # a full read: the record is not emptied
+    check()
+    assert server.pending() == 900
+    assert server.read(4096) == b"a" * 900  # a short read: the record is emptied
+    check()
+    client.write(b"b" * 300)
+    client.write(b"c" * 20_000)  # two records after it (16 KiB of plaintext at most per record)
+    si.write(co.read())
+    assert server.read(256 * 1024) == b"b" * 300  # one record per read
+    check()
+    assert si.pending > 0  # the next records still wait in the incoming buffer (uvloop reads on)
+    buf = bytearray(100)
+    assert server.read(100, buf) == 100
+    check()
+    got = server.read(256 * 1024)
+    check()
+    got += server.read(256 * 1024)
+    check()
+    assert got == b"c" * (20_000 - 100)
