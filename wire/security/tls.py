@@ -98,7 +98,7 @@ class _ShortReadSSLObject(ssl.SSLObject):
     def read(self, len: int = 1024, buffer: Optional[Any] = None) -> Any:  # noqa: A002 (ssl's name)
         self._emptied = False
         got = super().read(len, buffer)
-        n = got if isinstance(got, int) else builtins.len(got)  # a count when reading into a buffer
+        n = got if buffer is not None else builtins.len(got)
         self._emptied = 0 < n < len
         return got
 
