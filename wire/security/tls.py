@@ -12,7 +12,6 @@ longest that Apple clients accept for a server certificate).
 """
 from __future__ import annotations
 
-import builtins
 import ipaddress
 import os
 import shutil
@@ -21,7 +20,7 @@ import ssl
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from .files import PathLike, PrivateFileError, check_private, write_private_file
 
@@ -83,35 +82,6 @@ def make_self_signed_cert(directory: PathLike, hosts: Iterable[str] = (), common
     return cert_path, key_path
 
 
-class _ShortReadSSLObject(ssl.SSLObject):
-    """An SSLObject that answers ``pending()`` without asking OpenSSL right after a short read.
-
-    uvloop's TLS layer asks ``pending()`` after every record it reads, and CPython releases and
-    retakes the GIL around each ``SSL_pending`` call: on a busy node another thread takes it and
-    the gateway's loop waits, a wake-up and a context switch per call. OpenSSL's ``SSL_read``
-    returns the data of one record at most, so a read that returned fewer bytes than asked for
-    emptied its record: nothing decrypted is pending and the answer is 0 without the call.
-    """
-
-    _emptied = False  # the last read returned fewer bytes than asked for
-
-    def read(self, len: int = 1024, buffer: Optional[Any] = None) -> Any:  # noqa: A002 (ssl's name)
-        self._emptied = False
-        got = super().read(len, buffer)
-        n = got if buffer is not None else builtins.len(got)
-        self._emptied = 0 < n < len
-        return got
-
-    def pending(self) -> int:
-        if self._emptied:
-            return 0
-        return super().pending()
-
-    def do_handshake(self) -> None:
-        self._emptied = False
-        super().do_handshake()
-
-
 def server_ssl_context(cert_path: PathLike, key_path: PathLike) -> ssl.SSLContext:
     """An SSL context for the HTTPS gateway (TLS 1.2 or newer) from a certificate chain and its key.
 
@@ -127,7 +97,6 @@ def server_ssl_context(cert_path: PathLike, key_path: PathLike) -> ssl.SSLContex
     ctx.set_ciphers(TLS12_CIPHERS)
     # A client-initiated TLS 1.2 renegotiation costs the server a handshake each time: refused.
     ctx.options |= ssl.OP_NO_RENEGOTIATION
-    ctx.sslobject_class = _ShortReadSSLObject  # what uvloop's TLS layer gets from wrap_bio
     try:
         ctx.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
     except (ssl.SSLError, OSError) as e:
