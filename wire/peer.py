@@ -298,7 +298,8 @@ class PeerTransport(IoThread):
                 _ratelog.warn("peer-auth:" + pid, "%s: %s refused our key (its configuration may not list us "
                               "yet); redialling in %.1fs", self.node_id, pid, wait)
             elif ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._redial.pop(pid, None)
+                if self._redial.pop(pid, None) is not None:  # the operator saw the refusal: say it is over
+                    log.info("%s: %s accepted our key after a redial", self.node_id, pid)
 
     def _redial_refused(self) -> None:
         """Replace the DEALER of each peer whose door refused our key once its wait is over

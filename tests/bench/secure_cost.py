@@ -4,6 +4,7 @@
 
     python -m tests.bench.secure_cost                      # 3 rounds of 8 s cells
     python -m tests.bench.secure_cost --rounds 5 --duration 10 --cells put1,put64,get64,lib1
+    python -m tests.bench.secure_cost --cells get64 --baseline-kvnode /tmp/venv-main/bin/kvnode
 
 Starts two 3-node clusters of real kvnode processes on 127.0.0.1, both with HTTP gateways: an
 insecure one (loopback-only mode, plain HTTP) and a secure one (``--bootstrap --secure`` plus two
@@ -17,7 +18,9 @@ interleave the two clusters cell by cell (so that drift of the shared machine hi
   (the client door: NULL against CURVE).
 
 Prints every run's requests/s and, per cell, the medians of both clusters and the secure one's
-difference; then, for the wrk cells, where the CPU went: microseconds of CPU per request of the
+difference (with ``--baseline-kvnode``, a third cluster, secure, run by another installation's
+kvnode, e.g. a venv of main: the same cells alternated with the others, and this checkout's secure
+cluster against it); then, for the wrk cells, where the CPU went: microseconds of CPU per request of the
 leader, of the two followers together and of wrk itself (from /proc/<pid>/stat and wrk's
 rusage, over the cell), medians per cluster. On a shared machine where the clusters get a fixed
 share of the CPU, requests/s follow the total. A benchmark, not a test: it asserts nothing and is not collected by pytest. Needs
@@ -99,21 +102,30 @@ class Side:
         return n / duration
 
 
-def _start(base: Path, clusters: list) -> tuple[Side, Side]:
-    plain = Cluster(base / "insecure", n=3, http=True)
-    secure = with_http(SecureCluster(base / "secure", n=3))
-    clusters += [plain, secure]
-    plain.start()
-    secure.start()
-    with secure.client() as kv:
+def _secure_side(name: str, cluster: SecureCluster, clusters: list) -> Side:
+    clusters.append(cluster)
+    cluster.start()
+    with cluster.client() as kv:
         token = kv.token_create("bench", "write")
-    sides = (Side("insecure", plain, "http", None), Side("secure", secure, "https", token))
+    return Side(name, cluster, "https", token)
+
+
+def _start(base: Path, clusters: list, baseline: Optional[str] = None) -> tuple[Side, ...]:
+    plain = Cluster(base / "insecure", n=3, http=True)
+    clusters.append(plain)
+    plain.start()
+    sides = [Side("insecure", plain, "http", None),
+             _secure_side("secure", with_http(SecureCluster(base / "secure", n=3)), clusters)]
+    if baseline:
+        other = with_http(SecureCluster(base / "baseline", n=3))
+        other.kvnode_cmd = (baseline,)
+        sides.append(_secure_side("baseline", other, clusters))
     for side in sides:
         side.cluster.wait_leader(30)
         with side.client(30) as kv:
             wait_until(lambda: kv.put("_warmup", b"1") is None, 30, what=f"a first write on {side.name}")
             kv.put_many((f"k{i:015d}", VALUE) for i in range(KEYS))
-    return sides
+    return tuple(sides)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -122,6 +134,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
     p.add_argument("--cells", default=",".join(CELLS), help=f"some of {','.join(CELLS)}")
     p.add_argument("--keep", action="store_true", help="keep the clusters' directory (node logs)")
+    p.add_argument("--baseline-kvnode", metavar="PATH",
+                   help="also run a third, secure cluster with this kvnode (another installation, e.g. a "
+                        "venv of main), alternated with the others: 'secure vs baseline' compares the two versions")
     a = p.parse_args(argv)
     cells = [c for c in a.cells.split(",") if c]
     unknown = [c for c in cells if c not in CELLS]
@@ -136,7 +151,7 @@ def main(argv: Optional[list] = None) -> int:
         scripts[op].write_text(text)
     clusters: list = []
     try:
-        sides = _start(base, clusters)
+        sides = _start(base, clusters, a.baseline_kvnode)
         runs: dict[tuple[str, str], list[float]] = {(c, s.name): [] for c in cells for s in sides}
         cpu: dict[tuple[str, str], list[tuple]] = {(c, s.name): [] for c in cells for s in sides}
         for r in range(a.rounds):
@@ -156,11 +171,17 @@ def main(argv: Optional[list] = None) -> int:
                         cpu[(cell, side.name)].append(side.last_cpu)
                     print(f"round {r + 1} {cell:6} {side.name:8} {rate:10,.0f} req/s", flush=True)
         print(f"\nmedians of {a.rounds} rounds, {a.duration:g} s per cell:")
-        print(f"{'cell':6} {'insecure':>12} {'secure':>12} {'secure vs insecure':>20}")
+        names = [s.name for s in sides]
+        print(f"{'cell':6} " + " ".join(f"{n:>12}" for n in names) + f" {'secure vs insecure':>20}"
+              + (f" {'baseline vs insecure':>22} {'secure vs baseline':>20}" if len(names) > 2 else ""))
         for cell in cells:
-            plain = statistics.median(runs[(cell, "insecure")])
-            sec = statistics.median(runs[(cell, "secure")])
-            print(f"{cell:6} {plain:12,.0f} {sec:12,.0f} {100 * (sec - plain) / plain:+19.1f} %")
+            med = {n: statistics.median(runs[(cell, n)]) for n in names}
+            plain, sec = med["insecure"], med["secure"]
+            line = f"{cell:6} " + " ".join(f"{med[n]:12,.0f}" for n in names) + f" {100 * (sec - plain) / plain:+19.1f} %"
+            if "baseline" in med:
+                b = med["baseline"]
+                line += f" {100 * (b - plain) / plain:+21.1f} % {100 * (sec - b) / b:+19.1f} %"
+            print(line)
         if any(cpu.values()):
             print("\nCPU us per request (medians): leader, followers (both), wrk, total")
             for (cell, name), rows in cpu.items():

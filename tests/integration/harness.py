@@ -71,15 +71,17 @@ class NodeProc:
 
     def start(self, extra: tuple = ()) -> None:
         assert not self.alive(), f"{self.id} already running"
+        kvnode = list(self.cluster.kvnode_cmd) or [sys.executable, str(KVNODE)]
         if self.args is not None:
-            args = [sys.executable, str(KVNODE), *self.args, *extra]
+            args = [*kvnode, *self.args, *extra]
         else:
-            args = [sys.executable, str(KVNODE), "--config", str(self.cluster.config_path), "--id", self.id,
+            args = [*kvnode, "--config", str(self.cluster.config_path), "--id", self.id,
                     "--data-dir", str(self.cluster.data_dir), *self.cluster.extra_args, *extra]
+        # Another installation's kvnode (kvnode_cmd) must not import this checkout's modules.
+        env = {**os.environ, "PYTHONPATH": str(ROOT)} if not self.cluster.kvnode_cmd else dict(os.environ)
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.cluster.dir), env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                     start_new_session=self.cluster.new_session)
+                                     cwd=str(self.cluster.dir), env=env, start_new_session=self.cluster.new_session)
         logf.close()
 
     def alive(self) -> bool:
@@ -157,6 +159,9 @@ class Cluster:
     # One status Client per node, kept between polls (a benchmark polling every few ms), instead of a
     # new connection per call.
     reuse_status_clients = False
+    # The command that runs kvnode; empty: this checkout's bin/kvnode. A benchmark sets another
+    # installation's (tests/bench/secure_cost.py --baseline-kvnode) to compare two versions in one run.
+    kvnode_cmd: tuple = ()
 
     def status_token(self) -> Optional[str]:
         """The client token status polls use (None: a cluster made without --secure)."""

@@ -4,6 +4,7 @@ import socket
 import ssl
 import stat
 import threading
+import warnings
 
 import pytest
 
@@ -118,3 +119,41 @@ def test_missing_openssl_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(TlsError, match="not installed.*--tls-cert"):
         make_self_signed_cert(tmp_path)
+
+
+def _negotiated(server, client_ctx):
+    """(version, cipher name) the server's handshake with ``client_ctx`` settled on."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            got = tls.version(), tls.cipher()[0]
+            tls.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            while tls.recv(4096):
+                pass
+            return got
+
+
+def test_tls13_or_tls12_with_forward_secret_aead_suites_only(cert):
+    server = TinyHttpsServer(server_ssl_context(*cert))
+    try:
+        assert _negotiated(server, client_ssl_context(cert[0]))[0] == "TLSv1.3"
+        tls12 = client_ssl_context(cert[0])
+        tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+        version, cipher = _negotiated(server, tls12)
+        assert version == "TLSv1.2" and cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher)
+        cbc = client_ssl_context(cert[0])
+        cbc.maximum_version = ssl.TLSVersion.TLSv1_2
+        cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384")  # CBC suites only
+        with pytest.raises(ssl.SSLError):
+            _negotiated(server, cbc)
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(cert[0])
+        with warnings.catch_warnings():  # the client side's old versions are deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.set_ciphers("ALL:@SECLEVEL=0")
+        with pytest.raises(ssl.SSLError):
+            _negotiated(server, old)
+    finally:
+        server.close()
+    assert server_ssl_context(*cert).options & ssl.OP_NO_RENEGOTIATION
