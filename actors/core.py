@@ -30,6 +30,7 @@ from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_pr
                          record_incarnations)
 from .config_guard import is_secure, keyless_config
 from .memlog import MemLog
+from .readmission import readmission_request
 from .replacement_guard import MemberLive, live_refusal
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
@@ -86,10 +87,10 @@ class CoreConfig:
 
 # A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
 COMMIT_FLUSH_TICKS = 10
-# Without pre-vote, how many terms ahead of ours a candidate our configuration does not know yet
-# may be and still get our vote (RaftCore._maybe_unknown_voter): honest terms rise one per
-# election timeout, so this is a bound no honest gap reaches, and a forged request cannot raise
-# our term by more.
+# How many terms ahead of ours a candidate our configuration does not know yet may be and still
+# get our vote (RaftCore._maybe_unknown_voter): honest terms rise at most one per election
+# timeout, so this is a bound no honest gap reaches, and a forged request cannot raise our term
+# by more.
 UNKNOWN_CANDIDATE_MAX_JUMP = 1024
 
 
@@ -221,6 +222,7 @@ class RaftCore:
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
         self.misaddressed_warned_at: Optional[int] = None
+        self.readmission_asked_at: Optional[int] = None  # see _ask_readmission
         self.keyless_logged_at: Optional[int] = None  # the last "configuration without keys" ERROR
         self._secure_of: tuple = (None, False)  # (configuration, whether it carries CURVE keys)
         # A leader's record of the incarnations members without one in the configuration reply
@@ -603,6 +605,7 @@ class RaftCore:
                             "%s: the data directory was replaced, so this node is a new member that must be "
                             "re-admitted (it joins through the leader; start it with --join); ignoring such "
                             "messages", self.id, sender, to, self.incarnation)
+            self._ask_readmission(sender, msg)
             return True
         if t in _REPLIES:
             frm = msg.from_incarnation
@@ -617,6 +620,21 @@ class RaftCore:
                 return False
             return m.incarnation != frm
         return False
+
+    def _ask_readmission(self, sender: str, msg: Any) -> None:
+        """A leader addresses us as another incarnation of our id although our own log admits this
+        one: the entry that admitted us was truncated (sim seed 4095). Ask that leader to admit us
+        again (actors/readmission.py; the leader's replacement guard still decides)."""
+        me = self.member(self.id)
+        req = readmission_request(me, self.incarnation, self.term, msg, self.now, self.readmission_asked_at,
+                                  self.cfg.election_ticks_min)
+        if req is None:
+            return
+        self.readmission_asked_at = self.now
+        log.info("%s: term %d: leader %s of term %d lists another incarnation of this id (%s); its entry admitting "
+                 "this incarnation was truncated: asking it to admit this one again", self.id, self.term, sender,
+                 msg.term, msg.to_incarnation)
+        self._send(sender, req)
 
     def _outsider(self, sender: str, msg: Any) -> bool:
         """Whether ``sender`` may not raise our term: we have a configuration and it is no voter
@@ -648,22 +666,21 @@ class RaftCore:
         added (or promoted) in entries we lack. Its log is then more up-to-date than ours, and its
         election may need our vote (a lagging voter in a quorum that lost another member): Raft
         grants votes to candidates outside the latest configuration (dissertation 4.1), or a
-        cluster with a quorum up can stay leaderless for good. With pre-vote it may raise our
-        term by one at most: a lagging voter learns the current term from the voters it knows
-        (their replies to its pre-votes), so a real candidate campaigns in the next; a hostile
-        outsider cannot exhaust our terms, and the lease check in step still refuses disruptive
-        elections. Without pre-vote the candidate's term rises every timeout while ours does
-        not follow (we drop its requests and it is no voter of ours to learn from), so it may be
-        up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead (sim seed 2722): only its strictly more
-        up-to-date log admits it, which a member stranded outside the configuration (its
-        promotion overwritten) stops having once a leader's entries reach us, and the bound
-        keeps a forged term from exhausting ours."""
+        cluster with a quorum up can stay leaderless for good. Such a candidate's term can be
+        several ahead of ours: we drop its requests while they fail this test and it is no voter
+        of ours to learn the term from, so without pre-vote its term rises every timeout (sim
+        seed 2722); with pre-vote too, when the voters we know that could tell us the term are
+        gone (sim seed 8512: one removed, one wiped; the leader-to-be was a learner in our log
+        and two elections ahead). So it may be up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead: only
+        its strictly more up-to-date log admits it, which a member stranded outside the
+        configuration (its promotion overwritten) stops having once a leader's entries reach us,
+        the bound keeps a forged term from exhausting ours, and the lease check in step still
+        refuses disruptive elections while we hear a leader."""
         if type(msg) is not RequestVote or msg.last_log_term > msg.term:
             return False
-        if self.cfg.pre_vote:
-            if msg.term != self.term + 1:
-                return False
-        elif msg.pre_vote or not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
+        if msg.pre_vote and not self.cfg.pre_vote:
+            return False
+        if not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
             return False
         return (msg.last_log_term, msg.last_log_index) > (self.log.last_term(), self.log.last_index())
 

@@ -16,6 +16,11 @@ tests/unit/test_core_election_liveness.py).
   log still held its overwritten promotion campaigned, its term ran past the leader's, and the
   leader ignored its higher-term replies (a non-voter's): it refused every append and never
   caught up (RaftCore._outsider now lets a learner's reply raise a leader's term).
+* 8512 (3 nodes, pre-vote): n3 was removed and n1 wiped in entries a lagging voter n2 lacked; n4,
+  a learner in n2's log and a voter in its own, held the newest log and campaigned two terms
+  ahead of n2, which admitted an unknown candidate only one term ahead (the voters it knew, to
+  learn the term from, were gone): RaftCore._maybe_unknown_voter now takes a bounded jump with
+  pre-vote too.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import pytest
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699])
+@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512])
 def test_the_healed_cluster_elects_a_leader_and_commits(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0 and st.acked > 0

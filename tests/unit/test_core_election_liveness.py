@@ -172,6 +172,48 @@ def test_without_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log
     assert c.term == t + UNKNOWN_CANDIDATE_MAX_JUMP and c.vote == "n4"
 
 
+# ------------------------------------------------- a lagging voter, with pre-vote, that cannot learn the term
+
+def _stranded_voter():
+    """n2 of {n1, n2, n3, n4 (learner)} with pre-vote, at term 4 with a log to (4, term 3), past any
+    lease: n3 was removed and n1 wiped in entries it lacks, so no voter it knows answers it, and
+    n4, promoted in those entries, holds the newest log two elections ahead (sim seed 8512)."""
+    log = MemLog(0, 0, [_conf(members(3, learners=1))] + [E(3) for _ in range(3)])
+    c = core("n2", term=4, log=log, commit=4, ms=[])
+    _time_out(c)
+    c.take_ready()
+    return c
+
+
+def test_with_pre_vote_a_lagging_voter_votes_for_an_unknown_candidate_terms_ahead_when_no_voter_tells_it_the_term():
+    """Sim seed 8512: the one-term rule admitted n4 only in n2's term + 1, but n4 campaigned in
+    term 6 (term 5 had been elected without n2) and n2 had no voter left to learn term 5 from
+    (n4's replies are a learner's in its log: they cannot raise its term): no leader, ever."""
+    c = _stranded_voter()
+    c.step("n4", RequestVote(6, 9, 5, pre_vote=True))
+    rd = c.take_ready()
+    assert [(m.term, m.granted, m.pre_vote) for m in sent(rd, VoteReply)] == [(6, True, True)]
+    assert c.term == 4 and c.vote is None, "a pre-vote changes nothing"
+    c.step("n4", RequestVote(6, 9, 5))
+    assert c.term == 6 and c.vote == "n4" and c.role == FOLLOWER
+    assert [m.granted for m in sent_after(c.take_ready(), VoteReply)] == [True]
+
+
+def test_with_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log_a_bounded_jump_and_no_lease():
+    c = _stranded_voter()
+    c.step("n4", RequestVote(6, 4, 3, pre_vote=True))  # as up-to-date as ours, not more
+    c.step("n4", RequestVote(6, 9, 7))  # a last log term past its own term
+    c.step("n4", RequestVote(5 + UNKNOWN_CANDIDATE_MAX_JUMP, 9, 5))  # too far ahead
+    assert c.term == 4 and c.vote is None
+    rd = c.take_ready()
+    assert not sent(rd, VoteReply) and not sent_after(rd, VoteReply)
+    c.step("n1", Heartbeat(4, 4, 1))  # a leader of our term speaks: its lease holds
+    c.take_ready()
+    c.step("n4", RequestVote(6, 9, 5, pre_vote=True))
+    c.step("n4", RequestVote(6, 9, 5))
+    assert c.term == 4 and c.vote is None and not sent(c.take_ready(), VoteReply)
+
+
 def test_a_learner_member_is_still_not_made_a_voter_by_any_of_this():
     c = _learner_ahead()
     assert not c.promotable() and Member("n4", "127.0.0.1:9004", voter=False) in c.members
@@ -199,7 +241,10 @@ def test_a_leader_takes_the_higher_term_of_a_learners_reply_and_no_strangers():
         _time_out(d)  # past any lease
     d.take_ready()
     u = d.term
-    d.step("n4", RequestVote(u + 5, 1, u + 5))  # a learner's election is still refused
+    # A learner's election is still refused unless it may be a voter added in entries we lack
+    # (its log strictly ahead of ours, a bounded jump: RaftCore._maybe_unknown_voter).
+    d.step("n4", RequestVote(u + 5, 0, 0))
+    d.step("n4", RequestVote(u + 1 + UNKNOWN_CANDIDATE_MAX_JUMP, 1, u + 5))
     assert d.term == u
 
 
