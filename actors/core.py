@@ -181,7 +181,7 @@ class Progress:
     """The leader's view of one follower."""
 
     __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc",
-                 "heard")
+                 "heard", "replaced")
 
     def __init__(self, next_index: int, inc: str = "", heard: int = 0) -> None:
         self.inc = inc  # the follower's incarnation this progress is about: a new one starts over
@@ -196,6 +196,9 @@ class Progress:
         # The tick of the last reply from this incarnation (from creation: a new leader counts
         # every member as just heard): whether it is live (actors/replacement_guard.py).
         self.heard = heard
+        # A join of a new incarnation of this member passed the replacement guard: its data
+        # directory is gone, so what it acknowledged no longer counts for commit (RaftCore.join).
+        self.replaced = False
 
     def __repr__(self) -> str:
         return f"Progress(next={self.next}, match={self.match}, {self.state})"
@@ -558,7 +561,20 @@ class RaftCore:
                 self._expire_forwarded_reads()
             if self.elapsed >= self.timeout:
                 self.elapsed = 0
+                if self.role == FOLLOWER and self.leader_id is not None and not self._may_campaign():
+                    self._leader_silent()
                 self.campaign()
+
+    def _leader_silent(self) -> None:
+        """A node that may not campaign (a learner, a voter of another incarnation) heard no
+        leader for an election timeout: it has none (Figure 2's rule for followers, short of
+        campaigning). Otherwise it would keep the last leader for good, and with it the lease of
+        step's vote check: its elapsed time restarts every timeout, so it refuses every vote that
+        arrives within the minimum election timeout of each restart; a pre-vote and the vote that
+        follows it a sync later rarely both miss that window (sim seed 14260: the only other
+        voters a candidate could win with were a wiped node and a learner in its own log, promoted
+        in entries it lacked: no leader, ever)."""
+        self.leader_id = None
 
     def _expire_forwarded_reads(self) -> None:
         # No answer from the leader: let the clients go to the leader (or elsewhere) themselves.
@@ -606,6 +622,7 @@ class RaftCore:
                             "re-admitted (it joins through the leader; start it with --join); ignoring such "
                             "messages", self.id, sender, to, self.incarnation)
             self._ask_readmission(sender, msg)
+            self._refused_as_misaddressed(msg)
             return True
         if t in _REPLIES:
             frm = msg.from_incarnation
@@ -620,6 +637,19 @@ class RaftCore:
                 return False
             return m.incarnation != frm
         return False
+
+    def _refused_as_misaddressed(self, msg: Any) -> None:
+        """A vote request addressed to another incarnation of our id is refused without an answer
+        (the old incarnation's votes are not ours to know). When we are a learner of this
+        incarnation in our own log and the candidate's log is behind ours, that refusal is the
+        one of _on_request_vote: our log may be the only one holding committed entries, so we
+        may campaign (needed_learner, _may_campaign). Sim seed 10517: a wiped member's
+        replacement, a learner in its log only, held the newest log; the others still listed its
+        old incarnation as a voter, which they needed for a quorum, so none could win, and the
+        learner never heard a request it could refuse."""
+        if (type(msg) is RequestVote and msg.term >= self.term and not self.promotable()
+                and (msg.last_log_term, msg.last_log_index) < (self.log.last_term(), self.log.last_index())):
+            self.needed_learner = True
 
     def _ask_readmission(self, sender: str, msg: Any) -> None:
         """A leader addresses us as another incarnation of our id although our own log admits this
@@ -658,8 +688,29 @@ class RaftCore:
             return False
         for m in members:
             if m.id == sender:
-                return not m.voter and not (self.role == LEADER and type(msg) in _LEARNER_REPLIES)
-        return True
+                if m.voter or (self.role == LEADER and type(msg) in _LEARNER_REPLIES):
+                    return False
+                break
+        return not self._voter_of_an_uncommitted_past(sender)
+
+    def _voter_of_an_uncommitted_past(self, sender: str) -> bool:
+        """Whether ``sender`` is a voter of the configuration in force at our commit index or of
+        one after it in our log: our newer configuration entries are not known committed, and a
+        leader that lacks them truncates them, and we revert to an older configuration
+        (dissertation 4.1), in which the sender leads legitimately. Sim seed 15342: a leader
+        logged the removal of n2 and lost leadership before it committed; n2 won the next term
+        without that entry, but the old leader took n2 for an outsider, dropped its higher-term
+        appends, and (the only other voter it knew having been removed for good) never learned
+        the term or caught up. Members of the configuration only: no stranger gains anything."""
+        if self.config_index() <= self.commit:
+            return False
+        in_force = self.base_members
+        for index, ms in self.config_log:
+            if index <= self.commit:
+                in_force = ms
+            elif any(m.id == sender and m.voter for m in ms):
+                return True
+        return any(m.id == sender and m.voter for m in in_force)
 
     def _maybe_unknown_voter(self, msg: Any) -> bool:
         """Whether a vote request from a non-voter of our configuration may come from a voter
@@ -1016,8 +1067,10 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         # The leader counts itself only for what it has synced (persistence before counting).
+        progress = self.progress
         matches = sorted((self.persisted if v == self.id else
-                          (self.progress[v].match if v in self.progress else 0)) for v in self.voters())
+                          (progress[v].match if v in progress and not progress[v].replaced else 0))
+                         for v in self.voters())
         if not matches:
             return
         n = matches[len(matches) - self.quorum()]
@@ -1248,6 +1301,15 @@ class RaftCore:
                                        self.cfg.election_ticks_max)
                 if refusal is not None:
                     raise MemberLive(refusal)
+                if pr is not None:
+                    # Its data directory was replaced: the entries it acknowledged are no longer
+                    # on its disk, so they must not count towards a quorum any more (sim seed
+                    # 15879: the leader committed the entry that promoted a sixth voter with the
+                    # old incarnation's acknowledgement, after the join told it that disk was
+                    # gone, and so on 3 of 6 voters' disks; it then proposed the replacement on
+                    # the strength of that commit). Only fewer acknowledgements count: a join can
+                    # delay commits, never hasten them.
+                    pr.replaced = True
                 replaces = cur
                 member = member._replace(voter=cur.promote)  # a learner that stays one stays one
             elif cur.addr == member.addr:

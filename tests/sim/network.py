@@ -58,6 +58,7 @@ class NetworkModel:
         the joiner, which retries), anyone else forwards it to the leader it knows."""
         core = nd.core
         if core.role == LEADER:
+            self.stats.readmissions += 1
             try:
                 core.join(req.member, None, req.incarnation)
             except (self.cm.NotLeader, self.cm.MemberLive):

@@ -21,6 +21,15 @@ tests/unit/test_core_election_liveness.py).
   ahead of n2, which admitted an unknown candidate only one term ahead (the voters it knew, to
   learn the term from, were gone): RaftCore._maybe_unknown_voter now takes a bounded jump with
   pre-vote too.
+* 10517 (5 nodes): a wiped member's replacement, a learner in its own log only, held the newest
+  log; the others listed its old incarnation as a voter they needed for a quorum, and it dropped
+  their requests (addressed to the old incarnation) without refusing them as a learner whose log
+  is ahead does: it now may campaign (RaftCore._refused_as_misaddressed).
+* 14260 (3 nodes): a learner kept its last leader for good and refused, as within that leader's
+  lease, most vote requests of the only candidate that could win (RaftCore._leader_silent).
+* 15342 (3 nodes): a leader logged the removal of another voter and lost leadership before it
+  committed; that voter won the next term, and the old leader dropped its appends as an
+  outsider's for good (RaftCore._voter_of_an_uncommitted_past).
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ import pytest
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512])
+@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342])
 def test_the_healed_cluster_elects_a_leader_and_commits(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0 and st.acked > 0
@@ -40,4 +49,12 @@ def test_a_restarted_followers_forwarded_reads_stay_linearizable() -> None:
     reply to a follower's forwarded read from before its restart, still in flight, confirmed the
     new boot's read of the same id with a stale index (ids now start at random per boot)."""
     st = run_seed(6494, default_nodes(6494))
+    assert st.committed > 0 and st.acked > 0
+
+
+def test_a_replaced_incarnations_acknowledgements_do_not_commit() -> None:
+    """Seed 15879 (safety): a leader admitted the join of a wiped member's new incarnation and
+    then committed an entry with the old incarnation's acknowledgement (RaftCore.join now stops
+    counting them; tests/unit/test_core_replacement_commit.py)."""
+    st = run_seed(15879, default_nodes(15879))
     assert st.committed > 0 and st.acked > 0
