@@ -27,6 +27,7 @@ tests/unit/test_core_election_liveness.py).
   is ahead does: it now may campaign (RaftCore._refused_as_misaddressed).
 * 14260 (3 nodes): a learner kept its last leader for good and refused, as within that leader's
   lease, most vote requests of the only candidate that could win (RaftCore._leader_silent).
+  24680 (3 nodes) again, with a wiped member's replacement as the learner.
 * 15342 (3 nodes): a leader logged the removal of another voter and lost leadership before it
   committed; that voter won the next term, and the old leader dropped its appends as an
   outsider's for good (RaftCore._voter_of_an_uncommitted_past).
@@ -38,7 +39,7 @@ import pytest
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342])
+@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342, 24680])
 def test_the_healed_cluster_elects_a_leader_and_commits(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0 and st.acked > 0
