@@ -59,3 +59,13 @@ def test_a_replaced_incarnations_acknowledgements_do_not_commit() -> None:
     counting them; tests/unit/test_core_replacement_commit.py)."""
     st = run_seed(15879, default_nodes(15879))
     assert st.committed > 0 and st.acked > 0
+
+
+def test_a_learner_that_refused_a_candidate_campaigns_and_leads_in_the_simulation() -> None:
+    """The rule of seed 3699 (RaftCore.needed_learner, _may_campaign) on the simulation's real
+    path: in seed 78 (5 nodes) a learner refuses a candidate whose log is behind its own,
+    campaigns, and wins an election, and the run stays safe and live. (If a change of schedule
+    moves this, the coverage totals of test_sim.py print learner_leads: pick another seed.)"""
+    st = run_seed(78, default_nodes(78))
+    assert st.learner_campaigns >= 1 and st.learner_leads >= 1
+    assert st.committed > 0 and st.acked > 0
