@@ -656,8 +656,10 @@ class RaftCore:
         one: the entry that admitted us was truncated (sim seed 4095). Ask that leader to admit us
         again (actors/readmission.py; the leader's replacement guard still decides)."""
         me = self.member(self.id)
-        req = readmission_request(me, self.incarnation, self.term, msg, self.now, self.readmission_asked_at,
-                                  self.cfg.election_ticks_min)
+        ci = self.config_index()
+        config_term = None if ci <= max(self.commit, self.log.base_index) else self.log.term(ci)
+        req = readmission_request(me, self.incarnation, self.term, config_term, msg, self.now,
+                                  self.readmission_asked_at, self.cfg.election_ticks_min)
         if req is None:
             return
         self.readmission_asked_at = self.now
@@ -783,7 +785,8 @@ class RaftCore:
         can = self.vote == sender or (self.vote is None and self.leader_id is None)
         if can and up_to_date:
             self.vote = sender
-            self.elapsed = 0
+            if self._defers_to(sender):
+                self.elapsed = 0
             self._persist_hard_state()
             self.ready.send_after_persist.append((sender, VoteReply(self.term, True)))
         else:
@@ -796,6 +799,18 @@ class RaftCore:
         elif not m.pre_vote and self.role == CANDIDATE and m.term == self.term:
             self.votes.setdefault(sender, m.granted)
             self._tally()
+
+    def _defers_to(self, candidate: str) -> bool:
+        """Whether granting ``candidate`` our vote restarts our election timeout (Figure 2: we
+        wait for the election we voted in). Not for a candidate that is no voter of our
+        configuration (a needed learner, _may_campaign) when we may campaign ourselves: it is the
+        way out when no voter can win, and it needs every vote we can give, while our log is as
+        up-to-date as its. Sim seed 40844 (no pre-vote): a voter kept granting such a learner its
+        vote, so never campaigned itself, though it could win; the learner lost every term to a
+        voter whose log was behind and that, campaigning a few ticks earlier each time, had
+        voted for itself first: no leader for 500 ticks."""
+        m = self.member(candidate)
+        return (m is not None and m.voter) or not self._may_campaign()
 
     def _follow(self, sender: str) -> None:
         if self.role != FOLLOWER:

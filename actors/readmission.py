@@ -13,7 +13,8 @@ quorum.
 
 So a node that is listed as itself in its own configuration, and gets a leader's message
 (AppendEntries, Heartbeat, InstallSnapshot) addressed to another incarnation of its id in a term
-at least its own, sends that leader a JoinRequest as itself (its own record: its addresses and
+at least its own and later than that of its configuration's entry (not known committed: only a
+leader of a later term can lack it), sends that leader a JoinRequest as itself (its own record: its addresses and
 key), at most once per minimum election timeout. It is an ordinary join: the leader replaces the
 old record only once that incarnation has been silent for an election timeout
 (actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
@@ -35,16 +36,24 @@ from raftkv.wire.messages import AppendEntries, Heartbeat, InstallSnapshot, Join
 LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
-def readmission_request(me: Optional[Member], incarnation: str, my_term: int, msg: Any, now: int,
-                        asked_at: Optional[int], every: int) -> Optional[JoinRequest]:
+def readmission_request(me: Optional[Member], incarnation: str, my_term: int, config_term: Optional[int], msg: Any,
+                        now: int, asked_at: Optional[int], every: int) -> Optional[JoinRequest]:
     """The JoinRequest to send the sender of ``msg`` (a message addressed to another incarnation of
     our id), or None. ``me`` is our record in our own configuration (None: not listed, the join
-    loop's case), ``asked_at`` the tick of our last such request, ``every`` the minimum election
-    timeout in ticks."""
+    loop's case); ``config_term`` the term of that configuration's entry, None when it is known
+    committed (or in our snapshot); ``asked_at`` the tick of our last such request, ``every`` the
+    minimum election timeout in ticks."""
     if me is None or not incarnation or me.incarnation != incarnation:
         return None  # not admitted as this incarnation in our own log: the join loop is still asking
     if type(msg) not in LEADER_MESSAGES or msg.term < my_term:
         return None  # a stale leader cannot admit us
+    if config_term is None or msg.term <= config_term:
+        # A committed entry is in every later leader's log, and the leader of the entry's own
+        # term appended it: either one addressing the old incarnation sent that before it knew
+        # (a message delayed in the network, or queued while we were paused). Asking then would
+        # be a join nobody needs, and one arriving after an operator removed this node would
+        # add it again (sim seed 47064).
+        return None
     if asked_at is not None and now - asked_at < every:
         return None
     return JoinRequest(me, incarnation)  # the leader decides voter and promotion (RaftCore.join)

@@ -28,6 +28,9 @@ tests/unit/test_core_election_liveness.py).
 * 14260 (3 nodes): a learner kept its last leader for good and refused, as within that leader's
   lease, most vote requests of the only candidate that could win (RaftCore._leader_silent).
   24680 (3 nodes) again, with a wiped member's replacement as the learner.
+* 40844 (3 nodes, no pre-vote): a voter granted a needed learner its vote every term, each grant
+  restarting its election timeout, so it never campaigned though it could win, and the learner
+  lost every term to a voter with a stale log that voted for itself first (RaftCore._defers_to).
 * 15342 (3 nodes): a leader logged the removal of another voter and lost leadership before it
   committed; that voter won the next term, and the old leader dropped its appends as an
   outsider's for good (RaftCore._voter_of_an_uncommitted_past).
@@ -39,7 +42,7 @@ import pytest
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342, 24680])
+@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342, 24680, 40844])
 def test_the_healed_cluster_elects_a_leader_and_commits(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0 and st.acked > 0

@@ -10,6 +10,10 @@
   when n1 won term 7 with a shorter log; n1 still listed n2.0, n2 (its own log listing n2.1)
   ignored every message to n2.0 and never asked again: a dead voter slot. A node addressed as
   another incarnation of its id by a leader now asks it to admit it again (actors/readmission.py).
+* 47064 (3 nodes; broken by that rule at first): a node, paused, got its leader's messages to its
+  old incarnation late, after its replacement entry, asked again, and the join arrived after an
+  operator removed it: the leader added it anew and it stopped for good. It now asks only a
+  leader of a later term than its configuration's entry, which is not known committed.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from raftkv.wire.messages import Entry, EntryKind, Member, RequestVote, VoteRepl
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095])
+@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064])
 def test_a_wiped_member_rejoins_and_the_cluster_stays_live(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0

@@ -355,3 +355,42 @@ def test_a_stranger_or_a_voter_whose_removal_committed_still_may_not():
     d = _removed_leader_follower(commit=3)
     d.step("n2", AppendEntries(5, 2, 2, [E(5)], 2))
     assert d.term < 5
+
+
+# ------------------------------------------------- a voter voting for a needed learner
+
+def _voter_with_learner(pre_vote: bool = False):
+    """n2 of {n2, n3} (n1 a learner: a wiped member's replacement), log to (4, term 3); no
+    check-quorum, so no start-up lease delays the requests."""
+    ms = [Member("n1", "127.0.0.1:9001", voter=False), Member("n2", "127.0.0.1:9002"),
+          Member("n3", "127.0.0.1:9003")]
+    log = MemLog(0, 0, [_conf(ms)] + [E(3) for _ in range(3)])
+    c = core("n2", pre_vote=pre_vote, check_quorum=False, term=3, log=log, commit=4, ms=[])
+    c.take_ready()
+    return c
+
+
+def test_a_voter_that_votes_for_a_needed_learner_still_campaigns_on_its_own_timeout():
+    """Sim seed 40844 (no pre-vote): n2 granted the learner n1 its vote every term, each grant
+    restarting its election timeout, so it never campaigned though it could win; n1 lost every
+    term to n3, whose log was behind but which voted for itself a few ticks earlier each time."""
+    c = _voter_with_learner()
+    c.step("n3", RequestVote(c.term + 1, 2, 1))  # n3 campaigns (its log is behind): refused
+    t = c.term
+    for _ in range(EMAX):
+        c.step("n1", RequestVote(t, 4, 3))  # the learner, in that term (and its duplicates): granted
+        assert c.vote == "n1"
+        c.tick()
+        if c.role == CANDIDATE:
+            break
+    assert c.role == CANDIDATE and c.term == t + 1 and set(_vote_requests(c.take_ready())) == {"n3"}
+
+
+def test_a_vote_for_a_voter_still_restarts_the_election_timeout():
+    c = _voter_with_learner()
+    c.step("n3", RequestVote(c.term + 1, 4, 3))
+    for _ in range(3 * EMAX):
+        c.step("n3", RequestVote(c.term, 4, 3))
+        assert c.vote == "n3"
+        c.tick()
+        assert c.role == FOLLOWER
