@@ -30,6 +30,7 @@ from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_pr
                          record_incarnations)
 from .config_guard import is_secure, keyless_config
 from .memlog import MemLog
+from .readmission import readmission_request
 from .replacement_guard import MemberLive, live_refusal
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
 
@@ -86,10 +87,10 @@ class CoreConfig:
 
 # A commit index alone is written at most this many ticks late (see PersistBatch.commit_only).
 COMMIT_FLUSH_TICKS = 10
-# Without pre-vote, how many terms ahead of ours a candidate our configuration does not know yet
-# may be and still get our vote (RaftCore._maybe_unknown_voter): honest terms rise one per
-# election timeout, so this is a bound no honest gap reaches, and a forged request cannot raise
-# our term by more.
+# How many terms ahead of ours a candidate our configuration does not know yet may be and still
+# get our vote (RaftCore._maybe_unknown_voter): honest terms rise at most one per election
+# timeout, so this is a bound no honest gap reaches, and a forged request cannot raise our term
+# by more.
 UNKNOWN_CANDIDATE_MAX_JUMP = 1024
 
 
@@ -180,7 +181,7 @@ class Progress:
     """The leader's view of one follower."""
 
     __slots__ = ("next", "match", "state", "inflight", "probe_sent", "active", "acked_round", "sent_commit", "inc",
-                 "heard")
+                 "heard", "replaced")
 
     def __init__(self, next_index: int, inc: str = "", heard: int = 0) -> None:
         self.inc = inc  # the follower's incarnation this progress is about: a new one starts over
@@ -195,6 +196,9 @@ class Progress:
         # The tick of the last reply from this incarnation (from creation: a new leader counts
         # every member as just heard): whether it is live (actors/replacement_guard.py).
         self.heard = heard
+        # A join of a new incarnation of this member passed the replacement guard: its data
+        # directory is gone, so what it acknowledged no longer counts for commit (RaftCore.join).
+        self.replaced = False
 
     def __repr__(self) -> str:
         return f"Progress(next={self.next}, match={self.match}, {self.state})"
@@ -221,6 +225,7 @@ class RaftCore:
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
         self.misaddressed_warned_at: Optional[int] = None
+        self.readmission_asked_at: Optional[int] = None  # see _ask_readmission
         self.keyless_logged_at: Optional[int] = None  # the last "configuration without keys" ERROR
         self._secure_of: tuple = (None, False)  # (configuration, whether it carries CURVE keys)
         # A leader's record of the incarnations members without one in the configuration reply
@@ -556,7 +561,20 @@ class RaftCore:
                 self._expire_forwarded_reads()
             if self.elapsed >= self.timeout:
                 self.elapsed = 0
+                if self.role == FOLLOWER and self.leader_id is not None and not self._may_campaign():
+                    self._leader_silent()
                 self.campaign()
+
+    def _leader_silent(self) -> None:
+        """A node that may not campaign (a learner, a voter of another incarnation) heard no
+        leader for an election timeout: it has none (Figure 2's rule for followers, short of
+        campaigning). Otherwise it would keep the last leader for good, and with it the lease of
+        step's vote check: its elapsed time restarts every timeout, so it refuses every vote that
+        arrives within the minimum election timeout of each restart; a pre-vote and the vote that
+        follows it a sync later rarely both miss that window (sim seed 14260: the only other
+        voters a candidate could win with were a wiped node and a learner in its own log, promoted
+        in entries it lacked: no leader, ever)."""
+        self.leader_id = None
 
     def _expire_forwarded_reads(self) -> None:
         # No answer from the leader: let the clients go to the leader (or elsewhere) themselves.
@@ -603,6 +621,8 @@ class RaftCore:
                             "%s: the data directory was replaced, so this node is a new member that must be "
                             "re-admitted (it joins through the leader; start it with --join); ignoring such "
                             "messages", self.id, sender, to, self.incarnation)
+            self._ask_readmission(sender, msg)
+            self._refused_as_misaddressed(msg)
             return True
         if t in _REPLIES:
             frm = msg.from_incarnation
@@ -617,6 +637,36 @@ class RaftCore:
                 return False
             return m.incarnation != frm
         return False
+
+    def _refused_as_misaddressed(self, msg: Any) -> None:
+        """A vote request addressed to another incarnation of our id is refused without an answer
+        (the old incarnation's votes are not ours to know). When we are a learner of this
+        incarnation in our own log and the candidate's log is behind ours, that refusal is the
+        one of _on_request_vote: our log may be the only one holding committed entries, so we
+        may campaign (needed_learner, _may_campaign). Sim seed 10517: a wiped member's
+        replacement, a learner in its log only, held the newest log; the others still listed its
+        old incarnation as a voter, which they needed for a quorum, so none could win, and the
+        learner never heard a request it could refuse."""
+        if (type(msg) is RequestVote and msg.term >= self.term and not self.promotable()
+                and (msg.last_log_term, msg.last_log_index) < (self.log.last_term(), self.log.last_index())):
+            self.needed_learner = True
+
+    def _ask_readmission(self, sender: str, msg: Any) -> None:
+        """A leader addresses us as another incarnation of our id although our own log admits this
+        one: the entry that admitted us was truncated (sim seed 4095). Ask that leader to admit us
+        again (actors/readmission.py; the leader's replacement guard still decides)."""
+        me = self.member(self.id)
+        ci = self.config_index()
+        config_term = None if ci <= max(self.commit, self.log.base_index) else self.log.term(ci)
+        req = readmission_request(me, self.incarnation, self.term, config_term, msg, self.now,
+                                  self.readmission_asked_at, self.cfg.election_ticks_min)
+        if req is None:
+            return
+        self.readmission_asked_at = self.now
+        log.info("%s: term %d: leader %s of term %d lists another incarnation of this id (%s); its entry admitting "
+                 "this incarnation was truncated: asking it to admit this one again", self.id, self.term, sender,
+                 msg.term, msg.to_incarnation)
+        self._send(sender, req)
 
     def _outsider(self, sender: str, msg: Any) -> bool:
         """Whether ``sender`` may not raise our term: we have a configuration and it is no voter
@@ -640,30 +690,50 @@ class RaftCore:
             return False
         for m in members:
             if m.id == sender:
-                return not m.voter and not (self.role == LEADER and type(msg) in _LEARNER_REPLIES)
-        return True
+                if m.voter or (self.role == LEADER and type(msg) in _LEARNER_REPLIES):
+                    return False
+                break
+        return not self._voter_of_an_uncommitted_past(sender)
+
+    def _voter_of_an_uncommitted_past(self, sender: str) -> bool:
+        """Whether ``sender`` is a voter of the configuration in force at our commit index or of
+        one after it in our log: our newer configuration entries are not known committed, and a
+        leader that lacks them truncates them, and we revert to an older configuration
+        (dissertation 4.1), in which the sender leads legitimately. Sim seed 15342: a leader
+        logged the removal of n2 and lost leadership before it committed; n2 won the next term
+        without that entry, but the old leader took n2 for an outsider, dropped its higher-term
+        appends, and (the only other voter it knew having been removed for good) never learned
+        the term or caught up. Members of the configuration only: no stranger gains anything."""
+        if self.config_index() <= self.commit:
+            return False
+        in_force = self.base_members
+        for index, ms in self.config_log:
+            if index <= self.commit:
+                in_force = ms
+            elif any(m.id == sender and m.voter for m in ms):
+                return True
+        return any(m.id == sender and m.voter for m in in_force)
 
     def _maybe_unknown_voter(self, msg: Any) -> bool:
         """Whether a vote request from a non-voter of our configuration may come from a voter
         added (or promoted) in entries we lack. Its log is then more up-to-date than ours, and its
         election may need our vote (a lagging voter in a quorum that lost another member): Raft
         grants votes to candidates outside the latest configuration (dissertation 4.1), or a
-        cluster with a quorum up can stay leaderless for good. With pre-vote it may raise our
-        term by one at most: a lagging voter learns the current term from the voters it knows
-        (their replies to its pre-votes), so a real candidate campaigns in the next; a hostile
-        outsider cannot exhaust our terms, and the lease check in step still refuses disruptive
-        elections. Without pre-vote the candidate's term rises every timeout while ours does
-        not follow (we drop its requests and it is no voter of ours to learn from), so it may be
-        up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead (sim seed 2722): only its strictly more
-        up-to-date log admits it, which a member stranded outside the configuration (its
-        promotion overwritten) stops having once a leader's entries reach us, and the bound
-        keeps a forged term from exhausting ours."""
+        cluster with a quorum up can stay leaderless for good. Such a candidate's term can be
+        several ahead of ours: we drop its requests while they fail this test and it is no voter
+        of ours to learn the term from, so without pre-vote its term rises every timeout (sim
+        seed 2722); with pre-vote too, when the voters we know that could tell us the term are
+        gone (sim seed 8512: one removed, one wiped; the leader-to-be was a learner in our log
+        and two elections ahead). So it may be up to UNKNOWN_CANDIDATE_MAX_JUMP terms ahead: only
+        its strictly more up-to-date log admits it, which a member stranded outside the
+        configuration (its promotion overwritten) stops having once a leader's entries reach us,
+        the bound keeps a forged term from exhausting ours, and the lease check in step still
+        refuses disruptive elections while we hear a leader."""
         if type(msg) is not RequestVote or msg.last_log_term > msg.term:
             return False
-        if self.cfg.pre_vote:
-            if msg.term != self.term + 1:
-                return False
-        elif msg.pre_vote or not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
+        if msg.pre_vote and not self.cfg.pre_vote:
+            return False
+        if not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
             return False
         return (msg.last_log_term, msg.last_log_index) > (self.log.last_term(), self.log.last_index())
 
@@ -715,7 +785,8 @@ class RaftCore:
         can = self.vote == sender or (self.vote is None and self.leader_id is None)
         if can and up_to_date:
             self.vote = sender
-            self.elapsed = 0
+            if self._defers_to(sender):
+                self.elapsed = 0
             self._persist_hard_state()
             self.ready.send_after_persist.append((sender, VoteReply(self.term, True)))
         else:
@@ -728,6 +799,18 @@ class RaftCore:
         elif not m.pre_vote and self.role == CANDIDATE and m.term == self.term:
             self.votes.setdefault(sender, m.granted)
             self._tally()
+
+    def _defers_to(self, candidate: str) -> bool:
+        """Whether granting ``candidate`` our vote restarts our election timeout (Figure 2: we
+        wait for the election we voted in). Not for a candidate that is no voter of our
+        configuration (a needed learner, _may_campaign) when we may campaign ourselves: it is the
+        way out when no voter can win, and it needs every vote we can give, while our log is as
+        up-to-date as its. Sim seed 40844 (no pre-vote): a voter kept granting such a learner its
+        vote, so never campaigned itself, though it could win; the learner lost every term to a
+        voter whose log was behind and that, campaigning a few ticks earlier each time, had
+        voted for itself first: no leader for 500 ticks."""
+        m = self.member(candidate)
+        return (m is not None and m.voter) or not self._may_campaign()
 
     def _follow(self, sender: str) -> None:
         if self.role != FOLLOWER:
@@ -999,8 +1082,10 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         # The leader counts itself only for what it has synced (persistence before counting).
+        progress = self.progress
         matches = sorted((self.persisted if v == self.id else
-                          (self.progress[v].match if v in self.progress else 0)) for v in self.voters())
+                          (progress[v].match if v in progress and not progress[v].replaced else 0))
+                         for v in self.voters())
         if not matches:
             return
         n = matches[len(matches) - self.quorum()]
@@ -1231,6 +1316,15 @@ class RaftCore:
                                        self.cfg.election_ticks_max)
                 if refusal is not None:
                     raise MemberLive(refusal)
+                if pr is not None:
+                    # Its data directory was replaced: the entries it acknowledged are no longer
+                    # on its disk, so they must not count towards a quorum any more (sim seed
+                    # 15879: the leader committed the entry that promoted a sixth voter with the
+                    # old incarnation's acknowledgement, after the join told it that disk was
+                    # gone, and so on 3 of 6 voters' disks; it then proposed the replacement on
+                    # the strength of that commit). Only fewer acknowledgements count: a join can
+                    # delay commits, never hasten them.
+                    pr.replaced = True
                 replaces = cur
                 member = member._replace(voter=cur.promote)  # a learner that stays one stays one
             elif cur.addr == member.addr:

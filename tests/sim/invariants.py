@@ -65,6 +65,9 @@ class Invariants:
             self.fail(f"{nd.id} leads term {t} with the votes of only {granted} of its voters {voters} "
                       f"(all votes: {core.votes})")
         self.stats.elections += 1
+        me = core.member(core.id)
+        if me is not None and not me.voter:
+            self.stats.learner_leads += 1  # a needed learner won (RaftCore._may_campaign)
         if t > self.stats.max_term:
             self.stats.max_term = t
         log = core.log

@@ -70,6 +70,9 @@ class Stats:
     rejoins: int = 0  # wiped members re-admitted under their new incarnation
     txns: int = 0  # transactions proposed (tests/sim/txn_workload.py)
     txn_transfers: int = 0  # transactions applied whose success branch moved money (by the first node applying)
+    readmissions: int = 0  # JoinRequests of a node addressed as another incarnation (actors/readmission.py)
+    learner_campaigns: int = 0  # learners that campaigned after refusing a candidate (RaftCore.needed_learner)
+    learner_leads: int = 0  # ... and won: elections won by a learner of its own configuration
 
     def deep(self) -> bool:
         return self.elections >= 2 and self.crashes >= 1 and self.partitions >= 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from raftkv.wire.messages import ReadIndexReply, VoteReply
+from raftkv.wire.messages import JoinRequest, ReadIndexReply, VoteReply
 
-from .model import MSG, Node
+from .model import LEADER, MSG, Node
 
 
 class NetworkModel:
@@ -46,8 +46,25 @@ class NetworkModel:
         self.stats.delivered += 1
         if self.verbose:
             self.trace(f"{nd.id} <- n{src + 1} {msg!r}")
-        nd.core.step(self.nodes[src].id, msg)
+        if type(msg) is JoinRequest:
+            self.on_join_request(nd, msg)
+        else:
+            nd.core.step(self.nodes[src].id, msg)
         self.after_input(nd)
+
+    def on_join_request(self, nd: Node, req: JoinRequest) -> None:
+        """A JoinRequest reaching a node over the peer transport, as the role actors take it
+        (Leader.on_join, Role.on_join): the leader hands it to its core (a refusal goes back to
+        the joiner, which retries), anyone else forwards it to the leader it knows."""
+        core = nd.core
+        if core.role == LEADER:
+            self.stats.readmissions += 1
+            try:
+                core.join(req.member, None, req.incarnation)
+            except (self.cm.NotLeader, self.cm.MemberLive):
+                pass
+        elif core.leader_id is not None and core.leader_id != nd.id and core.member(core.leader_id) is not None:
+            self.send(nd, [(core.leader_id, req)])
 
     def defer(self, kind: int, a: int, b: int, c: Any) -> None:
         """An event for a stopped process waits until it resumes. Its sockets then hand over each

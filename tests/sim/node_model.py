@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any, Optional
 
-from raftkv.actors.core import COMMIT_FLUSH_TICKS
+from raftkv.actors.core import CANDIDATE, COMMIT_FLUSH_TICKS, PRE_CANDIDATE
 from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
 
 from . import txn_workload
@@ -78,6 +78,9 @@ class NodeModel:
                     self.stats.promotions += 1
                 if self.verbose:
                     self.trace(f"{nd.id}: membership change at {index}: {change.describe()}")
+            if r.role_changed and core.role in (PRE_CANDIDATE, CANDIDATE) and not core.promotable() \
+                    and core.needed_learner:
+                self.stats.learner_campaigns += 1
             self.after_ready(nd, r)
             if r.removed:
                 self.self_stop(nd)

@@ -16,6 +16,24 @@ tests/unit/test_core_election_liveness.py).
   log still held its overwritten promotion campaigned, its term ran past the leader's, and the
   leader ignored its higher-term replies (a non-voter's): it refused every append and never
   caught up (RaftCore._outsider now lets a learner's reply raise a leader's term).
+* 8512 (3 nodes, pre-vote): n3 was removed and n1 wiped in entries a lagging voter n2 lacked; n4,
+  a learner in n2's log and a voter in its own, held the newest log and campaigned two terms
+  ahead of n2, which admitted an unknown candidate only one term ahead (the voters it knew, to
+  learn the term from, were gone): RaftCore._maybe_unknown_voter now takes a bounded jump with
+  pre-vote too.
+* 10517 (5 nodes): a wiped member's replacement, a learner in its own log only, held the newest
+  log; the others listed its old incarnation as a voter they needed for a quorum, and it dropped
+  their requests (addressed to the old incarnation) without refusing them as a learner whose log
+  is ahead does: it now may campaign (RaftCore._refused_as_misaddressed).
+* 14260 (3 nodes): a learner kept its last leader for good and refused, as within that leader's
+  lease, most vote requests of the only candidate that could win (RaftCore._leader_silent).
+  24680 (3 nodes) again, with a wiped member's replacement as the learner.
+* 40844 (3 nodes, no pre-vote): a voter granted a needed learner its vote every term, each grant
+  restarting its election timeout, so it never campaigned though it could win, and the learner
+  lost every term to a voter with a stale log that voted for itself first (RaftCore._defers_to).
+* 15342 (3 nodes): a leader logged the removal of another voter and lost leadership before it
+  committed; that voter won the next term, and the old leader dropped its appends as an
+  outsider's for good (RaftCore._voter_of_an_uncommitted_past).
 """
 from __future__ import annotations
 
@@ -24,7 +42,7 @@ import pytest
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699])
+@pytest.mark.parametrize("seed", [1546, 2722, 2819, 3333, 3699, 8512, 10517, 14260, 15342, 24680, 40844])
 def test_the_healed_cluster_elects_a_leader_and_commits(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0 and st.acked > 0
@@ -35,4 +53,22 @@ def test_a_restarted_followers_forwarded_reads_stay_linearizable() -> None:
     reply to a follower's forwarded read from before its restart, still in flight, confirmed the
     new boot's read of the same id with a stale index (ids now start at random per boot)."""
     st = run_seed(6494, default_nodes(6494))
+    assert st.committed > 0 and st.acked > 0
+
+
+def test_a_replaced_incarnations_acknowledgements_do_not_commit() -> None:
+    """Seed 15879 (safety): a leader admitted the join of a wiped member's new incarnation and
+    then committed an entry with the old incarnation's acknowledgement (RaftCore.join now stops
+    counting them; tests/unit/test_core_replacement_commit.py)."""
+    st = run_seed(15879, default_nodes(15879))
+    assert st.committed > 0 and st.acked > 0
+
+
+def test_a_learner_that_refused_a_candidate_campaigns_and_leads_in_the_simulation() -> None:
+    """The rule of seed 3699 (RaftCore.needed_learner, _may_campaign) on the simulation's real
+    path: in seed 78 (5 nodes) a learner refuses a candidate whose log is behind its own,
+    campaigns, and wins an election, and the run stays safe and live. (If a change of schedule
+    moves this, the coverage totals of test_sim.py print learner_leads: pick another seed.)"""
+    st = run_seed(78, default_nodes(78))
+    assert st.learner_campaigns >= 1 and st.learner_leads >= 1
     assert st.committed > 0 and st.acked > 0

@@ -25,7 +25,7 @@ CHUNK = 100
 COVERAGE_FIELDS = ("snapshots", "compactions", "snapshot_streams", "installs", "fsm_rewinds", "stale_installs",
                    "snapshot_failed", "adds", "promotions", "removes", "leader_removes", "config_commits", "self_stops",
                    "operator_stops", "follower_reads_ok", "lease_reads", "transfers", "store_rejects", "wipes",
-                   "rejoins", "txns", "txn_transfers")
+                   "rejoins", "txns", "txn_transfers", "readmissions", "learner_campaigns", "learner_leads")
 TOTALS: collections.Counter = collections.Counter()  # field -> total; "seeds:<field>" -> seeds that saw it
 MIN_SHARE = 0.5  # of the seeds of a chunk that must see an install and a committed membership change
 

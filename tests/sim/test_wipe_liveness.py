@@ -6,6 +6,14 @@
 * 1732: four voters, one wiped; a lagging voter (its configuration predates the fourth voter's
   addition) refused the vote request of the only candidate that could win, the added voter whose
   log is more up-to-date, so no leader could ever be elected (RaftCore._maybe_unknown_voter).
+* 4095 (5 nodes): n2 was wiped and re-admitted as n2.1, but the entry recording n2.1 was truncated
+  when n1 won term 7 with a shorter log; n1 still listed n2.0, n2 (its own log listing n2.1)
+  ignored every message to n2.0 and never asked again: a dead voter slot. A node addressed as
+  another incarnation of its id by a leader now asks it to admit it again (actors/readmission.py).
+* 47064 (3 nodes; broken by that rule at first): a node, paused, got its leader's messages to its
+  old incarnation late, after its replacement entry, asked again, and the join arrived after an
+  operator removed it: the leader added it anew and it stopped for good. It now asks only a
+  leader of a later term than its configuration's entry, which is not known committed.
 """
 from __future__ import annotations
 
@@ -13,14 +21,14 @@ import random
 
 import pytest
 
-from raftkv.actors.core import CoreConfig, RaftCore
+from raftkv.actors.core import UNKNOWN_CANDIDATE_MAX_JUMP, CoreConfig, RaftCore
 from raftkv.actors.memlog import MemLog
 from raftkv.records import INDEX_LIMIT
 from raftkv.wire.messages import Entry, EntryKind, Member, RequestVote, VoteReply
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748])
+@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064])
 def test_a_wiped_member_rejoins_and_the_cluster_stays_live(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0
@@ -54,12 +62,13 @@ def test_a_lagging_voter_votes_for_a_more_up_to_date_voter_it_does_not_know_yet(
 def test_an_unknown_candidate_still_cannot_jump_terms_or_win_with_a_stale_log() -> None:
     c = _lagging_voter()
     c.step("evil", RequestVote(INDEX_LIMIT - 1, 10**6, INDEX_LIMIT - 1))
-    c.step("evil", RequestVote(9, 10**6, 8))  # more than one term ahead
+    c.step("evil", RequestVote(7 + UNKNOWN_CANDIDATE_MAX_JUMP, 10**6, 8))  # too many terms ahead
     c.step("evil", RequestVote(7, 12, 3))  # not more up-to-date than ours
     c.step("evil", RequestVote(7, 5, 8))  # a last term past its own term
     assert c.term == 6 and c.vote is None and not _replies(c)
-    # Without pre-vote a candidate's term rises every timeout: a lagging voter admits one that is
-    # a bounded number of terms ahead (seed 2722, tests/unit/test_core_election_liveness.py).
+    # A lagging voter admits a candidate a bounded number of terms ahead: without pre-vote its
+    # term rises every timeout (seed 2722), and with pre-vote the voters that could tell us the
+    # term may be gone (seed 8512; tests/unit/test_core_election_liveness.py).
     d = _lagging_voter(pre_vote=False)
     t = d.term  # it campaigned itself meanwhile (no pre-vote)
     d.step("evil", RequestVote(INDEX_LIMIT - 1, 10**6, INDEX_LIMIT - 1))

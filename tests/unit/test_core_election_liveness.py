@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import random
 
-from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKNOWN_CANDIDATE_MAX_JUMP, RaftCore,
-                                encode_config)
+from raftkv.actors.core import (CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, UNKNOWN_CANDIDATE_MAX_JUMP, CoreConfig,
+                                RaftCore, encode_config)
 from raftkv.actors.memlog import MemLog
-from raftkv.wire.messages import (AppendReply, Entry, EntryKind, Heartbeat, Member, ReadIndexReply, ReadIndexRequest,
-                                  RequestVote, VoteReply)
+from raftkv.wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, Heartbeat, Member, ReadIndexReply,
+                                  ReadIndexRequest, RequestVote, VoteReply)
 
 from tests.unit.test_core import E, EMAX, core, elect, members, sent, sent_after
 
@@ -172,6 +172,48 @@ def test_without_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log
     assert c.term == t + UNKNOWN_CANDIDATE_MAX_JUMP and c.vote == "n4"
 
 
+# ------------------------------------------------- a lagging voter, with pre-vote, that cannot learn the term
+
+def _stranded_voter():
+    """n2 of {n1, n2, n3, n4 (learner)} with pre-vote, at term 4 with a log to (4, term 3), past any
+    lease: n3 was removed and n1 wiped in entries it lacks, so no voter it knows answers it, and
+    n4, promoted in those entries, holds the newest log two elections ahead (sim seed 8512)."""
+    log = MemLog(0, 0, [_conf(members(3, learners=1))] + [E(3) for _ in range(3)])
+    c = core("n2", term=4, log=log, commit=4, ms=[])
+    _time_out(c)
+    c.take_ready()
+    return c
+
+
+def test_with_pre_vote_a_lagging_voter_votes_for_an_unknown_candidate_terms_ahead_when_no_voter_tells_it_the_term():
+    """Sim seed 8512: the one-term rule admitted n4 only in n2's term + 1, but n4 campaigned in
+    term 6 (term 5 had been elected without n2) and n2 had no voter left to learn term 5 from
+    (n4's replies are a learner's in its log: they cannot raise its term): no leader, ever."""
+    c = _stranded_voter()
+    c.step("n4", RequestVote(6, 9, 5, pre_vote=True))
+    rd = c.take_ready()
+    assert [(m.term, m.granted, m.pre_vote) for m in sent(rd, VoteReply)] == [(6, True, True)]
+    assert c.term == 4 and c.vote is None, "a pre-vote changes nothing"
+    c.step("n4", RequestVote(6, 9, 5))
+    assert c.term == 6 and c.vote == "n4" and c.role == FOLLOWER
+    assert [m.granted for m in sent_after(c.take_ready(), VoteReply)] == [True]
+
+
+def test_with_pre_vote_an_unknown_candidate_still_needs_a_more_up_to_date_log_a_bounded_jump_and_no_lease():
+    c = _stranded_voter()
+    c.step("n4", RequestVote(6, 4, 3, pre_vote=True))  # as up-to-date as ours, not more
+    c.step("n4", RequestVote(6, 9, 7))  # a last log term past its own term
+    c.step("n4", RequestVote(5 + UNKNOWN_CANDIDATE_MAX_JUMP, 9, 5))  # too far ahead
+    assert c.term == 4 and c.vote is None
+    rd = c.take_ready()
+    assert not sent(rd, VoteReply) and not sent_after(rd, VoteReply)
+    c.step("n1", Heartbeat(4, 4, 1))  # a leader of our term speaks: its lease holds
+    c.take_ready()
+    c.step("n4", RequestVote(6, 9, 5, pre_vote=True))
+    c.step("n4", RequestVote(6, 9, 5))
+    assert c.term == 4 and c.vote is None and not sent(c.take_ready(), VoteReply)
+
+
 def test_a_learner_member_is_still_not_made_a_voter_by_any_of_this():
     c = _learner_ahead()
     assert not c.promotable() and Member("n4", "127.0.0.1:9004", voter=False) in c.members
@@ -199,7 +241,10 @@ def test_a_leader_takes_the_higher_term_of_a_learners_reply_and_no_strangers():
         _time_out(d)  # past any lease
     d.take_ready()
     u = d.term
-    d.step("n4", RequestVote(u + 5, 1, u + 5))  # a learner's election is still refused
+    # A learner's election is still refused unless it may be a voter added in entries we lack
+    # (its log strictly ahead of ours, a bounded jump: RaftCore._maybe_unknown_voter).
+    d.step("n4", RequestVote(u + 5, 0, 0))
+    d.step("n4", RequestVote(u + 1 + UNKNOWN_CANDIDATE_MAX_JUMP, 1, u + 5))
     assert d.term == u
 
 
@@ -225,3 +270,127 @@ def test_a_reply_to_the_previous_boots_forwarded_read_does_not_answer_the_new_bo
     assert req_new.req_id != req_old.req_id
     new.step("n1", ReadIndexReply(2, req_old.req_id, 3, True))
     assert not new.take_ready().reads, "the previous boot's answer confirms nothing now"
+
+
+# ------------------------------------------------- a replaced member, a learner in its own log only
+
+def _replacement_ahead():
+    """n3 as incarnation b3, whose log replaced a3 by the learner b3 (uncommitted) and goes on
+    past the others' logs; they still list a3 as a voter (sim seed 10517)."""
+    old = [Member(f"n{i}", f"127.0.0.1:{9000 + i}", incarnation=f"a{i}") for i in (1, 2, 3, 4)]
+    new = [m if m.id != "n3" else m._replace(incarnation="b3", voter=False) for m in old]
+    log = MemLog(0, 0, [_conf(old), E(2), _conf(new, 2), E(2)])
+    c = RaftCore("n3", CoreConfig(election_ticks_min=10, election_ticks_max=20, heartbeat_ticks=3), term=2, log=log,
+                 members=[], commit=2, rng=random.Random(7), incarnation="b3")
+    _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready()), "a learner: it does not campaign by itself"
+    return c
+
+
+def test_a_learner_refusing_a_request_addressed_to_its_old_incarnation_from_a_shorter_log_may_campaign():
+    """Sim seed 10517: the others needed a3 for a quorum, b3 dropped their requests (addressed to
+    a3) unanswered, and so never refused one as _on_request_vote would: nobody could win."""
+    c = _replacement_ahead()
+    c.step("n1", RequestVote(3, 2, 2, pre_vote=True, to_incarnation="a3"))
+    assert not c.take_ready().send, "still no answer as a3"
+    _time_out(c)
+    assert c.role == PRE_CANDIDATE and set(_vote_requests(c.take_ready())) == {"n1", "n2", "n4"}
+
+
+def test_a_request_to_its_old_incarnation_from_a_log_as_long_does_not_make_it_campaign():
+    c = _replacement_ahead()
+    c.step("n1", RequestVote(3, 4, 2, pre_vote=True, to_incarnation="a3"))
+    _time_out(c)
+    assert c.role == FOLLOWER and not _vote_requests(c.take_ready())
+
+
+# ------------------------------------------------- a learner whose leader fell silent
+
+def test_a_learner_that_hears_no_leader_for_an_election_timeout_forgets_it_and_grants_votes():
+    """Sim seed 14260: a learner in its own log (its promotion in entries it lacked) kept the
+    last leader for good; its elapsed time restarted every timeout, so it refused, as within the
+    leader's lease, every vote request arriving in the first minimum election timeout of each
+    restart, and a pre-vote and its vote a sync later seldom both missed that window."""
+    log = MemLog(0, 0, [_conf(members(3, learners=1))] + [E(2) for _ in range(3)])
+    c = core("n4", term=2, log=log, commit=4, ms=[])
+    c.step("n2", Heartbeat(2, 4, 1))
+    assert c.leader_id == "n2"
+    for _ in range(EMAX):
+        c.tick()
+    assert c.leader_id is None and c.role == FOLLOWER
+    c.take_ready()
+    c.step("n1", RequestVote(3, 5, 2, pre_vote=True))
+    c.step("n1", RequestVote(3, 5, 2))
+    rd = c.take_ready()
+    assert [m.granted for m in sent(rd, VoteReply)] == [True]
+    assert [m.granted for m in sent_after(rd, VoteReply)] == [True]
+    assert c.vote == "n1" and c.term == 3
+
+
+# ------------------------------------------------- a leader our uncommitted configuration removed
+
+def _removed_leader_follower(commit: int):
+    """n1, whose log removes n2 at 3 (commit ``commit``): n2 may have won without that entry."""
+    log = MemLog(0, 0, [_conf(members(3)), E(2), _conf(members(3)[::2], 2)])
+    c = core("n1", term=2, log=log, commit=commit, ms=[])
+    _time_out(c)
+    c.take_ready()
+    return c
+
+
+def test_a_voter_of_the_configuration_an_uncommitted_change_would_revert_to_may_raise_our_term():
+    """Sim seed 15342: n1 logged the removal of n2 and lost leadership before it committed; n2
+    won the next term without it, and n1 dropped its appends as an outsider's (the only voter
+    it knew besides was removed for good later): it never learned the term or caught up."""
+    c = _removed_leader_follower(commit=2)
+    c.step("n2", AppendEntries(5, 2, 2, [E(5)], 2))
+    assert c.term == 5 and c.leader_id == "n2"
+    assert c.members == members(3), "the removal is truncated: the configuration reverts"
+
+
+def test_a_stranger_or_a_voter_whose_removal_committed_still_may_not():
+    c = _removed_leader_follower(commit=2)
+    c.step("n9", AppendEntries(5, 2, 2, [E(5)], 2))
+    assert c.term < 5
+    d = _removed_leader_follower(commit=3)
+    d.step("n2", AppendEntries(5, 2, 2, [E(5)], 2))
+    assert d.term < 5
+
+
+# ------------------------------------------------- a voter voting for a needed learner
+
+def _voter_with_learner(pre_vote: bool = False):
+    """n2 of {n2, n3} (n1 a learner: a wiped member's replacement), log to (4, term 3); no
+    check-quorum, so no start-up lease delays the requests."""
+    ms = [Member("n1", "127.0.0.1:9001", voter=False), Member("n2", "127.0.0.1:9002"),
+          Member("n3", "127.0.0.1:9003")]
+    log = MemLog(0, 0, [_conf(ms)] + [E(3) for _ in range(3)])
+    c = core("n2", pre_vote=pre_vote, check_quorum=False, term=3, log=log, commit=4, ms=[])
+    c.take_ready()
+    return c
+
+
+def test_a_voter_that_votes_for_a_needed_learner_still_campaigns_on_its_own_timeout():
+    """Sim seed 40844 (no pre-vote): n2 granted the learner n1 its vote every term, each grant
+    restarting its election timeout, so it never campaigned though it could win; n1 lost every
+    term to n3, whose log was behind but which voted for itself a few ticks earlier each time."""
+    c = _voter_with_learner()
+    c.step("n3", RequestVote(c.term + 1, 2, 1))  # n3 campaigns (its log is behind): refused
+    t = c.term
+    for _ in range(EMAX):
+        c.step("n1", RequestVote(t, 4, 3))  # the learner, in that term (and its duplicates): granted
+        assert c.vote == "n1"
+        c.tick()
+        if c.role == CANDIDATE:
+            break
+    assert c.role == CANDIDATE and c.term == t + 1 and set(_vote_requests(c.take_ready())) == {"n3"}
+
+
+def test_a_vote_for_a_voter_still_restarts_the_election_timeout():
+    c = _voter_with_learner()
+    c.step("n3", RequestVote(c.term + 1, 4, 3))
+    for _ in range(3 * EMAX):
+        c.step("n3", RequestVote(c.term, 4, 3))
+        assert c.vote == "n3"
+        c.tick()
+        assert c.role == FOLLOWER

@@ -1,0 +1,102 @@
+"""A node that a leader addresses as another incarnation of its id, although its own log admits
+this incarnation, asks that leader to admit it again (actors/readmission.py, sim seed 4095: the
+entry admitting a wiped member's new incarnation was truncated by a leader of a later term, whose
+configuration still listed the old one; the node ignored it for good and never asked again)."""
+from __future__ import annotations
+
+import pytest
+
+from raftkv.actors.core import LEADER, encode_config
+from raftkv.actors.memlog import MemLog
+from raftkv.actors.replacement_guard import MemberLive
+from raftkv.wire.messages import Entry, EntryKind, Heartbeat, HeartbeatReply, JoinRequest, RequestVote
+
+from tests.unit.test_core import EMIN, HB, commit_noop, elect, sent
+from tests.unit.test_core_identity import icore, incs_members, silence
+from tests.unit.test_core_membership import config_proposed
+
+
+def readmitted_node(term: int = 1, commit: int = 0):
+    """n2 as incarnation b2, whose log holds an entry of ``term`` replacing a2 by b2."""
+    log = MemLog(0, 0, [Entry(term, EntryKind.CONFIG, encode_config(incs_members(n1="a1", n2="b2", n3="a3")))])
+    return icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=term, log=log, commit=commit)
+
+
+def later_leader():
+    """n1 leading term 2 with a log that lacks n2's entry (its configuration lists a2)."""
+    c = icore("n1", "a1", term=1)
+    elect(c)
+    commit_noop(c)
+    c.take_ready()
+    return c
+
+
+def heartbeat_to(leader, to: str) -> Heartbeat:
+    for _ in range(HB):
+        leader.tick()
+    hbs = sent(leader.take_ready(), Heartbeat, to)
+    assert hbs
+    return hbs[-1]
+
+
+def test_a_node_addressed_as_its_old_incarnation_asks_the_leader_to_admit_it_again_and_gets_in():
+    ld = later_leader()
+    n2 = readmitted_node()
+    hb = heartbeat_to(ld, "n2")
+    assert hb.to_incarnation == "a2"
+    n2.step("n1", hb)
+    r = n2.take_ready()
+    reqs = sent(r, JoinRequest, "n1")
+    assert len(reqs) == 1 and reqs[0].incarnation == "b2" and reqs[0].member.id == "n2"
+    assert reqs[0].member.incarnation == "b2" and reqs[0].member.addr == "127.0.0.1:9002"
+    assert n2.term == 1 and n2.leader_id is None and not r.send_after_persist, "the message itself is still dropped"
+    # The leader's replacement guard decides as for any join: a new leader counts every member
+    # as heard, so it refuses until the a2 record has been silent one election timeout. It does
+    # fall silent: this node never answers messages addressed to a2.
+    with pytest.raises(MemberLive):
+        ld.join(reqs[0].member, "h", reqs[0].incarnation)
+    silence(ld, "n2")
+    assert ld.join(reqs[0].member, "h", reqs[0].incarnation) is False
+    changes = config_proposed(ld)
+    assert changes and changes[0][0].replaces is not None and changes[0][0].member.incarnation == "b2"
+    assert ld.role == LEADER and ld.member("n2").incarnation == "b2"
+
+
+def test_it_asks_at_most_once_per_minimum_election_timeout():
+    n2 = readmitted_node()
+    hb = Heartbeat(2, 0, 1, to_incarnation="a2")
+    n2.step("n1", hb)
+    n2.step("n1", hb)
+    assert len(sent(n2.take_ready(), JoinRequest)) == 1
+    for _ in range(EMIN - 1):
+        n2.tick()
+    n2.step("n1", hb)
+    assert not sent(n2.take_ready(), JoinRequest)
+    n2.tick()
+    n2.step("n1", hb)
+    assert len(sent(n2.take_ready(), JoinRequest)) == 1
+
+
+def test_no_request_to_a_stale_leader_by_a_vote_request_or_from_a_node_not_admitted_in_its_own_log():
+    n2 = readmitted_node(term=3)
+    n2.step("n1", Heartbeat(2, 0, 1, to_incarnation="a2"))  # a stale leader cannot admit us
+    # The leader of the entry's own term appended it: a message of that term addressed to a2 was
+    # sent before (delayed, or queued while we were paused; sim seed 47064).
+    n2.step("n1", Heartbeat(3, 0, 1, to_incarnation="a2"))
+    n2.step("n3", RequestVote(4, 9, 3, to_incarnation="a2"))  # a candidate admits no one
+    assert not sent(n2.take_ready(), JoinRequest)
+    # A committed admission is in every later leader's log: such a message is stale too.
+    committed = readmitted_node(commit=1)
+    committed.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
+    assert not sent(committed.take_ready(), JoinRequest)
+    # A wiped node whose log does not list this incarnation yet: its join loop is still asking.
+    joiner = icore("n2", "b2", ms=[], term=0)
+    joiner.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
+    other = icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=0)
+    other.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
+    assert not sent(joiner.take_ready(), JoinRequest) and not sent(other.take_ready(), JoinRequest)
+    # Addressed as itself, it is a follower as always.
+    n2.step("n1", Heartbeat(3, 0, 1, to_incarnation="b2"))
+    r = n2.take_ready()
+    assert not sent(r, JoinRequest) and n2.leader_id == "n1"
+    assert [type(m) for _, m in r.send] == [HeartbeatReply]
