@@ -130,20 +130,36 @@ def _check_handshake(event: int, token: JoinToken, target: str) -> None:
                           f"for cluster {token.cluster_id})")
 
 
-def door_is_secure(ctx: zmq.Context, addr: str, wait: float = 1.0) -> bool:
+def door_is_secure(ctx: zmq.Context, addr: str, wait: float = 1.0, handshake_wait: float = 10.0) -> bool:
     """Whether the peer door at ``addr`` refuses a plain (NULL) handshake, as a member of a secure
     cluster does: a node started with --join but no --token is then told so at once instead of
-    retrying for ever. False when nothing answers within ``wait`` seconds (the member may not be
-    up yet: the join loop retries as before)."""
+    retrying for ever. False when no TCP connection is made within ``wait`` seconds (the member
+    may not be up yet: the join loop retries as before). Once connected, the handshake's outcome
+    is awaited up to ``handshake_wait`` seconds: on a loaded host a member may take more than a
+    second to answer, and a False then would leave the joiner retrying for ever."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                  | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                  | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                  | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
     try:
         sock.connect(zmq_endpoint(addr))
-        if not mon.poll(int(wait * 1000)):
-            return False
-        return recv_monitor_message(mon)["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        start = time.monotonic()
+        deadline = start + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not mon.poll(max(1, int(left * 1000))):
+                return False
+            event = recv_monitor_message(mon)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                deadline = start + max(wait, handshake_wait)
+                continue
+            if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # A CURVE door that reads our whole NULL greeting before it has sent its own
+                # hangs up without naming the mechanism (seen through a slow link): libzmq
+                # redials, and a later attempt usually gets the mismatch itself.
+                continue
+            return event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     finally:
         sock.disable_monitor()
         mon.close(linger=0)

@@ -1,0 +1,102 @@
+"""door_is_secure: a plain join aimed at a secure cluster is told so (kvnode exits 1), even when
+the member is slow to answer the handshake, and a door that is not up reads as "not secure"."""
+import socket
+import threading
+
+import pytest
+import zmq
+
+from raftkv.wire.security.join_client import door_is_secure
+from raftkv.wire.security.keys import generate_keypair
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def _router(ctx, curve: bool) -> tuple:
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    if curve:
+        kp = generate_keypair()
+        s.curve_server = True
+        s.curve_publickey = kp.public
+        s.curve_secretkey = kp.secret
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    return s, port
+
+
+class _SlowProxy:
+    """Accepts a TCP connection at once but forwards it to ``port`` only after ``release`` is
+    set: a member whose handshake answer comes late (a loaded host)."""
+
+    def __init__(self, port: int):
+        self.backend = port
+        self.release = threading.Event()
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.conns: list = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                front, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.release.wait(30)
+            back = socket.create_connection(("127.0.0.1", self.backend))
+            self.conns += [front, back]
+            for a, b in ((front, back), (back, front)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    b.shutdown(socket.SHUT_WR)  # pass the close on, as a direct connection would
+                    return
+                b.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.release.set()
+        for s in [self.lsock] + self.conns:
+            s.close()
+
+
+def test_a_curve_door_is_secure_and_a_plain_one_is_not(ctx):
+    secure, sp = _router(ctx, curve=True)
+    plain, pp = _router(ctx, curve=False)
+    try:
+        assert door_is_secure(ctx, f"127.0.0.1:{sp}") is True
+        assert door_is_secure(ctx, f"127.0.0.1:{pp}") is False
+    finally:
+        secure.close()
+        plain.close()
+
+
+def test_nothing_listening_reads_as_not_secure(ctx):
+    s = socket.create_server(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # a port nobody listens on: the member may not be up yet
+    assert door_is_secure(ctx, f"127.0.0.1:{port}", wait=0.3) is False
+
+
+def test_a_secure_door_slow_to_answer_the_handshake_is_still_recognised(ctx):
+    secure, sp = _router(ctx, curve=True)
+    proxy = _SlowProxy(sp)
+    timer = threading.Timer(0.6, proxy.release.set)  # the answer comes after `wait` has passed
+    timer.start()
+    try:
+        assert door_is_secure(ctx, f"127.0.0.1:{proxy.port}", wait=0.3, handshake_wait=10.0) is True
+    finally:
+        timer.cancel()
+        proxy.close()
+        secure.close()
