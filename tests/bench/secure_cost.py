@@ -5,6 +5,7 @@
     python -m tests.bench.secure_cost                      # 3 rounds of 8 s cells
     python -m tests.bench.secure_cost --rounds 5 --duration 10 --cells put1,put64,get64,lib1
     python -m tests.bench.secure_cost --cells get64 --baseline-kvnode /tmp/venv-main/bin/kvnode
+    python -m tests.bench.secure_cost --kvnode /tmp/venv-this/bin/kvnode --cells get1,get64   # both from a venv
 
 Starts two 3-node clusters of real kvnode processes on 127.0.0.1, both with HTTP gateways: an
 insecure one (loopback-only mode, plain HTTP) and a secure one (``--bootstrap --secure`` plus two
@@ -12,7 +13,7 @@ insecure one (loopback-only mode, plain HTTP) and a secure one (``--bootstrap --
 with ``token create``). 10,000 keys of 100 bytes are written to both first. Then, in rounds that
 interleave the two clusters cell by cell (so that drift of the shared machine hits both alike):
 
-- ``put1``, ``put64``, ``get64``: ``wrk -t1 -cN`` against the leader's gateway (PUT /kv/<random key>
+- ``put1``, ``put64``, ``get1``, ``get64``: ``wrk -t1 -cN`` against the leader's gateway (PUT /kv/<random key>
   with a 100-byte body, or GET of one), plain HTTP or HTTPS with ``Authorization: Bearer``;
 - ``lib1``: one library Client in this process writing in a closed loop for the cell's duration
   (the client door: NULL against CURVE).
@@ -45,7 +46,7 @@ from tests.bench_http_gateway import LUA, VALUE, wrk_output, wrk_rate
 from tests.integration.harness import Cluster, SecureCluster, wait_until
 from tests.integration.secure_http import with_http
 
-CELLS = ("put1", "put64", "get64", "lib1")
+CELLS = ("put1", "put64", "get1", "get64", "lib1")
 KEYS = 10_000
 class Side:
     """One of the two clusters: how to reach its leader's gateway and its client door."""
@@ -110,12 +111,15 @@ def _secure_side(name: str, cluster: SecureCluster, clusters: list) -> Side:
     return Side(name, cluster, "https", token)
 
 
-def _start(base: Path, clusters: list, baseline: Optional[str] = None) -> tuple[Side, ...]:
+def _start(base: Path, clusters: list, baseline: Optional[str] = None,
+           kvnode: Optional[str] = None) -> tuple[Side, ...]:
     plain = Cluster(base / "insecure", n=3, http=True)
+    secure = with_http(SecureCluster(base / "secure", n=3))
+    if kvnode:
+        plain.kvnode_cmd = secure.kvnode_cmd = (kvnode,)
     clusters.append(plain)
     plain.start()
-    sides = [Side("insecure", plain, "http", None),
-             _secure_side("secure", with_http(SecureCluster(base / "secure", n=3)), clusters)]
+    sides = [Side("insecure", plain, "http", None), _secure_side("secure", secure, clusters)]
     if baseline:
         other = with_http(SecureCluster(base / "baseline", n=3))
         other.kvnode_cmd = (baseline,)
@@ -134,6 +138,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
     p.add_argument("--cells", default=",".join(CELLS), help=f"some of {','.join(CELLS)}")
     p.add_argument("--keep", action="store_true", help="keep the clusters' directory (node logs)")
+    p.add_argument("--kvnode", metavar="PATH",
+                   help="the kvnode that runs the insecure and the secure cluster, e.g. a venv's (default: this "
+                        "checkout's bin/kvnode, run as the integration tests run it)")
     p.add_argument("--baseline-kvnode", metavar="PATH",
                    help="also run a third, secure cluster with this kvnode (another installation, e.g. a "
                         "venv of main), alternated with the others: 'secure vs baseline' compares the two versions")
@@ -151,7 +158,7 @@ def main(argv: Optional[list] = None) -> int:
         scripts[op].write_text(text)
     clusters: list = []
     try:
-        sides = _start(base, clusters, a.baseline_kvnode)
+        sides = _start(base, clusters, a.baseline_kvnode, a.kvnode)
         runs: dict[tuple[str, str], list[float]] = {(c, s.name): [] for c in cells for s in sides}
         cpu: dict[tuple[str, str], list[tuple]] = {(c, s.name): [] for c in cells for s in sides}
         for r in range(a.rounds):

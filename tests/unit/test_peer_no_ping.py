@@ -98,7 +98,7 @@ HWM = 1000  # wire/peer.py's HWM
 ping = sys.argv[2] == "ping"
 ctx = zmq.Context()
 router = ctx.socket(zmq.ROUTER)
-router.setsockopt(zmq.RCVHWM, HWM)
+router.setsockopt(zmq.RCVHWM, int(sys.argv[3]) if len(sys.argv) > 3 else HWM)
 router.setsockopt(zmq.LINGER, 0)
 port = router.bind_to_random_port("tcp://127.0.0.1")
 s = socket.create_connection(("127.0.0.1", port))
@@ -147,3 +147,21 @@ def test_libzmq_aborts_on_a_ping_behind_a_stalled_input_and_a_reset():
     assert runs["none"].returncode == 0 and int(runs["none"].stdout.split()[1]) >= 1000, runs["none"]
     assert runs["ping"].returncode == -signal.SIGABRT, runs["ping"]
     assert "!_io_error" in runs["ping"].stderr and "stream_engine_base.cpp" in runs["ping"].stderr
+
+
+def test_the_abort_needs_a_bounded_receive_queue():
+    """The same burst, PING and reset against a ROUTER without a receive bound (``RCVHWM`` 0)
+    does not abort: its input never stops, so no PING is left buffered behind it. This is the only
+    socket option of the released libzmq that closes the path (``ZMQ_IN_BATCH_SIZE`` of at most 7
+    bytes would too, but it is a draft option that pyzmq's wheels refuse with EINVAL), and the
+    peer and client doors keep their bound instead (docs/performance.md, "The PING abort")."""
+    here = str(__import__("pathlib").Path(__file__).parent)
+    r = subprocess.run([sys.executable, "-c", _CHILD, here, "ping", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and int(r.stdout.split()[1]) == 1020, r
+    with zmq.Context() as ctx, ctx.socket(zmq.ROUTER) as s:
+        try:
+            s.setsockopt(zmq.IN_BATCH_SIZE, 7)
+        except zmq.ZMQError as e:
+            assert e.errno == zmq.EINVAL
+        else:  # a libzmq built with the draft API: the smaller read buffer could replace RCVHWM 0
+            raise AssertionError("ZMQ_IN_BATCH_SIZE is settable here: see this test's docstring")
