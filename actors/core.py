@@ -30,6 +30,7 @@ from .membership import (ChangeOrigin, MembershipChange, MembershipQueue, has_pr
                          record_incarnations)
 from .config_guard import is_secure, keyless_config
 from .memlog import MemLog
+from .read_rounds import ReadRoundPeers
 from .readmission import readmission_request
 from .replacement_guard import MemberLive, live_refusal
 from .snapshot_transfer import OutgoingStream, SendChunk, SnapshotRef, StoreChunk, receive_decision
@@ -264,6 +265,7 @@ class RaftCore:
         self.now = 0  # ticks since start: the clock of lease reads
         self.round_started: dict[int, int] = {}  # heartbeat round -> tick it started (recent ones)
         self.confirmed_round = 0  # the newest round a majority has acknowledged
+        self.read_peers = ReadRoundPeers()  # the followers a read round goes to (actors/read_rounds.py)
         self.lease_until = 0  # a leader may serve lease reads while now < lease_until
         # A follower's linearizable reads forwarded to the leader (thesis 6.4.1): request id ->
         # (deadline tick, handles). Ids are never reused in the core's lifetime, so a late reply
@@ -475,6 +477,7 @@ class RaftCore:
         self.progress = {m.id: Progress(self.log.last_index() + 1, m.incarnation, self.now) for m in self.members
                          if m.id != self.id}
         self.confirmed_round = self.round  # rounds of an earlier term confirm nothing now
+        self.read_peers.reset()
         # A no-op of our own term lets us commit (and so serve reads for) entries of earlier terms.
         self._append([Entry(self.term, EntryKind.NOOP, b"")])
         self._broadcast_append()
@@ -543,6 +546,9 @@ class RaftCore:
                 self._broadcast_heartbeat()
             else:
                 self._send_commit_hints()
+                if (self.pending_reads and self.confirmed_round < self.round
+                        and self.read_peers.overdue(self.now, self.round_started.get(self.round))):
+                    self._broadcast_heartbeat()  # the chosen followers are slow: ask every one
             if self.transferee is not None:
                 self.transfer_elapsed += 1
                 if self.transfer_elapsed >= self.cfg.election_ticks_min:
@@ -944,6 +950,7 @@ class RaftCore:
         pr.heard = self.now
         if m.round > pr.acked_round:
             pr.acked_round = m.round
+            self.read_peers.acked(sender, m.round)
             self._confirm_reads()
         if pr.match < self.log.last_index() and pr.state != SNAPSHOT:
             # A lost append would otherwise stall this follower: re-probe a paused PROBE, and in
@@ -1150,13 +1157,18 @@ class RaftCore:
         for pid in self.progress:
             self._send_append(pid, allow_empty=True)
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, to: Optional[list] = None) -> None:
+        """Start a heartbeat round: to every follower, or only to those in ``to`` (a read round,
+        see :meth:`_read_round`)."""
         self.round += 1
         self.round_started[self.round] = self.now
         if len(self.round_started) > 64:
             for r in [r for r in self.round_started if r < self.round - 32]:
                 del self.round_started[r]
+        self.read_peers.started(self.round, to is not None)
         for pid, pr in self.progress.items():
+            if to is not None and pid not in to:
+                continue
             pr.sent_commit = min(pr.match, self.commit)
             self._send(pid, Heartbeat(self.term, pr.sent_commit, self.round))
         self._confirm_reads()
@@ -1194,7 +1206,12 @@ class RaftCore:
         # soon as the current one is confirmed, so read load does not multiply heartbeats.
         self.pending_reads.append((self.commit, self.round + 1, list(handles)))
         if self.confirmed_round >= self.round:
-            self._broadcast_heartbeat()
+            self._read_round()
+
+    def _read_round(self) -> None:
+        """Start a heartbeat round for reads: to as many of the followers that answered the last
+        confirmed round first as make a majority with us, or to all (actors/read_rounds.py)."""
+        self._broadcast_heartbeat(self.read_peers.targets(self.id, self.voters(), self.progress))
 
     def _forward_reads(self, handles: list) -> None:
         leader = self.leader_id
@@ -1205,11 +1222,13 @@ class RaftCore:
         self._send(leader, ReadIndexRequest(self.term, self.read_ids))
 
     def _confirm_reads(self) -> None:
+        voters = self.voters()
         rounds = sorted((self.round if v == self.id else
-                         (self.progress[v].acked_round if v in self.progress else 0)) for v in self.voters())
-        confirmed = rounds[len(rounds) - self.quorum()]
+                         (self.progress[v].acked_round if v in self.progress else 0)) for v in voters)
+        confirmed = rounds[len(rounds) - (len(voters) // 2 + 1)]
         if confirmed > self.confirmed_round:
             self.confirmed_round = confirmed
+            self.read_peers.confirmed(confirmed, voters)
         started = self.round_started.get(confirmed)
         if started is not None:
             # A majority heard us at ``started``; none of them votes for another candidate before
@@ -1226,7 +1245,7 @@ class RaftCore:
                 keep.append(r)
         self.pending_reads = keep
         if keep and confirmed >= self.round:
-            self._broadcast_heartbeat()  # reads that waited for the round in flight get theirs
+            self._read_round()  # reads that waited for the round in flight get theirs
 
     def _lease_margin(self) -> int:
         return max(2, self.cfg.election_ticks_min // 5)  # 20 % for clock drift and tick jitter

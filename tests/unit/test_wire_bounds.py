@@ -78,6 +78,9 @@ def test_peer_routes_table_is_an_lru_of_bounded_size():
                     raise zmq.Again()
                 return self.frames.pop(0)
 
+            def getsockopt(self, opt):  # ZMQ_EVENTS: POLLIN while a message is queued
+                return zmq.POLLIN if self.frames else 0
+
         frames = [[b"id%d" % i, encode_peer("c1", f"sender-{i}", Heartbeat(1, 0, 0))] for i in range(MAX_ROUTES * 3)]
         pt._router, real = FakeRouter(frames), pt._router
         batch: list = []
