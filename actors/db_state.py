@@ -251,10 +251,6 @@ class DbState:
             return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
         return ClientReply("invalid", error=f"not a read: {op}")
 
-    def key_count_hint(self) -> str:
-        """For log lines: the DB's size on disk (counting keys would read them all)."""
-        return f"{self.store.disk_bytes() >> 20} MB"
-
     # ---------------------------------------------------------------- snapshots
 
     def prepare_snapshot(self) -> None:
