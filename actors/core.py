@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from raftkv.wire.messages import (AppendEntries, AppendReply, Configuration, Entry, EntryKind, Heartbeat,
                            HeartbeatReply, InstallSnapshot, InstallSnapshotReply, Member, ReadIndexReply,
@@ -225,6 +225,7 @@ class RaftCore:
         # configuration lists it with this incarnation (or an unknown one: a legacy record).
         self.incarnation = incarnation
         self._incs_of: tuple = (None, {})  # (configuration, {id: incarnation}), for stamping
+        self._index_of: tuple = (None, {}, [])  # see _index
         self.misaddressed_warned_at: Optional[int] = None
         self.readmission_asked_at: Optional[int] = None  # see _ask_readmission
         self.keyless_logged_at: Optional[int] = None  # the last "configuration without keys" ERROR
@@ -299,13 +300,27 @@ class RaftCore:
         return self.config_log[-1][1] if self.config_log else self.base_members
 
     def member(self, node_id: str) -> Optional[Member]:
-        for m in self.members:
-            if m.id == node_id:
-                return m
-        return None
+        return self._index()[1].get(node_id)
 
     def voters(self) -> list:
-        return [m.id for m in self.members if m.voter]
+        return list(self._index()[2])
+
+    def member_ids(self) -> Mapping[str, Member]:
+        """The members by id (read-only: for ``in`` tests and lookups by callers)."""
+        return self._index()[1]
+
+    def _index(self) -> tuple:
+        # (configuration, {id: first member of that id}, [voter ids]), cached per configuration
+        # object (configurations are replaced, never changed in place): member() and voters()
+        # run several times for every write.
+        members = self.members
+        idx = self._index_of
+        if idx[0] is not members:
+            by_id: dict = {}
+            for m in members:
+                by_id.setdefault(m.id, m)
+            idx = self._index_of = (members, by_id, [m.id for m in members if m.voter])
+        return idx
 
     def promotable(self) -> bool:
         m = self.member(self.id)
@@ -317,7 +332,7 @@ class RaftCore:
         return not m.incarnation or not self.incarnation or m.incarnation == self.incarnation
 
     def quorum(self) -> int:
-        return len(self.voters()) // 2 + 1
+        return len(self._index()[2]) // 2 + 1
 
     def config_index(self) -> int:
         return self.config_log[-1][0] if self.config_log else 0
@@ -1092,7 +1107,7 @@ class RaftCore:
         progress = self.progress
         matches = sorted((self.persisted if v == self.id else
                           (progress[v].match if v in progress and not progress[v].replaced else 0))
-                         for v in self.voters())
+                         for v in self._index()[2])
         if not matches:
             return
         n = matches[len(matches) - self.quorum()]
@@ -1222,10 +1237,10 @@ class RaftCore:
         self._send(leader, ReadIndexRequest(self.term, self.read_ids))
 
     def _confirm_reads(self) -> None:
-        voters = self.voters()
+        voters = self._index()[2]
         rounds = sorted((self.round if v == self.id else
                          (self.progress[v].acked_round if v in self.progress else 0)) for v in voters)
-        confirmed = rounds[len(rounds) - (len(voters) // 2 + 1)]
+        confirmed = rounds[len(rounds) - self.quorum()]
         if confirmed > self.confirmed_round:
             self.confirmed_round = confirmed
             self.read_peers.confirmed(confirmed, voters)

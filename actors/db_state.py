@@ -38,6 +38,8 @@ from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
 
+_PUT, _OK = "put", "ok"  # Op.PUT.value and Status.OK.value, without an enum property call per write
+
 META_TERM = "term"
 META_MEMBERS = "members"
 META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), never a user key
@@ -126,12 +128,19 @@ class DbState:
                 return kv_apply.EXPIRED  # its result left the window: it may have been applied
         sess.last_index = index
         self._touched[cid] = index
-        result = self._leased(cmd, b)
+        key = cmd.key
+        if cmd.op == _PUT and not cmd.lease and key not in self.leases.owner:
+            # Most writes: a put with no lease to check, attach or detach. What _leased would
+            # do for it (execute_with_lease: no refusal, no lease change), without its layers.
+            kv_apply.put(b, self.events, index, key, cmd.value)
+            result = (_OK, None, index, None)
+        else:
+            result = self._leased(cmd, b)
         res = sess.results
         if res and sess.ordered and seq < next(reversed(res)):
             sess.ordered = False
         res[seq] = result
-        b.add(SaveResult(cid, seq, *result))
+        b.ops.append(SaveResult(cid, seq, *result))  # KvBatch.add's check is for Put and Delete
         if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
@@ -250,10 +259,6 @@ class DbState:
         except Exception:  # the DB is being swapped by a snapshot install: rare
             return ClientReply("unavailable", error="state being replaced by a snapshot; retry")
         return ClientReply("invalid", error=f"not a read: {op}")
-
-    def key_count_hint(self) -> str:
-        """For log lines: the DB's size on disk (counting keys would read them all)."""
-        return f"{self.store.disk_bytes() >> 20} MB"
 
     # ---------------------------------------------------------------- snapshots
 

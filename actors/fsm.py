@@ -27,7 +27,6 @@ from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result
 from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .own_commands import own_command
 from .snapshotter import SaveSnapshot
-from .snapshot_flush import SnapshotFlushed, flush_first
 from .supervision import SupervisedActor, die
 from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
@@ -344,8 +343,6 @@ class Fsm(SupervisedActor):
         elif t is SnapshotDone:
             self.snapshotting = False
             self.last_snapshot = max(self.last_snapshot, msg.index)
-        elif t is SnapshotFlushed:
-            self._snapshot(msg.route, msg.rounds)
         return None
 
     def _apply(self, msg: Apply) -> None:
@@ -405,17 +402,16 @@ class Fsm(SupervisedActor):
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
 
-    def _snapshot(self, route: Optional[list], rounds: int = -1) -> None:
-        if rounds < 0:  # asked for (rounds >= 0: a flush for it is over, see actors/snapshot_flush.py)
-            if self.snapshotting or self.state.applied == 0:
-                if route is not None:
-                    why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
-                    self.reply_many([(route, ClientReply("unavailable", error=why))])
-                return
-            self.snapshotting = True
-            self.prepared = False
-        if flush_first(self.state, self.actor_ref, route, max(rounds, 0)):
-            return  # the memtable is written by a helper thread meanwhile; batches go on being applied
+    def _snapshot(self, route: Optional[list]) -> None:
+        if self.snapshotting or self.state.applied == 0:
+            if route is not None:
+                why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
+                self.reply_many([(route, ClientReply("unavailable", error=why))])
+            return
+        self.snapshotting = True
+        self.prepared = False
+        # On RocksDB this only switches the memtable; the snapshotter builds the checkpoint from
+        # the files once RocksDB flushed it (storage/kv_live_checkpoint.py).
         st = self.state
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()

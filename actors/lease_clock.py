@@ -54,13 +54,6 @@ class LeaseClock:
         self.deadline = {lid: now + ttl + self.extend for lid, ttl in leases.items()}
         self.next_due = min(self.deadline.values(), default=float("inf"))
 
-    def demote(self) -> None:
-        """No longer leader: forget every deadline (the next leader keeps its own)."""
-        self.promoted = False
-        self.deadline = {}
-        self.revoking = {}
-        self.next_due = float("inf")
-
     def sync(self, now: float, leases: Mapping[int, int]) -> None:
         """Follow the replicated table: a lease granted since gets ``now + ttl``; a lease no
         longer in it (revoked, expired) is forgotten."""

@@ -36,7 +36,6 @@ MAX_TTL_SECONDS = 365 * 24 * 3600
 LEASE_WRITE_OPS = frozenset({Op.LEASE_GRANT.value, Op.LEASE_REVOKE.value})  # ops that are log entries
 # answered by the leader from its clock and applied table, never logged
 LEASE_LEADER_OPS = frozenset({Op.LEASE_KEEPALIVE.value, Op.LEASE_TTL.value, Op.LEASE_LIST.value})
-LEASE_OPS = LEASE_WRITE_OPS | LEASE_LEADER_OPS
 _TXN, _DELETE = Op.TXN.value, Op.DELETE.value  # read per applied write: an enum's .value is a property call
 
 

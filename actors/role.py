@@ -208,7 +208,7 @@ class Role:
         now = time.monotonic()
         contact = ctx.last_contact
         # Last contact is kept for members only: senders are the peers' to choose (issue 11).
-        members = {m.id for m in core.members}
+        members = core.member_ids()
         for sender, m, route, offered_cid in items:
             if sender in members:
                 contact[sender] = now

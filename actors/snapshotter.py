@@ -280,28 +280,5 @@ class Snapshotter(SupervisedActor):
         self.tell_role(SnapshotReceived(leader, m.term, meta))
 
 
-def _yielding(chunks: Any) -> Any:
-    # Hand the GIL to other threads between chunks: a large snapshot must not stall heartbeats.
-    for c in chunks:
-        yield c
-        time.sleep(0)
-
-
-def _file_chunks(path: str) -> Any:
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                return
-            yield b
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 __all__ = ["Snapshotter", "SaveSnapshot", "SnapshotSaved", "SendChunk", "StoreChunk", "SnapshotSendFailed",
            "SnapshotReceived", "CorruptSnapshot"]

@@ -8,9 +8,8 @@ an expired lease) carries that entry's index, so events are ordered by (revision
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
+from typing import NamedTuple, Optional
 
 
 class EventType(str, Enum):
@@ -20,9 +19,12 @@ class EventType(str, Enum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One change of one key at one revision (the index of the committed entry that made it)."""
+class WatchEvent(NamedTuple):
+    """One change of one key at one revision (the index of the committed entry that made it).
+
+    Immutable. A NamedTuple, not a frozen dataclass: every applied write of every node builds
+    one, and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
+    ~1 us against ~0.25 us."""
 
     revision: int
     type: EventType

@@ -199,13 +199,6 @@ def list_checkpoints(parent: str, clean: bool = True) -> list[CheckpointInfo]:
     return found
 
 
-def prune_checkpoints(parent: str, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints in ``parent``. Deleting a checkpoint only
-    drops hard links: files still used by the live DB or another checkpoint stay."""
-    for info in list_checkpoints(parent)[max(keep, 1):]:
-        shutil.rmtree(info.path)
-
-
 # ---------------------------------------------------------------- sending
 
 

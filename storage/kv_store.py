@@ -38,7 +38,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cast
+from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -260,9 +260,6 @@ class KvStore:
     (:func:`raftkv.storage.kv_install.recover`), then opens the DB.
     """
 
-    # begin_checkpoint leaves the flush and the files to another thread (actors/snapshot_flush.py)
-    CHECKPOINTS_OFF_THREAD = True
-
     def __init__(self, path: str, cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> None:
         """Open (creating if needed) the store at ``path``.
 
@@ -274,7 +271,6 @@ class KvStore:
         self.path = path
         self.cache_mb = cache_mb
         self._statistics = statistics
-        self._flusher: Optional[threading.Thread] = None  # see flush_in_background
         # Held while another thread assembles a checkpoint from the live files (begin_checkpoint)
         # and while the DB is closed or reopened; the generation counts the opens, so that a
         # checkpoint begun before a swap is not built from the new DB.
@@ -522,10 +518,6 @@ class KvStore:
         version only; names without a directory part)."""
         return [(f["name"].lstrip("/"), int(f["size"])) for f in self._db.live_files()]
 
-    def disk_bytes(self) -> int:
-        """Bytes of the live SST files (RocksDB's own count; WAL and MANIFEST excluded)."""
-        return sum(f["size"] for f in self._db.live_files())
-
     # ---------------------------------------------------------------- snapshots
 
     def prepare_checkpoint(self) -> None:
@@ -597,7 +589,6 @@ class KvStore:
         disk), RocksDB refuses every later write until reopened; reopening recovers its WAL.
         Raises StorageError if it cannot be opened (yet); then the store stays closed and a
         later call may succeed."""
-        self.wait_background_flush()
         with self._files_lock:
             if not getattr(self, "_closed", True):
                 self._closed = True
@@ -622,7 +613,6 @@ class KvStore:
             self._lock = None
 
     def _close_db(self) -> None:
-        self.wait_background_flush()
         with self._files_lock:
             if not getattr(self, "_closed", True):
                 self._closed = True
@@ -631,36 +621,8 @@ class KvStore:
                 finally:
                     self._db.close()
 
-    # ---------------------------------------------------------------- flushing off the applying thread
+    # ---------------------------------------------------------------- memtable
 
     def memtable_bytes(self) -> int:
         """Bytes in the active memtable: what a checkpoint taken now would flush first."""
         return int(self._db.property_int_value("rocksdb.cur-size-active-mem-table") or 0)
-
-    def flush_in_background(self, done: Callable[[], None]) -> None:
-        """Write the memtable to disk on a helper thread and return at once; ``done()`` is
-        called from that thread when the flush is over (also if it failed: a checkpoint then
-        flushes what is left itself). RocksDB's flush is thread-safe and rocksdict's releases
-        the GIL, and the writes applied meanwhile go into a new memtable: the thread that
-        applies batches keeps applying, and its checkpoint later only flushes what it applied
-        since. Closing, reopening or swapping the DB waits for the flush first."""
-        self.wait_background_flush()
-        db = self._db
-
-        def run() -> None:
-            try:
-                db.flush(True)
-            except Exception as e:  # rocksdict raises a bare Exception for I/O errors
-                log.warning("background flush of the key-value store failed: %s", e)
-            finally:
-                done()
-
-        t = self._flusher = threading.Thread(target=run, name="kv-flush", daemon=True)
-        t.start()
-
-    def wait_background_flush(self) -> None:
-        """Wait until the flush :meth:`flush_in_background` started (if any) is over."""
-        t = getattr(self, "_flusher", None)
-        if t is not None and t is not threading.current_thread():
-            t.join()
-            self._flusher = None

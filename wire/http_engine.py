@@ -165,14 +165,18 @@ class RequestEngine:
 
     def dispatch(self, r: AsyncRoute) -> None:
         """A parsed request: answer it now, submit it to the node, or hand it to a worker."""
-        watches = self.watches
-        if watches is not None and watches.claims(r):  # the watch routes (wire/http_watch.py)
-            watches.dispatch(r)
-            return
-        backups = self.backups
-        if backups is not None and backups.claims(r):  # GET /backup (wire/http_backup.py)
-            backups.dispatch(r)
-            return
+        url = r.url
+        # A /kv/{key} without a query (most requests) is neither a watch nor a backup route:
+        # their claims() are not asked for it.
+        if not url.startswith(b"/kv/") or b"?" in url:
+            watches = self.watches
+            if watches is not None and watches.claims(r):  # the watch routes (wire/http_watch.py)
+                watches.dispatch(r)
+                return
+            backups = self.backups
+            if backups is not None and backups.claims(r):  # GET /backup (wire/http_backup.py)
+                backups.dispatch(r)
+                return
         try:
             if self.submit is not None and self._fast(r):
                 return

@@ -107,7 +107,9 @@ def kv_request(r: AsyncRoute, lease_ok: bool = True) -> Optional[ClientRequest]:
     if method == "PUT":
         if q:
             _check_params(q, method, _PUT_PARAMS)
-        req = _write_request(key, q or {}, r.body)
+            req = _write_request(key, q, r.body)
+        else:  # a plain put: what _write_request gives for no query, without its checks
+            req = ClientRequest(_PUT, key=key, value=bytes(r.body))
     else:
         if q:
             _check_params(q, method, _DELETE_PARAMS)

@@ -470,6 +470,7 @@ class HttpServer:
         self._timer: Optional[asyncio.TimerHandle] = None
         self._date = b""
         self._date_at = 0
+        self._heads: dict[int, bytes] = {}  # code -> status line and Date header, for this second
         self._stopped = False
         # ``admit(peer_ip) -> bool``, asked on accept (loopback-only mode); None admits everyone.
         self.admit: Optional[Callable[[str], bool]] = None
@@ -613,7 +614,12 @@ class HttpServer:
         if now != self._date_at:
             self._date_at = now
             self._date = email.utils.formatdate(now, usegmt=True).encode("ascii")
-        parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (code, _PHRASES.get(code, "").encode("ascii"), self._date)]
+            self._heads = {}
+        head = self._heads.get(code)
+        if head is None:  # once per status code and second, not per answer
+            head = self._heads[code] = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (
+                code, _PHRASES.get(code, "").encode("ascii"), self._date)
+        parts = [head]
         if code != 204:  # RFC 9110: no Content-Length on 204; every other answer carries one
             parts.append(b"Content-Length: %d\r\n" % len(body))
             if body:

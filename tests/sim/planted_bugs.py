@@ -64,8 +64,8 @@ BUGS: dict = {
          "                break\n"),
     ]),
     "e": ("learners count for quorums and votes like voters", [
-        ("        return [m.id for m in self.members if m.voter]\n",
-         "        return [m.id for m in self.members]  # PLANTED: learners too\n"),
+        ("            idx = self._index_of = (members, by_id, [m.id for m in members if m.voter])\n",
+         "            idx = self._index_of = (members, by_id, [m.id for m in members])  # PLANTED: learners too\n"),
     ]),
     "f": ("install_snapshot does not hand out again the entries after a snapshot that rewound the FSM", [
         ("        self.handed = last_index\n        self.want_snapshot = False\n",

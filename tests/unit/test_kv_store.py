@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from raftkv.storage import kv_install
 from raftkv.storage.kv_checkpoint import (INFO_FILE, CheckpointError, CheckpointManifest, CheckpointReceiver,
-                                          FileChunk, build_manifest, checkpoint_name, iter_chunks, list_checkpoints,
-                                          prune_checkpoints)
+                                          FileChunk, build_manifest, checkpoint_name, iter_chunks, list_checkpoints)
 from raftkv.storage.kv_db import K_FORMAT, KvFormatError
 from raftkv.storage.kv_install import SwapStep
 from raftkv.storage.kv_store import (Delete, DropResult, ExpireSession, ForgetExpired, KvStore, Put, SaveResult,
@@ -265,15 +264,16 @@ def test_a_checkpoint_keeps_exactly_the_state_at_its_index(store, tmp_path):
     assert store.get("k000") == b"b" and store.get("k001") is None
 
 
-def test_old_checkpoints_are_pruned_and_partial_ones_removed(store, tmp_path):
+def test_checkpoints_are_listed_newest_first_and_partial_ones_removed(store, tmp_path):
     cks = tmp_path / "cks"
     for i in range(1, 5):
         store.apply_batch([Put("k", b"%d" % i)], i)
         store.checkpoint(str(cks / checkpoint_name(i)))
     (cks / (checkpoint_name(9) + ".partial")).mkdir()
-    prune_checkpoints(str(cks), keep=2)
-    assert [c.applied_index for c in list_checkpoints(str(cks))] == [4, 3]
-    assert sorted(os.listdir(cks)) == [checkpoint_name(3), checkpoint_name(4)]
+    assert [c.applied_index for c in list_checkpoints(str(cks), clean=False)] == [4, 3, 2, 1]
+    assert (cks / (checkpoint_name(9) + ".partial")).is_dir()  # clean=False: left alone
+    assert [c.applied_index for c in list_checkpoints(str(cks))] == [4, 3, 2, 1]
+    assert sorted(os.listdir(cks)) == [checkpoint_name(i) for i in range(1, 5)]
 
 
 def _send(src: str, receiver: CheckpointReceiver, chunk_size: int = 4096, stop_after: int = -1) -> None:

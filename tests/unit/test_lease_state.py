@@ -135,3 +135,24 @@ def test_a_transaction_that_puts_or_deletes_a_leased_key_detaches_it(state):
     assert state.leases.keys_of(1) == []
     apply(state, 5, c("lease_revoke", lease=1))
     assert get(state, "a") == b"2"  # no longer the lease's: it stays
+
+
+def test_a_session_put_without_a_lease_detaches_and_is_remembered(state):
+    # A client's plain put (the FSM's most common entry, which DbState applies by a shorter
+    # path): it still detaches a leased key, records its watch event and revision, and a retry
+    # of the same (client, seq) gets the first result without applying again.
+    assert apply(state, 1, c("lease_grant", lease=10)) == ("ok", b"1")
+    assert apply(state, 2, c("put", "a", b"1", cid="w", seq=1, lease=1)) == ("ok", None)
+    state.take_events()
+    full = state.apply(3, EntryKind.COMMAND, c("put", "a", b"2", cid="w", seq=2))
+    state.end_batch(1, None)
+    assert full[:3] == ("ok", None, 3) and state.leases.keys_of(1) == []
+    ev = state.take_events()
+    assert [(e.revision, e.key, e.value, e.prev_value, e.create_revision, e.version) for e in ev] == [
+        (3, "a", b"2", b"1", 2, 2)]
+    assert apply(state, 4, c("put", "b", b"3", cid="w", seq=3)) == ("ok", None)
+    assert state.apply(5, EntryKind.COMMAND, c("put", "b", b"9", cid="w", seq=3))[:3] == ("ok", None, 4)
+    state.end_batch(1, None)
+    assert get(state, "b") == b"3" and get(state, "a") == b"2" and state.take_events()[-1].revision == 4
+    assert apply(state, 6, c("lease_revoke", lease=1)) == ("ok", None)
+    assert get(state, "a") == b"2"  # detached at 3: the revoke leaves it
