@@ -45,6 +45,7 @@ from .follower import Follower
 from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
+from .secure_readmission import SecureReadmission
 from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
                        TakeSnapshot, Tick)
 from .role import RoleActor
@@ -100,7 +101,7 @@ class NodeContext:
     * Wiring, set at construction and never reassigned: ``node``, ``node_id``, ``tuning``, the
       actor refs and transports (``fsm``, ``log_manager``, ``log_writer``, ``snapshotter``,
       ``peer``, ``frontdoor``, ``watch_hub``), ``snapshot_store``, ``role_classes``, ``started``,
-      the security wiring (``secure``, ``doors``, ``cluster_key``, and ``tokens``: one table
+      the security wiring (``secure``, ``doors``, ``cluster_key``, ``readmit``, and ``tokens``: one table
       whose contents the FSM's thread swaps whole), and ``more_input`` (set once by the RoleActor).
     * The role actor's own state, read and written only in its thread: ``core`` (the RaftCore),
       the persist buffer (``persist_buffer``, ``persist_after``, ``persist_in_flight``),
@@ -152,6 +153,12 @@ class NodeContext:
         self.doors = getattr(node, "doors", None)
         self.tokens = self.doors.tokens if self.doors is not None else None
         self.cluster_key = getattr(node, "cluster_key", None)
+        # Secure: the core's re-admission requests go with the join token (actors/secure_readmission.py).
+        self.readmit: Optional[SecureReadmission] = None
+        if self.secure:
+            core_member = self.core.member
+            self.readmit = SecureReadmission(self.node_id, self.cluster_id, node.cfg.join_token,
+                                             lambda pid: getattr(core_member(pid), "addr", None))
 
     @property
     def applied(self) -> int:

@@ -16,9 +16,9 @@ So a node that is listed as itself in its own configuration, and gets a leader's
 at least its own and later than that of its configuration's entry (not known committed: only a
 leader of a later term can lack it), sends that leader a JoinRequest as itself (its own record:
 its addresses and key), at most once per minimum election timeout. On a secure cluster the
-request travels over the peer connection, which the leader's door admits only with a key its
-configuration lists: a replacement whose new key was in the truncated entry is not heard, and
-must be wiped and joined again with the join token (docs/operations.md). It is an ordinary join: the leader replaces the
+leader's door admits only the keys its configuration lists (the old incarnation's, the new one was
+in the truncated entry), so the shell sends the request over a join-token connection, as a join
+is sent (actors/secure_readmission.py). It is an ordinary join: the leader replaces the
 old record only once that incarnation has been silent for an election timeout
 (actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
 from the incarnation the leader's configuration lists, and this node never answers messages

@@ -295,7 +295,7 @@ class Role:
             return
         rd = core.take_ready()
         if rd.send:
-            ctx.peer.send_many(rd.send)
+            ctx.peer.send_many(rd.send if ctx.readmit is None else ctx.readmit.take(rd.send))
         if rd.committed and not self.persist_inline:
             # A leader's commit is what the waiting clients wait for: apply before anything else.
             ctx.fsm.tell(Apply(rd.committed, self.on_committed(rd.committed)))

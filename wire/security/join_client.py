@@ -164,3 +164,12 @@ def door_is_secure(ctx: zmq.Context, addr: str, wait: float = 1.0, handshake_wai
         sock.disable_monitor()
         mon.close(linger=0)
         sock.close(linger=0)
+
+
+def ask_once(ctx: zmq.Context, token: JoinToken, addr: str, node_id: str, req: JoinRequest,
+             wait: float = ATTEMPT_S) -> Optional[JoinReply]:
+    """One JoinRequest to the member at ``addr`` over a join-token connection, without following
+    hints or retrying (a member's re-admission request: actors/secure_readmission.py): its
+    JoinReply, or None without one within ``wait`` seconds. Raises :class:`JoinRefused` when the
+    handshake says the token (or the address) is wrong."""
+    return _attempt(ctx, token, addr, node_id, req, wait)
