@@ -68,12 +68,16 @@ class MemLog:
         elif n < SMALL:
             del dropped[:n]
             dropped = []
-        else:
+        elif n > len(dropped) - n:
             # Keep the tail in a new list (a copy of references) and free the dropped head on a
-            # background thread: freeing ~1M entries here held the GIL for 100-230 ms (a write
+            # background thread: freeing ~1M entries here held the GIL for 160-530 ms (a write
             # stall after every snapshot; actors/deferred_free.py).
             self.entries = dropped[n:]
             del dropped[n:]
+        else:  # a long tail: copy the (shorter) head instead, the same way
+            head = dropped[:n]
+            del dropped[:n]  # the objects live on in ``head``: nothing is freed here
+            dropped = head
         free_later(dropped)
         self.base_index, self.base_term = upto_index, upto_term
 

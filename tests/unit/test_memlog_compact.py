@@ -35,6 +35,17 @@ def test_large_compaction_keeps_the_suffix_and_frees_the_prefix_in_the_backgroun
     _wait_freed()
 
 
+def test_a_large_prefix_before_a_longer_tail_is_dropped_the_same_way() -> None:
+    n = 6 * deferred_free.SMALL
+    ml = _log(n)
+    upto = 10 + 2 * deferred_free.SMALL  # a third of the log: the head is the shorter part
+    ml.compact(upto, 2)
+    assert ml.first_index() == upto + 1 and ml.last_index() == 10 + n
+    assert [e.data for e in ml.slice(upto + 1, upto + 3)] == [b"%d" % (upto + 1), b"%d" % (upto + 2)]
+    assert len(ml.entries) == n - 2 * deferred_free.SMALL
+    _wait_freed()
+
+
 def test_compacting_everything_or_a_little_behaves_as_before() -> None:
     ml = _log(3 * deferred_free.SMALL)
     ml.compact(15, 2)  # a small prefix: dropped in place
