@@ -496,6 +496,37 @@ class KvStore:
         table.expired = OrderedDict((cid, at) for at, cid in expired)
         return table
 
+    def session_clients(self) -> SessionTable:
+        """The session table without the results: every live client with its last index (each
+        :class:`SessionRecord`'s ``results`` left empty) and the expired ones, as
+        :meth:`sessions` gives them. Reads only the ``t`` and ``x`` rows (one a client), never the
+        results, whose range also holds a deletion per write until compactions drop them (575k of
+        them beside 10k results in a 10M-key DB): a restart reads each client's results when that
+        client is next seen (:meth:`client_results`). Every client with results has a ``t`` row:
+        the FSM writes it in the batch of each of its results, and the expiry that deletes it
+        deletes the results with it (:class:`ExpireSession`)."""
+        table = SessionTable()
+        sessions = table.sessions
+        for key, value in self._range(_TOUCH, _TOUCH_END):
+            sessions[key[1:].decode()] = SessionRecord(last_index=msgpack.unpackb(value))
+        expired = [(msgpack.unpackb(v), k[1:].decode()) for k, v in self._range(_EXPIRED, _EXPIRED_END)]
+        expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
+        table.expired = OrderedDict((cid, at) for at, cid in expired)
+        return table
+
+    def client_results(self, client_id: str) -> "OrderedDict[int, tuple]":
+        """One client's stored results by seq, in seq order, as stored (see
+        :meth:`session_result`): one seek and a scan of that client's rows only."""
+        prefix = _client_prefix(client_id)
+        end = successor(prefix)
+        assert end is not None  # the prefix starts with b"s"
+        n = len(prefix)
+        out: OrderedDict = OrderedDict()
+        unpack = msgpack.unpackb
+        for key, value in self._range(prefix, end):
+            out[_seq_from(key[n:])] = tuple(unpack(value, raw=False))
+        return out
+
     def leases(self) -> list[tuple[int, int, list[str]]]:
         """The lease table as ``(id, ttl, keys)`` (read at start-up; bounded, see kv_lease.py)."""
         return read_lease_rows(self._range(LEASE_PREFIX, LEASE_END))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from raftkv.actors import fsm
+from raftkv.actors import fsm, kv_apply
 from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import KVState
 from raftkv.records import Compare, Member, Txn, TxnOp
@@ -61,4 +61,64 @@ def test_same_results_and_state_as_the_model_across_a_reopen(tmp_path, monkeypat
     assert store.scan("", 0) == sorted(model.data.items())
     assert db.read("list", "k1", 3).items == model.read("list", "k1", 3).items
     assert db.read("get", "k5") == model.read("get", "k5")
+    store.close()
+
+
+def test_same_results_as_the_model_with_a_restart_after_every_batch(tmp_path, monkeypatch):
+    # After a restart each client's results are read when it is next seen (DbState._results_of):
+    # restarting between every two batches must still give the model's results (duplicates
+    # answered with the stored result, evicted seqs refused, expiry) and the model's state.
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    monkeypatch.setattr(fsm, "SWEEP_EVERY", 16)
+    monkeypatch.setattr(fsm, "SESSION_TTL", 40)
+    cmds = _commands(random.Random(11), 500)
+    model = KVState()
+    store = KvStore(str(tmp_path / "kv"))
+    db = DbState(store)
+    index = 0
+    for start in range(0, len(cmds), 7):
+        for payload in cmds[start:start + 7]:
+            index += 1
+            assert db.apply(index, EntryKind.COMMAND, payload) == model.apply(index, EntryKind.COMMAND, payload)
+        db.end_batch(2, None)
+        store.close()
+        store = KvStore(str(tmp_path / "kv"))
+        db = DbState(store)
+        assert set(db.sessions) == set(model.sessions)
+        assert list(db.expired.items()) == list(model.expired.items())
+    assert store.scan("", 0) == sorted(model.data.items())
+    store.close()
+
+
+def test_a_restart_reads_the_results_of_a_client_only_when_it_comes_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    store = KvStore(str(tmp_path / "kv"))
+    db = DbState(store)
+    index = 0
+    for seq in range(1, 11):  # two clients, ten writes each: six of each client's results evicted
+        for cid in ("gone", "back"):
+            index += 1
+            db.apply(index, EntryKind.COMMAND, encode_record(Command("put", f"{cid}{seq}", b"v", client_id=cid, seq=seq)))
+    db.end_batch(1, None)
+    before = db.sessions["back"].results[10]
+    store.close()
+
+    store = KvStore(str(tmp_path / "kv"))
+    reads = []
+    real = store.client_results
+    monkeypatch.setattr(store, "client_results", lambda cid: reads.append(cid) or real(cid))
+    db = DbState(store)
+    assert set(db.sessions) == {"gone", "back"} and reads == []  # the start-up reads no results
+    retry = encode_record(Command("put", "back10", b"v", client_id="back", seq=10))
+    assert db.apply(index + 1, EntryKind.COMMAND, retry) == before  # the stored result, not applied again
+    assert reads == ["back"]
+    evicted = encode_record(Command("put", "back3", b"x", client_id="back", seq=3))
+    assert db.apply(index + 2, EntryKind.COMMAND, evicted) == kv_apply.EXPIRED  # left the window
+    fresh = encode_record(Command("put", "back11", b"w", client_id="back", seq=11))
+    assert db.apply(index + 3, EntryKind.COMMAND, fresh)[0] == "ok"
+    db.end_batch(1, None)
+    assert reads == ["back"]  # read once
+    assert store.get("back3") == b"v" and store.get("back11") == b"w"
+    assert list(store.client_results("back")) == [8, 9, 10, 11]
+    assert list(store.client_results("gone")) == [7, 8, 9, 10]
     store.close()
