@@ -23,7 +23,7 @@ from typing import Optional
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
 from raftkv.storage.kv_cache import ValueCache
 from raftkv.storage.kv_checkpoint import CheckpointInfo
-from raftkv.storage.kv_store import (DropResult, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
+from raftkv.storage.kv_store import (DropResultsBelow, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
                                      TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
@@ -38,6 +38,13 @@ from .token_state import TOKEN_WRITE_OPS, TokenState
 from .watch_events import WatchEvent
 
 log = logging.getLogger("actors.fsm")
+
+# A client's results that left its window are deleted from the DB a block of seqs at a time (one
+# range deletion when its lowest seq enters a new block; read at each use: tests change it), and
+# a reader keeps the highest SESSION_WINDOW seqs of what is stored (_results_of). Deleting one
+# result per write left a deletion per write in the DB, which every later scan of the client's
+# results stepped over until a compaction into the bottom level dropped it.
+RESULT_BLOCK = 1024
 
 META_TERM = "term"
 META_MEMBERS = "members"
@@ -142,15 +149,28 @@ class DbState:
         if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
-            b.add(DropResult(cid, low))
+            new_low = sess.lowest()
+            if low // RESULT_BLOCK != new_low // RESULT_BLOCK:
+                b.add(DropResultsBelow(cid, new_low))
         return result
 
     def _results_of(self, cid: str, sess: _Session) -> None:
         """Read the stored results of a session loaded at start-up (in seq order: ``ordered``
         stays True). The open batch holds none of them: a session's results are read before
-        its first request after the load is applied."""
+        its first request after the load is applied.
+
+        The DB may also hold some results that left the window (see RESULT_BLOCK): the window
+        is the highest SESSION_WINDOW seqs stored. That is the table a node that never stopped
+        holds: each saved result enters its window unless the window is full and the seq is
+        below its lowest, and a full window drops its lowest, so the window is always the
+        highest SESSION_WINDOW seqs ever saved for the client; the DB drops only seqs below the
+        window's lowest."""
         norm = kv_apply.normalize_result
-        sess.results = OrderedDict((seq, norm(x)) for seq, x in self.store.client_results(cid).items())
+        stored = list(self.store.client_results(cid).items())
+        window = _fsm.SESSION_WINDOW
+        if len(stored) > window:
+            stored = stored[-window:]
+        sess.results = OrderedDict((seq, norm(x)) for seq, x in stored)
         sess.stored = False
 
     def _expire(self, index: int, b: KvBatch) -> None:

@@ -22,8 +22,8 @@ from raftkv.storage.kv_checkpoint import (INFO_FILE, CheckpointError, Checkpoint
                                           prune_checkpoints)
 from raftkv.storage.kv_db import K_FORMAT, KvFormatError
 from raftkv.storage.kv_install import SwapStep
-from raftkv.storage.kv_store import (Delete, DropResult, ExpireSession, ForgetExpired, KvStore, Put, SaveResult,
-                                     TouchSession)
+from raftkv.storage.kv_store import (Delete, DropResult, DropResultsBelow, ExpireSession, ForgetExpired, KvStore, Put,
+                                     SaveResult, TouchSession)
 from raftkv.storage.log_store import StorageError
 
 
@@ -256,6 +256,8 @@ def test_the_clients_of_the_session_table_and_each_ones_results_read_apart(store
         assert s.client_results("c1") == OrderedDict([(-2, ("ok", None)), (1, ("cas_failed", b"cur"))])
         assert s.client_results("c1\x00") == OrderedDict([(5, ("ok", None))])
         assert s.client_results("nobody") == OrderedDict()
+        s.apply_batch([DropResultsBelow("c1", 1), DropResultsBelow("c1\x00", -5)], 14)
+        assert list(s.client_results("c1")) == [1] and list(s.client_results("c1\x00")) == [5]
     finally:
         s.close()
 
