@@ -504,8 +504,9 @@ class KvStore:
         return None if raw is None else tuple(msgpack.unpackb(raw, raw=False))
 
     def sessions(self) -> SessionTable:
-        """The whole session table (read at start-up: it is bounded by clients x window).
-        Each client's results come in seq order."""
+        """The whole session table as stored (tests and tools; a start reads
+        :meth:`session_clients`). Each client's results come in seq order; since format 3 they
+        may include a few rows below the client's window (see the layout above)."""
         table = SessionTable()
         sessions = table.sessions
         for key, value in self._range(_TOUCH, _TOUCH_END):
