@@ -12,8 +12,13 @@ from .log_store import StorageError
 
 # 2: a user key's value is stored with its revisions (storage/kv_record.py) under the prefix "v";
 # a format-1 DB (raw values under "d") is converted when opened (KvStore._upgrade_v1).
-KV_FORMAT_VERSION = 2
-READABLE_KV_FORMATS = frozenset({1, 2})
+# 3: a client's results that left its window are deleted in blocks (kv_store.DropResultsBelow), so
+# the rows of a few seqs below the window may remain: readers keep each client's highest
+# SESSION_WINDOW seqs. A format-2 DB holds exactly the windows: it is a format-3 DB as it is (its
+# version is rewritten when opened). Format 2 builds refuse a format-3 DB or checkpoint: they would
+# take the remaining rows for results still in the window.
+KV_FORMAT_VERSION = 3
+READABLE_KV_FORMATS = frozenset({1, 2, 3})
 
 # Default block cache: 128 MB. The cache also holds index and filter blocks (see kv_options), so
 # a node's memory is bounded by it plus the memtables (2 x 64 MB) and the gets' value cache

@@ -17,7 +17,12 @@ Layout (one column family, raw bytes keys; RocksDB's bytewise order is the order
 - ``b"s" + len(client_id) u16 + client_id + seq``: one result of the session table, value
   msgpack ``[status, value]``. ``seq`` is a signed 64-bit int stored big-endian with its sign
   bit flipped, so one client's results sort by seq. The length prefix keeps one client's
-  results contiguous whatever bytes its id holds.
+  results contiguous whatever bytes its id holds. Format version 3: results that left the
+  client's window are deleted in blocks, one range deletion for many (:class:`DropResultsBelow`),
+  instead of a point deletion per write (which a restart's scan then stepped over, ~0.35 us
+  each, until a compaction into the bottom level dropped them); rows of a few seqs below the
+  window may remain, and the reader keeps the client's highest window's worth
+  (actors/db_state.py). A format-2 DB (exact windows) is marked format 3 when opened.
 - ``b"t" + client_id``: msgpack int, the log index of the client's last request.
 - ``b"x" + client_id``: msgpack int, the log index at which the client's session expired.
 - ``b"l" + ...``: the lease table (storage/kv_lease.py), never seen by get or list.
@@ -116,6 +121,13 @@ class DropResult(NamedTuple):
     seq: int
 
 
+class DropResultsBelow(NamedTuple):
+    """Forget every result of the client whose seq is below ``seq`` (one range deletion)."""
+
+    client_id: str
+    seq: int
+
+
 class TouchSession(NamedTuple):
     """Record the log index of the client's last request (sessions expire by log position)."""
 
@@ -138,7 +150,7 @@ class ForgetExpired(NamedTuple):
 
 
 KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
-             LeaseRow, LeaseKeyRow, LeaseDropRow]
+             LeaseRow, LeaseKeyRow, LeaseDropRow, DropResultsBelow]
 
 
 class KvBatch:
@@ -320,8 +332,11 @@ class KvStore:
                 self._db.flush_wal(True)
                 log.info("created a new key-value store at %s (format version %d)", path, KV_FORMAT_VERSION)
             self._applied = read_header(self._db, path)
-            if read_format(self._db) == 1:
+            found = read_format(self._db)
+            if found == 1:
                 self._upgrade_v1()
+            elif found == 2:
+                self._upgrade_v2()
         except BaseException:
             self.close()
             raise
@@ -354,6 +369,14 @@ class KvStore:
         self._db.flush_wal(True)
         log.warning("key-value store at %s converted from format version 1 to %d (%d keys; revisions of "
                     "keys written before are unknown: 0)", self.path, KV_FORMAT_VERSION, moved)
+
+    def _upgrade_v2(self) -> None:
+        """Mark a format-2 DB format 3: it holds exactly each client's window, which format 3
+        reads the same way (see the layout above); nothing else changes."""
+        self._db.put(K_FORMAT, pack(KV_FORMAT_VERSION), self._wo)
+        self._db.flush_wal(True)
+        log.info("key-value store at %s marked format version %d (was 2; no data changed)", self.path,
+                 KV_FORMAT_VERSION)
 
     def _is_empty(self) -> bool:
         it = self._db.iter()
@@ -405,6 +428,9 @@ class KvStore:
                 wb.delete(_result_key(op.client_id, op.seq))
             elif isinstance(op, TouchSession):
                 put(_TOUCH + op.client_id.encode(), pack_(op.last_index))
+            elif isinstance(op, DropResultsBelow):
+                prefix = _client_prefix(op.client_id)
+                wb.delete_range(prefix, prefix + _seq_bytes(op.seq))
             elif isinstance(op, ExpireSession):
                 prefix = _client_prefix(op.client_id)
                 wb.delete_range(prefix, successor(prefix))
@@ -474,8 +500,9 @@ class KvStore:
         return None if raw is None else tuple(msgpack.unpackb(raw, raw=False))
 
     def sessions(self) -> SessionTable:
-        """The whole session table (read at start-up: it is bounded by clients x window).
-        Each client's results come in seq order."""
+        """The whole session table as stored (tests and tools; a start reads
+        :meth:`session_clients`). Each client's results come in seq order; since format 3 they
+        may include a few rows below the client's window (see the layout above)."""
         table = SessionTable()
         sessions = table.sessions
         for key, value in self._range(_TOUCH, _TOUCH_END):
@@ -491,6 +518,37 @@ class KvStore:
         expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
         table.expired = OrderedDict((cid, at) for at, cid in expired)
         return table
+
+    def session_clients(self) -> SessionTable:
+        """The session table without the results: every live client with its last index (each
+        :class:`SessionRecord`'s ``results`` left empty) and the expired ones, as
+        :meth:`sessions` gives them. Reads only the ``t`` and ``x`` rows (one a client), never the
+        results, whose range also holds a deletion per write until compactions drop them (575k of
+        them beside 10k results in a 10M-key DB): a restart reads each client's results when that
+        client is next seen (:meth:`client_results`). Every client with results has a ``t`` row:
+        the FSM writes it in the batch of each of its results, and the expiry that deletes it
+        deletes the results with it (:class:`ExpireSession`)."""
+        table = SessionTable()
+        sessions = table.sessions
+        for key, value in self._range(_TOUCH, _TOUCH_END):
+            sessions[key[1:].decode()] = SessionRecord(last_index=msgpack.unpackb(value))
+        expired = [(msgpack.unpackb(v), k[1:].decode()) for k, v in self._range(_EXPIRED, _EXPIRED_END)]
+        expired.sort(key=lambda p: p[0])  # stable: ties keep client id order
+        table.expired = OrderedDict((cid, at) for at, cid in expired)
+        return table
+
+    def client_results(self, client_id: str) -> "OrderedDict[int, tuple]":
+        """One client's stored results by seq, in seq order, as stored (see
+        :meth:`session_result`): one seek and a scan of that client's rows only."""
+        prefix = _client_prefix(client_id)
+        end = successor(prefix)
+        assert end is not None  # the prefix starts with b"s"
+        n = len(prefix)
+        out: OrderedDict = OrderedDict()
+        unpack = msgpack.unpackb
+        for key, value in self._range(prefix, end):
+            out[_seq_from(key[n:])] = tuple(unpack(value, raw=False))
+        return out
 
     def leases(self) -> list[tuple[int, int, list[str]]]:
         """The lease table as ``(id, ttl, keys)`` (read at start-up; bounded, see kv_lease.py)."""

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import random
 
-from raftkv.actors import fsm
+import pytest
+
+import rocksdict
+
+from raftkv.actors import db_state, fsm, kv_apply
 from raftkv.actors.db_state import DbState
 from raftkv.actors.fsm import KVState
 from raftkv.records import Compare, Member, Txn, TxnOp
-from raftkv.storage.kv_store import KvStore
+from raftkv.storage.format import pack
+from raftkv.storage.kv_db import K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, read_format
+from raftkv.storage.kv_record import KeyRecord
+from raftkv.storage.kv_record import encode_record as encode_record_of
+from raftkv.storage.kv_store import KvStore, _client_prefix, _seq_bytes
 from raftkv.wire.messages import Command, EntryKind, encode_record
 
 
@@ -37,8 +45,10 @@ def _commands(rng: random.Random, n: int) -> list:
     return out
 
 
-def test_same_results_and_state_as_the_model_across_a_reopen(tmp_path, monkeypatch):
+@pytest.mark.parametrize("block", [1, 5, 1024])
+def test_same_results_and_state_as_the_model_across_a_reopen(tmp_path, monkeypatch, block):
     monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)  # exercise eviction
+    monkeypatch.setattr(db_state, "RESULT_BLOCK", block)
     monkeypatch.setattr(fsm, "SWEEP_EVERY", 16)
     monkeypatch.setattr(fsm, "SESSION_TTL", 40)  # and expiry
     rng = random.Random(7)
@@ -62,3 +72,130 @@ def test_same_results_and_state_as_the_model_across_a_reopen(tmp_path, monkeypat
     assert db.read("list", "k1", 3).items == model.read("list", "k1", 3).items
     assert db.read("get", "k5") == model.read("get", "k5")
     store.close()
+
+
+def test_same_results_as_the_model_with_a_restart_after_every_batch(tmp_path, monkeypatch):
+    # After a restart each client's results are read when it is next seen (DbState._results_of):
+    # restarting between every two batches must still give the model's results (duplicates
+    # answered with the stored result, evicted seqs refused, expiry) and the model's state.
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    monkeypatch.setattr(fsm, "SWEEP_EVERY", 16)
+    monkeypatch.setattr(fsm, "SESSION_TTL", 40)
+    monkeypatch.setattr(db_state, "RESULT_BLOCK", 3)  # results below the window stay in the DB for a while
+    cmds = _commands(random.Random(11), 500)
+    model = KVState()
+    store = KvStore(str(tmp_path / "kv"))
+    db = DbState(store)
+    index = 0
+    for start in range(0, len(cmds), 7):
+        for payload in cmds[start:start + 7]:
+            index += 1
+            assert db.apply(index, EntryKind.COMMAND, payload) == model.apply(index, EntryKind.COMMAND, payload)
+        db.end_batch(2, None)
+        store.close()
+        store = KvStore(str(tmp_path / "kv"))
+        db = DbState(store)
+        assert set(db.sessions) == set(model.sessions)
+        assert list(db.expired.items()) == list(model.expired.items())
+    assert store.scan("", 0) == sorted(model.data.items())
+    store.close()
+
+
+def test_a_restart_reads_the_results_of_a_client_only_when_it_comes_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    store = KvStore(str(tmp_path / "kv"))
+    db = DbState(store)
+    index = 0
+    for seq in range(1, 11):  # two clients, ten writes each: six of each client's results evicted
+        for cid in ("gone", "back"):
+            index += 1
+            db.apply(index, EntryKind.COMMAND, encode_record(Command("put", f"{cid}{seq}", b"v", client_id=cid, seq=seq)))
+    db.end_batch(1, None)
+    before = db.sessions["back"].results[10]
+    store.close()
+
+    store = KvStore(str(tmp_path / "kv"))
+    reads = []
+    real = store.client_results
+    monkeypatch.setattr(store, "client_results", lambda cid: reads.append(cid) or real(cid))
+    db = DbState(store)
+    assert set(db.sessions) == {"gone", "back"} and reads == []  # the start-up reads no results
+    retry = encode_record(Command("put", "back10", b"v", client_id="back", seq=10))
+    assert db.apply(index + 1, EntryKind.COMMAND, retry) == before  # the stored result, not applied again
+    assert reads == ["back"]
+    evicted = encode_record(Command("put", "back3", b"x", client_id="back", seq=3))
+    assert db.apply(index + 2, EntryKind.COMMAND, evicted) == kv_apply.EXPIRED  # left the window
+    fresh = encode_record(Command("put", "back11", b"w", client_id="back", seq=11))
+    assert db.apply(index + 3, EntryKind.COMMAND, fresh)[0] == "ok"
+    db.end_batch(1, None)
+    assert reads == ["back"]  # read once
+    assert store.get("back3") == b"v" and store.get("back11") == b"w"
+    assert list(db.sessions["back"].results) == [8, 9, 10, 11]
+    db = DbState(store)
+    for cid in ("back", "gone"):  # read back: each client's highest four
+        db._results_of(cid, db.sessions[cid])
+    assert list(db.sessions["back"].results) == [8, 9, 10, 11] and list(db.sessions["gone"].results) == [7, 8, 9, 10]
+    store.close()
+
+
+def test_evicted_results_leave_a_range_deletion_per_block_not_a_deletion_per_write(tmp_path, monkeypatch):
+    # A restart reads a returning client's stored results: with a deletion per write it stepped
+    # over every write of that client since the last compaction into the bottom level.
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 16)
+    monkeypatch.setattr(db_state, "RESULT_BLOCK", 64)
+    store = KvStore(str(tmp_path / "kv"), statistics=True)
+    db = DbState(store)
+    for seq in range(1, 3001):
+        db.apply(seq, EntryKind.COMMAND, encode_record(Command("put", "k", b"v", client_id="c", seq=seq)))
+        if seq % 50 == 0:
+            db.end_batch(1, None)
+    db.end_batch(1, None)
+    stored = store.client_results("c")
+    # the window (2985..3000) and the rows of its block below it (2944..2984) only
+    assert list(stored) == list(range(2944, 3001))
+    skipped = store.ticker("rocksdb.number.iter.skip")
+    assert skipped < 100, skipped  # a point deletion per write: ~3000
+    db = DbState(store)  # a restart: the window read back is the one kept in memory
+    retry = encode_record(Command("put", "k", b"v", client_id="c", seq=2985))
+    assert db.apply(3001, EntryKind.COMMAND, retry) == ("ok", None, 2985, None)
+    late = encode_record(Command("put", "k", b"v", client_id="c", seq=2984))
+    assert db.apply(3002, EntryKind.COMMAND, late) == kv_apply.EXPIRED
+    assert list(db.sessions["c"].results) == list(range(2985, 3001))
+    store.close()
+
+
+def test_a_format_2_store_opens_with_its_session_table_and_is_marked_format_3(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    path = str(tmp_path / "kv")
+    raw = rocksdict.Rdict(path, kv_options())  # what the previous release wrote: exact windows
+    raw[K_FORMAT] = pack(2)
+    raw[K_APPLIED] = pack(40)
+    prefix = _client_prefix("c1")
+    for seq in range(7, 11):
+        raw[prefix + _seq_bytes(seq)] = b"\x93\xa2ok\xc0" + pack(seq + 20)  # ["ok", None, rev]
+    raw[b"tc1"] = pack(30)
+    raw[b"xold"] = pack(12)
+    raw[b"vk"] = encode_record_of(KeyRecord(b"val", 3, 3, 1))  # storage/kv_record.py
+    raw.close()
+    store = KvStore(path)
+    try:
+        assert read_format(store._db) == KV_FORMAT_VERSION == 3
+        assert store.applied_index() == 40 and store.get("k") == b"val"
+        db = DbState(store)
+        assert set(db.sessions) == {"c1"} and list(db.expired.items()) == [("old", 12)]
+        dup = encode_record(Command("put", "k", b"again", client_id="c1", seq=9))
+        assert db.apply(41, EntryKind.COMMAND, dup) == ("ok", None, 29, None)  # not applied again
+        assert db.apply(42, EntryKind.COMMAND, encode_record(Command("put", "k", b"x", client_id="c1", seq=6))) \
+            == kv_apply.EXPIRED
+        assert db.apply(43, EntryKind.COMMAND, encode_record(Command("put", "k", b"new", client_id="c1", seq=11))) \
+            == ("ok", None, 43, None)
+        db.end_batch(2, None)
+        assert store.get("k") == b"new"
+        assert list(store.client_results("c1")) == [7, 8, 9, 10, 11]  # 7 left the window: its block stays
+    finally:
+        store.close()
+    store = KvStore(path)
+    try:
+        assert list(DbState(store).sessions) == ["c1"] and read_format(store._db) == 3
+    finally:
+        store.close()

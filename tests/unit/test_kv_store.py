@@ -21,8 +21,8 @@ from raftkv.storage.kv_checkpoint import (INFO_FILE, CheckpointError, Checkpoint
                                           FileChunk, build_manifest, checkpoint_name, iter_chunks, list_checkpoints)
 from raftkv.storage.kv_db import K_FORMAT, KvFormatError
 from raftkv.storage.kv_install import SwapStep
-from raftkv.storage.kv_store import (Delete, DropResult, ExpireSession, ForgetExpired, KvStore, Put, SaveResult,
-                                     TouchSession)
+from raftkv.storage.kv_store import (Delete, DropResult, DropResultsBelow, ExpireSession, ForgetExpired, KvStore, Put,
+                                     SaveResult, TouchSession)
 from raftkv.storage.log_store import StorageError
 
 
@@ -236,6 +236,27 @@ def test_the_session_table_survives_a_reopen(store):
         assert s.session_result("c2", 1) is None
         s.apply_batch([ForgetExpired("gone")], 21)
         assert list(s.sessions().expired) == ["old", "c2"]
+    finally:
+        s.close()
+
+
+def test_the_clients_of_the_session_table_and_each_ones_results_read_apart(store):
+    store.apply_batch([SaveResult("c1", 3, "ok"), SaveResult("c1", 1, "cas_failed", b"cur"),
+                       SaveResult("c1", -2, "ok"), TouchSession("c1", 10),
+                       SaveResult("c1\x00", 5, "ok"), TouchSession("c1\x00", 11)], 12)
+    store.apply_batch([DropResult("c1", 3), ExpireSession("old", 13)], 13)
+    s = reopen(store)
+    try:
+        t = s.session_clients()
+        assert {cid: r.last_index for cid, r in t.sessions.items()} == {"c1": 10, "c1\x00": 11}
+        assert all(not r.results for r in t.sessions.values())  # the results are not read
+        assert list(t.expired.items()) == [("old", 13)]
+        # one client's rows only, in seq order ("c1\x00"'s share the prefix "c1" but not the length)
+        assert s.client_results("c1") == OrderedDict([(-2, ("ok", None)), (1, ("cas_failed", b"cur"))])
+        assert s.client_results("c1\x00") == OrderedDict([(5, ("ok", None))])
+        assert s.client_results("nobody") == OrderedDict()
+        s.apply_batch([DropResultsBelow("c1", 1), DropResultsBelow("c1\x00", -5)], 14)
+        assert list(s.client_results("c1")) == [1] and list(s.client_results("c1\x00")) == [5]
     finally:
         s.close()
 

@@ -154,7 +154,7 @@ def test_a_format_1_store_is_converted_and_keeps_its_values(tmp_path):
         kv_store._UPGRADE_BATCH = old_batch
     try:
         assert store.applied_index() == 42
-        assert read_format(store._db) == KV_FORMAT_VERSION == 2
+        assert read_format(store._db) == KV_FORMAT_VERSION == 3
         assert store.get("k07") == b"value 7"
         assert store.get_record("é") == KeyRecord(b"\x00\xff", 0, 0, 1)  # history unknown
         assert len(store.scan("k", 0)) == 25
