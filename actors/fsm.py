@@ -378,14 +378,16 @@ class Fsm(SupervisedActor):
                     if txn is not None:
                         rep.succeeded, rep.responses = txn
                     replies.append((route, rep))
-        # Durable state first (one unsynced write batch), then the answers and the view.
+        # Durable state first (one unsynced write batch), then the view, then the answers: a
+        # client told that its entry is applied must find this node acting on it (a revoked
+        # token refused at the door: the view's publication swaps the door's token table).
         st.end_batch(self.applied_term, self.members if config_applied else None)
         events = st.take_events()  # taken even with no hub, so that they never pile up
         if self.hub is not None:
             self.hub.publish(events, st.applied)
+        self.publish(AppliedView(st.applied, st))
         if replies:
             self.reply_many(replies)
-        self.publish(AppliedView(st.applied, st))
         self._serve_pending()
         since = st.applied - self.last_snapshot
         if since >= self.threshold and not self.snapshotting:

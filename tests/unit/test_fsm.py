@@ -102,3 +102,13 @@ def test_the_fsm_publishes_each_applied_index_with_the_state_that_holds_it():
         snap.apply(i, EntryKind.COMMAND, cmd("put", "other", str(i).encode(), seq=i))
     actor.on_receive(Restore(list(snap.chunks()), 10, 2, []))
     assert views[-1].index == 10 and views[-1].state is actor.state and views[-1].state.read("get", "other").value == b"10"
+
+
+def test_the_view_is_published_before_the_writers_are_answered():
+    # The door swaps its token table when the view is published (actors/node.py _on_applied): a
+    # client answered "revoked" before that could still pass the door with the revoked token.
+    order: list = []
+    actor = fsm.Fsm(lambda rs: order.append(("reply", [r for _, r in rs])),
+                    lambda v: order.append(("view", v.index)), lambda m: None, snapshot_threshold=1_000)
+    actor.on_receive(Apply([(1, Entry(1, EntryKind.COMMAND, cmd("put", "k", b"v")))], {1: (1, "route1")}))
+    assert [what for what, _ in order] == ["view", "reply"] and order[0][1] == 1
