@@ -230,7 +230,8 @@ def test_kvclient_watch_prints_one_line_per_event_until_ctrl_c(cluster):
     servers = ",".join(cluster.servers)
     for as_json in (False, True):
         args = [sys.executable, str(KVCLIENT), "--servers", servers, "watch", "app/"] + (["--json"] if as_json else [])
-        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                             preexec_fn=_sigint_as_at_a_terminal)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in iter(p.stdout.readline, b"")], daemon=True).start()
         try:
@@ -263,3 +264,10 @@ def test_kvclient_watch_prints_one_line_per_event_until_ctrl_c(cluster):
         finally:
             p.send_signal(signal.SIGINT)
             assert p.wait(20) == 0
+
+
+def _sigint_as_at_a_terminal() -> None:
+    # A test suite started in the background (`cmd &` without job control, as CI may be) runs
+    # with SIGINT ignored, and children inherit that: Python then installs no KeyboardInterrupt
+    # handler and the Ctrl-C this test sends would be lost. A user's terminal delivers it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
