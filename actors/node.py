@@ -415,11 +415,11 @@ class Node:
 
         ctx = zmq.Context()
         try:
-            secure = door_is_secure(ctx, self.cfg.join)
+            secure = next((a for a in self.cfg.join_addrs if door_is_secure(ctx, a)), None)
         finally:
             ctx.destroy(linger=0)
         if secure:
-            raise NodeError(f"{self.cfg.join} is a member of a secure cluster: start this node with --token "
+            raise NodeError(f"{secure} is a member of a secure cluster: start this node with --token "
                             "JOIN_TOKEN (or $KV_JOIN_TOKEN; the join.token file of its bootstrap node)")
 
     def _join_secure(self) -> Any:
@@ -446,7 +446,7 @@ class Node:
                                  curve_key=self.node_key.public_text), self._incarnation)
         ctx = zmq.Context()
         try:
-            reply = join_secure(ctx, token, cfg.join, cfg.id, req)
+            reply = join_secure(ctx, token, cfg.join_addrs, cfg.id, req)
         except JoinRefused as e:
             raise NodeError(str(e)) from None
         finally:
@@ -794,7 +794,8 @@ class Node:
         req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation,
                                  curve_key=self.node_key.public_text if self.node_key is not None else ""),
                           self._incarnation)
-        target = cfg.join  # this loop's own: the role actor only sends hints (on_join_reply)
+        addrs = cfg.join_addrs
+        target = addrs[0]  # this loop's own: the role actor only sends hints (on_join_reply)
         delay = 0.2
         attempt = 0
         started = time.monotonic()
@@ -807,7 +808,9 @@ class Node:
             while not self._join_hints.empty():
                 target = self._join_hints.get_nowait()
             if attempt % 5 == 0:
-                target = cfg.join  # a leader hint may be stale: go back to the configured member
+                # A leader hint may be stale, and a configured member may be down: go back to the
+                # configured members, the next one each time.
+                target = addrs[(attempt // 5) % len(addrs)]
             now = time.monotonic()
             if now - started >= JOIN_WARN_AFTER_S and now - warned_at >= JOIN_WARN_EVERY_S:
                 warned_at = now

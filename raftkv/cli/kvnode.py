@@ -259,7 +259,8 @@ def _run_all(config: str, overrides: dict, log_format: LogFormat) -> None:
 @click.option("--bootstrap", is_flag=True, default=False,
               help="Start a new cluster with this node (no-op if it has data).")
 @click.option("--join", default=None,
-              help="Join the cluster through the member at this peer address (no-op if already a member).")
+              help="Join the cluster through the member at this peer address; several comma-separated are "
+                   "tried in turn (no-op if already a member).")
 @click.option("--insecure", is_flag=True, default=False,
               help="Lift loopback-only mode of a cluster made without --secure: every door accepts anyone "
                    "(logs a WARNING at every start).")

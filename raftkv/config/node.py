@@ -73,7 +73,7 @@ class NodeConfig:
     live in :attr:`node_dir` (``data_dir/id``). ``cluster_id`` is None when not
     configured: a bootstrapping node then makes one up, a joining node learns it.
 
-    ``bootstrap`` and ``join`` (an advertised peer address) are exclusive; both may be
+    ``bootstrap`` and ``join`` (advertised peer addresses of members, comma-separated) are exclusive; both may be
     unset (a restart, or a node added with ``kvclient add-node`` that waits to be
     contacted). ``peers`` is the initial cluster this node seeds when it bootstraps a
     brand-new data directory (it includes this node): every node of a whole-cluster file,
@@ -117,6 +117,11 @@ class NodeConfig:
     def node_dir(self) -> Path:
         """This node's own directory: ``<data_dir>/<id>`` (as the tutorial's ``data/<id>/``)."""
         return Path(self.data_dir) / self.id
+
+    @property
+    def join_addrs(self) -> tuple[str, ...]:
+        """The members' peer addresses ``join`` names, in the order given (empty: no join)."""
+        return tuple(self.join.split(",")) if self.join else ()
 
     @property
     def spec(self) -> NodeSpec:
@@ -207,6 +212,24 @@ def _as_addr(v: Any, name: str, where: Optional[str], optional: bool = False) ->
         raise _err(where, f"{name}: {e}") from None
 
 
+def _as_join(v: Any, name: str, where: Optional[str]) -> Optional[str]:
+    """``join``: one member's peer address, or several (comma-separated, or a YAML list) that the
+    joiner tries in turn, so that one member being down does not keep a wiped node out for ever.
+    Returned normalised and comma-joined (:attr:`NodeConfig.join_addrs` splits it)."""
+    if v is None:
+        return None
+    parts = v.split(",") if isinstance(v, str) else v
+    if not isinstance(parts, list) or not parts:
+        raise _err(where, f"{name} must be a HOST:PORT string, several comma-separated, or a list of them "
+                          f"(got {_show(v)})")
+    addrs: list[str] = []
+    for part in parts:
+        a = _as_addr(part.strip() if isinstance(part, str) else part, name, where)
+        if a is not None and a not in addrs:
+            addrs.append(a)
+    return ",".join(addrs)
+
+
 def _as_data_dir(v: Any, name: str, where: Optional[str]) -> str:
     return os.path.expanduser(_as_str(v, name, where))
 
@@ -286,8 +309,10 @@ def _clean_overrides(overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         flag = _FLAGS[key]
         if key == "id":
             v = _as_id(v, flag, None)
-        elif key in ("addr", "client", "http", "join"):
+        elif key in ("addr", "client", "http"):
             v = _as_addr(v, flag, None)
+        elif key == "join":
+            v = _as_join(v, flag, None)
         elif key == "data_dir":
             v = _as_data_dir(v, flag, None)
         elif key == "cluster_id":
@@ -370,7 +395,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
     me = NodeConfig(id=v["id"], addr=v["addr"], client=v["client"], http=v.get("http"),
                     data_dir=v.get("data_dir") or DEFAULT_DATA_DIR,
                     cluster_id=v.get("cluster_id"), bootstrap=bootstrap,
-                    join=advertise(join) if join else None, raft=raft,
+                    join=",".join(dict.fromkeys(advertise(a) for a in join.split(","))) if join else None,
+                    raft=raft,
                     log_level=v.get("log_level") or "INFO",
                     bootstrap_asked=bootstrap and bool(v.get("bootstrap_asked", True)),
                     storage_cache_mb=v.get("storage_cache_mb", DEFAULT_CACHE_MB),
@@ -388,8 +414,8 @@ def _finish(where: Optional[str], v: dict[str, Any], group: Optional[list[dict]]
     else:
         members = [me.spec]
     _check_distinct(where, members)
-    if me.join and me.join == me.spec.addr:
-        raise _err(where, f"join {me.join} is this node's own addr: "
+    if me.spec.addr in me.join_addrs:
+        raise _err(where, f"join {me.spec.addr} is this node's own addr: "
                           "give the peer address of another member")
     me.peers = members if me.bootstrap else []
     return me
@@ -422,7 +448,7 @@ def _from_node_file(path: str, data: dict, ov: dict[str, Any]) -> NodeConfig:
         if key in data:
             v[key] = _as_addr(data[key], key, path)
     v["http"] = _as_addr(data.get("http"), "http", path, optional=True)
-    v["join"] = _as_addr(data.get("join"), "join", path, optional=True)
+    v["join"] = _as_join(data.get("join"), "join", path)
     if "data_dir" in data:
         v["data_dir"] = _as_data_dir(data["data_dir"], "data_dir", path)
     v["cluster_id"] = _as_str(data.get("cluster_id"), "cluster_id", path, optional=True)

@@ -276,14 +276,14 @@ class SecureCluster(Cluster):
             args += ["--config", str(path)]
         return args + ["--id", node_id, "--addr", addr, "--client", client, "--data-dir", str(self.data_dir)]
 
-    def add_secure_joiner(self, node_id: str, token: Optional[str] = None) -> NodeProc:
-        """A node (not started) that joins through node1 with ``--token`` (the join token by default,
-        read when it starts: the bootstrap writes it; "" for no --token)."""
+    def add_secure_joiner(self, node_id: str, token: Optional[str] = None, join: Optional[str] = None) -> NodeProc:
+        """A node (not started) that joins through node1 (or ``join``) with ``--token`` (the join
+        token by default, read when it starts: the bootstrap writes it; "" for no --token)."""
         host = self.host_for(len(self.nodes) + 1)
         addr, client = f"{host}:{free_port()}", f"{host}:{free_port()}"
         node = self.nodes[node_id] = _SecureJoiner(self, node_id, addr, client, None,
                                                    args=self._flag_args(node_id, addr, client)
-                                                   + ["--join", self.nodes["node1"].addr])
+                                                   + ["--join", join or self.nodes["node1"].addr])
         node.token = token
         return node
 

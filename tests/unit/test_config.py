@@ -406,6 +406,29 @@ def test_join_self(tmp_path):
     assert msg.startswith("join 127.0.0.1:9001 is this node's own addr")
 
 
+def test_join_several_members(tmp_path):
+    # A comma-separated --join, or a YAML list: the joiner tries them in turn (one member being
+    # down does not keep a wiped node out); normalised, advertised, duplicates dropped, order kept.
+    cfg = load_config(None, "n4", {"addr": "127.0.0.1:9004", "join": "localhost:9002, 127.0.0.1:9001,:9002"})
+    assert cfg.join_addrs == ("127.0.0.1:9002", "127.0.0.1:9001")
+    assert cfg.join == "127.0.0.1:9002,127.0.0.1:9001" and not cfg.bootstrap
+    path = write(tmp_path, 'id: n4\naddr: 127.0.0.1:9004\njoin: ["127.0.0.1:9001", "localhost:9003"]\n')
+    assert load_config(path).join_addrs == ("127.0.0.1:9001", "127.0.0.1:9003")
+    assert load_config(None, "n4", {"addr": "127.0.0.1:9004"}).join_addrs == ()
+
+
+def test_join_list_errors(tmp_path):
+    msg = error_of(None, "n4", {"addr": "127.0.0.1:9004", "join": "127.0.0.1:9001,nope"})
+    assert msg.startswith("--join: ") and "nope" in msg
+    assert error_of(None, "n4", {"addr": "127.0.0.1:9004", "join": "127.0.0.1:9001,"}).startswith("--join: ")
+    msg = error_of(None, "n1", {"addr": ":9001", "join": "127.0.0.1:9002,localhost:9001"})
+    assert msg.startswith("join 127.0.0.1:9001 is this node's own addr")
+    path = write(tmp_path, "id: n4\naddr: 127.0.0.1:9004\njoin: []\n")
+    assert error_of(path).startswith(f"{path}: join must be a HOST:PORT string, several comma-separated")
+    path = write(tmp_path, "id: n4\naddr: 127.0.0.1:9004\njoin: [9001]\n")
+    assert error_of(path).startswith(f"{path}: join must be a HOST:PORT string")
+
+
 def test_missing_file(tmp_path):
     path = str(tmp_path / "nope.yaml")
     assert error_of(path) == f"{path}: config file not found"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -44,19 +44,22 @@ class JoinRefused(Exception):
     """The join cannot succeed: the message says why, for the operator (kvnode exits 1)."""
 
 
-def join_secure(ctx: zmq.Context, token: JoinToken, addr: str, node_id: str, req: JoinRequest,
+def join_secure(ctx: zmq.Context, token: JoinToken, addrs: Sequence[str], node_id: str, req: JoinRequest,
                 timeout: float = 60.0) -> JoinReply:
-    """Send ``req`` to ``addr`` (following leader hints) until the leader accepts it; returns the
-    accepting JoinReply, which carries the cluster key. Raises :class:`JoinRefused`."""
+    """Send ``req`` to the members at ``addrs`` (following leader hints; a member that does not
+    answer is passed over for the next) until the leader accepts it; returns the accepting
+    JoinReply, which carries the cluster key. Raises :class:`JoinRefused`."""
     deadline = time.monotonic() + timeout
-    target = addr
-    last = f"no answer from {addr}"
+    turn = 0
+    target = addrs[0]
+    last = f"no answer from {target}"
     delay = RETRY_S
     while time.monotonic() < deadline:
         reply = _attempt(ctx, token, target, node_id, req, min(ATTEMPT_S, max(0.1, deadline - time.monotonic())))
         if reply is None:
             last = f"no answer from {target}"
-            target = addr
+            turn += 1
+            target = addrs[turn % len(addrs)]
             continue
         if reply.ok:
             if reply.cluster_key is None:
@@ -76,8 +79,8 @@ def join_secure(ctx: zmq.Context, token: JoinToken, addr: str, node_id: str, req
             log.info("%s: join through %s: %s; retrying", node_id, target, last)
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, MAX_RETRY_S)
-        target = addr
-    raise JoinRefused(f"could not join through {addr} within {timeout:.0f}s ({last})")
+        target = addrs[turn % len(addrs)]
+    raise JoinRefused(f"could not join through {', '.join(addrs)} within {timeout:.0f}s ({last})")
 
 
 def _attempt(ctx: zmq.Context, token: JoinToken, target: str, node_id: str, req: JoinRequest,
