@@ -17,7 +17,8 @@ the log after its base (index, term), commit, and the newest durable snapshot) a
 dict KV, the applied index and term, the configuration of the last applied CONFIG entry). Every
 node starts like a bootstrapped kvnode: entry 1, a CONFIG entry of term 1 naming the initial
 members, is on its disk. A Ready is executed the way the role actors execute it
-(actors/role.py): ``send`` goes to the network at once; ``persist`` and ``send_after_persist``
+(actors/role.py): ``send`` goes to the network at once, and so does ``readmission`` (the role actor
+of a node without --secure sends it as a peer message); ``persist`` and ``send_after_persist``
 go to a model of the LogManager (one synced write in flight, later batches merged into the next
 write with ``PersistBatch.merge``; a write is applied to the disk like LogStore.write followed
 by LogStore.drop_prefix); when a write completes its ``send_after_persist`` messages leave and

@@ -49,6 +49,8 @@ class NodeModel:
                 self.check_base(nd, "memory log", core.log.base_index, core.log.base_term)
             if r.send:
                 self.send(nd, r.send)
+            if r.readmission is not None:  # a peer message, as the role actor of a node without --secure sends it
+                self.send(nd, [r.readmission])
             sap = r.send_after_persist
             if after:
                 sap = sap + after
