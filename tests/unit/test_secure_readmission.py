@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 import zmq
@@ -20,6 +19,8 @@ from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.tokens import new_join_token
 from raftkv.wire.security.zap import (JOINER_USER_ID, Door, DoorAuthenticator, configure_curve_client,
                                       configure_curve_server, user_id_of)
+
+from tests.unit.polling import wait_for
 
 CID = "c1"
 
@@ -75,16 +76,6 @@ def _request(key) -> JoinRequest:
 
 
 
-def _wait(cond, what: str, timeout: float = 10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_the_new_key_is_not_heard_but_the_join_token_carries_the_request(keys, caplog):
     server, token = keys
     old_key, new_key = generate_keypair(), generate_keypair()
@@ -105,10 +96,11 @@ def test_the_new_key_is_not_heard_but_the_join_token_carries_the_request(keys, c
         caplog.set_level(logging.INFO, logger="raftkv.node")
         r = SecureReadmission("node5", CID, token.encode(), {"node2": door.addr}.get)
         r.ask("node2", _request(new_key))
-        _wait(lambda: door.got, "the request at the leader's door")
+        wait_for(lambda: door.got, "the request at the leader's door", timeout=10.0)
         uid, sender, msg = door.got[0]
         assert (uid, sender, msg) == (JOINER_USER_ID, "node5", _request(new_key))
-        _wait(lambda: "took the request to admit this node again" in caplog.text, "the accepting reply logged")
+        wait_for(lambda: "took the request to admit this node again" in caplog.text, "the accepting reply logged",
+                 timeout=10.0)
     finally:
         door.close()
 
@@ -121,8 +113,8 @@ def test_a_rotated_join_token_is_an_error_naming_the_fix(keys, caplog):
         caplog.set_level(logging.INFO, logger="raftkv.node")
         r = SecureReadmission("node5", CID, token.encode(), {"node2": door.addr}.get)
         r.ask("node2", _request(generate_keypair()))
-        line = _wait(lambda: next((x for x in caplog.records if x.levelno == logging.ERROR), None),
-                     "an ERROR line")
+        line = wait_for(lambda: next((x for x in caplog.records if x.levelno == logging.ERROR), None),
+                        "an ERROR line", timeout=10.0)
         text = line.getMessage()
         assert "refused this join token" in text and "--token" in text and "current join token" in text
         assert door.got == []
