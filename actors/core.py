@@ -683,8 +683,8 @@ class RaftCore:
         me = self.member(self.id)
         ci = self.config_index()
         config_term = None if ci <= max(self.commit, self.log.base_index) else self.log.term(ci)
-        req = readmission_request(me, self.incarnation, self.term, config_term, msg, self.now,
-                                  self.readmission_asked_at, self.cfg.election_ticks_min)
+        req = readmission_request(me, self.incarnation, config_term, msg, self.now, self.readmission_asked_at,
+                                  self.cfg.election_ticks_min)
         if req is None:
             return
         self.readmission_asked_at = self.now

@@ -4,6 +4,8 @@ entry admitting a wiped member's new incarnation was truncated by a leader of a 
 configuration still listed the old one; the node ignored it for good and never asked again)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from raftkv.actors.core import LEADER, encode_config
@@ -27,10 +29,12 @@ def asked(ready, to=None) -> list:
     return [req] if to is None or dest == to else []
 
 
-def readmitted_node(term: int = 1, commit: int = 0):
-    """n2 as incarnation b2, whose log holds an entry of ``term`` replacing a2 by b2."""
+def readmitted_node(term: int = 1, commit: int = 0, my_term: Optional[int] = None):
+    """n2 as incarnation b2, whose log holds an entry of ``term`` replacing a2 by b2 (its own
+    term: ``my_term``, by default ``term``)."""
     log = MemLog(0, 0, [Entry(term, EntryKind.CONFIG, encode_config(incs_members(n1="a1", n2="b2", n3="a3")))])
-    return icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=term, log=log, commit=commit)
+    return icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=term if my_term is None else my_term,
+                 log=log, commit=commit)
 
 
 def later_leader():
@@ -112,3 +116,15 @@ def test_no_request_to_a_stale_leader_by_a_vote_request_or_from_a_node_not_admit
     r = n2.take_ready()
     assert not asked(r) and n2.leader_id == "n1"
     assert [type(m) for _, m in r.send] == [HeartbeatReply]
+
+
+def test_a_leader_of_a_term_below_its_own_is_asked_too():
+    """Sim seeds 1519 and 2233 (with NodeModel.maybe_strand_admission): the node, a learner whose
+    log was ahead, campaigned (needed_learner) and its term ran past the leader's. The leader's
+    voters ignored its vote requests within the lease, and the leader never learned its term (a
+    message addressed to the old incarnation is never answered). Refusing to ask a leader of a
+    lower term kept it out for good."""
+    n2 = readmitted_node(term=1, my_term=9)
+    n2.step("n1", Heartbeat(2, 0, 1, to_incarnation="a2"))
+    reqs = asked(n2.take_ready(), "n1")
+    assert len(reqs) == 1 and reqs[0].incarnation == "b2" and n2.term == 9
