@@ -18,9 +18,9 @@ can lack it), even one below its own term (see readmission_request), sends that 
 JoinRequest as itself (its own record: its addresses and key), at most once per minimum election
 timeout. On a secure cluster the leader's door admits only the keys its configuration lists (the
 old incarnation's, the new one was in the truncated entry), so the shell sends the request over a
-join-token connection, as a join is sent (actors/secure_readmission.py). It is an ordinary join: the leader replaces the
-old record only once that incarnation has been silent for an election timeout
-(actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
+join-token connection, as a join is sent (actors/secure_readmission.py). It is an ordinary join:
+the leader replaces the old record only once that incarnation has been silent for an election
+timeout (actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
 from the incarnation the leader's configuration lists, and this node never answers messages
 addressed to another incarnation, so the old record falls silent and the retry is admitted. Nor
 does it give anyone a new power: the request names only this node's own identity and is sent to

@@ -7,10 +7,10 @@ among its other messages, so no shell looks at the type of each outgoing message
 a cluster made without --secure the role actor sends it over the peer connection like every
 message. On a secure one it would not be heard there: the leader's door admits only the CURVE
 keys its configuration lists, and it lists the old incarnation's key (the new one was only in the
-truncated entry). So the role actor hands it to :class:`SecureReadmission`, which sends it as a join is sent
-(wire/security/join_client.py): a one-shot connection with the key pair the join token derives,
-which the leader's door admits for a JoinRequest as the sender itself and nothing else
-(wire/peer.py ``_sender_ok``).
+truncated entry). So the role actor hands it to :class:`SecureReadmission`, which sends it as a
+join is sent (wire/security/join_client.py): a one-shot connection with the key pair the join
+token derives, which the leader's door admits for a JoinRequest as the sender itself and nothing
+else (wire/peer.py ``_sender_ok``).
 
 This gives the node no power it did not have: anyone holding the join token can send the same
 join, and the leader decides it as any join (RaftCore.join, with the refusal of a live member in
