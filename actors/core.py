@@ -160,12 +160,16 @@ class Ready:
     config_proposed: list = field(default_factory=list)  # (MembershipChange, index) proposed by this leader
     config_dropped: list = field(default_factory=list)  # MembershipChange never proposed: leadership lost
     removed: bool = False  # this node's removal is committed: record it and stop (once)
+    # (leader, JoinRequest): ask that leader to admit this incarnation again (actors/readmission.py).
+    # Apart from ``send`` because a secure node sends it another way (actors/secure_readmission.py),
+    # and finding it among every outgoing message would cost a type check per message.
+    readmission: Optional[tuple] = None
 
     def empty(self) -> bool:
         return (self.persist.empty() and not self.send and not self.send_after_persist
                 and not self.committed and not self.reads and not self.reads_failed and not self.role_changed
                 and not self.chunks_to_send and not self.chunks_to_store and not self.config_proposed
-                and not self.config_dropped and not self.removed)
+                and not self.config_dropped and not self.removed and self.readmission is None)
 
 
 class RemoteRead:
@@ -679,15 +683,15 @@ class RaftCore:
         me = self.member(self.id)
         ci = self.config_index()
         config_term = None if ci <= max(self.commit, self.log.base_index) else self.log.term(ci)
-        req = readmission_request(me, self.incarnation, self.term, config_term, msg, self.now,
-                                  self.readmission_asked_at, self.cfg.election_ticks_min)
+        req = readmission_request(me, self.incarnation, config_term, msg, self.now, self.readmission_asked_at,
+                                  self.cfg.election_ticks_min)
         if req is None:
             return
         self.readmission_asked_at = self.now
         log.info("%s: term %d: leader %s of term %d lists another incarnation of this id (%s); its entry admitting "
                  "this incarnation was truncated: asking it to admit this one again", self.id, self.term, sender,
                  msg.term, msg.to_incarnation)
-        self._send(sender, req)
+        self.ready.readmission = (sender, req)
 
     def _outsider(self, sender: str, msg: Any) -> bool:
         """Whether ``sender`` may not raise our term: we have a configuration and it is no voter

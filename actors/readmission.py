@@ -13,14 +13,14 @@ quorum.
 
 So a node that is listed as itself in its own configuration, and gets a leader's message
 (AppendEntries, Heartbeat, InstallSnapshot) addressed to another incarnation of its id in a term
-at least its own and later than that of its configuration's entry (not known committed: only a
-leader of a later term can lack it), sends that leader a JoinRequest as itself (its own record:
-its addresses and key), at most once per minimum election timeout. On a secure cluster the
-leader's door admits only the keys its configuration lists (the old incarnation's, the new one was
-in the truncated entry), so the shell sends the request over a join-token connection, as a join
-is sent (actors/secure_readmission.py). It is an ordinary join: the leader replaces the
-old record only once that incarnation has been silent for an election timeout
-(actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
+later than that of its configuration's entry (not known committed: only a leader of a later term
+can lack it), even one below its own term (see readmission_request), sends that leader a
+JoinRequest as itself (its own record: its addresses and key), at most once per minimum election
+timeout. On a secure cluster the leader's door admits only the keys its configuration lists (the
+old incarnation's, the new one was in the truncated entry), so the shell sends the request over a
+join-token connection, as a join is sent (actors/secure_readmission.py). It is an ordinary join:
+the leader replaces the old record only once that incarnation has been silent for an election
+timeout (actors/replacement_guard.py). This does not deadlock against that guard: "live" means a reply
 from the incarnation the leader's configuration lists, and this node never answers messages
 addressed to another incarnation, so the old record falls silent and the retry is admitted. Nor
 does it give anyone a new power: the request names only this node's own identity and is sent to
@@ -39,7 +39,7 @@ from raftkv.wire.messages import AppendEntries, Heartbeat, InstallSnapshot, Join
 LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
-def readmission_request(me: Optional[Member], incarnation: str, my_term: int, config_term: Optional[int], msg: Any,
+def readmission_request(me: Optional[Member], incarnation: str, config_term: Optional[int], msg: Any,
                         now: int, asked_at: Optional[int], every: int) -> Optional[JoinRequest]:
     """The JoinRequest to send the sender of ``msg`` (a message addressed to another incarnation of
     our id), or None. ``me`` is our record in our own configuration (None: not listed, the join
@@ -48,8 +48,13 @@ def readmission_request(me: Optional[Member], incarnation: str, my_term: int, co
     minimum election timeout in ticks."""
     if me is None or not incarnation or me.incarnation != incarnation:
         return None  # not admitted as this incarnation in our own log: the join loop is still asking
-    if type(msg) not in LEADER_MESSAGES or msg.term < my_term:
-        return None  # a stale leader cannot admit us
+    if type(msg) not in LEADER_MESSAGES:
+        return None
+    # A leader of a term below ours is asked too. Our term may be ahead only through our own
+    # campaigns (a learner whose log is ahead, RaftCore.needed_learner), which its voters ignore
+    # within its lease, and it cannot learn our term: we never answer messages addressed to the
+    # old incarnation. Refusing it kept us out for good (sim seeds 1519 and 2233 with
+    # NodeModel.maybe_strand_admission). A truly stale leader gets a join it cannot commit.
     if config_term is None or msg.term <= config_term:
         # A committed entry is in every later leader's log, and the leader of the entry's own
         # term appended it: either one addressing the old incarnation sent that before it knew

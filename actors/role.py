@@ -295,7 +295,9 @@ class Role:
             return
         rd = core.take_ready()
         if rd.send:
-            ctx.peer.send_many(rd.send if ctx.readmit is None else ctx.readmit.take(rd.send))
+            ctx.peer.send_many(rd.send)
+        if rd.readmission is not None:
+            self._ask_readmission(*rd.readmission)
         if rd.committed and not self.persist_inline:
             # A leader's commit is what the waiting clients wait for: apply before anything else.
             ctx.fsm.tell(Apply(rd.committed, self.on_committed(rd.committed)))
@@ -326,6 +328,16 @@ class Role:
             ctx.node.on_removed()
         if rd.role_changed:
             self._swap()
+
+    def _ask_readmission(self, to: str, req: JoinRequest) -> None:
+        """The core's request to be admitted again (actors/readmission.py): a peer message like
+        any other, but on a secure node the leader's door would not hear this incarnation's key,
+        so it goes with the join token (actors/secure_readmission.py)."""
+        ctx = self.ctx
+        if ctx.readmit is None:
+            ctx.peer.send(to, req)
+        else:
+            ctx.readmit.ask(to, req)
 
     def flush_persist(self, force: bool = False) -> None:
         """Start the next group commit unless one is in flight. A commit index alone waits (up

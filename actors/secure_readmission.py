@@ -2,13 +2,15 @@
 
 The core decides when to ask (actors/readmission.py: a leader of a later term addresses this node
 as another incarnation of its id, the entry that admitted this one having been truncated) and
-puts a JoinRequest for that leader in its Ready. On a cluster made without --secure it goes over
-the peer connection like every message. On a secure one it would not be heard there: the
-leader's door admits only the CURVE keys its configuration lists, and it lists the old
-incarnation's key (the new one was only in the truncated entry). So the shell takes that request
-out of the Ready and sends it as a join is sent (wire/security/join_client.py): a one-shot
-connection with the key pair the join token derives, which the leader's door admits for a
-JoinRequest as the sender itself and nothing else (wire/peer.py ``_sender_ok``).
+puts a JoinRequest for that leader in a field of its Ready of its own (``Ready.readmission``, not
+among its other messages, so no shell looks at the type of each outgoing message to find it). On
+a cluster made without --secure the role actor sends it over the peer connection like every
+message. On a secure one it would not be heard there: the leader's door admits only the CURVE
+keys its configuration lists, and it lists the old incarnation's key (the new one was only in the
+truncated entry). So the role actor hands it to :class:`SecureReadmission`, which sends it as a
+join is sent (wire/security/join_client.py): a one-shot connection with the key pair the join
+token derives, which the leader's door admits for a JoinRequest as the sender itself and nothing
+else (wire/peer.py ``_sender_ok``).
 
 This gives the node no power it did not have: anyone holding the join token can send the same
 join, and the leader decides it as any join (RaftCore.join, with the refusal of a live member in
@@ -42,8 +44,8 @@ SendOnce = Callable[[str, JoinRequest], Optional[JoinReply]]
 
 
 class SecureReadmission:
-    """Takes the core's re-admission requests out of a secure node's outgoing messages and sends
-    each over a join-token connection to the leader's peer address.
+    """Sends a secure node's re-admission requests (the core's ``Ready.readmission``, handed over
+    by the role actor) over a join-token connection to the leader's peer address.
 
     ``token_text``: the node's join token (None: started without one); ``addr_of``: a member's
     peer address from the node's configuration (None: unknown); ``send_once`` and ``spawn``
@@ -63,18 +65,6 @@ class SecureReadmission:
         self.spawn = spawn or _daemon_thread
         self._errors = RateLimitedLog(log, interval=ERROR_EVERY_S, level=logging.ERROR)
         self._refusals = RateLimitedLog(log, interval=10.0)
-
-    def take(self, send: list) -> list:
-        """``send`` ((to, msg) pairs, the Ready's) without its JoinRequests, which go from here."""
-        if not any(type(m) is JoinRequest for _, m in send):
-            return send
-        rest = []
-        for to, m in send:
-            if type(m) is JoinRequest:
-                self.ask(to, m)
-            else:
-                rest.append((to, m))
-        return rest
 
     def ask(self, to: str, req: JoinRequest) -> None:
         """Send ``req`` to member ``to`` unless a request is still in flight."""

@@ -176,3 +176,35 @@ def test_on_a_secure_cluster_a_rotated_join_token_is_named_as_the_fix(tmp_path, 
     n5.token = new
     n5.start()
     _back_as_voter(cluster, acked)
+
+
+def test_on_a_secure_cluster_a_node_restarted_without_its_token_names_the_fix(tmp_path, request):
+    """node5 was restarted without --token after its admission was truncated (an operator dropped it
+    from the command line: its data directory exists, so kvnode starts). It cannot ask to be
+    admitted again: it logs an ERROR naming the fix (restart it with the current --token); the
+    cluster is unchanged and keeps serving; after that restart it comes back."""
+    cluster = _secure_cluster(tmp_path, request)
+    acked = _admitted_then_truncated(cluster)
+    others = [cluster.nodes[f"node{i}"] for i in (2, 3, 4)]
+    n5 = cluster.nodes["node5"]
+    n5.kill()
+    before = len(n5.log_text())
+    n5.token = ""  # no --token
+    n5.start()
+    wait_until(lambda: "started without --token" in n5.log_text()[before:], 60,
+               what="node5 saying it cannot ask without its join token")
+    line = next(x for x in n5.log_text()[before:].splitlines() if "started without --token" in x)
+    assert "ERROR" in line and "restart this node with --token" in line and "current join token" in line, line
+    members = _members(cluster)
+    assert sorted(members) == ["node1", "node2", "node3", "node4", "node5"]
+    assert "by incarnation" not in "".join(n.log_text() for n in others)  # not admitted meanwhile
+    with _client(cluster, [n.client for n in others]) as kv:  # the cluster serves on
+        kv.put("no-token", b"still serving")
+        acked["no-token"] = b"still serving"
+        for k, v in acked.items():
+            assert kv.get(k) == v, k
+    assert _members(cluster) == members and cluster.exited() == {}
+    n5.kill()
+    n5.token = None  # the cluster's join token
+    n5.start()
+    _back_as_voter(cluster, acked)

@@ -17,7 +17,8 @@ the log after its base (index, term), commit, and the newest durable snapshot) a
 dict KV, the applied index and term, the configuration of the last applied CONFIG entry). Every
 node starts like a bootstrapped kvnode: entry 1, a CONFIG entry of term 1 naming the initial
 members, is on its disk. A Ready is executed the way the role actors execute it
-(actors/role.py): ``send`` goes to the network at once; ``persist`` and ``send_after_persist``
+(actors/role.py): ``send`` goes to the network at once, and so does ``readmission`` (the role actor
+of a node without --secure sends it as a peer message); ``persist`` and ``send_after_persist``
 go to a model of the LogManager (one synced write in flight, later batches merged into the next
 write with ``PersistBatch.merge``; a write is applied to the disk like LogStore.write followed
 by LogStore.drop_prefix); when a write completes its ``send_after_persist`` messages leave and
@@ -49,7 +50,10 @@ a write in flight may or may not have reached the disk) and restart from their d
 sometimes stall. Nodes pause (SIGSTOP): nothing is handled until they resume, then each peer's
 queued messages arrive in order, and a client read may be registered first. New leaders are
 hunted: some are crashed or isolated right after their election (where Figure 8 lives).
-Clocks tick with a small per-node skew. Clients (with a bounded window of writes in flight)
+Some restarts are on an empty data directory (a new incarnation that joins through the leader,
+``NodeModel.maybe_wipe``), and the leader's entry admitting it sometimes reaches it alone, so that a
+leader of a later term lacks it and the node must ask again (``maybe_strand_admission``,
+actors/readmission.py). Clocks tick with a small per-node skew. Clients (with a bounded window of writes in flight)
 propose Set commands to every node that believes it leads, issue ReadIndex reads (at the leader,
 or, in half the seeds, at followers through ReadIndexRequest) and sometimes ask for a leadership
 transfer. Timing, batching, pre-vote, check-quorum, snapshot frequency and membership churn
@@ -229,6 +233,10 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         self.wipe_rng = random.Random(f"wipe:{seed}")
         self.wipe_rate = self.wipe_rng.choice((0.0, 0.3, 0.6))  # of a member's restarts
         self.joiners: list = []  # wiped nodes not re-admitted yet
+        # An admission that reaches the wiped member alone (NodeModel.maybe_strand_admission).
+        self.strand_rng = random.Random(f"strand:{seed}")
+        self.strand_rate = 1.0  # of the admissions of a new incarnation eligible (NodeModel.maybe_strand_admission)
+        self.stranded = False
         for k, v in (overrides or {}).items():  # for experiments: fix a parameter
             if hasattr(self.cfg, k):
                 setattr(self.cfg, k, v)
@@ -321,7 +329,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         core = ld.core
         if not ld.alive or core.role != LEADER or not core.can_change_config() or core.changes.pending:
             return False
-        if self.joiners:
+        if self.awaiting_readmission():
             return False  # no admin change while a wiped member awaits re-admission (see maybe_wipe)
         members = core.members
         ids = {m.id for m in members}
@@ -554,6 +562,10 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
                   f"lease reads {self.lease_reads}, follower reads {self.follower_reads}")
         for _ in range(self.chaos_ticks):
             self.step()
+        return self.finish()
+
+    def finish(self) -> Stats:
+        """After the chaos: heal, then the end-of-run checks (liveness, convergence)."""
         self.heal()
         self.check_liveness()
         self.check_converged()

@@ -49,6 +49,8 @@ class NodeModel:
                 self.check_base(nd, "memory log", core.log.base_index, core.log.base_term)
             if r.send:
                 self.send(nd, r.send)
+            if r.readmission is not None:  # a peer message, as the role actor of a node without --secure sends it
+                self.send(nd, [r.readmission])
             sap = r.send_after_persist
             if after:
                 sap = sap + after
@@ -76,6 +78,8 @@ class NodeModel:
             for change, index in r.config_proposed:
                 if change.origin.value == "promotion":
                     self.stats.promotions += 1
+                elif change.replaces is not None:
+                    self.maybe_strand_admission(nd, change.member.id)
                 if self.verbose:
                     self.trace(f"{nd.id}: membership change at {index}: {change.describe()}")
             if r.role_changed and core.role in (PRE_CANDIDATE, CANDIDATE) and not core.promotable() \
@@ -439,7 +443,7 @@ class NodeModel:
         caught up; it must never count as the old member. At most one wiped member awaits
         re-admission at a time (two would be a lost quorum in 3 nodes, which needs recovery)."""
         rng = self.wipe_rng
-        if not (self.chaos and self.wipe_rate and self.stats.wipes < 2 and not self.joiners
+        if not (self.chaos and self.wipe_rate and self.stats.wipes < 2 and not self.awaiting_readmission()
                 and not nd.retired and rng.random() < self.wipe_rate):
             return
         conf = self.config_as_of(len(self.committed))
@@ -453,6 +457,21 @@ class NodeModel:
                           for o in self.nodes if o.alive or (o.started and not o.stopped)]
         if any(sum(1 for m in c if m.voter) < 3 for c in confs if c):
             return
+        self.wipe(nd)
+
+    def awaiting_readmission(self) -> bool:
+        """Whether a wiped member is not in the committed configuration as its new incarnation yet:
+        still joining, or admitted only by an entry that may be truncated (its join loop has
+        stopped; it must ask again, actors/readmission.py). Its voter slot is dead meanwhile."""
+        if self.joiners:
+            return True
+        wiped = {nd.id: nd.inc for nd in self.nodes if nd.gen and not nd.retired and not nd.stopped}
+        return bool(wiped) and any(m.id in wiped and m.incarnation != wiped[m.id]
+                                   for m in self.config_as_of(len(self.committed)))
+
+    def wipe(self, nd: Node) -> None:
+        """Replace a stopped node's data directory by an empty one: it restarts as a new
+        incarnation, which kvnode's join loop (drive_joins) asks the leader to admit."""
         nd.disk = Disk()
         nd.gen += 1
         nd.joining = True
@@ -460,6 +479,32 @@ class NodeModel:
         self.stats.wipes += 1
         if self.verbose:
             self.trace(f"!!! {nd.id}'s data directory is wiped: it restarts as incarnation {nd.inc}")
+
+    def maybe_strand_admission(self, ld: Node, joiner: str) -> None:
+        """The fault behind re-admission (actors/readmission.py, sim seed 4095; scripted in
+        tests/sim/test_readmission_sim.py): the leader's entry admitting a wiped member's new
+        incarnation reaches that member alone. Everything else the leader sends is lost for a
+        while (it still hears), so the others elect a leader of a later term without the entry,
+        which addresses the member as its old incarnation. Its own random stream, at most once a
+        seed, so that seeds it does not hit run as before."""
+        emax = self.cfg.election_ticks_max
+        # Only where the others can elect without the leader and the joiner (five voters or more),
+        # before the chaos ends, long enough for them to notice and elect (maybe after split votes).
+        voters = [m.id for m in ld.core.members if m.voter]
+        if (len([v for v in voters if v not in (ld.id, joiner)]) < len(voters) // 2 + 1
+                or self.now + 3 * emax > self.chaos_ticks):
+            return
+        rng = self.strand_rng
+        if not (self.chaos and self.strand_rate and not self.stranded and rng.random() < self.strand_rate):
+            return
+        self.stranded = True
+        j = self.index[joiner]
+        self.blocked = {(ld.i, o.i) for o in self.nodes if o.i not in (ld.i, j)}
+        self.partition_until = self.now + rng.uniform(3 * emax, max(self.part_hi, 6 * emax))
+        self.stats.partitions += 1
+        if self.verbose:
+            self.trace(f"!!! {ld.id}'s admission of {joiner} reaches {joiner} alone: {ld.id} is not heard until "
+                       f"{self.partition_until:.2f}")
 
     def disk_config(self, d: Disk) -> list:
         """The configuration a node restarting from ``d`` holds: its log's newest CONFIG entry, or

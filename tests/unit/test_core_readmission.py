@@ -4,6 +4,8 @@ entry admitting a wiped member's new incarnation was truncated by a leader of a 
 configuration still listed the old one; the node ignored it for good and never asked again)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from raftkv.actors.core import LEADER, encode_config
@@ -11,15 +13,28 @@ from raftkv.actors.memlog import MemLog
 from raftkv.actors.replacement_guard import MemberLive
 from raftkv.wire.messages import Entry, EntryKind, Heartbeat, HeartbeatReply, JoinRequest, RequestVote
 
-from tests.unit.test_core import EMIN, HB, commit_noop, elect, sent
+from tests.unit.test_core import EMIN, HB, commit_noop, elect, sent, sent_after
 from tests.unit.test_core_identity import icore, incs_members, silence
 from tests.unit.test_core_membership import config_proposed
 
 
-def readmitted_node(term: int = 1, commit: int = 0):
-    """n2 as incarnation b2, whose log holds an entry of ``term`` replacing a2 by b2."""
+def asked(ready, to=None) -> list:
+    """The re-admission request of ``ready`` (to ``to``), as a list of at most one; it is never
+    among the Ready's other messages (a secure node's shell sends it another way)."""
+    assert not sent(ready, JoinRequest) and not sent_after(ready, JoinRequest)
+    if ready.readmission is None:
+        return []
+    dest, req = ready.readmission
+    assert type(req) is JoinRequest
+    return [req] if to is None or dest == to else []
+
+
+def readmitted_node(term: int = 1, commit: int = 0, my_term: Optional[int] = None):
+    """n2 as incarnation b2, whose log holds an entry of ``term`` replacing a2 by b2 (its own
+    term: ``my_term``, by default ``term``)."""
     log = MemLog(0, 0, [Entry(term, EntryKind.CONFIG, encode_config(incs_members(n1="a1", n2="b2", n3="a3")))])
-    return icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=term, log=log, commit=commit)
+    return icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=term if my_term is None else my_term,
+                 log=log, commit=commit)
 
 
 def later_leader():
@@ -45,8 +60,9 @@ def test_a_node_addressed_as_its_old_incarnation_asks_the_leader_to_admit_it_aga
     hb = heartbeat_to(ld, "n2")
     assert hb.to_incarnation == "a2"
     n2.step("n1", hb)
+    assert n2.has_ready(), "the request alone is a Ready to execute"
     r = n2.take_ready()
-    reqs = sent(r, JoinRequest, "n1")
+    reqs = asked(r, "n1")
     assert len(reqs) == 1 and reqs[0].incarnation == "b2" and reqs[0].member.id == "n2"
     assert reqs[0].member.incarnation == "b2" and reqs[0].member.addr == "127.0.0.1:9002"
     assert n2.term == 1 and n2.leader_id is None and not r.send_after_persist, "the message itself is still dropped"
@@ -67,14 +83,14 @@ def test_it_asks_at_most_once_per_minimum_election_timeout():
     hb = Heartbeat(2, 0, 1, to_incarnation="a2")
     n2.step("n1", hb)
     n2.step("n1", hb)
-    assert len(sent(n2.take_ready(), JoinRequest)) == 1
+    assert len(asked(n2.take_ready())) == 1
     for _ in range(EMIN - 1):
         n2.tick()
     n2.step("n1", hb)
-    assert not sent(n2.take_ready(), JoinRequest)
+    assert not asked(n2.take_ready())
     n2.tick()
     n2.step("n1", hb)
-    assert len(sent(n2.take_ready(), JoinRequest)) == 1
+    assert len(asked(n2.take_ready())) == 1
 
 
 def test_no_request_to_a_stale_leader_by_a_vote_request_or_from_a_node_not_admitted_in_its_own_log():
@@ -84,19 +100,31 @@ def test_no_request_to_a_stale_leader_by_a_vote_request_or_from_a_node_not_admit
     # sent before (delayed, or queued while we were paused; sim seed 47064).
     n2.step("n1", Heartbeat(3, 0, 1, to_incarnation="a2"))
     n2.step("n3", RequestVote(4, 9, 3, to_incarnation="a2"))  # a candidate admits no one
-    assert not sent(n2.take_ready(), JoinRequest)
+    assert not asked(n2.take_ready())
     # A committed admission is in every later leader's log: such a message is stale too.
     committed = readmitted_node(commit=1)
     committed.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
-    assert not sent(committed.take_ready(), JoinRequest)
+    assert not asked(committed.take_ready())
     # A wiped node whose log does not list this incarnation yet: its join loop is still asking.
     joiner = icore("n2", "b2", ms=[], term=0)
     joiner.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
     other = icore("n2", "b2", ms=incs_members(n1="a1", n2="a2", n3="a3"), term=0)
     other.step("n1", Heartbeat(5, 0, 1, to_incarnation="a2"))
-    assert not sent(joiner.take_ready(), JoinRequest) and not sent(other.take_ready(), JoinRequest)
+    assert not asked(joiner.take_ready()) and not asked(other.take_ready())
     # Addressed as itself, it is a follower as always.
     n2.step("n1", Heartbeat(3, 0, 1, to_incarnation="b2"))
     r = n2.take_ready()
-    assert not sent(r, JoinRequest) and n2.leader_id == "n1"
+    assert not asked(r) and n2.leader_id == "n1"
     assert [type(m) for _, m in r.send] == [HeartbeatReply]
+
+
+def test_a_leader_of_a_term_below_its_own_is_asked_too():
+    """Sim seeds 1519 and 2233 (with NodeModel.maybe_strand_admission): the node, a learner whose
+    log was ahead, campaigned (needed_learner) and its term ran past the leader's. The leader's
+    voters ignored its vote requests within the lease, and the leader never learned its term (a
+    message addressed to the old incarnation is never answered). Refusing to ask a leader of a
+    lower term kept it out for good."""
+    n2 = readmitted_node(term=1, my_term=9)
+    n2.step("n1", Heartbeat(2, 0, 1, to_incarnation="a2"))
+    reqs = asked(n2.take_ready(), "n1")
+    assert len(reqs) == 1 and reqs[0].incarnation == "b2" and n2.term == 9

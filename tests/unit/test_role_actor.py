@@ -23,15 +23,8 @@ from raftkv.actors.role_door import RoleDoor
 from raftkv.config import RaftTuning
 from raftkv.wire.messages import ClientRequest, Member
 
+from tests.unit.polling import wait_for
 
-def wait_for(cond, what: str, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Recorder:

@@ -21,15 +21,8 @@ from raftkv.config import RaftTuning
 from raftkv.wire.messages import (AppendEntries, ClientRequest, Heartbeat, HeartbeatReply, Member, ReadIndexReply,
                                   ReadIndexRequest)
 
+from tests.unit.polling import wait_for
 
-def wait_for(cond, what: str, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Replies:

@@ -4,7 +4,8 @@ table holds members only, however many senders there are."""
 from raftkv.actors.core import LEADER
 from raftkv.actors.messages import PeerBatch, Tick
 from raftkv.wire.messages import JoinReply, JoinRequest, Member
-from tests.unit.test_role_actor import node, wait_for  # noqa: F401 (node is a fixture)
+from tests.unit.polling import wait_for
+from tests.unit.test_role_actor import node  # noqa: F401 (a fixture)
 
 
 def join_request(i: int) -> JoinRequest:

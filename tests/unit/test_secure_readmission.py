@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 import zmq
 
 from raftkv.actors.secure_readmission import SecureReadmission
 from raftkv.wire.codec import decode_peer, encode_peer
-from raftkv.wire.messages import Heartbeat, JoinReply, JoinRequest, Member
+from raftkv.wire.messages import JoinReply, JoinRequest, Member
 from raftkv.wire.security.join_client import JoinRefused
 from raftkv.wire.security.keys import generate_keypair
 from raftkv.wire.security.loopback import LoopbackGuard
 from raftkv.wire.security.tokens import new_join_token
 from raftkv.wire.security.zap import (JOINER_USER_ID, Door, DoorAuthenticator, configure_curve_client,
                                       configure_curve_server, user_id_of)
+
+from tests.unit.polling import wait_for
 
 CID = "c1"
 
@@ -74,15 +75,6 @@ def _request(key) -> JoinRequest:
                               curve_key=key.public.decode()), "inc-new")
 
 
-def _wait(cond, what: str, timeout: float = 10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_the_new_key_is_not_heard_but_the_join_token_carries_the_request(keys, caplog):
     server, token = keys
@@ -103,13 +95,12 @@ def test_the_new_key_is_not_heard_but_the_join_token_carries_the_request(keys, c
 
         caplog.set_level(logging.INFO, logger="raftkv.node")
         r = SecureReadmission("node5", CID, token.encode(), {"node2": door.addr}.get)
-        hb = Heartbeat(3, 7, 0)
-        kept = r.take([("node2", hb), ("node2", _request(new_key)), ("node3", hb)])
-        assert kept == [("node2", hb), ("node3", hb)]  # everything else still goes over the peer connections
-        _wait(lambda: door.got, "the request at the leader's door")
+        r.ask("node2", _request(new_key))
+        wait_for(lambda: door.got, "the request at the leader's door", timeout=10.0)
         uid, sender, msg = door.got[0]
         assert (uid, sender, msg) == (JOINER_USER_ID, "node5", _request(new_key))
-        _wait(lambda: "took the request to admit this node again" in caplog.text, "the accepting reply logged")
+        wait_for(lambda: "took the request to admit this node again" in caplog.text, "the accepting reply logged",
+                 timeout=10.0)
     finally:
         door.close()
 
@@ -121,9 +112,9 @@ def test_a_rotated_join_token_is_an_error_naming_the_fix(keys, caplog):
     try:
         caplog.set_level(logging.INFO, logger="raftkv.node")
         r = SecureReadmission("node5", CID, token.encode(), {"node2": door.addr}.get)
-        r.take([("node2", _request(generate_keypair()))])
-        line = _wait(lambda: next((x for x in caplog.records if x.levelno == logging.ERROR), None),
-                     "an ERROR line")
+        r.ask("node2", _request(generate_keypair()))
+        line = wait_for(lambda: next((x for x in caplog.records if x.levelno == logging.ERROR), None),
+                        "an ERROR line", timeout=10.0)
         text = line.getMessage()
         assert "refused this join token" in text and "--token" in text and "current join token" in text
         assert door.got == []
@@ -140,7 +131,7 @@ def test_without_a_usable_token_nothing_is_sent_and_the_error_names_the_fix(toke
     r = SecureReadmission("node5", CID, token_text, {"node2": "127.0.0.1:9"}.get,
                           spawn=lambda fn: sent.append(fn))
     caplog.set_level(logging.INFO, logger="raftkv.node")
-    r.take([("node2", _request(generate_keypair()))])
+    r.ask("node2", _request(generate_keypair()))
     assert sent == []
     errors = [x.getMessage() for x in caplog.records if x.levelno == logging.ERROR]
     assert len(errors) == 1 and why in errors[0] and "--token" in errors[0] and "wipe its data directory" in errors[0]
@@ -150,7 +141,7 @@ def test_a_token_of_another_cluster_is_named(keys, caplog):
     _, token = keys
     r = SecureReadmission("node5", "other", token.encode(), {"node2": "127.0.0.1:9"}.get, spawn=lambda fn: None)
     caplog.set_level(logging.INFO, logger="raftkv.node")
-    r.take([("node2", _request(generate_keypair()))])
+    r.ask("node2", _request(generate_keypair()))
     assert "for cluster 'c1', not this node's 'other'" in caplog.text
 
 
@@ -160,12 +151,12 @@ def test_one_request_in_flight_at_a_time():
                           send_once=lambda addr, req: calls.append(addr) or JoinReply(True, CID),
                           spawn=pending.append)
     req = _request(generate_keypair())
-    r.take([("node2", req)])
-    r.take([("node2", req)])  # the first still in flight: dropped (the core asks again later)
+    r.ask("node2", req)
+    r.ask("node2", req)  # the first still in flight: dropped (the core asks again later)
     assert len(pending) == 1
     pending.pop()()
     assert calls == ["a:1"]
-    r.take([("node2", req)])
+    r.ask("node2", req)
     assert len(pending) == 1
 
 
@@ -176,13 +167,7 @@ def test_a_failed_attempt_frees_the_slot():
         raise JoinRefused("no")
 
     r = SecureReadmission("node5", CID, None, {"node2": "a:1"}.get, send_once=refuse, spawn=pending.append)
-    r.take([("node2", _request(generate_keypair()))])
+    r.ask("node2", _request(generate_keypair()))
     pending.pop()()
-    r.take([("node2", _request(generate_keypair()))])
+    r.ask("node2", _request(generate_keypair()))
     assert len(pending) == 1
-
-
-def test_messages_without_a_join_request_pass_untouched():
-    r = SecureReadmission("node5", CID, None, {}.get, spawn=lambda fn: pytest.fail("nothing to send"))
-    send = [("node2", Heartbeat(1, 0, 0))]
-    assert r.take(send) is send

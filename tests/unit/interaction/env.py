@@ -411,6 +411,8 @@ class InteractionEnv:
             self.emit(indent + line)
         for to, m in rd.send:
             self.send(nd.id, to, m, indent)
+        if rd.readmission is not None:
+            self.send(nd.id, *rd.readmission, indent)
         # The persist is synced here and now; then what waited for it may leave.
         p = rd.persist
         for to, m in rd.send_after_persist:

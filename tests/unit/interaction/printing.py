@@ -99,8 +99,8 @@ def format_send(frm: str, to: str, m: Any) -> str:
 def format_ready(node_id: str, core: Any, rd: Any) -> list:
     """The lines describing one Ready of ``core`` (already taken with take_ready), in a fixed order:
     role change, hard state, log writes, commit, committed entries, messages (now and after the
-    persist), reads, snapshot chunks, membership changes and the removal. Fields that are empty
-    print nothing."""
+    persist), the re-admission request, reads, snapshot chunks, membership changes and the
+    removal. Fields that are empty print nothing."""
     out = []
     if rd.role_changed:
         out.append(f"State: {core.role} term={core.term} lead={core.leader_id}")
@@ -125,6 +125,9 @@ def format_ready(node_id: str, core: Any, rd: Any) -> list:
     if rd.send_after_persist:
         out.append("Messages after persist:")
         out.extend("  " + format_send(node_id, to, m) for to, m in rd.send_after_persist)
+    if rd.readmission is not None:
+        out.append("Readmission:")
+        out.append("  " + format_send(node_id, *rd.readmission))
     for index, handles in rd.reads:
         out.append(f"ReadConfirmed index={index} handles=[{', '.join(format_handle(h) for h in handles)}]")
     if rd.reads_failed:
