@@ -62,6 +62,7 @@ JOIN_WARN_AFTER_S = 5.0  # a join not done by then is worth a WARNING naming the
 JOIN_WARN_EVERY_S = 30.0  # and another at most this often
 JOIN_MAX_DELAY_S = 2.0  # the join retry backoff grows to this
 TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numbers of ticks
+GC_YOUNG_THRESHOLD = 50_000  # gc.set_threshold for generation 0 (see Node.start: why not 700)
 
 
 class NodeError(Exception):
@@ -641,6 +642,13 @@ class Node:
         # the process: keep it out of the cyclic GC's full collections, which otherwise walk it
         # all while holding the GIL (PUT c=64: full collections up to 38-46 ms -> 8-9 ms).
         gc.freeze()
+        # A young collection every GC_YOUNG_THRESHOLD net container allocations, not CPython's
+        # 700: under writes the FSM thread's bursts (a batch's records, replies freed later by the
+        # gateway) crossed 700 every ~100 writes, and each collection walked the records still
+        # young and alive (the watch history's, the recent records'), ~4 us of CPU per write on
+        # the leader, nearly all on the FSM thread. Each collection is bounded by those live
+        # records, not by the threshold (docs/performance.md "Write CPU, round 6").
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._spawn(self._ticker, "ticker")
         if self.needs_join:
             self._spawn(self._join_loop, "join")
