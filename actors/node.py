@@ -223,7 +223,7 @@ class NodeContext:
     def validate_key(self, key: str) -> Optional[str]:
         if not key:
             return "key must not be empty"
-        n = len(key.encode())
+        n = len(key) if key.isascii() else len(key.encode())  # (isascii reads a flag: no copy)
         if n > self.tuning.max_key_bytes:
             return f"key too large: {n} bytes (max_key_bytes is {self.tuning.max_key_bytes})"
         return None

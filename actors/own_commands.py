@@ -35,7 +35,7 @@ PLAIN_OPS = frozenset({"put", "delete", "cas"})
 def _str_fits(s: str, cap: int) -> bool:
     # the decoder's UTF-8 length rule (records._str_at_most): encode only when length cannot decide
     n = len(s)
-    return n <= cap and (n * 4 <= cap or len(s.encode("utf-8", "surrogatepass")) <= cap)
+    return n <= cap and (n * 4 <= cap or s.isascii() or len(s.encode("utf-8", "surrogatepass")) <= cap)
 
 
 def round_trips(cmd: Any) -> bool:

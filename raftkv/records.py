@@ -127,6 +127,13 @@ def _show(v: Any) -> str:
 
 # --- field checkers: each takes the decoded value and returns it (possibly converted) or raises
 
+# For a checker that returns its value unchanged when it accepts it: a Python expression (of the
+# variable name given) that is true only for values the checker accepts. ``from_fields`` inlines
+# these into one generated decoder per record type (see ``_fast_decoder``); a value the
+# expression does not accept goes to the checker itself, so each may be stricter than its
+# checker (a string is taken at once only if it fits the byte bound whatever its characters).
+_INLINE: dict[Callable[[Any], Any], Callable[[str], str]] = {}
+
 
 def _int(v: Any) -> int:
     if type(v) is not int:
@@ -142,6 +149,8 @@ def _int_at_most(cap: int) -> Callable[[Any], int]:
             raise DecodeError(f"{v} is more than {cap}")
         return v
 
+    top = min(cap, INDEX_LIMIT - 1)
+    _INLINE[check] = lambda x: f"(type({x}) is int and 0 <= {x} <= {top})"
     return check
 
 
@@ -149,6 +158,10 @@ def _bool(v: Any) -> bool:
     if type(v) is not bool:
         raise DecodeError(f"expected bool, got {type(v).__name__}")
     return v
+
+
+_INLINE[_int] = lambda x: f"(type({x}) is int and 0 <= {x} < {INDEX_LIMIT})"
+_INLINE[_bool] = lambda x: f"type({x}) is bool"
 
 
 def _utf8_len_over(s: str, cap: int) -> bool:
@@ -165,6 +178,7 @@ def _bytes_at_most(cap: int) -> Callable[[Any], bytes]:
             raise DecodeError(f"{len(v)} bytes is more than the limit of {cap}")
         return v
 
+    _INLINE[check] = lambda x: f"(type({x}) is bytes and len({x}) <= {cap})"
     return check
 
 
@@ -179,6 +193,11 @@ def _str_at_most(cap: int, nonempty: bool = False) -> Callable[[Any], str]:
             raise DecodeError("must not be empty")
         return v
 
+    # An ASCII string is as many UTF-8 bytes as characters (isascii() reads a flag), and n
+    # characters of any kind are at most 4n bytes: either way within the bound, nothing encoded.
+    lo, quarter = (1 if nonempty else 0), cap // 4
+    _INLINE[check] = lambda x: (f"(type({x}) is str and {lo} <= len({x}) <= {cap} "
+                                f"and ({x}.isascii() or len({x}) <= {quarter}))")
     return check
 
 
@@ -214,6 +233,9 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def opt(v: Any) -> Any:
         return None if v is None else check(v)
 
+    inner = _INLINE.get(check)
+    if inner is not None:
+        _INLINE[opt] = lambda x: f"({x} is None or {inner(x)})"
     return opt
 
 
@@ -238,6 +260,7 @@ def _entries(v: Any) -> list:
         raise DecodeError(f"{len(v)} entries is more than the limit of {MAX_ENTRIES}")
     out = []
     limit, cap = INDEX_LIMIT, MAX_ENTRY_BYTES
+    new, entry = tuple.__new__, Entry
     for e in v:  # inline, not _check_entry: this runs for every entry a follower receives
         if type(e) is not list or len(e) != 3:
             if type(e) is not list or len(e) < 3:
@@ -248,7 +271,7 @@ def _entries(v: Any) -> list:
             raise DecodeError("entry: wrong field types")
         if not (0 <= t < limit and 0 <= k < limit and len(d) <= cap):
             return [_check_entry(e)]  # raises, saying which value is wrong
-        out.append(Entry(t, k, d))
+        out.append(new(entry, e))  # Entry(t, k, d) without the Python frame of its __new__
     return out
 
 
@@ -407,6 +430,35 @@ class RecordSpec(NamedTuple):
 
 _BY_CODE: dict[int, type] = {}
 _SPEC: dict[type, RecordSpec] = {}
+# type code -> (number of fields, generated decoder, cross-field rule): see _fast_decoder
+_FAST: dict[int, tuple[int, Callable[[list], Any], Optional[Callable[[Any], Optional[str]]]]] = {}
+
+
+def _fast_decoder(cls: type, checks: tuple) -> Callable[[list], Any]:
+    """A decoder of the values of one record of ``cls`` with exactly one value per field (what
+    this build writes): the checkers that have an inline form (``_INLINE``) become one boolean
+    expression, the others are called; it returns the record, or None when an inline condition
+    fails (then ``from_fields`` runs every checker, which accepts what the condition did not
+    cover or raises the usual error). Same records as the checkers give, ~3x faster for a
+    record of plain fields: one call instead of one per field (every peer message, entry
+    payload and client frame is decoded through here)."""
+    n = len(checks)
+    vs = [f"v{i}" for i in range(n)]
+    env: dict[str, Any] = {"cls": cls}
+    conds, args = [], []
+    for i, (v, check) in enumerate(zip(vs, checks)):
+        inline = _INLINE.get(check)
+        if inline is not None:
+            conds.append(inline(v))
+            args.append(v)
+        else:
+            env[f"c{i}"] = check
+            args.append(f"c{i}({v})")
+    unpack = f"    {', '.join(vs)}, = values\n" if n else ""
+    test = f"    if not ({' and '.join(conds)}):\n        return None\n" if conds else ""
+    src = f"def decode(values):\n{unpack}{test}    return cls({', '.join(args)})\n"
+    exec(compile(src, f"<decoder of {cls.__name__}>", "exec"), env)
+    return env["decode"]
 
 
 @dataclass_transform(field_specifiers=(field,))
@@ -433,6 +485,7 @@ def record(code: int, rule: Optional[Callable[[Any], Optional[str]]] = None,
         assert code not in _BY_CODE, f"duplicate type code {code}"
         _BY_CODE[code] = cls
         _SPEC[cls] = RecordSpec(code, names, checks, required, rule)
+        _FAST[code] = (len(names), _fast_decoder(cls, checks), rule)
         return cls
 
     return wrap
@@ -460,6 +513,22 @@ def from_fields(code: Any, values: Any) -> Any:
     trailing values whose fields have defaults (an older writer). Raises DecodeError for an
     unknown code, too few values, or a value of the wrong type.
     """
+    fast = _FAST.get(code) if type(code) is int else None
+    if fast is not None and type(values) is list and len(values) == fast[0]:
+        try:
+            msg = fast[1](values)
+        except DecodeError:  # a called checker refused a value: the generic path says which
+            msg = None
+        if msg is not None:
+            rule = fast[2]
+            if rule is None or not rule(msg):
+                return msg
+    return _from_fields_checked(code, values)
+
+
+def _from_fields_checked(code: Any, values: Any) -> Any:
+    """:func:`from_fields` calling every field's checker (extra or missing trailing values, and
+    every error message)."""
     cls = _BY_CODE.get(code) if type(code) is int else None
     if cls is None:
         raise DecodeError(f"unknown message type {_show(code)}")

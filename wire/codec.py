@@ -97,27 +97,34 @@ def decode_peer(data: bytes) -> PeerFrame:
     frame = _unpack(data)
     if type(frame) is not list or len(frame) < 5:
         raise DecodeError("peer frame: expected [version, cluster_id, sender, type, fields]")
-    version, cluster_id, sender, code, values = frame[:5]
+    version, cluster_id, sender, code, values = frame if len(frame) == 5 else frame[:5]
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise DecodeError(f"protocol version {_show(version)}, this node speaks {PROTOCOL_VERSION}")
     if type(cluster_id) is not str or type(sender) is not str or not sender:
         raise DecodeError("peer frame: cluster_id and sender must be strings")
-    if _utf8_len_over(sender, MAX_ID_BYTES):
+    # (n characters are at most 4n UTF-8 bytes: short ids need no encoding to be measured)
+    if len(sender) > _SENDER_SURE and _utf8_len_over(sender, MAX_ID_BYTES):
         raise DecodeError(f"peer frame: sender ({_show(sender)}) is longer than {MAX_ID_BYTES} bytes")
-    if _utf8_len_over(cluster_id, MAX_CLUSTER_ID_BYTES):
+    if len(cluster_id) > _CLUSTER_ID_SURE and _utf8_len_over(cluster_id, MAX_CLUSTER_ID_BYTES):
         raise DecodeError(f"peer frame: cluster_id ({_show(cluster_id)}) is longer than {MAX_CLUSTER_ID_BYTES} bytes")
     msg = from_fields(code, values)
-    if type(msg) not in PEER_TYPES:
-        raise DecodeError(f"{type(msg).__name__} is not a peer message")
-    if type(msg) is AppendEntries:
+    tm = type(msg)
+    if tm not in PEER_TYPES:
+        raise DecodeError(f"{tm.__name__} is not a peer message")
+    if tm is AppendEntries and _CONFIG in map(_KIND, msg.entries):
         _check_configs(msg.entries)
     return PeerFrame(cluster_id, sender, msg)
+
+
+_SENDER_SURE = MAX_ID_BYTES // 4
+_CLUSTER_ID_SURE = MAX_CLUSTER_ID_BYTES // 4
+_KIND = operator.itemgetter(1)  # an Entry's kind
 
 
 def _check_configs(entries: list) -> None:
     """Refuse an AppendEntries whose CONFIG entry does not hold a Configuration: a follower
     applies a configuration as soon as it appends it, before it is committed, so a malformed
-    one must not get that far. (A loop over kinds only: CONFIG entries are rare.)"""
+    one must not get that far. (Called only for a batch holding a CONFIG entry: they are rare.)"""
     for i, e in enumerate(entries):
         if e.kind == _CONFIG:
             try:

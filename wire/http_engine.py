@@ -288,10 +288,16 @@ class RequestEngine:
     def tick(self, now: float) -> bool:
         """An in-process attempt without an answer goes to the workers. True while some wait."""
         infl = self._inflight
-        while infl and (infl[0].state != LOCAL or infl[0].deadline <= now):
-            r = infl.popleft()
+        popleft = infl.popleft
+        while infl:  # (every request passes here once, answered: one index and one state test)
+            r = infl[0]
             if r.state == LOCAL:
+                if r.deadline > now:
+                    break
+                popleft()
                 self._to_worker(r)
+            else:
+                popleft()
         return bool(infl)
 
     # ------------------------------------------------------------ client pool (worker threads)

@@ -116,13 +116,15 @@ def kv_request(r: AsyncRoute, lease_ok: bool = True) -> Optional[ClientRequest]:
             return None  # compare-and-delete: a transaction, through the worker path
         req = ClientRequest(_DELETE, key=key)
     r.write = True
-    session = _session(r)
-    if session is not None:
-        req.client_id, req.seq = session
-        r.idem = True
+    if b"idempotency-key" in r.headers:  # (a dict lookup first: nearly no request has one)
+        session = _session(r)
+        if session is not None:
+            req.client_id, req.seq = session
+            r.idem = True
     return req
 
 
+_REVISION_HEADER = b"X-Raft-Revision: %d\r\n"
 _GET_HEADERS = b"X-Raft-Revision: %d\r\nX-Create-Revision: %d\r\nX-Mod-Revision: %d\r\nX-Version: %d\r\n"
 
 
@@ -141,7 +143,8 @@ def get_answer(rep: ClientReply) -> Answer:
 def write_answer(op: str, status: str, leader: Optional[str], revision: int = 0) -> Answer:
     """The answer to a write's final reply status (Outcome.FINAL); ``revision``: its entry's."""
     if status == _OK:
-        return 204, b"", JSON, [("X-Raft-Revision", str(revision))] if revision else (), False
+        # the header rendered at once (HttpServer.finish takes it as bytes), as get_answer's
+        return 204, b"", JSON, _REVISION_HEADER % revision if revision else (), False
     if status == _CAS_FAILED and op != _DELETE:
         return HttpError(412, "compare failed", leader=leader).answer()
     if status == _NOT_FOUND and op == _DELETE:

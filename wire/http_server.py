@@ -417,7 +417,10 @@ class Connection(asyncio.Protocol):
             if self.want_continue:
                 self.want_continue = False
                 t.write(_CONTINUE)
-        self._update_reading()
+        # Answers sent only lower what stops the reading (a full send buffer pauses it through
+        # pause_writing): only a paused connection may have to resume.
+        if self.paused:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         t = self.transport
