@@ -1529,6 +1529,7 @@ class RaftCore:
             if self.log.entries:
                 self.ready.persist.merge(PersistBatch(truncate_from=self.log.first_index()))
             self.config_log = []
+            self.log.release()  # freed in the background (actors/deferred_free.py)
             self.log = MemLog(last_index, last_term)
             self.persisted = last_index
         self.base_members = list(members)

@@ -10,6 +10,7 @@ snapshot.py, elections.py); the local clusters are the integration tests' harnes
     kvbench failover [--nodes 3] [--reps 10] [--json] [--keep-dir]
     kvbench snapshot [--keys 100000] [--value-size 100] [--writers 4] [--compact-every 1000000]
                      [--json] [--keep-dir]
+    kvbench stall [--keys 400000] [--rounds 3] [--install NAME=PATH ...] [--sample-threads] [--json]
     kvbench elections [--duration 600] [--writers 0] [--json] [--keep-dir]
 
 ``load`` drives a running cluster through raftkv.wire.client with C closed-loop clients, each in
@@ -40,6 +41,10 @@ log; and until it answers a linearizable get itself), and starts a 4th node that
 --join (time until it is a voter and has caught up; snapshot transfer and load times from its
 log); last, every node takes a snapshot and RSS and disk are taken again.
 
+``stall`` measures the write stall of a snapshot on the leader in repeated small runs (fresh
+nodes each), installs of kvnode alternated: write p99 without a snapshot, during the leader's
+snapshot, their ratio, and a timeline of the slowest writes beside the nodes' log lines (stall.py).
+
 ``elections`` starts its own local cluster and watches it (idle, or under background writers)
 for DURATION seconds: term and leader changes seen by polling every node's status, and
 election attempts (pre-candidate or candidate) counted in the node logs; none is expected.
@@ -56,6 +61,7 @@ from .elections import elections
 from .failover import failover
 from .load import load
 from .snapshot import snapshot
+from .stall import stall
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +69,7 @@ def main() -> None:
     """Benchmarks of the replicated key-value store."""
 
 
-for _command in (load, failover, snapshot, elections):
+for _command in (load, failover, snapshot, stall, elections):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -85,3 +85,23 @@ def test_an_already_covered_snapshot_is_acknowledged_at_once():
     assert not rd.chunks_to_store
     (to, reply), = rd.send
     assert to == "n1" and reply.done and reply.last_index == 5
+
+
+def test_a_follower_installing_a_snapshot_hands_its_whole_log_to_the_background_free():
+    """Installing a snapshot the log does not hold drops the whole log; a long one (after a
+    preload, ~1M entries) was freed on the role thread with the GIL held, stalling every thread
+    of the node. Its entries now go to actors/deferred_free.py, as a large compaction's do."""
+    import time
+
+    from raftkv.actors import deferred_free
+
+    n = 3 * deferred_free.SMALL
+    c = core("n2", term=3, log=MemLog(entries=[E(2, b"%d" % i) for i in range(n)]), commit=2)
+    c.take_ready()
+    held = c.log.entries
+    c.install_snapshot(n + 10, 3, members(3))  # beyond the log: all of it goes
+    assert c.log.base_index == n + 10 and c.log.entries == [] and c.log.last_index() == n + 10
+    deadline = time.monotonic() + 30
+    while held:  # emptied by the background thread (on the old code it stayed whole)
+        assert time.monotonic() < deadline, f"{len(held)} entries of the dropped log never freed"
+        time.sleep(0.01)
