@@ -8,6 +8,7 @@ import time
 from raftkv.actors import deferred_free
 from raftkv.actors.memlog import MemLog
 from raftkv.records import Entry
+from tests.unit.polling import wait_for
 
 
 def _log(n: int, base: int = 10) -> MemLog:
@@ -15,10 +16,7 @@ def _log(n: int, base: int = 10) -> MemLog:
 
 
 def _wait_freed(timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while deferred_free.pending():
-        assert time.monotonic() < deadline, f"{deferred_free.pending()} objects still not freed"
-        time.sleep(0.01)
+    wait_for(lambda: not deferred_free.pending(), "the dropped entries freed", timeout=timeout, every=0.01)
 
 
 def test_large_compaction_keeps_the_suffix_and_frees_the_prefix_in_the_background() -> None:
