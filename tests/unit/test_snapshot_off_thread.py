@@ -70,3 +70,46 @@ def test_snapshot_is_taken_at_an_applied_index_while_batches_go_on(tmp_path):
     assert store.applied_index() == last
     store.close()
 
+
+
+def test_a_requested_snapshot_writes_the_memtable_before_its_checkpoint_begins(tmp_path):
+    # A requested snapshot used to switch the whole memtable in its checkpoint (up to 64 MB to
+    # flush inside the snapshot); now the memtable is written first, batches going on meanwhile,
+    # and the checkpoint begun afterwards finds it (nearly) empty.
+    store = KvStore(str(tmp_path / "kv"))
+    saved: queue.SimpleQueue = queue.SimpleQueue()
+    snaps = tmp_path / "snapshots"
+    at_begin: list = []
+    begin = store.begin_checkpoint
+
+    def spy(directory: str):
+        at_begin.append((store.memtable_bytes(), store.applied_index()))
+        return begin(directory)
+
+    store.begin_checkpoint = spy  # type: ignore[method-assign]
+    ref = Fsm.start(lambda r: None, lambda v: None, saved.put, snapshot_threshold=10**9, state=DbState(store),
+                    checkpoint_path=lambda i: str(snaps / checkpoint_name(i)))
+    entries = [(i, Entry(1, EntryKind.COMMAND, encode_record(Command("put", _key(i), VALUE))))
+               for i in range(1, 10_001)]
+    try:
+        for n in range(0, len(entries), 200):
+            ref.tell(Apply(entries[n:n + 200]))
+        ref.ask(Apply([]))
+        before = store.memtable_bytes()
+        assert before > BIG_MEMTABLE_BYTES
+        ref.tell(TakeSnapshot(None))
+        m = saved.get(timeout=60)
+        finish_checkpoint(m.state)
+    finally:
+        ref.stop()
+    [(memtable, index)] = at_begin
+    assert index == m.index == 10_000
+    assert memtable < before // 10  # the entries applied before the request were already on disk
+    assert verify_db(m.state.path) == m.index  # and the checkpoint holds them all
+    os.unlink(os.path.join(m.state.path, "RAFTKV-CHECKPOINT"))
+    ckpt = KvStore(m.state.path)
+    try:
+        assert ckpt.get(_key(1)) == VALUE and ckpt.get(_key(10_000)) == VALUE
+    finally:
+        ckpt.close()
+    store.close()
