@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from typing import Callable, Optional
+from typing import Optional
 
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
 from raftkv.storage.kv_cache import ValueCache
@@ -301,12 +301,6 @@ class DbState:
         """Start flushing the memtable in the background, so that the coming checkpoint only
         waits for a small flush (this thread stalls applying meanwhile)."""
         self.store.prepare_checkpoint()
-
-    def flush_ahead(self, done: Callable[[], None]) -> bool:
-        """Before a requested snapshot: start writing the memtable and call ``done()`` from
-        another thread once it is written, so that the checkpoint begun then flushes only what
-        was applied since (storage/kv_flush_ahead.py). False: nothing to wait for, snapshot now."""
-        return self.store.flush_ahead(done)
 
     def snapshot_payload(self, path: str) -> CheckpointInfo:
         """Fix a checkpoint at the applied index for ``path`` (this thread applies batches: only

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
-import pykka
 
 from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.storage.kv_record import KeyRecord
@@ -25,7 +24,7 @@ from . import kv_apply
 from .backup_serving import take_backup
 from .core import decode_config
 from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result_reply
-from .messages import Apply, Read, Restore, SnapshotDone, SnapshotFlushed, TakeSnapshot
+from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
 from .own_commands import own_command
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
@@ -153,10 +152,6 @@ class KVState:
 
     def prepare_snapshot(self) -> None:
         """Nothing to prepare for the in-memory state."""
-
-    def flush_ahead(self, done: Callable[[], None]) -> bool:
-        """Nothing to flush for the in-memory state: a requested snapshot is taken at once."""
-        return False
 
     def snapshot_payload(self, path: Optional[str]) -> "KVState":
         """What the snapshotter serialises: a frozen copy (``path`` is unused here)."""
@@ -344,9 +339,6 @@ class Fsm(SupervisedActor):
         elif t is Restore:
             self._restore(msg)
         elif t is TakeSnapshot:
-            self._requested(msg.route)
-        elif t is SnapshotFlushed:
-            self.snapshotting = False  # set by _requested while the memtable was written
             self._snapshot(msg.route)
         elif t is SnapshotDone:
             self.snapshotting = False
@@ -411,27 +403,6 @@ class Fsm(SupervisedActor):
             while self.pending_reads and self.pending_reads[0][0] <= st.applied:
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
-
-    def _requested(self, route: Optional[list]) -> None:
-        # A requested snapshot (not the threshold's, which prepare_snapshot flushed ahead): have
-        # the state write its memtable first, while batches go on being applied, and begin the
-        # checkpoint once that is done (SnapshotFlushed), so that its own flush is small.
-        if self.snapshotting or self.state.applied == 0:
-            self._snapshot(route)  # refused there
-            return
-        ref = self.actor_ref
-
-        def flushed() -> None:
-            try:
-                ref.tell(SnapshotFlushed(route))
-            except pykka.ActorDeadError:  # the node stopped meanwhile
-                pass
-
-        if self.state.flush_ahead(flushed):
-            self.snapshotting = True  # no other snapshot begins meanwhile; a second request is refused
-            self.prepared = False
-        else:
-            self._snapshot(route)
 
     def _snapshot(self, route: Optional[list]) -> None:
         if self.snapshotting or self.state.applied == 0:

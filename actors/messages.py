@@ -109,14 +109,6 @@ class TakeSnapshot:
 
 
 @dataclass(slots=True)
-class SnapshotFlushed:
-    """To the FSM, from the thread that waited (storage/kv_flush_ahead.py): the memtable switched
-    for the requested snapshot answering ``route`` is written; begin its checkpoint now."""
-
-    route: Any = None
-
-
-@dataclass(slots=True)
 class SnapshotDone:
     """The snapshotter finished (or failed) the snapshot at ``index``."""
 

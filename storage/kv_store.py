@@ -43,7 +43,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cast
+from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cast
 
 import msgpack
 import rocksdict
@@ -53,7 +53,6 @@ from .kv_checkpoint import CheckpointError, CheckpointInfo, PendingCheckpoint, t
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
                     read_format, read_header)
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
-from .kv_flush_ahead import flush_pending, wait_then
 from .kv_install import install, recover
 from .kv_live_checkpoint import link_checkpoint, newest_wal
 from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
@@ -68,9 +67,6 @@ _DATA_END = b"w"
 _V1_DATA = b"d"  # format version 1's bare values (converted on open)
 _V1_DATA_END = b"e"
 _UPGRADE_BATCH = 10_000
-# A requested checkpoint finding at least this much in the memtable flushes it first (flush_ahead);
-# below it the checkpoint's own flush is a few ms and not worth the wait.
-FLUSH_AHEAD_MIN_BYTES = 1 << 20
 _RESULT = b"s"
 _RESULT_END = b"t"
 _TOUCH = b"t"
@@ -592,26 +588,6 @@ class KvStore:
         if self._building:
             return
         self._db.flush(False)
-
-    def flush_ahead(self, done: Callable[[], None], min_bytes: int = FLUSH_AHEAD_MIN_BYTES) -> bool:
-        """Before a requested checkpoint: switch the memtable (call from the thread that applies
-        batches, as :meth:`begin_checkpoint`) and call ``done()`` from another thread once RocksDB
-        wrote it; meanwhile batches go on being applied. Returns False and does nothing when the
-        memtable holds less than ``min_bytes`` or a begun checkpoint is not built yet (a switch
-        would lose its state): then the caller checkpoints at once. See :mod:`.kv_flush_ahead`."""
-        if self._building or self.memtable_bytes() < min_bytes:
-            return False
-        self._db.flush(False)  # the switch only; RocksDB writes the old memtable in its background
-        generation = self._generation
-
-        def pending() -> bool:
-            with self._files_lock:  # not while the DB is closed or swapped
-                if self._closed or self._generation != generation:
-                    return False
-                return flush_pending(self._db.property_int_value)
-
-        wait_then(pending, done, "kv-flush-ahead")
-        return True
 
     def checkpoint(self, directory: str, finish: bool = True) -> "CheckpointInfo":
         """Take a RocksDB checkpoint of the current state into ``directory`` (which must not
