@@ -16,7 +16,8 @@ how long they took, beside the leader's log lines of that time (one clock: the b
 share the machine), and, with ``--sample-threads``, the moments the leader's threads were in
 uninterruptible sleep (state D in /proc/PID/task/*/stat, sampled every 2 ms with their wchan):
 a wait for the disk, as opposed to a frozen interpreter; and the stretches in which a thread of
-the leader or of the bench itself (the writers) was runnable but got no CPU (schedstat).
+the leader, of a follower or of the bench itself (the writers) was runnable but got no CPU
+(schedstat).
 
     python -m tests.bench.kvbench stall --keys 400000 --rounds 3 \\
         --install base=/tmp/venv-base/bin/kvnode --install new=/tmp/venv-new/bin/kvnode
@@ -221,6 +222,7 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
     load_: Optional[LatencyWriteLoad] = None
     sampler: Optional[ThreadSampler] = None
     own: Optional[ThreadSampler] = None  # this process: the writers whose latency is measured
+    others: list = []  # the followers (a write waits for one of them too)
     slow = 60.0 + keys / 2000.0
     try:
         cl.start()
@@ -238,6 +240,9 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
             sampler.start()
             own = ThreadSampler(os.getpid())
             own.start()
+            others = [ThreadSampler(cl.nodes[nid].proc.pid) for nid in cl.ids if nid != leader]
+            for o in others:
+                o.start()
         marks = {nid: cl.log_size(nid) for nid in cl.ids}
         windows = []
         for label, pause in (("A", second), ("B", 1.0 + tail)):
@@ -253,6 +258,8 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
             sampler.close()
         if own is not None:
             own.close()
+        for o in others:
+            o.close()
         base = load_.window(t_b0, t_b1, overlap=False)
         res: dict = {"install": name, "leader": leader, "preload": pre, "baseline": base}
         for label, w0, t0, t1, index in windows:
@@ -271,6 +278,7 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
                 "cpu_ms": sampler.cpu_ms(t0, t1) if sampler is not None else None,
                 "cpu_waits": sampler.cpu_waits(t0, lo, hi) if sampler is not None else None,
                 "bench_cpu_waits": own.cpu_waits(t0, lo, hi) if own is not None else None,
+                "follower_cpu_waits": [x for o in others for x in o.cpu_waits(t0, lo, hi)],
             }
         return res
     finally:
@@ -280,6 +288,8 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
             sampler.close()
         if own is not None:
             own.close()
+        for o in others:
+            o.close()
         cl.stop()
         if load_ is not None:
             load_.abandon()
@@ -309,7 +319,8 @@ def _print_run(r: dict, verbose: bool) -> None:
         if w["disk_waits"]:
             p("      leader threads in D state (start..end ms, tid, wchan): "
               + ", ".join(f"{s:+.0f}..{e:+.0f} {tid} {wc}" for s, e, tid, wc in w["disk_waits"]))
-        for key, whose in (("cpu_waits", "leader"), ("bench_cpu_waits", "bench (writers)")):
+        for key, whose in (("cpu_waits", "leader"), ("follower_cpu_waits", "followers'"),
+                           ("bench_cpu_waits", "bench (writers)")):
             if w.get(key):
                 p(f"      {whose} threads runnable without a CPU (start..end ms, name, ms waited): "
                   + ", ".join(f"{s:+.0f}..{e:+.0f} {c} {ms:.0f}" for s, e, c, ms in w[key]))
@@ -357,8 +368,8 @@ def _parse_install(spec: str) -> tuple:
 @click.option("--slowest", type=click.IntRange(0, 100), default=6, show_default=True,
               help="Slowest writes listed per window.")
 @click.option("--sample-threads", is_flag=True, default=False,
-              help=("Sample the leader's threads every 2 ms and list their waits in state D and, for them "
-                    "and the bench's own threads, the stretches runnable without a CPU."))
+              help=("Sample the leader's threads every 2 ms and list their waits in state D and, for them, "
+                    "the followers' and the bench's own threads, the stretches runnable without a CPU."))
 @click.option("--log-level", type=click.Choice(["debug", "info"]), default=None,
               help="The nodes' log level (debug: more events in the timeline, and more cost).")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No timeline: one line per run.")
