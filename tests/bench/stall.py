@@ -15,7 +15,9 @@ Per run it also prints where the slowest writes of [request - 0.2 s, reply + TAI
 how long they took, beside the leader's log lines of that time (one clock: the bench and the nodes
 share the machine), and, with ``--sample-threads``, the moments the leader's threads were in
 uninterruptible sleep (state D in /proc/PID/task/*/stat, sampled every 2 ms with their wchan):
-a wait for the disk, as opposed to a frozen interpreter.
+a wait for the disk, as opposed to a frozen interpreter; and the stretches in which a thread of
+the leader, of a follower or of the bench itself (the writers) was runnable but got no CPU
+(schedstat).
 
     python -m tests.bench.kvbench stall --keys 400000 --rounds 3 \\
         --install base=/tmp/venv-base/bin/kvnode --install new=/tmp/venv-new/bin/kvnode
@@ -99,7 +101,9 @@ def _rocksdb_events(node_dir: Path, t0_wall: float, lo: float, hi: float) -> lis
 
 class ThreadSampler:
     """Samples the state of every thread of a process every ``period`` s; keeps the samples in
-    which a thread was in uninterruptible sleep (D: waiting for the disk, usually)."""
+    which a thread was in uninterruptible sleep (D: waiting for the disk, usually), and each
+    thread's time spent runnable but waiting for a CPU (the second field of
+    /proc/PID/task/TID/schedstat: the kernel's run-queue wait)."""
 
     def __init__(self, pid: int, period: float = 0.002) -> None:
         self.pid = pid
@@ -108,6 +112,7 @@ class ThreadSampler:
         self.samples = 0
         self.waits: list = []  # (monotonic, tid, wchan)
         self.cpu: list = []  # (monotonic, {thread name: ns of CPU used so far, summed})
+        self.queued: list = []  # (monotonic, {tid: (thread name, ns waited for a CPU so far)})
         self.thread = threading.Thread(target=self._run, daemon=True, name="thread-sampler")
 
     def _run(self) -> None:
@@ -119,12 +124,15 @@ class ThreadSampler:
             except OSError:
                 return
             used: dict = {}
+            queued: dict = {}
             for tid in tids:
                 try:
                     with open(f"{base}/{tid}/comm", "rb") as f:
                         comm = f.read().strip().decode(errors="replace")
                     with open(f"{base}/{tid}/schedstat", "rb") as f:
-                        used[comm] = used.get(comm, 0) + int(f.read().split()[0])
+                        fields = f.read().split()
+                    used[comm] = used.get(comm, 0) + int(fields[0])
+                    queued[tid] = (comm, int(fields[1]))
                     with open(f"{base}/{tid}/stat", "rb") as f:
                         state = f.read().rsplit(b")", 1)[1].split(None, 1)[0]
                     if state == b"D":
@@ -133,6 +141,7 @@ class ThreadSampler:
                 except OSError:
                     continue
             self.cpu.append((now, used))
+            self.queued.append((now, queued))
             self.samples += 1
             time.sleep(self.period)
 
@@ -151,6 +160,37 @@ class ThreadSampler:
             return {}
         (_, a), (_, b) = inside[0], inside[-1]
         return {k: round((b[k] - a.get(k, 0)) / 1e6, 1) for k in b}
+
+    def cpu_waits(self, t0: float, lo: float, hi: float, min_ms: float = 4.0) -> list:
+        """[(start ms, end ms, thread name, ms waited)] stretches, relative to ``t0``, in which a
+        thread spent most of each sampling step runnable but without a CPU, at least ``min_ms``
+        in all: a thread held back by the machine's scheduler (other processes, the node's other
+        threads), as opposed to a wait for the disk (D) or for a lock (sleeping)."""
+        runs: dict = {}
+        out = []
+        prev: Optional[tuple] = None
+        for t, q in self.queued:
+            if prev is not None and lo <= t - t0 <= hi:
+                pt, pq = prev
+                step = t - pt
+                for tid, (comm, ns) in q.items():
+                    before = pq.get(tid)
+                    waited = (ns - before[1]) / 1e9 if before is not None else 0.0
+                    r = runs.get(tid)
+                    if waited >= step / 2:
+                        # the kernel adds a wait up when the thread gets a CPU again: the end of a
+                        # stretch is when it was seen, its start is inferred from the wait
+                        if r is None:
+                            runs[tid] = [min(pt, t - waited), t, comm, waited]
+                        else:
+                            r[1] = t
+                            r[3] += waited
+                    elif r is not None:
+                        out.append(runs.pop(tid))
+            prev = (t, q)
+        out.extend(runs.values())
+        return sorted((round((s - t0) * 1000, 1), round((e - t0) * 1000, 1), comm, round(w * 1000, 1))
+                      for s, e, comm, w in out if w * 1000 >= min_ms)
 
     def spans(self, t0: float, lo: float, hi: float) -> list:
         """[(start ms, end ms, tid, wchan)] runs of consecutive D samples, relative to ``t0``."""
@@ -181,6 +221,8 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
         cl.kvnode_cmd = (kvnode,)
     load_: Optional[LatencyWriteLoad] = None
     sampler: Optional[ThreadSampler] = None
+    own: Optional[ThreadSampler] = None  # this process: the writers whose latency is measured
+    others: list = []  # the followers (a write waits for one of them too)
     slow = 60.0 + keys / 2000.0
     try:
         cl.start()
@@ -196,6 +238,11 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
         if sample_threads:
             sampler = ThreadSampler(cl.nodes[leader].proc.pid)
             sampler.start()
+            own = ThreadSampler(os.getpid())
+            own.start()
+            others = [ThreadSampler(cl.nodes[nid].proc.pid) for nid in cl.ids if nid != leader]
+            for o in others:
+                o.start()
         marks = {nid: cl.log_size(nid) for nid in cl.ids}
         windows = []
         for label, pause in (("A", second), ("B", 1.0 + tail)):
@@ -209,6 +256,10 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
         load_.close()
         if sampler is not None:
             sampler.close()
+        if own is not None:
+            own.close()
+        for o in others:
+            o.close()
         base = load_.window(t_b0, t_b1, overlap=False)
         res: dict = {"install": name, "leader": leader, "preload": pre, "baseline": base}
         for label, w0, t0, t1, index in windows:
@@ -225,6 +276,9 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
                          + _rocksdb_events(cl.data_dir / nid, w0, lo, hi) for nid in cl.ids},
                 "disk_waits": sampler.spans(t0, lo, hi) if sampler is not None else None,
                 "cpu_ms": sampler.cpu_ms(t0, t1) if sampler is not None else None,
+                "cpu_waits": sampler.cpu_waits(t0, lo, hi) if sampler is not None else None,
+                "bench_cpu_waits": own.cpu_waits(t0, lo, hi) if own is not None else None,
+                "follower_cpu_waits": [x for o in others for x in o.cpu_waits(t0, lo, hi)],
             }
         return res
     finally:
@@ -232,6 +286,10 @@ def _one_run(name: str, kvnode: Optional[str], keys: int, value_size: int, write
             load_.stop.set()
         if sampler is not None:
             sampler.close()
+        if own is not None:
+            own.close()
+        for o in others:
+            o.close()
         cl.stop()
         if load_ is not None:
             load_.abandon()
@@ -261,6 +319,11 @@ def _print_run(r: dict, verbose: bool) -> None:
         if w["disk_waits"]:
             p("      leader threads in D state (start..end ms, tid, wchan): "
               + ", ".join(f"{s:+.0f}..{e:+.0f} {tid} {wc}" for s, e, tid, wc in w["disk_waits"]))
+        for key, whose in (("cpu_waits", "leader"), ("follower_cpu_waits", "followers'"),
+                           ("bench_cpu_waits", "bench (writers)")):
+            if w.get(key):
+                p(f"      {whose} threads runnable without a CPU (start..end ms, name, ms waited): "
+                  + ", ".join(f"{s:+.0f}..{e:+.0f} {c} {ms:.0f}" for s, e, c, ms in w[key]))
 
 
 def _summary(runs: list) -> dict:
@@ -305,7 +368,8 @@ def _parse_install(spec: str) -> tuple:
 @click.option("--slowest", type=click.IntRange(0, 100), default=6, show_default=True,
               help="Slowest writes listed per window.")
 @click.option("--sample-threads", is_flag=True, default=False,
-              help="Sample the leader's threads every 2 ms and list their waits in state D.")
+              help=("Sample the leader's threads every 2 ms and list their waits in state D and, for them, "
+                    "the followers' and the bench's own threads, the stretches runnable without a CPU."))
 @click.option("--log-level", type=click.Choice(["debug", "info"]), default=None,
               help="The nodes' log level (debug: more events in the timeline, and more cost).")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No timeline: one line per run.")
