@@ -40,6 +40,7 @@ from .watch_events import WatchEvent
 log = logging.getLogger("actors.fsm")
 
 _PUT, _OK = "put", "ok"  # Op.PUT.value and Status.OK.value, without an enum property call per write
+_new = tuple.__new__
 
 # A client's results that left its window are deleted from the DB a block of seqs at a time (one
 # range deletion when its lowest seq enters a new block; read at each use: tests change it), and
@@ -56,12 +57,13 @@ META_TOKENS = "tokens"  # issue 11: the token table (actors/token_state.py), nev
 class _Session:
     """One client's recent results (seq -> (status, value, revision, txn)) and the index of its last request."""
 
-    __slots__ = ("results", "last_index", "ordered", "stored")
+    __slots__ = ("results", "last_index", "ordered", "last_seq", "stored")
 
     def __init__(self, last_index: int = 0, results: Optional[OrderedDict] = None, stored: bool = False) -> None:
         self.results: OrderedDict = results if results is not None else OrderedDict()
         self.last_index = last_index
         self.ordered = True  # results were inserted in increasing seq order (the usual case)
+        self.last_seq = -1  # the seq inserted last (while ``ordered``, the highest one held); -1: none
         # True: the results are still only in the DB (a session loaded at start-up: see
         # DbState._load); read on the client's next request, before anything uses them.
         self.stored = stored
@@ -148,13 +150,16 @@ class DbState:
             # do for it (execute_with_lease: no refusal, no lease change), without its layers.
             kv_apply.put(b, self.events, index, key, cmd.value)
             result = (_OK, None, index, None)
+            save = _new(SaveResult, (cid, seq, _OK, None, index, None))  # without SaveResult's Python __new__
         else:
             result = self._leased(cmd, b)
+            save = SaveResult(cid, seq, *result)
         res = sess.results
-        if res and sess.ordered and seq < next(reversed(res)):
+        if seq < sess.last_seq:
             sess.ordered = False
+        sess.last_seq = seq
         res[seq] = result
-        b.ops.append(SaveResult(cid, seq, *result))  # KvBatch.add's check is for Put and Delete
+        b.ops.append(save)  # KvBatch.add's check is for Put and Delete
         if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
@@ -180,6 +185,7 @@ class DbState:
         if len(stored) > window:
             stored = stored[-window:]
         sess.results = OrderedDict((seq, norm(x)) for seq, x in stored)
+        sess.last_seq = stored[-1][0] if stored else -1
         sess.stored = False
 
     def _expire(self, index: int, b: KvBatch) -> None:

@@ -41,6 +41,7 @@ SNAPSHOT_VERSION = 3  # 2: the session table packed as maps; 3: keys with their 
 READABLE_SNAPSHOT_VERSIONS = frozenset({2, 3})
 SNAPSHOT_CHUNK_KEYS = 4096
 _WATCH, _OK = Op.WATCH.value, Status.OK.value
+_CONFIG = int(EntryKind.CONFIG)  # compared with each applied entry's kind: a plain int, not the enum's lookup
 
 
 
@@ -364,7 +365,7 @@ class Fsm(SupervisedActor):
             except UndecodableEntry as err:
                 die(str(err))  # one CRITICAL line naming the index, then a non-zero exit
             self.applied_term = e.term
-            if e.kind == EntryKind.CONFIG:
+            if e.kind == _CONFIG:
                 self.members = decode_config(e.data)
                 config_applied = True
             if w is not None:
@@ -374,9 +375,12 @@ class Fsm(SupervisedActor):
                     replies.append((route, ClientReply("timeout", error="leadership changed; retry")))
                 elif res is not None:
                     status, cur, rev, txn = res
-                    rep = result_reply(status, cur, rev)  # actors/lease_state.py: a grant's id, a refusal's why
-                    if txn is not None:
-                        rep.succeeded, rep.responses = txn
+                    if status == _OK and cur is None and txn is None:
+                        rep = ClientReply(_OK, revision=rev)  # nearly every write: result_reply's answer
+                    else:
+                        rep = result_reply(status, cur, rev)  # actors/lease_state.py: a grant's id, a refusal's why
+                        if txn is not None:
+                            rep.succeeded, rep.responses = txn
                     replies.append((route, rep))
         # Durable state first (one unsynced write batch), then the view, then the answers: a
         # client told that its entry is applied must find this node acting on it (a revoked

@@ -34,6 +34,10 @@ class RecordView(Protocol):
 
 
 _UNREAD = KeyRecord(b"", -1, -1, -1)  # put()'s "the caller has not read the old record"
+# put() runs for every applied write on every node: its two records are built with tuple.__new__
+# (the NamedTuple's own __new__ is a Python function: ~0.3 us more each) from fields in order.
+_new = tuple.__new__
+_PUT = EventType.PUT
 
 
 def put(view: RecordView, events: list, rev: int, key: str, value: bytes,
@@ -43,13 +47,13 @@ def put(view: RecordView, events: list, rev: int, key: str, value: bytes,
     if old is _UNREAD:
         old = view.record(key)
     if old is None:
-        rec = KeyRecord(value, rev, rev, 1)
-        prev = None
+        rec = _new(KeyRecord, (value, rev, rev, 1))
+        events.append(_new(WatchEvent, (rev, _PUT, key, value, None, rev, 1)))
     else:
-        rec = KeyRecord(value, old.create_revision, rev, old.version + 1)
-        prev = old.value
+        create, version = old.create_revision, old.version + 1
+        rec = _new(KeyRecord, (value, create, rev, version))
+        events.append(_new(WatchEvent, (rev, _PUT, key, value, old.value, create, version)))
     view.put_record(key, rec)
-    events.append(WatchEvent(rev, EventType.PUT, key, value, prev, rec.create_revision, rec.version))
     return rec
 
 

@@ -61,7 +61,7 @@ _OK, _COMPACTED, _UNAVAILABLE = Status.OK.value, Status.COMPACTED.value, Status.
 
 
 def event_size(e: WatchEvent) -> int:
-    """What an event is counted as against the byte bounds."""
+    """What an event is counted as against the byte bounds (WatchHub.publish inlines it)."""
     return len(e.key) + len(e.value or b"") + len(e.prev_value or b"") + _EVENT_OVERHEAD
 
 
@@ -146,13 +146,12 @@ class WatchHub:
         with self._cond:
             self.current = applied
             if events:
-                revs, sizes = self._revs, self._sizes
                 self._events.extend(events)
-                for e in events:
-                    revs.append(e.revision)
-                    n = event_size(e)
-                    sizes.append(n)
-                    self._bytes += n
+                # event_size and e.revision of each, inlined (one per applied write on every node)
+                self._revs.extend([e[0] for e in events])
+                sizes = [len(e[2]) + len(e[3] or b"") + len(e[4] or b"") + _EVENT_OVERHEAD for e in events]
+                self._sizes.extend(sizes)
+                self._bytes += sum(sizes)
                 self._trim()
                 if self._waiters:
                     self._fresh = True

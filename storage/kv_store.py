@@ -74,6 +74,7 @@ _TOUCH_END = b"u"
 _EXPIRED = b"x"
 _EXPIRED_END = b"y"
 _SEQ = struct.Struct(">Q")
+_SEQ_PACK = _SEQ.pack
 _CID_LEN = struct.Struct(">H")
 _SIGN = 1 << 63
 _HEADER_PACK = HEADER.pack  # kv_record's header, inlined on the write path
@@ -152,6 +153,9 @@ class ForgetExpired(NamedTuple):
 KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
              LeaseRow, LeaseKeyRow, LeaseDropRow, DropResultsBelow]
 
+_new = tuple.__new__
+_NOT_PENDING = object()  # KvBatch.record: the batch neither puts nor deletes the key
+
 
 class KvBatch:
     """The operations of a run of committed entries being applied, collected for one
@@ -171,10 +175,10 @@ class KvBatch:
 
     def record(self, key: str) -> Optional[KeyRecord]:
         """The record of ``key`` once this batch is applied (None: absent)."""
-        pending = self._pending
-        if key in pending:
-            return pending[key]
-        return self._store.get_record(key)
+        rec = self._pending.get(key, _NOT_PENDING)
+        if rec is _NOT_PENDING:
+            return self._store.get_record(key)
+        return rec  # type: ignore[return-value]  # a KeyRecord or None
 
     def put(self, key: str, value: bytes) -> None:
         """Set ``key`` to ``value`` (with the revisions of a key of unknown history)."""
@@ -182,7 +186,8 @@ class KvBatch:
 
     def put_record(self, key: str, rec: KeyRecord) -> None:
         """Set ``key``'s record."""
-        self.ops.append(Put(key, *rec))
+        # one per applied write: built with tuple.__new__, not through Put's Python __new__
+        self.ops.append(_new(Put, (key, rec[0], rec[1], rec[2], rec[3])))
         self._pending[key] = rec
 
     def delete_record(self, key: str) -> None:
@@ -407,21 +412,27 @@ class KvStore:
         pack_ = self._pack
         prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
+            # Put and SaveResult, one each per write: unpacked once rather than field by field
             if type(op) is Put:
-                put(_DATA + op.key.encode(), _HEADER_PACK(op.create_revision, op.mod_revision, op.version) + op.value)
-            elif isinstance(op, SaveResult):  # before the rarer kinds: one per write
+                key, value, create, mod, version = op
+                put(_DATA + key.encode(), _HEADER_PACK(create, mod, version) + value)
+            elif type(op) is SaveResult:
+                cid, seq, status, value, revision, txn = op
                 # format version 1 stored [status, value]: kept when there is nothing more to say
-                if op.txn is None and op.value is None and op.revision and op.status == "ok":
-                    val = _OK_RESULT_HEAD + pack_(op.revision)
+                if txn is None and value is None and revision and status == "ok":
+                    val = _OK_RESULT_HEAD + pack_(revision)
                 else:
-                    res: list = [op.status, op.value] if op.txn is None else [op.status, op.value, op.revision, op.txn]
-                    if op.revision and op.txn is None:
-                        res.append(op.revision)
+                    res: list = [status, value] if txn is None else [status, value, revision, txn]
+                    if revision and txn is None:
+                        res.append(revision)
                     val = msgpack.packb(res, use_bin_type=True)
-                prefix = prefixes.get(op.client_id)
+                prefix = prefixes.get(cid)
                 if prefix is None:
-                    prefix = prefixes[op.client_id] = _client_prefix(op.client_id)
-                put(prefix + _seq_bytes(op.seq), val)
+                    prefix = prefixes[cid] = _client_prefix(cid)
+                if type(seq) is int and -_SIGN <= seq < _SIGN:  # _seq_bytes, inlined (one per write)
+                    put(prefix + _SEQ_PACK(seq + _SIGN), val)
+                else:
+                    put(prefix + _seq_bytes(seq), val)  # raises its error
             elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
             elif isinstance(op, DropResult):

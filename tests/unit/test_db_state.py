@@ -101,6 +101,58 @@ def test_same_results_as_the_model_with_a_restart_after_every_batch(tmp_path, mo
     store.close()
 
 
+def test_seqs_applied_out_of_order_keep_the_window_a_restarted_node_reads_back(tmp_path, monkeypatch):
+    # A client's requests may be applied out of seq order (several in flight, retries): the window
+    # is then the highest SESSION_WINDOW seqs saved, in a node that never stopped as in one that
+    # reopens its store after every batch, and both answer every request alike.
+    monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
+    rng = random.Random(5)
+    live = DbState(KvStore(str(tmp_path / "live")))
+    path = str(tmp_path / "restarted")
+    store = KvStore(path)
+    restarted = DbState(store)
+    saved: set = set()
+    index = 0
+    top = 0
+    for _batch in range(60):
+        for _ in range(rng.randint(1, 5)):
+            top += 1
+            seq = max(1, top - rng.choice([0, 0, 1, 2, 3, 5, 8]))  # mostly in order, some late, some repeated
+            index += 1
+            payload = encode_record(Command("put", f"k{seq % 7}", b"v%d" % seq, client_id="c", seq=seq))
+            got = live.apply(index, EntryKind.COMMAND, payload)
+            assert restarted.apply(index, EntryKind.COMMAND, payload) == got
+            if got[0] == "ok" and got[2] == index:  # applied now, not a stored answer or a refusal
+                saved.add(seq)
+        live.end_batch(1, None)
+        restarted.end_batch(1, None)
+        assert sorted(live.sessions["c"].results) == sorted(saved)[-4:]
+        store.close()
+        store = KvStore(path)
+        restarted = DbState(store)
+    # A late seq below the only one held, right after a restart, then enough to evict: the lowest
+    # (3) goes, and a retry of 5 gets its stored answer, not a second application.
+    answers = []
+    for batch in ([5], [3, 6, 7, 8, 5], [5]):
+        for seq in batch:
+            index += 1
+            payload = encode_record(Command("put", "d", b"d%d" % seq, client_id="d", seq=seq))
+            got = live.apply(index, EntryKind.COMMAND, payload)
+            assert restarted.apply(index, EntryKind.COMMAND, payload) == got
+            answers.append(got[2])
+        live.end_batch(1, None)
+        restarted.end_batch(1, None)
+        assert list(restarted.sessions["d"].results) == list(live.sessions["d"].results)
+        store.close()
+        store = KvStore(path)
+        restarted = DbState(store)
+    assert answers[-1] == answers[-2] == answers[0]  # seq 5's first revision
+    assert sorted(live.sessions["d"].results) == [5, 6, 7, 8]
+    assert live.store.scan("", 0) == store.scan("", 0)
+    live.store.close()
+    store.close()
+
+
 def test_a_restart_reads_the_results_of_a_client_only_when_it_comes_back(tmp_path, monkeypatch):
     monkeypatch.setattr(fsm, "SESSION_WINDOW", 4)
     store = KvStore(str(tmp_path / "kv"))
