@@ -10,6 +10,8 @@ input and decodes the buffered PING, whose PONG is sent through ``out_event``, w
 no I/O error happened. One thread and one socket suffice (the second test), so no use of a socket
 from two threads is involved. Our peer DEALERs' ZeroMQ heartbeats were the only PINGs any node
 sent; the DEALERs now rely on TCP keepalive and the TCP user timeout instead (wire/peer.py).
+Anyone else who completes a handshake can still send one; where pyzmq has the draft API, the
+doors' 7-byte read buffer closes that (wire/door_hardening.py; the last two tests).
 """
 from __future__ import annotations
 
