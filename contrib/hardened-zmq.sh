@@ -59,8 +59,9 @@ cmake -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DENABLE_DRAFTS=ON -DWITH_LI
 make -C build -j "$(nproc)" >make.log
 make -C build install >install.log
 
+# --no-cache-dir: a pyzmq wheel pip built and cached for another venv links to that venv's libzmq.
 version=${PYZMQ_VERSION:-$("$py" -c 'import zmq; print(zmq.__version__)' 2>/dev/null || echo 27.3.0)}
-ZMQ_PREFIX="$venv" ZMQ_DRAFT_API=1 "$venv/bin/pip" install --quiet --force-reinstall --no-deps \
+ZMQ_PREFIX="$venv" ZMQ_DRAFT_API=1 "$venv/bin/pip" install --quiet --force-reinstall --no-deps --no-cache-dir \
     --no-binary pyzmq "pyzmq==$version"
 
 "$py" - <<'EOF'
