@@ -24,6 +24,7 @@ import zmq
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
+from raftkv.wire import door_hardening
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
 from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
@@ -585,6 +586,7 @@ class Node:
             which = "peer" if not hasattr(self, "peer") else "client"
             addr = cfg.addr if which == "peer" else cfg.client
             raise NodeError(f"cannot listen on {which} address {addr}: {e.strerror}") from None
+        log.info("%s: %s", cfg.id, door_hardening.describe())
         self.ctx = None
         t = cfg.raft
         # The watch history starts at the state's applied index: events before it are not known.

@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import zmq
 
 from .address import zmq_endpoint
+from .door_hardening import harden
 from .iothread import IoThread
 from .security.keys import KeyPair
 from .security.zap import Door, configure_curve_server, configure_null_server, user_id_of
@@ -166,6 +167,7 @@ class FrontDoor(IoThread):
         self._router.setsockopt(zmq.RCVHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue is EAGAIN, not a silent drop
+        harden(self._router)  # a draft-API build only: the PING abort guard (wire/door_hardening.py)
         self._authorize = authorize
         if curve_key is not None:
             configure_curve_server(self._router, curve_key, Door.CLIENT)

@@ -35,6 +35,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .address import parse_address, zmq_endpoint
+from .door_hardening import harden
 from .iothread import IoThread
 from .messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
 from .ratelog import RateLimitedLog
@@ -104,6 +105,7 @@ class PeerTransport(IoThread):
         self._router.setsockopt(zmq.SNDHWM, HWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        harden(self._router)  # a draft-API build only: the PING abort guard (wire/door_hardening.py)
         self.curve = curve
         # Secure clusters: the member ids a message may come from (None: no check, insecure).
         self.allowed_senders: Optional[frozenset] = None
@@ -203,6 +205,7 @@ class PeerTransport(IoThread):
         s.setsockopt(zmq.SNDHWM, HWM)
         s.setsockopt(zmq.RCVHWM, HWM)
         s.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        harden(s)  # a peer answers through it too: the same guard as the door's
         s.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         # Redial a lost peer at least every 100 ms: with 500 ms of backoff, a follower restarted

@@ -25,6 +25,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..address import zmq_endpoint
+from ..door_hardening import harden
 from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
 
 from ..messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
@@ -88,6 +89,7 @@ def _attempt(ctx: zmq.Context, token: JoinToken, target: str, node_id: str, req:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+    harden(sock)  # the member it asks could abort it otherwise (wire/door_hardening.py)
     configure_curve_client(sock, token.server_public_key, token.keypair())
     mon = sock.get_monitor_socket(_EVENTS)
     try:
