@@ -56,7 +56,7 @@ fi
 cmake -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DENABLE_DRAFTS=ON -DWITH_LIBSODIUM=ON \
     -DENABLE_CURVE=ON -DBUILD_TESTS=OFF -DBUILD_STATIC=OFF -DBUILD_SHARED=ON -DWITH_DOC=OFF \
     -DWITH_DOCS=OFF -DWITH_PERF_TOOL=OFF -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_INSTALL_LIBDIR=lib >cmake.log
-make -C build -j "$(nproc)" >make.log
+make -C build -j "$(nproc)" >make.log 2>&1 || { tail -n 40 make.log >&2; exit 1; }
 make -C build install >install.log
 
 # --no-cache-dir: a pyzmq wheel pip built and cached for another venv links to that venv's libzmq.

@@ -11,7 +11,7 @@ bytes, the read that completes the refused message holds at least one byte of it
 connection ends on its I/O error without decoding one. The receive bound (RCVHWM) stays.
 
 ``ZMQ_IN_BATCH_SIZE`` is a draft option: only a pyzmq built with the draft API against a libzmq
-built with drafts accepts it (contrib/hardened-zmq/build.sh makes one). pyzmq's wheels refuse it
+built with drafts accepts it (contrib/hardened-zmq.sh makes one). pyzmq's wheels refuse it
 (EINVAL); the sockets are then left as they are and :func:`available` says so.
 """
 from __future__ import annotations
