@@ -37,6 +37,18 @@ def ready(socket_type: bytes) -> bytes:
     return bytes([0x04, len(body)]) + body
 
 
+def read_handshake(s: socket.socket, who: str) -> None:
+    """Read the server's greeting and READY (a real peer sends messages only once they are in);
+    exit the child process if ``who`` closes the connection first."""
+    s.settimeout(10)
+    got = b""
+    while len(got) < 66 or len(got) < 66 + got[65]:
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit(f"{who} closed the connection during the handshake")
+        got += chunk
+
+
 def frames(data: bytes) -> list[tuple[bool, bytes]]:
     """(is_command, body) of each complete ZMTP 3 frame in ``data`` (after the greeting)."""
     out, i = [], 0
@@ -97,7 +109,7 @@ _CHILD = r"""
 import socket, struct, sys, time
 import zmq
 sys.path.insert(0, sys.argv[1])
-from test_peer_no_ping import GREETING, ready
+from test_peer_no_ping import GREETING, read_handshake, ready
 HWM = 1000  # wire/peer.py's HWM
 ping = sys.argv[2] == "ping"
 ctx = zmq.Context()
@@ -112,13 +124,7 @@ port = router.bind_to_random_port("tcp://127.0.0.1")
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(GREETING + ready(b"DEALER"))
 # A real peer sends messages only once the ROUTER's greeting and READY are in: read them.
-s.settimeout(10)
-got_bytes = b""
-while len(got_bytes) < 66 or len(got_bytes) < 66 + got_bytes[65]:
-    chunk = s.recv(4096)
-    if not chunk:
-        sys.exit("the ROUTER closed the connection during the handshake")
-    got_bytes += chunk
+read_handshake(s, "the ROUTER")
 burst = b""
 for i in range(HWM + 20):
     burst += bytes([0, body]) + (b"m%04d" % i).ljust(body, b"x")
@@ -204,7 +210,7 @@ _DOOR_CHILD = r"""
 import socket, struct, sys, threading, time
 import zmq
 sys.path.insert(0, sys.argv[1])
-from test_peer_no_ping import GREETING, ready
+from test_peer_no_ping import GREETING, read_handshake, ready
 from raftkv.wire.frontdoor import HWM, FrontDoor
 from raftkv.wire.messages import ClientRequest, encode_client
 busy = threading.Event()
@@ -218,13 +224,7 @@ door.start()
 port = int(door._router.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(GREETING + ready(b"DEALER"))
-s.settimeout(10)
-got = b""
-while len(got) < 66 or len(got) < 66 + got[65]:
-    chunk = s.recv(4096)
-    if not chunk:
-        sys.exit("the door closed the connection during the handshake")
-    got += chunk
+read_handshake(s, "the door")
 body = encode_client(ClientRequest(op="get", key="k"))
 request = bytes([1, 0, 0, len(body)]) + body  # a REQ envelope: the empty delimiter, the request
 # More requests than the door's first batch and its queue together, the smallest PING behind each.
