@@ -12,6 +12,8 @@ from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint, rea
 from raftkv.storage.kv_install import verify_db
 from raftkv.storage.kv_store import KvStore, Put
 
+from .polling import wait_for
+
 VALUE = b"v" * 100
 
 
@@ -105,3 +107,49 @@ def test_preparing_the_next_snapshot_waits_until_the_checkpoint_is_built(tmp_pat
         assert verify_db(pending.path) == pending.applied_index
     finally:
         store.close()
+
+
+
+
+def test_a_running_compaction_is_not_waited_for(tmp_path):
+    # A snapshot's own flush often starts an L0 compaction, and at 10M keys one runs for seconds:
+    # the checkpoint is built from the files live meanwhile (the compaction's inputs) instead.
+    import rocksdict
+
+    from raftkv.storage.kv_db import kv_options
+    from raftkv.storage.kv_live_checkpoint import link_checkpoint, newest_wal
+
+    path = str(tmp_path / "db")
+    db = rocksdict.Rdict(path, kv_options())
+    for i in range(60_000):
+        db[b"k%06d" % i] = os.urandom(100)
+    db.compact_range(None, None)  # ~7 MB in the bottom level, which the compaction below rewrites
+    db.close()
+    opts = kv_options()
+    opts.set_ratelimiter(2 << 20, 100_000, 10)  # 2 MB/s: that compaction runs for seconds
+    db = rocksdict.Rdict(path, opts)
+    compaction = threading.Thread(target=lambda: db.compact_range(None, None))  # releases the GIL
+    try:
+        for f in range(2):
+            for i in range(f, 60_000, 50):
+                db[b"k%06d" % i] = b"file %d" % f
+            db.flush(True)
+        compaction.start()
+        wait_for(lambda: db.property_int_value("rocksdb.num-running-compactions") == 1, "the compaction to start",
+                 timeout=10)
+        db[b"last"] = b"in the switched memtable"
+        db.flush(False)
+        dest = str(tmp_path / "ckpt")
+        link_checkpoint(db, path, dest, newest_wal(path))
+        assert db.property_int_value("rocksdb.num-running-compactions") == 1  # still running
+        ckpt = rocksdict.Rdict(dest, kv_options(), access_type=rocksdict.AccessType.read_only())
+        try:
+            assert ckpt[b"last"] == b"in the switched memtable"
+            assert ckpt[b"k000050"] == b"file 0" and ckpt[b"k000051"] == b"file 1"
+            assert sum(1 for _ in ckpt.keys()) == 60_001
+        finally:
+            ckpt.close()
+    finally:
+        if compaction.is_alive():
+            compaction.join()
+        db.close()
