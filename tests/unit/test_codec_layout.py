@@ -1,6 +1,9 @@
-"""The codec reads a record's fields in one call per record type: the bytes are exactly those of
-packing the schema's field list (raftkv.records.to_fields), so nothing on the wire or on disk changes."""
+"""The codec reads a record's fields in one call per record type and packs them with a msgpack
+Packer reused per thread: the bytes are exactly those of packing the schema's field list
+(raftkv.records.to_fields) with a fresh packer, so nothing on the wire or on disk changes."""
 from __future__ import annotations
+
+import threading
 
 import msgpack
 
@@ -27,3 +30,34 @@ def test_encoded_bytes_are_the_schemas_field_list_packed():
                                                             use_bin_type=True)
         assert encode_client(m) == msgpack.packb([PROTOCOL_VERSION, type_code(m), fields], use_bin_type=True)
     assert decode_record(encode_record(SAMPLES[2]), Configuration) == SAMPLES[2]
+
+
+def test_bytes_stay_exact_after_a_large_message_a_failed_one_and_across_threads():
+    big = ClientReply("ok", value=b"x" * (1 << 20), revision=9)  # past the kept buffer: a new packer after it
+    bad = Command("put", "k", object(), None, False, "c", 1)  # type: ignore[arg-type]  # msgpack cannot pack it
+    errors: list = []
+
+    def encode_all(rounds: int) -> None:
+        try:
+            for i in range(rounds):
+                for m in (*SAMPLES, big) if i % 7 == 0 else SAMPLES:
+                    want = msgpack.packb([PROTOCOL_VERSION, type_code(m), to_fields(m)], use_bin_type=True)
+                    if encode_client(m) != want:
+                        errors.append(m)
+                if i % 5 == 0:
+                    try:
+                        encode_record(bad)
+                    except TypeError:
+                        pass
+                    else:
+                        errors.append("packed an object msgpack cannot pack")
+        except BaseException as e:  # reported below: a thread's failure must fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=encode_all, args=(60,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    encode_all(60)
+    for t in threads:
+        t.join()
+    assert errors == []
