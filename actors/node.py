@@ -66,6 +66,17 @@ TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numb
 GC_YOUNG_THRESHOLD = 50_000  # gc.set_threshold for generation 0 (see Node.start: why not 700)
 
 
+def process_age() -> Optional[float]:
+    """Seconds since this process was created (Linux's /proc; None elsewhere): the start-up time
+    the "serving" line reports, which includes the interpreter's start and the imports."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 class NodeError(Exception):
     """The node cannot start (bad data directory, port in use...): one clear line for the operator."""
 
@@ -525,6 +536,7 @@ class Node:
 
     def start(self) -> None:
         cfg = self.cfg
+        t_start = time.monotonic()
         store = self._open_storage()
         self.store = store
         self._restore_snapshot(store)
@@ -654,8 +666,11 @@ class Node:
         self._spawn(self._ticker, "ticker")
         if self.needs_join:
             self._spawn(self._join_loop, "join")
-        log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
-                 cfg.client, f", http {cfg.http}" if cfg.http else "", *recovered)
+        age = process_age()
+        log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d; started in %s (%.2f s of it "
+                 "in Node.start), %.2f s of CPU", cfg.id, cfg.addr, cfg.client,
+                 f", http {cfg.http}" if cfg.http else "", *recovered,
+                 f"{age:.2f} s" if age is not None else "?", time.monotonic() - t_start, time.process_time())
 
     def _start_door_guard(self) -> bool:
         """Loopback-only mode (issue 11; a cluster made without --secure): start the ZAP handler
