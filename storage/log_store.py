@@ -47,6 +47,11 @@ _K_VOTE = b"m/vote"
 _K_COMMIT = b"m/commit"
 _K_BASE = b"m/base"
 _META_PREFIX = b"m/meta/"
+# The memtable (and so the write-ahead log a restart replays) is flushed every this many MB of
+# log writes, not at RocksDB's 64 MB: after a kill -9 the open re-inserts the whole WAL into a
+# memtable (50 MB: 0.3 s of CPU), while a flush here writes only the entries compaction left
+# (the trailing window), the rest being covered by drop_prefix's range deletions.
+WRITE_BUFFER_MB = 8
 
 
 class StorageError(Exception):
@@ -102,6 +107,7 @@ class LogStore:
         opts.create_if_missing(True)
         # RocksDB's info LOG files otherwise accumulate forever in the data directory.
         opts.set_keep_log_file_num(3)
+        opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
         try:
             self._db = rocksdict.Rdict(path, opts)
         except Exception as e:  # rocksdict raises a bare Exception for every I/O error
