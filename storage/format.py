@@ -80,7 +80,7 @@ def decode_entries(raws: list) -> list[Entry]:
     accepts trailing values and raises FormatError for a bad entry."""
     unpack, new, entry = msgpack.unpackb, tuple.__new__, Entry
     limit, cap = INDEX_LIMIT, MAX_ENTRY_BYTES
-    out = []
+    out: list[Entry] = []
     append = out.append
     for raw in raws:
         try:
