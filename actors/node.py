@@ -47,8 +47,8 @@ from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
 from .secure_readmission import SecureReadmission
-from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
-                       TakeSnapshot, Tick)
+from .messages import (ClientBatch, HandOff, PeerBatch, PeerConnected, PeerLost, Read, SetMeta, SnapshotDone,
+                       StatusQuery, TakeSnapshot, Tick)
 from .role import RoleActor
 from .role_door import RoleDoor, inline_client_batch, inline_peer_batch
 from .snapshot_transfer import SnapshotRef
@@ -64,6 +64,17 @@ JOIN_WARN_EVERY_S = 30.0  # and another at most this often
 JOIN_MAX_DELAY_S = 2.0  # the join retry backoff grows to this
 TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numbers of ticks
 GC_YOUNG_THRESHOLD = 50_000  # gc.set_threshold for generation 0 (see Node.start: why not 700)
+
+
+def process_age() -> Optional[float]:
+    """Seconds since this process was created (Linux's /proc; None elsewhere): the start-up time
+    the "serving" line reports, which includes the interpreter's start and the imports."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 class NodeError(Exception):
@@ -525,6 +536,7 @@ class Node:
 
     def start(self) -> None:
         cfg = self.cfg
+        t_start = time.monotonic()
         store = self._open_storage()
         self.store = store
         self._restore_snapshot(store)
@@ -568,6 +580,7 @@ class Node:
             curve = (self.cluster_key, self.node_key) if self.secure else None
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
                                       on_lost=lambda pid: self._tell_role(PeerLost(pid)),
+                                      on_connected=lambda pid: self._tell_role(PeerConnected(pid)),
                                       max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes),
                                       zap_door=Door.PEER if zap else None, curve=curve)
             if self.doors is not None:
@@ -654,8 +667,11 @@ class Node:
         self._spawn(self._ticker, "ticker")
         if self.needs_join:
             self._spawn(self._join_loop, "join")
-        log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d", cfg.id, cfg.addr,
-                 cfg.client, f", http {cfg.http}" if cfg.http else "", *recovered)
+        age = process_age()
+        log.info("%s: serving (peer %s, client %s%s), term %d, log %d..%d, commit %d; started in %s (%.2f s of it "
+                 "in Node.start), %.2f s of CPU", cfg.id, cfg.addr, cfg.client,
+                 f", http {cfg.http}" if cfg.http else "", *recovered,
+                 f"{age:.2f} s" if age is not None else "?", time.monotonic() - t_start, time.process_time())
 
     def _start_door_guard(self) -> bool:
         """Loopback-only mode (issue 11; a cluster made without --secure): start the ZAP handler

@@ -27,7 +27,8 @@ from typing import Any, Callable, Optional
 
 import msgpack
 
-from raftkv.records import Configuration, DecodeError, Entry, Member, entry_from_fields, from_fields, spec_of
+from raftkv.records import (INDEX_LIMIT, MAX_ENTRY_BYTES, Configuration, DecodeError, Entry, Member, entry_from_fields,
+                            from_fields, spec_of)
 
 LOG_FORMAT_VERSION = 1
 READABLE_LOG_FORMATS = frozenset({1})
@@ -70,6 +71,30 @@ def decode_entry(data: bytes) -> Entry:
         raise
     except DecodeError as e:
         raise FormatError(str(e)) from None
+
+
+def decode_entries(raws: list) -> list[Entry]:
+    """Decode many stored log entries (a start-up reads the whole log): what :func:`decode_entry`
+    checks, inline for the usual ``[term, kind, data]``, without its three Python calls per entry
+    (half of decoding 50k entries). Anything else goes through :func:`decode_entry`, which
+    accepts trailing values and raises FormatError for a bad entry."""
+    unpack, new, entry = msgpack.unpackb, tuple.__new__, Entry
+    limit, cap = INDEX_LIMIT, MAX_ENTRY_BYTES
+    out: list[Entry] = []
+    append = out.append
+    for raw in raws:
+        try:
+            e = unpack(raw, raw=False)
+        except Exception:
+            e = None  # garbage: decode_entry says why
+        if type(e) is list and len(e) == 3:
+            t, k, d = e
+            if (type(t) is int and type(k) is int and type(d) is bytes and 0 <= t < limit and 0 <= k < limit
+                    and len(d) <= cap):
+                append(new(entry, e))  # Entry(t, k, d) without the Python frame of its __new__
+                continue
+        append(decode_entry(raw))
+    return out
 
 
 def decode_int(data: bytes, what: str) -> int:

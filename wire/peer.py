@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import threading
 import time
 from typing import Any, Callable, Optional
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from .address import parse_address, zmq_endpoint
 from .door_hardening import harden
@@ -55,6 +55,16 @@ MAX_ADDR_DEALERS = 16  # a joining node's sockets to addresses it was pointed at
 _ENTRY_ENVELOPE = 64 * 1024  # one log entry beyond its key, value and expected value (or a CONFIG entry)
 _SNAPSHOT_CHUNK = 16 * 1024 * 1024  # the largest snapshot chunk a sender may use (leaders send 512 KiB)
 _ENVELOPE = 1024 * 1024  # a message beyond its entries or chunk (ids, members list, msgpack)
+
+
+def recv_monitor_event(mon: zmq.Socket, flags: int = 0) -> int:
+    """The event number of the next message on a monitor socket (libzmq's first frame: a 16-bit
+    event and a 32-bit value). pyzmq's ``zmq.utils.monitor`` does the same but imports asyncio,
+    about 20 ms of a node's start-up before its doors can bind."""
+    frames = mon.recv_multipart(flags)
+    if len(frames) != 2 or len(frames[0]) != 6:
+        raise zmq.ZMQError(msg=f"not a monitor event: {frames!r:.80}")
+    return int(struct.unpack("=hi", frames[0])[0])
 
 
 def max_peer_message(max_batch: int, max_key: int, max_value: int) -> int:
@@ -85,7 +95,8 @@ class PeerTransport(IoThread):
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
                  on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1,
-                 zap_door: Optional[Door] = None, curve: Optional[tuple[KeyPair, KeyPair]] = None) -> None:
+                 zap_door: Optional[Door] = None, curve: Optional[tuple[KeyPair, KeyPair]] = None,
+                 on_connected: Callable[[str], None] = lambda peer: None) -> None:
         """``max_message``: the longest frame read on any peer socket (:func:`max_peer_message`);
         -1: no limit. ``zap_door``: ask the node's ZAP handler about every connection
         (loopback-only mode). ``curve``: ``(cluster key, node key)`` on a secure cluster (issue
@@ -97,6 +108,7 @@ class PeerTransport(IoThread):
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
         self.on_lost = on_lost  # called (I/O thread) with a peer id whose connection dropped
+        self.on_connected = on_connected  # called (I/O thread) with a peer id whose connection is up again
         self.bind_addr = bind_addr
         self.max_message = max_message
         self._router = ctx.socket(zmq.ROUTER)
@@ -132,9 +144,10 @@ class PeerTransport(IoThread):
         # Secure clusters: peers whose door refused our key (its configuration is behind ours):
         # libzmq never retries such a connection, so the I/O thread redials them (pid -> due, wait).
         self._redial: dict[str, tuple[float, float]] = {}
-        self._monitor_events = zmq.EVENT_DISCONNECTED
+        # A handshake's success is when messages to the peer flow again (IMMEDIATE): on_connected.
+        self._monitor_events = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         if curve is not None:
-            self._monitor_events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            self._monitor_events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
     # ------------------------------------------------------------ called from any thread
 
@@ -287,22 +300,23 @@ class PeerTransport(IoThread):
         pid = self._monitors.get(mon)
         while True:
             try:
-                ev = recv_monitor_message(mon, zmq.NOBLOCK)
+                event = recv_monitor_event(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if pid is None:
                 continue
-            if ev["event"] == zmq.EVENT_DISCONNECTED:
+            if event == zmq.EVENT_DISCONNECTED:
                 log.debug("%s: connection to %s dropped", self.node_id, pid)
                 self.on_lost(pid)
-            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 wait = min(self._redial.get(pid, (0.0, _REDIAL_MIN_S / 2))[1] * 2, _REDIAL_MAX_S)
                 self._redial[pid] = (time.monotonic() + wait, wait)
                 _ratelog.warn("peer-auth:" + pid, "%s: %s refused our key (its configuration may not list us "
                               "yet); redialling in %.1fs", self.node_id, pid, wait)
-            elif ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self._redial.pop(pid, None) is not None:  # the operator saw the refusal: say it is over
                     log.info("%s: %s accepted our key after a redial", self.node_id, pid)
+                self.on_connected(pid)
 
     def _redial_refused(self) -> None:
         """Replace the DEALER of each peer whose door refused our key once its wait is over

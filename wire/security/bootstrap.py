@@ -23,7 +23,6 @@ from typing import Iterable, Optional
 
 from .files import PathLike, PrivateFileError, read_private_file, write_private_file
 from .keys import KeyPair, generate_keypair, load_keypair, load_or_create_keypair, write_keypair
-from .tls import make_self_signed_cert
 from .tokens import (
     JoinToken, Role, StoredToken, TokenError, hash_secret, new_client_token, new_join_token,
 )
@@ -78,6 +77,10 @@ def bootstrap_secure(node_dir: PathLike, cluster_id: str, http_hosts: Iterable[s
     admin_path = write_private_file(node_dir / ADMIN_TOKEN, (admin.encode() + "\n").encode())
     cert = key = None
     if make_tls:
+        # Imported here: the tls module imports ssl (~10 ms), which a node's start needs only
+        # for an HTTPS gateway, and this module is imported by every node.
+        from .tls import make_self_signed_cert
+
         cert, key = make_self_signed_cert(node_dir, http_hosts)
     return SecureBootstrap(node_key, cluster_key, join_path, admin_path, StoredJoinSecret.of(join),
                            admin.stored(), cert, key)
