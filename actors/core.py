@@ -618,18 +618,6 @@ class RaftCore:
                 and self.elapsed < self.cfg.election_ticks_min):
             self.elapsed = self.cfg.election_ticks_min
 
-    def peer_reachable(self, peer: str) -> None:
-        """The transport's connection to ``peer`` is up again (a restarted follower opened its
-        door). A leader heartbeats it at once rather than at its next round, up to
-        ``heartbeat_ms`` later, so that a restarted follower learns its leader and starts
-        catching up sooner. The heartbeat is the one a round would send; it carries the current
-        round, which an acknowledgement may confirm: it was sent after that round started, so it
-        proves what the round's own heartbeats prove."""
-        pr = self.progress.get(peer) if self.role == LEADER else None
-        if pr is not None:
-            pr.sent_commit = min(pr.match, self.commit)
-            self._send(peer, Heartbeat(self.term, pr.sent_commit, self.round))
-
     def _quorum_active(self) -> bool:
         n = sum(1 for v in self.voters() if v == self.id or (v in self.progress and self.progress[v].active))
         return n >= self.quorum()

@@ -22,13 +22,6 @@ class PeerLost:
 
 
 @dataclass(slots=True)
-class PeerConnected:
-    """The transport's connection to ``peer`` is up again (see RaftCore.peer_reachable)."""
-
-    peer: str
-
-
-@dataclass(slots=True)
 class ClientBatch:
     """Client requests received by the front door: ``(route, ClientRequest)``."""
 

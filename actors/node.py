@@ -47,8 +47,8 @@ from .leader import Leader
 from .log_manager import LogManager, LogWriter
 from .memlog import MemLog
 from .secure_readmission import SecureReadmission
-from .messages import (ClientBatch, HandOff, PeerBatch, PeerConnected, PeerLost, Read, SetMeta, SnapshotDone,
-                       StatusQuery, TakeSnapshot, Tick)
+from .messages import (ClientBatch, HandOff, PeerBatch, PeerLost, Read, SetMeta, SnapshotDone, StatusQuery,
+                       TakeSnapshot, Tick)
 from .role import RoleActor
 from .role_door import RoleDoor, inline_client_batch, inline_peer_batch
 from .snapshot_transfer import SnapshotRef
@@ -580,7 +580,6 @@ class Node:
             curve = (self.cluster_key, self.node_key) if self.secure else None
             self.peer = PeerTransport(self.zctx, cfg.id, cfg.addr, self._on_peer, self.cluster_id,
                                       on_lost=lambda pid: self._tell_role(PeerLost(pid)),
-                                      on_connected=lambda pid: self._tell_role(PeerConnected(pid)),
                                       max_message=max_peer_message(t.max_batch, t.max_key_bytes, t.max_value_bytes),
                                       zap_door=Door.PEER if zap else None, curve=curve)
             if self.doors is not None:

@@ -29,8 +29,8 @@ from raftkv.records import Op
 from .backup_serving import BackupRead
 from .core import CANDIDATE, COMMIT_FLUSH_TICKS, FOLLOWER, LEADER, PRE_CANDIDATE, PersistBatch
 from .health import HealthWatch
-from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerConnected, PeerLost, Persisted,
-                       PersistRequest, Read, Restore, StatusQuery, TakeSnapshot, Tick)
+from .messages import (Apply, ClientBatch, DiskState, HandOff, PeerBatch, PeerLost, Persisted, PersistRequest, Read,
+                       Restore, StatusQuery, TakeSnapshot, Tick)
 from .snapshot_transfer import SnapshotRef
 from .metrics import PEER_EVERY_TICKS
 from .snapshotter import SnapshotReceived, SnapshotSaved, SnapshotSendFailed
@@ -159,8 +159,6 @@ class Role:
             core.snapshot_failed(msg.peer)
         elif t is PeerLost:
             core.peer_unreachable(msg.peer)
-        elif t is PeerConnected:
-            core.peer_reachable(msg.peer)
         # Run at our own pace and batch (TigerStyle): while more input is queued, fold it into the
         # same Ready, so that under load one AppendEntries, one synced write and one FSM batch
         # carry many requests. Bounded, so a steady stream cannot starve the output.

@@ -95,8 +95,7 @@ class PeerTransport(IoThread):
     def __init__(self, ctx: zmq.Context, node_id: str, bind_addr: str,
                  on_messages: Callable[[list], None], cluster_id: Optional[str] = None,
                  on_lost: Callable[[str], None] = lambda peer: None, max_message: int = -1,
-                 zap_door: Optional[Door] = None, curve: Optional[tuple[KeyPair, KeyPair]] = None,
-                 on_connected: Callable[[str], None] = lambda peer: None) -> None:
+                 zap_door: Optional[Door] = None, curve: Optional[tuple[KeyPair, KeyPair]] = None) -> None:
         """``max_message``: the longest frame read on any peer socket (:func:`max_peer_message`);
         -1: no limit. ``zap_door``: ask the node's ZAP handler about every connection
         (loopback-only mode). ``curve``: ``(cluster key, node key)`` on a secure cluster (issue
@@ -108,7 +107,6 @@ class PeerTransport(IoThread):
         self.cluster_id = cluster_id  # None until a joining node learns it from the leader
         self.on_messages = on_messages
         self.on_lost = on_lost  # called (I/O thread) with a peer id whose connection dropped
-        self.on_connected = on_connected  # called (I/O thread) with a peer id whose connection is up again
         self.bind_addr = bind_addr
         self.max_message = max_message
         self._router = ctx.socket(zmq.ROUTER)
@@ -144,10 +142,9 @@ class PeerTransport(IoThread):
         # Secure clusters: peers whose door refused our key (its configuration is behind ours):
         # libzmq never retries such a connection, so the I/O thread redials them (pid -> due, wait).
         self._redial: dict[str, tuple[float, float]] = {}
-        # A handshake's success is when messages to the peer flow again (IMMEDIATE): on_connected.
-        self._monitor_events = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        self._monitor_events = zmq.EVENT_DISCONNECTED
         if curve is not None:
-            self._monitor_events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            self._monitor_events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
     # ------------------------------------------------------------ called from any thread
 
@@ -316,7 +313,6 @@ class PeerTransport(IoThread):
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self._redial.pop(pid, None) is not None:  # the operator saw the refusal: say it is over
                     log.info("%s: %s accepted our key after a redial", self.node_id, pid)
-                self.on_connected(pid)
 
     def _redial_refused(self) -> None:
         """Replace the DEALER of each peer whose door refused our key once its wait is over

@@ -202,11 +202,6 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         # are noticed by most peers at once; some hints are false (a reconnect, a live peer).
         self.hint_crash = rng.choice((0.0, 0.5, 0.9))
         self.hint_false = rng.choice((0.0, 0.0, 0.005, 0.02))  # per tick
-        # "Connection up again" hints (RaftCore.peer_reachable), from their own random stream so
-        # that seeds without them keep the schedules the other tests picked them for.
-        self.reach_rng = random.Random(f"{seed}:reach")
-        self.hint_reach = self.reach_rng.choice((0.0, 0.0, 0.5, 0.9))  # per restart and peer
-        self.hint_reach_false = self.reach_rng.choice((0.0, 0.005))  # per tick, only with hint_reach
         self.follower_reads = rng.random() < 0.5  # half the reads go to followers (ReadIndexRequest)
         # snapshots: every K applied entries, compaction keeps ``trailing`` entries behind them
         self.snap_every = rng.randrange(10, 61)
@@ -493,11 +488,6 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
             if live:
                 nd = rng.choice(live)
                 self.hint(nd, rng.choice([o.id for o in self.nodes if o is not nd]))
-        if self.hint_reach and self.reach_rng.random() < self.hint_reach_false:
-            live = [nd for nd in self.nodes if nd.alive and not nd.paused]
-            if live:  # a reconnect that is not a restart (a dropped TCP connection re-made)
-                nd = self.reach_rng.choice(live)
-                self.reach(nd, self.reach_rng.choice([o.id for o in self.nodes if o is not nd]))
         # crashes and restarts
         up = sum(1 for nd in self.nodes if nd.alive)
         for nd in self.nodes:

@@ -403,16 +403,6 @@ class NodeModel:
         nd.core.peer_unreachable(peer)
         self.after_input(nd)
 
-    def reach(self, nd: Node, peer: str) -> None:
-        """The transport's "connection up again" hint (RaftCore.peer_reachable)."""
-        if not hasattr(nd.core, "peer_reachable"):
-            return
-        if self.verbose:
-            self.trace(f"{nd.id} connected to {peer} again")
-        self.stats.peer_hints += 1
-        nd.core.peer_reachable(peer)
-        self.after_input(nd)
-
     def pause(self, nd: Node) -> None:
         nd.paused = True
         for src in range(len(self.nodes)):
@@ -554,6 +544,3 @@ class NodeModel:
         if self.verbose:
             self.trace(f"!!! restart {nd.id}")
         self.flush(nd)  # hands the committed prefix after the snapshot to the rebuilt FSM
-        for o in self.nodes:  # its door is open again: most peers' transports see the connection
-            if o is not nd and o.alive and not o.paused and self.hint_reach and self.reach_rng.random() < self.hint_reach:
-                self.reach(o, nd.id)

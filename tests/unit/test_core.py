@@ -575,20 +575,3 @@ def test_can_change_config_only_after_an_entry_of_this_term_commits():
     c.step("n2", AppendReply(c.term, True, match_index=idx))
     c.step("n3", AppendReply(c.term, True, match_index=idx))
     assert c.commit == idx and c.can_change_config()
-
-
-def test_a_leader_heartbeats_a_peer_whose_connection_is_up_again_at_once():
-    # A restarted follower learns its leader from the transport's reconnect, not a round later.
-    c = core()
-    elect(c)
-    c.take_ready()
-    c.peer_reachable("n2")
-    (hb,) = sent(c.take_ready(), Heartbeat, "n2")
-    assert hb.term == c.term
-    assert not sent(c.take_ready(), Heartbeat, "n3")
-
-
-def test_a_reconnect_hint_on_a_follower_sends_nothing():
-    c = _following()
-    c.peer_reachable("n2")
-    assert not c.take_ready().send
