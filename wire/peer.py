@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .address import parse_address, zmq_endpoint
 from .door_hardening import harden
@@ -55,16 +55,6 @@ MAX_ADDR_DEALERS = 16  # a joining node's sockets to addresses it was pointed at
 _ENTRY_ENVELOPE = 64 * 1024  # one log entry beyond its key, value and expected value (or a CONFIG entry)
 _SNAPSHOT_CHUNK = 16 * 1024 * 1024  # the largest snapshot chunk a sender may use (leaders send 512 KiB)
 _ENVELOPE = 1024 * 1024  # a message beyond its entries or chunk (ids, members list, msgpack)
-
-
-def recv_monitor_event(mon: zmq.Socket, flags: int = 0) -> int:
-    """The event number of the next message on a monitor socket (libzmq's first frame: a 16-bit
-    event and a 32-bit value). pyzmq's ``zmq.utils.monitor`` does the same but imports asyncio,
-    about 20 ms of a node's start-up before its doors can bind."""
-    frames = mon.recv_multipart(flags)
-    if len(frames) != 2 or len(frames[0]) != 6:
-        raise zmq.ZMQError(msg=f"not a monitor event: {frames!r:.80}")
-    return int(struct.unpack("=hi", frames[0])[0])
 
 
 def max_peer_message(max_batch: int, max_key: int, max_value: int) -> int:
@@ -297,20 +287,20 @@ class PeerTransport(IoThread):
         pid = self._monitors.get(mon)
         while True:
             try:
-                event = recv_monitor_event(mon, zmq.NOBLOCK)
+                ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if pid is None:
                 continue
-            if event == zmq.EVENT_DISCONNECTED:
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
                 log.debug("%s: connection to %s dropped", self.node_id, pid)
                 self.on_lost(pid)
-            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 wait = min(self._redial.get(pid, (0.0, _REDIAL_MIN_S / 2))[1] * 2, _REDIAL_MAX_S)
                 self._redial[pid] = (time.monotonic() + wait, wait)
                 _ratelog.warn("peer-auth:" + pid, "%s: %s refused our key (its configuration may not list us "
                               "yet); redialling in %.1fs", self.node_id, pid, wait)
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self._redial.pop(pid, None) is not None:  # the operator saw the refusal: say it is over
                     log.info("%s: %s accepted our key after a redial", self.node_id, pid)
 
