@@ -16,11 +16,8 @@ A refused handshake is final for the connecting socket: libzmq 4.3 does not retr
 sees ``EVENT_HANDSHAKE_FAILED_AUTH``). A client that may become allowed later (a joiner's peers)
 must close and reconnect its socket.
 
-Built on pyzmq's :class:`zmq.auth.base.Authenticator` (its ZAP socket and reply framing) with a
-plain thread polling that socket, rather than pyzmq's ThreadAuthenticator, whose thread runs an
-asyncio loop: importing asyncio (and the ssl and concurrent.futures it brings) cost every node
-start about 20 ms of CPU before its first door could bind, for a handler that never waits on
-anything. The decision itself is :meth:`DoorAuthenticator.decide`, a plain function of the ZAP
+Built on pyzmq's :class:`zmq.auth.thread.ThreadAuthenticator` (its thread, ZAP socket and reply
+framing); the decision itself is :meth:`DoorAuthenticator.decide`, a plain function of the ZAP
 request, unit-testable without sockets.
 """
 from __future__ import annotations
@@ -29,11 +26,11 @@ import logging
 import threading
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import zmq
 from zmq.auth.base import VERSION as ZAP_VERSION
-from zmq.auth.base import Authenticator
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from .keys import KeyPair, check_public_key
@@ -109,7 +106,7 @@ class ZapDecision:
         return self.status == b"200"
 
 
-class DoorAuthenticator(Authenticator):
+class DoorAuthenticator(ThreadAuthenticator):
     """The ZAP handler of a node: CURVE keys per door, loopback-only refusals, one log line per interval.
 
     ``guard`` (a :class:`LoopbackGuard`) refuses non-loopback peers when the cluster was made
@@ -124,51 +121,6 @@ class DoorAuthenticator(Authenticator):
         self.guard = guard
         self.rings: dict[str, KeyRing] = {}
         self._refusal_log = RateLimitedLog(log, log_interval)
-        self._pipe: Optional[zmq.Socket] = None  # ours; the thread's end is closed by the thread
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> None:
-        """Bind the ZAP socket and start the thread that answers it (returns once it polls)."""
-        super().start()
-        endpoint = f"inproc://zap-pipe-{id(self)}"
-        self._pipe = self.context.socket(zmq.PAIR, socket_class=zmq.Socket)
-        self._pipe.linger = 1
-        self._pipe.bind(endpoint)
-        theirs = self.context.socket(zmq.PAIR, socket_class=zmq.Socket)
-        theirs.linger = 1
-        theirs.connect(endpoint)
-        self._thread = threading.Thread(target=self._run, args=(theirs,), name="zap", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread and close the ZAP socket. Safe to call twice."""
-        if self._pipe is not None:
-            self._pipe.send(b"TERMINATE")
-            if self._thread is not None and self._thread is not threading.current_thread():
-                self._thread.join()
-            self._thread = None
-            self._pipe.close()
-            self._pipe = None
-        super().stop()
-
-    def is_alive(self) -> bool:
-        """Whether the ZAP thread runs."""
-        return bool(self._thread and self._thread.is_alive())
-
-    def _run(self, pipe: zmq.Socket) -> None:
-        """The ZAP thread: answer every request on the ZAP socket until the pipe says TERMINATE."""
-        poller = zmq.Poller()
-        poller.register(pipe, zmq.POLLIN)
-        poller.register(self.zap_socket, zmq.POLLIN)
-        try:
-            while True:
-                events = dict(poller.poll())
-                if pipe in events and pipe.recv_multipart()[0] == b"TERMINATE":
-                    return
-                if self.zap_socket in events:
-                    _run_to_end(self.handle_zap_message(self.zap_socket.recv_multipart()))
-        finally:
-            pipe.close()
 
     def ring(self, door: Door) -> KeyRing:
         """The key ring of ``door`` (made empty on first use: no key allowed)."""
@@ -214,16 +166,6 @@ class DoorAuthenticator(Authenticator):
             self.log.exception("ZAP decision failed")
             d = ZapDecision(b"500", b"internal error")
         self._send_zap_reply(request_id, d.status, d.text, d.user_id)
-
-
-def _run_to_end(coro: Any) -> None:
-    """Run a coroutine that never suspends (our ZAP handler: no I/O, no await) to its end."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("the ZAP handler suspended; it must answer without waiting")
 
 
 def configure_curve_server(sock: zmq.Socket, server: KeyPair, door: Door) -> None:
