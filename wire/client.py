@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import builtins
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, NoReturn, Optional, Union
 
 import zmq
 
@@ -349,12 +349,14 @@ class Client:
 
             configure_curve_client(sock, self._curve[0], self._curve[1])
 
-    def _handshake_refusal(self, conn: "_Conn", addr: str) -> bool:
+    def _handshake_refusal(self, conn: "_Conn", addr: str, wait: float) -> bool:
         """Read the connection's monitor; raise NotAuthorized if the server refused the CURVE
         handshake (libzmq would otherwise leave the request waiting until the timeout). True
-        when the server refused our token within AUTH_GRACE (the socket is closed: try again)."""
+        when the server refused our token within AUTH_GRACE (the socket is closed: try again).
+        ``wait``: how long reading the door's greeting may take (see _dropped_handshake)."""
         from zmq.utils.monitor import parse_monitor_message
 
+        probed = False
         while conn.monitor.poll(0):
             ev = parse_monitor_message(conn.monitor.recv_multipart())["event"]
             if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -367,16 +369,40 @@ class Client:
                     raise NotAuthorized("not authorized: unknown or revoked token")
                 return True
             if ev == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                self._drop_socket(addr)
-                if self._has_token:
-                    raise NotAuthorized(f"not authorized: {addr} did not accept a CURVE handshake: this cluster is "
-                                        "not secure (no token needed)")
-                raise NotAuthorized("not authorized: this cluster needs a token (--token or $KV_TOKEN)")
-            if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._has_token:
-                self._drop_socket(addr)
-                raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
-                                    "(wrong address, or another cluster)")
+                self._mechanism_mismatch(addr)
+            if ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not probed:
+                probed = True  # one look at the door per batch of events
+                self._dropped_handshake(addr, wait)
         return False
+
+    def _mechanism_mismatch(self, addr: str) -> NoReturn:
+        """The door at ``addr`` speaks another security mechanism than this Client: raise."""
+        self._drop_socket(addr)
+        if self._has_token:
+            raise NotAuthorized(f"not authorized: {addr} did not accept a CURVE handshake: this cluster is "
+                                "not secure (no token needed)")
+        raise NotAuthorized("not authorized: this cluster needs a token (--token or $KV_TOKEN)")
+
+    def _dropped_handshake(self, addr: str, wait: float) -> None:
+        """The connection to ``addr`` dropped during the handshake, with no reason given: raise
+        NotAuthorized if the door's own greeting says why, else return (a drop: not reachable).
+
+        A CURVE door drops a plain client (or a plain door a CURVE client) without the mismatch
+        reaching the client when it has read the client's whole greeting before sending the
+        part of its own that names its mechanism (wire/greeting_probe.py: issue 11's flake, a
+        token-less client that timed out under load). A CURVE client is also dropped by a door
+        that does not hold the server key of its token. A node that dies mid-handshake sends no
+        greeting to the probe, and stays "not reachable"."""
+        from .greeting_probe import door_mechanism
+
+        mechanism = door_mechanism(addr, max(wait, self.connect_timeout))
+        if mechanism is None or (mechanism == "NULL" and not self._has_token):
+            return  # nothing learnt, or a plain door that dropped a plain client: a drop
+        if mechanism == "CURVE" and self._has_token:  # the server could not read our CURVE hello
+            self._drop_socket(addr)
+            raise NotAuthorized(f"not authorized: {addr} does not hold the cluster key this token names "
+                                "(wrong address, or another cluster)")
+        self._mechanism_mismatch(addr)
 
     def _forget_leader(self) -> None:
         self.leader = None
@@ -637,11 +663,11 @@ class Client:
             if not sock.poll(max(1, int(min(wait, self.connect_timeout) * 1000)), zmq.POLLOUT):
                 # Nothing was sent, so the socket is not stuck: keep it, so that a slow
                 # connection can still complete in the background for a later attempt.
-                if self._handshake_refusal(conn, addr):
+                if self._handshake_refusal(conn, addr, wait - (time.monotonic() - start)):
                     return None, f"{addr} refused this token"
                 return None, f"{addr} not reachable"
             # A drop before this send is no news: forget it (a refused handshake is).
-            if self._handshake_refusal(conn, addr):
+            if self._handshake_refusal(conn, addr, wait - (time.monotonic() - start)):
                 return None, f"{addr} refused this token"
             sock.send(frame, zmq.NOBLOCK)
             while True:

@@ -100,3 +100,17 @@ def test_a_secure_door_slow_to_answer_the_handshake_is_still_recognised(ctx):
         timer.cancel()
         proxy.close()
         secure.close()
+
+
+def test_a_secure_door_that_hides_its_mechanism_on_every_connection_is_recognised(ctx):
+    """libzmq's greeting race on every connection (tests/unit/zmtp_proxy.py): the plain handshake
+    only ever ends in NO_DETAIL, and the door's greeting says CURVE."""
+    from tests.unit.zmtp_proxy import SignatureFirstProxy
+
+    secure, sp = _router(ctx, curve=True)
+    proxy = SignatureFirstProxy(sp)
+    try:
+        assert door_is_secure(ctx, proxy.address, wait=5.0, handshake_wait=5.0) is True
+    finally:
+        proxy.close()
+        secure.close()

@@ -26,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..address import zmq_endpoint
 from ..door_hardening import harden
+from ..greeting_probe import door_mechanism
 from raftkv.records import JOIN_REFUSED_LIVE_MEMBER
 
 from ..messages import DecodeError, JoinReply, JoinRequest, decode_peer, encode_peer
@@ -161,8 +162,10 @@ def door_is_secure(ctx: zmq.Context, addr: str, wait: float = 1.0, handshake_wai
                 continue
             if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 # A CURVE door that reads our whole NULL greeting before it has sent its own
-                # hangs up without naming the mechanism (seen through a slow link): libzmq
-                # redials, and a later attempt usually gets the mismatch itself.
+                # hangs up without naming the mechanism (a loaded host, a slow link: possibly on
+                # every redial): its greeting, read on its own, says (wire/greeting_probe.py).
+                if door_mechanism(addr, max(0.1, deadline - time.monotonic())) == "CURVE":
+                    return True
                 continue
             return event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     finally:
