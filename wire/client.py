@@ -38,7 +38,7 @@ from .address import AddressError, parse_address
 from .errors import ClientError, Compacted, InvalidRequest, NotAuthorized, NotFound, Refused, Timeout, Unavailable
 from .messages import ClientReply, ClientRequest, DecodeError, Member, Op, Status, decode_client, encode_client
 from .lease_client import Lease, lease_id_of
-from .pipeline import Pipeline
+from .pipeline import Link, Pipeline
 from .session import Attempts, Outcome, RetryPolicy, Session, attempt_time, may_renew, outcome, rejection
 from raftkv.txn import KeyMeta, TxnResult, build as build_txn, delete as txn_delete, value as txn_value
 
@@ -215,6 +215,7 @@ class Client:
         # (a node's own HTTP gateway talking to the node it runs in) instead of over a socket.
         self._local = local
         self._unreachable: dict[str, float] = {}  # address -> when it last failed to answer
+        self._link = Link()  # put_many/get_many's socket to the leader, kept between calls
 
     @property
     def client_id(self) -> str:
@@ -235,6 +236,7 @@ class Client:
             self._closed = True
             for addr in list(self._sockets):
                 self._drop_socket(addr)
+            self._link.close()
 
     # ------------------------------------------------------------ key/value API
 
@@ -337,10 +339,11 @@ class Client:
 
     def _pipeline(self) -> Pipeline:
         """This Client's pipelining capability: many requests in flight over one socket to the
-        leader, found and re-found through this Client's own synchronous path."""
+        leader (kept between calls in ``self._link``), found and re-found through this Client's
+        own synchronous path."""
         return Pipeline(settle=self._call, leader=lambda: self.leader, forget_leader=self._forget_leader,
                         timeout=self.timeout, per_attempt=attempt_time(self.timeout, self.attempt_timeout),
-                        configure=self._configure_socket)
+                        configure=self._configure_socket, link=self._link, connect_timeout=self.connect_timeout)
 
     def _configure_socket(self, sock: zmq.Socket) -> None:
         """Make ``sock`` a CURVE client of the cluster when this Client has a token."""

@@ -12,6 +12,12 @@ owner's synchronous path), and so does silence for one attempt's time. Writes ke
 ``(client_id, seq)`` across resends, so each is applied at most once; the window stays below the
 server's per-session result window (1,024) so that a resend is always recognised.
 
+The DEALER socket lives in a :class:`Link` that the owner keeps across calls (issue 15: a new
+socket per call cost a TCP connection and, on a node's loopback door, a ZAP authentication per
+call). It is dropped, as before, when the leader changes, goes silent or redirects, and when a
+call fails. Every send gets a tag that is unique for the Link's life, and a call takes only
+answers whose tags it has in flight: a late or duplicate answer to an earlier call is dropped.
+
 This module does not know the Client: its owner hands a :class:`Pipeline` the few callables it
 needs, so there is no import cycle.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import collections
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import zmq
@@ -29,10 +35,47 @@ from .errors import ClientError, Timeout
 from .messages import ClientReply, DecodeError, Op, decode_client, encode_client
 from .session import OUTCOME_OF, Outcome, rejection
 
-__all__ = ["Pipeline", "MAX_WINDOW"]
+__all__ = ["Link", "Pipeline", "MAX_WINDOW"]
 
 MAX_WINDOW = 512  # half the FSM's per-session result window (actors/fsm.py)
-_TAG = struct.Struct(">I")
+_TAG = struct.Struct(">Q")  # a Link-wide counter: never reused while the socket lives
+
+
+class Link:
+    """The pipelining DEALER socket of one owner (a Client), kept from call to call while the
+    leader stays the same. Not thread-safe: the owner serialises its calls (Client's lock)."""
+
+    def __init__(self) -> None:
+        self.sock: Optional[zmq.Socket] = None
+        self.address: Optional[str] = None  # the leader's client address it is connected to
+        self._tag = 0  # the last tag sent; tags are never reused, so late answers are recognised
+
+    def next_tag(self) -> bytes:
+        """A tag no earlier send of this Link carried."""
+        self._tag += 1
+        return _TAG.pack(self._tag)
+
+    def open(self, address: str, configure: Callable[[zmq.Socket], None]) -> zmq.Socket:
+        """Connect a new socket to ``address`` (the current one, if any, is closed first)."""
+        self.close()
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        # IMMEDIATE: no queueing for a connection that is not up, so POLLOUT means "connected"
+        # and a send to a leader that died between two calls fails at once instead of waiting
+        # out an attempt's silence.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        configure(sock)
+        sock.connect(f"tcp://{address}")
+        self.sock, self.address = sock, address
+        return sock
+
+    def close(self) -> None:
+        """Close the socket, if any; answers still on their way die with it."""
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self.sock = self.address = None
 
 
 @dataclass
@@ -43,7 +86,8 @@ class Pipeline:
     deadline) and returns the final reply of one request or raises; ``leader()``: the leader's
     client address it found, if any; ``forget_leader()``: drop that address (it went silent or
     redirected). ``timeout``: how long the pipeline may go without any answer; ``per_attempt``:
-    how long it waits for the next answer before resending what is unanswered.
+    how long it waits for the next answer before resending what is unanswered; ``connect_timeout``:
+    how long a new socket may take to connect; ``link``: the socket kept between calls.
     """
 
     settle: Callable[..., ClientReply]
@@ -53,6 +97,8 @@ class Pipeline:
     per_attempt: float
     # Set-up of each socket before it connects (a secure cluster's CURVE client keys, issue 11).
     configure: Callable[[zmq.Socket], None] = lambda sock: None
+    link: Link = field(default_factory=Link)
+    connect_timeout: float = 0.25
 
     def run(self, reqs: list, window: int) -> list:
         """Send ``reqs`` (ClientRequests, writes already tagged with their session) with at most
@@ -65,10 +111,17 @@ class Pipeline:
         window = max(1, min(window, MAX_WINDOW))
         frames = [encode_client(r) for r in reqs]
         todo = collections.deque(range(n))
-        inflight: set = set()
-        ctx: zmq.Context = zmq.Context.instance()
+        inflight: dict = {}  # tag -> index into reqs
+        link = self.link
         sock: Optional[zmq.Socket] = None
+        if link.sock is not None:
+            # The socket of an earlier call, if the leader is the same and it is still connected.
+            if link.address == self.leader() and link.sock.poll(0, zmq.POLLOUT):
+                sock = link.sock
+            else:
+                link.close()
         last_progress = time.monotonic()
+        ok = False
         try:
             while todo or inflight:
                 if time.monotonic() - last_progress > self.timeout:
@@ -84,17 +137,24 @@ class Pipeline:
                     leader = self.leader()
                     if not todo or leader is None:
                         continue
-                    sock = ctx.socket(zmq.DEALER)
-                    sock.setsockopt(zmq.LINGER, 0)
-                    sock.setsockopt(zmq.SNDHWM, 0)
-                    sock.setsockopt(zmq.RCVHWM, 0)
-                    self.configure(sock)
-                    sock.connect(f"tcp://{leader}")
+                    sock = link.open(leader, self.configure)
+                    if not sock.poll(max(1, int(self.connect_timeout * 1000)), zmq.POLLOUT):
+                        link.close()  # not connected in time: the synchronous path again
+                        sock = None
+                        self.forget_leader()
+                        continue
+                sent = True
                 while todo and len(inflight) < window:
-                    i = todo.popleft()
-                    sock.send_multipart([_TAG.pack(i), b"", frames[i]])
-                    inflight.add(i)
-                if sock.poll(max(1, int(self.per_attempt * 1000)), zmq.POLLIN):
+                    i = todo[0]
+                    tag = link.next_tag()
+                    try:
+                        sock.send_multipart([tag, b"", frames[i]], zmq.NOBLOCK)
+                    except zmq.Again:  # the connection dropped (IMMEDIATE): as silence
+                        sent = False
+                        break
+                    todo.popleft()
+                    inflight[tag] = i
+                if sent and sock.poll(max(1, int(self.per_attempt * 1000)), zmq.POLLIN):
                     answered, again = _collect(sock, inflight, replies)
                     if answered:
                         last_progress = time.monotonic()
@@ -102,21 +162,24 @@ class Pipeline:
                         continue
                 # A redirect, or silence (the leader died or was cut off): whatever is unanswered
                 # goes again, in order, to the leader found anew; late answers die with the socket.
-                todo.extendleft(sorted(inflight, reverse=True))
+                todo.extendleft(sorted(inflight.values(), reverse=True))
                 inflight.clear()
-                sock.close(linger=0)
+                link.close()
                 sock = None
                 self.forget_leader()
+            ok = True
         finally:
-            if sock is not None:
-                sock.close(linger=0)
+            if not ok:
+                # A failed call may leave answers on their way: they die with the socket (the
+                # tags would tell them apart too, but a failure is rare and a new socket is cheap).
+                link.close()
         return replies
 
 
-def _collect(sock: zmq.Socket, inflight: set, replies: list) -> tuple:
+def _collect(sock: zmq.Socket, inflight: dict, replies: list) -> tuple:
     """Read every answer waiting on ``sock``: (how many were final, whether one asks for a
-    resend: a redirect, a leader without quorum, a server-side timeout). A resend's index stays
-    in ``inflight``."""
+    resend: a redirect, a leader without quorum, a server-side timeout). A resend's tag stays
+    in ``inflight`` (tag -> index)."""
     answered = 0
     again = False
     while True:
@@ -124,18 +187,18 @@ def _collect(sock: zmq.Socket, inflight: set, replies: list) -> tuple:
             parts = sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return answered, again
-        if len(parts) != 3 or len(parts[0]) != _TAG.size:
+        if len(parts) != 3:
             continue
-        (i,) = _TAG.unpack(parts[0])
-        if i not in inflight:
-            continue  # a duplicate answer
+        i = inflight.get(parts[0])
+        if i is None:
+            continue  # a duplicate answer, or a late one to an earlier send (unique tags)
         try:
             rep: ClientReply = decode_client(parts[2], ClientReply)
         except DecodeError as e:
             raise ClientError(f"malformed reply from the leader: {e}") from None
         oc = OUTCOME_OF.get(rep.status)
         if oc is Outcome.FINAL:
-            inflight.discard(i)
+            del inflight[parts[0]]
             replies[i] = rep
             answered += 1
         elif oc is Outcome.RETRY:

@@ -48,6 +48,10 @@ class FakeFrontDoor:
         self.script: collections.deque[Scripted] = collections.deque()
         self.handler: Callable[[ClientRequest], Optional[ClientReply]] = self.kv_handler
         self.received: list[Received] = []
+        # Answer every pipelined (tagged) request twice, the second time late: just before answering
+        # the next request of another op (the next call, for a client that pipelines one op per call).
+        self.late_duplicates = False
+        self._held: list = []  # (op, frames) of duplicates not sent yet
         self._lock = threading.Lock()
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -99,8 +103,14 @@ class FakeFrontDoor:
                 self.received.append(Received(route[0], req))
                 step: Scripted = self.script.popleft() if self.script else self.handler
             reply = step(req) if callable(step) else step
+            if self._held and self._held[0][0] != req.op and not self._sock.closed:
+                for _, late in self._held:
+                    self._sock.send_multipart(late)
+                self._held.clear()
             if reply is not None and not self._sock.closed:
                 self._sock.send_multipart([*route, b"", encode_client(reply)])
+                if self.late_duplicates and len(route) == 2:
+                    self._held.append((req.op, [*route, b"", encode_client(reply)]))
 
     # ------------------------------------------------------------ the default behaviour
 

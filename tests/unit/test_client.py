@@ -310,6 +310,31 @@ def test_put_many_follows_a_redirect_and_resends_with_the_same_sessions(fd, fd2)
     assert len(fd2.requests("put")) > 400  # and there were resends
 
 
+def test_consecutive_put_many_calls_share_one_connection(fd):
+    """One Client's pipelined calls reuse its connection to the leader (issue 15: a connection
+    and an authentication per call cost the leader more than the writes)."""
+    with Client([fd.address], timeout=5) as kv:
+        kv.put_many([(f"a{i}", b"1") for i in range(50)], window=16)
+        first = {r.identity for r in fd.received[1:]}  # [0] settled the leader over REQ
+        n = len(fd.received)
+        kv.put_many([(f"b{i}", b"2") for i in range(50)], window=16)
+        assert kv.get_many([f"b{i}" for i in range(50)], window=16) == [b"2"] * 50
+        later = {r.identity for r in fd.received[n:]}
+    assert len(first) == 1 and later == first
+
+
+def test_late_answers_of_an_earlier_call_are_not_taken_for_a_later_calls(fd):
+    """Every pipelined request is answered twice, the second time when the next call's requests
+    arrive: put_many's late "ok"s (no value) reach the kept connection while get_many waits for
+    its values, and get_many's late values while the next put_many waits."""
+    fd.late_duplicates = True
+    with Client([fd.address], timeout=5) as kv:
+        for rnd in range(3):
+            kv.put_many([(f"k{i}", b"v%d-%d" % (rnd, i)) for i in range(40)], window=40)
+            assert kv.get_many([f"k{i}" for i in range(40)], window=40) == [b"v%d-%d" % (rnd, i) for i in range(40)]
+    assert len({r.identity for r in fd.received[1:]}) == 1  # all on one connection
+
+
 def test_put_many_rejects_bad_input_before_sending(fd):
     with Client([fd.address], timeout=5) as kv:
         with pytest.raises(InvalidRequest):
