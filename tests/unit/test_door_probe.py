@@ -9,6 +9,8 @@ import zmq
 from raftkv.wire.security.join_client import door_is_secure
 from raftkv.wire.security.keys import generate_keypair
 
+from .zmtp_proxy import splice
+
 
 @pytest.fixture
 def ctx():
@@ -50,20 +52,7 @@ class _SlowProxy:
             self.release.wait(30)
             back = socket.create_connection(("127.0.0.1", self.backend))
             self.conns += [front, back]
-            for a, b in ((front, back), (back, front)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    b.shutdown(socket.SHUT_WR)  # pass the close on, as a direct connection would
-                    return
-                b.sendall(data)
-        except OSError:
-            return
+            splice(front, back)
 
     def close(self) -> None:
         self.release.set()

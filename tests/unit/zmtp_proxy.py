@@ -14,6 +14,24 @@ import threading
 SIGNATURE = 10
 
 
+def splice(front: socket.socket, back: socket.socket) -> None:
+    """Copy bytes both ways between two connected sockets, each way on its own thread."""
+    for a, b in ((front, back), (back, front)):
+        threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                b.shutdown(socket.SHUT_WR)  # pass the close on, as a direct connection would
+                return
+            b.sendall(data)
+    except OSError:
+        return
+
+
 class SignatureFirstProxy:
     """Listens on 127.0.0.1:``port``; forwards to 127.0.0.1:``backend`` (see the module docstring)."""
 
@@ -50,20 +68,7 @@ class SignatureFirstProxy:
             back.sendall(first)
         except OSError:
             return
-        for a, b in ((front, back), (back, front)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    b.shutdown(socket.SHUT_WR)  # pass the close on, as a direct connection would
-                    return
-                b.sendall(data)
-        except OSError:
-            return
+        splice(front, back)
 
     def close(self) -> None:
         for s in [self.lsock] + self._socks:
