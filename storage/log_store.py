@@ -109,7 +109,10 @@ class LogStore:
         opts.set_keep_log_file_num(3)
         opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
         try:
-            self._db = rocksdict.Rdict(path, opts)
+            # The default column family's options too: without them rocksdict reopens an existing
+            # DB with the column family options of its OPTIONS file, so a log made by an earlier
+            # release kept that release's memtable size (64 MB before round 8) for good.
+            self._db = rocksdict.Rdict(path, opts, column_families={"default": opts})
         except Exception as e:  # rocksdict raises a bare Exception for every I/O error
             busy = "lock" in str(e).lower()
             hint = " (is another process using this data directory?)" if busy else ""

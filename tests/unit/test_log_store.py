@@ -1,6 +1,9 @@
 """LogStore: the durable log and stable state survive a reopen, and every write is synced."""
 from __future__ import annotations
 
+import os
+import re
+
 import msgpack
 import pytest
 import rocksdict
@@ -365,3 +368,22 @@ def test_wrong_typed_stable_state_is_refused(path):
     _raw_put(path, b"m/term", msgpack.packb("7"))
     with pytest.raises(StorageError, match="term: expected a non-negative int"):
         LogStore(path)
+
+
+def test_a_log_made_with_other_options_is_reopened_with_this_builds(path, monkeypatch):
+    # A log DB made by an earlier release (a 64 MB memtable) must take this build's memtable size
+    # when reopened, or its WAL (replayed at every start) stays as large as that release's.
+    monkeypatch.setattr(log_store, "WRITE_BUFFER_MB", 64)
+    s = LogStore(path)
+    s.write(first_index=1, entries=[_e(1)])
+    s.close()
+    monkeypatch.undo()
+    s = LogStore(path)
+    try:
+        options = sorted(f for f in os.listdir(path) if f.startswith("OPTIONS-"))
+        with open(os.path.join(path, options[-1])) as f:
+            sizes = re.findall(r"^\s*write_buffer_size=(\d+)", f.read(), re.M)
+        assert sizes == [str(log_store.WRITE_BUFFER_MB << 20)]
+        assert s.all_entries() == [_e(1)]
+    finally:
+        s.close()
