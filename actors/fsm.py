@@ -340,7 +340,7 @@ class Fsm(SupervisedActor):
         elif t is Restore:
             self._restore(msg)
         elif t is TakeSnapshot:
-            self._snapshot(msg.route)
+            self._snapshot(msg.route, msg.asked)
         elif t is SnapshotDone:
             self.snapshotting = False
             self.last_snapshot = max(self.last_snapshot, msg.index)
@@ -408,7 +408,7 @@ class Fsm(SupervisedActor):
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
 
-    def _snapshot(self, route: Optional[list]) -> None:
+    def _snapshot(self, route: Optional[list], asked: Optional[float] = None) -> None:
         if self.snapshotting or self.state.applied == 0:
             if route is not None:
                 why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
@@ -423,7 +423,8 @@ class Fsm(SupervisedActor):
         t0 = time.monotonic()
         payload = st.snapshot_payload(path)
         log.debug("fsm: snapshot payload at %d taken in %.1f ms", st.applied, (time.monotonic() - t0) * 1000)
-        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route))
+        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route,
+                                        t0 if asked is None else asked))
 
     def _restore(self, msg: Restore) -> None:
         t0 = time.monotonic()

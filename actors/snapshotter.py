@@ -53,6 +53,7 @@ class SaveSnapshot:
     term: int
     members: list
     route: Optional[list] = None  # a client that asked for this snapshot (kvclient snapshot)
+    asked: float = 0.0  # time.monotonic() when it was asked (0: unknown)
 
 
 @dataclass(slots=True)
@@ -171,9 +172,10 @@ class Snapshotter(SupervisedActor):
         seconds = time.monotonic() - t0
         # The split says where a slow snapshot's time went: the memtable's flush (built) or
         # summing files the background CRC pass had not reached (storage/crc_warmer.py).
+        # ... and "asked" how long the request queued before (the FSM's inbox, behind apply batches).
         log.info("%s: snapshot at index %d (term %d, %d bytes) described in %.2fs (checkpoint built in %.2fs, "
-                 "manifest in %.2fs)", self.node_id, m.index, m.term, meta.size, seconds, t_built - t0,
-                 seconds - (t_built - t0))
+                 "manifest in %.2fs; asked %.2fs before)", self.node_id, m.index, m.term, meta.size, seconds,
+                 t_built - t0, seconds - (t_built - t0), t0 - m.asked if m.asked else 0.0)
         self.tell_role(SnapshotSaved(m.index, m.term, meta.size, seconds))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])

@@ -266,11 +266,12 @@ def test_a_crash_while_a_checkpoint_is_built_leaves_the_previous_one_and_the_liv
     at = _fill(store, 5_000, 5_000)
     second = store.begin_checkpoint(str(snaps / "ckpt-00000000000000000020"))
 
-    def crash(path: str) -> None:
-        raise Crash()  # the process dies after the links, before the WAL files are synced
+    def crash(*args: object) -> None:
+        # the process dies after the links, while copying the MANIFEST: it cleans nothing up
+        monkeypatch.setattr(kv_live_checkpoint.shutil, "rmtree", lambda *a, **k: None)
+        raise Crash()
 
-    monkeypatch.setattr(kv_live_checkpoint, "_fsync_file", crash)
-    monkeypatch.setattr(kv_live_checkpoint.shutil, "rmtree", lambda *a, **k: None)  # a dead process cleans nothing
+    monkeypatch.setattr(kv_live_checkpoint, "_copy_prefix", crash)
     with pytest.raises(Crash):
         finish_checkpoint(second)
     monkeypatch.undo()
