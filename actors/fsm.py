@@ -417,7 +417,7 @@ class Fsm(SupervisedActor):
         self.snapshotting = True
         self.prepared = False
         # On RocksDB this only switches the memtable; the snapshotter builds the checkpoint from
-        # the files once RocksDB flushed it (storage/kv_live_checkpoint.py).
+        # the SST files and the switched memtable's WAL files (storage/kv_live_checkpoint.py).
         st = self.state
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()
