@@ -298,6 +298,9 @@ class AppliedView:
 NOTHING_APPLIED = AppliedView(0, None)
 
 
+SLOW_SWITCH_S = 0.05  # a snapshot's memtable switch slower than this is logged at info
+
+
 class Fsm(SupervisedActor):
     """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests, and hands a
     frozen copy of the state to the snapshotter every ``snapshot_threshold`` entries.
@@ -422,7 +425,12 @@ class Fsm(SupervisedActor):
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()
         payload = st.snapshot_payload(path)
-        log.debug("fsm: snapshot payload at %d taken in %.1f ms", st.applied, (time.monotonic() - t0) * 1000)
+        took = time.monotonic() - t0
+        # Slow only when RocksDB held the memtable switch back (a flush still running, or too many
+        # L0 files): applying waits meanwhile, so an operator should see it.
+        (log.info if took > SLOW_SWITCH_S else log.debug)(
+            "fsm: snapshot payload at %d taken in %.1f ms (asked %.1f ms before)", st.applied, took * 1000,
+            (t0 - asked) * 1000 if asked is not None else 0.0)
         self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route,
                                         t0 if asked is None else asked))
 
