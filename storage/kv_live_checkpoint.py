@@ -46,11 +46,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import NamedTuple
+import threading
+import zlib
+from typing import NamedTuple, Optional
 
 import rocksdict
 
-from .kv_checkpoint import CheckpointError
+from .kv_checkpoint import CHUNK_SIZE, CheckpointError, file_key
 from .kv_install import fsync_dir
 
 _WAL = re.compile(r"^(\d+)\.log$")
@@ -131,12 +133,31 @@ def _copy_once(db_dir: str, dest: str, st: _FileState) -> bool:
     return True
 
 
-def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int) -> None:
+def _sum_files(paths: list, out: dict, errors: list) -> None:
+    """file_key -> CRC-32 of each of ``paths`` into ``out`` (run on a thread of its own: zlib and
+    reads release the GIL); an exception goes to ``errors``."""
+    try:
+        for path in paths:
+            st = os.stat(path)
+            crc = 0
+            with open(path, "rb") as f:
+                while block := f.read(CHUNK_SIZE):
+                    crc = zlib.crc32(block, crc)
+            out[file_key(st)] = crc
+    except BaseException as e:  # re-raised by the caller
+        errors.append(e)
+
+
+def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
+                    crcs: Optional[dict] = None) -> None:
     """Build in ``dest`` a checkpoint of the DB ``db`` (directory ``db_dir``) holding exactly the
     memtables older than WAL file number ``wal`` (:func:`newest_wal` read right after the
     applying thread switched the memtable): the live SST files and the older WAL files, durably
     (module docstring). Waits for no flush or compaction. Raises CheckpointError if that state
-    is gone (a newer memtable was switched) or the files kept changing."""
+    is gone (a newer memtable was switched) or the files kept changing. With ``crcs``, the WAL
+    files' CRC-32s go there (:func:`~.kv_checkpoint.file_key` -> CRC-32), summed on another
+    thread while they are fsynced (both wait for the disk, not the GIL): the manifest then need
+    not read up to a memtable's worth of WAL again."""
     copies = 0
     try:
         while True:
@@ -150,8 +171,20 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int) -> 
             copies += 1
             if copies >= MAX_COPIES:
                 raise CheckpointError(f"the files of {db_dir} kept changing during {copies} checkpoint copies")
-        for name in before.wals:
-            _fsync_file(os.path.join(dest, name))
+        paths = [os.path.join(dest, name) for name in before.wals]
+        errors: list = []
+        summing = None
+        if crcs is not None and paths:
+            summing = threading.Thread(target=_sum_files, args=(paths, crcs, errors), name="kv-ckpt-crc")
+            summing.start()
+        try:
+            for path in paths:
+                _fsync_file(path)
+        finally:
+            if summing is not None:
+                summing.join()
+        if errors:
+            raise errors[0]
         if before.wals:
             fsync_dir(db_dir)  # the live DB's names of those WAL files
     except BaseException:

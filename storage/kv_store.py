@@ -626,6 +626,7 @@ class KvStore:
         self._db.flush(False)  # the memtable switch happens in this call; its flush does not
         wal = newest_wal(self.path)
         generation = self._generation
+        crcs: dict = {}
         token = object()
         self._building.add(token)  # set.add/discard: atomic for the two threads
 
@@ -635,11 +636,11 @@ class KvStore:
                     if self._closed or self._generation != generation:
                         raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
                                               "before its checkpoint was built")
-                    link_checkpoint(self._db, self.path, partial, wal)
+                    link_checkpoint(self._db, self.path, partial, wal, crcs)
             finally:
                 self._building.discard(token)
 
-        return PendingCheckpoint(directory, self._applied, build)
+        return PendingCheckpoint(directory, self._applied, build, crcs)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see

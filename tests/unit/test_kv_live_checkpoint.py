@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 
 import pytest
 
-from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint, read_info
+from raftkv.storage.kv_checkpoint import CheckpointError, build_manifest, finish_checkpoint, read_info
 from raftkv.storage.kv_install import verify_db
 from raftkv.storage.kv_store import KvStore, Put
 
@@ -172,6 +173,7 @@ def test_the_switched_memtable_is_carried_in_its_wal_file_without_waiting_for_it
     import rocksdict
 
     from raftkv.storage.checkpoint_store import stage_copy
+    from raftkv.storage.kv_checkpoint import file_key
     from raftkv.storage.kv_db import K_APPLIED, kv_options
     from raftkv.storage.kv_live_checkpoint import link_checkpoint, newest_wal
 
@@ -190,9 +192,14 @@ def test_the_switched_memtable_is_carried_in_its_wal_file_without_waiting_for_it
         wal = newest_wal(path)
         db[b"v999999"] = b"after the index"  # in the new memtable and WAL file
         dest = str(tmp_path / "ckpt")
-        link_checkpoint(db, path, dest, wal)
+        crcs: dict = {}
+        link_checkpoint(db, path, dest, wal, crcs)
         assert db.property_int_value("rocksdb.num-immutable-mem-table") == 1  # its flush still runs
-        assert any(n.endswith(".log") for n in os.listdir(dest))
+        wals = [n for n in os.listdir(dest) if n.endswith(".log")]
+        assert wals
+        for name in wals:  # summed while being fsynced, for the snapshot's manifest
+            with open(os.path.join(dest, name), "rb") as f:
+                assert crcs[file_key(os.stat(f.fileno()))] == zlib.crc32(f.read())
     finally:
         db.close()
     assert _keys(dest) == 60_000
@@ -249,6 +256,7 @@ def test_checkpoints_built_while_batches_are_applied_hold_exactly_their_index(tm
         assert verify_db(p.path) == p.applied_index
         round_ = firsts // 12_000 - 1
         assert _keys(p.path) == firsts + round_ * 3_000  # the batches up to its index, none after
+        assert build_manifest(p.path, summed=p.crcs) == build_manifest(p.path)  # the WAL files summed while built
 
 
 def test_a_crash_while_a_checkpoint_is_built_leaves_the_previous_one_and_the_live_db(tmp_path, monkeypatch):
