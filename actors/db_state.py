@@ -304,8 +304,8 @@ class DbState:
     # ---------------------------------------------------------------- snapshots
 
     def prepare_snapshot(self) -> None:
-        """Start flushing the memtable in the background, so that the coming checkpoint only
-        waits for a small flush (this thread stalls applying meanwhile)."""
+        """Start flushing the memtable in the background, so that the coming checkpoint carries
+        only a small WAL file (the entries applied since) to fsync, sum and send."""
         self.store.prepare_checkpoint()
 
     def snapshot_payload(self, path: str) -> CheckpointInfo:

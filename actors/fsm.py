@@ -298,6 +298,9 @@ class AppliedView:
 NOTHING_APPLIED = AppliedView(0, None)
 
 
+SLOW_SWITCH_S = 0.05  # a snapshot's memtable switch slower than this is logged at info
+
+
 class Fsm(SupervisedActor):
     """Applies ``Apply`` batches, answers the waiting writers, serves ``Read`` requests, and hands a
     frozen copy of the state to the snapshotter every ``snapshot_threshold`` entries.
@@ -340,7 +343,7 @@ class Fsm(SupervisedActor):
         elif t is Restore:
             self._restore(msg)
         elif t is TakeSnapshot:
-            self._snapshot(msg.route)
+            self._snapshot(msg.route, msg.asked)
         elif t is SnapshotDone:
             self.snapshotting = False
             self.last_snapshot = max(self.last_snapshot, msg.index)
@@ -408,7 +411,7 @@ class Fsm(SupervisedActor):
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
 
-    def _snapshot(self, route: Optional[list]) -> None:
+    def _snapshot(self, route: Optional[list], asked: Optional[float] = None) -> None:
         if self.snapshotting or self.state.applied == 0:
             if route is not None:
                 why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
@@ -417,13 +420,19 @@ class Fsm(SupervisedActor):
         self.snapshotting = True
         self.prepared = False
         # On RocksDB this only switches the memtable; the snapshotter builds the checkpoint from
-        # the files once RocksDB flushed it (storage/kv_live_checkpoint.py).
+        # the SST files and the switched memtable's WAL files (storage/kv_live_checkpoint.py).
         st = self.state
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()
         payload = st.snapshot_payload(path)
-        log.debug("fsm: snapshot payload at %d taken in %.1f ms", st.applied, (time.monotonic() - t0) * 1000)
-        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route))
+        took = time.monotonic() - t0
+        # Slow only when RocksDB held the memtable switch back (a flush still running, or too many
+        # L0 files): applying waits meanwhile, so an operator should see it.
+        (log.info if took > SLOW_SWITCH_S else log.debug)(
+            "fsm: snapshot payload at %d taken in %.1f ms (asked %.1f ms before)", st.applied, took * 1000,
+            (t0 - asked) * 1000 if asked is not None else 0.0)
+        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route,
+                                        t0 if asked is None else asked))
 
     def _restore(self, msg: Restore) -> None:
         t0 = time.monotonic()

@@ -1,6 +1,7 @@
 """Messages exchanged between the actors of one node (typed records; nothing here crosses a socket)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -106,6 +107,7 @@ class TakeSnapshot:
     """Take a snapshot now (kvclient snapshot); answer ``route`` when it is durable."""
 
     route: Any = None
+    asked: float = field(default_factory=time.monotonic)  # when (logged: how long it queued for the FSM)
 
 
 @dataclass(slots=True)

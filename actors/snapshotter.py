@@ -1,10 +1,11 @@
 """The Snapshotter actor: describes snapshots and moves snapshot bytes between nodes.
 
-Taking a snapshot: the FSM takes a checkpoint of its key-value store (hard links after a
-memtable flush: constant time, on its own thread); here its files are summed up (manifest with
-sizes and CRC-32s) and the sidecar written, off the FSM's and the leader's critical path. Only
-then does the role actor compact the log (docs/architecture.md 7); the checkpoint's flush made the live
-state durable up to the snapshot's index.
+Taking a snapshot: the FSM fixes a checkpoint of its key-value store (a memtable switch, on its
+own thread); here its files are linked (the SST files and the switched memtables' WAL files,
+fsynced: storage/kv_live_checkpoint.py) and summed up (manifest with sizes and CRC-32s) and the
+sidecar written, off the FSM's and the leader's critical path. Only then does the role actor
+compact the log (docs/architecture.md 7); the fsynced WAL files made the live state durable up
+to the snapshot's index.
 
 Streaming: every decision (which snapshot, which offset next, resend, give up, which chunks a
 follower accepts) is the core's (actors/snapshot_transfer.py). The checkpoint is one logical byte
@@ -53,6 +54,7 @@ class SaveSnapshot:
     term: int
     members: list
     route: Optional[list] = None  # a client that asked for this snapshot (kvclient snapshot)
+    asked: float = 0.0  # time.monotonic() when it was asked (0: unknown)
 
 
 @dataclass(slots=True)
@@ -149,9 +151,9 @@ class Snapshotter(SupervisedActor):
     # ------------------------------------------------------------------ taking
 
     def _save(self, m: SaveSnapshot) -> None:
-        # The FSM took the checkpoint (constant time, its thread); here its files are summed up
-        # for streaming, off the write path. The checkpoint's flush made the live DB durable up
-        # to m.index, so the log may be compacted below it.
+        # The FSM fixed the checkpoint (a memtable switch, its thread); here its files are linked
+        # and summed up for streaming, off the write path. Its fsynced WAL files made the live DB
+        # durable up to m.index, so the log may be compacted below it.
         self.backups.sweep()  # abandoned backups go even when no backup is asked for again
         t0 = time.monotonic()
         done = 0  # the FSM's last snapshot stays where it was unless this one is kept
@@ -169,11 +171,12 @@ class Snapshotter(SupervisedActor):
         finally:
             self.fsm_done(done)
         seconds = time.monotonic() - t0
-        # The split says where a slow snapshot's time went: the memtable's flush (built) or
+        # The split says where a slow snapshot's time went: links and the WAL files' fsync (built) or
         # summing files the background CRC pass had not reached (storage/crc_warmer.py).
+        # ... and "asked" how long the request queued before (the FSM's inbox, behind apply batches).
         log.info("%s: snapshot at index %d (term %d, %d bytes) described in %.2fs (checkpoint built in %.2fs, "
-                 "manifest in %.2fs)", self.node_id, m.index, m.term, meta.size, seconds, t_built - t0,
-                 seconds - (t_built - t0))
+                 "manifest in %.2fs; asked %.2fs before)", self.node_id, m.index, m.term, meta.size, seconds,
+                 t_built - t0, seconds - (t_built - t0), t0 - m.asked if m.asked else 0.0)
         self.tell_role(SnapshotSaved(m.index, m.term, meta.size, seconds))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])

@@ -108,7 +108,8 @@ class CheckpointStore:
         """Compute the manifest of a taken checkpoint unless given (reads only the files that no
         described checkpoint shares with it: see :meth:`known_crcs`), write the sidecar durably,
         prune the oldest, and return its meta."""
-        manifest = manifest or build_manifest(info.path, self.known_crcs(exclude=info.path))
+        manifest = manifest or build_manifest(info.path, self.known_crcs(exclude=info.path),
+                                              summed=getattr(info, "crcs", None))
         blob = manifest.to_bytes()
         side = msgpack.packb({"term": term, "members": encode_members(list(members)), "manifest": blob},
                              use_bin_type=True)

@@ -62,6 +62,9 @@ class PendingCheckpoint(CheckpointInfo):
     the applying thread (storage/kv_live_checkpoint.py); :func:`finish_checkpoint` does it."""
 
     build: Optional[Callable[[str], None]] = None
+    # file_key -> CRC-32 of files ``build`` summed (the WAL files it links: summed while they are
+    # fsynced, instead of after), for :func:`build_manifest`'s ``summed``
+    crcs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -220,7 +223,7 @@ def reusable(name: str) -> bool:
     return name.endswith(".sst")
 
 
-def build_manifest(directory: str, known: Optional[dict] = None) -> CheckpointManifest:
+def build_manifest(directory: str, known: Optional[dict] = None, summed: Optional[dict] = None) -> CheckpointManifest:
     """Name, size and CRC-32 of every file of a checkpoint, sorted by name so that sender and
     receiver agree on the order.
 
@@ -230,7 +233,9 @@ def build_manifest(directory: str, known: Optional[dict] = None) -> CheckpointMa
     the last (constant time instead of a pass over the whole state). A carried-over CRC-32 is
     the one computed when the file was first summed, so a file damaged on disk since then is
     still caught where every CRC-32 is checked (before a file is streamed: StreamCheck; before a
-    local checkpoint is restored: CheckpointStore.open_verified)."""
+    local checkpoint is restored: CheckpointStore.open_verified). ``summed`` (:func:`file_key`
+    -> CRC-32) holds files of this checkpoint summed while it was built, of any kind: a file whose
+    key no longer matches (changed since) is read again."""
     info = read_info(directory)
     files = []
     for name in sorted(os.listdir(directory)):
@@ -238,11 +243,12 @@ def build_manifest(directory: str, known: Optional[dict] = None) -> CheckpointMa
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             continue
-        if known is not None and reusable(name):
+        crc = summed.get(file_key(st)) if summed else None
+        if crc is None and known is not None and reusable(name):
             crc = known.get(file_key(st))
-            if crc is not None:
-                files.append(FileInfo(name, st.st_size, crc))
-                continue
+        if crc is not None:
+            files.append(FileInfo(name, st.st_size, crc))
+            continue
         crc = 0
         size = 0
         with open(path, "rb") as f:

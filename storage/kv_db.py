@@ -26,7 +26,7 @@ READABLE_KV_FORMATS = frozenset({1, 2, 3})
 # with the process's own ~100 MB a node stays near 400 MB at any data size (issue 12's goal is
 # <= 600 MB at 10M keys). Raise ``storage.cache_mb`` when the hot set is larger than the cache.
 DEFAULT_CACHE_MB = 128
-WRITE_BUFFER_MB = 64  # per memtable; a checkpoint flushes at most this much
+WRITE_BUFFER_MB = 64  # per memtable; a checkpoint links (and fsyncs) at most this much of WAL
 
 K_FORMAT = b"m/format"
 K_APPLIED = b"m/applied"
@@ -43,6 +43,9 @@ def kv_options(cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> "r
     opts.set_keep_log_file_num(3)  # RocksDB's info LOG files otherwise accumulate forever
     # A crash may lose unsynced WAL records at the tail; recover to the last whole batch.
     opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+    # Never reuse a WAL file: a snapshot hard-links the WAL files of the switched memtables
+    # (storage/kv_live_checkpoint.py), and a recycled one would be overwritten under it.
+    opts.set_recycle_log_file_num(0)
     opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
     opts.set_max_write_buffer_number(2)
     opts.set_compression_type(rocksdict.DBCompressionType.lz4())

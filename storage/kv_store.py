@@ -592,8 +592,9 @@ class KvStore:
     def prepare_checkpoint(self) -> None:
         """Start writing the memtable to disk in the background and return at once. Calling it
         a little before :meth:`checkpoint` (e.g. some entries before the snapshot threshold)
-        leaves the checkpoint only the entries applied since to flush, so the calling thread
-        waits for a small flush instead of a whole memtable (up to 64 MB). Does nothing while a
+        leaves the checkpoint only the entries applied since to flush (or, for
+        :meth:`begin_checkpoint`, a small WAL file to link, fsync, sum and send instead of up to
+        a whole memtable's, 64 MB). Does nothing while a
         checkpoint begun by :meth:`begin_checkpoint` is not built: a switch now would flush the
         entries applied since its index, and its state would be gone."""
         if self._building:
@@ -612,7 +613,8 @@ class KvStore:
     def begin_checkpoint(self, directory: str) -> PendingCheckpoint:
         """Fix a checkpoint of the current state (at the applied index) for ``directory`` (which
         must not exist) and return at once: only the memtable is switched here (RocksDB flushes
-        the old one in its background). Another thread builds its files without the GIL held
+        the old one in its background; the checkpoint does not wait for that, it links the old
+        memtable's WAL file). Another thread builds its files without the GIL held
         (:func:`~.kv_checkpoint.finish_checkpoint`, see :mod:`.kv_live_checkpoint`); that
         raises CheckpointError if the state was replaced or its memtable switched again first.
         Once built, the checkpoint and the live DB up to this index are durable, as with
@@ -624,6 +626,7 @@ class KvStore:
         self._db.flush(False)  # the memtable switch happens in this call; its flush does not
         wal = newest_wal(self.path)
         generation = self._generation
+        crcs: dict = {}
         token = object()
         self._building.add(token)  # set.add/discard: atomic for the two threads
 
@@ -633,11 +636,11 @@ class KvStore:
                     if self._closed or self._generation != generation:
                         raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
                                               "before its checkpoint was built")
-                    link_checkpoint(self._db, self.path, partial, wal)
+                    link_checkpoint(self._db, self.path, partial, wal, crcs)
             finally:
                 self._building.discard(token)
 
-        return PendingCheckpoint(directory, self._applied, build)
+        return PendingCheckpoint(directory, self._applied, build, crcs)
 
     def install(self, staged: str) -> int:
         """Replace this store's state by the verified DB in ``staged`` (see

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 
 import pytest
 
-from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint, read_info
+from raftkv.storage.kv_checkpoint import CheckpointError, build_manifest, finish_checkpoint, read_info
 from raftkv.storage.kv_install import verify_db
 from raftkv.storage.kv_store import KvStore, Put
 
@@ -153,3 +154,143 @@ def test_a_running_compaction_is_not_waited_for(tmp_path):
         if compaction.is_alive():
             compaction.join()
         db.close()
+
+
+def _keys(path: str) -> int:
+    import rocksdict
+
+    from raftkv.storage.kv_db import kv_options
+    db = rocksdict.Rdict(path, kv_options(cache_mb=8), access_type=rocksdict.AccessType.read_only())
+    try:
+        return sum(1 for k in db.keys() if k.startswith(b"v"))
+    finally:
+        db.close()
+
+
+def test_the_switched_memtable_is_carried_in_its_wal_file_without_waiting_for_its_flush(tmp_path):
+    # The flush is held back (2 MB/s): the checkpoint is built while it runs, from the SST files
+    # plus the switched memtable's WAL file, and opens (read-only, read-write, restored) at its index.
+    import rocksdict
+
+    from raftkv.storage.checkpoint_store import stage_copy
+    from raftkv.storage.kv_checkpoint import file_key
+    from raftkv.storage.kv_db import K_APPLIED, kv_options
+    from raftkv.storage.kv_live_checkpoint import link_checkpoint, newest_wal
+
+    path = str(tmp_path / "db")
+    opts = kv_options()
+    opts.set_ratelimiter(2 << 20, 100_000, 10)
+    db = rocksdict.Rdict(path, opts)
+    try:
+        for i in range(20_000):
+            db[b"v%06d" % i] = os.urandom(100)
+        db.flush(True)
+        for i in range(20_000, 60_000):  # ~5 MB in the memtable: its flush takes seconds here
+            db[b"v%06d" % i] = os.urandom(100)
+        db[K_APPLIED] = b"\x00" * 7 + b"\x2a"
+        db.flush(False)
+        wal = newest_wal(path)
+        db[b"v999999"] = b"after the index"  # in the new memtable and WAL file
+        dest = str(tmp_path / "ckpt")
+        crcs: dict = {}
+        link_checkpoint(db, path, dest, wal, crcs)
+        assert db.property_int_value("rocksdb.num-immutable-mem-table") == 1  # its flush still runs
+        wals = [n for n in os.listdir(dest) if n.endswith(".log")]
+        assert wals
+        for name in wals:  # summed while being fsynced, for the snapshot's manifest
+            with open(os.path.join(dest, name), "rb") as f:
+                assert crcs[file_key(os.stat(f.fileno()))] == zlib.crc32(f.read())
+    finally:
+        db.close()
+    assert _keys(dest) == 60_000
+    restored = str(tmp_path / "restored")
+    stage_copy(dest, restored)
+    live = rocksdict.Rdict(restored, kv_options())  # read-write: replays and flushes the WAL file
+    try:
+        assert live[b"v059999"] is not None and live.get(b"v999999") is None
+        assert live[K_APPLIED] == b"\x00" * 7 + b"\x2a"
+    finally:
+        live.close()
+    assert _keys(dest) == 60_000  # the restore copied the WAL file: the checkpoint is unchanged
+
+
+def test_checkpoints_built_while_batches_are_applied_hold_exactly_their_index(tmp_path):
+    # The production pattern: one thread applies batches and switches the memtable (begin), another
+    # builds each checkpoint meanwhile; flushes and L0 compactions finish at random points of the
+    # builds (which then copy again). Each checkpoint opens at its index with exactly its keys.
+    import queue
+
+    store = KvStore(str(tmp_path / "kv"))
+    pending: queue.Queue = queue.Queue()
+    built = threading.Event()
+    taken: list = []
+    errors: list = []
+
+    def apply() -> None:
+        try:
+            for round_ in range(8):
+                _fill(store, round_ * 12_000, 12_000, per_batch=200)
+                built.clear()
+                pending.put((store.begin_checkpoint(str(tmp_path / "snaps" / f"ckpt{round_}")), (round_ + 1) * 12_000))
+                _fill(store, 1_000_000 + round_ * 3_000, 3_000, per_batch=200)  # while it is built
+                built.wait(60)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            pending.put(None)
+
+    t = threading.Thread(target=apply)
+    t.start()
+    try:
+        while (item := pending.get(timeout=120)) is not None:
+            p, _ = item
+            finish_checkpoint(p)
+            taken.append(item)
+            built.set()
+        t.join(60)
+    finally:
+        store.close()
+    assert not errors
+    assert len(taken) == 8
+    for p, firsts in taken:
+        assert verify_db(p.path) == p.applied_index
+        round_ = firsts // 12_000 - 1
+        assert _keys(p.path) == firsts + round_ * 3_000  # the batches up to its index, none after
+        assert build_manifest(p.path, summed=p.crcs) == build_manifest(p.path)  # the WAL files summed while built
+
+
+def test_a_crash_while_a_checkpoint_is_built_leaves_the_previous_one_and_the_live_db(tmp_path, monkeypatch):
+    from raftkv.storage import kv_live_checkpoint
+    from raftkv.storage.kv_checkpoint import list_checkpoints
+
+    class Crash(BaseException):
+        pass
+
+    store = KvStore(str(tmp_path / "kv"))
+    snaps = tmp_path / "snaps"
+    _fill(store, 0, 5_000)
+    first = store.begin_checkpoint(str(snaps / "ckpt-00000000000000000010"))
+    finish_checkpoint(first)
+    at = _fill(store, 5_000, 5_000)
+    second = store.begin_checkpoint(str(snaps / "ckpt-00000000000000000020"))
+
+    def crash(*args: object) -> None:
+        # the process dies after the links, while copying the MANIFEST: it cleans nothing up
+        monkeypatch.setattr(kv_live_checkpoint.shutil, "rmtree", lambda *a, **k: None)
+        raise Crash()
+
+    monkeypatch.setattr(kv_live_checkpoint, "_copy_prefix", crash)
+    with pytest.raises(Crash):
+        finish_checkpoint(second)
+    monkeypatch.undo()
+    store.close()
+    assert os.path.isdir(second.path + ".partial")
+    found = list_checkpoints(str(snaps))  # start-up: the half-built one is deleted
+    assert [c.applied_index for c in found] == [first.applied_index]
+    assert not os.path.exists(second.path + ".partial") and not os.path.exists(second.path)
+    assert verify_db(first.path) == first.applied_index
+    store = KvStore(str(tmp_path / "kv"))
+    try:
+        assert store.applied_index() == at and store.get("k000009999") == VALUE
+    finally:
+        store.close()
