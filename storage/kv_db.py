@@ -27,6 +27,14 @@ READABLE_KV_FORMATS = frozenset({1, 2, 3})
 # <= 600 MB at 10M keys). Raise ``storage.cache_mb`` when the hot set is larger than the cache.
 DEFAULT_CACHE_MB = 128
 WRITE_BUFFER_MB = 64  # per memtable; a checkpoint links (and fsyncs) at most this much of WAL
+# Level sizing (issue 12, round 9). With level_compaction_dynamic_level_bytes and RocksDB's
+# default 256 MB base, a DB under ~2.5 GB has a single level (L6) below L0, and the keys of every
+# L0 file span it all: each L0 compaction rewrote the whole DB (224 MB at 10M keys, 4-7 s of a
+# core, resumed at every restart and set off by every snapshot's flush). A 64 MB base makes L5 the
+# base level from ~64 MB of data on: L0 compacts into a small L5, and L5 -> L6 compactions take
+# one 16 MB file and the few L6 files its key range overlaps.
+MAX_BYTES_FOR_LEVEL_BASE_MB = 64
+TARGET_FILE_SIZE_MB = 16
 
 K_FORMAT = b"m/format"
 K_APPLIED = b"m/applied"
@@ -50,6 +58,8 @@ def kv_options(cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> "r
     opts.set_max_write_buffer_number(2)
     opts.set_compression_type(rocksdict.DBCompressionType.lz4())
     opts.set_level_compaction_dynamic_level_bytes(True)
+    opts.set_max_bytes_for_level_base(MAX_BYTES_FOR_LEVEL_BASE_MB << 20)
+    opts.set_target_file_size_base(TARGET_FILE_SIZE_MB << 20)
     table = rocksdict.BlockBasedOptions()
     table.set_block_cache(rocksdict.Cache(max(1, cache_mb) << 20))
     # Index and filter blocks in the cache, not in table readers' private memory: otherwise
@@ -64,11 +74,18 @@ def kv_options(cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> "r
 
 
 def open_db(path: str, opts: "rocksdict.Options", read_only: bool = False) -> "rocksdict.Rdict":
-    """Open a RocksDB directory, turning rocksdict's bare exceptions into StorageError."""
+    """Open a RocksDB directory with ``opts``, turning rocksdict's bare exceptions into
+    StorageError."""
+    # The default column family's options must be given too: without them rocksdict opens an
+    # existing DB with the column family options of its OPTIONS file and an 8 MB block cache of
+    # its own, so ``storage.cache_mb`` and any option changed since the DB was made were ignored
+    # from the first restart on.
+    cfs = {"default": opts}
     try:
         if read_only:
-            return rocksdict.Rdict(path, opts, access_type=rocksdict.AccessType.read_only())
-        return rocksdict.Rdict(path, opts)
+            return rocksdict.Rdict(path, opts, column_families=cfs,
+                                   access_type=rocksdict.AccessType.read_only())
+        return rocksdict.Rdict(path, opts, column_families=cfs)
     except Exception as e:  # rocksdict raises a bare Exception for every I/O error
         busy = "lock" in str(e).lower()
         hint = " (is another process using this data directory?)" if busy else ""
