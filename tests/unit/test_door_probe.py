@@ -9,7 +9,7 @@ import zmq
 from raftkv.wire.security.join_client import door_is_secure
 from raftkv.wire.security.keys import generate_keypair
 
-from .zmtp_proxy import splice
+from .zmtp_proxy import LocalListener, splice
 
 
 @pytest.fixture
@@ -31,33 +31,24 @@ def _router(ctx, curve: bool) -> tuple:
     return s, port
 
 
-class _SlowProxy:
+class _SlowProxy(LocalListener):
     """Accepts a TCP connection at once but forwards it to ``port`` only after ``release`` is
     set: a member whose handshake answer comes late (a loaded host)."""
 
     def __init__(self, port: int):
         self.backend = port
         self.release = threading.Event()
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.conns: list = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                front, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.release.wait(30)
-            back = socket.create_connection(("127.0.0.1", self.backend))
-            self.conns += [front, back]
-            splice(front, back)
+    def handle(self, front: socket.socket) -> None:
+        self.release.wait(30)
+        back = socket.create_connection(("127.0.0.1", self.backend))
+        self.socks.append(back)
+        splice(front, back)
 
     def close(self) -> None:
         self.release.set()
-        for s in [self.lsock] + self.conns:
-            s.close()
+        super().close()
 
 
 def test_a_curve_door_is_secure_and_a_plain_one_is_not(ctx):

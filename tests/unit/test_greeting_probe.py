@@ -3,7 +3,6 @@ token" even when the door hangs up before its greeting names CURVE (libzmq's gre
 wire/greeting_probe.py), which tests/unit/zmtp_proxy.py makes happen on every connection; and a
 door that merely drops connections is still "not reachable", not a refusal."""
 import socket
-import threading
 
 import pytest
 import zmq
@@ -13,7 +12,7 @@ from raftkv.wire.client import Client, NotAuthorized, Timeout
 from raftkv.wire.greeting_probe import door_mechanism
 from raftkv.wire.security.keys import generate_keypair
 from raftkv.wire.security.tokens import Role, new_client_token
-from tests.unit.zmtp_proxy import SignatureFirstProxy
+from tests.unit.zmtp_proxy import LocalListener, SignatureFirstProxy
 
 
 @pytest.fixture
@@ -43,24 +42,11 @@ def secure_behind_proxy(ctx):
     door.close()
 
 
-class _HangUp:
+class _HangUp(LocalListener):
     """Accepts TCP connections and closes them at once: a node dying mid-handshake."""
 
-    def __init__(self) -> None:
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.lsock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.lsock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self.lsock.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
 
 
 def _token(server_key: bytes) -> str:

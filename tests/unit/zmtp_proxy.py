@@ -32,27 +32,44 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
         return
 
 
-class SignatureFirstProxy:
-    """Listens on 127.0.0.1:``port``; forwards to 127.0.0.1:``backend`` (see the module docstring)."""
+class LocalListener:
+    """A TCP listener on a free 127.0.0.1 port whose accept thread hands every connection to
+    :meth:`handle`; :meth:`close` closes it and every socket put in ``socks``. Subclasses set
+    their own attributes before calling ``__init__`` (the accept thread starts in it)."""
 
-    def __init__(self, backend: int) -> None:
-        self.backend = backend
+    def __init__(self) -> None:
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
-        self.accepted = 0
-        self._socks: list = []
+        self.socks: list = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
             try:
-                front, _ = self.lsock.accept()
+                conn, _ = self.lsock.accept()
             except OSError:
                 return  # closed
-            self.accepted += 1
-            self._socks.append(front)
-            threading.Thread(target=self._connect, args=(front,), daemon=True).start()
+            self.socks.append(conn)
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for s in [self.lsock] + self.socks:
+            s.close()
+
+
+class SignatureFirstProxy(LocalListener):
+    """Listens on 127.0.0.1:``port``; forwards to 127.0.0.1:``backend`` (see the module docstring)."""
+
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._connect, args=(conn,), daemon=True).start()
 
     def _connect(self, front: socket.socket) -> None:
         try:
@@ -64,12 +81,8 @@ class SignatureFirstProxy:
                     return
                 first += data
             back = socket.create_connection(("127.0.0.1", self.backend))
-            self._socks.append(back)
+            self.socks.append(back)
             back.sendall(first)
         except OSError:
             return
         splice(front, back)
-
-    def close(self) -> None:
-        for s in [self.lsock] + self._socks:
-            s.close()
