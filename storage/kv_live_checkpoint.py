@@ -47,12 +47,12 @@ import os
 import re
 import shutil
 import threading
-import zlib
 from typing import NamedTuple, Optional
 
 import rocksdict
 
-from .kv_checkpoint import CHUNK_SIZE, CheckpointError, file_key
+from .crc_warmer import sum_file
+from .kv_checkpoint import CheckpointError
 from .kv_install import fsync_dir
 
 _WAL = re.compile(r"^(\d+)\.log$")
@@ -135,15 +135,13 @@ def _copy_once(db_dir: str, dest: str, st: _FileState) -> bool:
 
 def _sum_files(paths: list, out: dict, errors: list) -> None:
     """file_key -> CRC-32 of each of ``paths`` into ``out`` (run on a thread of its own: zlib and
-    reads release the GIL); an exception goes to ``errors``."""
+    reads release the GIL); an exception goes to ``errors``. A file that changed while read is
+    left out, and the manifest reads it again."""
     try:
         for path in paths:
-            st = os.stat(path)
-            crc = 0
-            with open(path, "rb") as f:
-                while block := f.read(CHUNK_SIZE):
-                    crc = zlib.crc32(block, crc)
-            out[file_key(st)] = crc
+            summed = sum_file(path, os.stat(path).st_size)
+            if summed is not None:
+                out[summed[0]] = summed[1]
     except BaseException as e:  # re-raised by the caller
         errors.append(e)
 
