@@ -159,9 +159,9 @@ class Snapshotter(SupervisedActor):
         done = 0  # the FSM's last snapshot stays where it was unless this one is kept
         try:
             # its files (storage/kv_live_checkpoint.py), info file and rename: off the FSM's thread
-            finish_checkpoint(m.state)
+            finish_checkpoint(m.state, sync_parent=False)  # describe() fsyncs the store's directory
             t_built = time.monotonic()
-            meta = self.store.describe(m.state, m.term, m.members)
+            meta = self.store.describe(m.state, m.term, m.members, prune=False)
             done = m.index
         except CheckpointError as e:  # its state was replaced or flushed past meanwhile: rare
             log.warning("%s: snapshot at index %d not taken: %s", self.node_id, m.index, e)
@@ -180,6 +180,9 @@ class Snapshotter(SupervisedActor):
         self.tell_role(SnapshotSaved(m.index, m.term, meta.size, seconds))
         if m.route is not None:
             self.reply_many([(m.route, ClientReply("ok", info={"index": m.index, "term": m.term}))])
+        # The oldest checkpoints go after the announcement and the reply: deleting one at 10M keys
+        # took 60-70 ms of a 0.19 s snapshot, and nothing waits for it.
+        self.store.prune(keep_path=meta.path)
         # The checkpoint flushed the memtable: hand its freed blocks back to the OS (after the
         # reply: a few ms nobody waits for). storage/free_memory.py says why glibc keeps them.
         release_free_memory()

@@ -58,10 +58,12 @@ class CheckpointInfo:
 @dataclass
 class PendingCheckpoint(CheckpointInfo):
     """A checkpoint whose state is fixed (the applying thread switched the memtable at
-    ``applied_index``) but whose files are still to be assembled by ``build(partial_dir)``, off
-    the applying thread (storage/kv_live_checkpoint.py); :func:`finish_checkpoint` does it."""
+    ``applied_index``) but whose files are still to be assembled by ``build(partial_dir,
+    extra)`` (``extra``: name -> bytes of more files to write there; all synced, and the
+    directory, when it returns), off the applying thread (storage/kv_live_checkpoint.py);
+    :func:`finish_checkpoint` does it."""
 
-    build: Optional[Callable[[str], None]] = None
+    build: Optional[Callable[[str, dict], None]] = None
     # file_key -> CRC-32 of files ``build`` summed (the WAL files it links: summed while they are
     # fsynced, instead of after), for :func:`build_manifest`'s ``summed``
     crcs: dict = field(default_factory=dict)
@@ -152,24 +154,34 @@ def take_checkpoint(db: "rocksdict.Rdict", applied_index: int, directory: str, f
     return info
 
 
-def finish_checkpoint(info: CheckpointInfo) -> None:
+def finish_checkpoint(info: CheckpointInfo, sync_parent: bool = True) -> None:
     """Assemble a :class:`PendingCheckpoint`'s files, write the info file of a checkpoint taken
     with ``finish=False`` and move it from ``.partial`` to its name, durably (a crash before
-    leaves a ``.partial``, deleted at start-up). Does nothing if it is in place already."""
+    leaves a ``.partial``, deleted at start-up). Does nothing if it is in place already.
+
+    ``sync_parent=False`` leaves the rename to be made durable by the caller's next fsync of
+    the parent directory (the snapshot store's :meth:`describe` fsyncs it for the sidecar
+    anyway): until then a crash may lose the name, which leaves a checkpoint never described,
+    deleted at start-up, as a crash before the rename does."""
     directory = os.path.abspath(info.path)
     partial = directory + _PARTIAL
+    info_file = {INFO_FILE: msgpack.packb({"applied_index": info.applied_index, "format": KV_FORMAT_VERSION})}
+    synced = False
     if isinstance(info, PendingCheckpoint) and info.build is not None and not os.path.isdir(directory):
         build, info.build = info.build, None
-        build(partial)  # raises CheckpointError if the state at the index is gone
+        build(partial, info_file)  # raises CheckpointError if the state at the index is gone
+        synced = True  # the build wrote the info file and synced the files and the directory
     if os.path.isdir(directory) or not os.path.isdir(partial):
         return
-    with open(os.path.join(partial, INFO_FILE), "wb") as f:
-        f.write(msgpack.packb({"applied_index": info.applied_index, "format": KV_FORMAT_VERSION}))
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(partial)
+    if not synced:
+        with open(os.path.join(partial, INFO_FILE), "wb") as f:
+            f.write(info_file[INFO_FILE])
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(partial)
     os.rename(partial, directory)
-    fsync_dir(os.path.dirname(directory))
+    if sync_parent:
+        fsync_dir(os.path.dirname(directory))
 
 
 def read_info(directory: str) -> CheckpointInfo:

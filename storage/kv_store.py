@@ -630,13 +630,13 @@ class KvStore:
         token = object()
         self._building.add(token)  # set.add/discard: atomic for the two threads
 
-        def build(partial: str) -> None:
+        def build(partial: str, extra: dict) -> None:
             try:
                 with self._files_lock:
                     if self._closed or self._generation != generation:
                         raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
                                               "before its checkpoint was built")
-                    link_checkpoint(self._db, self.path, partial, wal, crcs)
+                    link_checkpoint(self._db, self.path, partial, wal, crcs, extra)
             finally:
                 self._building.discard(token)
 

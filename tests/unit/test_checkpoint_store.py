@@ -63,3 +63,17 @@ def test_only_the_newest_are_kept(tmp_path):
         store.describe(kv.checkpoint(store.path_for(i)), 3, MEMBERS)
     assert [m.last_index for m in store.list()] == [10, 9]
     kv.close()
+
+
+def test_pruning_can_wait_until_after_the_new_snapshot_is_announced(tmp_path):
+    # The snapshotter describes without pruning (deleting an old checkpoint is thousands of unlinks
+    # at 10M keys) and prunes after it told the role and replied: until then the old ones stay whole.
+    kv, store, _ = _taken(tmp_path, 10)
+    for i in (8, 9):
+        kv.apply_batch([Put("x", b"%d" % i)], i)
+        meta = store.describe(kv.checkpoint(store.path_for(i)), 3, MEMBERS, prune=False)
+    assert [m.last_index for m in store.list()] == [9, 8, 7]
+    store.prune(keep_path=meta.path)
+    assert [m.last_index for m in store.list()] == [9, 8]
+    assert store.open_verified(store.list()[1])  # the kept older one is untouched
+    kv.close()

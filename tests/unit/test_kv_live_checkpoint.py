@@ -294,3 +294,75 @@ def test_a_crash_while_a_checkpoint_is_built_leaves_the_previous_one_and_the_liv
         assert store.applied_index() == at and store.get("k000009999") == VALUE
     finally:
         store.close()
+
+
+def test_every_file_and_the_directory_are_synced_before_the_checkpoint_gets_its_name(tmp_path, monkeypatch):
+    # The fsyncs of a build run at once (storage/kv_live_checkpoint.py, _run_all), but all of them,
+    # the linked WAL files' (the live DB's durability up to the index) included, end before the
+    # rename that makes the checkpoint a real one; the store's describe then fsyncs its directory.
+    import stat as stat_
+
+    from raftkv.storage.checkpoint_store import CheckpointStore
+    from raftkv.storage.kv_checkpoint import checkpoint_name
+
+    store = KvStore(str(tmp_path / "kv"))
+    snaps = CheckpointStore(str(tmp_path / "snaps"))
+    synced: list = []  # (path, kind) in the order their fsyncs returned
+    events: list = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        st = os.fstat(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat_.S_ISDIR(st.st_mode), st.st_ino))
+
+    def rename(src: str, dst: str) -> None:
+        events.append(("rename", src, dst, len(synced)))
+        real_rename(src, dst)
+
+    try:
+        _fill(store, 0, 20_000)
+        store.prepare_checkpoint()
+        at = _fill(store, 20_000, 5_000)  # in the memtable switched below: carried as its WAL file
+        pending = store.begin_checkpoint(snaps.path_for(at))
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", rename)
+        finish_checkpoint(pending, sync_parent=False)
+        [(_, src, dst, before_rename)] = [e for e in events if e[0] == "rename"]
+        assert dst == pending.path and os.path.basename(dst) == checkpoint_name(at)
+        done = synced[:before_rename]
+        files = {ino for _, is_dir, ino in done if not is_dir}
+        for name in os.listdir(dst):
+            if not name.endswith(".sst"):  # SST files: synced by RocksDB when it wrote them
+                assert os.stat(os.path.join(dst, name)).st_ino in files, name
+        assert any(name.endswith(".log") for name in os.listdir(dst))
+        dirs = {path for path, is_dir, _ in done if is_dir}
+        assert src in dirs and store.path in dirs  # its entries, and the live DB's WAL file names
+        meta = snaps.describe(pending, 1, [], prune=False)
+        assert any(is_dir and path == snaps.directory for path, is_dir, _ in synced[before_rename:])
+    finally:
+        monkeypatch.undo()
+        store.close()
+    assert verify_db(meta.path) == at
+
+
+def test_a_failed_fsync_fails_the_build_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+    from raftkv.storage import kv_live_checkpoint
+
+    store = KvStore(str(tmp_path / "kv"))
+    try:
+        _fill(store, 0, 5_000)
+        pending = store.begin_checkpoint(str(tmp_path / "snaps" / "ckpt"))
+        real = kv_live_checkpoint._fsync_file
+
+        def fsync_file(path: str) -> None:
+            if path.endswith(".log"):
+                raise OSError(5, "Input/output error")
+            real(path)
+
+        monkeypatch.setattr(kv_live_checkpoint, "_fsync_file", fsync_file)
+        with pytest.raises(OSError, match="Input/output"):
+            finish_checkpoint(pending)
+        assert not os.path.exists(pending.path) and not os.path.exists(pending.path + ".partial")
+    finally:
+        store.close()
