@@ -496,6 +496,13 @@ def spec_of(cls: type) -> RecordSpec:
     return _SPEC[cls]
 
 
+def fast_decoder_of(cls: type) -> tuple[int, Callable[[list], Any], Optional[Callable[[Any], Optional[str]]]]:
+    """``(number of fields, decoder, rule)`` of a registered record type: the decoder
+    :func:`from_fields` tries first for exactly one value per field (it returns the record, or
+    None: then :func:`from_fields` decides), and the cross-field rule it applies after."""
+    return _FAST[_SPEC[cls].code]
+
+
 def type_code(msg: Any) -> int:
     """The stable type code of a record."""
     return _SPEC[type(msg)].code
