@@ -75,7 +75,7 @@ def _outcome(decode, data: bytes) -> tuple:
     return ("record", type(m), m)
 
 
-_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**64), st.text(max_size=5), st.binary(max_size=5),
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**64 - 1), st.text(max_size=5), st.binary(max_size=5),
                     st.lists(st.integers(0, 3), max_size=2))
 
 
