@@ -372,7 +372,7 @@ class Fsm(SupervisedActor):
             w = waiters.get(index) if waiters else None
             try:
                 # the leader's own Command when this entry holds the bytes it encoded from it
-                res = st.apply(index, e.kind, e.data, own_command(w, e.data))
+                res = st.apply(index, e.kind, e.data, None if w is None else own_command(w, e.data))
             except UndecodableEntry as err:
                 die(str(err))  # one CRITICAL line naming the index, then a non-zero exit
             self.applied_term = e.term
