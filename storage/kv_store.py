@@ -153,7 +153,6 @@ class ForgetExpired(NamedTuple):
 KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
              LeaseRow, LeaseKeyRow, LeaseDropRow, DropResultsBelow]
 
-_new = tuple.__new__
 NOT_PENDING = object()  # KvBatch.record: the batch neither puts nor deletes the key
 
 
