@@ -23,8 +23,8 @@ from typing import Optional
 from raftkv.storage.format import decode_int, decode_members, encode_members, pack
 from raftkv.storage.kv_cache import ValueCache
 from raftkv.storage.kv_checkpoint import CheckpointInfo
-from raftkv.storage.kv_store import (DropResultsBelow, ExpireSession, ForgetExpired, KvBatch, KvStore, SaveResult,
-                                     TouchSession)
+from raftkv.storage.kv_store import (NOT_PENDING, DropResultsBelow, ExpireSession, ForgetExpired, KvBatch, KvStore,
+                                     SaveResult, TouchSession)
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_lease import LeaseDropRow, LeaseKeyRow, LeaseRow
 from raftkv.wire.messages import ClientReply, Command
@@ -32,6 +32,7 @@ from raftkv.wire.messages import ClientReply, Command
 from . import fsm as _fsm  # its limits are read at each use (tests change them)
 from . import kv_apply
 from .fsm import committed_command
+from .kv_apply import put_over
 from .lease_state import LeaseChange, LeaseOpRecord, LeaseTable, execute_with_lease
 from .recent_records import RecentRecords
 from .token_state import TOKEN_WRITE_OPS, TokenState
@@ -148,7 +149,12 @@ class DbState:
         if cmd.op == _PUT and not cmd.lease and key not in self.leases.owner:
             # Most writes: a put with no lease to check, attach or detach. What _leased would
             # do for it (execute_with_lease: no refusal, no lease change), without its layers.
-            kv_apply.put(b, self.events, index, key, cmd.value)
+            # kv_apply.put through the batch's record() and put_record(), without their calls
+            pending = b.pending
+            old = pending.get(key, NOT_PENDING)
+            if old is NOT_PENDING:  # neither put nor deleted in this batch: as the DB holds it
+                old = self.recent.get_record(key)
+            pending[key] = put_over(old, self.events, index, key, cmd.value)  # type: ignore[arg-type]
             result = (_OK, None, index, None)
             save = _new(SaveResult, (cid, seq, _OK, None, index, None))  # without SaveResult's Python __new__
         else:
@@ -159,7 +165,7 @@ class DbState:
             sess.ordered = False
         sess.last_seq = seq
         res[seq] = result
-        b.ops.append(save)  # KvBatch.add's check is for Put and Delete
+        b.other.append(save)  # KvBatch.add's check is for Put and Delete
         if len(res) > _fsm.SESSION_WINDOW:
             low = sess.lowest()
             del res[low]
@@ -250,7 +256,7 @@ class DbState:
         if self.tokens.version != self._tokens_written:
             meta[META_TOKENS] = self.tokens.encode()
             self._tokens_written = self.tokens.version
-        self._write(b.ops, meta, b)
+        self._write(b.other, meta, b)
 
     def _write(self, ops: list, meta: dict, b: Optional[KvBatch] = None) -> None:
         # The state must not skip a batch (it would diverge from the log): a failed write (a
@@ -260,7 +266,7 @@ class DbState:
         while True:
             try:
                 with self.cache.lock:  # the write and dropping its keys from the cache as one, for gets
-                    self.store.apply_batch(ops, self.applied, meta)
+                    self.store.apply_batch(ops, self.applied, meta, None if b is None else b.records())
                     if b is not None:
                         self.cache.written(b.written())
                         self.recent.written(b.records())

@@ -18,7 +18,8 @@ import msgpack
 
 from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.storage.kv_record import KeyRecord
-from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind, decode_record
+from raftkv.wire.codec import record_decoder
+from raftkv.wire.messages import ClientReply, Command, DecodeError, EntryKind
 
 from . import kv_apply
 from .backup_serving import take_backup
@@ -44,24 +45,31 @@ _WATCH, _OK = Op.WATCH.value, Status.OK.value
 _CONFIG = int(EntryKind.CONFIG)  # compared with each applied entry's kind: a plain int, not the enum's lookup
 
 
-
 def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command]:
     """The client command of committed entry ``index``, or None for a no-op or a configuration.
 
     An entry this build cannot read stops the node (UndecodableEntry), on every replica alike,
     rather than being skipped on some and applied on others.
     """
-    if kind != EntryKind.COMMAND:
+    if kind != _COMMAND:
         if kind == EntryKind.NOOP or kind == EntryKind.CONFIG:
             return None
         raise UndecodableEntry(index, f"unknown entry kind {kind!r}")
     try:
-        cmd = decode_record(payload, Command)
+        cmd = _decode_command(payload)
     except DecodeError as e:
         raise UndecodableEntry(index, str(e)) from None
-    if cmd.op not in WRITE_OPS and cmd.op not in LEASE_WRITE_OPS and cmd.op not in TOKEN_WRITE_OPS:
+    if cmd.op not in _APPLIED_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
+
+
+# committed_command runs for every entry a follower applies: an int and one set, not the enum
+# and three sets, and the Command's decoder without decode_record's layers (wire/codec.py)
+_COMMAND = int(EntryKind.COMMAND)
+_APPLIED_OPS = WRITE_OPS | LEASE_WRITE_OPS | TOKEN_WRITE_OPS
+_decode_command = record_decoder(Command)
+
 
 class Session:
     """One client's recent results by sequence number, and the log index of its last request."""
@@ -364,7 +372,7 @@ class Fsm(SupervisedActor):
             w = waiters.get(index) if waiters else None
             try:
                 # the leader's own Command when this entry holds the bytes it encoded from it
-                res = st.apply(index, e.kind, e.data, own_command(w, e.data))
+                res = st.apply(index, e.kind, e.data, None if w is None else own_command(w, e.data))
             except UndecodableEntry as err:
                 die(str(err))  # one CRITICAL line naming the index, then a non-zero exit
             self.applied_term = e.term

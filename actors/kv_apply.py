@@ -46,15 +46,21 @@ def put(view: RecordView, events: list, rev: int, key: str, value: bytes,
     key's current record when the caller has read it already (saves a second read)."""
     if old is _UNREAD:
         old = view.record(key)
-    if old is None:
-        rec = _new(KeyRecord, (value, rev, rev, 1))
-        events.append(_new(WatchEvent, (rev, _PUT, key, value, None, rev, 1)))
-    else:
-        create, version = old.create_revision, old.version + 1
-        rec = _new(KeyRecord, (value, create, rev, version))
-        events.append(_new(WatchEvent, (rev, _PUT, key, value, old.value, create, version)))
+    rec = put_over(old, events, rev, key, value)
     view.put_record(key, rec)
     return rec
+
+
+def put_over(old: Optional[KeyRecord], events: list, rev: int, key: str, value: bytes) -> KeyRecord:
+    """The record of a put of ``value`` at revision ``rev`` over ``old`` (None: absent), its event
+    appended to ``events``; the caller sets the record (:func:`put` does, through its view; the
+    RocksDB state's plain put sets it in its batch directly, actors/db_state.py)."""
+    if old is None:
+        events.append(_new(WatchEvent, (rev, _PUT, key, value, None, rev, 1)))
+        return _new(KeyRecord, (value, rev, rev, 1))
+    create, version = old[1], old[3] + 1  # a KeyRecord's create_revision and version
+    events.append(_new(WatchEvent, (rev, _PUT, key, value, old[0], create, version)))
+    return _new(KeyRecord, (value, create, rev, version))
 
 
 def delete(view: RecordView, events: list, rev: int, key: str) -> bool:

@@ -133,6 +133,10 @@ def _show(v: Any) -> str:
 # expression does not accept goes to the checker itself, so each may be stricter than its
 # checker (a string is taken at once only if it fits the byte bound whatever its characters).
 _INLINE: dict[Callable[[Any], Any], Callable[[str], str]] = {}
+# An optional field's checker whose inner checker has no inline form -> that inner checker: a
+# generated decoder passes None through without a call (a Command's ``txn``: once per decoded
+# committed entry on every follower).
+_OPTIONAL_OF: dict[Callable[[Any], Any], Callable[[Any], Any]] = {}
 
 
 def _int(v: Any) -> int:
@@ -236,6 +240,8 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     inner = _INLINE.get(check)
     if inner is not None:
         _INLINE[opt] = lambda x: f"({x} is None or {inner(x)})"
+    else:
+        _OPTIONAL_OF[opt] = check  # the generated decoders test None before calling it (_fast_decoder)
     return opt
 
 
@@ -451,6 +457,9 @@ def _fast_decoder(cls: type, checks: tuple) -> Callable[[list], Any]:
         if inline is not None:
             conds.append(inline(v))
             args.append(v)
+        elif check in _OPTIONAL_OF:
+            env[f"c{i}"] = _OPTIONAL_OF[check]
+            args.append(f"(None if {v} is None else c{i}({v}))")
         else:
             env[f"c{i}"] = check
             args.append(f"c{i}({v})")
@@ -494,6 +503,13 @@ def record(code: int, rule: Optional[Callable[[Any], Optional[str]]] = None,
 def spec_of(cls: type) -> RecordSpec:
     """The layout of a registered record type (KeyError for anything else)."""
     return _SPEC[cls]
+
+
+def fast_decoder_of(cls: type) -> tuple[int, Callable[[list], Any], Optional[Callable[[Any], Optional[str]]]]:
+    """``(number of fields, decoder, rule)`` of a registered record type: the decoder
+    :func:`from_fields` tries first for exactly one value per field (it returns the record, or
+    None: then :func:`from_fields` decides), and the cross-field rule it applies after."""
+    return _FAST[_SPEC[cls].code]
 
 
 def type_code(msg: Any) -> int:

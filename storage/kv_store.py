@@ -153,20 +153,37 @@ class ForgetExpired(NamedTuple):
 KvOp = Union[Put, Delete, SaveResult, DropResult, TouchSession, ExpireSession, ForgetExpired,
              LeaseRow, LeaseKeyRow, LeaseDropRow, DropResultsBelow]
 
-_new = tuple.__new__
-_NOT_PENDING = object()  # KvBatch.record: the batch neither puts nor deletes the key
+NOT_PENDING = object()  # KvBatch.record: the batch neither puts nor deletes the key
 
 
 class KvBatch:
     """The operations of a run of committed entries being applied, collected for one
     :meth:`KvStore.apply_batch`, and readable before they are written: :meth:`get` sees the
     batch's own puts and deletes (RocksDB's WriteBatch cannot be read), so that e.g. a
-    compare-and-set after a put of the same key in the same batch sees the put."""
+    compare-and-set after a put of the same key in the same batch sees the put.
+
+    The user keys' puts and deletes are kept only as each key's record once the batch is
+    applied (:meth:`records`; None: deleted), and written as one row per key
+    (``apply_batch(batch.other, index, records=batch.records())``): no ``Put`` is built per
+    write, and a key written several times in the batch is written once, with its last record,
+    which is what the rows in order would leave. :attr:`other` holds every other operation (the
+    session table's and the lease table's rows), in order; :attr:`ops` gives all of them as one
+    list of operations, for :meth:`KvStore.apply_batch` alone."""
+
+    __slots__ = ("_store", "other", "pending")
 
     def __init__(self, store: "KvStore") -> None:
         self._store = store
-        self.ops: list[KvOp] = []
-        self._pending: dict[str, Optional[KeyRecord]] = {}
+        self.other: list[KvOp] = []  # anything but Put and Delete (see add)
+        # user key -> its record once the batch is applied (None: deleted); the FSM's plain put
+        # reads and sets it directly (actors/db_state.py), as record() and put_record() would
+        self.pending: dict[str, Optional[KeyRecord]] = {}
+
+    @property
+    def ops(self) -> list[KvOp]:
+        """Every operation of the batch: one Put or Delete per user key written, then the others."""
+        rows: list[KvOp] = [Delete(k) if r is None else Put(k, *r) for k, r in self.pending.items()]
+        return rows + self.other
 
     def get(self, key: str) -> Optional[bytes]:
         """The value of ``key`` once this batch is applied (None: absent)."""
@@ -175,43 +192,40 @@ class KvBatch:
 
     def record(self, key: str) -> Optional[KeyRecord]:
         """The record of ``key`` once this batch is applied (None: absent)."""
-        rec = self._pending.get(key, _NOT_PENDING)
-        if rec is _NOT_PENDING:
+        rec = self.pending.get(key, NOT_PENDING)
+        if rec is NOT_PENDING:
             return self._store.get_record(key)
         return rec  # type: ignore[return-value]  # a KeyRecord or None
 
     def put(self, key: str, value: bytes) -> None:
         """Set ``key`` to ``value`` (with the revisions of a key of unknown history)."""
-        self.put_record(key, KeyRecord(value, 0, 0, 1))
+        self.pending[key] = KeyRecord(value, 0, 0, 1)
 
     def put_record(self, key: str, rec: KeyRecord) -> None:
         """Set ``key``'s record."""
-        # one per applied write: built with tuple.__new__, not through Put's Python __new__
-        self.ops.append(_new(Put, (key, rec[0], rec[1], rec[2], rec[3])))
-        self._pending[key] = rec
+        self.pending[key] = rec
 
     def delete_record(self, key: str) -> None:
         """Remove ``key`` (the name the state machine's writes use, see actors/kv_apply.py)."""
-        self.delete(key)
+        self.pending[key] = None
 
     def delete(self, key: str) -> None:
         """Remove ``key``."""
-        self.ops.append(Delete(key))
-        self._pending[key] = None
+        self.pending[key] = None
 
     def add(self, op: KvOp) -> None:
         """Append any other operation (the session table's)."""
         if type(op) is Put or type(op) is Delete:
             raise TypeError("use put() or delete(), which keep get() up to date")
-        self.ops.append(op)
+        self.other.append(op)
 
     def written(self) -> Iterable[str]:
         """Every key this batch puts or deletes."""
-        return self._pending.keys()
+        return self.pending.keys()
 
     def records(self) -> Mapping[str, Optional[KeyRecord]]:
         """Every key this batch puts or deletes, with its record once applied (None: deleted)."""
-        return self._pending
+        return self.pending
 
 
 # ---------------------------------------------------------------- the session table, as loaded
@@ -394,13 +408,17 @@ class KvStore:
 
     def batch(self) -> KvBatch:
         """An empty :class:`KvBatch` reading through to this store; write it with
-        ``apply_batch(batch.ops, index)``."""
+        ``apply_batch(batch.other, index, records=batch.records())`` (or ``apply_batch(batch.ops,
+        index)``)."""
         return KvBatch(self)
 
-    def apply_batch(self, ops: Iterable[KvOp], applied_index: int, meta: Optional[dict[str, bytes]] = None) -> None:
+    def apply_batch(self, ops: Iterable[KvOp], applied_index: int, meta: Optional[dict[str, bytes]] = None,
+                    records: Optional[Mapping[str, Optional[KeyRecord]]] = None) -> None:
         """Apply the changes of a run of committed entries ending at ``applied_index``, with the
         new applied index and ``meta`` (name -> bytes), as one unsynced WriteBatch: after a
-        crash either all of it is in the DB or none of it is.
+        crash either all of it is in the DB or none of it is. ``records`` (user key -> its record,
+        None: deleted; :meth:`KvBatch.records`) are written first, then ``ops`` in order: a key
+        must not be both in ``records`` and in a Put or Delete of ``ops``.
 
         Raises ValueError (before anything is written) if ``applied_index`` goes backwards, or
         for an op of an unknown type or with an out-of-range seq.
@@ -410,13 +428,19 @@ class KvStore:
         wb = rocksdict.WriteBatch(raw_mode=True)
         put = wb.put
         pack_ = self._pack
+        if records:
+            header = _HEADER_PACK
+            for key, rec in records.items():  # one row per key: a KeyRecord is (value, create, mod, version)
+                if rec is None:
+                    wb.delete(_DATA + key.encode())
+                else:
+                    value, create, mod, version = rec
+                    put(_DATA + key.encode(), header(create, mod, version) + value)
         prefixes: dict[str, bytes] = {}  # a batch holds many results of few clients
         for op in ops:
-            # Put and SaveResult, one each per write: unpacked once rather than field by field
-            if type(op) is Put:
-                key, value, create, mod, version = op
-                put(_DATA + key.encode(), _HEADER_PACK(create, mod, version) + value)
-            elif type(op) is SaveResult:
+            # SaveResult first (one per write; the FSM's puts come as ``records``), unpacked once
+            # rather than field by field
+            if type(op) is SaveResult:
                 cid, seq, status, value, revision, txn = op
                 # format version 1 stored [status, value]: kept when there is nothing more to say
                 if txn is None and value is None and revision and status == "ok":
@@ -433,6 +457,9 @@ class KvStore:
                     put(prefix + _SEQ_PACK(seq + _SIGN), val)
                 else:
                     put(prefix + _seq_bytes(seq), val)  # raises its error
+            elif type(op) is Put:
+                key, value, create, mod, version = op
+                put(_DATA + key.encode(), _HEADER_PACK(create, mod, version) + value)
             elif isinstance(op, Delete):
                 wb.delete(_DATA + op.key.encode())
             elif isinstance(op, DropResult):

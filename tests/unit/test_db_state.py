@@ -251,3 +251,25 @@ def test_a_format_2_store_opens_with_its_session_table_and_is_marked_format_3(tm
         assert list(DbState(store).sessions) == ["c1"] and read_format(store._db) == 3
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("batch", [1, 9, 60])
+def test_records_and_watch_events_are_the_models_when_a_batch_writes_a_key_several_times(tmp_path, batch):
+    # A batch writes each user key once, with its last record (KvBatch.pending), and the plain put
+    # reads the old record from the batch before the recent records and the DB: every key's
+    # revisions and every event must still be the model's, whether the key was put, deleted or
+    # put again earlier in the same batch or in an earlier one.
+    cmds = _commands(random.Random(23), 700)
+    model = KVState()
+    store = KvStore(str(tmp_path / "kv"))
+    db = DbState(store)
+    index = 0
+    for start in range(0, len(cmds), batch):
+        for payload in cmds[start:start + batch]:
+            index += 1
+            assert db.apply(index, EntryKind.COMMAND, payload) == model.apply(index, EntryKind.COMMAND, payload)
+        db.end_batch(1, None)
+        assert db.take_events() == model.take_events()
+    for i in range(31):
+        assert store.get_record(f"k{i}") == model.record(f"k{i}")
+    store.close()

@@ -21,6 +21,7 @@ from raftkv.storage.kv_checkpoint import (INFO_FILE, CheckpointError, Checkpoint
                                           FileChunk, build_manifest, checkpoint_name, iter_chunks, list_checkpoints)
 from raftkv.storage.kv_db import K_FORMAT, KvFormatError
 from raftkv.storage.kv_install import SwapStep
+from raftkv.storage.kv_record import KeyRecord
 from raftkv.storage.kv_store import (Delete, DropResult, DropResultsBelow, ExpireSession, ForgetExpired, KvStore, Put,
                                      SaveResult, TouchSession)
 from raftkv.storage.log_store import StorageError
@@ -99,6 +100,22 @@ def test_a_batch_reads_its_own_writes_before_they_are_applied(store):
         b.add(Put("x", b"y"))
     store.apply_batch(b.ops, 2)
     assert (store.get("a"), store.get("b"), store.session_result("c", 1)) == (b"new", None, ("ok", None))
+
+
+def test_a_batch_writes_each_key_once_with_its_last_record(store):
+    store.apply_batch([Put("gone", b"1"), Put("kept", b"1")], 1)
+    b = store.batch()
+    b.put_record("a", KeyRecord(b"1", 2, 2, 1))
+    b.put_record("a", KeyRecord(b"2", 2, 2, 2))  # the same key twice: its last record is written
+    b.delete("gone")
+    b.put("c", b"x")
+    b.delete("c")  # put, then deleted in the same batch: absent
+    b.add(SaveResult("s", 1, "ok", revision=2))
+    assert b.ops == [Put("a", b"2", 2, 2, 2), Delete("gone"), Delete("c"), SaveResult("s", 1, "ok", revision=2)]
+    store.apply_batch(b.other, 2, records=b.records())
+    assert [store.get_record(k) for k in ("a", "gone", "c", "kept")] == [KeyRecord(b"2", 2, 2, 2), None, None,
+                                                                        KeyRecord(b"1", 0, 0, 1)]
+    assert (store.applied_index(), store.session_result("s", 1)) == (2, ("ok", None, 2))
 
 
 _keys = st.text(alphabet="ab/é\U0010ffff", max_size=4)
