@@ -314,6 +314,11 @@ class DbState:
         only a small WAL file (the entries applied since) to fsync, sum and send."""
         self.store.prepare_checkpoint()
 
+    def switch_would_wait(self) -> bool:
+        """Whether :meth:`snapshot_payload` would now wait for a running flush (see
+        :meth:`KvStore.flush_running`)."""
+        return self.store.flush_running()
+
     def snapshot_payload(self, path: str) -> CheckpointInfo:
         """Fix a checkpoint at the applied index for ``path`` (this thread applies batches: only
         the memtable is switched here); the snapshotter builds its files and finishes it, off

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
+import pykka
 
 from raftkv.records import WRITE_OPS, Op, Status, UndecodableEntry
 from raftkv.storage.kv_record import KeyRecord
@@ -25,7 +27,7 @@ from . import kv_apply
 from .backup_serving import take_backup
 from .core import decode_config
 from .lease_state import LEASE_WRITE_OPS, LeaseTable, execute_with_lease, result_reply
-from .messages import Apply, Read, Restore, SnapshotDone, TakeSnapshot
+from .messages import Apply, Read, Restore, RetrySnapshot, SnapshotDone, TakeSnapshot
 from .own_commands import own_command
 from .snapshotter import SaveSnapshot
 from .supervision import SupervisedActor, die
@@ -161,6 +163,10 @@ class KVState:
 
     def prepare_snapshot(self) -> None:
         """Nothing to prepare for the in-memory state."""
+
+    def switch_would_wait(self) -> bool:
+        """Never: taking the in-memory state's payload waits for nothing."""
+        return False
 
     def snapshot_payload(self, path: Optional[str]) -> "KVState":
         """What the snapshotter serialises: a frozen copy (``path`` is unused here)."""
@@ -307,6 +313,10 @@ NOTHING_APPLIED = AppliedView(0, None)
 
 
 SLOW_SWITCH_S = 0.05  # a snapshot's memtable switch slower than this is logged at info
+# A snapshot whose memtable switch would wait for a running flush is put off (applying goes on)
+# and tried again this often, for this long at most; then it is taken, waiting as before.
+SNAPSHOT_RETRY_S = 0.02
+SNAPSHOT_DEFER_MAX_S = 2.0
 
 
 class Fsm(SupervisedActor):
@@ -322,8 +332,11 @@ class Fsm(SupervisedActor):
                  save_snapshot: Callable[[Any], None], snapshot_threshold: int,
                  state: Optional[Any] = None, applied_term: int = 0, members: Optional[list] = None,
                  checkpoint_path: Optional[Callable[[int], str]] = None, last_snapshot: Optional[int] = None,
-                 hub: Optional[Any] = None) -> None:
+                 hub: Optional[Any] = None,
+                 schedule: Optional[Callable[[float, RetrySnapshot], None]] = None) -> None:
         super().__init__()
+        # how a put-off snapshot is tried again: a message to this actor after a delay
+        self.schedule = schedule or self._tell_later
         self.hub = hub  # the node's WatchHub (actors/watch_hub.py), or None: events are dropped
         # A KVState (in memory) or a DbState (actors/db_state.py: RocksDB); same interface.
         self.state = state or KVState()
@@ -351,7 +364,10 @@ class Fsm(SupervisedActor):
         elif t is Restore:
             self._restore(msg)
         elif t is TakeSnapshot:
-            self._snapshot(msg.route, msg.asked)
+            self._snapshot(msg)
+        elif t is RetrySnapshot:
+            self.snapshotting = False  # it was put off, not begun
+            self._snapshot(msg.request, msg.since)
         elif t is SnapshotDone:
             self.snapshotting = False
             self.last_snapshot = max(self.last_snapshot, msg.index)
@@ -406,8 +422,10 @@ class Fsm(SupervisedActor):
         self._serve_pending()
         since = st.applied - self.last_snapshot
         if since >= self.threshold and not self.snapshotting:
-            self._snapshot(None)
-        elif not self.prepared and since >= self.threshold - self.threshold // 8:
+            self._snapshot(TakeSnapshot())
+        elif not self.prepared and not self.snapshotting and since >= self.threshold - self.threshold // 8:
+            # Not while one is put off (the switch would wait for the flush) or being built (the
+            # store would refuse: a switch would lose the checkpoint's state), and so not spent.
             self.prepared = True
             st.prepare_snapshot()
 
@@ -419,17 +437,26 @@ class Fsm(SupervisedActor):
                 ready.extend(self.pending_reads.pop(0)[2])
             self._serve(ready)
 
-    def _snapshot(self, route: Optional[list], asked: Optional[float] = None) -> None:
+    def _snapshot(self, request: TakeSnapshot, deferred_since: Optional[float] = None) -> None:
+        route, asked = request.route, request.asked
         if self.snapshotting or self.state.applied == 0:
             if route is not None:
                 why = "a snapshot is already being taken" if self.snapshotting else "nothing to snapshot yet"
                 self.reply_many([(route, ClientReply("unavailable", error=why))])
             return
+        st = self.state
+        now = time.monotonic()
+        first = now if deferred_since is None else deferred_since
+        if now - first < SNAPSHOT_DEFER_MAX_S and st.switch_would_wait():
+            # RocksDB would hold the switch until the running flush ends, and this thread with it:
+            # every write would wait that long. Apply meanwhile; the snapshot takes the wait.
+            self.snapshotting = True  # one at a time: a request meanwhile is told one is under way
+            self.schedule(SNAPSHOT_RETRY_S, RetrySnapshot(request, first))
+            return
         self.snapshotting = True
         self.prepared = False
         # On RocksDB this only switches the memtable; the snapshotter builds the checkpoint from
         # the SST files and the switched memtable's WAL files (storage/kv_live_checkpoint.py).
-        st = self.state
         path = self.checkpoint_path(st.applied) if self.checkpoint_path is not None else None
         t0 = time.monotonic()
         payload = st.snapshot_payload(path)
@@ -441,6 +468,17 @@ class Fsm(SupervisedActor):
             (t0 - asked) * 1000 if asked is not None else 0.0)
         self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route,
                                         t0 if asked is None else asked))
+
+    def _tell_later(self, delay: float, msg: RetrySnapshot) -> None:
+        def tell() -> None:
+            try:
+                self.actor_ref.tell(msg)
+            except pykka.ActorDeadError:
+                pass  # stopped meanwhile: no snapshot to take
+
+        timer = threading.Timer(delay, tell)
+        timer.daemon = True
+        timer.start()
 
     def _restore(self, msg: Restore) -> None:
         t0 = time.monotonic()

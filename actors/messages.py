@@ -111,6 +111,14 @@ class TakeSnapshot:
 
 
 @dataclass(slots=True)
+class RetrySnapshot:
+    """The FSM's own reminder to try a snapshot it put off (actors/fsm.py ``Fsm._snapshot``)."""
+
+    request: TakeSnapshot
+    since: float  # when it was first put off: it is put off for SNAPSHOT_DEFER_MAX_S at most
+
+
+@dataclass(slots=True)
 class SnapshotDone:
     """The snapshotter finished (or failed) the snapshot at ``index``."""
 

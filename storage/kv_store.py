@@ -722,6 +722,12 @@ class KvStore:
 
     # ---------------------------------------------------------------- memtable
 
+    def flush_running(self) -> bool:
+        """True while a switched memtable is not flushed yet. A memtable switch now (a checkpoint's)
+        would wait for that flush: RocksDB holds a switch that would leave more immutable memtables
+        than ``max_write_buffer_number`` allows (storage/kv_db.py) until it would not stall writes."""
+        return bool(self._db.property_int_value("rocksdb.num-immutable-mem-table"))
+
     def memtable_bytes(self) -> int:
         """Bytes in the active memtable: what a checkpoint taken now would flush first."""
         return int(self._db.property_int_value("rocksdb.cur-size-active-mem-table") or 0)
