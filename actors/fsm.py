@@ -47,6 +47,13 @@ _WATCH, _OK = Op.WATCH.value, Status.OK.value
 _CONFIG = int(EntryKind.CONFIG)  # compared with each applied entry's kind: a plain int, not the enum's lookup
 
 
+# committed_command runs for every entry a follower applies: an int and one set, not the enum
+# and three sets, and the Command's decoder without decode_record's layers (wire/codec.py)
+_COMMAND = int(EntryKind.COMMAND)
+_APPLIED_OPS = WRITE_OPS | LEASE_WRITE_OPS | TOKEN_WRITE_OPS
+_decode_command = record_decoder(Command)
+
+
 def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command]:
     """The client command of committed entry ``index``, or None for a no-op or a configuration.
 
@@ -64,13 +71,6 @@ def committed_command(index: int, kind: int, payload: bytes) -> Optional[Command
     if cmd.op not in _APPLIED_OPS:
         raise UndecodableEntry(index, f"unknown write operation {cmd.op!r}")
     return cmd
-
-
-# committed_command runs for every entry a follower applies: an int and one set, not the enum
-# and three sets, and the Command's decoder without decode_record's layers (wire/codec.py)
-_COMMAND = int(EntryKind.COMMAND)
-_APPLIED_OPS = WRITE_OPS | LEASE_WRITE_OPS | TOKEN_WRITE_OPS
-_decode_command = record_decoder(Command)
 
 
 class Session:
@@ -465,9 +465,8 @@ class Fsm(SupervisedActor):
         # L0 files): applying waits meanwhile, so an operator should see it.
         (log.info if took > SLOW_SWITCH_S else log.debug)(
             "fsm: snapshot payload at %d taken in %.1f ms (asked %.1f ms before)", st.applied, took * 1000,
-            (t0 - asked) * 1000 if asked is not None else 0.0)
-        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route,
-                                        t0 if asked is None else asked))
+            (t0 - asked) * 1000)
+        self.save_snapshot(SaveSnapshot(payload, st.applied, self.applied_term, list(self.members), route, asked))
 
     def _tell_later(self, delay: float, msg: RetrySnapshot) -> None:
         def tell() -> None:
