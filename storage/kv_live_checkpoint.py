@@ -26,7 +26,10 @@ the GIL:
 
 It is consistent only if nothing changed the DB's files meanwhile, so that state (CURRENT, the
 MANIFEST's size, the live SST files, the WAL files) is read before and after the copy: if
-anything differs the copy is thrown away and taken again. The switched memtable's flush finishing
+anything differs the copy is thrown away and taken again. The live files and the MANIFEST's size
+cannot be read at one instant from Python (RocksDB writes a flush's or compaction's MANIFEST record
+before ``live_files`` lists its output), so the SST files linked are those the MANIFEST copy
+itself names (:mod:`.rocks_manifest`) as well as the listed ones. The switched memtable's flush finishing
 meanwhile is such a change (its MANIFEST record; then RocksDB deletes the WAL file, which a link
 may also find gone), and so is a compaction finishing (its MANIFEST record is written before it
 deletes its inputs); a running flush or compaction is not waited for: until it finishes, its
@@ -57,6 +60,7 @@ import rocksdict
 from .crc_warmer import sum_file
 from .kv_checkpoint import CheckpointError
 from .kv_install import fsync_dir
+from .rocks_manifest import ManifestError, read_live_table_files, table_file_name
 
 _WAL = re.compile(r"^(\d+)\.log$")
 MAX_COPIES = 5  # copies thrown away because the files changed meanwhile, before giving up
@@ -124,12 +128,20 @@ def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> bool:
     if os.path.exists(dest):
         shutil.rmtree(dest)
     os.makedirs(dest)
-    for name in st.live + st.wals:
+    manifest = os.path.join(dest, st.manifest)
+    _copy_prefix(os.path.join(db_dir, st.manifest), manifest, st.manifest_size)
+    # The copy may name an SST file that live_files did not list yet (rocks_manifest's docstring:
+    # a flush's or compaction's record is written before its version is installed); it is on
+    # disk already (RocksDB syncs an SST file before recording it), so it is linked too.
+    try:
+        named = {table_file_name(n) for n in read_live_table_files(manifest)}
+    except ManifestError as e:
+        raise CheckpointError(f"cannot read the MANIFEST copied from {db_dir}: {e}") from None
+    for name in sorted(named.union(st.live)) + list(st.wals):
         try:
             os.link(os.path.join(db_dir, name), os.path.join(dest, name))
         except FileNotFoundError:
             return False
-    _copy_prefix(os.path.join(db_dir, st.manifest), os.path.join(dest, st.manifest), st.manifest_size)
     _write(os.path.join(dest, "CURRENT"), (st.manifest + "\n").encode())
     for name, data in extra.items():
         _write(os.path.join(dest, name), data)
