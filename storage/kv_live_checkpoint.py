@@ -205,13 +205,15 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
     extra = extra or {}
     try:
         while True:
-            before = _file_state(db, db_dir, wal)
-            if before.wal != wal:
-                raise CheckpointError(f"the memtable of {db_dir} was switched again (WAL {before.wal}, "
-                                      f"expected {wal}): the state asked for is gone")
-            linked = _copy_once(db_dir, dest, before, extra)
-            if linked and _file_state(db, db_dir, wal) == before:
-                break
+            try:
+                before = _file_state(db, db_dir, wal)
+                if before.wal != wal:
+                    raise CheckpointError(f"the memtable of {db_dir} was switched again (WAL {before.wal}, "
+                                          f"expected {wal}): the state asked for is gone")
+                if _copy_once(db_dir, dest, before, extra) and _file_state(db, db_dir, wal) == before:
+                    break
+            except FileNotFoundError:
+                pass  # CURRENT named a MANIFEST that a new one replaced meanwhile (it rolls over at 1 MB)
             copies += 1
             if copies >= MAX_COPIES:
                 raise CheckpointError(f"the files of {db_dir} kept changing during {copies} checkpoint copies")

@@ -251,6 +251,64 @@ def test_an_sst_file_the_manifest_names_before_live_files_lists_it_is_linked(tmp
     assert _keys(dest) == 40_000
 
 
+def test_checkpoints_read_a_manifest_that_rolled_over(tmp_path):
+    # A new MANIFEST starts with the whole file list (the DB runs with max_manifest_file_size 1 MB;
+    # here 1 KB so that it rolls over every few flushes).
+    import rocksdict
+
+    from raftkv.storage.kv_db import kv_options
+    from raftkv.storage.kv_live_checkpoint import link_checkpoint, newest_wal
+
+    path = str(tmp_path / "db")
+    opts = kv_options()
+    opts.set_max_manifest_file_size(1024)
+    db = rocksdict.Rdict(path, opts)
+    manifests = set()
+    try:
+        for round_ in range(12):
+            for i in range(round_ * 2_000, (round_ + 1) * 2_000):
+                db[b"v%06d" % i] = VALUE
+            db.flush(True)
+            with open(os.path.join(path, "CURRENT")) as f:
+                manifests.add(f.read().strip())
+            link_checkpoint(db, path, str(tmp_path / f"ckpt{round_}"), newest_wal(path))
+    finally:
+        db.close()
+    assert len(manifests) >= 3
+    for round_ in range(12):
+        assert _keys(str(tmp_path / f"ckpt{round_}")) == (round_ + 1) * 2_000
+
+
+def test_a_manifest_replaced_while_it_is_copied_is_copied_again(tmp_path, monkeypatch):
+    # CURRENT was read just before RocksDB started a new MANIFEST and deleted the one it named.
+    import rocksdict
+
+    from raftkv.storage import kv_live_checkpoint
+    from raftkv.storage.kv_db import kv_options
+
+    real = kv_live_checkpoint._copy_prefix
+    calls: list = []
+
+    def replaced_once(src: str, dest: str, size: int) -> None:
+        calls.append(src)
+        if len(calls) == 1:
+            raise FileNotFoundError(src)
+        real(src, dest, size)
+
+    monkeypatch.setattr(kv_live_checkpoint, "_copy_prefix", replaced_once)
+    path = str(tmp_path / "db")
+    db = rocksdict.Rdict(path, kv_options())
+    try:
+        for i in range(5_000):
+            db[b"v%06d" % i] = VALUE
+        db.flush(True)
+        dest = str(tmp_path / "ckpt")
+        kv_live_checkpoint.link_checkpoint(db, path, dest, kv_live_checkpoint.newest_wal(path))
+    finally:
+        db.close()
+    assert len(calls) == 2 and _keys(dest) == 5_000
+
+
 def test_checkpoints_built_while_batches_are_applied_hold_exactly_their_index(tmp_path):
     # The production pattern: one thread applies batches and switches the memtable (begin), another
     # builds each checkpoint meanwhile; flushes and L0 compactions finish at random points of the
