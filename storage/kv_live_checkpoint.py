@@ -49,6 +49,7 @@ fsyncs at once (:func:`_run_all`), and the caller renames it into place
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
@@ -59,9 +60,12 @@ import rocksdict
 
 from .crc_warmer import sum_file
 from .kv_checkpoint import CheckpointError
+from .kv_db import kv_options, open_db
 from .kv_install import fsync_dir
+from .log_store import StorageError
 from .rocks_manifest import ManifestError, read_live_table_files, table_file_name
 
+log = logging.getLogger("storage.kv")
 _WAL = re.compile(r"^(\d+)\.log$")
 MAX_COPIES = 5  # copies thrown away because the files changed meanwhile, before giving up
 
@@ -121,10 +125,11 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> bool:
+def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> Optional[bool]:
     """Link and copy the files of ``st`` into ``dest`` (emptied first), and write ``extra`` (name
-    -> bytes) there, all unsynced; False if an SST or WAL file was deleted meanwhile (a flush or
-    compaction finished: take the copy again)."""
+    -> bytes) there, all unsynced. False if an SST or WAL file was deleted meanwhile (a flush or
+    compaction finished: take the copy again); None if the MANIFEST copy could not be read, so
+    only the listed SST files were linked and the checkpoint must be opened to be trusted."""
     if os.path.exists(dest):
         shutil.rmtree(dest)
     os.makedirs(dest)
@@ -133,11 +138,12 @@ def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> bool:
     # The copy may name an SST file that live_files did not list yet (rocks_manifest's docstring:
     # a flush's or compaction's record is written before its version is installed); it is on
     # disk already (RocksDB syncs an SST file before recording it), so it is linked too.
+    named: Optional[set] = None
     try:
         named = {table_file_name(n) for n in read_live_table_files(manifest)}
-    except ManifestError as e:
-        raise CheckpointError(f"cannot read the MANIFEST copied from {db_dir}: {e}") from None
-    for name in sorted(named.union(st.live)) + list(st.wals):
+    except ManifestError as e:  # a RocksDB newer than this reader (rocksdict is not pinned)
+        _warn_unread(db_dir, e)
+    for name in sorted((named or set()).union(st.live)) + list(st.wals):
         try:
             os.link(os.path.join(db_dir, name), os.path.join(dest, name))
         except FileNotFoundError:
@@ -145,7 +151,26 @@ def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> bool:
     _write(os.path.join(dest, "CURRENT"), (st.manifest + "\n").encode())
     for name, data in extra.items():
         _write(os.path.join(dest, name), data)
-    return True
+    return None if named is None else True
+
+
+_warned: list = []
+
+
+def _check_opens(db_dir: str, dest: str) -> None:
+    """Open the built checkpoint ``dest`` read-only (replaying its WAL files): the check when its
+    MANIFEST could not be read."""
+    try:
+        open_db(dest, kv_options(cache_mb=8), read_only=True).close()
+    except StorageError as e:
+        raise CheckpointError(f"checkpoint of {db_dir} does not open: {e}") from None
+
+
+def _warn_unread(db_dir: str, e: ManifestError) -> None:
+    if not _warned:  # once per process: every snapshot would say it again
+        _warned.append(True)
+        log.warning("cannot read the MANIFEST of %s (%s): each snapshot's checkpoint is opened to be "
+                    "checked instead, which is slower; is rocksdict newer than this build knows?", db_dir, e)
 
 
 def _sum_files(paths: list, out: dict) -> None:
@@ -210,7 +235,8 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
                 if before.wal != wal:
                     raise CheckpointError(f"the memtable of {db_dir} was switched again (WAL {before.wal}, "
                                           f"expected {wal}): the state asked for is gone")
-                if _copy_once(db_dir, dest, before, extra) and _file_state(db, db_dir, wal) == before:
+                linked = _copy_once(db_dir, dest, before, extra)
+                if linked is not False and _file_state(db, db_dir, wal) == before:
                     break
             except FileNotFoundError:
                 pass  # CURRENT named a MANIFEST that a new one replaced meanwhile (it rolls over at 1 MB)
@@ -229,6 +255,8 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
             if crcs is not None:
                 jobs.append(functools.partial(_sum_files, wals, crcs))
         _run_all(jobs)
+        if linked is None:
+            _check_opens(db_dir, dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise

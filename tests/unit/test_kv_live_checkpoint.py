@@ -251,6 +251,40 @@ def test_an_sst_file_the_manifest_names_before_live_files_lists_it_is_linked(tmp
     assert _keys(dest) == 40_000
 
 
+def test_a_manifest_this_build_cannot_read_makes_each_checkpoint_opened_before_it_is_trusted(tmp_path, monkeypatch, caplog):
+    # rocksdict is not pinned: a newer RocksDB may write a record rocks_manifest does not know.
+    # Then only the listed files are linked, and the checkpoint is opened to check it.
+    import rocksdict
+
+    from raftkv.storage import kv_live_checkpoint
+    from raftkv.storage.kv_db import kv_options
+    from raftkv.storage.rocks_manifest import ManifestError
+
+    def unreadable(path: str) -> set:
+        raise ManifestError("unknown version edit tag 999")
+
+    monkeypatch.setattr(kv_live_checkpoint, "read_live_table_files", unreadable)
+    monkeypatch.setattr(kv_live_checkpoint, "_warned", [])
+    path = str(tmp_path / "db")
+    db = rocksdict.Rdict(path, kv_options())
+    try:
+        for i in range(20_000):
+            db[b"v%06d" % i] = VALUE
+        db.flush(True)
+        earlier = db.live_files()
+        kv_live_checkpoint.link_checkpoint(db, path, str(tmp_path / "good"), kv_live_checkpoint.newest_wal(path))
+        for i in range(20_000, 40_000):
+            db[b"v%06d" % i] = VALUE
+        db.flush(True)
+        with pytest.raises(CheckpointError, match="does not open"):  # the race's checkpoint, caught
+            kv_live_checkpoint.link_checkpoint(_LaggingLiveFiles(earlier), path, str(tmp_path / "bad"),
+                                               kv_live_checkpoint.newest_wal(path))
+    finally:
+        db.close()
+    assert _keys(str(tmp_path / "good")) == 20_000 and not os.path.exists(tmp_path / "bad")
+    assert sum("cannot read the MANIFEST" in r.message for r in caplog.records) == 1  # once, not per snapshot
+
+
 def test_checkpoints_read_a_manifest_that_rolled_over(tmp_path):
     # A new MANIFEST starts with the whole file list (the DB runs with max_manifest_file_size 1 MB;
     # here 1 KB so that it rolls over every few flushes).
