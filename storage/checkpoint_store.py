@@ -32,7 +32,8 @@ from .format import FormatError, decode_members, encode_members
 from .kv_checkpoint import (CheckpointError, CheckpointInfo, CheckpointManifest, CheckpointReceiver, FileChunk,
                             build_manifest, checkpoint_name, file_key, list_checkpoints, reusable)
 from .crc_warmer import CrcWarmer
-from .kv_install import fsync_dir
+from .kv_install import fsync_dir, verify_db
+from .log_store import StorageError
 
 log = logging.getLogger("storage.snapshot")
 
@@ -260,17 +261,25 @@ class CheckpointStore:
         shutil.rmtree(meta.path, ignore_errors=True)
 
     def newest_verified(self, min_index: int = 0) -> Optional[CheckpointMeta]:
-        """The newest checkpoint at ``min_index`` or later whose files all match its manifest;
-        damaged ones met on the way are deleted (an older good one, or the leader's, replaces
+        """The newest checkpoint at ``min_index`` or later whose files all match its manifest and
+        that opens at its index; damaged ones met on the way are deleted (an older good one, or the leader's, replaces
         them). None if there is none."""
         for meta in self.list():
             if meta.last_index < min_index:
                 break
             try:
                 self.open_verified(meta)
+                # Whole files can still make a DB that does not open: a MANIFEST naming a file the
+                # checkpoint lacks, which builds before storage/rocks_manifest.py could write.
+                applied = verify_db(meta.path)
+                if applied != meta.last_index:
+                    raise CheckpointError(f"snapshot {os.path.basename(meta.path)} opens at index {applied}")
                 return meta
             except CheckpointError as e:
                 log.warning("%s", e)
+                self.remove(meta)
+            except StorageError as e:
+                log.warning("snapshot %s does not open: %s", os.path.basename(meta.path), e)
                 self.remove(meta)
         return None
 
