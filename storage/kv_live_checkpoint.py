@@ -27,10 +27,10 @@ the GIL:
 It is consistent only if nothing changed the DB's files meanwhile, so that state (CURRENT, the
 MANIFEST's size, the live SST files, the WAL files) is read before and after the copy: if
 anything differs the copy is thrown away and taken again. The live files and the MANIFEST's size
-cannot be read at one instant from Python (RocksDB writes a flush's or compaction's MANIFEST record
-before ``live_files`` lists its output), so the SST files linked are those the MANIFEST copy
-itself names (:mod:`.rocks_manifest`) as well as the listed ones. The switched memtable's flush finishing
-meanwhile is such a change (its MANIFEST record; then RocksDB deletes the WAL file, which a link
+cannot be read at one instant from Python (RocksDB writes a flush's or compaction's MANIFEST
+record before ``live_files`` lists its output), so the SST files linked are those the MANIFEST
+copy itself names (:mod:`.rocks_manifest`) as well as the listed ones. The switched memtable's
+flush finishing meanwhile is such a change (its MANIFEST record; then RocksDB deletes the WAL file, which a link
 may also find gone), and so is a compaction finishing (its MANIFEST record is written before it
 deletes its inputs); a running flush or compaction is not waited for: until it finishes, its
 outputs are not live and the WAL files and inputs it replaces are. A later memtable switch (the
@@ -157,6 +157,13 @@ def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> Optional[
 _warned: list = []
 
 
+def _warn_unread(db_dir: str, e: ManifestError) -> None:
+    if not _warned:  # once per process: every snapshot would say it again
+        _warned.append(True)
+        log.warning("cannot read the MANIFEST of %s (%s): each snapshot's checkpoint is opened to be "
+                    "checked instead, which is slower; is rocksdict newer than this build knows?", db_dir, e)
+
+
 def _check_opens(db_dir: str, dest: str) -> None:
     """Open the built checkpoint ``dest`` read-only (replaying its WAL files): the check when its
     MANIFEST could not be read."""
@@ -164,13 +171,6 @@ def _check_opens(db_dir: str, dest: str) -> None:
         open_db(dest, kv_options(cache_mb=8), read_only=True).close()
     except StorageError as e:
         raise CheckpointError(f"checkpoint of {db_dir} does not open: {e}") from None
-
-
-def _warn_unread(db_dir: str, e: ManifestError) -> None:
-    if not _warned:  # once per process: every snapshot would say it again
-        _warned.append(True)
-        log.warning("cannot read the MANIFEST of %s (%s): each snapshot's checkpoint is opened to be "
-                    "checked instead, which is slower; is rocksdict newer than this build knows?", db_dir, e)
 
 
 def _sum_files(paths: list, out: dict) -> None:
