@@ -214,6 +214,12 @@ def test_the_switched_memtable_is_carried_in_its_wal_file_without_waiting_for_it
     assert _keys(dest) == 60_000  # the restore copied the WAL file: the checkpoint is unchanged
 
 
+def _put_and_flush(db, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        db[b"v%06d" % i] = VALUE
+    db.flush(True)
+
+
 class _LaggingLiveFiles:
     """A DB whose live_files still lists the files of an earlier version: RocksDB's state between
     writing a flush's MANIFEST record and installing its version (storage/rocks_manifest.py)."""
@@ -236,13 +242,9 @@ def test_an_sst_file_the_manifest_names_before_live_files_lists_it_is_linked(tmp
     path = str(tmp_path / "db")
     db = rocksdict.Rdict(path, kv_options())
     try:
-        for i in range(20_000):
-            db[b"v%06d" % i] = VALUE
-        db.flush(True)
+        _put_and_flush(db, 0, 20_000)
         earlier = db.live_files()
-        for i in range(20_000, 40_000):
-            db[b"v%06d" % i] = VALUE
-        db.flush(True)  # its MANIFEST record names a second SST file that `earlier` lacks
+        _put_and_flush(db, 20_000, 20_000)  # its MANIFEST record names a second SST file that `earlier` lacks
         assert len(db.live_files()) == len(earlier) + 1
         dest = str(tmp_path / "ckpt")
         link_checkpoint(_LaggingLiveFiles(earlier), path, dest, newest_wal(path))
@@ -268,14 +270,10 @@ def test_a_manifest_this_build_cannot_read_makes_each_checkpoint_opened_before_i
     path = str(tmp_path / "db")
     db = rocksdict.Rdict(path, kv_options())
     try:
-        for i in range(20_000):
-            db[b"v%06d" % i] = VALUE
-        db.flush(True)
+        _put_and_flush(db, 0, 20_000)
         earlier = db.live_files()
         kv_live_checkpoint.link_checkpoint(db, path, str(tmp_path / "good"), kv_live_checkpoint.newest_wal(path))
-        for i in range(20_000, 40_000):
-            db[b"v%06d" % i] = VALUE
-        db.flush(True)
+        _put_and_flush(db, 20_000, 20_000)
         with pytest.raises(CheckpointError, match="does not open"):  # the race's checkpoint, caught
             kv_live_checkpoint.link_checkpoint(_LaggingLiveFiles(earlier), path, str(tmp_path / "bad"),
                                                kv_live_checkpoint.newest_wal(path))
@@ -300,9 +298,7 @@ def test_checkpoints_read_a_manifest_that_rolled_over(tmp_path):
     manifests = set()
     try:
         for round_ in range(12):
-            for i in range(round_ * 2_000, (round_ + 1) * 2_000):
-                db[b"v%06d" % i] = VALUE
-            db.flush(True)
+            _put_and_flush(db, round_ * 2_000, 2_000)
             with open(os.path.join(path, "CURRENT")) as f:
                 manifests.add(f.read().strip())
             link_checkpoint(db, path, str(tmp_path / f"ckpt{round_}"), newest_wal(path))
@@ -333,9 +329,7 @@ def test_a_manifest_replaced_while_it_is_copied_is_copied_again(tmp_path, monkey
     path = str(tmp_path / "db")
     db = rocksdict.Rdict(path, kv_options())
     try:
-        for i in range(5_000):
-            db[b"v%06d" % i] = VALUE
-        db.flush(True)
+        _put_and_flush(db, 0, 5_000)
         dest = str(tmp_path / "ckpt")
         kv_live_checkpoint.link_checkpoint(db, path, dest, kv_live_checkpoint.newest_wal(path))
     finally:
