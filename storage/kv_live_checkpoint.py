@@ -63,7 +63,7 @@ from .kv_checkpoint import CheckpointError
 from .kv_db import kv_options, open_db
 from .kv_install import fsync_dir
 from .log_store import StorageError
-from .rocks_manifest import ManifestError, read_live_table_files, table_file_name
+from .rocks_manifest import ManifestError, TableFiles, table_file_name
 
 log = logging.getLogger("storage.kv")
 _WAL = re.compile(r"^(\d+)\.log$")
@@ -125,7 +125,7 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> Optional[bool]:
+def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict, tables: TableFiles) -> Optional[bool]:
     """Link and copy the files of ``st`` into ``dest`` (emptied first), and write ``extra`` (name
     -> bytes) there, all unsynced. False if an SST or WAL file was deleted meanwhile (a flush or
     compaction finished: take the copy again); None if the MANIFEST copy could not be read, so
@@ -140,7 +140,7 @@ def _copy_once(db_dir: str, dest: str, st: _FileState, extra: dict) -> Optional[
     # disk already (RocksDB syncs an SST file before recording it), so it is linked too.
     named: Optional[set] = None
     try:
-        named = {table_file_name(n) for n in read_live_table_files(manifest)}
+        named = {table_file_name(n) for n in tables.read(manifest)}
     except ManifestError as e:  # a RocksDB newer than this reader (rocksdict is not pinned)
         _warn_unread(db_dir, e)
     for name in sorted((named or set()).union(st.live)) + list(st.wals):
@@ -215,7 +215,8 @@ def _run_all(jobs: list) -> None:
 
 
 def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
-                    crcs: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+                    crcs: Optional[dict] = None, extra: Optional[dict] = None,
+                    tables: Optional[TableFiles] = None) -> None:
     """Build in ``dest`` a checkpoint of the DB ``db`` (directory ``db_dir``) holding exactly the
     memtables older than WAL file number ``wal`` (:func:`newest_wal` read right after the
     applying thread switched the memtable): the live SST files and the older WAL files, durably
@@ -224,10 +225,13 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
     files' CRC-32s go there (:func:`~.kv_checkpoint.file_key` -> CRC-32), summed on another
     thread while they are fsynced (both wait for the disk, not the GIL): the manifest then need
     not read up to a memtable's worth of WAL again. ``extra`` (name -> bytes) are files written
-    into ``dest`` as well (the caller's info file). On return every file of ``dest`` and
-    ``dest`` itself are synced (all fsyncs at once: :func:`_run_all`)."""
+    into ``dest`` as well (the caller's info file). ``tables``: the DB's reader of its MANIFEST
+    (:class:`~.rocks_manifest.TableFiles`), which reads on from the last checkpoint's copy. On
+    return every file of ``dest`` and ``dest`` itself are synced (all fsyncs at once:
+    :func:`_run_all`)."""
     copies = 0
     extra = extra or {}
+    tables = tables or TableFiles()
     try:
         while True:
             try:
@@ -235,7 +239,7 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
                 if before.wal != wal:
                     raise CheckpointError(f"the memtable of {db_dir} was switched again (WAL {before.wal}, "
                                           f"expected {wal}): the state asked for is gone")
-                linked = _copy_once(db_dir, dest, before, extra)
+                linked = _copy_once(db_dir, dest, before, extra, tables)
                 if linked is not False and _file_state(db, db_dir, wal) == before:
                     break
             except FileNotFoundError:

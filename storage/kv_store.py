@@ -55,6 +55,7 @@ from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
 from .kv_live_checkpoint import link_checkpoint, newest_wal
+from .rocks_manifest import TableFiles
 from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
                        write_lease_row)
 from .log_store import StorageError
@@ -308,6 +309,7 @@ class KvStore:
         self._files_lock = threading.Lock()
         self._generation = 0
         self._building: set = set()  # tokens of the checkpoints begun and not built yet
+        self._manifest_tables = TableFiles()  # used under _files_lock, by one build at a time
         self._lock = self._take_lock(path)
         self._open()
 
@@ -663,7 +665,7 @@ class KvStore:
                     if self._closed or self._generation != generation:
                         raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
                                               "before its checkpoint was built")
-                    link_checkpoint(self._db, self.path, partial, wal, crcs, extra)
+                    link_checkpoint(self._db, self.path, partial, wal, crcs, extra, self._manifest_tables)
             finally:
                 self._building.discard(token)
 

@@ -19,6 +19,8 @@ appended while it was copied) is left out, as RocksDB's recovery leaves it out.
 """
 from __future__ import annotations
 
+import os
+import zlib
 from typing import Iterator
 
 BLOCK = 32768
@@ -70,10 +72,11 @@ class _Reader:
         self.skip(self.varint())
 
 
-def records(data: bytes) -> Iterator[bytes]:
-    """The complete logical records of a RocksDB log file's bytes ``data`` (a prefix is fine)."""
+def records(data: bytes, pos: int = 0) -> Iterator[tuple]:
+    """(payload, end) of each complete logical record of a RocksDB log file's bytes ``data`` (a
+    prefix is fine) from offset ``pos`` (0, or the end of an earlier record), ``end`` being the
+    offset just past it."""
     pending: list = []
-    pos = 0
     while pos + HEADER <= len(data):
         left_in_block = BLOCK - pos % BLOCK
         if left_in_block < HEADER:  # a block's tail too short for a header is zero padding
@@ -93,14 +96,14 @@ def records(data: bytes) -> Iterator[bytes]:
         pos = start + length
         if kind == _FULL:
             pending = []
-            yield payload
+            yield payload, pos
         elif kind == _FIRST:
             pending = [payload]
         elif kind == _MIDDLE and pending:
             pending.append(payload)
         elif kind == _LAST and pending:
             pending.append(payload)
-            yield b"".join(pending)
+            yield b"".join(pending), pos
             pending = []
         elif kind in (_MIDDLE, _LAST):
             raise ManifestError(f"a record fragment without its first part at {pos}")
@@ -147,14 +150,23 @@ def _edit_files(edit: bytes) -> tuple:
     return added, deleted
 
 
+def _apply(live: set, data: bytes, start: int) -> int:
+    """Apply to ``live`` the version edits of ``data`` from offset ``start``; return the offset
+    just past the last complete one (``start`` if none)."""
+    end = start
+    for edit, stop in records(data, start):
+        added, deleted = _edit_files(edit)
+        live -= deleted  # before the additions: a trivial move deletes and adds the same number
+        live |= added
+        end = stop
+    return end
+
+
 def live_table_files(data: bytes) -> set:
     """The numbers of the SST files live after every complete version edit in ``data`` (the
     bytes of a MANIFEST, or of a prefix of one), over all column families."""
     live: set = set()
-    for edit in records(data):
-        added, deleted = _edit_files(edit)
-        live -= deleted  # before the additions: a trivial move deletes and adds the same number
-        live |= added
+    _apply(live, data, 0)
     return live
 
 
@@ -163,10 +175,38 @@ def table_file_name(number: int) -> str:
     return f"{number:06d}.sst"
 
 
-def read_live_table_files(path: str) -> set:
-    """:func:`live_table_files` of the MANIFEST file at ``path``."""
-    with open(path, "rb") as f:
-        return live_table_files(f.read())
+class TableFiles:
+    """:func:`live_table_files` of successive copies of one growing MANIFEST, each read from
+    where the last one ended.
+
+    A snapshot reads the MANIFEST copied into its checkpoint, and a MANIFEST grows by a record per
+    flush and compaction up to 1 MB (``kv_db.MAX_MANIFEST_MB``): read whole each time, in Python,
+    that cost up to ~80 ms of a snapshot (and as much GIL held from the writes); read on from the
+    last snapshot's end it costs the records written since. A copy is read on only if it has the
+    same name and the same bytes (CRC-32) up to where the last read ended; anything else (a new
+    MANIFEST, a DB replaced by a snapshot install) is read from the start. Not thread-safe: one
+    per DB, used by the one thread building its checkpoints at a time."""
+
+    def __init__(self) -> None:
+        self._name = ""
+        self._end = 0  # the offset just past the last complete record read
+        self._crc = 0  # CRC-32 of the bytes before _end
+        self._live: frozenset = frozenset()
+
+    def read(self, path: str) -> set:
+        """The numbers of the SST files the MANIFEST (copy) at ``path`` names as live."""
+        with open(path, "rb") as f:
+            data = f.read()
+        name = os.path.basename(path)
+        view = memoryview(data)
+        if name == self._name and len(data) >= self._end and zlib.crc32(view[:self._end]) == self._crc:
+            live, start, crc = set(self._live), self._end, self._crc
+        else:
+            live, start, crc = set(), 0, 0
+        end = _apply(live, data, start)
+        self._name, self._end, self._crc = name, end, zlib.crc32(view[start:end], crc)
+        self._live = frozenset(live)
+        return live
 
 
-__all__ = ["ManifestError", "live_table_files", "read_live_table_files", "records", "table_file_name"]
+__all__ = ["ManifestError", "TableFiles", "live_table_files", "records", "table_file_name"]

@@ -262,10 +262,10 @@ def test_a_manifest_this_build_cannot_read_makes_each_checkpoint_opened_before_i
     from raftkv.storage.kv_db import kv_options
     from raftkv.storage.rocks_manifest import ManifestError
 
-    def unreadable(path: str) -> set:
+    def unreadable(self, path: str) -> set:
         raise ManifestError("unknown version edit tag 999")
 
-    monkeypatch.setattr(kv_live_checkpoint, "read_live_table_files", unreadable)
+    monkeypatch.setattr(kv_live_checkpoint.TableFiles, "read", unreadable)
     monkeypatch.setattr(kv_live_checkpoint, "_warned", [])
     path = str(tmp_path / "db")
     db = rocksdict.Rdict(path, kv_options())

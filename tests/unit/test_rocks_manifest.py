@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.storage.rocks_manifest import BLOCK, ManifestError, live_table_files, records, table_file_name
+from raftkv.storage.rocks_manifest import BLOCK, ManifestError, TableFiles, live_table_files, records, table_file_name
 
 
 def _manifest(path: str) -> bytes:
@@ -58,12 +58,41 @@ def test_the_files_named_are_those_rocksdb_lists_live_after_every_flush_and_comp
 
 def test_any_prefix_reads_as_the_records_complete_in_it(history):
     data, steps = history
-    whole = list(records(data))
+    whole = [r for r, _ in records(data)]
     assert sum(len(r) for r in whole) < len(data)
     for cut in range(0, min(len(data), 3 * BLOCK), 97):
-        got = list(records(data[:cut]))
+        got = [r for r, _ in records(data[:cut])]
         assert got == whole[:len(got)]  # never a torn record, only whole ones in order
         live_table_files(data[:cut])
+
+
+def test_copies_of_a_growing_manifest_are_read_on_from_where_the_last_ended(history, tmp_path, monkeypatch):
+    from raftkv.storage import rocks_manifest
+
+    data, steps = history
+    parsed: list = []
+    real = rocks_manifest._edit_files
+
+    def counted(edit: bytes) -> tuple:
+        parsed.append(len(edit))
+        return real(edit)
+
+    monkeypatch.setattr(rocks_manifest, "_edit_files", counted)
+    tables = TableFiles()
+    for i, (size, live) in enumerate(steps):  # each step's copy in a checkpoint directory of its own
+        copy = tmp_path / f"ckpt{i}" / "MANIFEST-000005"
+        copy.parent.mkdir()
+        copy.write_bytes(data[:size])
+        assert tables.read(str(copy)) == live
+    assert len(parsed) == len(list(records(data)))  # every record parsed once over all the copies
+    other = tmp_path / "other" / "MANIFEST-000005"  # same name, other bytes: read from the start
+    other.parent.mkdir()
+    other.write_bytes(data[:steps[3][0]])
+    assert tables.read(str(other)) == steps[3][1]
+    renamed = tmp_path / "renamed" / "MANIFEST-000099"  # another name: from the start
+    renamed.parent.mkdir()
+    renamed.write_bytes(data[:steps[-1][0]])
+    assert tables.read(str(renamed)) == steps[-1][1]
 
 
 def test_the_names_are_rocksdb_table_file_names():
