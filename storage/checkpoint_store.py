@@ -262,8 +262,8 @@ class CheckpointStore:
 
     def newest_verified(self, min_index: int = 0) -> Optional[CheckpointMeta]:
         """The newest checkpoint at ``min_index`` or later whose files all match its manifest and
-        that opens at its index; damaged ones met on the way are deleted (an older good one, or the leader's, replaces
-        them). None if there is none."""
+        that opens at its index; damaged ones met on the way are deleted (an older good one, or
+        the leader's, replaces them). None if there is none."""
         for meta in self.list():
             if meta.last_index < min_index:
                 break

@@ -35,7 +35,7 @@ WRITE_BUFFER_MB = 64  # per memtable; a checkpoint links (and fsyncs) at most th
 # one 16 MB file and the few L6 files its key range overlaps.
 MAX_BYTES_FOR_LEVEL_BASE_MB = 64
 TARGET_FILE_SIZE_MB = 16
-MAX_MANIFEST_MB = 1  # a new MANIFEST past this size: a snapshot reads it whole
+MAX_MANIFEST_MB = 1  # a new MANIFEST past this size (kv_options says why)
 
 K_FORMAT = b"m/format"
 K_APPLIED = b"m/applied"
@@ -55,8 +55,9 @@ def kv_options(cache_mb: int = DEFAULT_CACHE_MB, statistics: bool = False) -> "r
     # Never reuse a WAL file: a snapshot hard-links the WAL files of the switched memtables
     # (storage/kv_live_checkpoint.py), and a recycled one would be overwritten under it.
     opts.set_recycle_log_file_num(0)
-    # A snapshot reads the MANIFEST whole (storage/rocks_manifest.py, ~12 MB/s in Python): start
-    # a new one past 1 MB (RocksDB's default is 1 GB) so that read stays short.
+    # A snapshot reads the MANIFEST (storage/rocks_manifest.py, ~12 MB/s in Python): on from the
+    # last snapshot's copy, but whole the first time after a start. A new one past 1 MB (RocksDB's
+    # default is 1 GB) keeps that first read short.
     opts.set_max_manifest_file_size(MAX_MANIFEST_MB << 20)
     opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
     opts.set_max_write_buffer_number(2)

@@ -55,10 +55,10 @@ from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv
 from .kv_record import HEADER, HEADER_BYTES, KeyRecord, decode_record, encode_record
 from .kv_install import install, recover
 from .kv_live_checkpoint import link_checkpoint, newest_wal
-from .rocks_manifest import TableFiles
 from .kv_lease import (LEASE_END, LEASE_PREFIX, LEASE_ROWS, LeaseDropRow, LeaseKeyRow, LeaseRow, read_lease_rows,
                        write_lease_row)
 from .log_store import StorageError
+from .rocks_manifest import TableFiles
 
 log = logging.getLogger("storage.kv")
 
