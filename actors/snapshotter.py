@@ -27,8 +27,6 @@ from typing import Any, Callable, Optional
 from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, StreamCheck, StreamReceiver
 from raftkv.storage.free_memory import release_free_memory
 from raftkv.storage.kv_checkpoint import CheckpointError, finish_checkpoint
-from raftkv.storage.kv_install import verify_db
-from raftkv.storage.log_store import StorageError
 from raftkv.storage.snapshot_store import CorruptSnapshot
 from raftkv.wire.messages import ClientReply, InstallSnapshot
 
@@ -199,12 +197,9 @@ class Snapshotter(SupervisedActor):
             if meta is None:
                 log.warning("%s: snapshot %d is no longer here", self.node_id, index)
                 return None
-            try:
-                # Sizes only: the CRC-32s are checked as the files are read for sending
-                # (StreamCheck), not in a full pass before the first chunk.
-                self.store.check_sizes(meta)
-            except CheckpointError as e:
-                self._damaged(meta, e)
+            # Sizes only: the CRC-32s are checked as the files are read for sending (StreamCheck),
+            # not in a full pass before the first chunk.
+            if not self._passes(meta, self.store.check_sizes):
                 return None
             self.sending = {index: meta}  # the core streams only its newest snapshot
             self.opened &= {index}
@@ -219,6 +214,16 @@ class Snapshotter(SupervisedActor):
         if self.take_snapshot is not None:
             self.take_snapshot()
 
+    def _passes(self, meta: CheckpointMeta, check: Callable[[CheckpointMeta], object]) -> bool:
+        """Whether ``check`` (a CheckpointStore check, raising CheckpointError) passes; if not, the
+        checkpoint is replaced (:meth:`_damaged`)."""
+        try:
+            check(meta)
+        except CheckpointError as e:
+            self._damaged(meta, e)
+            return False
+        return True
+
     def _opens(self, meta: CheckpointMeta) -> bool:
         """Whether the checkpoint opens at its index here, checked once per checkpoint; if it does
         not, it is deleted and a fresh one taken (:meth:`_damaged`).
@@ -232,13 +237,7 @@ class Snapshotter(SupervisedActor):
         replay, up to a memtable's worth: not on the first send's path)."""
         if meta.last_index in self.opened:
             return True
-        try:
-            applied = verify_db(meta.path)
-        except StorageError as e:
-            self._damaged(meta, CheckpointError(f"it does not open: {e}"))
-            return False
-        if applied != meta.last_index:
-            self._damaged(meta, CheckpointError(f"it opens at index {applied}"))
+        if not self._passes(meta, self.store.check_opens):
             return False
         self.opened.add(meta.last_index)
         return True

@@ -269,19 +269,26 @@ class CheckpointStore:
                 break
             try:
                 self.open_verified(meta)
-                # Whole files can still make a DB that does not open: a MANIFEST naming a file the
-                # checkpoint lacks, which builds before storage/rocks_manifest.py could write.
-                applied = verify_db(meta.path)
-                if applied != meta.last_index:
-                    raise CheckpointError(f"snapshot {os.path.basename(meta.path)} opens at index {applied}")
+                self.check_opens(meta)
                 return meta
             except CheckpointError as e:
                 log.warning("%s", e)
                 self.remove(meta)
-            except StorageError as e:
-                log.warning("snapshot %s does not open: %s", os.path.basename(meta.path), e)
-                self.remove(meta)
         return None
+
+    @staticmethod
+    def check_opens(meta: CheckpointMeta) -> None:
+        """Open the checkpoint's DB read-only (replaying its WAL files) and check that it is at
+        its index. Raises CheckpointError. Whole files with the right CRC-32s can still make a
+        DB that does not open: a MANIFEST naming a file the checkpoint lacks, which builds before
+        storage/rocks_manifest.py could write."""
+        name = os.path.basename(meta.path)
+        try:
+            applied = verify_db(meta.path)
+        except StorageError as e:
+            raise CheckpointError(f"snapshot {name} does not open: {e}") from None
+        if applied != meta.last_index:
+            raise CheckpointError(f"snapshot {name} opens at index {applied}")
 
     @staticmethod
     def read(meta: CheckpointMeta, offset: int, length: int) -> bytes:

@@ -30,9 +30,9 @@ anything differs the copy is thrown away and taken again. The live files and the
 cannot be read at one instant from Python (RocksDB writes a flush's or compaction's MANIFEST
 record before ``live_files`` lists its output), so the SST files linked are those the MANIFEST
 copy itself names (:mod:`.rocks_manifest`) as well as the listed ones. The switched memtable's
-flush finishing meanwhile is such a change (its MANIFEST record; then RocksDB deletes the WAL file, which a link
-may also find gone), and so is a compaction finishing (its MANIFEST record is written before it
-deletes its inputs); a running flush or compaction is not waited for: until it finishes, its
+flush finishing meanwhile is such a change (its MANIFEST record; then RocksDB deletes the WAL
+file, which a link may also find gone), and so is a compaction finishing (its MANIFEST record is
+written before it deletes its inputs); a running flush or compaction is not waited for: until it finishes, its
 outputs are not live and the WAL files and inputs it replaces are. A later memtable switch (the
 memtable filled up, or a backup flushed it) means the state at the index asked for may no longer
 exist on disk alone: :class:`~.kv_checkpoint.CheckpointError`, and the caller takes a snapshot

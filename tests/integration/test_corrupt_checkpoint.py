@@ -127,7 +127,7 @@ def test_a_leader_with_a_damaged_newest_checkpoint_streams_a_fresh_one(make_clus
     cluster.wait_applied(commit, nodes=[lagger], timeout=60)
     # A flipped byte is found by its CRC-32 as the file is read for sending; a missing file when
     # the lagger, which could not open what it got, asks for the whole checkpoint again.
-    found = "corrupt" if fault == "flipped byte" else "it does not open"
+    found = "corrupt" if fault == "flipped byte" else "does not open"
     assert re.search(rf"snapshot {int(newest.name.split('-')[1])} cannot be streamed: .*{found}", node.log_text())
     assert "installed snapshot" in cluster.nodes[lagger].log_text()
     for nid in cluster.nodes:
