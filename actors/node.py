@@ -24,6 +24,7 @@ import zmq
 from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
+from raftkv.storage.writeback import Writeback
 from raftkv.wire import door_hardening
 from raftkv.wire.frontdoor import FrontDoor, LocalRoute, max_request_bytes
 from raftkv.wire.messages import ClientReply, Entry, EntryKind, JoinRequest, Member
@@ -616,6 +617,10 @@ class Node:
         self.log_ref = LogManager.start(self.log_writer)
         # New SST files are summed in the background: a snapshot's manifest then reads only its flush.
         self.snapshots.warm_from(self.kv.path, self.kv.sst_files)
+        # Both DBs' files are written back as they grow, so that no fsync (the snapshot's, a
+        # flush's) finds a burst to write with the log's fsyncs queued behind it.
+        self.writeback = Writeback([self.kv.path, str(cfg.node_dir / "raft")])
+        self.writeback.start()
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,
                                           lambda: self.fsm_ref.tell(TakeSnapshot(None)))
@@ -732,6 +737,8 @@ class Node:
             pass
         self._stop_door_guard()
         self.snapshots.close()
+        if getattr(self, "writeback", None) is not None:
+            self.writeback.stop()
         self.kv.close()
         self.zctx.destroy(linger=0)
 
