@@ -619,7 +619,7 @@ class Node:
         self.snapshots.warm_from(self.kv.path, self.kv.sst_files)
         # Both DBs' files are written back as they grow, so that no fsync (the snapshot's, a
         # flush's) finds a burst to write with the log's fsyncs queued behind it.
-        self.writeback = Writeback([self.kv.path, str(cfg.node_dir / "raft")])
+        self.writeback = Writeback([self.kv.path, str(cfg.node_dir / "raft")], on_grown=self.kv.wal_sums.advance)
         self.writeback.start()
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,

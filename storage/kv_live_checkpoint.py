@@ -58,7 +58,7 @@ from typing import Callable, NamedTuple, Optional
 
 import rocksdict
 
-from .crc_warmer import sum_file
+from .crc_warmer import WalSums, sum_file
 from .kv_checkpoint import CheckpointError
 from .kv_db import kv_options, open_db
 from .kv_install import fsync_dir
@@ -173,11 +173,12 @@ def _check_opens(db_dir: str, dest: str) -> None:
         raise CheckpointError(f"checkpoint of {db_dir} does not open: {e}") from None
 
 
-def _sum_files(paths: list, out: dict) -> None:
-    """file_key -> CRC-32 of each of ``paths`` into ``out``. A file that changed while read is
-    left out, and the manifest reads it again."""
+def _sum_files(paths: list, out: dict, sums: Optional[WalSums] = None) -> None:
+    """file_key -> CRC-32 of each of ``paths`` into ``out``, read on from the running sums of
+    ``sums`` where they know the file. A file that changed while read is left out, and the
+    manifest reads it again."""
     for path in paths:
-        summed = sum_file(path, os.stat(path).st_size)
+        summed = sum_file(path, os.stat(path).st_size, prefix=sums.prefix if sums is not None else None)
         if summed is not None:
             out[summed[0]] = summed[1]
 
@@ -216,7 +217,7 @@ def _run_all(jobs: list) -> None:
 
 def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
                     crcs: Optional[dict] = None, extra: Optional[dict] = None,
-                    tables: Optional[TableFiles] = None) -> None:
+                    tables: Optional[TableFiles] = None, wal_sums: Optional[WalSums] = None) -> None:
     """Build in ``dest`` a checkpoint of the DB ``db`` (directory ``db_dir``) holding exactly the
     memtables older than WAL file number ``wal`` (:func:`newest_wal` read right after the
     applying thread switched the memtable): the live SST files and the older WAL files, durably
@@ -226,7 +227,8 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
     thread while they are fsynced (both wait for the disk, not the GIL): the manifest then need
     not read up to a memtable's worth of WAL again. ``extra`` (name -> bytes) are files written
     into ``dest`` as well (the caller's info file). ``tables``: the DB's reader of its MANIFEST
-    (:class:`~.rocks_manifest.TableFiles`), which reads on from the last checkpoint's copy. On
+    (:class:`~.rocks_manifest.TableFiles`), which reads on from the last checkpoint's copy.
+    ``wal_sums``: the running CRC-32s of the DB's WAL files (:class:`~.crc_warmer.WalSums`). On
     return every file of ``dest`` and ``dest`` itself are synced (all fsyncs at once:
     :func:`_run_all`)."""
     copies = 0
@@ -257,7 +259,7 @@ def link_checkpoint(db: "rocksdict.Rdict", db_dir: str, dest: str, wal: int,
         if wals:
             jobs.append(functools.partial(fsync_dir, db_dir))  # the live DB's names of those WAL files
             if crcs is not None:
-                jobs.append(functools.partial(_sum_files, wals, crcs))
+                jobs.append(functools.partial(_sum_files, wals, crcs, wal_sums))
         _run_all(jobs)
         if linked is None:
             _check_opens(db_dir, dest)

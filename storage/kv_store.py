@@ -48,6 +48,7 @@ from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Union, cas
 import msgpack
 import rocksdict
 
+from .crc_warmer import WalSums
 from .format import pack
 from .kv_checkpoint import CheckpointError, CheckpointInfo, PendingCheckpoint, take_checkpoint
 from .kv_db import (DEFAULT_CACHE_MB, K_APPLIED, K_FORMAT, KV_FORMAT_VERSION, kv_options, open_db,
@@ -310,6 +311,9 @@ class KvStore:
         self._generation = 0
         self._building: set = set()  # tokens of the checkpoints begun and not built yet
         self._manifest_tables = TableFiles()  # used under _files_lock, by one build at a time
+        # Running CRC-32s of the growing WAL files, fed by the node's writeback thread
+        # (storage/writeback.py): a checkpoint then sums only its WAL file's last megabyte.
+        self.wal_sums = WalSums(path)
         self._lock = self._take_lock(path)
         self._open()
 
@@ -665,7 +669,8 @@ class KvStore:
                     if self._closed or self._generation != generation:
                         raise CheckpointError(f"key-value store at {self.path} was closed or replaced "
                                               "before its checkpoint was built")
-                    link_checkpoint(self._db, self.path, partial, wal, crcs, extra, self._manifest_tables)
+                    link_checkpoint(self._db, self.path, partial, wal, crcs, extra, self._manifest_tables,
+                                    self.wal_sums)
             finally:
                 self._building.discard(token)
 
@@ -678,6 +683,7 @@ class KvStore:
         fails, the store is reopened at the old or the new state (as after a crash) and the
         error is raised."""
         self._close_db()  # the lock stays held: no other process may open the store meanwhile
+        self.wal_sums.clear()
         try:
             install(self.path, staged)
         finally:

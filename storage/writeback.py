@@ -69,10 +69,13 @@ def start_writeback(path: str, offset: int, length: int) -> bool:
 
 class Writeback:
     """A daemon thread that starts the writeback of the growing files in ``dirs`` every
-    ``every`` seconds, a :data:`CHUNK` at a time. :meth:`stop` ends it."""
+    ``every`` seconds, a :data:`CHUNK` at a time, then calls ``on_grown(path)`` for each such
+    file (the key-value store's WAL sums: storage/crc_warmer.py). :meth:`stop` ends it."""
 
-    def __init__(self, dirs: list[str], every: float = EVERY, chunk: int = CHUNK) -> None:
+    def __init__(self, dirs: list[str], every: float = EVERY, chunk: int = CHUNK,
+                 on_grown: Optional[Callable[[str], None]] = None) -> None:
         self.dirs = list(dirs)
+        self._on_grown = on_grown
         self._every = every
         self._chunk = chunk
         self._done: dict[tuple[str, int], int] = {}  # (path, inode) -> bytes written back
@@ -132,6 +135,8 @@ class Writeback:
                 if end - done >= self._chunk and start_writeback(e.path, done, end - done):
                     done = end
                     started += 1
+                    if self._on_grown is not None:
+                        self._on_grown(e.path)
                 seen[key] = done
         self._done = seen  # files gone since the last look are forgotten
         return started
