@@ -21,6 +21,7 @@ import zlib
 from typing import Callable, Optional
 
 from .kv_checkpoint import CHUNK_SIZE, file_key, reusable
+from .periodic import PeriodicScan
 
 log = logging.getLogger("storage.snapshot")
 
@@ -58,48 +59,24 @@ def sum_file(path: str, size: int, stop: Optional[threading.Event] = None,
     return key, crc
 
 
-class CrcWarmer:
+class CrcWarmer(PeriodicScan):
     """Keeps :meth:`known` (file key -> CRC-32) up to date for the SST files of the live DB in
-    ``live_dir``; ``list_files()`` gives RocksDB's live files as (name, size) (may raise while
-    the store is closed or swapped: that round is skipped); ``seed()`` gives CRC-32s known
-    already (the described checkpoints' manifests), which are not summed again."""
+    ``live_dir``, on a low-priority thread (:meth:`start`, :meth:`stop`); ``list_files()`` gives
+    RocksDB's live files as (name, size) (may raise while the store is closed or swapped: that
+    round is skipped); ``seed()`` gives CRC-32s known already (the described checkpoints'
+    manifests), which are not summed again."""
 
     def __init__(self, live_dir: str, list_files: Callable[[], list], seed: Callable[[], dict],
                  every: float = SCAN_EVERY) -> None:
+        super().__init__("kv-crc", every, NICE)
         self.live_dir = live_dir
         self._list_files = list_files
         self._seed = seed
-        self._every = every
         self._known: dict = {}
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
     def known(self) -> dict:
         """The CRC-32s summed so far (a dict replaced whole: safe to read from any thread)."""
         return self._known
-
-    def start(self) -> None:
-        """Start the background thread (a daemon; :meth:`stop` ends it)."""
-        self._thread = threading.Thread(target=self._run, name="kv-crc", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the background thread (waits for the file being summed, at most a chunk)."""
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=5)
-
-    def _run(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-        except (OSError, AttributeError):
-            pass  # not Linux: the thread keeps the process's priority
-        while not self._stop.wait(self._every):
-            try:
-                self.scan_once()
-            except Exception as e:  # never let a bad round end the thread; the next may work
-                log.debug("summing the live DB's files: %s", e)
 
     def scan_once(self) -> int:
         """Sum the live SST files not known yet; returns how many were summed."""

@@ -22,8 +22,9 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import threading
 from typing import Callable, Optional
+
+from .periodic import PeriodicScan
 
 log = logging.getLogger("storage.writeback")
 
@@ -67,20 +68,18 @@ def start_writeback(path: str, offset: int, length: int) -> bool:
         os.close(fd)
 
 
-class Writeback:
+class Writeback(PeriodicScan):
     """A daemon thread that starts the writeback of the growing files in ``dirs`` every
     ``every`` seconds, a :data:`CHUNK` at a time, then calls ``on_grown(path)`` for each such
     file (the key-value store's WAL sums: storage/crc_warmer.py). :meth:`stop` ends it."""
 
     def __init__(self, dirs: list[str], every: float = EVERY, chunk: int = CHUNK,
                  on_grown: Optional[Callable[[str], None]] = None) -> None:
+        super().__init__("kv-writeback", every)
         self.dirs = list(dirs)
         self._on_grown = on_grown
-        self._every = every
         self._chunk = chunk
         self._done: dict[tuple[str, int], int] = {}  # (path, inode) -> bytes written back
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
     @staticmethod
     def available() -> bool:
@@ -92,23 +91,7 @@ class Writeback:
         if not self.available():
             log.info("no sync_file_range on this system: the DB files are written back by the kernel alone")
             return
-        self._thread = threading.Thread(target=self._run, name="kv-writeback", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the thread (it is between two short system calls at worst)."""
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=5)
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                self.scan_once()
-            except Exception as e:  # never let one bad round end the thread; the next may work
-                log.debug("writeback: %s", e)
+        super().start()
 
     def scan_once(self) -> int:
         """Start the writeback of every file grown by a chunk since the last look; returns how
