@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # the sender's own (``from_incarnation``), so that a leader never counts an acknowledgement of
 # another incarnation of a member (a reply the replaced one sent before it died).
 _ADDRESSED = frozenset({RequestVote, AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot, ReadIndexRequest})
+_LEADER_MESSAGES = frozenset({AppendEntries, Heartbeat, InstallSnapshot})  # sent only by a leader of their term
 _REPLIES = frozenset({VoteReply, AppendReply, HeartbeatReply, InstallSnapshotReply, ReadIndexReply})
 _LEARNER_REPLIES = frozenset({AppendReply, HeartbeatReply, InstallSnapshotReply})  # see RaftCore._outsider
 # At most one "addressed as another incarnation" WARNING per this many ticks (10 s at 10 ms).
@@ -663,6 +664,21 @@ class RaftCore:
             return m.incarnation != frm
         return False
 
+    def _heard_a_leader_of_another_incarnation(self, sender: str, msg: Any) -> None:
+        """A leader's append or heartbeat addressed to another incarnation of our id is not ours to
+        act on (it is still dropped: no term taken, nothing answered or persisted), but it says a
+        leader of that term is alive. So a node that would campaign waits out an election timeout
+        from now, as a follower hearing its leader does. Without this, a replacement whose own log
+        makes it a voter (its admission reached it alone and was truncated) never hears a leader
+        and campaigns every timeout; with neither pre-vote nor check-quorum each campaign deposed
+        the leader before the replacement guard let that leader re-admit it, one election timeout
+        after winning: no leader lasted long enough to commit the re-admission (sim seed 921613).
+        Only the timer moves, so a forged message can at most delay a campaign, never win a vote or
+        change a term."""
+        if (type(msg) in _LEADER_MESSAGES and msg.term >= self.term and self.role != LEADER
+                and self._may_campaign()):
+            self.elapsed = 0
+
     def _refused_as_misaddressed(self, msg: Any) -> None:
         """A vote request addressed to another incarnation of our id is refused without an answer
         (the old incarnation's votes are not ours to know). When we are a learner of this
@@ -765,6 +781,7 @@ class RaftCore:
     def step(self, sender: str, msg: Any) -> None:
         """Handle one peer message."""
         if self._misaddressed(sender, msg):
+            self._heard_a_leader_of_another_incarnation(sender, msg)
             return
         mt = msg.term
         if mt > self.term and self._outsider(sender, msg):

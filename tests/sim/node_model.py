@@ -543,4 +543,12 @@ class NodeModel:
         self.boot(nd, random.Random(f"{self.seed}:{nd.i}:{nd.incarnation}"))
         if self.verbose:
             self.trace(f"!!! restart {nd.id}")
+        # kvnode runs its join loop at every start with --join that its disk does not admit
+        # (Node.needs_join): a wiped node whose admission reached it alone, unsynced, and was lost
+        # in a crash comes back with nothing and must ask again (sim seed 913961 of the lease
+        # simulation: the loop had stopped at the admission and was never restarted).
+        if (nd.gen and not nd.retired and not nd.stopped and nd not in self.joiners
+                and not any(m.id == nd.id and m.incarnation == nd.inc for m in nd.core.members)):
+            nd.joining = True
+            self.joiners.append(nd)
         self.flush(nd)  # hands the committed prefix after the snapshot to the rebuilt FSM

@@ -42,3 +42,11 @@ def test_lease_seeds(lo: int, hi: int) -> None:
     n = hi - lo
     for k in ("grants", "keepalives", "expiries", "failovers_kept"):
         assert seen[k] >= n // 3, f"only {seen[k]} of {n} seeds saw {k}: {dict(seen)}"
+
+
+@pytest.mark.parametrize("seed", [913961])
+def test_lease_seeds_found_by_soaks(seed: int) -> None:
+    """913961 (5 nodes): a wiped node whose admission was lost in a crash waited for good; the
+    model's join loop now runs at every restart its disk does not admit (tests/sim/node_model.py,
+    NodeModel.restart; tests/sim/test_wipe_liveness.py, 922195)."""
+    run_lease_seed(seed, default_nodes(seed))

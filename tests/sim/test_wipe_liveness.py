@@ -14,6 +14,17 @@
   old incarnation late, after its replacement entry, asked again, and the join arrived after an
   operator removed it: the leader added it anew and it stopped for good. It now asks only a
   leader of a later term than its configuration's entry, which is not known committed.
+* 921613 (5 nodes, neither pre-vote nor check-quorum; found by a soak of 10,000 seeds): n5 was
+  wiped and its admission as n5.1 reached it alone, so its own log made it a voter while the
+  others listed n5.0. It heard no leader (every message was addressed to n5.0) and campaigned
+  every election timeout; each campaign deposed the leader before the replacement guard let that
+  leader re-admit it: 28 terms without a lasting leader. A leader's message to the old
+  incarnation now restarts the election timer of a node that would campaign.
+* 922195 (5 nodes; and 913961 of the lease simulation, tests/sim/test_lease_sim.py): a wiped
+  node's admission reached it, unsynced, and it crashed: it came back with an empty disk, but the
+  model's join loop had stopped at the admission and was never run again, so the node waited for
+  good. kvnode runs the loop at every start that its disk does not admit (Node.needs_join); the
+  model now does too (NodeModel.restart).
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ from raftkv.wire.messages import Entry, EntryKind, Member, RequestVote, VoteRepl
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064])
+@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064, 921613, 922195])
 def test_a_wiped_member_rejoins_and_the_cluster_stays_live(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0

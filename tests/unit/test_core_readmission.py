@@ -4,6 +4,7 @@ entry admitting a wiped member's new incarnation was truncated by a leader of a 
 configuration still listed the old one; the node ignored it for good and never asked again)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import pytest
@@ -13,7 +14,7 @@ from raftkv.actors.memlog import MemLog
 from raftkv.actors.replacement_guard import MemberLive
 from raftkv.wire.messages import Entry, EntryKind, Heartbeat, HeartbeatReply, JoinRequest, RequestVote
 
-from tests.unit.test_core import EMIN, HB, commit_noop, elect, sent, sent_after
+from tests.unit.test_core import EMAX, EMIN, HB, commit_noop, elect, sent, sent_after
 from tests.unit.test_core_identity import icore, incs_members, silence
 from tests.unit.test_core_membership import config_proposed
 
@@ -128,3 +129,36 @@ def test_a_leader_of_a_term_below_its_own_is_asked_too():
     n2.step("n1", Heartbeat(2, 0, 1, to_incarnation="a2"))
     reqs = asked(n2.take_ready(), "n1")
     assert len(reqs) == 1 and reqs[0].incarnation == "b2" and n2.term == 9
+
+
+def test_a_voter_in_its_own_log_waits_while_a_leader_addresses_its_old_incarnation():
+    """Sim seed 921613 (5 nodes, neither pre-vote nor check-quorum): a replacement whose own log
+    made it a voter never heard a leader (every message was addressed to its old incarnation), so
+    it campaigned every election timeout and each campaign deposed the leader before that leader
+    could re-admit it (one election timeout after winning: the replacement guard). A leader's
+    heartbeat to the old incarnation now restarts its election timer; the message itself is still
+    dropped."""
+    ld = later_leader()
+    n2 = readmitted_node()
+    n2.cfg = dataclasses.replace(n2.cfg, pre_vote=False, check_quorum=False)
+    for _ in range(5 * EMAX):
+        ld.tick()
+        for to, m in ld.take_ready().send:
+            if type(m) is not Heartbeat:
+                continue
+            if to == "n2":
+                assert m.to_incarnation == "a2"
+                n2.step("n1", m)
+            elif to == "n3":  # n3 answers, so the leader keeps its quorum
+                ld.step("n3", HeartbeatReply(ld.term, m.round, ld.log.last_index()))
+        n2.tick()
+        r = n2.take_ready()
+        assert not sent(r, RequestVote) and not sent_after(r, RequestVote), "campaigned under a live leader"
+    assert ld.role == LEADER and n2.term == 1 and n2.leader_id is None, "the heartbeats are still dropped"
+    # The leader falls silent: n2 campaigns within an election timeout, as any voter does.
+    campaigned = False
+    for _ in range(EMAX):
+        n2.tick()
+        r = n2.take_ready()
+        campaigned |= bool(sent(r, RequestVote) or sent_after(r, RequestVote))
+    assert campaigned and n2.term == 2
