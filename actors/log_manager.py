@@ -118,9 +118,8 @@ class LogWriter:
             # (the node learns the rest from the leader), and the next synced batch, written
             # after it in the WAL, makes it durable anyway. etcd's raft treats it the same way.
             sync=not b.commit_only(),
+            drop_to=b.compact_to,  # in the same fsync when it can be (LogStore.write)
         )
-        if b.compact_to is not None:
-            st.drop_prefix(*b.compact_to)
 
     def _durably(self, op: Callable[[], None]) -> None:
         delay = 0.05

@@ -24,7 +24,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Optional, Sequence, Tuple, cast
 
 import rocksdict
 
@@ -267,6 +267,7 @@ class LogStore:
         first_index: int = 0,
         entries: Sequence[Entry] = (),
         sync: bool = True,
+        drop_to: Optional[Tuple[int, int]] = None,
     ) -> None:
         """Apply one atomic change, as a single RocksDB WriteBatch, fsynced unless ``sync=False``.
 
@@ -278,6 +279,11 @@ class LogStore:
         The entries must extend the (truncated) log without a gap or an overlap: to replace a
         conflicting suffix, pass ``truncate_from``. Raises ValueError on a misuse, before
         anything is written. Returns once the batch is durable (when ``sync``).
+
+        ``drop_to=(index, term)``: then :meth:`drop_prefix` of it, with the same result. In the
+        same batch and fsync when the entry at ``index`` is stored and this batch leaves it alone
+        (a snapshot's compaction riding on an append: one fsync instead of two, and the appends of
+        the writes waiting behind it are not held up by a second one); otherwise after it.
         """
         last = self._last
         if truncate_from is not None:
@@ -322,18 +328,27 @@ class LogStore:
                 wb.put(_K_VOTE, pack(vote))
         if commit is not None:
             wb.put(_K_COMMIT, pack(commit))
-        if wb.is_empty():
-            return
-        self._synced(wb) if sync else self._db.write(wb, self._nosync_opts)
+        dropped = None
+        if (drop_to is not None and sync and drop_to[0] <= self._last
+                and (truncate_from is None or drop_to[0] < truncate_from)
+                and (not entries or first_index > drop_to[0])):
+            dropped = self._drop_ops(wb, drop_to[0], drop_to[1], last)
+            drop_to = None
+        if not wb.is_empty():
+            self._synced(wb) if sync else self._db.write(wb, self._nosync_opts)
 
-        # Only after the write succeeded: a failed write must leave the caches as the disk is.
-        self._last = last
-        if term is not None:
-            self._stable.term = term
-        if vote is not UNSET:
-            self._stable.vote = vote
-        if commit is not None:
-            self._stable.commit = commit
+            # Only after the write succeeded: a failed write must leave the caches as the disk is.
+            self._last = last
+            if term is not None:
+                self._stable.term = term
+            if vote is not UNSET:
+                self._stable.vote = vote
+            if commit is not None:
+                self._stable.commit = commit
+            if dropped is not None:
+                self._base, self._first, self._last = dropped
+        if drop_to is not None:
+            self.drop_prefix(*drop_to)
 
     def drop_prefix(self, upto_index: int, upto_term: int) -> None:
         """Delete every entry with index <= ``upto_index`` and record ``(upto_index, upto_term)``
@@ -345,21 +360,28 @@ class LogStore:
         snapshot's last entry), the log becomes empty with that base (the install-snapshot
         case). A drop at or below the current base does nothing.
         """
-        if upto_index <= self._base[0]:
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        dropped = self._drop_ops(wb, upto_index, upto_term, self._last)
+        if dropped is None:
             return
+        self._synced(wb)
+        self._base, self._first, self._last = dropped
+
+    def _drop_ops(self, wb: "rocksdict.WriteBatch", upto_index: int, upto_term: int,
+                  last: int) -> Optional[Tuple[Tuple[int, int], int, int]]:
+        """Add :meth:`drop_prefix`'s deletion to ``wb``, for a log ending at ``last`` once ``wb``
+        is written (the entry at ``upto_index`` already stored, if ``upto_index < last``), and
+        return the base, first and last index it leaves; None if there is nothing to drop."""
+        if upto_index <= self._base[0]:
+            return None
         keep_suffix = False
-        if upto_index < self._last:
+        if upto_index < last:
             (held,) = self.entries(upto_index, upto_index + 1)
             keep_suffix = held.term == upto_term
-        wb = rocksdict.WriteBatch(raw_mode=True)
         end = _entry_key(upto_index + 1) if keep_suffix else _ENTRY_END
         wb.delete_range(_entry_key(0), end)
         wb.put(_K_BASE, encode_base(upto_index, upto_term))
-        self._synced(wb)
-        self._base = (upto_index, upto_term)
-        self._first = upto_index + 1
-        if not keep_suffix:
-            self._last = upto_index
+        return (upto_index, upto_term), upto_index + 1, (last if keep_suffix else upto_index)
 
     def get_meta(self, name: str) -> Optional[str]:
         """A stored metadata string (cluster_id, node_id, incarnation, removed, ...) or None."""

@@ -387,3 +387,44 @@ def test_a_log_made_with_other_options_is_reopened_with_this_builds(path, monkey
         assert s.all_entries() == [_e(1)]
     finally:
         s.close()
+
+
+def _state(s: LogStore) -> tuple:
+    return s.first_index(), s.last_index(), s.base(), s.all_entries(), s.stable()
+
+
+@pytest.mark.parametrize("case", [
+    # (entries held, the write's arguments, drop_to): a compaction riding on each kind of batch
+    ("append, suffix kept", 10, {"entries": [_e(1, 10)]}, (4, 1)),
+    ("append, other term at the index", 10, {"entries": [_e(1, 10)]}, (4, 2)),
+    ("append right after the index", 4, {"entries": [_e(2)]}, (4, 1)),
+    ("truncate past the index", 10, {"truncate_from": 8, "entries": [_e(3)]}, (5, 1)),
+    ("term and vote only", 6, {"term": 3, "vote": "n2"}, (6, 1)),
+    ("at or below the base", 6, {"entries": [_e(1, 6)]}, (0, 0)),
+    ("past the end", 3, {"entries": [_e(1, 3)]}, (20, 4)),
+    ("truncating the index", 10, {"truncate_from": 3, "entries": [_e(3)]}, (3, 1)),
+    ("unsynced commit", 6, {"commit": 5, "sync": False}, (5, 1)),
+])
+def test_a_write_with_drop_to_equals_the_write_then_drop_prefix(tmp_path, case):
+    _, held, kw, drop_to = case
+    merged, apart = LogStore(str(tmp_path / "merged")), LogStore(str(tmp_path / "apart"))
+    try:
+        for s in (merged, apart):
+            s.write(entries=[_e(1, i) for i in range(held)])
+        merged.write(**kw, drop_to=drop_to)
+        apart.write(**kw)
+        apart.drop_prefix(*drop_to)
+        assert _state(merged) == _state(apart)
+        merged, apart = reopen(merged), reopen(apart)
+        assert _state(merged) == _state(apart)
+    finally:
+        merged.close()
+        apart.close()
+
+
+def test_a_compaction_riding_on_an_append_takes_one_fsync(store, monkeypatch):
+    store.write(entries=[_e(1, i) for i in range(10)])
+    calls = _record_writes(store, monkeypatch)
+    store.write(entries=[_e(1, 10)], commit=9, drop_to=(6, 1))
+    assert len(calls) == 1 and calls[0].sync  # one WriteBatch, one fsync
+    assert (store.first_index(), store.last_index(), store.base()) == (7, 11, (6, 1))
