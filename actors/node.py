@@ -63,6 +63,7 @@ _join_ratelog = RateLimitedLog(log, interval=5.0)  # the leader's "member is liv
 JOIN_WARN_AFTER_S = 5.0  # a join not done by then is worth a WARNING naming the address
 JOIN_WARN_EVERY_S = 30.0  # and another at most this often
 JOIN_MAX_DELAY_S = 2.0  # the join retry backoff grows to this
+JOIN_WATCH_S = 1.0  # how often an admitted joiner checks that the configuration still admits it
 TICK_MS = 10  # one logical tick; heartbeat and election timeouts are whole numbers of ticks
 GC_YOUNG_THRESHOLD = 50_000  # gc.set_threshold for generation 0 (see Node.start: why not 700)
 
@@ -820,7 +821,30 @@ class Node:
 
     def _join_loop(self) -> None:
         """Ask a member to add us until we see ourselves in the configuration (nodes are often
-        started together, before any leader exists, so keep retrying)."""
+        started together, before any leader exists, so keep retrying); then keep watching, and ask
+        again if the configuration goes back to another incarnation of our id. That happens when
+        the entry admitting us is truncated and we then install a snapshot of a leader that never
+        had it: our configuration no longer admits us, so the core's re-admission request (which
+        needs our own log to admit us) never goes out, and every message to us is addressed to
+        the old incarnation (sim seed 987039)."""
+        while not self._stop.is_set():
+            if not self._ask_to_join():
+                return
+            while not self._replaced_back(self.ctx.role_view.members):
+                if self._stop.wait(JOIN_WATCH_S):
+                    return
+            log.warning("%s: the configuration lists this id as another incarnation again (the entry admitting "
+                        "incarnation %s was truncated): asking to be admitted again", self.cfg.id, self._incarnation)
+
+    def _replaced_back(self, members: list) -> bool:
+        """Whether the configuration lists our id only as another incarnation (not a removal: a
+        removed node is not listed at all, and must not join again)."""
+        inc = self._incarnation
+        return bool(inc) and not self._admitted(members) and any(
+            m.id == self.cfg.id and m.incarnation and m.incarnation != inc for m in members)
+
+    def _ask_to_join(self) -> bool:
+        """The join requests, until admitted (True) or stopped (False)."""
         cfg = self.cfg
         spec = cfg.spec
         req = JoinRequest(Member(cfg.id, spec.addr, spec.client, spec.http or "", True, self._incarnation,
@@ -835,7 +859,7 @@ class Node:
         while not self._stop.is_set():
             if self._admitted(self.ctx.role_view.members):
                 log.info("%s: is a member of cluster %s", cfg.id, self.cluster_id)
-                return
+                return True
             attempt += 1
             while not self._join_hints.empty():
                 target = self._join_hints.get_nowait()
@@ -851,8 +875,9 @@ class Node:
                             target)
             self.peer.send_to_addr(target, req)
             if self._stop.wait(delay):
-                return
+                return False
             delay = min(delay * 1.5, JOIN_MAX_DELAY_S)
+        return False
 
     def _admitted(self, members: list) -> bool:
         """Whether the configuration lists this node as this incarnation (a record of unknown

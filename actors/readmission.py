@@ -47,7 +47,7 @@ def readmission_request(me: Optional[Member], incarnation: str, config_term: Opt
     committed (or in our snapshot); ``asked_at`` the tick of our last such request, ``every`` the
     minimum election timeout in ticks."""
     if me is None or not incarnation or me.incarnation != incarnation:
-        return None  # not admitted as this incarnation in our own log: the join loop is still asking
+        return None  # not admitted as this incarnation in our own log: the join loop asks (Node._join_loop)
     if type(msg) not in LEADER_MESSAGES:
         return None
     # A leader of a term below ours is asked too. Our term may be ahead only through our own

@@ -464,6 +464,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
             if rng.random() < 0.01:
                 nd.rate = 1.0 + rng.uniform(-0.05, 0.05)
         self.flush_dirty()
+        self.watch_admissions()
         if self.joiners:
             self.drive_joins()
         if self.tick_no % self.PAIRWISE_EVERY == 0:

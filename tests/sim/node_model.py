@@ -514,6 +514,19 @@ class NodeModel:
                 return list(self.cm.decode_config(e.data))
         return list(d.snap.members) if d.snap is not None else []
 
+    def watch_admissions(self) -> None:
+        """The watch of kvnode's join loop (Node._join_loop): a wiped node admitted once whose
+        configuration lists its id as the old incarnation again (the admission was truncated, and
+        a snapshot of a leader that never had it was installed) asks again (sim seed 987039)."""
+        if self.tick_no % 5:
+            return
+        for nd in self.nodes:
+            if (nd.gen and nd.alive and not nd.retired and not nd.stopped and nd not in self.joiners
+                    and not any(m.id == nd.id and m.incarnation == nd.inc for m in nd.core.members)
+                    and any(m.id == nd.id and m.incarnation != nd.inc for m in nd.core.members)):
+                nd.joining = True
+                self.joiners.append(nd)
+
     def drive_joins(self) -> None:
         """kvnode's join loop for wiped nodes: ask the leader (every few ticks) until the node's
         configuration lists it as its own incarnation."""

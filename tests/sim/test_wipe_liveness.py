@@ -25,6 +25,11 @@
   model's join loop had stopped at the admission and was never run again, so the node waited for
   good. kvnode runs the loop at every start that its disk does not admit (Node.needs_join); the
   model now does too (NodeModel.restart).
+* 987039 (5 nodes): a wiped node was admitted, the join loop stopped, the admitting entries were
+  truncated and the node installed a snapshot of a leader that never had them: every node,
+  itself included, listed the old incarnation again, and nothing asked (the core's re-admission
+  request needs the node's own log to admit it). kvnode's join loop now keeps watching and asks
+  again (Node._join_loop); the model too (NodeModel.watch_admissions).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from raftkv.wire.messages import Entry, EntryKind, Member, RequestVote, VoteRepl
 from tests.sim.cluster import default_nodes, run_seed
 
 
-@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064, 921613, 922195])
+@pytest.mark.parametrize("seed", [1384, 1708, 1732, 1748, 4095, 47064, 921613, 922195, 987039])
 def test_a_wiped_member_rejoins_and_the_cluster_stays_live(seed: int) -> None:
     st = run_seed(seed, default_nodes(seed))
     assert st.committed > 0
