@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, cast
 import pykka
 import zmq
 
-from raftkv.storage.checkpoint_store import CheckpointStore, stage_copy
+from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, stage_copy
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
 from raftkv.storage.writeback import Writeback
@@ -495,6 +495,10 @@ class Node:
         self.want_snapshot = False
         base_index, _ = store.base()
         newest = self.snapshots.newest()
+        if newest is not None and newest.last_index > base_index and \
+                store.term_at(newest.last_index) != newest.last_term:
+            newest = self._finish_cut_install(store, newest)
+            base_index, _ = store.base()
         if self.kv.applied_index() < base_index:
             # Restoring from a checkpoint: check it first (a damaged newest one is deleted and the
             # next older one that covers the log's start is used, or else the leader's).
@@ -517,6 +521,32 @@ class Node:
         log.info("%s: opened the key-value store at applied index %d (snapshot %d) in %.3f s; replaying log "
                  "entries after it, up to %d", cfg.id, self.fsm_state.applied, self.snapshot_index,
                  time.monotonic() - t0, store.last_index())
+
+    def _finish_cut_install(self, store: LogStore, newest: CheckpointMeta) -> Optional[CheckpointMeta]:
+        """Finish a snapshot install that a stop cut short; return the newest snapshot left.
+
+        The newest snapshot is past the log's start, and the log does not hold its last entry:
+        a snapshot from the leader was saved, but the node stopped before its key-value store
+        and its log were moved to it. A local snapshot never looks like this (it is taken of
+        applied entries, which the log holds until it is compacted to the snapshot). Left so,
+        the core started from a log ending before the snapshot and refused every append after
+        it, while the leader, told the snapshot was in, kept sending them (sim seed 1003129).
+        So do now what the install would have: the store from the snapshot (unless it got
+        there), then the log compacted to it, as RaftCore.install_snapshot does."""
+        cfg = self.cfg
+        checked = self.snapshots.newest_verified(newest.last_index)
+        if checked is None:  # damaged and deleted: the older ones are covered by the log, or restored below
+            return self.snapshots.newest()
+        log.warning("%s: snapshot %d (term %d) from the leader was saved but not installed when the node stopped; "
+                    "installing it now (the log ends at %d)", cfg.id, checked.last_index, checked.last_term,
+                    store.last_index())
+        if self.kv.applied_index() < checked.last_index:
+            stage_copy(checked.path, self.kv.path + ".incoming")
+            self.kv.install(self.kv.path + ".incoming")
+        store.drop_prefix(checked.last_index, checked.last_term)
+        if store.stable().commit < checked.last_index:
+            store.write(commit=checked.last_index)  # a snapshot holds committed entries only
+        return checked
 
     def _build_core(self, store: LogStore) -> RaftCore:
         t = self.cfg.raft

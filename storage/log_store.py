@@ -211,6 +211,14 @@ class LogStore:
         the snapshot the log was compacted to; ``(0, 0)`` if never compacted."""
         return self._base
 
+    def term_at(self, index: int) -> Optional[int]:
+        """The term of the entry at ``index`` (the base's at the base); None if not held."""
+        if index == self._base[0]:
+            return self._base[1]
+        if index < self._first or index > self._last:
+            return None
+        return self.entries(index, index + 1)[0].term
+
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries with index in ``[lo, hi)``; ``hi`` is clamped to ``last_index() + 1``.
 

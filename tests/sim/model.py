@@ -66,6 +66,7 @@ class Stats:
     operator_stops: int = 0
     store_rejects: int = 0  # batches LogStore.write would reject (see Sim.to_disk)
     stale_installs: int = 0  # installs of a snapshot older than the log's base (core asks for another)
+    cut_installs: int = 0  # restarts that finished an install a crash cut short (Node._finish_cut_install)
     wipes: int = 0  # members restarted on an empty data directory (a new incarnation that must rejoin)
     rejoins: int = 0  # wiped members re-admitted under their new incarnation
     txns: int = 0  # transactions proposed (tests/sim/txn_workload.py)

@@ -361,6 +361,11 @@ class NodeModel:
         s = d.snap
         if s is not None and s.index < d.base_index:
             self.fail(f"{nd.id}: its log starts after {d.base_index} but its newest snapshot is at {s.index}")
+        if s is not None and s.index > d.base_index and d.term_at(s.index) != s.term:
+            # Node._finish_cut_install: a leader's snapshot saved, the log not yet compacted to it
+            self.stats.cut_installs += 1
+            self.drop_prefix(nd, (s.index, s.term))
+            d.commit = max(d.commit, s.index)
         nd.core = self.cm.RaftCore(nd.id, self.cfg, term=d.term, vote=d.vote,
                                    log=MemLog(d.base_index, d.base_term, list(d.entries)),
                                    members=list(s.members) if s else [], commit=d.commit, rng=rng,

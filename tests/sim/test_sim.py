@@ -24,7 +24,7 @@ CHUNK = 100
 # Counted per seed (how many seeds saw it at least once) and in total; reported by conftest.py.
 COVERAGE_FIELDS = ("snapshots", "compactions", "snapshot_streams", "installs", "fsm_rewinds", "stale_installs",
                    "snapshot_failed", "adds", "promotions", "removes", "leader_removes", "config_commits", "self_stops",
-                   "operator_stops", "follower_reads_ok", "lease_reads", "transfers", "store_rejects", "wipes",
+                   "operator_stops", "follower_reads_ok", "lease_reads", "transfers", "store_rejects", "cut_installs", "wipes",
                    "rejoins", "txns", "txn_transfers", "readmissions", "learner_campaigns", "learner_leads")
 TOTALS: collections.Counter = collections.Counter()  # field -> total; "seeds:<field>" -> seeds that saw it
 MIN_SHARE = 0.5  # of the seeds of a chunk that must see an install and a committed membership change
@@ -75,3 +75,12 @@ def test_replay_is_deterministic() -> None:
     b = run_seed(11, 5)
     assert a == b
     assert a.elections >= 2 and a.crashes >= 1 and a.partitions >= 1 and a.acked > 0
+
+
+def test_a_restart_finishes_a_snapshot_install_a_crash_cut_short() -> None:
+    # Seed 1003129 (found by a soak): a spare crashed between saving the leader's snapshot and
+    # compacting its log to it, and came back with the snapshot and an empty log. Its core refused
+    # every append after the snapshot, and the leader, told the snapshot was in, never sent another.
+    # A restart now finishes the install (Node._finish_cut_install; tests/integration/test_cut_install.py).
+    st = run_seed(1003129, 5)
+    assert st.cut_installs >= 1 and st.committed > 0

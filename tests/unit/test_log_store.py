@@ -212,6 +212,13 @@ def test_drop_prefix_with_other_term_discards_the_suffix(store):
     assert store.all_entries() == []
 
 
+def test_term_at_the_base_an_entry_and_outside_the_log(store):
+    assert store.term_at(0) == 0 and store.term_at(1) is None
+    store.write(entries=[_e(1, 0), _e(1, 1), _e(2, 2), _e(3, 3)])
+    store.drop_prefix(1, 1)
+    assert [store.term_at(i) for i in range(6)] == [None, 1, 1, 2, 3, None]
+
+
 def test_unknown_format_version_refused(path):
     s = LogStore(path)
     s.close()
