@@ -791,7 +791,15 @@ class RaftCore:
                 if not msg.transfer and self._in_lease() and self.leader_id != sender:
                     return
                 if not msg.pre_vote:
+                    waited = (self.elapsed, self.timeout)
                     self.become_follower(mt, None)
+                    if not self._is_up_to_date(msg):
+                        # A candidate whose log is behind ours gets no vote, and does not restart
+                        # our wait either (Figure 2: only a granted vote or a leader does): with
+                        # each stale campaign restarting it, the one voter that could win always
+                        # timed out a message's delay after the stale ones and found them voted
+                        # for themselves (sim seed 980757, no pre-vote: 30 split terms).
+                        self.elapsed, self.timeout = waited
             elif type(msg) is VoteReply and msg.pre_vote and msg.granted:
                 pass  # a granted pre-vote carries the term we would campaign in, not a newer leader
             elif type(msg) in (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot):
@@ -816,8 +824,12 @@ class RaftCore:
         if handler is not None:
             handler(self, sender, msg)
 
+    def _is_up_to_date(self, m: RequestVote) -> bool:
+        """Section 5.4.1: the candidate's log is at least as up-to-date as ours."""
+        return (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())
+
     def _on_request_vote(self, sender: str, m: RequestVote) -> None:
-        up_to_date = (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())
+        up_to_date = self._is_up_to_date(m)
         if not up_to_date and not self.promotable():
             self.needed_learner = True  # sim seed 3699: see _may_campaign
         if m.pre_vote:

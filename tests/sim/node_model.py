@@ -7,10 +7,10 @@ import random
 from typing import Any, Optional
 
 from raftkv.actors.core import CANDIDATE, COMMIT_FLUSH_TICKS, PRE_CANDIDATE
-from raftkv.wire.messages import EntryKind, InstallSnapshot, Member
+from raftkv.wire.messages import AppendEntries, EntryKind, InstallSnapshot, Member
 
 from . import txn_workload
-from .model import LEADER, RESUME, SNAPRECV, SNAPSAVE, Disk, Node, Snap, _h, decode_kv, kv_digest
+from .model import LEADER, MSG, RESUME, SNAPRECV, SNAPSAVE, Disk, Node, Snap, _h, decode_kv, kv_digest
 
 
 class NodeModel:
@@ -457,9 +457,15 @@ class NodeModel:
         # The others must keep a quorum without it (2 of 2 voters would be a lost quorum), in the
         # committed configuration and in any a node holds beyond it: a live node's, and the newest
         # on a crashed node's disk, which it comes back with (a leader that logged its own removal
-        # and crashed holds a 2-voter configuration; the others cannot elect without its vote).
+        # and crashed holds a 2-voter configuration; the others cannot elect without its vote),
+        # and any still on its way to a node: seed 1013156's leader sent {n1, n2} to n1 alone and
+        # crashed unsynced; n2 was wiped, and the append reached n1 after: n1 could never win
+        # without n2, nor vote for n3, whose log was behind. Whether that entry was committed, n1
+        # cannot tell: it needs an operator, as any lost quorum does.
         confs = [conf] + [o.core.members if o.alive else self.disk_config(o.disk)
                           for o in self.nodes if o.alive or (o.started and not o.stopped)]
+        confs += [list(self.cm.decode_config(e.data)) for _, _, kind, _, _, m in self.events
+                  if kind == MSG and type(m) is AppendEntries for e in m.entries if e.kind == EntryKind.CONFIG]
         if any(sum(1 for m in c if m.voter) < 3 for c in confs if c):
             return
         self.wipe(nd)

@@ -51,7 +51,7 @@ BUGS: dict = {
          "if n > self.commit:  # PLANTED: no current-term check"),
     ]),
     "b": ("votes granted without the up-to-date check (and pre-votes too)", [
-        ("up_to_date = (m.last_log_term, m.last_log_index) >= (self.log.last_term(), self.log.last_index())",
+        ("up_to_date = self._is_up_to_date(m)",
          "up_to_date = True  # PLANTED"),
     ]),
     "c": ("follower acknowledges appended entries before persisting them", _ack_before_persist),

@@ -11,7 +11,7 @@ from raftkv.actors.memlog import MemLog
 from raftkv.wire.messages import (AppendEntries, AppendReply, Entry, EntryKind, Heartbeat, Member, ReadIndexReply,
                                   ReadIndexRequest, RequestVote, VoteReply)
 
-from tests.unit.test_core import E, EMAX, core, elect, members, sent, sent_after
+from tests.unit.test_core import E, EMAX, EMIN, core, elect, members, mklog, sent, sent_after
 
 
 def _conf(ms: list, term: int = 1) -> Entry:
@@ -394,3 +394,46 @@ def test_a_vote_for_a_voter_still_restarts_the_election_timeout():
         assert c.vote == "n3"
         c.tick()
         assert c.role == FOLLOWER
+
+
+# ------------------------------------------------- a stale candidate does not restart our wait
+
+def _ticks_to_campaign(c) -> int:
+    """Ticks until ``c`` campaigns (its term rises)."""
+    term = c.term
+    for n in range(1, 10 * EMAX):
+        c.tick()
+        if c.term > term:
+            return n
+    raise AssertionError("never campaigned")
+
+
+def test_a_candidate_whose_log_is_behind_does_not_restart_the_election_timeout():
+    """Figure 2: a follower's wait restarts on a granted vote or a leader's message, not on any
+    higher term. Sim seeds 980757 and 1008968 (no pre-vote): each stale campaign restarted the
+    wait of the one voter whose log could win, so it always campaigned a delay after the stale
+    candidates and found them voted for themselves: no leader for hundreds of ticks."""
+    def follower():
+        c = core("n1", n=5, pre_vote=False, term=3, log=mklog(1, 2, 3, 3), commit=2)
+        c.take_ready()
+        return c
+
+    alone = follower()
+    deadline = _ticks_to_campaign(alone)
+    assert deadline >= EMIN
+
+    c = follower()
+    for _ in range(deadline - 2):
+        c.tick()
+    c.step("n2", RequestVote(5, 3, 3))  # its log ends at (3, term 3): behind ours at (4, term 3)
+    rd = c.take_ready()
+    assert c.term == 5 and c.vote is None and c.role == FOLLOWER
+    assert [m.granted for m in sent(rd, VoteReply)] == [False]
+    assert _ticks_to_campaign(c) == 2, "the refused candidate moved our term but not our deadline"
+
+    g = follower()
+    for _ in range(deadline - 2):
+        g.tick()
+    g.step("n2", RequestVote(5, 4, 3))  # as up-to-date as ours: granted, and we wait for it
+    assert g.vote == "n2"
+    assert _ticks_to_campaign(g) >= EMIN
