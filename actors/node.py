@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, cast
 import pykka
 import zmq
 
+from raftkv.storage.bg_priority import RocksThreadPriority
 from raftkv.storage.checkpoint_store import CheckpointMeta, CheckpointStore, stage_copy
 from raftkv.storage.kv_store import KvStore
 from raftkv.storage.log_store import LogStore, StorageError
@@ -652,6 +653,10 @@ class Node:
         # flush's) finds a burst to write with the log's fsyncs queued behind it.
         self.writeback = Writeback([self.kv.path, str(cfg.node_dir / "raft")], on_grown=self.kv.wal_sums.advance)
         self.writeback.start()
+        # Their flushes and compactions at the lowest CPU priority: a snapshot's flush no longer
+        # takes a core from the writes' Python threads (storage/bg_priority.py).
+        self.bg_priority = RocksThreadPriority()
+        self.bg_priority.start()
         self.snap_ref = Snapshotter.start(cfg.id, self.snapshots, self.peer.send, self._tell_role,
                                           lambda i: self.fsm_ref.tell(SnapshotDone(i)), self.frontdoor.reply_many,
                                           lambda: self.fsm_ref.tell(TakeSnapshot(None)))
@@ -770,6 +775,8 @@ class Node:
         self.snapshots.close()
         if getattr(self, "writeback", None) is not None:
             self.writeback.stop()
+        if getattr(self, "bg_priority", None) is not None:
+            self.bg_priority.stop()
         self.kv.close()
         self.zctx.destroy(linger=0)
 
