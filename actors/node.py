@@ -507,8 +507,7 @@ class Node:
             if newest is not None:
                 log.warning("%s: the key-value store is at index %d, before the log's start %d: restoring it from "
                             "snapshot %d", cfg.id, self.kv.applied_index(), base_index, newest.last_index)
-                stage_copy(newest.path, self.kv.path + ".incoming")
-                self.kv.install(self.kv.path + ".incoming")
+                self._restore_state(newest)
             else:
                 log.error("%s: the log starts after index %d and no valid snapshot covers it; "
                           "asking the leader for a snapshot", cfg.id, base_index)
@@ -522,6 +521,11 @@ class Node:
         log.info("%s: opened the key-value store at applied index %d (snapshot %d) in %.3f s; replaying log "
                  "entries after it, up to %d", cfg.id, self.fsm_state.applied, self.snapshot_index,
                  time.monotonic() - t0, store.last_index())
+
+    def _restore_state(self, meta: CheckpointMeta) -> None:
+        """Replace the key-value store's state by a copy of the (verified) checkpoint ``meta``."""
+        stage_copy(meta.path, self.kv.path + ".incoming")
+        self.kv.install(self.kv.path + ".incoming")
 
     def _finish_cut_install(self, store: LogStore, newest: CheckpointMeta) -> Optional[CheckpointMeta]:
         """Finish a snapshot install that a stop cut short; return the newest snapshot left.
@@ -542,8 +546,7 @@ class Node:
                     "installing it now (the log ends at %d)", cfg.id, checked.last_index, checked.last_term,
                     store.last_index())
         if self.kv.applied_index() < checked.last_index:
-            stage_copy(checked.path, self.kv.path + ".incoming")
-            self.kv.install(self.kv.path + ".incoming")
+            self._restore_state(checked)
         store.drop_prefix(checked.last_index, checked.last_term)
         if store.stable().commit < checked.last_index:
             store.write(commit=checked.last_index)  # a snapshot holds committed entries only

@@ -9,8 +9,7 @@ import pytest
 from raftkv.storage.bg_priority import NICE
 from raftkv.storage.crc_warmer import NICE as CRC_NICE
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only: per-thread nice")]
+pytestmark = pytest.mark.integration
 
 
 def _threads(pid: int) -> list:

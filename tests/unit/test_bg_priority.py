@@ -4,12 +4,8 @@ from __future__ import annotations
 import os
 import threading
 
-import pytest
-
 from raftkv.storage.bg_priority import RocksThreadPriority
 from raftkv.storage.kv_store import KvStore, Put
-
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only: per-thread nice")
 
 
 def _threads() -> dict:
