@@ -106,7 +106,8 @@ must complete within a bound (liveness; the bound grows with the uncommitted bac
 whose chaos committed no membership change or installed no snapshot then gets one admin change
 (preferably a spare joining behind the leader's compaction point). Finally every member must
 apply the same log to the same state, holding every acknowledged write, with every learner
-promoted (but those added to stay learners).
+promoted (but those added to stay learners), within a bound that grows with the longest log (as
+the late writes lengthen it) over the leader's batch size.
 
 Every protocol decision runs in the real core: follower reads forwarded to the leader, the
 membership queue and learner promotion, the removal rule and the snapshot-stream decisions

@@ -84,3 +84,12 @@ def test_a_restart_finishes_a_snapshot_install_a_crash_cut_short() -> None:
     # A restart now finishes the install (Node._finish_cut_install; tests/integration/test_cut_install.py).
     st = run_seed(1003129, 5)
     assert st.cut_installs >= 1 and st.committed > 0
+
+
+def test_the_convergence_bound_grows_with_the_late_writes() -> None:
+    # Seed 1030779 (found by a soak): the chaos left a 9-entry log, so the convergence bound was
+    # 300 + 4 x 9 ticks; the healed cluster then wrote up to a snapshot and added a spare (163
+    # entries), which the leader sends one entry per round trip (max_batch 1, one in flight). The
+    # last entry reached the followers a tick past the old bound. The bound now follows the log.
+    st = run_seed(1030779, 5)
+    assert st.committed >= 163 and st.adds >= 1
