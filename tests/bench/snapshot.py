@@ -74,14 +74,17 @@ def _cpu_s(pid: int) -> Optional[float]:
 def _disk_mb(path: Path) -> float:
     """Bytes under ``path`` (files counted once per inode: checkpoints hard-link the DB's files)."""
     seen, total = set(), 0
-    for p in path.rglob("*"):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        if p.is_file() and (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
+    # os.walk, not Path.rglob: the node deletes old checkpoints meanwhile, and rglob raises when a
+    # directory it listed is gone (a 10M-key run lost its figures to that at the very end).
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return round(total / 1e6, 1)
 
 
@@ -326,6 +329,9 @@ def _snapshot_bench(keys: int, value_size: int, writers: int, baseline: float, t
             "during_join": load_.window(t_j0, t_j1, overlap=True),
         }
         res["writes_ok"], res["writes_failed"] = load_.ok, load_.failed
+        wl = res["write_latency"]
+        out("write p99 / p50 ms (writes): " + ", ".join(
+            f"{k} {w['p99_ms']} / {w['p50_ms']} ({w['writes']})" for k, w in wl.items()))
         # RSS with the same keys once every node's log is compacted (the figure that depends on
         # the cache, not on how many entries the benchmark left in the logs).
         res["final_snapshots"] = _snapshot_every_node(cl, slow)
@@ -421,7 +427,7 @@ def snapshot(keys, value_size, writers, baseline, trailing_logs, compact_every, 
         res = in_temp_dir("kvbench-snapshot-", keep_dir,
                           lambda d: _snapshot_bench(keys, value_size, writers, baseline, trailing_logs, compact_every,
                                                     as_json, d, partial))
-    except SystemExit:
+    except (SystemExit, Exception):
         # Stopped or failed: with --json, what was measured until then (marked unfinished).
         if as_json and partial.get("preload_progress"):
             click.echo(json.dumps({**partial, "finished": False}))
