@@ -727,7 +727,7 @@ class RaftCore:
             return False
         if not self.promotable() and type(msg) not in (RequestVote, TimeoutNow):
             return False
-        if self._maybe_unknown_voter(msg):
+        if self._maybe_unknown_voter(msg) or self._maybe_promoted_leader(sender, msg):
             return False
         for m in members:
             if m.id == sender:
@@ -777,6 +777,22 @@ class RaftCore:
         if not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
             return False
         return (msg.last_log_term, msg.last_log_index) > (self.log.last_term(), self.log.last_index())
+
+    def _maybe_promoted_leader(self, sender: str, msg: Any) -> bool:
+        """Whether a leader's message of a higher term from a learner of our configuration may
+        come from a voter promoted in entries we lack, and so be a leader we must follow. Only
+        a node that won an election sends these, so following it is safe (Raft has a leader's
+        messages accepted from any sender). Without it a lagging voter whose other known voters
+        are gone never hears the term: sim seed 1084818 (check-quorum off) had n3's log end just
+        before the promotion of n5, the old leader removed itself, and n5, leading {n3, n5}, sent
+        heartbeats n3 dropped for good. With check-quorum on, such a leader steps down and its
+        vote request gets through (_maybe_unknown_voter); the same bound on the term's jump."""
+        if type(msg) not in (AppendEntries, Heartbeat, InstallSnapshot):
+            return False
+        if not self.term < msg.term <= self.term + UNKNOWN_CANDIDATE_MAX_JUMP:
+            return False
+        m = self.member(sender)
+        return m is not None and not m.voter
 
     def step(self, sender: str, msg: Any) -> None:
         """Handle one peer message."""

@@ -437,3 +437,33 @@ def test_a_candidate_whose_log_is_behind_does_not_restart_the_election_timeout()
     g.step("n2", RequestVote(5, 4, 3))  # as up-to-date as ours: granted, and we wait for it
     assert g.vote == "n2"
     assert _ticks_to_campaign(g) >= EMIN
+
+
+# ------------------------------------------------- a leader promoted in entries we lack
+
+def _voter_lacking_a_promotion():
+    """n2 of {n1, n2} with n3 a learner, its log ending before entries it lacks (n3 promoted,
+    n1 removed)."""
+    log = MemLog(0, 0, [_conf(members(2, learners=1)), E(2)])
+    c = core("n2", check_quorum=False, term=2, log=log, commit=2, ms=[])
+    c.take_ready()
+    return c
+
+
+def test_a_lagging_voter_follows_a_leader_its_log_still_lists_as_a_learner():
+    """Sim seed 1084818 (check-quorum off): n2's log ended just before n3's promotion, the old
+    leader removed itself, and n3, leading {n2, n3}, sent heartbeats n2 dropped as an
+    outsider's for good: no leader could ever commit again."""
+    c = _voter_lacking_a_promotion()
+    c.step("n3", Heartbeat(3, 0, 1))
+    assert c.term == 3 and c.leader_id == "n3"
+    rd = c.take_ready()
+    assert any(t == "n3" for t, _ in list(rd.send) + list(rd.send_after_persist)), "it answers its leader"
+
+
+def test_a_stranger_or_a_learner_jumping_past_the_bound_still_may_not_raise_our_term():
+    c = _voter_lacking_a_promotion()
+    c.step("n9", Heartbeat(3, 0, 1))
+    c.step("n3", Heartbeat(3 + UNKNOWN_CANDIDATE_MAX_JUMP, 0, 1))
+    c.step("n3", RequestVote(3, 0, 0, transfer=True))  # a learner's election: its log is behind ours
+    assert c.term == 2 and c.leader_id is None
