@@ -36,6 +36,9 @@ class HealthWatch:
         self.quorum_ok: Optional[bool] = None  # leader only; None off the leader
         self.quorum_lost = False  # a "quorum lost" line is out and no "regained" yet
         self._leading_since: Optional[float] = None
+        # Leader only: when each peer was first seen in the configuration while leading. A peer
+        # added later has been silent only since then, not since the leadership began.
+        self._member_since: dict[str, float] = {}
         self._was_leader_term: Optional[int] = None
         self._campaigns = 0  # campaigns since a leader was last known
         self._election_warned_at: Optional[float] = None
@@ -50,6 +53,7 @@ class HealthWatch:
             self._check_elections(core)
         if role == LEADER:
             self._leading_since = time.monotonic()
+            self._member_since.clear()
             self._was_leader_term = core.term
             self._leader_known(core)
             return
@@ -62,6 +66,7 @@ class HealthWatch:
             self._was_leader_term = None
         # Off the leader, the per-peer verdicts mean nothing: forget them quietly.
         self._leading_since = None
+        self._member_since.clear()
         self.unreachable.clear()
         self.reachable.clear()
         self.quorum_ok = None
@@ -90,7 +95,8 @@ class HealthWatch:
                     reachable_voters += 1
                 continue
             seen = last_contact.get(m.id)
-            silent = now - max(seen or 0.0, since)
+            joined = self._member_since.setdefault(m.id, now)
+            silent = now - max(seen or 0.0, since, joined)
             up = silent <= self.unreachable_s
             self.reachable[m.id] = up
             if not up and m.id not in self.unreachable:
@@ -105,6 +111,7 @@ class HealthWatch:
                 reachable_voters += up
         for gone in [p for p in self.reachable if core.member(p) is None]:
             del self.reachable[gone]
+            self._member_since.pop(gone, None)
             self.unreachable.discard(gone)
         ok = reachable_voters >= voters // 2 + 1
         if not ok and not self.quorum_lost:
