@@ -33,8 +33,9 @@ snapshot, which offset next, resend, give up, which chunks a follower accepts); 
 moves bytes, as the Snapshotter actor does: ``Ready.chunks_to_send`` are read from the newest
 durable snapshot (an older one is gone: ``snapshot_failed``) and sent over the same unreliable
 network; ``Ready.chunks_to_store`` are appended to the follower's buffer, and on the last one the
-snapshot is saved (durable, after a delay), the FSM restored from it and ``install_snapshot``
-called, as role.py does.
+snapshot is saved (durable, after a delay; one node's received snapshots complete in the order
+they arrived, as the Snapshotter adopts them one after another), the FSM restored from it and
+``install_snapshot`` called, as role.py does.
 
 Membership (the core's MembershipQueue, actors/membership.py): an admin asks the leader's core to
 add spare nodes (to become voters: the core adds them as learners and promotes each once its

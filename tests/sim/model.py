@@ -152,7 +152,7 @@ class Node:
     __slots__ = ("i", "id", "addr", "core", "disk", "started", "alive", "stopped", "retired", "incarnation",
                  "writing", "pending", "applied", "kv", "digest", "fsm_term", "fsm_members", "last_snap",
                  "snapshotting", "props", "leader_term", "rate", "acc", "restart_at", "paused", "resume_at",
-                 "paused_at", "incoming", "commit_seen", "ticks", "gen", "joining")
+                 "paused_at", "incoming", "snaprecv_due", "commit_seen", "ticks", "gen", "joining")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -194,6 +194,7 @@ class Node:
         self.snapshotting = False
         self.props: dict = {}  # index -> (term, data) proposed here, not yet seen committed
         self.incoming: Optional[list] = None  # [last_index, last_term, bytearray] being received
+        self.snaprecv_due = 0.0  # when the last received snapshot's save completes (saves are in order)
         self.commit_seen = 0
 
 

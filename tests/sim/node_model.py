@@ -291,8 +291,10 @@ class NodeModel:
             self.check_snapshot(nd, s, "receives")
             if self.verbose:
                 self.trace(f"{nd.id} received snapshot {s.index} from {leader}; saving")
-            self.push(self.now + self.rng.uniform(0.05, self.snap_save_hi), SNAPRECV, nd.i, nd.incarnation,
-                      (leader, s))
+            # The snapshotter adopts received snapshots one after another (actors/snapshotter.py):
+            # a save never completes before the one received ahead of it.
+            due = nd.snaprecv_due = max(self.now + self.rng.uniform(0.05, self.snap_save_hi), nd.snaprecv_due)
+            self.push(due, SNAPRECV, nd.i, nd.incarnation, (leader, s))
 
     def snap_received(self, nd: Node, incarnation: int, leader: str, s: Snap) -> None:
         """SnapshotReceived -> RoleActor._install: the snapshot is durable; restore the FSM from it,
