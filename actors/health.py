@@ -35,9 +35,8 @@ class HealthWatch:
         self.reachable: dict[str, bool] = {}  # leader only: verdict per peer, for the metrics
         self.quorum_ok: Optional[bool] = None  # leader only; None off the leader
         self.quorum_lost = False  # a "quorum lost" line is out and no "regained" yet
-        self._leading_since: Optional[float] = None
-        # Leader only: when each peer was first seen in the configuration while leading. A peer
-        # added later has been silent only since then, not since the leadership began.
+        # Leader only: since when each peer counts as silent at most: the leadership's start for
+        # the members then, its joining for a peer added later (not the leadership's age).
         self._member_since: dict[str, float] = {}
         self._was_leader_term: Optional[int] = None
         self._campaigns = 0  # campaigns since a leader was last known
@@ -52,8 +51,8 @@ class HealthWatch:
             self._campaigns += 1
             self._check_elections(core)
         if role == LEADER:
-            self._leading_since = time.monotonic()
-            self._member_since.clear()
+            now = time.monotonic()
+            self._member_since = {m.id: now for m in core.members}
             self._was_leader_term = core.term
             self._leader_known(core)
             return
@@ -65,7 +64,6 @@ class HealthWatch:
                             "and stepped down", self.node_id, core.term)
             self._was_leader_term = None
         # Off the leader, the per-peer verdicts mean nothing: forget them quietly.
-        self._leading_since = None
         self._member_since.clear()
         self.unreachable.clear()
         self.reachable.clear()
@@ -84,7 +82,6 @@ class HealthWatch:
                 self._check_elections(core)
             return
         now = time.monotonic()
-        since = self._leading_since or now
         me = self.node_id
         reachable_voters = 0
         voters = 0
@@ -95,8 +92,7 @@ class HealthWatch:
                     reachable_voters += 1
                 continue
             seen = last_contact.get(m.id)
-            joined = self._member_since.setdefault(m.id, now)
-            silent = now - max(seen or 0.0, since, joined)
+            silent = now - max(seen or 0.0, self._member_since.setdefault(m.id, now))
             up = silent <= self.unreachable_s
             self.reachable[m.id] = up
             if not up and m.id not in self.unreachable:

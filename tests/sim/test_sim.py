@@ -95,14 +95,13 @@ def test_the_convergence_bound_grows_with_the_late_writes() -> None:
     assert st.committed >= 163 and st.adds >= 1
 
 
-
 def test_received_snapshots_are_installed_in_the_order_they_arrived() -> None:
     # Seed 1123580 (found by a soak): n4 received snapshot 19, then snapshot 62, and the
     # simulation's random save times completed 62's save first: installing 19 afterwards rewound
     # its FSM below its log's base (62), it asked for a snapshot, the new leader's (60) was older
     # than that base too, and it never applied again. The node's snapshotter adopts received
     # snapshots one after another (actors/snapshotter.py), so the simulation now completes them in
-    # the order they arrived. The seed still has a stale install (one completed during a pause)
-    # and recovers from it.
+    # the order they arrived. The seed still has a stale install (a save held by a pause that the
+    # heal ended early completes after a newer one) and recovers from it.
     st = run_seed(1123580, 3)
     assert st.pauses >= 1 and st.stale_installs >= 1 and st.fsm_rewinds >= 1
