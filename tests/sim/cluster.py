@@ -102,13 +102,14 @@ Checked incrementally, after every input:
   was registered.
 
 At the end all partitions heal, crashed members restart, removed nodes are stopped, paused ones
-resume and the network becomes reliable: a leader must be elected and a new write and a read
-must complete within a bound (liveness; the bound grows with the uncommitted backlog). A seed
-whose chaos committed no membership change or installed no snapshot then gets one admin change
-(preferably a spare joining behind the leader's compaction point). Finally every member must
-apply the same log to the same state, holding every acknowledged write, with every learner
-promoted (but those added to stay learners), within a bound that grows with the longest log (as
-the late writes lengthen it) over the leader's batch size.
+resume (first handling what their pause held, as at a planned resumption) and the network becomes
+reliable: a leader must be elected and a new write and a read must complete within a bound
+(liveness; the bound grows with the uncommitted backlog). A seed whose chaos committed no
+membership change or installed no snapshot then gets one admin change (preferably a spare joining
+behind the leader's compaction point). Finally every member must apply the same log to the same
+state, holding every acknowledged write, with every learner promoted (but those added to stay
+learners), within a bound that grows with the longest log (as the late writes lengthen it) over the
+leader's batch size.
 
 Every protocol decision runs in the real core: follower reads forwarded to the leader, the
 membership queue and learner promotion, the removal rule and the snapshot-stream decisions
@@ -268,6 +269,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         self.dirty: list = []
         self.defer_off: dict = {}  # (paused node, sender) -> delivery offset after resuming
         self.defer_n = 0
+        self.deferred: dict = {}  # seq of a deferred event -> the resume time it was queued for
         self.batch_from = 0.0
 
         # ---- invariant state
@@ -586,15 +588,33 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         for nd in self.nodes:
             if nd.started and not nd.stopped and nd.id in self.ever_member and nd.id not in committed:
                 self.stop_node(nd, "operator")  # removed: decommissioned
+        self.resume_early({nd.i for nd in self.nodes if nd.paused})
         for nd in self.nodes:
             if nd.paused:
                 nd.paused = False
-                nd.resume_at = self.now  # its deferred messages are already queued
+                nd.resume_at = self.now
                 self.catch_up_clock(nd)
             if nd.started and not nd.stopped and not nd.alive:
                 self.restart(nd)
         if self.verbose:
             self.trace("!!! healed: no partitions, every node up, reliable network")
+
+    def resume_early(self, paused: set) -> None:
+        """The events queued for these paused nodes' planned resumption come now, in the same
+        order and spacing: a SIGCONTed process first reads what its sockets held during the pause,
+        before anything sent after (seed 1123580 had a healed node handle newer messages, and
+        complete a newer snapshot's save, before the ones its pause held)."""
+        if not paused:
+            return
+        moved = []
+        for ev in self.events:
+            t, seq, kind, a, b, c = ev
+            base = self.deferred.get(seq)
+            if base is not None and (b if kind == MSG else a) in paused:
+                ev = (self.now + (t - base), seq, kind, a, b, c)
+            moved.append(ev)
+        heapq.heapify(moved)
+        self.events[:] = moved
 
     def backlog_ticks(self) -> int:
         """Extra time to replicate what is not committed yet, one batch per round trip or so."""

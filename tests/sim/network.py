@@ -77,6 +77,7 @@ class NetworkModel:
             off = self.defer_off[(nd.i, src)] = self.rng.uniform(0.001, 0.5)
         self.defer_n += 1
         self.push(nd.resume_at + off + self.defer_n * 1e-6, kind, a, b, c)
+        self.deferred[self.seq] = nd.resume_at  # heal() moves it if the pause ends early
 
     def new_partition(self, isolate: Optional[int] = None) -> None:
         rng = self.rng
