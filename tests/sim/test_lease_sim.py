@@ -38,10 +38,13 @@ def test_lease_seeds(lo: int, hi: int) -> None:
                 seen[k] += 1
     assert not failures, f"{len(failures)} failing seed(s):\n" + "\n".join(failures)
     # The workload must exercise what it checks: grants, confirmed keepalives, expiries, and new
-    # leaders taking over leases that are being kept alive.
+    # leaders taking over leases that are being kept alive. Each is seen by 50-95 % of seeds
+    # (8,000 seeds from 938000: failovers_kept 50 %, keepalives 57 %), so a fifth of a chunk is
+    # over 4 standard deviations below the rarest: a workload that stops reaching one fails, luck
+    # does not (a third failed one chunk of 50 in ~160, 942550, with 15 failovers).
     n = hi - lo
     for k in ("grants", "keepalives", "expiries", "failovers_kept"):
-        assert seen[k] >= n // 3, f"only {seen[k]} of {n} seeds saw {k}: {dict(seen)}"
+        assert seen[k] >= n // 5, f"only {seen[k]} of {n} seeds saw {k}: {dict(seen)}"
 
 
 @pytest.mark.parametrize("seed", [913961])
