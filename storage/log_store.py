@@ -52,6 +52,9 @@ _META_PREFIX = b"m/meta/"
 # memtable (50 MB: 0.3 s of CPU), while a flush here writes only the entries compaction left
 # (the trailing window), the rest being covered by drop_prefix's range deletions.
 WRITE_BUFFER_MB = 8
+# WAL files kept for reuse once their memtable is flushed (RocksDB's recycle_log_file_num):
+# at most this many times WRITE_BUFFER_MB of disk beside the log.
+LOG_FILES_RECYCLED = 4
 
 
 class StorageError(Exception):
@@ -108,6 +111,13 @@ class LogStore:
         # RocksDB's info LOG files otherwise accumulate forever in the data directory.
         opts.set_keep_log_file_num(3)
         opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
+        # Every acknowledged write waits for an fdatasync of this WAL. Appending to a new file
+        # changes its size, so on ext4 each such sync is also a journal commit; a recycled WAL
+        # file is overwritten in place and its sync writes only the data (on this machine's disk
+        # 0.95-1.05 ms against 0.40-0.45 ms, median). Safe with the default point-in-time
+        # recovery since RocksDB 9.1 (before, RocksDB turned recycling off by itself); the
+        # key-value DB must not recycle (storage/kv_db.py), this one is never checkpointed.
+        opts.set_recycle_log_file_num(LOG_FILES_RECYCLED)
         try:
             # The default column family's options too: without them rocksdict reopens an existing
             # DB with the column family options of its OPTIONS file, so a log made by an earlier
