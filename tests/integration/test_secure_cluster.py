@@ -93,8 +93,10 @@ def test_a_wrong_or_missing_join_token_exits_1_and_leaves_the_cluster_unchanged(
 def _peer_socket(ctx, server_key: bytes, own, addr: str):
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
-    mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    if own is None:  # a plain peer: a reset during the greeting is its failure too (see its test)
+        events |= zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    mon = s.get_monitor_socket(events)
     if own is not None:
         configure_curve_client(s, server_key, own)
     s.connect(f"tcp://{addr}")
@@ -117,10 +119,13 @@ def test_plain_and_forged_peer_messages_are_refused_and_a_removed_member_cannot_
     others = [nid for nid in ("node1", "node2", "node3") if nid != lid]
     ctx = zmq.Context()
     try:
-        # a plain (NULL) peer: the handshake fails, the RequestVote is never read
+        # a plain (NULL) peer: the handshake fails, the RequestVote is never read. The client
+        # sees the mismatch itself (PROTOCOL), or, when the node's close of the connection
+        # reaches it before the node's greeting is parsed, a reset (NO_DETAIL): libzmq reports
+        # either, by timing (the client library handles both, wire/client.py).
         s, mon = _peer_socket(ctx, server_key, None, target.addr)
         s.send(encode_peer(cid, others[0], RequestVote(2 ** 62, 10 ** 9, 2 ** 62)))
-        assert _handshake(mon) == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        assert _handshake(mon) in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         s.close()
         mon.close()
         # a member's key (others[0]) sending as another member (others[1]): dropped
