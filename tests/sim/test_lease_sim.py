@@ -47,9 +47,11 @@ def test_lease_seeds(lo: int, hi: int) -> None:
         assert seen[k] >= n // 5, f"only {seen[k]} of {n} seeds saw {k}: {dict(seen)}"
 
 
-@pytest.mark.parametrize("seed", [913961])
+@pytest.mark.parametrize("seed", [913961, 956665])
 def test_lease_seeds_found_by_soaks(seed: int) -> None:
     """913961 (5 nodes): a wiped node whose admission was lost in a crash waited for good; the
     model's join loop now runs at every restart its disk does not admit (tests/sim/node_model.py,
-    NodeModel.restart; tests/sim/test_wipe_liveness.py, 922195)."""
+    NodeModel.restart; tests/sim/test_wipe_liveness.py, 922195). 956665 (5 nodes): the model's
+    operator stopped for good a node removed and then admitted again by its pending join, so the
+    healed cluster had a dead voter; it now decommissions only nodes still removed (Sim.run_events)."""
     run_lease_seed(seed, default_nodes(seed))
