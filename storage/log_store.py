@@ -113,8 +113,8 @@ class LogStore:
         opts.set_write_buffer_size(WRITE_BUFFER_MB << 20)
         # Every acknowledged write waits for an fdatasync of this WAL. Appending to a new file
         # changes its size, so on ext4 each such sync is also a journal commit; a recycled WAL
-        # file is overwritten in place and its sync writes only the data (on this machine's disk
-        # 0.95-1.05 ms against 0.40-0.45 ms, median). Safe with the default point-in-time
+        # file is overwritten in place and its sync writes only the data (+4 % PUT c=64 in the
+        # cluster, docs/performance.md, round 17). Safe with the default point-in-time
         # recovery since RocksDB 9.1 (before, RocksDB turned recycling off by itself); the
         # key-value DB must not recycle (storage/kv_db.py), this one is never checkpointed.
         opts.set_recycle_log_file_num(LOG_FILES_RECYCLED)

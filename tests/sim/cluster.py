@@ -325,6 +325,10 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         j = bisect.bisect_right(self.config_idx, k) - 1
         return self.configs[j] if j >= 0 else []
 
+    def committed_member_ids(self) -> set:
+        """Ids of the newest committed configuration's members."""
+        return {m.id for m in self.config_as_of(len(self.committed))}
+
     def change_membership(self, ld: Node, p_add: Optional[float] = None) -> bool:
         """An admin asks the leader to add a spare or remove a member (kvclient add-node/remove-node);
         the leader's core queues the change and proposes it (actors/membership.py)."""
@@ -436,7 +440,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
                 nd = self.nodes[a]
                 # An operator decommissions a removed server, not one admitted again since (a
                 # wiped node's pending join: seed 956665 of the lease simulation).
-                if nd.id not in {m.id for m in self.config_as_of(len(self.committed))}:
+                if nd.id not in self.committed_member_ids():
                     self.stop_node(nd, "operator")
             else:
                 nd = self.nodes[a]
@@ -588,7 +592,7 @@ class Sim(NetworkModel, DiskModel, NodeModel, Invariants):
         self.blocked = set()
         self.drop = self.dup = self.tail = 0.0
         self.delay_hi = min(self.delay_hi, 1.0)
-        committed = {m.id for m in self.config_as_of(len(self.committed))}
+        committed = self.committed_member_ids()
         for nd in self.nodes:
             if nd.started and not nd.stopped and nd.id in self.ever_member and nd.id not in committed:
                 self.stop_node(nd, "operator")  # removed: decommissioned

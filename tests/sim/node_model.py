@@ -332,7 +332,7 @@ class NodeModel:
             self.fail(f"{nd.id} stops as removed (its log's configuration {[m.id for m in nd.core.members]} at "
                       f"{nd.core.config_index()} is committed at {nd.core.commit}), but it was never in a "
                       f"committed configuration")
-        conf = {m.id for m in self.config_as_of(len(self.committed))}
+        conf = self.committed_member_ids()
         if nd.id in conf:
             self.fail(f"{nd.id} stops as removed (its log's configuration {[m.id for m in nd.core.members]} at "
                       f"{nd.core.config_index()} is committed at {nd.core.commit}), but it is in the committed "
