@@ -14,9 +14,10 @@ Leases follow etcd's lessor (server/lease/lessor.go), reduced to what raftkv nee
   leader was elected (it had lost its quorum by then), so ``ttl + extend`` from now is later
   than any deadline the old leader could have honoured: a failover never expires a live lease.
   It only delays the expiry of a dead one (by at most ``ttl + extend``).
-- A lease whose revoke has been proposed is *revoking*: keepalives are refused (the holder is
-  told the lease is gone, as in etcd) and the revoke is proposed again after ``retry`` seconds
-  if it has not been applied (it may have been lost in a leader change).
+- A lease whose revoke has been proposed is *revoking*: keepalives are refused (the desk tells
+  the holder to retry until the revoke is applied, then "not found", as etcd's Renew waits for
+  the revoke) and the revoke is proposed again after ``retry`` seconds if it has not been
+  applied (it may have been lost in a leader change).
 
 Times are seconds on one node's monotonic clock; only differences on one node are used, so
 clocks of different nodes never need to agree (their rates must, roughly: the same assumption as

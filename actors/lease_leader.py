@@ -11,6 +11,10 @@ quorum acknowledged, started after the keepalive arrived, renews the lease. A de
 does not know it yet can therefore never acknowledge a keepalive: every acknowledged keepalive
 was received while its leader still led, before any successor was elected, so the successor's
 promotion (``now + ttl + extend``) covers it, whatever check-quorum or the timeouts are.
+Nor does a keepalive hear "not found" from this leader's clock alone: a lease whose expiry is
+proposed answers "retry" until the revoke is applied, since the confirming round proves this
+node led when the round started, not when the answer is made (a leader paused past the TTL
+answers after its successor took the lease over).
 
 The clock is promoted only once this leader has applied every entry of earlier terms (its no-op
 committed and applied): before that its table may miss grants, and a keepalive for a lease it
@@ -151,7 +155,12 @@ class LeaseDesk:
             return ClientReply("not_found", error=f"lease {lid} not found (expired or revoked)")
         if op == Op.LEASE_KEEPALIVE.value:
             if not self.clock.keepalive(now, lid, ttl):
-                return ClientReply("not_found", error=f"lease {lid} expired")
+                # Its expiry is proposed but not applied: "retry", not "not found". The round
+                # that confirmed this keepalive proves we led when it started, not now; a leader
+                # paused past the TTL may have been replaced meanwhile, and the lease kept alive
+                # by its successor, so its own clock's expiry may never commit. Once the revoke
+                # is applied, the table answers "not found" above (etcd's Renew waits likewise).
+                return ClientReply("unavailable", error=f"lease {lid} expired; its revoke is not applied yet; retry")
             return ClientReply("ok", info={"id": lid, "ttl": ttl})
         return ClientReply("ok", info={"id": lid, "ttl": ttl, "remaining": _secs(self.clock.remaining(now, lid)),
                                        "keys": table.keys_of(lid)})

@@ -47,11 +47,15 @@ def test_lease_seeds(lo: int, hi: int) -> None:
         assert seen[k] >= n // 5, f"only {seen[k]} of {n} seeds saw {k}: {dict(seen)}"
 
 
-@pytest.mark.parametrize("seed", [913961, 956665])
+@pytest.mark.parametrize("seed", [913961, 956665, 985095])
 def test_lease_seeds_found_by_soaks(seed: int) -> None:
     """913961 (5 nodes): a wiped node whose admission was lost in a crash waited for good; the
     model's join loop now runs at every restart its disk does not admit (tests/sim/node_model.py,
     NodeModel.restart; tests/sim/test_wipe_liveness.py, 922195). 956665 (5 nodes): the model's
     operator stopped for good a node removed and then admitted again by its pending join, so the
-    healed cluster had a dead voter; it now decommissions only nodes still removed (Sim.run_events)."""
+    healed cluster had a dead voter; it now decommissions only nodes still removed (Sim.run_events).
+    985095 (5 nodes): a leader paused for 42 ticks, replaced meanwhile, resumed with every lease
+    overdue by its own clock and answered a keepalive confirmed by a round from before the pause
+    "not found", while the successor had kept the lease alive; the desk now answers "retry" until
+    an expiry is applied (actors/lease_leader.py, LeaseDesk.answer)."""
     run_lease_seed(seed, default_nodes(seed))
